@@ -1,0 +1,270 @@
+// The library's entry point: `build()` runs a Dockerfile build end to end. The CLI is a thin
+// shell around it; embedders call it directly and subscribe to progress events.
+
+import pLimit from 'p-limit';
+import { readFile } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import type { LayerRecord } from './cache/cache-index.js';
+import { StatCache } from './cache/checksum.js';
+import { defaultStateRoot, openState, type State } from './cache/state.js';
+import type { Digest, Platform } from './definition/index.js';
+import { RuncExecutor } from './executor/runc.js';
+import { assembleImage, type BuiltImage } from './exporter/image.js';
+import { writeOciArchive } from './exporter/oci-archive.js';
+import { compile, parseDockerfile, parseDockerignore, type CompileResult } from './frontend/index.js';
+import { MediaType, type ImageConfigFile, type ImageManifest } from './oci/types.js';
+import { DockerConfigCredentialStore, parseReference, RegistryClient, type ImageReference } from './registry/index.js';
+import { hostPlatform } from './registry/platform.js';
+import { applyLayer, chainIDs, createSnapshotter, withMounts, writeLayer } from './snapshotter/index.js';
+import type { Snapshotter } from './snapshotter/types.js';
+import { track, type ProgressListener } from './solver/progress.js';
+import { Solver, type ImageSource } from './solver/solver.js';
+
+export type Output = { type: 'oci'; dest: string };
+
+export interface BuildOptions {
+  /** The build context directory. */
+  context: string;
+  /** Path of the Dockerfile; default `<context>/Dockerfile`. */
+  dockerfile?: string;
+  /** Names for the image (`user/app:1.2`); stored locally, and pushed with `push`. */
+  tags?: string[];
+  buildArgs?: Record<string, string>;
+  target?: string;
+  platform?: Platform;
+  push?: boolean;
+  outputs?: Output[];
+  /** State directory; default BUILDER_ROOT, else /var/lib/builder (root) or ~/.local/share/builder. */
+  root?: string;
+  noCache?: boolean;
+  /** Resolve base image tags at the registry even when the local store has them. */
+  pull?: boolean;
+  snapshotter?: 'auto' | 'overlayfs' | 'native';
+  /** Unix seconds: fixes `created` times and clamps file mtimes in layers, for reproducible images. */
+  sourceDateEpoch?: number;
+  insecureRegistries?: string[];
+  onProgress?: ProgressListener;
+  signal?: AbortSignal;
+}
+
+export interface BuildResult {
+  manifestDigest: Digest;
+  configDigest: Digest;
+  config: ImageConfigFile;
+  /** Full names the image was stored under. */
+  tags: string[];
+  pushed: Array<{ ref: string; digest: Digest }>;
+}
+
+export async function build(opts: BuildOptions): Promise<BuildResult> {
+  const emit: ProgressListener = opts.onProgress ?? (() => undefined);
+  const context = resolve(opts.context);
+  const dockerfilePath = resolve(opts.dockerfile ?? join(context, 'Dockerfile'));
+  const dockerfileName = opts.dockerfile ?? 'Dockerfile';
+  const platform = opts.platform ?? hostPlatform();
+  const tags = (opts.tags ?? []).map((t) => parseReference(t));
+
+  const dockerfileText = await readFile(dockerfilePath, 'utf8').catch((err: NodeJS.ErrnoException) => {
+    throw new Error(`failed to read Dockerfile ${dockerfileName}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`);
+  });
+  const dockerfile = parseDockerfile(dockerfileText, dockerfileName);
+  const ignore = parseDockerignore(await readDockerignore(dockerfilePath, context));
+
+  const state = await openState(opts.root ?? defaultStateRoot(), { signal: opts.signal });
+  const registry = new RegistryClient({
+    credentials: new DockerConfigCredentialStore(),
+    insecureRegistries: opts.insecureRegistries,
+  });
+  try {
+    const snapshotter = await createSnapshotter(state.root, opts.snapshotter ?? 'auto');
+    const executor = new RuncExecutor();
+    await Promise.all([snapshotter.sweep(), executor.sweep()]);
+    const images = new Images(state, registry, Boolean(opts.pull), opts.signal);
+
+    const compiled: CompileResult = await compile(dockerfile, {
+      file: dockerfileName,
+      buildArgs: opts.buildArgs ?? {},
+      target: opts.target,
+      platform,
+      dockerignore: ignore,
+      sourceDateEpoch: opts.sourceDateEpoch,
+      resolveImage: (ref, p) => images.resolve(ref, p),
+    });
+    for (const w of compiled.warnings) emit({ type: 'warning', message: w.message, file: w.file, line: w.line });
+
+    const solver = new Solver(compiled.definition, {
+      store: state.store,
+      cache: state.cache,
+      snapshotter,
+      layers: { chainIDs, withMounts, applyLayer, writeLayer },
+      executor,
+      images,
+      localDirs: { context },
+      statCache: await StatCache.load(state.statCacheDir, context),
+      progress: emit,
+      signal: opts.signal,
+      noCache: opts.noCache,
+      sourceDateEpoch: opts.sourceDateEpoch,
+    });
+    const layers = await solver.layersOf(compiled.root);
+
+    const created = new Date(opts.sourceDateEpoch !== undefined ? opts.sourceDateEpoch * 1000 : Date.now()).toISOString();
+    const image = await track(emit, { id: 'export', name: 'exporting to image' }, () =>
+      assembleImage(state.store, {
+        spec: compiled.image,
+        layers,
+        created,
+        addedLayer: async (vertex) => {
+          const v = compiled.definition.vertices.get(vertex);
+          const parent = v?.inputs[0];
+          if (!parent) return (await solver.layersOf(vertex)).length > 0;
+          return (await solver.layersOf(vertex)).length > (await solver.layersOf(parent)).length;
+        },
+      }),
+    );
+    for (const tag of tags) await state.images.tag(tag.toString(), image.manifestDescriptor);
+    for (const out of opts.outputs ?? []) {
+      await track(emit, { id: `output:${out.dest}`, name: `exporting OCI archive to ${out.dest}` }, () =>
+        writeOciArchive(state.store, image, out.dest, tags.map((t) => t.toString())),
+      );
+    }
+    const pushed = opts.push ? await pushImage(state, registry, image, tags, emit) : [];
+    return {
+      manifestDigest: image.manifestDescriptor.digest,
+      configDigest: image.configDescriptor.digest,
+      config: image.config,
+      tags: tags.map((t) => t.toString()),
+      pushed,
+    };
+  } finally {
+    await state.release();
+  }
+}
+
+/** `<Dockerfile>.dockerignore` beside the Dockerfile wins over the context's `.dockerignore`. */
+async function readDockerignore(dockerfilePath: string, context: string): Promise<string> {
+  for (const candidate of [join(dirname(dockerfilePath), `${basename(dockerfilePath)}.dockerignore`), join(context, '.dockerignore')]) {
+    try {
+      return await readFile(candidate, 'utf8');
+    } catch {
+      // try the next
+    }
+  }
+  return '';
+}
+
+/**
+ * Base images: resolved from the local store when it has them (as Docker does, unless --pull),
+ * else from their registry; their layers are pulled into the content store, verified.
+ */
+class Images implements ImageSource {
+  private readonly fetches = pLimit(3);
+
+  constructor(
+    private readonly state: State,
+    private readonly registry: RegistryClient,
+    private readonly forcePull: boolean,
+    private readonly signal?: AbortSignal,
+  ) {}
+
+  async resolve(refText: string, platform: Platform): Promise<{ ref: string; config: ImageConfigFile }> {
+    const ref = parseReference(refText);
+    const name = nameOf(ref);
+    if (ref.digest && (await this.state.store.has(ref.digest as Digest))) {
+      return { ref: `${name}@${ref.digest}`, config: await this.configOf(ref.digest as Digest) };
+    }
+    if (!ref.digest && !this.forcePull) {
+      const local = await this.state.images.get(name);
+      if (local && (await this.state.store.has(local.digest))) {
+        return { ref: `${name}@${local.digest}`, config: await this.configOf(local.digest) };
+      }
+    }
+    const resolved = await this.registry.resolve(ref, platform);
+    await this.state.store.putBytes(resolved.manifestBytes);
+    await this.state.store.putBytes(resolved.configBytes);
+    return { ref: `${name}@${resolved.manifestDigest}`, config: resolved.config };
+  }
+
+  async local(pinned: string): Promise<LayerRecord[] | undefined> {
+    const digest = parseReference(pinned).digest as Digest;
+    if (!(await this.state.store.has(digest))) return undefined;
+    const manifest = await this.state.store.readJson<ImageManifest>(digest);
+    for (const layer of manifest.layers) if (!(await this.state.store.has(layer.digest))) return undefined;
+    return layerRecords(manifest, await this.state.store.readJson<ImageConfigFile>(manifest.config.digest));
+  }
+
+  async pull(pinned: string, platform: Platform): Promise<LayerRecord[]> {
+    const ref = parseReference(pinned);
+    const digest = ref.digest as Digest;
+    if (!(await this.state.store.has(digest))) {
+      const resolved = await this.registry.resolve(ref, platform);
+      await this.state.store.putBytes(resolved.manifestBytes);
+      await this.state.store.putBytes(resolved.configBytes);
+    }
+    const manifest = await this.state.store.readJson<ImageManifest>(digest);
+    const config = await this.state.store.readJson<ImageConfigFile>(manifest.config.digest);
+    await Promise.all(
+      manifest.layers.map((layer) =>
+        this.fetches(async () => {
+          this.signal?.throwIfAborted();
+          if (await this.state.store.has(layer.digest)) return;
+          const body = await this.registry.fetchBlob(ref, layer);
+          await this.state.store.ingest(body, { digest: layer.digest, size: layer.size, source: `${nameOf(ref)}@${layer.digest}` });
+        }),
+      ),
+    );
+    // Like `docker pull`, keep the base under its name so later builds resolve it offline.
+    if (ref.tag) {
+      await this.state.images.tag(`${nameOf(ref)}:${ref.tag}`, { mediaType: manifest.mediaType ?? MediaType.OciManifest, digest, size: await this.state.store.size(digest) });
+    }
+    return layerRecords(manifest, config);
+  }
+
+  private async configOf(manifestDigest: Digest): Promise<ImageConfigFile> {
+    const manifest = await this.state.store.readJson<ImageManifest>(manifestDigest);
+    return this.state.store.readJson<ImageConfigFile>(manifest.config.digest);
+  }
+}
+
+function layerRecords(manifest: ImageManifest, config: ImageConfigFile): LayerRecord[] {
+  if (manifest.layers.length !== config.rootfs.diff_ids.length) {
+    throw new Error(`image ${manifest.config.digest}: ${manifest.layers.length} layers but ${config.rootfs.diff_ids.length} diff_ids`);
+  }
+  return manifest.layers.map((layer, i) => ({
+    diffID: config.rootfs.diff_ids[i]!,
+    digest: layer.digest,
+    size: layer.size,
+    mediaType: layer.mediaType,
+  }));
+}
+
+/** `registry/repository:tag` without the digest. */
+function nameOf(ref: ImageReference): string {
+  return `${ref.registry}/${ref.repository}${ref.tag ? `:${ref.tag}` : ''}`;
+}
+
+async function pushImage(
+  state: State,
+  registry: RegistryClient,
+  image: BuiltImage,
+  tags: ImageReference[],
+  emit: ProgressListener,
+): Promise<Array<{ ref: string; digest: Digest }>> {
+  if (tags.length === 0) throw new Error('--push needs at least one -t name');
+  const pushed: Array<{ ref: string; digest: Digest }> = [];
+  const limit = pLimit(4);
+  for (const tag of tags) {
+    const name = tag.toString();
+    await track(emit, { id: `push:${name}`, name: `pushing ${name}` }, async () => {
+      await Promise.all(
+        [...image.manifest.layers, image.configDescriptor].map((desc) =>
+          limit(() => registry.pushBlob(tag, desc, () => state.store.read(desc.digest))),
+        ),
+      );
+      const bytes = await state.store.readBytes(image.manifestDescriptor.digest);
+      const digest = await registry.pushManifest(tag, image.manifestDescriptor.mediaType, bytes);
+      pushed.push({ ref: name, digest });
+    });
+  }
+  return pushed;
+}

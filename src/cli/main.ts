@@ -1,0 +1,159 @@
+// `builder` command line: parses arguments, renders progress, calls the library.
+
+import { parseArgs } from 'node:util';
+import { build, type BuildOptions, type Output } from '../build.js';
+import { parsePlatform } from '../registry/platform.js';
+import { createRenderer, type ProgressMode } from './progress.js';
+
+const USAGE = `Usage: builder build [OPTIONS] PATH
+
+Build an image from a Dockerfile and a build context, without a daemon.
+
+Options:
+  -t, --tag NAME            Name the image (repeatable), e.g. user/app:1.2
+  -f, --file FILE           Dockerfile to use (default: PATH/Dockerfile)
+      --target STAGE        Build this stage (default: the last one)
+      --build-arg K=V       Set a build argument (repeatable; K alone takes it from the environment)
+      --push                Push every tag to its registry
+  -o, --output SPEC         Also export: type=oci,dest=FILE.tar
+      --platform OS/ARCH    Target platform (default: this machine's)
+      --no-cache            Run every step even if it is cached
+      --pull                Check the registry for newer base images
+      --root DIR            State directory (default: $BUILDER_ROOT, /var/lib/builder as root)
+      --snapshotter NAME    auto, overlayfs or native (default: auto)
+      --insecure-registry H Use plain HTTP for registry H (loopback ones always are)
+      --progress MODE       plain, json or quiet (default: plain)
+  -h, --help                Show this help
+`;
+
+class UsageError extends Error {}
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (!command || command === '-h' || command === '--help' || command === 'help') {
+    process.stdout.write(USAGE);
+    return command ? 0 : 2;
+  }
+  if (command !== 'build') throw new UsageError(`unknown command "${command}" (try: builder build --help)`);
+  const opts = parseBuildArgs(rest);
+  if (!opts) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const { progress, ...buildOpts } = opts;
+  const controller = new AbortController();
+  let interrupted = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (interrupted) {
+      process.stderr.write('still cleaning up, please wait\n');
+      return;
+    }
+    interrupted = true;
+    process.stderr.write(`\n${signal === 'SIGINT' ? 'interrupted' : 'terminated'}: stopping the build and cleaning up\n`);
+    controller.abort(new Error(`build cancelled by ${signal}`));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    const result = await build({ ...buildOpts, onProgress: createRenderer(progress, process.stderr), signal: controller.signal });
+    for (const p of result.pushed) process.stdout.write(`pushed ${p.ref}@${p.digest}\n`);
+    process.stdout.write(`${result.manifestDigest}\n`);
+    return 0;
+  } catch (err) {
+    if (interrupted) return 130;
+    throw err;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'signal'> & { progress: ProgressMode }) | undefined {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      options: {
+        tag: { type: 'string', short: 't', multiple: true },
+        file: { type: 'string', short: 'f' },
+        target: { type: 'string' },
+        'build-arg': { type: 'string', multiple: true },
+        push: { type: 'boolean' },
+        output: { type: 'string', short: 'o', multiple: true },
+        platform: { type: 'string' },
+        'no-cache': { type: 'boolean' },
+        pull: { type: 'boolean' },
+        root: { type: 'string' },
+        snapshotter: { type: 'string' },
+        'insecure-registry': { type: 'string', multiple: true },
+        progress: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const v = parsed.values;
+  if (v.help) return undefined;
+  if (parsed.positionals.length !== 1) throw new UsageError('"builder build" requires exactly 1 argument: the build context PATH');
+
+  const buildArgs: Record<string, string> = {};
+  for (const kv of v['build-arg'] ?? []) {
+    const eq = kv.indexOf('=');
+    if (eq === 0) throw new UsageError(`invalid --build-arg "${kv}": missing name`);
+    if (eq > 0) buildArgs[kv.slice(0, eq)] = kv.slice(eq + 1);
+    else if (process.env[kv] !== undefined) buildArgs[kv] = process.env[kv]!;
+  }
+  const progress = (v.progress ?? 'plain') as ProgressMode;
+  if (!['plain', 'json', 'quiet'].includes(progress)) throw new UsageError(`invalid --progress "${progress}": use plain, json or quiet`);
+  const snapshotter = v.snapshotter ?? 'auto';
+  if (snapshotter !== 'auto' && snapshotter !== 'overlayfs' && snapshotter !== 'native') {
+    throw new UsageError(`invalid --snapshotter "${snapshotter}": use auto, overlayfs or native`);
+  }
+  const epoch = process.env.SOURCE_DATE_EPOCH;
+  if (epoch !== undefined && !/^\d+$/.test(epoch)) throw new UsageError(`invalid SOURCE_DATE_EPOCH "${epoch}": expected Unix seconds`);
+
+  return {
+    context: parsed.positionals[0]!,
+    dockerfile: v.file,
+    tags: v.tag,
+    buildArgs,
+    target: v.target,
+    push: v.push,
+    outputs: (v.output ?? []).map(parseOutput),
+    platform: v.platform ? parsePlatform(v.platform) : undefined,
+    noCache: v['no-cache'],
+    pull: v.pull,
+    root: v.root,
+    snapshotter,
+    insecureRegistries: v['insecure-registry'],
+    sourceDateEpoch: epoch === undefined ? undefined : Number(epoch),
+    progress,
+  };
+}
+
+function parseOutput(spec: string): Output {
+  const fields = Object.fromEntries(spec.split(',').map((kv) => kv.split('=', 2) as [string, string]));
+  if (fields.type !== 'oci' || !fields.dest) throw new UsageError(`unsupported --output "${spec}": expected type=oci,dest=FILE.tar`);
+  return { type: 'oci', dest: fields.dest };
+}
+
+/** Prints a user error the way a person can act on it: no stack trace. */
+function report(err: unknown): number {
+  const e = err as Error & { format?: () => string; outputTail?: readonly string[] };
+  if (err instanceof UsageError) {
+    process.stderr.write(`ERROR: ${e.message}\n`);
+    return 2;
+  }
+  const text = typeof e.format === 'function' ? e.format() : (e?.message ?? String(err));
+  if (e.outputTail?.length) process.stderr.write(`------\n${e.outputTail.map((l) => ` > ${l}`).join('\n')}\n------\n`);
+  process.stderr.write(`ERROR: ${text}\n`);
+  if (process.env.BUILDER_DEBUG) process.stderr.write(`${e.stack ?? ''}\n`);
+  return 1;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => process.exit(report(err)),
+);

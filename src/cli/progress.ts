@@ -1,0 +1,67 @@
+// Renders progress events as BuildKit's plain output does: a number per step, its log lines
+// with the time since the step started, and `CACHED` / `DONE 1.2s` / `ERROR` when it ends.
+// `json` writes one event per line for tools.
+
+import type { ProgressEvent, ProgressListener } from '../solver/progress.js';
+
+export type ProgressMode = 'plain' | 'json' | 'quiet';
+
+export function createRenderer(mode: ProgressMode, out: NodeJS.WritableStream): ProgressListener {
+  if (mode === 'json') return (e) => out.write(`${JSON.stringify(e)}\n`);
+  if (mode === 'quiet') return () => undefined;
+  return plainRenderer(out);
+}
+
+function plainRenderer(out: NodeJS.WritableStream): ProgressListener {
+  const numbers = new Map<string, number>();
+  const started = new Map<string, number>();
+  const partial = new Map<string, string>();
+  let last: string | undefined;
+
+  const number = (id: string, name: string): number => {
+    let n = numbers.get(id);
+    if (n === undefined) {
+      n = numbers.size + 1;
+      numbers.set(id, n);
+      if (last !== undefined) out.write('\n');
+      out.write(`#${n} ${name}\n`);
+    }
+    last = id;
+    return n;
+  };
+
+  const flushLine = (n: number, id: string, line: string) => {
+    const since = ((Date.now() - (started.get(id) ?? Date.now())) / 1000).toFixed(3);
+    out.write(`#${n} ${since} ${line}\n`);
+  };
+
+  return (e: ProgressEvent) => {
+    switch (e.type) {
+      case 'warning':
+        out.write(`WARNING: ${e.file ? `${e.file}${e.line ? `:${e.line}` : ''}: ` : ''}${e.message}\n`);
+        return;
+      case 'log': {
+        const n = numbers.get(e.id) ?? 0;
+        const text = (partial.get(e.id) ?? '') + e.data;
+        const lines = text.split('\n');
+        partial.set(e.id, lines.pop() ?? '');
+        for (const line of lines) flushLine(n, e.id, line);
+        return;
+      }
+      case 'step': {
+        const n = number(e.id, e.name);
+        if (e.status === 'started') {
+          started.set(e.id, e.at);
+          return;
+        }
+        const rest = partial.get(e.id);
+        if (rest) flushLine(n, e.id, rest);
+        partial.delete(e.id);
+        if (e.status === 'cached') out.write(`#${n} CACHED\n`);
+        else if (e.status === 'done') out.write(`#${n} DONE ${((e.durationMs ?? 0) / 1000).toFixed(1)}s\n`);
+        else out.write(`#${n} ERROR: ${e.error ?? 'failed'}\n`);
+        return;
+      }
+    }
+  };
+}

@@ -1,0 +1,146 @@
+// The Definition: a content-addressed DAG of build operations, the contract between a frontend
+// (the Dockerfile compiler, or any other producer) and the solver. Like BuildKit's LLB, it says
+// *what* to build, never *how*: every value here is plain data that can be printed and hashed.
+
+import { createHash } from 'node:crypto';
+import type { ContainerConfig, Digest, HistoryEntry, Platform } from '../oci/types.js';
+
+export type { Digest, Platform } from '../oci/types.js';
+
+/** An empty filesystem (`FROM scratch`). */
+export interface ScratchOp {
+  type: 'scratch';
+}
+
+/** A base image, always pinned: `ref` is fully qualified and carries the manifest digest. */
+export interface ImageOp {
+  type: 'image';
+  /** e.g. `docker.io/library/busybox:latest@sha256:…` */
+  ref: string;
+  platform: Platform;
+}
+
+/** Files from the build context (or another named local directory). */
+export interface LocalOp {
+  type: 'local';
+  name: string;
+  /** `.dockerignore` patterns, Docker's syntax and order. */
+  exclude: string[];
+}
+
+/** A command run in a container whose root filesystem is input 0; its output is that fs after the run. */
+export interface ExecOp {
+  type: 'exec';
+  args: string[];
+  env: string[];
+  cwd: string;
+  /** As in Docker's USER: `name`, `uid`, `name:group`, `uid:gid`; empty means root. */
+  user: string;
+  network: 'none' | 'host';
+}
+
+export interface Chown {
+  user: string;
+  group?: string;
+}
+
+/** Copy paths from input `sourceInput` into the file op's destination (input 0). */
+export interface CopyAction {
+  action: 'copy';
+  sourceInput: number;
+  /** Source paths relative to the source root; may hold Docker's wildcards. */
+  src: string[];
+  /** Absolute destination; a trailing `/` means "into this directory". */
+  dest: string;
+  chown?: Chown;
+  /** File mode bits to set on every copied entry (COPY --chmod). */
+  chmod?: number;
+}
+
+/** Create a directory (WORKDIR), with missing parents. */
+export interface MkdirAction {
+  action: 'mkdir';
+  path: string;
+  mode: number;
+  chown?: Chown;
+}
+
+export type FileAction = CopyAction | MkdirAction;
+
+/** File operations applied on input 0 (the destination filesystem). */
+export interface FileOp {
+  type: 'file';
+  actions: FileAction[];
+}
+
+export type Op = ScratchOp | ImageOp | LocalOp | ExecOp | FileOp;
+
+/** Where a vertex came from: shown in progress and errors, never part of a digest. */
+export interface VertexMeta {
+  /** e.g. `[builder 2/5] RUN npm ci` */
+  name: string;
+  file?: string;
+  startLine?: number;
+  endLine?: number;
+  /** Exclude the vertex from progress output (internal steps such as the context source). */
+  hidden?: boolean;
+}
+
+export interface Vertex {
+  op: Op;
+  /** Digests of the vertices whose outputs this op reads, in the op's input order. */
+  inputs: Digest[];
+  meta: VertexMeta;
+}
+
+export interface Definition {
+  vertices: Map<Digest, Vertex>;
+}
+
+/** Describes how to turn a solved root into an image: config, and history with one entry per step. */
+export interface ImageSpec {
+  /** The image's own config section (Env, Cmd, …) after all instructions. */
+  config: ContainerConfig;
+  platform: Platform;
+  /**
+   * History of the base image followed by one entry per instruction. An entry with `vertex`
+   * adds the layer that vertex produced (if its diff was not empty).
+   */
+  history: Array<HistoryEntry & { vertex?: Digest }>;
+}
+
+/** JSON with sorted object keys and no whitespace: the form digests are computed over. */
+export function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) => {
+    if (v && typeof v === 'object' && !Array.isArray(v)) {
+      const sorted: Record<string, unknown> = {};
+      for (const k of Object.keys(v as object).sort()) sorted[k] = (v as Record<string, unknown>)[k];
+      return sorted;
+    }
+    return v;
+  });
+}
+
+export function sha256(data: string | Uint8Array): Digest {
+  return `sha256:${createHash('sha256').update(data).digest('hex')}`;
+}
+
+/** The content address of a vertex: its op and its inputs, never its metadata. */
+export function vertexDigest(op: Op, inputs: readonly Digest[]): Digest {
+  return sha256(canonicalJson({ op, inputs }));
+}
+
+/** Builds a Definition, deduplicating identical vertices. */
+export class DefinitionBuilder {
+  readonly vertices = new Map<Digest, Vertex>();
+
+  add(op: Op, inputs: readonly Digest[], meta: VertexMeta): Digest {
+    const digest = vertexDigest(op, inputs);
+    if (!this.vertices.has(digest)) this.vertices.set(digest, { op, inputs: [...inputs], meta });
+    return digest;
+  }
+
+  build(): Definition {
+    return { vertices: new Map(this.vertices) };
+  }
+}

@@ -1,0 +1,313 @@
+// Runs one RUN step in a temporary container through runc: writes a bundle (config.json plus
+// the generated /etc files), `runc run`s it in the foreground with stdio piped to the caller,
+// and always removes the bundle and the container afterwards.
+
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { access, constants as fsc, lstat, mkdir, readFile, readdir, rm, rmdir, unlink, writeFile } from 'node:fs/promises';
+import { constants as osc, tmpdir } from 'node:os';
+import { join, posix, resolve } from 'node:path';
+import { CommandError, isOwnerAlive, processToken, runCommand } from '../snapshotter/exec.js';
+import { resolveInRoot } from './scoped-path.js';
+import { buildSpec, hostsFile, resolvConf, withDefaultEnv } from './spec.js';
+import { resolveUser } from './user.js';
+
+export interface RunSpec {
+  /** The container's root filesystem: a mounted snapshot (written to by the step). */
+  rootfs: string;
+  args: string[];
+  env: string[];
+  cwd: string;
+  /** Docker USER syntax: '', name, uid, name:group, uid:gid. */
+  user: string;
+  network: 'none' | 'host';
+  hostname?: string;
+  stdout(chunk: Buffer): void;
+  stderr(chunk: Buffer): void;
+  signal?: AbortSignal;
+}
+
+export interface RunResult {
+  exitCode: number;
+  /** Set when the exit code is 128+n for a signal n (how runc reports a killed process). */
+  signal?: string;
+}
+
+export interface RuncExecutorOptions {
+  /** The runc binary (default: `runc` from PATH). */
+  runc?: string;
+  /** runc's state directory (`--root`); default: runc's own default, /run/runc for root. */
+  stateRoot?: string;
+  /** Where bundles are written (default: <tmpdir>/builder-runc). */
+  bundleRoot?: string;
+  /** Hostname when a RunSpec has none (default: buildkitsandbox, as BuildKit). */
+  hostname?: string;
+}
+
+export class AbortError extends Error {
+  readonly code = 'ABORT_ERR';
+  constructor(options?: { cause?: unknown }) {
+    super('The operation was aborted', options);
+    this.name = 'AbortError';
+  }
+}
+
+/** runc itself failed (bad config, missing executable...), as opposed to the process exiting non-zero. */
+export class RuncError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'RuncError';
+  }
+}
+
+const CONTAINER_PREFIX = 'builder-';
+const OWNER_ANNOTATION = 'dev.builder.owner';
+const IP_CANDIDATES = ['/usr/sbin/ip', '/sbin/ip', '/usr/bin/ip', '/bin/ip'];
+
+/** Mount points runc creates in the rootfs when missing; removed again so they do not end up in layers. */
+const MOUNT_TARGETS = ['/proc', '/dev', '/sys', '/etc/hosts', '/etc/resolv.conf', '/etc/hostname'];
+
+export class RuncExecutor {
+  private readonly runc: string;
+  private readonly stateRoot: string | undefined;
+  private readonly bundleRoot: string;
+  private readonly hostname: string;
+  private ipCommand: Promise<string | undefined> | undefined;
+
+  constructor(opts: RuncExecutorOptions = {}) {
+    this.runc = opts.runc ?? 'runc';
+    this.stateRoot = opts.stateRoot;
+    this.bundleRoot = opts.bundleRoot ?? join(tmpdir(), 'builder-runc');
+    this.hostname = opts.hostname ?? 'buildkitsandbox';
+  }
+
+  async run(spec: RunSpec): Promise<RunResult> {
+    if (spec.signal?.aborted) throw new AbortError({ cause: spec.signal.reason });
+    const id = `${CONTAINER_PREFIX}${randomBytes(8).toString('hex')}`;
+    const rootfs = resolve(spec.rootfs);
+    const user = await resolveUser(rootfs, spec.user);
+    const cwd = posix.resolve('/', spec.cwd || '/');
+    // Like Docker, a missing working directory is created (inside the rootfs, never through it)
+    // and stays: it is part of the step's result, unlike the mount points recorded next.
+    await mkdir(await resolveInRoot(rootfs, cwd), { recursive: true, mode: 0o755 });
+    const stubs = await MountStubs.record(rootfs, MOUNT_TARGETS);
+    const bundle = join(this.bundleRoot, id);
+    let aborted = false;
+    try {
+      await this.writeBundle(bundle, rootfs, cwd, user, spec);
+      const exit = await this.runContainer(id, bundle, spec);
+      aborted = exit.aborted;
+      if (aborted) throw new AbortError({ cause: spec.signal?.reason });
+      if (exit.code === null) throw new RuncError(`runc was killed by ${exit.signal ?? 'a signal'}`);
+      if (exit.code !== 0) {
+        const failure = await runcFailure(join(bundle, 'runc.log'));
+        if (failure) throw new RuncError(failure);
+      }
+      return toResult(exit.code);
+    } finally {
+      await this.deleteContainer(id, aborted);
+      await rm(bundle, { recursive: true, force: true });
+      await stubs.cleanup();
+    }
+  }
+
+  /**
+   * Deletes `builder-*` containers and bundles left by earlier runs that died (their owner
+   * process is gone). Returns the ids of the containers deleted.
+   */
+  async sweep(): Promise<string[]> {
+    let out: string;
+    try {
+      out = await runCommand(this.runc, [...this.rootArgs(), 'list', '--format', 'json']);
+    } catch (err) {
+      // Without runc there is nothing to sweep (and builds without RUN steps still work).
+      if (err instanceof CommandError && err.spawnError === 'ENOENT') return [];
+      throw err;
+    }
+    const containers = (JSON.parse(out.trim() || 'null') as Array<{ id: string; annotations?: Record<string, string> }> | null) ?? [];
+    const removed: string[] = [];
+    const live = new Set<string>();
+    for (const c of containers) {
+      if (!c.id.startsWith(CONTAINER_PREFIX)) continue;
+      const owner = c.annotations?.[OWNER_ANNOTATION];
+      if (owner !== undefined && isOwnerAlive(owner)) {
+        live.add(c.id);
+        continue;
+      }
+      await runCommand(this.runc, [...this.rootArgs(), 'kill', c.id, 'KILL']).catch(() => undefined);
+      await runCommand(this.runc, [...this.rootArgs(), 'delete', '--force', c.id]);
+      removed.push(c.id);
+    }
+    for (const name of await readdir(this.bundleRoot).catch(() => [] as string[])) {
+      if (!name.startsWith(CONTAINER_PREFIX) || live.has(name)) continue;
+      const owner = await bundleOwner(join(this.bundleRoot, name));
+      if (owner !== undefined && isOwnerAlive(owner)) continue;
+      await rm(join(this.bundleRoot, name), { recursive: true, force: true });
+    }
+    return removed;
+  }
+
+  // --- internals -----------------------------------------------------------------------------
+
+  private rootArgs(): string[] {
+    return this.stateRoot ? ['--root', this.stateRoot] : [];
+  }
+
+  private async writeBundle(
+    bundle: string,
+    rootfs: string,
+    cwd: string,
+    user: Awaited<ReturnType<typeof resolveUser>>,
+    spec: RunSpec,
+  ): Promise<void> {
+    await mkdir(this.bundleRoot, { recursive: true, mode: 0o700 });
+    await mkdir(bundle, { mode: 0o700 });
+    const hostname = spec.hostname ?? this.hostname;
+    const etcFiles = { hosts: join(bundle, 'hosts'), resolvConf: join(bundle, 'resolv.conf'), hostname: join(bundle, 'hostname') };
+    const hostResolv = await readFile('/etc/resolv.conf', 'utf8').catch(() => '');
+    await writeFile(etcFiles.hosts, hostsFile(hostname), { mode: 0o644 });
+    await writeFile(etcFiles.resolvConf, resolvConf(hostResolv, spec.network), { mode: 0o644 });
+    await writeFile(etcFiles.hostname, `${hostname}\n`, { mode: 0o644 });
+    const config = buildSpec({
+      rootfs,
+      args: spec.args,
+      env: withDefaultEnv(spec.env, user.home),
+      cwd,
+      user,
+      hostname,
+      network: spec.network,
+      etcFiles,
+      ipCommand: spec.network === 'none' ? await this.findIp() : undefined,
+      annotations: { [OWNER_ANNOTATION]: processToken() },
+    });
+    await writeFile(join(bundle, 'config.json'), JSON.stringify(config));
+  }
+
+  /** `runc run` in the foreground; on abort, kills the container and waits for runc to exit. */
+  private runContainer(id: string, bundle: string, spec: RunSpec): Promise<{ code: number | null; signal: string | null; aborted: boolean }> {
+    return new Promise((resolvePromise, reject) => {
+      const args = [...this.rootArgs(), '--log', join(bundle, 'runc.log'), '--log-format', 'json', 'run', '--bundle', bundle, id];
+      const child = spawn(this.runc, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      let aborted = false;
+      let exited = false;
+      child.stdout.on('data', (chunk: Buffer) => spec.stdout(chunk));
+      child.stderr.on('data', (chunk: Buffer) => spec.stderr(chunk));
+      const onAbort = (): void => {
+        if (aborted) return;
+        aborted = true;
+        void this.killContainer(id, () => exited, () => child.kill('SIGKILL'));
+      };
+      spec.signal?.addEventListener('abort', onAbort, { once: true });
+      child.on('error', (err) => {
+        exited = true;
+        spec.signal?.removeEventListener('abort', onAbort);
+        reject(err);
+      });
+      child.on('close', (code, signal) => {
+        exited = true;
+        spec.signal?.removeEventListener('abort', onAbort);
+        resolvePromise({ code, signal, aborted });
+      });
+      if (spec.signal?.aborted) onAbort();
+    });
+  }
+
+  /**
+   * `runc kill` fails until runc has created the container: retry while `runc run` is alive.
+   * As a last resort kill runc itself (the container is then deleted with --force).
+   */
+  private async killContainer(id: string, exited: () => boolean, killRunc: () => void): Promise<void> {
+    for (let i = 0; i < 200 && !exited(); i++) {
+      try {
+        await runCommand(this.runc, [...this.rootArgs(), 'kill', id, 'KILL']);
+        return;
+      } catch {
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    }
+    if (!exited()) killRunc();
+  }
+
+  /** `runc run` removes its container when it exits normally; make sure of it otherwise. */
+  private async deleteContainer(id: string, force: boolean): Promise<void> {
+    const stateDir = join(this.stateRoot ?? '/run/runc', id);
+    const exists = await access(stateDir).then(() => true, () => false);
+    if (exists || force) await runCommand(this.runc, [...this.rootArgs(), 'delete', '--force', id]).catch(() => undefined);
+  }
+
+  private findIp(): Promise<string | undefined> {
+    this.ipCommand ??= (async () => {
+      for (const p of IP_CANDIDATES) {
+        if (await access(p, fsc.X_OK).then(() => true, () => false)) return p;
+      }
+      return undefined;
+    })();
+    return this.ipCommand;
+  }
+}
+
+function toResult(code: number): RunResult {
+  const n = code - 128;
+  if (n > 0 && n < 65) {
+    const name = Object.entries(osc.signals).find(([, num]) => num === n)?.[0];
+    if (name) return { exitCode: code, signal: name };
+  }
+  return { exitCode: code };
+}
+
+/** The error runc logged, if it failed itself (the process's own non-zero exit logs nothing). */
+async function runcFailure(logPath: string): Promise<string | undefined> {
+  const text = await readFile(logPath, 'utf8').catch(() => '');
+  const errors: string[] = [];
+  for (const line of text.split('\n')) {
+    if (!line.trim()) continue;
+    try {
+      const entry = JSON.parse(line) as { level?: string; msg?: string };
+      if ((entry.level === 'error' || entry.level === 'fatal') && entry.msg) errors.push(entry.msg);
+    } catch {
+      // not JSON: ignore
+    }
+  }
+  return errors.length ? errors.join('; ') : undefined;
+}
+
+async function bundleOwner(bundle: string): Promise<string | undefined> {
+  try {
+    const config = JSON.parse(await readFile(join(bundle, 'config.json'), 'utf8')) as { annotations?: Record<string, string> };
+    return config.annotations?.[OWNER_ANNOTATION];
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Remembers which mount targets (and their parents) are missing from the rootfs before the run,
+ * so the empty files and directories runc creates for them can be removed afterwards, as
+ * BuildKit does: they must not show up in the step's layer.
+ */
+class MountStubs {
+  private constructor(private readonly created: string[]) {}
+
+  static async record(rootfs: string, targets: string[]): Promise<MountStubs> {
+    const missing: string[] = [];
+    for (const target of targets) {
+      const parts = target.split('/').filter(Boolean);
+      for (let i = 1; i <= parts.length; i++) {
+        const path = await resolveInRoot(rootfs, `/${parts.slice(0, i).join('/')}`);
+        if (missing.includes(path)) continue;
+        const exists = await lstat(path).then(() => true, () => false);
+        if (!exists) missing.push(path);
+      }
+    }
+    return new MountStubs(missing);
+  }
+
+  async cleanup(): Promise<void> {
+    for (const path of [...this.created].reverse()) {
+      const st = await lstat(path).catch(() => undefined);
+      if (!st) continue;
+      if (st.isDirectory()) await rmdir(path).catch(() => undefined); // kept if the step put files in it
+      else if (st.isFile() && st.size === 0) await unlink(path).catch(() => undefined);
+    }
+  }
+}

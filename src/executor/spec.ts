@@ -1,0 +1,167 @@
+// The OCI runtime config.json for one RUN step, with Docker's defaults (moby's
+// oci/defaults.go and caps/defaults.go): capabilities, masked and read-only paths, mounts.
+
+import type { ResolvedUser } from './user.js';
+
+export interface OciMount {
+  destination: string;
+  type: string;
+  source: string;
+  options: string[];
+}
+
+export interface OciHook {
+  path: string;
+  args?: string[];
+  env?: string[];
+  timeout?: number;
+}
+
+/** The subset of the OCI runtime spec that we generate. */
+export interface OciRuntimeSpec {
+  ociVersion: string;
+  process: {
+    terminal: boolean;
+    user: { uid: number; gid: number; additionalGids?: number[] };
+    args: string[];
+    env: string[];
+    cwd: string;
+    capabilities: { bounding: string[]; effective: string[]; permitted: string[]; inheritable: string[]; ambient: string[] };
+    noNewPrivileges: boolean;
+    rlimits?: Array<{ type: string; hard: number; soft: number }>;
+  };
+  root: { path: string; readonly: boolean };
+  hostname: string;
+  mounts: OciMount[];
+  hooks?: { createContainer?: OciHook[] };
+  annotations?: Record<string, string>;
+  linux: {
+    namespaces: Array<{ type: string; path?: string }>;
+    maskedPaths: string[];
+    readonlyPaths: string[];
+    resources: { devices: Array<{ allow: boolean; access: string; type?: string; major?: number; minor?: number }> };
+  };
+}
+
+/** Docker's default capability set. */
+export const DEFAULT_CAPABILITIES = [
+  'CAP_CHOWN',
+  'CAP_DAC_OVERRIDE',
+  'CAP_FSETID',
+  'CAP_FOWNER',
+  'CAP_MKNOD',
+  'CAP_NET_RAW',
+  'CAP_SETGID',
+  'CAP_SETUID',
+  'CAP_SETFCAP',
+  'CAP_SETPCAP',
+  'CAP_NET_BIND_SERVICE',
+  'CAP_SYS_CHROOT',
+  'CAP_KILL',
+  'CAP_AUDIT_WRITE',
+];
+
+export const DEFAULT_MASKED_PATHS = [
+  '/proc/asound',
+  '/proc/acpi',
+  '/proc/kcore',
+  '/proc/keys',
+  '/proc/latency_stats',
+  '/proc/timer_list',
+  '/proc/timer_stats',
+  '/proc/sched_debug',
+  '/proc/scsi',
+  '/sys/firmware',
+  '/sys/devices/virtual/powercap',
+];
+
+export const DEFAULT_READONLY_PATHS = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'];
+
+export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+export interface SpecInput {
+  rootfs: string;
+  args: string[];
+  env: string[];
+  cwd: string;
+  user: ResolvedUser;
+  hostname: string;
+  network: 'none' | 'host';
+  /** Host files bind-mounted read-only over /etc/hosts, /etc/resolv.conf, /etc/hostname. */
+  etcFiles: { hosts: string; resolvConf: string; hostname: string };
+  /** `ip` on the host: brings `lo` up inside a fresh network namespace. */
+  ipCommand?: string;
+  annotations?: Record<string, string>;
+}
+
+/** Fills in PATH and HOME when the environment does not set them (as Docker does). */
+export function withDefaultEnv(env: readonly string[], home: string): string[] {
+  const out = [...env];
+  if (!out.some((e) => e.startsWith('PATH='))) out.unshift(`PATH=${DEFAULT_PATH}`);
+  if (!out.some((e) => e.startsWith('HOME='))) out.push(`HOME=${home}`);
+  return out;
+}
+
+export function buildSpec(input: SpecInput): OciRuntimeSpec {
+  const namespaces = [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }];
+  if (input.network === 'none') namespaces.push({ type: 'network' });
+  const caps = [...DEFAULT_CAPABILITIES];
+  const spec: OciRuntimeSpec = {
+    ociVersion: '1.0.2',
+    process: {
+      terminal: false,
+      user: { uid: input.user.uid, gid: input.user.gid, ...(input.user.additionalGids.length ? { additionalGids: input.user.additionalGids } : {}) },
+      args: input.args,
+      env: input.env,
+      cwd: input.cwd,
+      // No inheritable or ambient capabilities (Docker since 20.10.14, CVE-2022-24769).
+      capabilities: { bounding: caps, effective: caps, permitted: caps, inheritable: [], ambient: [] },
+      noNewPrivileges: true,
+    },
+    root: { path: input.rootfs, readonly: false },
+    hostname: input.hostname,
+    mounts: [
+      { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
+      { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
+      { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'] },
+      { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
+      { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['ro', 'nosuid', 'noexec', 'nodev', 'relatime'] },
+      { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
+      { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
+      { destination: '/etc/hosts', type: 'bind', source: input.etcFiles.hosts, options: ['rbind', 'ro'] },
+      { destination: '/etc/resolv.conf', type: 'bind', source: input.etcFiles.resolvConf, options: ['rbind', 'ro'] },
+      { destination: '/etc/hostname', type: 'bind', source: input.etcFiles.hostname, options: ['rbind', 'ro'] },
+    ],
+    linux: {
+      namespaces,
+      maskedPaths: [...DEFAULT_MASKED_PATHS],
+      readonlyPaths: [...DEFAULT_READONLY_PATHS],
+      // Deny all devices; runc adds its default allow-list (null, zero, full, tty, random, urandom, ptmx).
+      resources: { devices: [{ allow: false, access: 'rwm' }] },
+    },
+  };
+  if (input.network === 'none' && input.ipCommand) {
+    // createContainer hooks run inside the container's namespaces (before pivot_root, while the
+    // host filesystem is still visible): the fresh network namespace gets its loopback up.
+    spec.hooks = { createContainer: [{ path: input.ipCommand, args: ['ip', 'link', 'set', 'lo', 'up'], timeout: 10 }] };
+  }
+  if (input.annotations) spec.annotations = input.annotations;
+  return spec;
+}
+
+/** /etc/hosts as BuildKit writes it. */
+export function hostsFile(hostname: string): string {
+  return `127.0.0.1\tlocalhost ${hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n`;
+}
+
+/**
+ * The host's resolv.conf; without the host network, loopback nameservers would point at the
+ * container's own (empty) loopback, so they are dropped.
+ */
+export function resolvConf(hostResolvConf: string, network: 'none' | 'host'): string {
+  if (network === 'host') return hostResolvConf;
+  return hostResolvConf
+    .split('\n')
+    .filter((l) => !/^\s*nameserver\s+(127\.|::1\s*$)/.test(l))
+    .join('\n');
+}

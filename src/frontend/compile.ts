@@ -1,0 +1,528 @@
+// Dockerfile → Definition. Mirrors BuildKit's dockerfile2llb: check every instruction, evaluate
+// the global ARGs, work out each stage's base, keep only the stages the target needs, resolve
+// their base images (through the injected resolver: the frontend itself does no I/O), then
+// compile the stages in order into one deduplicated DAG plus the target's image config.
+
+import { DefinitionBuilder, type Definition, type Digest, type ImageSpec, type Platform } from '../definition/index.js';
+import type { ImageConfigFile } from '../oci/types.js';
+import {
+  StageDispatcher,
+  StepCounter,
+  imageState,
+  scratchState,
+  stageStateFrom,
+  type CopySource,
+  type DispatchContext,
+  type StageState,
+} from './dispatch.js';
+import { DockerfileError } from './errors.js';
+import {
+  decodeInstruction,
+  errorAt,
+  type ArgCommand,
+  type Command,
+  type CopyCommand,
+  type DecodeContext,
+  type FromCommand,
+} from './instructions.js';
+import { parseInstructionLine, type Dockerfile } from './parser.js';
+import { formatPlatform, parsePlatform, samePlatform } from './platform.js';
+import { ShellLex } from './shell-lexer.js';
+import { suggest } from './suggest.js';
+
+export interface ResolvedImage {
+  /** Canonical, pinned reference: `docker.io/library/alpine:3.19@sha256:…`. */
+  ref: string;
+  config: ImageConfigFile;
+}
+
+export type ImageResolver = (ref: string, platform: Platform) => Promise<ResolvedImage>;
+
+export interface CompileOptions {
+  /** The Dockerfile's name, for errors and vertex metadata. */
+  file: string;
+  buildArgs: Record<string, string>;
+  /** Stage to build; the last stage by default. */
+  target?: string;
+  /** Target platform (TARGETPLATFORM). */
+  platform: Platform;
+  /** Platform of the build itself (BUILDPLATFORM); defaults to `platform`. */
+  buildPlatform?: Platform;
+  /** Resolves a base image to a pinned reference and its config (BuildKit's metaresolver). */
+  resolveImage: ImageResolver;
+  /** `.dockerignore` patterns, already parsed. */
+  dockerignore: string[];
+  /** Name of the build context's local source; default `context`. */
+  contextName?: string;
+  /**
+   * Seconds since the epoch for `created` in new history entries (SOURCE_DATE_EPOCH). Without it
+   * (and without a SOURCE_DATE_EPOCH build arg) `created` is left for the exporter to fill.
+   */
+  sourceDateEpoch?: number;
+}
+
+export interface CompileWarning {
+  file: string;
+  /** 0 when the warning is not about a line (e.g. an unused --build-arg). */
+  line: number;
+  message: string;
+}
+
+export interface StageInfo {
+  name?: string;
+  index: number;
+  /** `scratch`, the pinned image reference, or the name of the stage it builds on. */
+  base: string;
+  root: Digest;
+}
+
+export interface CompileResult {
+  definition: Definition;
+  /** The target stage's final vertex. */
+  root: Digest;
+  image: ImageSpec;
+  /** The stages compiled into the Definition (those the target needs), in file order. */
+  stages: StageInfo[];
+  warnings: CompileWarning[];
+}
+
+type StageBase = { kind: 'scratch' } | { kind: 'stage'; stage: Stage } | { kind: 'image'; ref: string };
+
+interface Stage {
+  index: number;
+  name?: string;
+  from: FromCommand;
+  commands: Command[];
+  /** Base name after global ARG expansion. */
+  baseName: string;
+  /** From `FROM --platform=…`. */
+  platform?: Platform;
+  base: StageBase;
+  /** ONBUILD triggers inherited from the base, run before the stage's own instructions. */
+  triggers?: Command[];
+  resolved?: ResolvedImage;
+  /** Final state, once compiled. */
+  state?: StageState;
+}
+
+/** Steps that are numbered in progress names (BuildKit's cmdTotal). */
+const NUMBERED = new Set<Command['kind']>(['ADD', 'COPY', 'RUN', 'WORKDIR']);
+const RESERVED_STAGE_NAMES = new Set(['scratch', 'context']);
+const PLATFORM_ARGS = [
+  'BUILDPLATFORM', 'BUILDOS', 'BUILDOSVERSION', 'BUILDARCH', 'BUILDVARIANT',
+  'TARGETPLATFORM', 'TARGETOS', 'TARGETOSVERSION', 'TARGETARCH', 'TARGETVARIANT', 'TARGETSTAGE',
+];
+/** Build args that mean something without an ARG instruction. */
+const BUILTIN_ARGS = new Set([...PLATFORM_ARGS, 'SOURCE_DATE_EPOCH']);
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function rfc3339(epochSeconds: number): string {
+  return new Date(epochSeconds * 1000).toISOString().replace(/\.000Z$/, 'Z');
+}
+
+/** `created` for new history entries: from SOURCE_DATE_EPOCH (option or build arg), else none. */
+function createdTime(opts: CompileOptions): string | undefined {
+  if (opts.sourceDateEpoch !== undefined) return rfc3339(opts.sourceDateEpoch);
+  const fromArg = opts.buildArgs.SOURCE_DATE_EPOCH;
+  return fromArg !== undefined && /^\d+$/.test(fromArg) ? rfc3339(Number(fromArg)) : undefined;
+}
+
+class Compiler {
+  private readonly builder = new DefinitionBuilder();
+  private readonly warnings: CompileWarning[] = [];
+  private readonly decodeCtx: DecodeContext;
+  private readonly lex: ShellLex;
+  private readonly stages: Stage[] = [];
+  private readonly metaArgs: ArgCommand[] = [];
+  private readonly globalArgs = new Map<string, string>();
+  private readonly copySources = new Map<Command, CopySource>();
+  private readonly declaredArgs = new Set<string>();
+  private readonly imageCache = new Map<string, Promise<ResolvedImage>>();
+  private context: Digest | undefined;
+  private readonly createdAt: string | undefined;
+
+  constructor(
+    private readonly df: Dockerfile,
+    private readonly opts: CompileOptions,
+  ) {
+    const escape = df.escape ?? (df.directives.escape === '`' ? '`' : '\\');
+    this.decodeCtx = { file: opts.file, escape, lines: df.lines ?? [] };
+    this.lex = new ShellLex(escape);
+    this.createdAt = createdTime(opts);
+  }
+
+  async run(): Promise<CompileResult> {
+    this.decode();
+    const target = this.findTarget();
+    this.evaluateGlobalArgs(target);
+    for (const stage of this.stages) this.resolveBase(stage);
+    for (const stage of this.stages) {
+      for (const cmd of stage.commands) this.resolveCopySource(cmd);
+    }
+    const reachable = await this.resolveReachable(target);
+    for (const stage of reachable) this.compileStage(stage);
+    return this.result(target, reachable);
+  }
+
+  // ---- structure ----------------------------------------------------------------------------
+
+  /** Checks every instruction and groups them into global ARGs and stages. */
+  private decode(): void {
+    const byName = new Map<string, Stage>();
+    for (const instr of this.df.instructions) {
+      const cmd = decodeInstruction(instr, this.decodeCtx);
+      if (cmd.kind === 'FROM') {
+        const stage: Stage = { index: this.stages.length, from: cmd, commands: [], baseName: cmd.baseName, base: { kind: 'scratch' } };
+        if (cmd.stageName !== undefined) {
+          const previous = byName.get(cmd.stageName);
+          if (previous) {
+            throw errorAt(instr, this.decodeCtx, `duplicate stage name "${cmd.stageName}" (already used on line ${previous.from.instr.startLine})`);
+          }
+          if (RESERVED_STAGE_NAMES.has(cmd.stageName)) {
+            this.warn(instr.startLine, `"${cmd.stageName}" is reserved and should not be used as a stage name`);
+          }
+          stage.name = cmd.stageName;
+          byName.set(cmd.stageName, stage);
+        }
+        this.stages.push(stage);
+      } else if (this.stages.length === 0) {
+        if (cmd.kind !== 'ARG') {
+          throw errorAt(instr, this.decodeCtx, `${instr.keyword} cannot come before the first FROM (only ARG can)`);
+        }
+        this.metaArgs.push(cmd);
+      } else {
+        (this.stages[this.stages.length - 1] as Stage).commands.push(cmd);
+      }
+    }
+    if (this.stages.length === 0) {
+      throw new DockerfileError('the Dockerfile has no FROM instruction, so there is no stage to build', { file: this.opts.file, line: 0 });
+    }
+  }
+
+  private stageNames(): string[] {
+    return this.stages.flatMap((s) => (s.name ? [s.name] : []));
+  }
+
+  private findTarget(): Stage {
+    const wanted = this.opts.target;
+    if (wanted === undefined || wanted === '') return this.stages[this.stages.length - 1] as Stage;
+    const found = this.stages.find((s) => s.name === wanted.toLowerCase());
+    if (found) return found;
+    const names = this.stageNames();
+    const hint = suggest(wanted, names);
+    const list = names.length > 0 ? `stages in ${this.opts.file}: ${names.join(', ')}` : `${this.opts.file} has no named stages (name one with FROM <image> AS <name>)`;
+    throw new DockerfileError(`target stage "${wanted}" could not be found${hint ? ` (did you mean "${hint}"?)` : ''}; ${list}`, {
+      file: this.opts.file,
+      line: 0,
+    });
+  }
+
+  /** The predefined platform ARGs, then the ARGs before the first FROM, with --build-arg overrides. */
+  private evaluateGlobalArgs(target: Stage): void {
+    const build = this.opts.buildPlatform ?? this.opts.platform;
+    const tp = this.opts.platform;
+    const defaults: Array<[string, string]> = [
+      ['BUILDPLATFORM', formatPlatform(build)],
+      ['BUILDOS', build.os],
+      ['BUILDOSVERSION', build['os.version'] ?? ''],
+      ['BUILDARCH', build.architecture],
+      ['BUILDVARIANT', build.variant ?? ''],
+      ['TARGETPLATFORM', formatPlatform(tp)],
+      ['TARGETOS', tp.os],
+      ['TARGETOSVERSION', tp['os.version'] ?? ''],
+      ['TARGETARCH', tp.architecture],
+      ['TARGETVARIANT', tp.variant ?? ''],
+      ['TARGETSTAGE', target.name ?? ''],
+    ];
+    for (const [key, value] of defaults) {
+      this.globalArgs.set(key, Object.hasOwn(this.opts.buildArgs, key) ? (this.opts.buildArgs[key] as string) : value);
+    }
+    for (const cmd of this.metaArgs) {
+      for (const decl of cmd.args) {
+        this.declaredArgs.add(decl.key);
+        let value: string | undefined;
+        if (Object.hasOwn(this.opts.buildArgs, decl.key)) value = this.opts.buildArgs[decl.key];
+        else if (decl.value !== undefined) value = this.expandGlobal(cmd, decl.value);
+        if (value !== undefined) this.globalArgs.set(decl.key, value);
+      }
+    }
+  }
+
+  private expandGlobal(cmd: Command, word: string): string {
+    try {
+      return this.lex.processWord(word, this.globalArgs);
+    } catch (err) {
+      throw errorAt(cmd.instr, this.decodeCtx, `${cmd.kind}: ${messageOf(err)}`, err);
+    }
+  }
+
+  /** FROM names and --platform values see only the global ARGs. */
+  private resolveBase(stage: Stage): void {
+    const from = stage.from;
+    const baseName = this.expandGlobal(from, from.baseName);
+    if (baseName === '') {
+      throw errorAt(from.instr, this.decodeCtx, `FROM ${from.baseName}: the base name is empty after expansion (ARGs used in FROM must be declared before the first FROM and have a value)`);
+    }
+    stage.baseName = baseName;
+    if (from.platform !== undefined) {
+      const spec = this.expandGlobal(from, from.platform);
+      if (spec === '') throw errorAt(from.instr, this.decodeCtx, `FROM --platform=${from.platform}: empty platform value`);
+      try {
+        stage.platform = parsePlatform(spec, this.opts.platform);
+      } catch (err) {
+        throw errorAt(from.instr, this.decodeCtx, `FROM --platform=${from.platform}: ${messageOf(err)}`, err);
+      }
+    }
+    const lower = baseName.toLowerCase();
+    const earlier = this.stages.find((s) => s.index < stage.index && s.name === lower);
+    if (earlier) stage.base = { kind: 'stage', stage: earlier };
+    else if (lower === 'scratch') stage.base = { kind: 'scratch' };
+    else stage.base = { kind: 'image', ref: baseName };
+  }
+
+  private stageLabel(stage: Stage): string {
+    return stage.name ?? `stage-${stage.index}`;
+  }
+
+  /** COPY --from=<name|index>: a stage of this file, otherwise (as in Docker) an image. */
+  private resolveCopySource(cmd: Command): void {
+    if ((cmd.kind !== 'COPY' && cmd.kind !== 'ADD') || cmd.from === undefined) return;
+    const from = cmd.from;
+    let literal: boolean;
+    try {
+      literal = this.lex.processWord(from, new Map()) === from;
+    } catch {
+      literal = false;
+    }
+    if (!literal) {
+      throw errorAt(cmd.instr, this.decodeCtx, `COPY --from=${from}: variable expansion is not supported for --from; define a stage with FROM using a global ARG and copy from that stage instead`);
+    }
+    if (/^[-+]?\d+$/.test(from)) {
+      const index = Number(from);
+      const stage = this.stages[index];
+      if (index < 0 || !stage) {
+        throw errorAt(cmd.instr, this.decodeCtx, `COPY --from=${from}: invalid stage index ${index} (stages are numbered 0 to ${this.stages.length - 1})`);
+      }
+      this.copySources.set(cmd, this.stageSource(stage));
+      return;
+    }
+    const stage = this.stages.find((s) => s.name === from.toLowerCase());
+    if (stage) {
+      this.copySources.set(cmd, this.stageSource(stage));
+      return;
+    }
+    const hint = suggest(from, this.stageNames());
+    this.copySources.set(cmd, { kind: 'image', ref: from, ...(hint ? { hint } : {}) });
+  }
+
+  private stageSource(stage: Stage): CopySource {
+    return { kind: 'stage', index: stage.index, name: this.stageLabel(stage), state: () => stage.state };
+  }
+
+  // ---- what the target needs --------------------------------------------------------------
+
+  private reachableFrom(target: Stage): Stage[] {
+    const seen = new Set<Stage>();
+    const visit = (stage: Stage): void => {
+      if (seen.has(stage)) return;
+      seen.add(stage);
+      if (stage.base.kind === 'stage') visit(stage.base.stage);
+      for (const cmd of [...(stage.triggers ?? []), ...stage.commands]) {
+        const source = this.copySources.get(cmd);
+        if (source?.kind === 'stage') visit(this.stages[source.index] as Stage);
+      }
+    };
+    visit(target);
+    return [...seen].sort((a, b) => a.index - b.index);
+  }
+
+  /**
+   * Resolves the base images of the needed stages, then adds their ONBUILD triggers; a trigger
+   * may copy from another stage, which can make more stages (and images) needed: repeat.
+   */
+  private async resolveReachable(target: Stage): Promise<Stage[]> {
+    for (;;) {
+      const reachable = this.reachableFrom(target);
+      await Promise.all(reachable.map((s) => this.resolveImage(s)));
+      let grew = false;
+      for (const stage of reachable) {
+        if (stage.triggers) continue;
+        stage.triggers = this.loadTriggers(stage);
+        for (const trigger of stage.triggers) {
+          this.resolveCopySource(trigger);
+          if (this.copySources.get(trigger)?.kind === 'stage') grew = true;
+        }
+      }
+      if (!grew) return reachable;
+    }
+  }
+
+  private stagePlatform(stage: Stage): Platform {
+    return stage.platform ?? this.opts.platform;
+  }
+
+  private async resolveImage(stage: Stage): Promise<void> {
+    if (stage.base.kind !== 'image' || stage.resolved) return;
+    const ref = stage.base.ref;
+    const platform = this.stagePlatform(stage);
+    const key = `${ref}\u0000${formatPlatform(platform)}`;
+    let pending = this.imageCache.get(key);
+    if (!pending) {
+      pending = this.opts.resolveImage(ref, platform);
+      this.imageCache.set(key, pending);
+    }
+    let resolved: ResolvedImage;
+    try {
+      resolved = await pending;
+    } catch (err) {
+      const earlier = this.stages.filter((s) => s.index < stage.index).flatMap((s) => (s.name ? [s.name] : []));
+      const hint = suggest(ref, earlier);
+      const extra = hint ? ` (did you mean the stage "${hint}"?)` : '';
+      throw errorAt(stage.from.instr, this.decodeCtx, `FROM ${ref}: ${messageOf(err)}${extra}`, err);
+    }
+    if (!/@sha256:[0-9a-f]{64}$/.test(resolved.ref)) {
+      throw new Error(`resolveImage(${JSON.stringify(ref)}) returned ${JSON.stringify(resolved.ref)}, which is not pinned by digest`);
+    }
+    const got = { os: resolved.config.os, architecture: resolved.config.architecture, ...(resolved.config.variant ? { variant: resolved.config.variant } : {}) };
+    if (resolved.config.os && resolved.config.architecture && !samePlatform(got, platform)) {
+      this.warn(stage.from.instr.startLine, `FROM ${ref}: the image is for ${formatPlatform(got)}, not the requested ${formatPlatform(platform)}`);
+    }
+    stage.resolved = resolved;
+  }
+
+  /** ONBUILD triggers: from the base image's config, or the base stage's ONBUILD instructions. */
+  private loadTriggers(stage: Stage): Command[] {
+    let expressions: string[] = [];
+    if (stage.base.kind === 'stage') {
+      expressions = stage.base.stage.commands.flatMap((c) => (c.kind === 'ONBUILD' ? [c.expression] : []));
+    } else if (stage.base.kind === 'image') {
+      expressions = stage.resolved?.config.config?.OnBuild ?? [];
+    }
+    const { startLine, endLine } = stage.from.instr;
+    const source = this.decodeCtx.lines.slice(startLine - 1, endLine);
+    return expressions.flatMap((expression) => {
+      try {
+        const instr = parseInstructionLine(expression, '\\', { file: this.opts.file, startLine, endLine, source });
+        if (!instr) return [];
+        if (['ONBUILD', 'FROM', 'MAINTAINER'].includes(instr.keyword)) throw new Error(`${instr.keyword} isn't allowed as an ONBUILD trigger`);
+        return [decodeInstruction(instr, this.decodeCtx)];
+      } catch (err) {
+        const reason = err instanceof DockerfileError ? err.reason : messageOf(err);
+        throw errorAt(stage.from.instr, this.decodeCtx, `ONBUILD trigger "${expression}" of the base: ${reason}`, err);
+      }
+    });
+  }
+
+  // ---- compiling ------------------------------------------------------------------------------
+
+  private dispatchContext(): DispatchContext {
+    return {
+      file: this.opts.file,
+      lines: this.decodeCtx.lines,
+      builder: this.builder,
+      lex: this.lex,
+      displayLex: this.lex.with({ rawQuotes: true, skipUnsetEnv: true }),
+      globalArgs: this.globalArgs,
+      buildArgs: this.opts.buildArgs,
+      ...(this.createdAt !== undefined ? { created: this.createdAt } : {}),
+      contextDigest: () => this.contextDigest(),
+      copySource: (cmd: CopyCommand) => this.copySources.get(cmd) ?? { kind: 'context' },
+      declaredArgs: this.declaredArgs,
+    };
+  }
+
+  /** The build context is a single source vertex, added when first used. */
+  private contextDigest(): Digest {
+    this.context ??= this.builder.add(
+      { type: 'local', name: this.opts.contextName ?? 'context', exclude: [...this.opts.dockerignore] },
+      [],
+      { name: '[internal] load build context', hidden: true },
+    );
+    return this.context;
+  }
+
+  private compileStage(stage: Stage): void {
+    const ctx = this.dispatchContext();
+    const triggers = stage.triggers ?? [];
+    const total =
+      (stage.base.kind === 'image' ? 1 : 0) + triggers.length + stage.commands.filter((c) => NUMBERED.has(c.kind)).length;
+    const steps = new StepCounter({ display: this.stages.length === 1 ? '' : this.stageLabel(stage), total });
+    const { startLine, endLine } = stage.from.instr;
+    const platform = this.stagePlatform(stage);
+
+    let state: StageState;
+    switch (stage.base.kind) {
+      case 'scratch': {
+        const root = this.builder.add({ type: 'scratch' }, [], { name: 'FROM scratch', hidden: true });
+        state = scratchState(root, platform);
+        break;
+      }
+      case 'image': {
+        const resolved = stage.resolved as ResolvedImage;
+        const root = this.builder.add({ type: 'image', ref: resolved.ref, platform }, [], {
+          name: steps.name(`FROM ${resolved.ref}`),
+          file: this.opts.file,
+          startLine,
+          endLine,
+        });
+        state = imageState(root, platform, resolved.config);
+        break;
+      }
+      case 'stage': {
+        const base = stage.base.stage.state;
+        if (!base) throw new Error(`internal error: stage ${stage.base.stage.index} compiled after its dependant`);
+        state = stageStateFrom(base);
+        break;
+      }
+    }
+    const dispatcher = new StageDispatcher(ctx, state, steps);
+    for (const trigger of triggers) dispatcher.dispatch(trigger, true);
+    for (const cmd of stage.commands) dispatcher.dispatch(cmd);
+    stage.state = state;
+  }
+
+  private describeBase(stage: Stage): string {
+    switch (stage.base.kind) {
+      case 'scratch':
+        return 'scratch';
+      case 'stage':
+        return this.stageLabel(stage.base.stage);
+      case 'image':
+        return stage.resolved?.ref ?? stage.base.ref;
+    }
+  }
+
+  private warn(line: number, message: string): void {
+    this.warnings.push({ file: this.opts.file, line, message });
+  }
+
+  private result(target: Stage, reachable: Stage[]): CompileResult {
+    const final = target.state as StageState;
+    for (const key of Object.keys(this.opts.buildArgs)) {
+      if (!this.declaredArgs.has(key) && !BUILTIN_ARGS.has(key)) {
+        this.warn(0, `build arg "${key}" was not consumed: no ARG ${key} in the stages built`);
+      }
+    }
+    const parseWarnings = (this.df.warnings ?? []).map((w) => ({ file: this.opts.file, line: w.line, message: w.message }));
+    return {
+      definition: this.builder.build(),
+      root: final.root,
+      image: { config: final.config, platform: final.platform, history: final.history },
+      stages: reachable.map((s) => ({
+        ...(s.name !== undefined ? { name: s.name } : {}),
+        index: s.index,
+        base: this.describeBase(s),
+        root: (s.state as StageState).root,
+      })),
+      warnings: [...parseWarnings, ...this.warnings],
+    };
+  }
+}
+
+/** Compiles a parsed Dockerfile into a Definition and the target's image spec. */
+export async function compile(dockerfile: Dockerfile, opts: CompileOptions): Promise<CompileResult> {
+  return new Compiler(dockerfile, opts).run();
+}

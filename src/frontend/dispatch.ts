@@ -1,0 +1,557 @@
+// Compiling one stage: each instruction updates the stage's build state (filesystem vertex,
+// environment, working dir, user) and its image config and history, the way BuildKit's
+// dockerfile2llb dispatchers do. No I/O: base images arrive already resolved.
+
+import {
+  type Chown,
+  type CopyAction,
+  type DefinitionBuilder,
+  type Digest,
+  type ExecOp,
+  type Op,
+  type Platform,
+} from '../definition/index.js';
+import type { ContainerConfig, HistoryEntry, ImageConfigFile } from '../oci/types.js';
+import { DockerfileError } from './errors.js';
+import { goDuration, goList, goQuotedList } from './gofmt.js';
+import {
+  errorAt,
+  stringFlag,
+  type ArgCommand,
+  type CmdCommand,
+  type Command,
+  type CopyCommand,
+  type EntrypointCommand,
+  type ExposeCommand,
+  type HealthcheckCommand,
+  type KeyValue,
+  type RunCommand,
+  type VolumeCommand,
+} from './instructions.js';
+import { cleanPath, hasTrailingSlash, isAbsPath, joinPath } from './paths.js';
+import type { ShellLex } from './shell-lexer.js';
+
+export type HistoryItem = HistoryEntry & { vertex?: Digest };
+
+/** An ARG in scope in a stage, with the value it resolved to (undefined: declared, no value). */
+export interface ArgValue {
+  key: string;
+  value?: string;
+}
+
+/** Where a COPY reads from. */
+export type CopySource =
+  | { kind: 'context' }
+  /** `state()` is undefined until that stage is compiled (it must come earlier in the file). */
+  | { kind: 'stage'; index: number; name: string; state: () => StageState | undefined }
+  /** Not a stage: Docker would take it as an image; `hint` is a stage with a close name. */
+  | { kind: 'image'; ref: string; hint?: string };
+
+/** Everything a stage carries forward: what `FROM <this stage>` starts from. */
+export interface StageState {
+  root: Digest;
+  platform: Platform;
+  /** The environment of RUN steps and of variable expansion: image Env, then ENV and ARGs in order. */
+  env: Map<string, string>;
+  /** '' until a WORKDIR (or the base image) sets one; RUN then uses `/`. */
+  workdir: string;
+  user: string;
+  config: ContainerConfig;
+  history: HistoryItem[];
+  buildArgs: ArgValue[];
+}
+
+/** What the dispatcher needs from the whole compilation. */
+export interface DispatchContext {
+  file: string;
+  lines: readonly string[];
+  builder: DefinitionBuilder;
+  /** Expands words: Dockerfile escape character, quotes removed. */
+  lex: ShellLex;
+  /** Expands commands for display: quotes kept, unset variables left as written. */
+  displayLex: ShellLex;
+  /** ARGs before the first FROM (and the predefined platform ARGs), after --build-arg overrides. */
+  globalArgs: ReadonlyMap<string, string>;
+  buildArgs: Readonly<Record<string, string>>;
+  /** Fixed `created` time for new history entries (SOURCE_DATE_EPOCH), if any. */
+  created?: string;
+  contextDigest(): Digest;
+  copySource(cmd: CopyCommand): CopySource;
+  /** Records the ARG names declared by dispatched stages (to warn about unused --build-arg). */
+  declaredArgs: Set<string>;
+}
+
+export interface StageLabel {
+  /** `builder`, `stage-2`, or '' when the Dockerfile has a single stage (as BuildKit prints it). */
+  display: string;
+  /** Steps that get a `[n/total]` number: the FROM of an image, then ADD, COPY, RUN, WORKDIR. */
+  total: number;
+}
+
+export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+const HISTORY_COMMENT = 'buildkit.dockerfile.v0';
+
+export function defaultShell(os: string): string[] {
+  return os === 'windows' ? ['cmd', '/S', '/C'] : ['/bin/sh', '-c'];
+}
+
+function envKey(entry: string): string {
+  const eq = entry.indexOf('=');
+  return eq < 0 ? entry : entry.slice(0, eq);
+}
+
+/** Sets `key=value` in an image Env list, replacing an existing entry in place. */
+export function setEnvEntry(env: readonly string[] | undefined, key: string, value: string): string[] {
+  const out = [...(env ?? [])];
+  const i = out.findIndex((e) => envKey(e) === key);
+  if (i >= 0) out[i] = `${key}=${value}`;
+  else out.push(`${key}=${value}`);
+  return out;
+}
+
+function envMap(env: readonly string[] | undefined): Map<string, string> {
+  const map = new Map<string, string>();
+  for (const entry of env ?? []) {
+    const eq = entry.indexOf('=');
+    map.set(eq < 0 ? entry : entry.slice(0, eq), eq < 0 ? '' : entry.slice(eq + 1));
+  }
+  return map;
+}
+
+function ensurePath(config: ContainerConfig, os: string): void {
+  if (os === 'windows') return;
+  if (!(config.Env ?? []).some((e) => envKey(e) === 'PATH')) config.Env = [...(config.Env ?? []), `PATH=${DEFAULT_PATH}`];
+}
+
+/** The state of `FROM scratch`: BuildKit's emptyImage. */
+export function scratchState(root: Digest, platform: Platform): StageState {
+  const config: ContainerConfig = { WorkingDir: '/' };
+  ensurePath(config, platform.os);
+  return { root, platform, env: envMap(config.Env), workdir: '/', user: '', config, history: [], buildArgs: [] };
+}
+
+/** The state of `FROM <image>`: the image's config and history, with PATH guaranteed. */
+export function imageState(root: Digest, platform: Platform, image: ImageConfigFile): StageState {
+  const config: ContainerConfig = structuredClone(image.config ?? {});
+  delete config.OnBuild; // triggers run in this stage (see compile.ts); they are not inherited
+  ensurePath(config, platform.os);
+  const history = (image.history ?? []).map((h) => ({ ...h }));
+  return { root, platform, env: envMap(config.Env), workdir: config.WorkingDir ?? '', user: config.User ?? '', config, history, buildArgs: [] };
+}
+
+/** The state of `FROM <stage>`: a copy of that stage's final state, without its ONBUILD triggers. */
+export function stageStateFrom(base: StageState): StageState {
+  const config = structuredClone(base.config);
+  delete config.OnBuild;
+  return {
+    root: base.root,
+    platform: { ...base.platform },
+    env: new Map(base.env),
+    workdir: base.workdir,
+    user: base.user,
+    config,
+    history: base.history.map((h) => ({ ...h })),
+    buildArgs: base.buildArgs.map((a) => ({ ...a })),
+  };
+}
+
+function parseChown(spec: string): Chown {
+  const colon = spec.indexOf(':');
+  return colon < 0 ? { user: spec } : { user: spec.slice(0, colon), group: spec.slice(colon + 1) };
+}
+
+const SIGNALS = new Set([
+  'ABRT', 'ALRM', 'BUS', 'CHLD', 'CLD', 'CONT', 'FPE', 'HUP', 'ILL', 'INT', 'IO', 'IOT', 'KILL', 'PIPE', 'POLL',
+  'PROF', 'PWR', 'QUIT', 'SEGV', 'STKFLT', 'STOP', 'SYS', 'TERM', 'TRAP', 'TSTP', 'TTIN', 'TTOU', 'URG', 'USR1',
+  'USR2', 'VTALRM', 'WINCH', 'XCPU', 'XFSZ', 'RTMIN', 'RTMAX',
+  ...Array.from({ length: 15 }, (_, i) => `RTMIN+${i + 1}`),
+  ...Array.from({ length: 14 }, (_, i) => `RTMAX-${i + 1}`),
+]);
+
+function isValidSignal(sig: string): boolean {
+  if (/^[-+]?\d+$/.test(sig)) return Number(sig) !== 0;
+  return SIGNALS.has(sig.toUpperCase().replace(/^SIG/, ''));
+}
+
+/** EXPOSE port specs (`80`, `80/udp`, `8000-8010/tcp`; host parts ignored) → `port/proto` keys. */
+function parsePortSpec(raw: string): string[] {
+  const parts = raw.split(':');
+  const container = parts[parts.length - 1] as string;
+  const slash = container.indexOf('/');
+  const port = slash < 0 ? container : container.slice(0, slash);
+  const proto = slash < 0 ? 'tcp' : container.slice(slash + 1).toLowerCase() || 'tcp';
+  if (port === '') throw new Error(`no port specified: ${raw}<empty>`);
+  if (!['tcp', 'udp', 'sctp'].includes(proto)) throw new Error(`invalid proto: ${proto}`);
+  const range = /^(\d+)(?:-(\d+))?$/.exec(port);
+  const start = Number(range?.[1]);
+  const end = range?.[2] === undefined ? start : Number(range[2]);
+  if (!range || start > 65535 || end > 65535 || end < start) throw new Error(`invalid containerPort: ${port}`);
+  return Array.from({ length: end - start + 1 }, (_, i) => `${start + i}/${proto}`);
+}
+
+function runCommandString(args: readonly string[], buildArgs: readonly ArgValue[], env: ReadonlyMap<string, string>): string {
+  const entries = new Map<string, string>();
+  for (const arg of buildArgs) entries.set(arg.key, `${arg.key}=${env.get(arg.key) ?? arg.value ?? ''}`);
+  const prefix = entries.size > 0 ? [`|${entries.size}`, ...entries.values()] : [];
+  return [...prefix, ...args].join(' ');
+}
+
+function uppercaseKeyword(text: string): string {
+  const space = text.indexOf(' ');
+  return space < 0 ? text.toUpperCase() : text.slice(0, space).toUpperCase() + text.slice(space);
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Numbers a stage's steps as BuildKit names progress vertices: `[builder 2/5] RUN …`. */
+export class StepCounter {
+  private step = 0;
+
+  constructor(private readonly label: StageLabel) {}
+
+  /** Steps are numbered in the order they are named. */
+  name(text: string, onbuild = false): string {
+    if (this.label.total === 0) return text;
+    this.step++;
+    const width = String(this.label.total).length;
+    const prefix = this.label.display ? `${this.label.display} ` : '';
+    return `[${prefix}${String(this.step).padStart(width)}/${this.label.total}] ${onbuild ? 'ONBUILD ' : ''}${text}`;
+  }
+}
+
+/** Compiles the instructions of one stage on top of its base state. */
+export class StageDispatcher {
+  /** CMD set in this stage: then ENTRYPOINT keeps it (an inherited CMD is reset). */
+  private cmdSet = false;
+  private onbuild = false;
+
+  constructor(
+    private readonly ctx: DispatchContext,
+    readonly state: StageState,
+    private readonly steps: StepCounter,
+  ) {}
+
+  private stepName(text: string): string {
+    return this.steps.name(text, this.onbuild);
+  }
+
+  dispatch(cmd: Command, isOnBuild = false): void {
+    this.onbuild = isOnBuild;
+    try {
+      this.dispatchCommand(cmd);
+    } catch (err) {
+      if (err instanceof DockerfileError) throw err;
+      throw this.error(cmd, messageOf(err), err);
+    } finally {
+      this.onbuild = false;
+    }
+  }
+
+  private dispatchCommand(cmd: Command): void {
+    switch (cmd.kind) {
+      case 'ENV':
+        return this.env(cmd, this.expandPairs(cmd, cmd.pairs));
+      case 'LABEL':
+        return this.labels(this.expandPairs(cmd, cmd.pairs));
+      case 'ARG':
+        return this.arg(cmd);
+      case 'RUN':
+        return this.run(cmd);
+      case 'WORKDIR':
+        return this.workdir(cmd, this.expand(cmd, cmd.path));
+      case 'USER': {
+        const user = this.expand(cmd, cmd.user);
+        this.state.user = user;
+        this.state.config.User = user;
+        return this.commit(`USER ${user}`);
+      }
+      case 'COPY':
+        return this.copy(cmd);
+      case 'ADD':
+        throw this.error(cmd, 'ADD is not supported yet (URL download and archive extraction need solver support); use COPY for files from the build context');
+      case 'CMD':
+        return this.cmd(cmd);
+      case 'ENTRYPOINT':
+        return this.entrypoint(cmd);
+      case 'EXPOSE':
+        return this.expose(cmd);
+      case 'VOLUME':
+        return this.volume(cmd);
+      case 'STOPSIGNAL': {
+        const signal = this.expand(cmd, cmd.signal);
+        if (!isValidSignal(signal)) throw this.error(cmd, `STOPSIGNAL: invalid signal: ${signal}`);
+        this.state.config.StopSignal = signal;
+        return this.commit(`STOPSIGNAL ${signal}`);
+      }
+      case 'SHELL':
+        this.state.config.Shell = [...cmd.shell];
+        return this.commit(`SHELL ${goList(cmd.shell)}`);
+      case 'HEALTHCHECK':
+        return this.healthcheck(cmd);
+      case 'MAINTAINER':
+        // Docker records MAINTAINER as the image author; ImageSpec has no author field, so it
+        // becomes the conventional `maintainer` label.
+        this.state.config.Labels = { ...(this.state.config.Labels ?? {}), maintainer: cmd.maintainer };
+        return this.commit(`MAINTAINER ${cmd.maintainer}`);
+      case 'ONBUILD':
+        // Stored for images built FROM this one; BuildKit writes no history entry for it.
+        this.state.config.OnBuild = [...(this.state.config.OnBuild ?? []), cmd.expression];
+        return;
+      case 'FROM':
+        throw this.error(cmd, 'FROM cannot be used here');
+    }
+  }
+
+  error(cmd: Command, reason: string, cause?: unknown): DockerfileError {
+    return errorAt(cmd.instr, this.ctx, reason, cause);
+  }
+
+  private expand(cmd: Command, word: string): string {
+    try {
+      return this.ctx.lex.processWord(word, this.state.env);
+    } catch (err) {
+      throw this.error(cmd, `${cmd.kind}: ${messageOf(err)}`, err);
+    }
+  }
+
+  /** Every pair is expanded against the environment before the instruction: `ENV a=1 b=$a` sees the old `a`. */
+  private expandPairs(cmd: Command, pairs: readonly KeyValue[]): KeyValue[] {
+    return pairs.map((p) => ({ key: this.expand(cmd, p.key), value: this.expand(cmd, p.value) }));
+  }
+
+  /** The instruction as shown in progress: keyword upper-cased, known variables substituted. */
+  private displayText(cmd: Command): string {
+    let text = cmd.instr.original;
+    try {
+      text = this.ctx.displayLex.processWord(text, this.state.env);
+    } catch {
+      // Shown as written when it does not expand cleanly.
+    }
+    return uppercaseKeyword(text);
+  }
+
+  private meta(cmd: Command, name: string) {
+    return { name, file: this.ctx.file, startLine: cmd.instr.startLine, endLine: cmd.instr.endLine };
+  }
+
+  private commit(createdBy: string, vertex?: Digest): void {
+    const entry: HistoryItem = { created_by: createdBy, comment: HISTORY_COMMENT };
+    if (this.ctx.created) entry.created = this.ctx.created;
+    if (vertex) entry.vertex = vertex;
+    else entry.empty_layer = true;
+    this.state.history.push(entry);
+  }
+
+  private withShell(command: string): string[] {
+    const shell = this.state.config.Shell;
+    return [...(shell && shell.length > 0 ? shell : defaultShell(this.state.platform.os)), command];
+  }
+
+  private env(_cmd: Command, pairs: KeyValue[]): void {
+    for (const { key, value } of pairs) {
+      this.state.env.set(key, value);
+      this.state.config.Env = setEnvEntry(this.state.config.Env, key, value);
+    }
+    this.commit(`ENV ${pairs.map((p) => `${p.key}=${p.value}`).join(' ')}`);
+  }
+
+  private labels(pairs: KeyValue[]): void {
+    const labels = { ...(this.state.config.Labels ?? {}) };
+    for (const { key, value } of pairs) labels[key] = value;
+    this.state.config.Labels = labels;
+    this.commit(`LABEL ${pairs.map((p) => `${p.key}=${p.value}`).join(' ')}`);
+  }
+
+  /**
+   * ARG scoping as in BuildKit: a --build-arg value wins over the default; `ARG NAME` without a
+   * default picks up the global (pre-FROM) value; the value joins the environment of later steps.
+   */
+  private arg(cmd: ArgCommand): void {
+    const parts: string[] = [];
+    for (const decl of cmd.args) {
+      const provided = Object.hasOwn(this.ctx.buildArgs, decl.key);
+      let value: string | undefined;
+      if (provided) value = this.ctx.buildArgs[decl.key];
+      else if (decl.value !== undefined) value = this.expand(cmd, decl.value);
+      else value = this.ctx.globalArgs.get(decl.key);
+      if (value !== undefined) this.state.env.set(decl.key, value);
+      this.state.buildArgs.push(value === undefined ? { key: decl.key } : { key: decl.key, value });
+      this.ctx.declaredArgs.add(decl.key);
+      parts.push(value === undefined ? decl.key : `${decl.key}=${value}`);
+    }
+    this.commit(`ARG ${parts.join(' ')}`);
+  }
+
+  private run(cmd: RunCommand): void {
+    for (const unsupported of ['mount', 'security', 'device']) {
+      if (cmd.flags.has(unsupported)) throw this.error(cmd, `RUN --${unsupported} is not supported yet`);
+    }
+    const networkFlag = stringFlag(cmd, 'network') ?? 'default';
+    if (!['default', 'none', 'host'].includes(networkFlag)) {
+      throw this.error(cmd, `RUN --network=${networkFlag}: unsupported network mode (use default, none or host)`);
+    }
+    const args = cmd.prependShell ? this.withShell(cmd.cmdLine.join(' ')) : [...cmd.cmdLine];
+    const op: ExecOp = {
+      type: 'exec',
+      args,
+      env: [...this.state.env].map(([k, v]) => `${k}=${v}`),
+      cwd: this.state.workdir || '/',
+      user: this.state.user,
+      // Docker's default RUN network reaches the outside world; "host" is that here.
+      network: networkFlag === 'none' ? 'none' : 'host',
+    };
+    const digest = this.ctx.builder.add(op, [this.state.root], this.meta(cmd, this.stepName(this.displayText(cmd))));
+    this.state.root = digest;
+    this.commit(`RUN ${runCommandString(args, this.state.buildArgs, this.state.env)} # buildkit`, digest);
+  }
+
+  private workdir(cmd: Command, path: string): void {
+    const wd = cleanPath(isAbsPath(path) ? path : joinPath('/', this.state.config.WorkingDir ?? '', path));
+    this.state.config.WorkingDir = wd;
+    this.state.workdir = wd;
+    if (wd === '/') {
+      this.commit(`WORKDIR ${wd}`);
+      return;
+    }
+    const user = this.state.config.User;
+    const op: Op = {
+      type: 'file',
+      actions: [{ action: 'mkdir', path: wd, mode: 0o755, ...(user ? { chown: parseChown(user) } : {}) }],
+    };
+    const digest = this.ctx.builder.add(op, [this.state.root], this.meta(cmd, this.stepName(this.displayText(cmd))));
+    this.state.root = digest;
+    // BuildKit commits WORKDIR with a layer but without the "# buildkit" marker.
+    const entry: HistoryItem = { created_by: `WORKDIR ${wd}`, comment: HISTORY_COMMENT, vertex: digest };
+    if (this.ctx.created) entry.created = this.ctx.created;
+    this.state.history.push(entry);
+  }
+
+  /** COPY sources are relative to the source root; the destination is relative to WORKDIR. */
+  private copy(cmd: CopyCommand): void {
+    for (const unsupported of ['parents', 'exclude']) {
+      if (cmd.flags.has(unsupported) && cmd.flags.get(unsupported) !== false) {
+        throw this.error(cmd, `COPY --${unsupported} is not supported yet`);
+      }
+    }
+    const sources = cmd.sources.map((s) => this.expand(cmd, s));
+    const destRaw = this.expand(cmd, cmd.dest);
+    const destIsDir = hasTrailingSlash(destRaw) || destRaw === '';
+    if (sources.length > 1 && !destIsDir) {
+      throw this.error(cmd, `COPY with more than one source needs a directory destination ending in "/" (got "${destRaw}")`);
+    }
+    const destAbs = isAbsPath(destRaw) ? cleanPath(destRaw) : joinPath('/', this.state.workdir || '/', destRaw);
+    const dest = destIsDir && destAbs !== '/' ? `${destAbs}/` : destAbs;
+
+    const chownRaw = stringFlag(cmd, 'chown');
+    const chown = chownRaw ? this.expand(cmd, chownRaw) : '';
+    const chmodRaw = stringFlag(cmd, 'chmod');
+    const chmod = chmodRaw ? this.expand(cmd, chmodRaw) : '';
+    const action: CopyAction = {
+      action: 'copy',
+      sourceInput: 1,
+      src: sources.map((s) => cleanPath(joinPath('/', s)).replace(/^\/+/, '') || '.'),
+      dest,
+      ...(chown ? { chown: parseChown(chown) } : {}),
+      ...(chmod ? { chmod: this.parseChmod(cmd, chmod) } : {}),
+    };
+
+    const source = this.sourceDigest(cmd);
+    const name = this.stepName(this.displayText(cmd));
+    const digest = this.ctx.builder.add({ type: 'file', actions: [action] }, [this.state.root, source], this.meta(cmd, name));
+    this.state.root = digest;
+    const flags = [...(chown ? [`--chown=${chown}`] : []), ...(chmod ? [`--chmod=${chmod}`] : [])];
+    this.commit(`COPY ${[...flags, ...sources, destRaw].join(' ')} # buildkit`, digest);
+  }
+
+  private parseChmod(cmd: Command, chmod: string): number {
+    if (/^[0-7]+$/.test(chmod)) {
+      const mode = parseInt(chmod, 8);
+      if (mode <= 0o7777) return mode;
+    }
+    if (/^\d+$/.test(chmod)) throw this.error(cmd, `invalid chmod parameter: '${chmod}'. it should be octal string and between 0 and 07777`);
+    throw this.error(cmd, `COPY --chmod=${chmod}: symbolic modes are not supported yet; use an octal mode such as 0755`);
+  }
+
+  private sourceDigest(cmd: CopyCommand): Digest {
+    const source = this.ctx.copySource(cmd);
+    switch (source.kind) {
+      case 'context':
+        return this.ctx.contextDigest();
+      case 'stage': {
+        const state = source.state();
+        if (!state) {
+          throw this.error(cmd, `COPY --from=${cmd.from ?? ''}: stage "${source.name}" must be defined before the stage that copies from it`);
+        }
+        return state.root;
+      }
+      case 'image': {
+        const hint = source.hint ? ` (did you mean "${source.hint}"?)` : '';
+        throw this.error(
+          cmd,
+          `COPY --from=${cmd.from ?? ''}: no stage named "${source.ref}"${hint}; it would be taken as an image, and copying from an image is not supported yet`,
+        );
+      }
+    }
+  }
+
+  private cmd(cmd: CmdCommand): void {
+    const args = cmd.prependShell ? this.withShell(cmd.cmdLine.join(' ')) : [...cmd.cmdLine];
+    this.state.config.Cmd = args;
+    this.state.config.ArgsEscaped = true;
+    this.cmdSet = true;
+    this.commit(`CMD ${goQuotedList(args)}`);
+  }
+
+  private entrypoint(cmd: EntrypointCommand): void {
+    const args = cmd.cmdLine === null ? null : cmd.prependShell ? this.withShell(cmd.cmdLine.join(' ')) : [...cmd.cmdLine];
+    if (args === null) delete this.state.config.Entrypoint;
+    else this.state.config.Entrypoint = args;
+    // An ENTRYPOINT resets the CMD inherited from the base, but not one set in this stage.
+    if (!this.cmdSet) delete this.state.config.Cmd;
+    this.commit(`ENTRYPOINT ${goQuotedList(args ?? [])}`);
+  }
+
+  private expose(cmd: ExposeCommand): void {
+    const ports: string[] = [];
+    for (const raw of cmd.ports) {
+      let words: string[];
+      try {
+        words = this.ctx.lex.processWords(raw, this.state.env);
+      } catch (err) {
+        throw this.error(cmd, `EXPOSE: ${messageOf(err)}`, err);
+      }
+      for (const word of words) {
+        try {
+          ports.push(...parsePortSpec(word));
+        } catch (err) {
+          throw this.error(cmd, `EXPOSE: ${messageOf(err)}`, err);
+        }
+      }
+    }
+    const exposed = { ...(this.state.config.ExposedPorts ?? {}) };
+    for (const p of ports) exposed[p] = {};
+    this.state.config.ExposedPorts = exposed;
+    this.commit(`EXPOSE ${goList(ports)}`);
+  }
+
+  private volume(cmd: VolumeCommand): void {
+    const volumes = cmd.volumes.map((v) => this.expand(cmd, v));
+    if (volumes.some((v) => v === '')) throw this.error(cmd, 'VOLUME specified can not be an empty string');
+    const all = { ...(this.state.config.Volumes ?? {}) };
+    for (const v of volumes) all[v] = {};
+    this.state.config.Volumes = all;
+    this.commit(`VOLUME ${goList(volumes)}`);
+  }
+
+  private healthcheck(cmd: HealthcheckCommand): void {
+    const h = cmd.health;
+    this.state.config.Healthcheck = structuredClone(h);
+    const d = (ns: number | undefined) => goDuration(ns ?? 0);
+    this.commit(
+      `HEALTHCHECK {Test:${goList(h.Test ?? [])} Interval:${d(h.Interval)} Timeout:${d(h.Timeout)} ` +
+        `StartPeriod:${d(h.StartPeriod)} StartInterval:${d(h.StartInterval)} Retries:${h.Retries ?? 0}}`,
+    );
+  }
+}

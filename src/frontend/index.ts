@@ -1,0 +1,15 @@
+// The Dockerfile frontend: parse a Dockerfile, compile it into a Definition and an image spec.
+//
+//   const df = parseDockerfile(text, 'Dockerfile');
+//   const { definition, root, image } = await compile(df, { file: 'Dockerfile', platform, resolveImage, … });
+
+export { parseDockerfile, parseWords, KNOWN_INSTRUCTIONS } from './parser.js';
+export type { Dockerfile, EscapeChar, Instruction, InstructionFlag, ParseWarning } from './parser.js';
+export { ShellLex, ShellExpansionError, expandWord, expandWords } from './shell-lexer.js';
+export type { EnvLookup, EnvSource, LexOptions, ProcessResult } from './shell-lexer.js';
+export { DockerfileError, isDockerfileError } from './errors.js';
+export type { ErrorLocation } from './errors.js';
+export { compile } from './compile.js';
+export type { CompileOptions, CompileResult, CompileWarning, ImageResolver, ResolvedImage, StageInfo } from './compile.js';
+export { parseDockerignore } from './dockerignore.js';
+export { parsePlatform, formatPlatform } from './platform.js';

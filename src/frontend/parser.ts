@@ -1,0 +1,366 @@
+// Dockerfile text → instructions with source lines. Follows BuildKit's parser
+// (frontend/dockerfile/parser): parser directives, comments, line continuations, `--flags`,
+// JSON (exec) form versus shell form. Nothing is interpreted here beyond syntax: variable
+// expansion and the meaning of each instruction belong to the compiler.
+
+import { DockerfileError } from './errors.js';
+
+export type EscapeChar = '\\' | '`';
+
+export interface InstructionFlag {
+  /** Without the leading `--`. */
+  name: string;
+  /** Undefined for a bare `--flag` (a boolean flag). */
+  value?: string;
+}
+
+export interface Instruction {
+  /** Upper-case, as Docker matches instruction names case-insensitively. */
+  keyword: string;
+  flags: InstructionFlag[];
+  /** The raw rest of the instruction after the keyword and its flags, trimmed. */
+  args: string;
+  /**
+   * The exec-form arguments when `args` is a JSON array of strings (for HEALTHCHECK, the command
+   * after `CMD`). Absent for shell form, including text that merely looks like JSON.
+   */
+  json?: string[];
+  /** For ONBUILD: the trigger instruction, parsed with the same rules. */
+  trigger?: Instruction;
+  startLine: number;
+  endLine: number;
+  /** The instruction as one line: continuations joined, comment lines removed. */
+  original: string;
+}
+
+export interface ParseWarning {
+  line: number;
+  message: string;
+}
+
+export interface Dockerfile {
+  /** Parser directives, names lower-cased (`syntax`, `escape`, `check`). */
+  directives: Record<string, string>;
+  instructions: Instruction[];
+  // The fields below are always set by parseDockerfile; other producers may leave them out.
+  /** The escape character in effect (the `escape` directive's, else `\`). */
+  escape?: EscapeChar;
+  /** The file name used in errors. */
+  file?: string;
+  /** The source split into lines, to quote in errors. */
+  lines?: string[];
+  warnings?: ParseWarning[];
+}
+
+export const KNOWN_INSTRUCTIONS: readonly string[] = [
+  'ADD', 'ARG', 'CMD', 'COPY', 'ENTRYPOINT', 'ENV', 'EXPOSE', 'FROM', 'HEALTHCHECK', 'LABEL',
+  'MAINTAINER', 'ONBUILD', 'RUN', 'SHELL', 'STOPSIGNAL', 'USER', 'VOLUME', 'WORKDIR',
+];
+
+/** Instructions whose arguments may be a JSON array (BuildKit's parseMaybeJSON / …ToList). */
+const JSON_FORM = new Set(['ADD', 'COPY', 'CMD', 'ENTRYPOINT', 'RUN', 'SHELL', 'VOLUME']);
+
+const VALID_DIRECTIVES = new Set(['syntax', 'escape', 'check']);
+const DIRECTIVE_RE = /^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$/;
+const KEYWORD_SPLIT_RE = /[\t\v\f\r ]+/;
+
+export function isSpace(ch: string): boolean {
+  return /^[\s\u0085]$/u.test(ch);
+}
+
+function trimLeftSpace(s: string): string {
+  return s.replace(/^[\s\u0085]+/u, '');
+}
+
+function isCommentLine(raw: string): boolean {
+  return trimLeftSpace(raw).startsWith('#');
+}
+
+/** Splits like Go's bufio.ScanLines: `\n` separated, a trailing `\r` dropped, no empty last line. */
+function splitLines(text: string): string[] {
+  if (text === '') return [];
+  const lines = text.split('\n').map((l) => (l.endsWith('\r') ? l.slice(0, -1) : l));
+  if (text.endsWith('\n')) lines.pop();
+  return lines;
+}
+
+/** Parser directives are only recognised in the comment lines at the very top of the file. */
+class DirectiveState {
+  escape: EscapeChar = '\\';
+  readonly values: Record<string, string> = {};
+  private done = false;
+
+  constructor(private readonly file: string) {}
+
+  consider(trimmedLine: string, lineNo: number, raw: string): void {
+    if (this.done) return;
+    const m = DIRECTIVE_RE.exec(trimmedLine);
+    const key = m?.[1]?.toLowerCase();
+    if (!m || key === undefined || !VALID_DIRECTIVES.has(key)) {
+      this.done = true;
+      return;
+    }
+    const value = m[2] ?? '';
+    if (Object.hasOwn(this.values, key)) {
+      throw new DockerfileError(`only one ${key} parser directive can be used`, { file: this.file, line: lineNo, source: raw });
+    }
+    if (key === 'escape') {
+      if (value !== '\\' && value !== '`') {
+        throw new DockerfileError(`invalid escape token '${value}' does not match \` or \\`, { file: this.file, line: lineNo, source: raw });
+      }
+      this.escape = value;
+    }
+    this.values[key] = value;
+  }
+
+  /** `\` (or the escape directive's character) followed only by blanks continues the line. */
+  trimContinuation(line: string): { text: string; continues: boolean } {
+    const re = this.escape === '`' ? /`[ \t]*$/ : /\\[ \t]*$/;
+    return re.test(line) ? { text: line.replace(re, ''), continues: true } : { text: line, continues: false };
+  }
+}
+
+export function parseDockerfile(text: string, file = 'Dockerfile'): Dockerfile {
+  const lines = splitLines(text);
+  if (lines.length > 0) lines[0] = (lines[0] as string).replace(/^\uFEFF/, '');
+  const state = new DirectiveState(file);
+  const instructions: Instruction[] = [];
+  const warnings: ParseWarning[] = [];
+
+  let idx = 0;
+  while (idx < lines.length) {
+    const raw = lines[idx++] as string;
+    const startLine = idx;
+    const trimmed = trimLeftSpace(raw);
+    state.consider(trimmed, startLine, raw);
+    let { text: line, continues } = state.trimContinuation(trimmed.startsWith('#') ? '' : trimmed);
+    if (!continues && line === '') continue;
+
+    // Docker skips comment lines and blank lines inside a continued instruction.
+    let sawEmptyLine = false;
+    while (continues && idx < lines.length) {
+      const next = lines[idx++] as string;
+      if (isCommentLine(next)) continue;
+      if (trimLeftSpace(next) === '') {
+        sawEmptyLine = true;
+        continue;
+      }
+      const part = state.trimContinuation(next);
+      line += part.text;
+      continues = part.continues;
+    }
+    const endLine = idx;
+    if (sawEmptyLine) {
+      warnings.push({ line: startLine, message: 'empty continuation line (Docker will make these an error in a future release)' });
+    }
+    const location = { file, startLine, endLine, source: lines.slice(startLine - 1, endLine) };
+    const instruction = parseInstructionLine(line, state.escape, location);
+    if (instruction) instructions.push(instruction);
+  }
+
+  if (instructions.length === 0) {
+    throw new DockerfileError('the file has no instructions', { file, line: 0 });
+  }
+  return { directives: { ...state.values }, instructions, escape: state.escape, file, lines, warnings };
+}
+
+interface LineLocation {
+  file: string;
+  startLine: number;
+  endLine: number;
+  source: string[];
+}
+
+/** Parses one logical line (`KEYWORD [--flags] args`); undefined for a line with no keyword. */
+export function parseInstructionLine(line: string, escape: EscapeChar, loc: LineLocation): Instruction | undefined {
+  const trimmed = line.trim();
+  if (trimmed === '') return undefined;
+  const m = KEYWORD_SPLIT_RE.exec(trimmed);
+  const keywordRaw = m ? trimmed.slice(0, m.index) : trimmed;
+  const restRaw = m ? trimmed.slice(m.index + m[0].length) : '';
+  const keyword = keywordRaw.toUpperCase();
+  const { rest, flags } = extractFlags(restRaw);
+  const args = rest.trim();
+  const instruction: Instruction = { keyword, flags, args, startLine: loc.startLine, endLine: loc.endLine, original: trimmed };
+
+  const jsonSource = keyword === 'HEALTHCHECK' ? healthcheckCommand(args) : JSON_FORM.has(keyword) ? args : undefined;
+  if (jsonSource !== undefined) {
+    const json = parseJsonArray(jsonSource, keyword, loc);
+    if (json) instruction.json = json;
+  }
+  if (keyword === 'ONBUILD') {
+    const trigger = parseInstructionLine(args, escape, loc);
+    if (trigger) instruction.trigger = trigger;
+  }
+  return instruction;
+}
+
+/** HEALTHCHECK's first word is the type (CMD / NONE); the command after it may be JSON. */
+function healthcheckCommand(args: string): string {
+  const m = /\s+/u.exec(args);
+  return m ? args.slice(m.index + m[0].length) : '';
+}
+
+/**
+ * A JSON array of strings, or undefined when the text is not valid JSON (then it is shell form,
+ * as in Docker). A valid JSON array holding non-strings is an error, also as in Docker.
+ */
+function parseJsonArray(text: string, keyword: string, loc: LineLocation): string[] | undefined {
+  const t = trimLeftSpace(text);
+  if (!t.startsWith('[')) return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(t);
+  } catch {
+    return undefined;
+  }
+  if (!Array.isArray(value)) return undefined;
+  if (!value.every((v): v is string => typeof v === 'string')) {
+    throw new DockerfileError(`${keyword}: when using JSON array syntax, arrays must be comprised of strings only`, {
+      file: loc.file,
+      line: loc.startLine,
+      endLine: loc.endLine,
+      source: loc.source,
+    });
+  }
+  return value;
+}
+
+// States of the small word scanners below.
+const Phase = { Spaces: 0, Word: 1, Quote: 2 } as const;
+type Phase = (typeof Phase)[keyof typeof Phase];
+
+/**
+ * Pulls leading `--name[=value]` words off an instruction's arguments (BuildKit's
+ * extractBuilderFlags). Quotes inside a flag are removed and `\` escapes the next character; a
+ * bare `--` ends the flags.
+ */
+function extractFlags(line: string): { rest: string; flags: InstructionFlag[] } {
+  const words: string[] = [];
+  let phase: Phase = Phase.Spaces;
+  let word = '';
+  let quote = '';
+  let blankOK = false;
+  const done = (rest: string) => ({ rest, flags: words.map(toFlag) });
+
+  for (let pos = 0; pos <= line.length; pos++) {
+    let ch = line[pos] ?? '';
+    if (phase === Phase.Spaces) {
+      if (pos === line.length) break;
+      if (isSpace(ch)) continue;
+      if (ch !== '-' || line[pos + 1] !== '-') return done(line.slice(pos));
+      phase = Phase.Word;
+    }
+    if (pos === line.length) {
+      if (word !== '--' && (blankOK || word.length > 0)) words.push(word);
+      break;
+    }
+    if (phase === Phase.Word) {
+      if (isSpace(ch)) {
+        phase = Phase.Spaces;
+        if (word === '--') return done(line.slice(pos));
+        if (blankOK || word.length > 0) words.push(word);
+        word = '';
+        blankOK = false;
+        continue;
+      }
+      if (ch === "'" || ch === '"') {
+        quote = ch;
+        blankOK = true;
+        phase = Phase.Quote;
+        continue;
+      }
+      if (ch === '\\') {
+        if (pos + 1 === line.length) continue;
+        ch = line[++pos] ?? '';
+      }
+      word += ch;
+      continue;
+    }
+    // Phase.Quote
+    if (ch === quote) {
+      phase = Phase.Word;
+      continue;
+    }
+    if (ch === '\\') {
+      if (pos + 1 === line.length) {
+        phase = Phase.Word;
+        continue;
+      }
+      ch = line[++pos] ?? '';
+    }
+    word += ch;
+  }
+  return done('');
+}
+
+function toFlag(word: string): InstructionFlag {
+  const body = word.startsWith('--') ? word.slice(2) : word;
+  const eq = body.indexOf('=');
+  return eq < 0 ? { name: body } : { name: body.slice(0, eq), value: body.slice(eq + 1) };
+}
+
+/**
+ * Splits arguments into words on unquoted whitespace, keeping quotes and escapes in the words
+ * (they are removed later by variable expansion). Used by ENV, LABEL and ARG, as in BuildKit.
+ */
+export function parseWords(rest: string, escape: string): string[] {
+  const chars = Array.from(rest);
+  const words: string[] = [];
+  let phase: Phase = Phase.Spaces;
+  let quote = '';
+  let blankOK = false;
+  let word = '';
+
+  for (let pos = 0; pos <= chars.length; pos++) {
+    let ch = chars[pos] ?? '';
+    if (phase === Phase.Spaces) {
+      if (pos === chars.length) break;
+      if (isSpace(ch)) continue;
+      phase = Phase.Word;
+    }
+    if (pos === chars.length) {
+      if (blankOK || word.length > 0) words.push(word);
+      break;
+    }
+    if (phase === Phase.Word) {
+      if (isSpace(ch)) {
+        phase = Phase.Spaces;
+        if (blankOK || word.length > 0) words.push(word);
+        word = '';
+        blankOK = false;
+        continue;
+      }
+      if (ch === "'" || ch === '"') {
+        quote = ch;
+        blankOK = true;
+        phase = Phase.Quote;
+      }
+      if (ch === escape) {
+        if (pos + 1 === chars.length) continue; // an escape at the end is dropped
+        // Outside quotes the escape and the escaped character are both kept, even a quote.
+        word += ch;
+        ch = chars[++pos] ?? '';
+      }
+      word += ch;
+      continue;
+    }
+    // Phase.Quote
+    if (ch === quote) phase = Phase.Word;
+    if (ch === escape && quote !== "'") {
+      if (pos + 1 === chars.length) {
+        phase = Phase.Word;
+        continue;
+      }
+      word += ch;
+      ch = chars[++pos] ?? '';
+    }
+    word += ch;
+  }
+  return words;
+}
+
+/** Splits on runs of blanks, as BuildKit's parseStringsWhitespaceDelimited (no quote handling). */
+export function splitWhitespace(rest: string): string[] {
+  return rest.split(/[\t\v\f\r ]+/).filter((w) => w !== '');
+}

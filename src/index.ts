@@ -1,0 +1,9 @@
+// Public API of builder: build images from Dockerfiles, or work with the pieces directly.
+
+export { build, type BuildOptions, type BuildResult, type Output } from './build.js';
+export type { ProgressEvent, ProgressListener, StepEvent, LogEvent, WarningEvent } from './solver/progress.js';
+export { defaultStateRoot } from './cache/state.js';
+export * from './definition/index.js';
+export * from './oci/types.js';
+export { compile, parseDockerfile, parseDockerignore } from './frontend/index.js';
+export { parseReference, RegistryClient } from './registry/index.js';

@@ -1,0 +1,45 @@
+// Public API of the registry client: references, authentication, pull and push.
+
+export {
+  DOCKER_HUB,
+  DOCKER_HUB_API_HOST,
+  ImageReference,
+  InvalidReferenceError,
+  isInsecureByDefault,
+  normaliseRegistry,
+  parseReference,
+  registryHost,
+} from './reference.js';
+export {
+  Authenticator,
+  DOCKER_HUB_AUTH_KEY,
+  DockerConfigCredentialStore,
+  StaticCredentialStore,
+  normaliseAuthKey,
+  parseChallenges,
+  pullScope,
+  pushScope,
+  runCredentialHelper,
+  type AuthenticatorOptions,
+  type Challenge,
+  type CredentialStore,
+  type Credentials,
+} from './auth.js';
+export {
+  MANIFEST_ACCEPT,
+  RegistryClient,
+  type FetchedManifest,
+  type PushBlobOptions,
+  type RegistryClientOptions,
+  type ResolvedImage,
+} from './client.js';
+export {
+  AuthenticationError,
+  ContentVerificationError,
+  NotFoundError,
+  PlatformNotFoundError,
+  RegistryError,
+  UnsupportedManifestError,
+} from './errors.js';
+export { formatPlatform, hostPlatform, normalisePlatform, parsePlatform, platformRank, selectManifest } from './platform.js';
+export { DEFAULT_RETRY, type RetryPolicy } from './retry.js';

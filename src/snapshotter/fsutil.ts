@@ -1,0 +1,173 @@
+// Filesystem helpers shared by the snapshotters, layer apply and layer diff.
+//
+// Mostly synchronous on purpose: these run in long loops of dependent calls over many small
+// files, where each async call's thread-pool round trip costs far more than the syscall
+// itself. Loops release the event loop regularly (see `breather`).
+
+import type { BigIntStats, Stats } from 'node:fs';
+import {
+  chmodSync,
+  constants as fsc,
+  copyFileSync,
+  lchownSync,
+  linkSync,
+  lstatSync,
+  lutimesSync,
+  mkdirSync,
+  readdirSync,
+  readlinkSync,
+  symlinkSync,
+  utimesSync,
+} from 'node:fs';
+import { join } from 'node:path';
+import { getAttributeSync, listAttributesSync, setAttributeSync } from 'fs-xattr';
+import { devMajor, devMinor, mknod } from './exec.js';
+
+export const OVERLAY_OPAQUE_XATTR = 'trusted.overlay.opaque';
+/** overlayfs bookkeeping xattrs: never copied into or out of layers. */
+export const OVERLAY_XATTR_PREFIX = 'trusted.overlay.';
+
+export const WHITEOUT_PREFIX = '.wh.';
+export const WHITEOUT_OPAQUE = '.wh..wh..opq';
+
+/** overlayfs whiteout: a character device 0/0. */
+export function isOverlayWhiteout(st: Stats | BigIntStats): boolean {
+  return st.isCharacterDevice() && Number(st.rdev) === 0;
+}
+
+/** Whether overlayfs treats this directory as opaque (hiding the layers below). */
+export function isOpaqueDirSync(path: string): boolean {
+  try {
+    return getAttributeSync(path, OVERLAY_OPAQUE_XATTR).toString() === 'y';
+  } catch {
+    return false;
+  }
+}
+
+export function errno(err: unknown): string | undefined {
+  return (err as NodeJS.ErrnoException | undefined)?.code;
+}
+
+export function lstatOrUndefinedSync(path: string): Stats | undefined {
+  try {
+    return lstatSync(path);
+  } catch (err) {
+    if (errno(err) === 'ENOENT' || errno(err) === 'ENOTDIR') return undefined;
+    throw err;
+  }
+}
+
+/**
+ * Extended attributes, sorted by name, without overlayfs' own. Symlinks are skipped: fs-xattr
+ * follows links, and symlink xattrs are not portable anyway.
+ */
+export function readXattrsSync(path: string, st: Stats | BigIntStats): Array<[string, Buffer]> {
+  if (st.isSymbolicLink()) return [];
+  let names: string[];
+  try {
+    names = listAttributesSync(path);
+  } catch (err) {
+    if (errno(err) === 'ENOTSUP' || errno(err) === 'EOPNOTSUPP') return [];
+    throw err;
+  }
+  const out: Array<[string, Buffer]> = [];
+  for (const n of names.filter((x) => !x.startsWith(OVERLAY_XATTR_PREFIX)).sort()) {
+    try {
+      out.push([n, getAttributeSync(path, n)]);
+    } catch (err) {
+      if (errno(err) !== 'ENODATA') throw err;
+    }
+  }
+  return out;
+}
+
+/**
+ * Returns a function to await in long synchronous loops: every `every` calls it yields to the
+ * event loop (a macrotask turn) so timers and other I/O are not starved.
+ */
+export function breather(every = 256): () => Promise<void> | undefined {
+  let n = 0;
+  return () => (++n % every === 0 ? new Promise<void>((r) => setImmediate(r)) : undefined);
+}
+
+export function writeXattrsSync(path: string, xattrs: ReadonlyArray<readonly [string, Buffer]>): void {
+  for (const [name, value] of xattrs) setAttributeSync(path, name, value);
+}
+
+export function xattrsEqual(a: ReadonlyArray<readonly [string, Buffer]>, b: ReadonlyArray<readonly [string, Buffer]>): boolean {
+  return a.length === b.length && a.every(([n, v], i) => b[i]![0] === n && b[i]![1].equals(v));
+}
+
+/**
+ * Sets owner, then mode (chown clears setuid bits), then xattrs (chown also drops
+ * security.capability), then times; symlinks get owner and times only.
+ */
+export function applyAttrsSync(
+  path: string,
+  attrs: { uid: number; gid: number; mode: number; atimeMs: number; mtimeMs: number; symlink: boolean },
+  xattrs: ReadonlyArray<readonly [string, Buffer]> = [],
+): void {
+  lchownSync(path, attrs.uid, attrs.gid);
+  if (attrs.symlink) {
+    lutimesSync(path, attrs.atimeMs / 1000, attrs.mtimeMs / 1000);
+    return;
+  }
+  chmodSync(path, attrs.mode & 0o7777);
+  writeXattrsSync(path, xattrs);
+  utimesSync(path, attrs.atimeMs / 1000, attrs.mtimeMs / 1000);
+}
+
+function statAttrs(st: Stats): Parameters<typeof applyAttrsSync>[1] {
+  return { uid: st.uid, gid: st.gid, mode: st.mode, atimeMs: st.atimeMs, mtimeMs: st.mtimeMs, symlink: st.isSymbolicLink() };
+}
+
+/** Bytewise order of names (what tar readers and Go's filepath.Walk produce). */
+export function compareNames(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a), Buffer.from(b));
+}
+
+/**
+ * Copies the tree `src` into the new directory `dst` preserving types, modes, owners, times,
+ * xattrs and hardlinks within the tree. Files are copied (reflinked where the filesystem can),
+ * never hardlinked to the source, so the copy is independent of it. Synchronous calls (see
+ * `breather`) because per-call thread-pool hops dominated the copy of many small files.
+ */
+export async function copyTree(src: string, dst: string): Promise<void> {
+  const pause = breather(64);
+  // First copy of each multiply-linked inode: later names link to it.
+  const links = new Map<string, string>();
+
+  async function copyDir(from: string, to: string, st: Stats): Promise<void> {
+    mkdirSync(to, { mode: 0o700 });
+    for (const name of readdirSync(from)) {
+      await pause();
+      const childFrom = join(from, name);
+      const childTo = join(to, name);
+      const child = lstatSync(childFrom);
+      if (child.isDirectory()) await copyDir(childFrom, childTo, child);
+      else await copyLeaf(childFrom, childTo, child);
+    }
+    applyAttrsSync(to, statAttrs(st), readXattrsSync(from, st)); // after the children changed the mtime
+  }
+
+  async function copyLeaf(from: string, to: string, st: Stats): Promise<void> {
+    if (st.isFile() && st.nlink > 1) {
+      const ino = `${st.dev}:${st.ino}`;
+      const first = links.get(ino);
+      if (first !== undefined) {
+        linkSync(first, to);
+        return;
+      }
+      links.set(ino, to);
+    }
+    if (st.isFile()) copyFileSync(from, to, fsc.COPYFILE_FICLONE);
+    else if (st.isSymbolicLink()) symlinkSync(readlinkSync(from), to);
+    else if (st.isCharacterDevice()) await mknod(to, 'c', devMajor(st.rdev), devMinor(st.rdev));
+    else if (st.isBlockDevice()) await mknod(to, 'b', devMajor(st.rdev), devMinor(st.rdev));
+    else if (st.isFIFO()) await mknod(to, 'p');
+    else return; // sockets are not copied
+    applyAttrsSync(to, statAttrs(st), readXattrsSync(from, st));
+  }
+
+  await copyDir(src, dst, lstatSync(src));
+}

@@ -1,0 +1,101 @@
+// Snapshotter entry points: choosing a driver, ChainIDs, mounting helpers.
+
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { setAttribute } from 'fs-xattr';
+import type { Digest } from '../oci/types.js';
+import { mknod } from './exec.js';
+import { OVERLAY_OPAQUE_XATTR } from './fsutil.js';
+import { mountAll, unmountAll } from './mount.js';
+import { NativeSnapshotter } from './native.js';
+import { OVERLAY_OPTIONS, OverlaySnapshotter } from './overlay.js';
+import type { BaseSnapshotter, LocalSnapshotter, SweepReport } from './store.js';
+
+export type { Mount, SnapshotInfo, Snapshotter } from './types.js';
+export {
+  SnapshotExistsError,
+  SnapshotNotFoundError,
+  SnapshotStateError,
+  asLocalSnapshotter,
+  isLocalSnapshotter,
+  type LocalSnapshotter,
+  type SnapshotLayout,
+  type SweepReport,
+} from './store.js';
+export { isMountPoint, mountAll, unmountAll, withMounts, type WithMountsOptions } from './mount.js';
+export { NativeSnapshotter } from './native.js';
+export { OverlaySnapshotter } from './overlay.js';
+export { applyLayer, LayerSecurityError, type ApplyLayerOptions } from './apply.js';
+export { writeLayer, type WriteLayerOptions, type WrittenLayer } from './diff.js';
+
+export type SnapshotterKind = 'auto' | 'overlayfs' | 'native';
+
+/**
+ * Opens (creating if needed) the snapshot state in `root`. The driver used first is recorded in
+ * `root/driver`: the two drivers lay snapshots out differently, so a root never changes driver,
+ * and 'auto' only probes overlayfs (one test mount) for a new root.
+ */
+export async function createSnapshotter(root: string, kind: SnapshotterKind = 'auto'): Promise<LocalSnapshotter> {
+  root = resolve(root);
+  await mkdir(root, { recursive: true });
+  const driverFile = join(root, 'driver');
+  const recorded = await readFile(driverFile, 'utf8').then((s) => s.trim(), () => undefined);
+  if (recorded !== undefined && recorded !== 'overlayfs' && recorded !== 'native') {
+    throw new Error(`${driverFile}: unknown snapshotter driver ${JSON.stringify(recorded)}`);
+  }
+  let driver: 'overlayfs' | 'native';
+  if (recorded !== undefined) {
+    if (kind !== 'auto' && kind !== recorded) {
+      throw new Error(`${root} holds ${recorded} snapshots; it cannot be opened as ${kind}`);
+    }
+    driver = recorded;
+  } else {
+    driver = kind === 'auto' ? ((await overlaySupported(root)) ? 'overlayfs' : 'native') : kind;
+    await writeFile(driverFile, `${driver}\n`);
+  }
+  const sn: BaseSnapshotter = driver === 'overlayfs' ? new OverlaySnapshotter(root) : new NativeSnapshotter(root);
+  await sn.init();
+  return sn;
+}
+
+/**
+ * Whether overlayfs works on the filesystem of `root` with the options we need, including
+ * creating whiteouts (char device 0/0) and trusted.* xattrs (root only) in an upper dir.
+ */
+export async function overlaySupported(root: string): Promise<boolean> {
+  const dir = join(root, `probe-${randomBytes(6).toString('hex')}`);
+  const [l1, l2, upper, work, merged] = ['l1', 'l2', 'u', 'w', 'm'].map((d) => join(dir, d)) as [string, string, string, string, string];
+  try {
+    for (const d of [l1, l2, upper, work, merged]) await mkdir(d, { recursive: true });
+    await mknod(join(upper, 'wh'), 'c', 0, 0);
+    await setAttribute(l2, OVERLAY_OPAQUE_XATTR, 'y');
+    const options = [...OVERLAY_OPTIONS, `workdir=${work}`, `upperdir=${upper}`, `lowerdir=${l2}:${l1}`];
+    await mountAll([{ type: 'overlay', source: 'overlay', options }], merged);
+    await unmountAll(merged);
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await unmountAll(merged).catch(() => undefined);
+    await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
+/** Start-up cleanup of a snapshot root: see LocalSnapshotter.sweep. */
+export async function sweep(root: string): Promise<SweepReport> {
+  return (await createSnapshotter(root)).sweep();
+}
+
+/**
+ * ChainIDs per the OCI image spec: ChainID(L0) = DiffID(L0),
+ * ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln)).
+ */
+export function chainIDs(diffIDs: readonly Digest[]): Digest[] {
+  const out: Digest[] = [];
+  for (const diffID of diffIDs) {
+    const prev = out[out.length - 1];
+    out.push(prev === undefined ? diffID : `sha256:${createHash('sha256').update(`${prev} ${diffID}`).digest('hex')}`);
+  }
+  return out;
+}

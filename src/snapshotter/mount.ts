@@ -1,0 +1,179 @@
+// Mounting through the `mount`/`umount` commands (Node has no mount syscall).
+//
+// Overlay options travel to the kernel in one page (legacy mount(2) copies at most PAGE_SIZE
+// bytes of data), so a long lowerdir chain can overflow it. Like containerd, when the options
+// get too long we run `mount` from the common parent directory of the layer dirs and pass
+// relative paths, which the kernel resolves against the caller's working directory.
+
+import { mkdir, mkdtemp, readFile, realpath, rmdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, relative, sep } from 'node:path';
+import { processToken, runCommand } from './exec.js';
+import type { Mount } from './types.js';
+
+/** Mount data is copied into one page; keep room for the kernel's own NUL. */
+const MAX_MOUNT_DATA = 4095;
+
+const PATH_OPTIONS = ['lowerdir', 'upperdir', 'workdir'] as const;
+
+interface MountCommand {
+  args: string[];
+  cwd?: string;
+}
+
+export function mountCommand(m: Mount, target: string): MountCommand {
+  if (m.type === 'bind') return { args: ['-o', m.options.join(','), m.source, target] };
+  const data = m.options.join(',');
+  if (m.type !== 'overlay' || Buffer.byteLength(data) <= MAX_MOUNT_DATA) {
+    return { args: ['-t', m.type, '-o', data, m.source, target] };
+  }
+  const compact = compactOverlayOptions(m.options);
+  const compactData = compact.options.join(',');
+  if (Buffer.byteLength(compactData) > MAX_MOUNT_DATA) {
+    const layers = (m.options.find((o) => o.startsWith('lowerdir='))?.split(':').length) ?? 0;
+    throw new Error(
+      `overlay mount options are ${Buffer.byteLength(compactData)} bytes even with relative paths ` +
+        `(limit ${MAX_MOUNT_DATA}, ${layers} lower layers): too many layers`,
+    );
+  }
+  return { args: ['-t', m.type, '-o', compactData, m.source, target], cwd: compact.cwd };
+}
+
+/** Rewrites lowerdir/upperdir/workdir relative to their longest common parent directory. */
+export function compactOverlayOptions(options: readonly string[]): { cwd: string; options: string[] } {
+  const paths: string[] = [];
+  for (const o of options) {
+    const [k, v] = splitOption(o);
+    if (v !== undefined && (PATH_OPTIONS as readonly string[]).includes(k)) paths.push(...v.split(':'));
+  }
+  const cwd = commonDir(paths);
+  const rewritten = options.map((o) => {
+    const [k, v] = splitOption(o);
+    if (v === undefined || !(PATH_OPTIONS as readonly string[]).includes(k)) return o;
+    return `${k}=${v.split(':').map((p) => relative(cwd, p) || '.').join(':')}`;
+  });
+  return { cwd, options: rewritten };
+}
+
+function splitOption(o: string): [string, string | undefined] {
+  const i = o.indexOf('=');
+  return i < 0 ? [o, undefined] : [o.slice(0, i), o.slice(i + 1)];
+}
+
+function commonDir(paths: string[]): string {
+  if (paths.length === 0) return '/';
+  let common = dirname(paths[0]!);
+  for (const p of paths) {
+    while (common !== '/' && !(p === common || p.startsWith(common + sep))) common = dirname(common);
+  }
+  return common;
+}
+
+/** Mounts `mounts` on top of each other at `target`; on failure nothing stays mounted. */
+export async function mountAll(mounts: readonly Mount[], target: string): Promise<void> {
+  let done = 0;
+  try {
+    for (const m of mounts) {
+      const cmd = mountCommand(m, target);
+      await runCommand('mount', cmd.args, cmd.cwd ? { cwd: cmd.cwd } : {});
+      done++;
+    }
+  } catch (err) {
+    if (done > 0) await unmountAll(target).catch(() => undefined);
+    throw err;
+  }
+}
+
+/** Unmounts everything mounted at `target` (stacked mounts included). Retries while busy. */
+export async function unmountAll(target: string): Promise<void> {
+  const path = await realpath(target).catch(() => target);
+  let failures = 0;
+  while ((await mountCountAt(path)) > 0) {
+    try {
+      await runCommand('umount', [path]);
+      failures = 0;
+    } catch (err) {
+      // EBUSY right after a container exits is usually transient (a process still exiting).
+      if (++failures > 20) throw err;
+      await new Promise((r) => setTimeout(r, 25 * failures));
+    }
+  }
+}
+
+/** Mount points in this mount namespace, decoded from /proc/self/mountinfo. */
+export async function listMountPoints(): Promise<string[]> {
+  const text = await readFile('/proc/self/mountinfo', 'utf8');
+  const out: string[] = [];
+  for (const line of text.split('\n')) {
+    const field = line.split(' ')[4];
+    if (field) out.push(field.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))));
+  }
+  return out;
+}
+
+async function mountCountAt(path: string): Promise<number> {
+  return (await listMountPoints()).filter((p) => p === path).length;
+}
+
+export async function isMountPoint(path: string): Promise<boolean> {
+  const real = await realpath(path).catch(() => path);
+  return (await mountCountAt(real)) > 0;
+}
+
+export interface WithMountsOptions {
+  /** Directory in which the temporary mount point is made; by default `<snapshotter root>/mounts`. */
+  mountRoot?: string;
+}
+
+/**
+ * Mounts `mounts` at a fresh temporary directory, runs `fn` on it and always unmounts and
+ * removes the directory, even when `fn` throws. The directory is named after this process so a later
+ * `sweep()` can tell leftovers of dead processes from mounts in use.
+ */
+export async function withMounts<T>(
+  mounts: readonly Mount[],
+  fn: (dir: string) => Promise<T>,
+  opts: WithMountsOptions = {},
+): Promise<T> {
+  const base = opts.mountRoot ?? mountRootFor(mounts);
+  await mkdir(base, { recursive: true });
+  const dir = await mkdtemp(join(base, `${processToken()}-`));
+  try {
+    await mountAll(mounts, dir);
+  } catch (err) {
+    await rmdir(dir).catch(() => undefined);
+    throw err;
+  }
+  let outcome: { ok: true; value: T } | { ok: false; error: unknown };
+  try {
+    outcome = { ok: true, value: await fn(dir) };
+  } catch (error) {
+    outcome = { ok: false, error };
+  }
+  try {
+    await unmountAll(dir);
+    await rmdir(dir);
+  } catch (cleanupError) {
+    // Both failing: report both; a leaked mount must not go unnoticed.
+    if (!outcome.ok) throw new AggregateError([outcome.error, cleanupError], `${String(outcome.error)}; then unmounting ${dir} failed`);
+    throw cleanupError;
+  }
+  if (!outcome.ok) throw outcome.error;
+  return outcome.value;
+}
+
+/** Mounts made from our snapshots go under the snapshotter root (`ROOT/snapshots/<id>/fs` → `ROOT/mounts`). */
+export function mountRootFor(mounts: readonly Mount[]): string {
+  for (const m of mounts) {
+    const candidates = [m.source];
+    for (const o of m.options) {
+      const [k, v] = splitOption(o);
+      if (v !== undefined && (PATH_OPTIONS as readonly string[]).includes(k)) candidates.push(...v.split(':'));
+    }
+    for (const c of candidates) {
+      const match = /^(\/.*)\/snapshots\/[^/]+\/fs$/.exec(c);
+      if (match?.[1]) return join(match[1], 'mounts');
+    }
+  }
+  return join(tmpdir(), 'builder-mounts');
+}

@@ -1,0 +1,51 @@
+// overlayfs snapshotter: each committed snapshot's `fs` holds only its layer's diff, with
+// whiteouts in overlay form (char device 0/0, `trusted.overlay.opaque=y` dirs); an active
+// snapshot is an overlay of its committed chain with its own `fs` as the upper dir.
+
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { BaseSnapshotter, type SnapshotMeta } from './store.js';
+import type { Mount } from './types.js';
+
+/**
+ * Options every overlay mount gets. They keep the upper dir a complete, self-describing diff:
+ * no redirect xattrs for renamed dirs, no metadata-only copy-ups, no inode index.
+ */
+export const OVERLAY_OPTIONS = ['index=off', 'redirect_dir=off', 'metacopy=off'] as const;
+
+export class OverlaySnapshotter extends BaseSnapshotter {
+  readonly name = 'overlayfs' as const;
+
+  protected async populate(dir: string, meta: SnapshotMeta): Promise<void> {
+    await mkdir(join(dir, 'fs'), { mode: 0o755 });
+    if (meta.kind === 'active' && meta.lowers.length > 0) await mkdir(join(dir, 'work'), { mode: 0o700 });
+  }
+
+  protected override async afterCommit(dir: string): Promise<void> {
+    await rm(join(dir, 'work'), { recursive: true, force: true });
+  }
+
+  protected mountsOf(meta: SnapshotMeta): Mount[] {
+    const own = this.fsDir(meta.id);
+    const lowers = meta.lowers.map((id) => this.fsDir(id));
+    if (meta.kind === 'view') {
+      if (lowers.length === 0) return [{ type: 'bind', source: own, options: ['rbind', 'ro'] }];
+      if (lowers.length === 1) return [{ type: 'bind', source: lowers[0]!, options: ['rbind', 'ro'] }];
+      // Without an upper dir overlay is read-only (and needs at least two lower dirs).
+      return [{ type: 'overlay', source: 'overlay', options: [...OVERLAY_OPTIONS, `lowerdir=${lowers.join(':')}`] }];
+    }
+    if (lowers.length === 0) return [{ type: 'bind', source: own, options: ['rbind', 'rw'] }];
+    return [
+      {
+        type: 'overlay',
+        source: 'overlay',
+        options: [
+          ...OVERLAY_OPTIONS,
+          `workdir=${join(this.snapshotDir(meta.id), 'work')}`,
+          `upperdir=${own}`,
+          `lowerdir=${lowers.join(':')}`,
+        ],
+      },
+    ];
+  }
+}

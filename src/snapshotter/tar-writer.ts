@@ -1,0 +1,201 @@
+// A small deterministic tar writer (ustar headers + PAX extended headers).
+//
+// Written here rather than with tar-stream's pack so that every byte is under our control
+// (layer digests must be reproducible) and PAX records can carry binary xattr values such as
+// security.capability, which tar-stream would mangle through UTF-8 strings.
+
+import { closeSync, openSync, readSync } from 'node:fs';
+
+export type TarEntryType = 'file' | 'link' | 'symlink' | 'char' | 'block' | 'dir' | 'fifo';
+
+export interface TarEntry {
+  /** Relative path without a leading slash; directories without a trailing slash. */
+  name: string;
+  type: TarEntryType;
+  mode: number;
+  uid: number;
+  gid: number;
+  /** Seconds since the epoch. */
+  mtime: number;
+  /** Content size (regular files only). */
+  size: number;
+  linkname?: string;
+  devmajor?: number;
+  devminor?: number;
+  /** Sorted by name. */
+  xattrs?: ReadonlyArray<readonly [string, Buffer]>;
+  /** File whose content is streamed for a regular file. */
+  source?: string;
+}
+
+const BLOCK = 512;
+const ZERO_BLOCK = Buffer.alloc(BLOCK);
+
+const TYPEFLAG: Record<TarEntryType, string> = {
+  file: '0',
+  link: '1',
+  symlink: '2',
+  char: '3',
+  block: '4',
+  dir: '5',
+  fifo: '6',
+};
+
+const MAX_OCTAL_8 = 0o7777777;
+const MAX_OCTAL_12 = 0o77777777777;
+
+export class FileChangedError extends Error {
+  constructor(readonly path: string, expected: number, actual: number) {
+    super(`${path} changed while it was being archived (expected ${expected} bytes, read ${actual})`);
+    this.name = 'FileChangedError';
+  }
+}
+
+/** Serialises `entries` as a tar stream (ending with two zero blocks). */
+export async function* tarBlocks(entries: AsyncIterable<TarEntry>): AsyncGenerator<Buffer> {
+  for await (const e of entries) {
+    yield* entryBlocks(e);
+  }
+  yield Buffer.alloc(BLOCK * 2);
+}
+
+async function* entryBlocks(e: TarEntry): AsyncGenerator<Buffer> {
+  const name = e.type === 'dir' ? `${e.name}/` : e.name;
+  const size = e.type === 'file' ? e.size : 0;
+  const pax: Array<[string, Buffer]> = [];
+  if (!fitsUstarString(name, 100)) pax.push(['path', Buffer.from(name)]);
+  if (e.linkname !== undefined && !fitsUstarString(e.linkname, 100)) pax.push(['linkpath', Buffer.from(e.linkname)]);
+  if (e.uid > MAX_OCTAL_8) pax.push(['uid', Buffer.from(String(e.uid))]);
+  if (e.gid > MAX_OCTAL_8) pax.push(['gid', Buffer.from(String(e.gid))]);
+  if (size > MAX_OCTAL_12) pax.push(['size', Buffer.from(String(size))]);
+  for (const [k, v] of e.xattrs ?? []) pax.push([`SCHILY.xattr.${k}`, v]);
+
+  if (pax.length > 0) {
+    const records = Buffer.concat(pax.map(([k, v]) => paxRecord(k, v)));
+    yield header({
+      name: paxHeaderName(name),
+      typeflag: 'x',
+      mode: 0o644,
+      uid: 0,
+      gid: 0,
+      size: records.length,
+      mtime: e.mtime,
+    });
+    yield records;
+    if (records.length % BLOCK !== 0) yield padding(records.length);
+  }
+
+  yield header({
+    name: fitsUstarString(name, 100) ? name : asciiPlaceholder(name, 100),
+    typeflag: TYPEFLAG[e.type],
+    mode: e.mode & 0o7777,
+    uid: Math.min(e.uid, MAX_OCTAL_8),
+    gid: Math.min(e.gid, MAX_OCTAL_8),
+    size: Math.min(size, MAX_OCTAL_12),
+    mtime: e.mtime,
+    linkname: e.linkname === undefined ? '' : fitsUstarString(e.linkname, 100) ? e.linkname : asciiPlaceholder(e.linkname, 100),
+    devmajor: e.devmajor ?? 0,
+    devminor: e.devminor ?? 0,
+  });
+
+  if (e.type === 'file' && size > 0) {
+    if (e.source === undefined) throw new Error(`tar entry ${e.name} has no content source`);
+    yield* fileChunks(e.source, size);
+    if (size % BLOCK !== 0) yield padding(size);
+  }
+}
+
+const CHUNK = 256 * 1024;
+
+/**
+ * A file's content in chunks of at most 256 KiB. Synchronous reads: an async open/read/close
+ * per file costs more than the read itself for the many small files of a typical layer. The
+ * header already promised `size` bytes, so a file that changed size is an error.
+ */
+function* fileChunks(path: string, size: number): Generator<Buffer> {
+  const fd = openSync(path, 'r');
+  try {
+    let read = 0;
+    while (read < size) {
+      const buf = Buffer.allocUnsafe(Math.min(CHUNK, size - read));
+      const n = readSync(fd, buf, 0, buf.length, null);
+      if (n === 0) throw new FileChangedError(path, size, read);
+      read += n;
+      yield n === buf.length ? buf : buf.subarray(0, n);
+    }
+    if (readSync(fd, Buffer.allocUnsafe(1), 0, 1, null) !== 0) throw new FileChangedError(path, size, read + 1);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+interface RawHeader {
+  name: string;
+  typeflag: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  mtime: number;
+  linkname?: string;
+  devmajor?: number;
+  devminor?: number;
+}
+
+function header(h: RawHeader): Buffer {
+  const buf = Buffer.alloc(BLOCK);
+  buf.write(h.name, 0, 100, 'utf8');
+  writeOctal(buf, 100, 8, h.mode);
+  writeOctal(buf, 108, 8, h.uid);
+  writeOctal(buf, 116, 8, h.gid);
+  writeOctal(buf, 124, 12, h.size);
+  writeOctal(buf, 136, 12, Math.max(0, Math.min(Math.floor(h.mtime), MAX_OCTAL_12)));
+  buf.write(h.typeflag, 156, 1, 'ascii');
+  if (h.linkname) buf.write(h.linkname, 157, 100, 'utf8');
+  buf.write('ustar\0', 257, 6, 'ascii');
+  buf.write('00', 263, 2, 'ascii');
+  // uname (265) and gname (297) stay empty: ids are numeric only.
+  writeOctal(buf, 329, 8, h.devmajor ?? 0);
+  writeOctal(buf, 337, 8, h.devminor ?? 0);
+  buf.fill(0x20, 148, 156); // the checksum is computed with its own field as spaces
+  let sum = 0;
+  for (const b of buf) sum += b;
+  buf.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 8, 'ascii');
+  return buf;
+}
+
+function writeOctal(buf: Buffer, offset: number, width: number, value: number): void {
+  buf.write(`${value.toString(8).padStart(width - 1, '0')}\0`, offset, width, 'ascii');
+}
+
+/** PAX records are "<len> <key>=<value>\n" where <len> counts the whole record, itself included. */
+function paxRecord(key: string, value: Buffer): Buffer {
+  const rest = Buffer.byteLength(key) + value.length + 3; // ' ', '=', '\n'
+  let len = rest + String(rest).length;
+  if (String(len).length !== String(rest).length) len = rest + String(len).length;
+  return Buffer.concat([Buffer.from(`${len} ${key}=`), value, Buffer.from('\n')]);
+}
+
+/** Like Go's archive/tar: "<dir>/PaxHeaders.0/<base>", cut to fit. */
+function paxHeaderName(name: string): string {
+  const trimmed = name.endsWith('/') ? name.slice(0, -1) : name;
+  const i = trimmed.lastIndexOf('/');
+  const dir = i < 0 ? '' : trimmed.slice(0, i + 1);
+  return asciiPlaceholder(`${dir}PaxHeaders.0/${trimmed.slice(i + 1)}`, 100);
+}
+
+function fitsUstarString(s: string, max: number): boolean {
+  // eslint-disable-next-line no-control-regex
+  return s.length <= max && /^[\x01-\x7f]*$/.test(s);
+}
+
+/** The ustar field for a value carried in PAX: printable ASCII, cut to the field size. */
+function asciiPlaceholder(s: string, max: number): string {
+  // eslint-disable-next-line no-control-regex
+  return s.replace(/[^\x20-\x7e]/g, '_').slice(0, max);
+}
+
+function padding(size: number): Buffer {
+  const rem = size % BLOCK;
+  return rem === 0 ? Buffer.alloc(0) : ZERO_BLOCK.subarray(0, BLOCK - rem);
+}

@@ -1,0 +1,120 @@
+// COPY's file semantics, applied to a mounted destination root: a directory source copies its
+// contents, a file lands in the destination directory when the destination ends with `/`, is
+// an existing directory, or there are several sources; ownership is 0:0 from the context and
+// preserved from another stage unless --chown says otherwise; modes are kept unless --chmod.
+
+import { copyFile, chmod, chown, lchown, lstat, lutimes, mkdir, readlink, rm, symlink, utimes } from 'node:fs/promises';
+import { join, posix } from 'node:path';
+import { walk, type SourceFilter } from '../cache/checksum.js';
+import { secureJoin } from './secure-join.js';
+
+export interface Owner {
+  uid: number;
+  gid: number;
+}
+
+export interface CopyParams {
+  srcRoot: string;
+  /** Root-relative sources, already expanded (see selectSources). */
+  sources: readonly string[];
+  filter?: SourceFilter;
+  destRoot: string;
+  /** Absolute path in the destination; a trailing `/` means a directory. */
+  dest: string;
+  /** Owner for every copied entry; undefined keeps the source's owners. */
+  owner?: Owner;
+  chmod?: number;
+}
+
+export async function copySources(p: CopyParams): Promise<void> {
+  const intoDir = p.dest.endsWith('/') || p.sources.length > 1;
+  const dirTimes: Array<{ path: string; atime: Date; mtime: Date }> = [];
+  for (const src of p.sources) {
+    const srcAbs = src === '.' ? p.srcRoot : join(p.srcRoot, src);
+    const srcIsDir = (await lstat(srcAbs)).isDirectory();
+    let target = p.dest;
+    if (!srcIsDir && (intoDir || (await isDirectory(await secureJoin(p.destRoot, p.dest))))) {
+      target = posix.join(p.dest, posix.basename(src));
+    }
+    await mkdirAll(p.destRoot, srcIsDir ? target : posix.dirname(target), 0o755, p.owner ?? { uid: 0, gid: 0 });
+    for await (const entry of walk(p.srcRoot, src, p.filter)) {
+      const below = entry.rel === src ? '' : src === '.' ? entry.rel : entry.rel.slice(src.length + 1);
+      // A directory source copies its contents: the destination directory keeps its own metadata.
+      if (below === '' && entry.type === 'dir') continue;
+      const destPath = below ? posix.join(target, below) : target;
+      const host = await secureJoin(p.destRoot, posix.dirname(destPath));
+      const hostPath = destPath === '/' ? p.destRoot : join(host, posix.basename(destPath));
+      const st = await lstat(entry.abs);
+      const owner = p.owner ?? { uid: entry.uid, gid: entry.gid };
+      const mode = p.chmod ?? entry.mode & 0o7777;
+      switch (entry.type) {
+        case 'dir':
+          await ensureDirectory(hostPath);
+          await chown(hostPath, owner.uid, owner.gid);
+          await chmod(hostPath, mode);
+          dirTimes.push({ path: hostPath, atime: st.atime, mtime: st.mtime });
+          break;
+        case 'file':
+          await removeUnlessKind(hostPath, 'file');
+          await copyFile(entry.abs, hostPath);
+          await chown(hostPath, owner.uid, owner.gid);
+          await chmod(hostPath, mode);
+          await utimes(hostPath, st.atime, st.mtime);
+          break;
+        case 'symlink':
+          await rm(hostPath, { recursive: true, force: true });
+          await symlink(await readlink(entry.abs), hostPath);
+          await lchown(hostPath, owner.uid, owner.gid);
+          await lutimes(hostPath, st.atime, st.mtime);
+          break;
+        case 'other':
+          // sockets and fifos are not copied (as in BuildKit)
+          break;
+      }
+    }
+  }
+  // Directory times last: creating their children changed them.
+  for (const d of dirTimes.reverse()) await utimes(d.path, d.atime, d.mtime);
+}
+
+async function isDirectory(path: string): Promise<boolean> {
+  try {
+    return (await lstat(path)).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+async function removeUnlessKind(path: string, kind: 'file'): Promise<void> {
+  try {
+    const st = await lstat(path);
+    if (kind === 'file' && !st.isFile()) await rm(path, { recursive: true, force: true });
+  } catch {
+    // absent: nothing to replace
+  }
+}
+
+async function ensureDirectory(path: string): Promise<void> {
+  try {
+    const st = await lstat(path);
+    if (st.isDirectory()) return;
+    await rm(path, { force: true });
+  } catch {
+    // absent
+  }
+  // Parents exist unless a symlink pointed at a missing directory: create that path too.
+  await mkdir(path, { recursive: true });
+}
+
+/** Creates the missing directories of `dir` (an image path) with `mode`, owned by `owner`. */
+export async function mkdirAll(root: string, dir: string, mode: number, owner: Owner): Promise<void> {
+  let current = '/';
+  for (const part of dir.split('/').filter(Boolean)) {
+    current = posix.join(current, part);
+    const host = await secureJoin(root, current);
+    if (await isDirectory(host)) continue;
+    await ensureDirectory(host);
+    await chown(host, owner.uid, owner.gid);
+    await chmod(host, mode);
+  }
+}

@@ -1,0 +1,53 @@
+// Progress events: what the solver and exporters report while they work. The CLI renders them
+// (plain lines, a live TTY view, or JSON); embedders subscribe to the same stream.
+
+export interface StepEvent {
+  type: 'step';
+  /** A vertex digest, or a name for work outside the DAG (`export`, `push …`). */
+  id: string;
+  name: string;
+  status: 'started' | 'cached' | 'done' | 'error';
+  /** Milliseconds since the epoch. */
+  at: number;
+  durationMs?: number;
+  error?: string;
+  file?: string;
+  line?: number;
+}
+
+export interface LogEvent {
+  type: 'log';
+  id: string;
+  stream: 'stdout' | 'stderr';
+  data: string;
+  at: number;
+}
+
+export interface WarningEvent {
+  type: 'warning';
+  message: string;
+  file?: string;
+  line?: number;
+}
+
+export type ProgressEvent = StepEvent | LogEvent | WarningEvent;
+
+export type ProgressListener = (event: ProgressEvent) => void;
+
+/** Reports one unit of work: `started`, then `done` with its duration or `error`. */
+export async function track<T>(
+  emit: ProgressListener,
+  step: { id: string; name: string; file?: string; line?: number },
+  work: () => Promise<T>,
+): Promise<T> {
+  const start = Date.now();
+  emit({ type: 'step', ...step, status: 'started', at: start });
+  try {
+    const result = await work();
+    emit({ type: 'step', ...step, status: 'done', at: Date.now(), durationMs: Date.now() - start });
+    return result;
+  } catch (err) {
+    emit({ type: 'step', ...step, status: 'error', at: Date.now(), durationMs: Date.now() - start, error: (err as Error).message });
+    throw err;
+  }
+}

@@ -1,0 +1,391 @@
+// The solver walks a Definition from its root: each vertex once, inputs first (independent
+// branches in parallel), asks the cache index by cache key, and runs only the misses. A vertex's
+// result is the layer chain of its filesystem; snapshots are unpacked only when a miss needs them.
+
+import pLimit from 'p-limit';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { CacheIndex, LayerRecord } from '../cache/cache-index.js';
+import { checksumSources, dockerignoreFilter, selectSources, type SourceFilter, type StatCache } from '../cache/checksum.js';
+import type { ContentStore } from '../cache/content-store.js';
+import {
+  canonicalJson,
+  sha256,
+  type CopyAction,
+  type Definition,
+  type Digest,
+  type ExecOp,
+  type FileOp,
+  type ImageOp,
+  type Platform,
+  type Vertex,
+} from '../definition/index.js';
+import type { Snapshotter } from '../snapshotter/types.js';
+import { copySources, mkdirAll, type Owner } from './copy.js';
+import { StepError } from './errors.js';
+import type { ProgressListener } from './progress.js';
+import { resolveOwner } from './users.js';
+
+/** Runs one command in a container (see src/executor). */
+export interface Executor {
+  run(spec: {
+    rootfs: string;
+    args: string[];
+    env: string[];
+    cwd: string;
+    user: string;
+    network: 'none' | 'host';
+    stdout(chunk: Buffer): void;
+    stderr(chunk: Buffer): void;
+    signal?: AbortSignal;
+  }): Promise<{ exitCode: number; signal?: string }>;
+}
+
+/** Provides a base image's layers in the content store (see src/registry). */
+export interface ImageSource {
+  /** The layers when the image is already complete in the content store, without any network. */
+  local(ref: string): Promise<LayerRecord[] | undefined>;
+  pull(ref: string, platform: Platform, signal?: AbortSignal): Promise<LayerRecord[]>;
+}
+
+/** Layer-level operations the solver needs from the snapshotter package. */
+export interface LayerOps {
+  chainIDs(diffIDs: Digest[]): Digest[];
+  withMounts<T>(mounts: Awaited<ReturnType<Snapshotter['prepare']>>, fn: (dir: string) => Promise<T>): Promise<T>;
+  applyLayer(sn: Snapshotter, key: string, blob: NodeJS.ReadableStream, mediaType: string): Promise<{ diffID: Digest }>;
+  writeLayer(
+    sn: Snapshotter,
+    key: string,
+    store: ContentStore,
+    opts: { sourceDateEpoch?: number },
+  ): Promise<LayerRecord & { empty: boolean }>;
+}
+
+export interface SolverOptions {
+  store: ContentStore;
+  cache: CacheIndex;
+  snapshotter: Snapshotter;
+  layers: LayerOps;
+  executor: Executor;
+  images: ImageSource;
+  /** Directories of `local` sources, by name (`context`). */
+  localDirs: Record<string, string>;
+  statCache: StatCache;
+  progress: ProgressListener;
+  signal?: AbortSignal;
+  noCache?: boolean;
+  sourceDateEpoch?: number;
+}
+
+export type SolvedResult =
+  | { kind: 'layers'; cacheKey: Digest; layers: LayerRecord[] }
+  | { kind: 'local'; dir: string; filter: SourceFilter | undefined };
+
+export class Solver {
+  private readonly results = new Map<Digest, Promise<SolvedResult>>();
+  private readonly snapshots = new Map<string, Promise<void>>();
+  /** Containers and copies running at once; independent stages share these slots. */
+  private readonly limit = pLimit(Math.max(1, availableParallelism()));
+
+  constructor(
+    private readonly def: Definition,
+    private readonly opts: SolverOptions,
+  ) {}
+
+  solve(digest: Digest): Promise<SolvedResult> {
+    let pending = this.results.get(digest);
+    if (!pending) {
+      pending = this.solveVertex(digest);
+      this.results.set(digest, pending);
+    }
+    return pending;
+  }
+
+  /** The layers of a solved vertex (for exporters and history). */
+  async layersOf(digest: Digest): Promise<LayerRecord[]> {
+    const r = await this.solve(digest);
+    if (r.kind !== 'layers') throw new Error(`vertex ${digest} is not a filesystem`);
+    return r.layers;
+  }
+
+  private vertex(digest: Digest): Vertex {
+    const v = this.def.vertices.get(digest);
+    if (!v) throw new Error(`definition has no vertex ${digest}`);
+    return v;
+  }
+
+  private async solveVertex(digest: Digest): Promise<SolvedResult> {
+    const v = this.vertex(digest);
+    const inputs = await Promise.all(v.inputs.map((i) => this.solve(i)));
+    this.opts.signal?.throwIfAborted();
+    switch (v.op.type) {
+      case 'scratch':
+        return { kind: 'layers', cacheKey: sha256(canonicalJson({ op: v.op })), layers: [] };
+      case 'local': {
+        const dir = this.opts.localDirs[v.op.name];
+        if (!dir) throw new Error(`no local directory named ${v.op.name}`);
+        return { kind: 'local', dir, filter: dockerignoreFilter(v.op.exclude) };
+      }
+      case 'image':
+        return this.solveImage(digest, v, v.op);
+      case 'exec':
+        return this.solveExec(digest, v, v.op, inputs);
+      case 'file':
+        return this.solveFile(digest, v, v.op, inputs);
+    }
+  }
+
+  private step(digest: Digest, v: Vertex) {
+    return { id: digest, name: v.meta.name, file: v.meta.file, line: v.meta.startLine, hidden: v.meta.hidden };
+  }
+
+  private async solveImage(digest: Digest, v: Vertex, op: ImageOp): Promise<SolvedResult> {
+    const cacheKey = sha256(canonicalJson({ op }));
+    const local = await this.opts.images.local(op.ref);
+    if (local) return this.cachedResult(digest, v, cacheKey, local);
+    const layers = await this.run(digest, v, () => this.opts.images.pull(op.ref, op.platform, this.opts.signal));
+    return { kind: 'layers', cacheKey, layers };
+  }
+
+  private async solveExec(digest: Digest, v: Vertex, op: ExecOp, inputs: SolvedResult[]): Promise<SolvedResult> {
+    const parent = layersInput(inputs[0], v);
+    const cacheKey = sha256(canonicalJson({ op, inputs: [parent.cacheKey] }));
+    const cached = await this.lookup(cacheKey);
+    if (cached) return this.cachedResult(digest, v, cacheKey, cached);
+
+    const tail: string[] = [];
+    const layers = await this.run(digest, v, () =>
+      this.mutate(parent.layers, async (rootfs) => {
+        const log = (stream: 'stdout' | 'stderr') => (chunk: Buffer) => {
+          const data = chunk.toString('utf8');
+          keepTail(tail, data);
+          this.opts.progress({ type: 'log', id: digest, stream, data, at: Date.now() });
+        };
+        const result = await this.opts.executor.run({
+          rootfs,
+          args: op.args,
+          env: op.env,
+          cwd: op.cwd,
+          user: op.user,
+          network: op.network,
+          stdout: log('stdout'),
+          stderr: log('stderr'),
+          signal: this.opts.signal,
+        });
+        if (result.exitCode !== 0) {
+          const how = result.signal ? `killed by signal ${result.signal}` : `exit code: ${result.exitCode}`;
+          throw new StepError(v.meta, `process ${JSON.stringify(op.args.join(' '))} did not complete successfully: ${how}`, tail);
+        }
+      }),
+    );
+    await this.opts.cache.set(cacheKey, layers);
+    return { kind: 'layers', cacheKey, layers };
+  }
+
+  private async solveFile(digest: Digest, v: Vertex, op: FileOp, inputs: SolvedResult[]): Promise<SolvedResult> {
+    const dest = layersInput(inputs[0], v);
+    // Sources from another stage: first the key from its cache key (cheap); on a miss, the key from
+    // the content of the copied files, so a rebuilt stage with identical output still hits.
+    const definitionKey = await this.fileCacheKey(op, inputs, dest.cacheKey, false);
+    let cached = await this.lookup(definitionKey);
+    let contentKey: Digest | undefined;
+    if (!cached && inputs.some((i) => i.kind === 'layers') && op.actions.some((a) => a.action === 'copy')) {
+      contentKey = await this.fileCacheKey(op, inputs, dest.cacheKey, true);
+      if (contentKey !== definitionKey) cached = await this.lookup(contentKey);
+    }
+    if (cached) {
+      if (contentKey) await this.opts.cache.set(definitionKey, cached);
+      return this.cachedResult(digest, v, definitionKey, cached);
+    }
+
+    const layers = await this.run(digest, v, () =>
+      this.mutate(dest.layers, async (rootfs) => {
+        for (const action of op.actions) {
+          if (action.action === 'mkdir') {
+            const owner = action.chown ? await resolveOwner(rootfs, action.chown) : { uid: 0, gid: 0 };
+            await mkdirAll(rootfs, action.path, action.mode, owner);
+          } else {
+            await this.copy(action, inputs, rootfs, v);
+          }
+        }
+      }),
+    );
+    await this.opts.cache.set(definitionKey, layers);
+    if (contentKey && contentKey !== definitionKey) await this.opts.cache.set(contentKey, layers);
+    return { kind: 'layers', cacheKey: definitionKey, layers };
+  }
+
+  /**
+   * The cache key of a file op. Context sources always count by content (the definition does not
+   * capture them); stage sources count by cache key, or by content when `byContent`.
+   */
+  private async fileCacheKey(op: FileOp, inputs: SolvedResult[], destKey: Digest, byContent: boolean): Promise<Digest> {
+    const sources: string[] = [];
+    for (const action of op.actions) {
+      if (action.action !== 'copy') continue;
+      const src = inputs[action.sourceInput];
+      if (!src) throw new Error(`copy source input ${action.sourceInput} missing`);
+      if (src.kind === 'local') {
+        const selected = await selectSources(src.dir, action.src, src.filter ?? {});
+        sources.push(await checksumSources(src.dir, selected, { ...src.filter, statCache: this.opts.statCache, includeOwners: false }));
+      } else if (byContent) {
+        sources.push(await this.withView(src.layers, async (dir) => {
+          const selected = await selectSources(dir, action.src);
+          return checksumSources(dir, selected, { statCache: this.opts.statCache, includeOwners: true });
+        }));
+      } else {
+        sources.push(src.cacheKey);
+      }
+    }
+    await this.opts.statCache.save();
+    return sha256(canonicalJson({ op, dest: destKey, sources, byContent }));
+  }
+
+  private async copy(action: CopyAction, inputs: SolvedResult[], rootfs: string, v: Vertex): Promise<void> {
+    const src = inputs[action.sourceInput];
+    if (!src) throw new Error(`copy source input ${action.sourceInput} missing`);
+    const owner: Owner | undefined = action.chown
+      ? await resolveOwner(rootfs, action.chown)
+      : src.kind === 'local'
+        ? { uid: 0, gid: 0 }
+        : undefined;
+    const doCopy = async (srcRoot: string, filter: SourceFilter | undefined) => {
+      let sources: string[];
+      try {
+        sources = await selectSources(srcRoot, action.src, filter ?? {});
+      } catch (err) {
+        throw new StepError(v.meta, `failed to compute cache key: ${(err as Error).message}`);
+      }
+      await copySources({ srcRoot, sources, filter, destRoot: rootfs, dest: action.dest, owner, chmod: action.chmod });
+    };
+    if (src.kind === 'local') await doCopy(src.dir, src.filter);
+    else await this.withView(src.layers, (dir) => doCopy(dir, undefined));
+  }
+
+  private async lookup(key: Digest): Promise<LayerRecord[] | undefined> {
+    if (this.opts.noCache) return undefined;
+    const record = await this.opts.cache.get(key);
+    if (!record) return undefined;
+    // A record whose blobs were pruned is a miss, not a broken build.
+    for (const layer of record.layers) if (!(await this.opts.store.has(layer.digest))) return undefined;
+    return record.layers;
+  }
+
+  private cachedResult(digest: Digest, v: Vertex, cacheKey: Digest, layers: LayerRecord[]): SolvedResult {
+    if (!v.meta.hidden) this.opts.progress({ type: 'step', ...this.step(digest, v), status: 'cached', at: Date.now() });
+    return { kind: 'layers', cacheKey, layers };
+  }
+
+  private async run<T>(digest: Digest, v: Vertex, work: () => Promise<T>): Promise<T> {
+    return this.limit(async () => {
+      this.opts.signal?.throwIfAborted();
+      const s = this.step(digest, v);
+      const start = Date.now();
+      const { hidden, ...step } = s;
+      if (!hidden) this.opts.progress({ type: 'step', ...step, status: 'started', at: start });
+      try {
+        const result = await work();
+        if (!hidden) this.opts.progress({ type: 'step', ...step, status: 'done', at: Date.now(), durationMs: Date.now() - start });
+        return result;
+      } catch (err) {
+        if (!hidden) this.opts.progress({ type: 'step', ...step, status: 'error', at: Date.now(), durationMs: Date.now() - start, error: (err as Error).message });
+        throw err instanceof StepError || (err as Error).name === 'AbortError' ? err : new StepError(v.meta, (err as Error).message);
+      }
+    });
+  }
+
+  /**
+   * Runs `change` on a writable snapshot on top of `parent`, then records the difference as a new
+   * layer. The snapshot becomes the committed snapshot of the new chain, so the next step reuses it.
+   */
+  private async mutate(parent: LayerRecord[], change: (rootfs: string) => Promise<void>): Promise<LayerRecord[]> {
+    const { snapshotter: sn, layers: ops } = this.opts;
+    const parentChain = await this.ensureSnapshot(parent);
+    const key = `active-${randomBytes(8).toString('hex')}`;
+    const mounts = await sn.prepare(key, parentChain);
+    let committed = false;
+    try {
+      await ops.withMounts(mounts, change);
+      this.opts.signal?.throwIfAborted();
+      const layer = await ops.writeLayer(sn, key, this.opts.store, { sourceDateEpoch: this.opts.sourceDateEpoch });
+      if (layer.empty) return parent;
+      const { empty: _empty, ...record } = layer;
+      const layers = [...parent, record];
+      const chain = ops.chainIDs(layers.map((l) => l.diffID)).at(-1)!;
+      if (!(await sn.stat(chain))) {
+        await sn.commit(chain, key);
+        committed = true;
+      }
+      return layers;
+    } finally {
+      if (!committed) await sn.remove(key).catch(() => undefined);
+    }
+  }
+
+  /** Makes sure the committed snapshot of `layers` exists, unpacking missing layers; returns its name. */
+  private async ensureSnapshot(layers: LayerRecord[]): Promise<string | undefined> {
+    if (layers.length === 0) return undefined;
+    const { snapshotter: sn, layers: ops, store } = this.opts;
+    const chain = ops.chainIDs(layers.map((l) => l.diffID));
+    for (let i = 0; i < layers.length; i++) {
+      const name = chain[i]!;
+      let pending = this.snapshots.get(name);
+      if (!pending) {
+        const layer = layers[i]!;
+        const parent = i > 0 ? chain[i - 1] : undefined;
+        pending = (async () => {
+          if (await sn.stat(name)) return;
+          const key = `extract-${randomBytes(8).toString('hex')}`;
+          await sn.prepare(key, parent);
+          try {
+            const { diffID } = await ops.applyLayer(sn, key, store.read(layer.digest), layer.mediaType);
+            if (diffID !== layer.diffID) throw new Error(`layer ${layer.digest}: uncompressed digest ${diffID} does not match ${layer.diffID}`);
+            if (await sn.stat(name)) await sn.remove(key);
+            else await sn.commit(name, key);
+          } catch (err) {
+            await sn.remove(key).catch(() => undefined);
+            throw err;
+          }
+        })();
+        this.snapshots.set(name, pending);
+        pending.catch(() => this.snapshots.delete(name));
+      }
+      await pending;
+    }
+    return chain.at(-1);
+  }
+
+  /** Runs `fn` with the filesystem of `layers` mounted read-only. */
+  private async withView<T>(layers: LayerRecord[], fn: (dir: string) => Promise<T>): Promise<T> {
+    if (layers.length === 0) {
+      const empty = await mkdtemp(join(tmpdir(), 'builder-empty-'));
+      try {
+        return await fn(empty);
+      } finally {
+        await rm(empty, { recursive: true, force: true });
+      }
+    }
+    const { snapshotter: sn, layers: ops } = this.opts;
+    const parent = await this.ensureSnapshot(layers);
+    const key = `view-${randomBytes(8).toString('hex')}`;
+    const mounts = await sn.view(key, parent);
+    try {
+      return await ops.withMounts(mounts, fn);
+    } finally {
+      await sn.remove(key).catch(() => undefined);
+    }
+  }
+}
+
+function layersInput(input: SolvedResult | undefined, v: Vertex): { cacheKey: Digest; layers: LayerRecord[] } {
+  if (!input || input.kind !== 'layers') throw new StepError(v.meta, 'input 0 must be a filesystem');
+  return input;
+}
+
+const TAIL_LINES = 20;
+function keepTail(tail: string[], data: string): void {
+  tail.push(...data.split('\n').filter((l) => l.length > 0));
+  if (tail.length > TAIL_LINES) tail.splice(0, tail.length - TAIL_LINES);
+}

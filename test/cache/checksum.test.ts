@@ -1,0 +1,79 @@
+import { chmod, mkdir, mkdtemp, rm, symlink, utimes, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { checksumSources, dockerignoreFilter, selectSources, SourceNotFoundError, StatCache } from '../../src/cache/checksum.js';
+
+let dir: string;
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'builder-checksum-'));
+  await mkdir(join(dir, 'src/lib'), { recursive: true });
+  await writeFile(join(dir, 'src/a.js'), 'a');
+  await writeFile(join(dir, 'src/lib/b.js'), 'b');
+  await writeFile(join(dir, 'package.json'), '{}');
+  await writeFile(join(dir, 'debug.log'), 'log');
+});
+afterEach(() => rm(dir, { recursive: true, force: true }));
+
+async function sum(patterns: string[], exclude: string[] = [], statCache = StatCache.memory()): Promise<string> {
+  const filter = dockerignoreFilter(exclude) ?? {};
+  return checksumSources(dir, await selectSources(dir, patterns, filter), { ...filter, statCache, includeOwners: false });
+}
+
+describe('content checksums of COPY sources', () => {
+  it('ignores mtimes: touching a file keeps the checksum', async () => {
+    const before = await sum(['.']);
+    await utimes(join(dir, 'src/a.js'), new Date(1e12), new Date(1e12));
+    expect(await sum(['.'])).toBe(before);
+  });
+
+  it('changes with one byte of content, a mode bit, a new file or a symlink target', async () => {
+    const before = await sum(['.']);
+    await writeFile(join(dir, 'src/a.js'), 'A');
+    const afterContent = await sum(['.']);
+    expect(afterContent).not.toBe(before);
+    await chmod(join(dir, 'src/a.js'), 0o755);
+    const afterMode = await sum(['.']);
+    expect(afterMode).not.toBe(afterContent);
+    await symlink('a.js', join(dir, 'src/link'));
+    const withLink = await sum(['.']);
+    expect(withLink).not.toBe(afterMode);
+    await rm(join(dir, 'src/link'));
+    await symlink('lib', join(dir, 'src/link'));
+    expect(await sum(['.'])).not.toBe(withLink);
+  });
+
+  it('covers only the selected sources', async () => {
+    const before = await sum(['package.json']);
+    await writeFile(join(dir, 'src/a.js'), 'changed');
+    expect(await sum(['package.json'])).toBe(before);
+  });
+
+  it('leaves out what .dockerignore excludes, and honours ! exceptions', async () => {
+    const before = await sum(['.'], ['*.log']);
+    await writeFile(join(dir, 'debug.log'), 'changed');
+    expect(await sum(['.'], ['*.log'])).toBe(before);
+    const withException = await sum(['.'], ['src', '!src/lib/b.js']);
+    await writeFile(join(dir, 'src/lib/b.js'), 'changed');
+    expect(await sum(['.'], ['src', '!src/lib/b.js'])).not.toBe(withException);
+  });
+
+  it('expands wildcards with Docker rules and rejects missing or excluded paths', async () => {
+    expect(await selectSources(dir, ['src/*.js'])).toEqual(['src/a.js']);
+    expect(await selectSources(dir, ['*.json', '/package.json'])).toEqual(['package.json']);
+    await expect(selectSources(dir, ['missing.txt'])).rejects.toBeInstanceOf(SourceNotFoundError);
+    await expect(selectSources(dir, ['debug.log'], dockerignoreFilter(['*.log']))).rejects.toThrow(/"debug.log": not found/);
+  });
+
+  it('the stat cache survives a reload and still notices a changed file', async () => {
+    const cacheDir = join(dir, '..', `${dir.split('/').pop()}-stat`);
+    const first = await StatCache.load(cacheDir, dir);
+    const before = await sum(['.'], [], first);
+    await first.save();
+    const second = await StatCache.load(cacheDir, dir);
+    expect(await sum(['.'], [], second)).toBe(before);
+    await writeFile(join(dir, 'src/a.js'), 'x');
+    expect(await sum(['.'], [], second)).not.toBe(before);
+    await rm(cacheDir, { recursive: true, force: true });
+  });
+});

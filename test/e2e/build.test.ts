@@ -1,0 +1,214 @@
+// End to end, as a user runs it: the real CLI, a real registry on 127.0.0.1, real runc, and
+// independent tools (skopeo, umoci) to look at what was produced.
+
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pushBusyboxImage } from '../helpers/base-image.js';
+import { events, finished, leftoverContainers, mountsUnder, run, runBuilder, startBuilder, stepsByStatus } from '../helpers/cli.js';
+import { startRegistry } from '../helpers/registry.js';
+
+let registry: Awaited<ReturnType<typeof startRegistry>>;
+let work: string;
+let base: string;
+
+beforeAll(async () => {
+  registry = await startRegistry();
+  base = (await pushBusyboxImage(registry.host)).ref;
+  work = await mkdtemp(join(tmpdir(), 'builder-e2e-'));
+});
+
+afterAll(async () => {
+  await registry?.stop();
+  if (work) await rm(work, { recursive: true, force: true });
+});
+
+async function writeTree(dir: string, files: Record<string, string>): Promise<void> {
+  for (const [name, content] of Object.entries(files)) {
+    await mkdir(join(dir, name, '..'), { recursive: true });
+    await writeFile(join(dir, name), content);
+  }
+}
+
+function seedDockerfile(baseRef: string): string {
+  return `# the seed's multi-stage example
+FROM ${baseRef} AS builder
+WORKDIR /app
+COPY package.json .
+RUN mkdir -p node_modules && cp package.json node_modules/.installed && echo installed
+
+COPY . .
+RUN mkdir -p build \\
+ && cp src/* build/ \\
+ && echo "built $(ls src | wc -l) files" > build/VERSION
+
+FROM ${baseRef}
+ENV GREETING=hello MODE=production
+COPY --from=builder /app/build /usr/share/www
+WORKDIR /usr/share/www
+CMD ["cat", "/usr/share/www/index.html"]
+`;
+}
+
+describe('builder build: the seed multi-stage example', () => {
+  let ctx: string;
+  let root: string;
+  const tag = () => `${registry.host}/user/app:1.2`;
+  const buildArgs = () => ['build', '--root', root, '--progress', 'json', '-t', tag(), '-f', join(ctx, 'Dockerfile.dev'), '--push', ctx];
+
+  beforeAll(async () => {
+    ctx = join(work, 'seed');
+    root = join(work, 'seed-root');
+    await writeTree(ctx, {
+      'Dockerfile.dev': seedDockerfile(base),
+      'package.json': '{"name":"site","dependencies":{"a":"1.0.0"}}\n',
+      'src/index.html': '<h1>hello</h1>\n',
+      'src/app.js': 'console.log("hi")\n',
+      'notes.log': 'ignored by .dockerignore\n',
+      '.dockerignore': '*.log\n',
+    });
+  });
+
+  it('builds, pushes, and the pushed image holds exactly the expected files and config', async () => {
+    const r = await runBuilder(buildArgs());
+    expect(r.stderr).not.toMatch(/"status":"error"/);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(new RegExp(`pushed ${tag().replace(/[.]/g, '\\.')}@sha256:[a-f0-9]{64}`));
+
+    const inspect = JSON.parse(run('skopeo', ['inspect', '--tls-verify=false', `docker://${tag()}`])) as { Digest: string; Layers: string[] };
+    const pushedDigest = r.stdout.match(/@(sha256:[a-f0-9]{64})/)![1];
+    expect(inspect.Digest).toBe(pushedDigest);
+
+    const layout = join(work, 'seed-layout');
+    run('skopeo', ['copy', '--src-tls-verify=false', `docker://${tag()}`, `oci:${layout}:app`]);
+    const bundle = join(work, 'seed-bundle');
+    run('umoci', ['unpack', '--image', `${layout}:app`, bundle]);
+    const rootfs = join(bundle, 'rootfs');
+    expect((await readdir(join(rootfs, 'usr/share/www'))).sort()).toEqual(['VERSION', 'app.js', 'index.html']);
+    expect(await readFile(join(rootfs, 'usr/share/www/index.html'), 'utf8')).toBe('<h1>hello</h1>\n');
+    expect(await readFile(join(rootfs, 'usr/share/www/VERSION'), 'utf8')).toBe('built 2 files\n');
+    // Only the final stage ships: nothing of the builder stage's /app.
+    expect(existsSync(join(rootfs, 'app'))).toBe(false);
+    expect(existsSync(join(rootfs, 'bin/busybox'))).toBe(true);
+
+    const config = JSON.parse(await readFile(join(bundle, 'config.json'), 'utf8')) as { process: { args: string[]; env: string[]; cwd: string } };
+    expect(config.process.args).toEqual(['cat', '/usr/share/www/index.html']);
+    expect(config.process.cwd).toBe('/usr/share/www');
+    expect(config.process.env).toEqual(expect.arrayContaining(['GREETING=hello', 'MODE=production']));
+    expect(config.process.env.some((e) => e.startsWith('PATH='))).toBe(true);
+  });
+
+  it('rebuilding with nothing changed reports every step CACHED and starts no container', async () => {
+    const r = await runBuilder(buildArgs());
+    expect(r.code, r.stderr).toBe(0);
+    const { ran, cached } = stepsByStatus(r.stderr);
+    expect(ran.filter((n) => !/FROM /.test(n))).toEqual([]);
+    expect(cached.filter((n) => /RUN /.test(n))).toHaveLength(2);
+    expect(cached.some((n) => /COPY --from=builder/.test(n))).toBe(true);
+    // An unrelated, ignored file does not invalidate anything either.
+    await writeFile(join(ctx, 'notes.log'), 'changed, but ignored\n');
+    const again = stepsByStatus((await runBuilder(buildArgs())).stderr);
+    expect(again.ran.filter((n) => !/FROM /.test(n))).toEqual([]);
+  });
+
+  it('changing one source file re-runs only the steps after the COPY that takes it', async () => {
+    await writeFile(join(ctx, 'src/index.html'), '<h1>changed</h1>\n');
+    const r = await runBuilder(buildArgs());
+    expect(r.code, r.stderr).toBe(0);
+    const { ran, cached } = stepsByStatus(r.stderr);
+    const ranSteps = ran.filter((n) => !/FROM /.test(n));
+    expect(ranSteps).toEqual(
+      expect.arrayContaining([expect.stringMatching(/COPY \. \./), expect.stringMatching(/RUN mkdir -p build/), expect.stringMatching(/COPY --from=builder/)]),
+    );
+    expect(ranSteps.some((n) => /COPY package\.json|RUN mkdir -p node_modules/.test(n))).toBe(false);
+    expect(cached).toEqual(expect.arrayContaining([expect.stringMatching(/COPY package\.json/), expect.stringMatching(/RUN mkdir -p node_modules/)]));
+  });
+
+  it('touching a file without changing it keeps the cache', async () => {
+    const content = await readFile(join(ctx, 'src/app.js'));
+    await writeFile(join(ctx, 'src/app.js'), content);
+    const { ran } = stepsByStatus((await runBuilder(buildArgs())).stderr);
+    expect(ran.filter((n) => !/FROM /.test(n))).toEqual([]);
+  });
+
+  it('exports an OCI archive that skopeo reads', async () => {
+    const dest = join(work, 'seed.tar');
+    const r = await runBuilder(['build', '--root', root, '--progress', 'quiet', '-f', join(ctx, 'Dockerfile.dev'), '-t', 'app:oci', '--output', `type=oci,dest=${dest}`, ctx]);
+    expect(r.code, r.stderr).toBe(0);
+    const inspect = JSON.parse(run('skopeo', ['inspect', `oci-archive:${dest}:docker.io/library/app:oci`])) as { Digest: string; Env: string[] };
+    expect(inspect.Digest).toBe(r.stdout.trim());
+    expect(inspect.Env).toContain('GREETING=hello');
+  });
+});
+
+describe('builder build: failures', () => {
+  let root: string;
+  beforeAll(async () => {
+    root = join(work, 'fail-root');
+  });
+
+  async function context(name: string, dockerfile: string): Promise<string> {
+    const dir = join(work, name);
+    await writeTree(dir, { Dockerfile: dockerfile, 'a.txt': 'a\n' });
+    return dir;
+  }
+
+  it('a failing RUN exits non-zero naming the Dockerfile, line and command, and leaves nothing behind', async () => {
+    const dir = await context('failing-run', `FROM ${base}\nCOPY a.txt /a.txt\nRUN echo about to fail && exit 3\n`);
+    const r = await runBuilder(['build', '--root', root, '--progress', 'plain', dir]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/Dockerfile:3/);
+    expect(r.stderr).toMatch(/echo about to fail && exit 3/);
+    expect(r.stderr).toMatch(/exit code: 3/);
+    expect(r.stderr).toMatch(/about to fail/);
+    expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
+    expect(leftoverContainers()).toEqual([]);
+    expect(mountsUnder(root)).toEqual([]);
+  });
+
+  it('Ctrl-C during a RUN stops the build and leaves no container and no mount', async () => {
+    const dir = await context('interrupted', `FROM ${base}\nRUN echo started && sleep 60\n`);
+    const child = startBuilder(['build', '--root', root, '--progress', 'plain', dir]);
+    const t0 = Date.now();
+    while (!child.output.stderr.includes('started') && Date.now() - t0 < 60_000) await new Promise((r) => setTimeout(r, 50));
+    expect(child.output.stderr).toContain('started');
+    child.kill('SIGINT');
+    const r = await finished(child);
+    expect(r.code).toBe(130);
+    expect(Date.now() - t0).toBeLessThan(50_000);
+    expect(leftoverContainers()).toEqual([]);
+    expect(mountsUnder(root)).toEqual([]);
+  });
+
+  it('an unknown instruction fails before anything runs, naming the line', async () => {
+    const dir = await context('unknown-instruction', `FROM ${base}\nRUN echo hi\nCOPPY a.txt /a\n`);
+    const r = await runBuilder(['build', '--root', root, '--progress', 'json', dir]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/Dockerfile:3/);
+    expect(r.stderr).toMatch(/COPPY/i);
+    expect(events(r.stderr).filter((e) => e.type === 'step')).toEqual([]);
+  });
+
+  it('COPY --from an undefined stage fails before anything runs, naming the line', async () => {
+    const dir = await context('undefined-stage', `FROM ${base} AS build\nRUN echo hi\nFROM ${base}\nCOPY --from=buidl /a /a\n`);
+    const r = await runBuilder(['build', '--root', root, '--progress', 'json', dir]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/Dockerfile:4/);
+    expect(r.stderr).toMatch(/buidl/);
+    expect(events(r.stderr).filter((e) => e.type === 'step')).toEqual([]);
+  });
+});
+
+describe('docker runs what builder pushed', () => {
+  const dockerWorks = spawnSync('docker', ['info'], { encoding: 'utf8' }).status === 0;
+  const title = `docker pull + docker run prints the expected output${dockerWorks ? '' : ' (skipped: no docker daemon answers `docker info` here)'}`;
+  it.skipIf(!dockerWorks)(title, () => {
+    const ref = `${registry.host}/user/app:1.2`;
+    run('docker', ['pull', ref]);
+    const out = run('docker', ['run', '--rm', '--network=none', ref]);
+    expect(out).toContain('<h1>');
+  });
+});

@@ -1,0 +1,214 @@
+import { execFileSync, spawnSync } from 'node:child_process';
+import { copyFile, mkdir, readdir, symlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AbortError, RuncError, RuncExecutor, type RunSpec } from '../../src/executor/runc.js';
+import { buildSpec } from '../../src/executor/spec.js';
+import { tempDir } from '../snapshotter/helpers.js';
+
+const APPLETS = ['sh', 'echo', 'id', 'cat', 'ls', 'ip', 'sleep', 'pwd', 'hostname', 'grep', 'touch', 'kill', 'env', 'wc', 'true'];
+
+async function makeRootfs(dir: string, opts: { etc?: boolean } = {}): Promise<string> {
+  const rootfs = join(dir, 'rootfs');
+  await mkdir(join(rootfs, 'bin'), { recursive: true });
+  await copyFile('/bin/busybox', join(rootfs, 'bin', 'busybox'));
+  for (const a of APPLETS) await symlink('busybox', join(rootfs, 'bin', a));
+  if (opts.etc !== false) {
+    await mkdir(join(rootfs, 'etc'));
+    await writeFile(join(rootfs, 'etc', 'passwd'), 'root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:App:/home/app:/bin/sh\n');
+    await writeFile(join(rootfs, 'etc', 'group'), 'root:x:0:\napp:x:1000:\nextra:x:2000:app\nother:x:3000:\n');
+  }
+  return rootfs;
+}
+
+function builderContainers(): string[] {
+  const out = execFileSync('runc', ['list', '--format', 'json'], { encoding: 'utf8' }).trim();
+  return ((JSON.parse(out || 'null') as Array<{ id: string }> | null) ?? []).map((c) => c.id).filter((id) => id.startsWith('builder-'));
+}
+
+describe('RuncExecutor', () => {
+  let dir: { path: string; cleanup(): Promise<void> };
+  let rootfs: string;
+  let bundleRoot: string;
+  let executor: RuncExecutor;
+
+  beforeAll(async () => {
+    dir = await tempDir('builder-runc-');
+    rootfs = await makeRootfs(dir.path);
+    bundleRoot = join(dir.path, 'bundles');
+    executor = new RuncExecutor({ bundleRoot });
+  });
+  afterAll(async () => {
+    await dir.cleanup();
+  });
+
+  async function run(args: string[], extra: Partial<RunSpec> = {}): Promise<{ exitCode: number; signal?: string; out: string; err: string }> {
+    let out = '';
+    let err = '';
+    const result = await executor.run({
+      rootfs,
+      args,
+      env: [],
+      cwd: '/',
+      user: '',
+      network: 'none',
+      stdout: (c) => (out += c.toString()),
+      stderr: (c) => (err += c.toString()),
+      ...extra,
+    });
+    return { ...result, out, err };
+  }
+
+  it('streams stdout and stderr and reports the exit code', async () => {
+    const r = await run(['sh', '-c', 'echo out; echo err >&2; exit 3']);
+    expect(r).toEqual({ exitCode: 3, out: 'out\n', err: 'err\n' });
+    expect(await readdir(bundleRoot)).toEqual([]);
+    expect(builderContainers()).toEqual([]);
+  });
+
+  it('delivers output while the process is still running', async () => {
+    const start = Date.now();
+    let firstAt = 0;
+    const result = await executor.run({
+      rootfs,
+      args: ['sh', '-c', 'echo first; sleep 1; echo second'],
+      env: [],
+      cwd: '/',
+      user: '',
+      network: 'none',
+      stdout: () => (firstAt ||= Date.now()),
+      stderr: () => undefined,
+    });
+    expect(result.exitCode).toBe(0);
+    expect(firstAt - start).toBeLessThan(Date.now() - start - 500);
+  });
+
+  it('sets env defaults, creates the working directory and uses the hostname', async () => {
+    const r = await run(['sh', '-c', 'echo "$FOO|$PATH|$HOME"; pwd; hostname; cat /etc/hostname; grep -c localhost /etc/hosts; touch /etc/hosts 2>/dev/null || echo ro'], {
+      env: ['FOO=bar'],
+      cwd: '/work/dir',
+    });
+    expect(r.out.split('\n')).toEqual([
+      'bar|/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin|/root',
+      '/work/dir',
+      'buildkitsandbox',
+      'buildkitsandbox',
+      '2',
+      'ro',
+      '',
+    ]);
+    const custom = await run(['sh', '-c', 'echo $PATH $HOME; hostname'], { env: ['PATH=/bin', 'HOME=/tmp'], hostname: 'box' });
+    expect(custom.out).toBe('/bin /tmp\nbox\n');
+  });
+
+  it('resolves users by id and by name', async () => {
+    const ids = 'echo $(id -u) $(id -g) "$(id -G)" $HOME';
+    expect((await run(['sh', '-c', ids], { user: '1234:5678' })).out).toBe('1234 5678 5678 /\n');
+    expect((await run(['sh', '-c', ids], { user: '1234' })).out).toBe('1234 0 0 /\n');
+    expect((await run(['sh', '-c', ids], { user: 'app' })).out).toBe('1000 1000 1000 2000 /home/app\n');
+    expect((await run(['sh', '-c', ids], { user: '1000' })).out).toBe('1000 1000 1000 2000 /home/app\n');
+    expect((await run(['sh', '-c', ids], { user: 'app:other' })).out).toBe('1000 3000 3000 /home/app\n');
+    expect((await run(['sh', '-c', ids], { user: 'app:42' })).out).toBe('1000 42 42 /home/app\n');
+    await expect(run(['id'], { user: 'ghost' })).rejects.toThrow('unable to find user ghost: no matching entries in passwd file');
+    await expect(run(['id'], { user: 'app:ghosts' })).rejects.toThrow('unable to find group ghosts: no matching entries in group file');
+  });
+
+  it('gives network none only a loopback interface, up', async () => {
+    const r = await run(['sh', '-c', 'ls /sys/class/net; ip -o -4 addr show lo']);
+    const [ifaces, ...rest] = r.out.trim().split('\n');
+    expect(ifaces).toBe('lo');
+    expect(rest.join('\n')).toContain('127.0.0.1/8');
+    const host = await run(['ls', '/sys/class/net'], { network: 'host' });
+    expect(host.out.trim().split(/\s+/).sort()).toEqual(execFileSync('ls', ['/sys/class/net'], { encoding: 'utf8' }).trim().split(/\s+/).sort());
+  });
+
+  it("applies Docker's capabilities, no_new_privs and masked paths", async () => {
+    const r = await run(['sh', '-c', 'grep -E "^(CapBnd|CapEff|NoNewPrivs)" /proc/self/status; wc -c < /proc/keys; echo 1 2>/dev/null > /proc/sys/vm/drop_caches || echo ro']);
+    expect(r.out).toContain('CapBnd:\t00000000a80425fb');
+    expect(r.out).toContain('CapEff:\t00000000a80425fb');
+    expect(r.out).toMatch(/NoNewPrivs:\t1\n0\nro\n$/);
+  });
+
+  it('reports death by signal as 128+n', async () => {
+    // The container's init ignores signals sent from inside its own pid namespace, so the
+    // shell reports its child's death the way runc reports init's: 128+n.
+    const r = await run(['sh', '-c', 'sh -c "kill -9 \\$\\$"; exit $?']);
+    expect(r.exitCode).toBe(137);
+    expect(r.signal).toBe('SIGKILL');
+  });
+
+  it('throws when runc cannot start the process', async () => {
+    await expect(run(['/no/such/binary'])).rejects.toBeInstanceOf(RuncError);
+    await expect(run(['/no/such/binary'])).rejects.toThrow(/no such file or directory/);
+    expect(await readdir(bundleRoot)).toEqual([]);
+    expect(builderContainers()).toEqual([]);
+  });
+
+  it('kills and cleans up on abort', async () => {
+    const ac = new AbortController();
+    const started = Date.now();
+    const pending = run(['sh', '-c', 'echo started; sleep 30'], {
+      signal: ac.signal,
+      stdout: () => ac.abort(),
+    });
+    await expect(pending).rejects.toBeInstanceOf(AbortError);
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(builderContainers()).toEqual([]);
+    expect(await readdir(bundleRoot)).toEqual([]);
+    // Already aborted: nothing starts.
+    await expect(run(['true'], { signal: ac.signal })).rejects.toBeInstanceOf(AbortError);
+  });
+
+  it('removes the mount points runc had to create', async () => {
+    const bare = await makeRootfs(join(dir.path, 'bare'), { etc: false });
+    const before = (await readdir(bare)).sort();
+    const r = await executor.run({
+      rootfs: bare,
+      args: ['sh', '-c', 'cat /etc/hostname; ls / | wc -l'],
+      env: [],
+      cwd: '/app',
+      user: '',
+      network: 'none',
+      stdout: () => undefined,
+      stderr: () => undefined,
+    });
+    expect(r.exitCode).toBe(0);
+    expect((await readdir(bare)).sort()).toEqual([...before, 'app'].sort());
+  });
+
+  it('keeps a working directory that is also a mount point parent', async () => {
+    const bare = await makeRootfs(join(dir.path, 'bare2'), { etc: false });
+    const r = await executor.run({ rootfs: bare, args: ['true'], env: [], cwd: '/etc', user: '', network: 'none', stdout: () => undefined, stderr: () => undefined });
+    expect(r.exitCode).toBe(0);
+    expect(await readdir(join(bare, 'etc'))).toEqual([]);
+  });
+
+  it('has nothing to sweep without runc', async () => {
+    expect(await new RuncExecutor({ runc: '/nonexistent/runc', bundleRoot }).sweep()).toEqual([]);
+  });
+
+  it('sweeps containers left by a dead process', async () => {
+    const bundle = join(bundleRoot, 'builder-sweeptest');
+    await mkdir(bundle, { recursive: true });
+    for (const f of ['hosts', 'resolv.conf', 'hostname']) await writeFile(join(bundle, f), '');
+    const config = buildSpec({
+      rootfs,
+      args: ['sleep', '60'],
+      env: ['PATH=/bin'],
+      cwd: '/',
+      user: { uid: 0, gid: 0, additionalGids: [], home: '/' },
+      hostname: 'x',
+      network: 'host',
+      etcFiles: { hosts: join(bundle, 'hosts'), resolvConf: join(bundle, 'resolv.conf'), hostname: join(bundle, 'hostname') },
+      annotations: { 'dev.builder.owner': '999999999.1' },
+    });
+    await writeFile(join(bundle, 'config.json'), JSON.stringify(config));
+    const started = spawnSync('runc', ['run', '-d', '--bundle', bundle, 'builder-sweeptest'], { stdio: 'ignore' });
+    expect(started.status).toBe(0);
+    expect(builderContainers()).toEqual(['builder-sweeptest']);
+
+    expect(await executor.sweep()).toEqual(['builder-sweeptest']);
+    expect(builderContainers()).toEqual([]);
+    expect(await readdir(bundleRoot)).toEqual([]);
+  });
+});

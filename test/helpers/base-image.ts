@@ -1,0 +1,165 @@
+// A busybox base image made without builder (umoci + skopeo), so tests of builder's pull path
+// do not depend on builder's own image writing, nor on the internet.
+//
+//   const reg = await startRegistry();
+//   const { ref, digest } = await pushBusyboxImage(reg.host);          // 127.0.0.1:PORT/library/busybox:latest
+//   await pushBusyboxImage(reg.host, 'team/base', '1.0', { format: 'v2s2' }); // Docker schema 2 media types
+//
+// The image: one layer with the static /bin/busybox, a /bin/<applet> → busybox symlink per applet,
+// /etc/passwd + /etc/group (root, app uid/gid 1000, nobody), /tmp (1777), /root, /home/app (owned
+// by app); config Cmd ["sh"], PATH set, os/architecture of the host. The OCI layout is built once
+// and cached in the temp dir (see busyboxLayout).
+
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { chmod, chown, copyFile, mkdir, mkdtemp, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+/** Bump when the image's contents change, so cached layouts of the old recipe are not reused. */
+const LAYOUT_VERSION = 1;
+
+export const BUSYBOX_BIN = '/bin/busybox';
+export const BUSYBOX_PATH_ENV = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+export interface PushOptions {
+  /** Registry credentials for the push (`skopeo --dest-creds`). */
+  creds?: { user: string; password: string };
+  /** Manifest format: OCI (default, as built) or Docker schema 2 (`v2s2`). */
+  format?: 'oci' | 'v2s2';
+}
+
+let layout: Promise<string> | undefined;
+
+/**
+ * The OCI image layout holding the busybox image at tag `latest`. Built once and shared by test
+ * processes through a directory in the temp dir named after its inputs (busybox binary, umoci
+ * version, architecture), so a test run builds it at most once and never leaves copies behind.
+ * Treat it as read-only: copy it (or push it with pushBusyboxImage) before changing anything.
+ */
+export function busyboxLayout(): Promise<string> {
+  layout ??= cachedLayout();
+  return layout;
+}
+
+/** Pushes the busybox image to `host/repo:tag` with skopeo; returns the reference and manifest digest. */
+export async function pushBusyboxImage(
+  host: string,
+  repo = 'library/busybox',
+  tag = 'latest',
+  opts: PushOptions = {},
+): Promise<{ ref: string; digest: string }> {
+  const dir = await busyboxLayout();
+  const ref = `${host}/${repo}:${tag}`;
+  const digestFile = join(tmpdir(), `builder-digest-${process.pid}-${process.hrtime.bigint()}`);
+  const args = ['copy', '--quiet', '--dest-tls-verify=false', '--digestfile', digestFile];
+  if (opts.creds) args.push('--dest-creds', `${opts.creds.user}:${opts.creds.password}`);
+  if (opts.format === 'v2s2') args.push('--format', 'v2s2');
+  args.push(`oci:${dir}:latest`, `docker://${ref}`);
+  await runTool('skopeo', args);
+  const digest = (await readFile(digestFile, 'utf8')).trim();
+  await rm(digestFile, { force: true });
+  return { ref, digest };
+}
+
+/** The host's architecture in OCI terms. */
+export function hostArchitecture(): string {
+  const map: Record<string, string> = { x64: 'amd64', arm64: 'arm64', arm: 'arm', ia32: '386', ppc64: 'ppc64le', s390x: 's390x' };
+  return map[process.arch] ?? process.arch;
+}
+
+async function cachedLayout(): Promise<string> {
+  const umociVersion = await run('umoci', ['--version']).then(
+    (r) => r.stdout,
+    () => {
+      throw new Error('umoci not found (apt-get install -y umoci)');
+    },
+  );
+  const key = createHash('sha256')
+    .update(await readFile(BUSYBOX_BIN))
+    .update(umociVersion)
+    .update(hostArchitecture())
+    .update(String(LAYOUT_VERSION))
+    .digest('hex')
+    .slice(0, 16);
+  const cached = join(tmpdir(), `builder-test-busybox-${key}`);
+  if (existsSync(join(cached, 'layout', 'index.json'))) return join(cached, 'layout');
+
+  // Build aside, then rename into place: concurrent test processes race, the first rename wins.
+  const scratch = await mkdtemp(join(tmpdir(), 'builder-busybox-'));
+  try {
+    await buildLayout(scratch);
+    await rm(join(scratch, 'bundle'), { recursive: true, force: true });
+    await rename(scratch, cached).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST') throw err;
+    });
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
+  }
+  return join(cached, 'layout');
+}
+
+async function buildLayout(root: string): Promise<void> {
+  const dir = join(root, 'layout');
+  const bundle = join(root, 'bundle');
+  const image = `${dir}:latest`;
+
+  await runTool('umoci', ['init', '--layout', dir]);
+  await runTool('umoci', ['new', '--image', image]);
+  await runTool('umoci', ['unpack', '--image', image, bundle]);
+  await populateRootfs(join(bundle, 'rootfs'));
+  await runTool('umoci', ['repack', '--image', image, bundle]);
+  await runTool('umoci', [
+    'config',
+    '--image',
+    image,
+    '--config.cmd',
+    'sh',
+    '--config.env',
+    BUSYBOX_PATH_ENV,
+    '--architecture',
+    hostArchitecture(),
+    '--os',
+    'linux',
+  ]);
+  await runTool('umoci', ['gc', '--layout', dir]);
+}
+
+async function populateRootfs(rootfs: string): Promise<void> {
+  for (const d of ['bin', 'etc', 'root', 'home/app', 'tmp', 'proc', 'sys', 'dev']) {
+    await mkdir(join(rootfs, d), { recursive: true });
+  }
+  await chmod(join(rootfs, 'tmp'), 0o1777);
+  await chmod(join(rootfs, 'root'), 0o700);
+  await chown(join(rootfs, 'home/app'), 1000, 1000);
+
+  // A copy, not a link: the applet list includes `busybox` itself.
+  await copyFile(BUSYBOX_BIN, join(rootfs, 'bin/busybox'));
+  await chmod(join(rootfs, 'bin/busybox'), 0o755);
+  const { stdout } = await run(BUSYBOX_BIN, ['--list']);
+  for (const name of stdout.split('\n').map((s) => s.trim())) {
+    if (!name || name === 'busybox' || name.includes('/')) continue;
+    await symlink('busybox', join(rootfs, 'bin', name));
+  }
+
+  await writeFile(
+    join(rootfs, 'etc/passwd'),
+    'root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n',
+  );
+  await writeFile(join(rootfs, 'etc/group'), 'root:x:0:\napp:x:1000:\nnogroup:x:65534:\n');
+}
+
+async function runTool(tool: string, args: string[]): Promise<void> {
+  try {
+    await run(tool, args, { maxBuffer: 16 * 1024 * 1024 });
+  } catch (err) {
+    const e = err as Error & { stderr?: string; code?: string | number };
+    if (e.code === 'ENOENT') throw new Error(`${tool} not found (apt-get install -y ${tool})`);
+    // Credentials never reach an error message.
+    const shown = args.map((a, i) => (args[i - 1] === '--dest-creds' ? '***' : a)).join(' ');
+    throw new Error(`${tool} ${shown} failed: ${e.stderr?.trim() || 'exit ' + String(e.code)}`);
+  }
+}

@@ -1,0 +1,78 @@
+// Runs the real `bin/builder` (compiled output) as a user would, and inspects what it leaves.
+
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { ProgressEvent } from '../../src/solver/progress.js';
+
+export const BUILDER_BIN = fileURLToPath(new URL('../../bin/builder', import.meta.url));
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+export function runBuilder(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<CliResult> {
+  const child = startBuilder(args, opts);
+  return finished(child);
+}
+
+export function startBuilder(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): ChildProcess & { output: { stdout: string; stderr: string } } {
+  const child = spawn(process.execPath, [BUILDER_BIN, ...args], {
+    cwd: opts.cwd,
+    env: { ...process.env, ...opts.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  }) as ChildProcess & { output: { stdout: string; stderr: string } };
+  child.output = { stdout: '', stderr: '' };
+  child.stdout!.on('data', (d: Buffer) => (child.output.stdout += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (child.output.stderr += d.toString()));
+  return child;
+}
+
+export function finished(child: ChildProcess & { output: { stdout: string; stderr: string } }): Promise<CliResult> {
+  return new Promise((resolve) => {
+    child.on('close', (code) => resolve({ code, ...child.output }));
+  });
+}
+
+/** The JSON progress events of a `--progress json` run. */
+export function events(stderr: string): ProgressEvent[] {
+  return stderr
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as ProgressEvent);
+}
+
+/** Names of steps that ran (started), and of steps that were cache hits. */
+export function stepsByStatus(stderr: string): { ran: string[]; cached: string[] } {
+  const ran: string[] = [];
+  const cached: string[] = [];
+  for (const e of events(stderr)) {
+    if (e.type !== 'step' || !e.name.startsWith('[')) continue;
+    if (e.status === 'started') ran.push(e.name);
+    if (e.status === 'cached') cached.push(e.name);
+  }
+  return { ran, cached };
+}
+
+/** runc containers this project started (ids `builder-…`) that still exist. */
+export function leftoverContainers(): string[] {
+  const out = spawnSync('runc', ['list', '--format', 'json'], { encoding: 'utf8' });
+  const list = (JSON.parse(out.stdout || 'null') as Array<{ id: string }> | null) ?? [];
+  return list.map((c) => c.id).filter((id) => id.startsWith('builder-'));
+}
+
+/** Mount points at or below `dir`. */
+export function mountsUnder(dir: string): string[] {
+  return readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' ')[4] ?? '')
+    .filter((p) => p === dir || p.startsWith(`${dir}/`));
+}
+
+export function run(cmd: string, args: string[], opts: { cwd?: string } = {}): string {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', cwd: opts.cwd });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
+  return r.stdout;
+}

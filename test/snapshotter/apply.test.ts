@@ -1,0 +1,217 @@
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { lstat, mkdir, readFile, readdir, readlink, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { getAttribute } from 'fs-xattr';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { LayerSecurityError, applyLayer, createSnapshotter, withMounts, type LocalSnapshotter } from '../../src/snapshotter/index.js';
+import { MediaType } from '../../src/oci/types.js';
+import { makeLayer, makeTar, stream, tempDir, type TestEntry } from './helpers.js';
+
+const kinds = ['overlayfs', 'native'] as const;
+const T = new Date('2020-01-02T03:04:05Z').getTime() / 1000;
+
+const baseLayer: TestEntry[] = [
+  { name: 'etc/', type: 'directory' },
+  { name: 'etc/passwd', content: 'root:x:0:0:root:/root:/bin/sh\n' },
+  { name: 'etc/gone', content: 'to be whited out' },
+  { name: 'opq/', type: 'directory', mode: 0o700 },
+  { name: 'opq/old1', content: 'old' },
+  { name: 'opq/sub/', type: 'directory' },
+  { name: 'opq/sub/old2', content: 'old' },
+  { name: 'keep/', type: 'directory' },
+  { name: 'keep/a', content: 'a' },
+  { name: 'lib/', type: 'directory', mode: 0o711, uid: 7, gid: 8 },
+  { name: 'lib/x', content: 'x' },
+];
+
+const longName = `data/${'n'.repeat(150)}`;
+/** Stands for the test's "outside" directory in hostile entries. */
+const outsidePlaceholder = '@outside@';
+
+const topLayer: TestEntry[] = [
+  { name: 'etc/', type: 'directory' },
+  { name: 'etc/.wh.gone' },
+  { name: 'opq/', type: 'directory', mode: 0o755 },
+  { name: 'opq/.wh..wh..opq' },
+  { name: 'opq/new', content: 'new' },
+  { name: 'keep/.wh.a' },
+  { name: 'data/', type: 'directory', mode: 0o750, uid: 1000, gid: 1000 },
+  { name: 'data/file', content: 'hello', mode: 0o640, uid: 1000, gid: 1001, pax: { 'SCHILY.xattr.user.test': 'xattr-value' } },
+  { name: 'data/exec', content: '#!/bin/sh\n', mode: 0o4755 },
+  { name: 'data/link', type: 'symlink', linkname: 'file' },
+  { name: 'data/hard', type: 'link', linkname: 'data/file' },
+  { name: longName, content: 'long' },
+  { name: 'lib/added', content: 'implicit parent keeps lower attrs' },
+  { name: 'implicit/deep/file', content: 'no parent entries' },
+];
+
+describe.each(kinds)('applyLayer (%s)', (kind) => {
+  let dir: { path: string; cleanup(): Promise<void> };
+  let sn: LocalSnapshotter;
+
+  beforeEach(async () => {
+    dir = await tempDir(`builder-apply-${kind}-`);
+    sn = await createSnapshotter(join(dir.path, 'root'), kind);
+  });
+  afterEach(async () => {
+    await dir.cleanup();
+  });
+
+  async function commitLayer(name: string, parent: string | undefined, entries: TestEntry[]): Promise<void> {
+    const key = `extract-${name}`;
+    await sn.prepare(key, parent);
+    await applyLayer(sn, key, stream(await makeLayer(entries)), MediaType.OciLayerGzip);
+    await sn.commit(name, key);
+  }
+
+  it('applies files, dirs, links, whiteouts and opaque dirs', async () => {
+    await commitLayer('L1', undefined, baseLayer);
+    await sn.prepare('x2', 'L1');
+    const tarBytes = await makeTar(topLayer);
+    const { diffID } = await applyLayer(sn, 'x2', stream(await makeLayer(topLayer)), MediaType.OciLayerGzip);
+    expect(diffID).toBe(`sha256:${createHash('sha256').update(tarBytes).digest('hex')}`);
+    await sn.commit('L2', 'x2');
+
+    if (kind === 'overlayfs') {
+      const upper = (await sn.layout('L2')).dir;
+      const wh = await lstat(join(upper, 'etc', 'gone'));
+      expect(wh.isCharacterDevice() && wh.rdev === 0).toBe(true);
+      expect((await getAttribute(join(upper, 'opq'), 'trusted.overlay.opaque')).toString()).toBe('y');
+    }
+
+    await withMounts(await sn.view('v', 'L2'), async (d) => {
+      expect(await readFile(join(d, 'etc/passwd'), 'utf8')).toContain('root');
+      expect((await readdir(join(d, 'etc'))).sort()).toEqual(['passwd']);
+      expect(await readdir(join(d, 'opq'))).toEqual(['new']);
+      expect((await stat(join(d, 'opq'))).mode & 0o7777).toBe(0o755);
+      expect(await readdir(join(d, 'keep'))).toEqual([]);
+
+      const file = await stat(join(d, 'data/file'));
+      expect(await readFile(join(d, 'data/file'), 'utf8')).toBe('hello');
+      expect([file.mode & 0o7777, file.uid, file.gid]).toEqual([0o640, 1000, 1001]);
+      expect(file.mtimeMs / 1000).toBe(T);
+      expect((await getAttribute(join(d, 'data/file'), 'user.test')).toString()).toBe('xattr-value');
+      const data = await stat(join(d, 'data'));
+      expect([data.mode & 0o7777, data.uid, data.gid, data.mtimeMs / 1000]).toEqual([0o750, 1000, 1000, T]);
+      expect((await stat(join(d, 'data/exec'))).mode & 0o7777).toBe(0o4755);
+      expect(await readlink(join(d, 'data/link'))).toBe('file');
+      expect((await stat(join(d, 'data/hard'))).ino).toBe(file.ino);
+      expect(file.nlink).toBe(2);
+      expect(await readFile(join(d, longName), 'utf8')).toBe('long');
+      const lib = await stat(join(d, 'lib'));
+      expect([lib.mode & 0o7777, lib.uid, lib.gid]).toEqual([0o711, 7, 8]);
+      expect((await readdir(join(d, 'lib'))).sort()).toEqual(['added', 'x']);
+      expect(await readFile(join(d, 'implicit/deep/file'), 'utf8')).toBe('no parent entries');
+      expect((await stat(join(d, 'implicit'))).mode & 0o7777).toBe(0o755);
+    });
+  });
+
+  it.each([
+    ['opaque marker after the new entries', [{ name: 'opq/new', content: 'n' }, { name: 'opq/.wh..wh..opq' }]],
+    ['whiteout then a new dir of the same name', [{ name: '.wh.opq' }, { name: 'opq/', type: 'directory' }, { name: 'opq/new', content: 'n' }]],
+    ['new dir then its whiteout', [{ name: 'opq/', type: 'directory' }, { name: 'opq/new', content: 'n' }, { name: '.wh.opq' }]],
+  ] as Array<[string, TestEntry[]]>)('hides only lower content: %s', async (_label, entries) => {
+    await commitLayer('L1', undefined, baseLayer);
+    await commitLayer('L2', 'L1', entries);
+    await withMounts(await sn.view('v', 'L2'), async (d) => {
+      expect(await readdir(join(d, 'opq'))).toEqual(['new']);
+    });
+  });
+
+  it('reads plain tar and zstd layers', async () => {
+    const tarBytes = await makeTar([{ name: 'a.txt', content: 'plain' }]);
+    await sn.prepare('p');
+    const plain = await applyLayer(sn, 'p', stream(tarBytes), MediaType.OciLayer);
+    expect(plain.diffID).toBe(`sha256:${createHash('sha256').update(tarBytes).digest('hex')}`);
+    expect(await readFile(join((await sn.layout('p')).dir, 'a.txt'), 'utf8')).toBe('plain');
+
+    const zst = execFileSync('zstd', ['-q', '-c'], { input: tarBytes });
+    await sn.prepare('z');
+    const z = await applyLayer(sn, 'z', stream(zst), MediaType.OciLayerZstd);
+    expect(z.diffID).toBe(plain.diffID);
+    expect(await readFile(join((await sn.layout('z')).dir, 'a.txt'), 'utf8')).toBe('plain');
+  });
+
+  it('rejects a corrupt layer', async () => {
+    await sn.prepare('c');
+    const good = await makeLayer([{ name: 'a.txt', content: 'x'.repeat(10000) }]);
+    const bad = Buffer.concat([good.subarray(0, 30), Buffer.alloc(40, 7), good.subarray(70)]);
+    await expect(applyLayer(sn, 'c', stream(bad), MediaType.OciLayerGzip)).rejects.toThrow();
+  });
+
+  describe('hostile layers', () => {
+    let outside: string;
+
+    beforeEach(async () => {
+      outside = join(dir.path, 'outside');
+      await mkdir(outside);
+      await writeFile(join(outside, 'secret'), 'keep me');
+      await commitLayer('L1', undefined, [
+        { name: 'evil', type: 'symlink', linkname: outside },
+        { name: 'up', type: 'symlink', linkname: '../../../..' },
+        { name: 'plain/', type: 'directory' },
+      ]);
+    });
+
+    async function attempt(entries: TestEntry[]): Promise<unknown> {
+      const key = `hostile-${Math.random()}`;
+      await sn.prepare(key, 'L1');
+      const real = entries.map((e) => (e.linkname === outsidePlaceholder ? { ...e, linkname: outside } : e));
+      return applyLayer(sn, key, stream(await makeLayer(real)), MediaType.OciLayerGzip).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+    }
+
+    async function outsideUntouched(): Promise<void> {
+      expect(await readdir(outside)).toEqual(['secret']);
+      expect(await readFile(join(outside, 'secret'), 'utf8')).toBe('keep me');
+      expect((await readdir(dir.path)).sort()).toEqual(['outside', 'root']);
+    }
+
+    const cases: Array<[string, TestEntry[], RegExp]> = [
+      ['"../x"', [{ name: '../x', content: 'x' }], /"\.\.\/x".*escapes the root/],
+      ['"a/../../x"', [{ name: 'a/../../x', content: 'x' }], /escapes the root/],
+      ['a symlinked parent from this layer', [{ name: 'ln', type: 'symlink', linkname: '/' }, { name: 'ln/tmp/pwned', content: 'x' }], /"ln\/tmp\/pwned".*parent directory "ln" is a symlink/],
+      ['a symlinked parent from a lower layer', [{ name: 'evil/pwned', content: 'x' }], /"evil\/pwned".*"evil" is a symlink/],
+      ['a relative symlinked parent', [{ name: 'up/x', content: 'x' }], /"up\/x".*symlink/],
+      ['a whiteout through a symlink', [{ name: 'evil/.wh.secret' }], /"evil\/.wh.secret".*symlink/],
+      ['a hardlink out of the root', [{ name: 'hl', type: 'link', linkname: '../../outside/secret' }], /"hl".*hardlink target.*escapes the root/],
+      ['a hardlink through a symlink', [{ name: 'lnk', type: 'symlink', linkname: outsidePlaceholder }, { name: 'hl', type: 'link', linkname: 'lnk/secret' }], /"hl".*symlink "lnk"/],
+      // overlay: the lower layer's files are not in this layer at all; native: the path crosses a symlink.
+      ['a hardlink through a lower symlink', [{ name: 'hl', type: 'link', linkname: 'evil/secret' }], /"hl".*(symlink "evil"|does not exist in this layer)/],
+      ['a hardlink to a lower layer or missing file', [{ name: 'hl', type: 'link', linkname: 'nothing' }], /does not exist/],
+    ];
+
+    it.each(cases)('rejects %s', async (_label, entries, message) => {
+      const err = await attempt(entries);
+      expect(err).toBeInstanceOf(LayerSecurityError);
+      expect((err as Error).message).toMatch(message);
+      await outsideUntouched();
+    });
+
+    it('takes absolute names relative to the root, as containerd does', async () => {
+      await sn.prepare('abs', 'L1');
+      await applyLayer(sn, 'abs', stream(await makeLayer([{ name: '/abs/file', content: 'inside' }, { name: '/plain/../top', content: 't' }])), MediaType.OciLayerGzip);
+      const upper = (await sn.layout('abs')).dir;
+      expect(await readFile(join(upper, 'abs/file'), 'utf8')).toBe('inside');
+      expect(await readFile(join(upper, 'top'), 'utf8')).toBe('t');
+      await outsideUntouched();
+    });
+
+    it('replaces a planted symlink instead of writing through it', async () => {
+      await sn.prepare('plant', 'L1');
+      await applyLayer(
+        sn,
+        'plant',
+        stream(await makeLayer([{ name: 's', type: 'symlink', linkname: join(outside, 'secret') }, { name: 's', content: 'replaced' }, { name: 'evil', content: 'now a file' }])),
+        MediaType.OciLayerGzip,
+      );
+      const upper = (await sn.layout('plant')).dir;
+      expect((await lstat(join(upper, 's'))).isFile()).toBe(true);
+      expect(await readFile(join(upper, 'evil'), 'utf8')).toBe('now a file');
+      await outsideUntouched();
+    });
+  });
+});

@@ -1,0 +1,206 @@
+import { createHash } from 'node:crypto';
+import { lstat, mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import {
+  SnapshotExistsError,
+  SnapshotNotFoundError,
+  chainIDs,
+  createSnapshotter,
+  isMountPoint,
+  mountAll,
+  withMounts,
+  type LocalSnapshotter,
+} from '../../src/snapshotter/index.js';
+import { mountCommand } from '../../src/snapshotter/mount.js';
+import type { Digest } from '../../src/oci/types.js';
+import { tempDir } from './helpers.js';
+
+const kinds = ['overlayfs', 'native'] as const;
+
+describe.each(kinds)('%s snapshotter', (kind) => {
+  let dir: { path: string; cleanup(): Promise<void> };
+  let sn: LocalSnapshotter;
+
+  beforeEach(async () => {
+    dir = await tempDir(`builder-sn-${kind}-`);
+    sn = await createSnapshotter(join(dir.path, 'root'), kind);
+    expect(sn.name).toBe(kind);
+  });
+  afterEach(async () => {
+    await dir.cleanup();
+  });
+
+  it('prepares, commits and views a chain', async () => {
+    const m1 = await sn.prepare('a');
+    await withMounts(m1, async (d) => {
+      await writeFile(join(d, 'base.txt'), 'one');
+      await mkdir(join(d, 'd'));
+      await writeFile(join(d, 'd', 'x'), 'x');
+    });
+    await sn.commit('L1', 'a');
+    expect(await sn.stat('a')).toBeUndefined();
+    expect(await sn.stat('L1')).toEqual({ key: 'L1', kind: 'committed' });
+
+    const m2 = await sn.prepare('b', 'L1');
+    expect(await sn.stat('b')).toEqual({ key: 'b', kind: 'active', parent: 'L1' });
+    expect(await sn.mounts('b')).toEqual(m2);
+    await withMounts(m2, async (d) => {
+      expect(await readFile(join(d, 'base.txt'), 'utf8')).toBe('one');
+      await writeFile(join(d, 'base.txt'), 'two');
+      await writeFile(join(d, 'second.txt'), '2');
+      await rm(join(d, 'd', 'x'));
+    });
+    await sn.commit('L2', 'b');
+
+    await sn.view('v2', 'L2');
+    await withMounts(await sn.mounts('v2'), async (d) => {
+      expect(await readFile(join(d, 'base.txt'), 'utf8')).toBe('two');
+      expect(await readFile(join(d, 'second.txt'), 'utf8')).toBe('2');
+      expect(await readdir(join(d, 'd'))).toEqual([]);
+      await expect(writeFile(join(d, 'nope'), 'x')).rejects.toMatchObject({ code: 'EROFS' });
+    });
+    await withMounts(await sn.view('v1', 'L1'), async (d) => {
+      expect(await readFile(join(d, 'base.txt'), 'utf8')).toBe('one');
+      expect(await readdir(join(d, 'd'))).toEqual(['x']);
+    });
+
+    if (kind === 'overlayfs') {
+      // A committed overlay snapshot holds only its diff, whiteouts included.
+      const l2 = (await sn.layout('L2')).dir;
+      expect((await readdir(l2)).sort()).toEqual(['base.txt', 'd', 'second.txt']);
+      const wh = await lstat(join(l2, 'd', 'x'));
+      expect(wh.isCharacterDevice() && wh.rdev === 0).toBe(true);
+    }
+
+    expect((await sn.list()).map((i) => i.key).sort()).toEqual(['L1', 'L2', 'v1', 'v2']);
+    await expect(sn.remove('L1')).rejects.toThrow(/depends on it/);
+    for (const k of ['v1', 'v2', 'L2', 'L1']) await sn.remove(k);
+    expect(await sn.list()).toEqual([]);
+    expect(await readdir(join(sn.root, 'snapshots'))).toEqual([]);
+    expect(await readdir(join(sn.root, 'mounts'))).toEqual([]);
+  });
+
+  it('rejects duplicate keys, unknown parents and active parents', async () => {
+    await sn.prepare('a');
+    await expect(sn.prepare('a')).rejects.toBeInstanceOf(SnapshotExistsError);
+    await expect(sn.prepare('b', 'missing')).rejects.toBeInstanceOf(SnapshotNotFoundError);
+    await expect(sn.prepare('b', 'a')).rejects.toThrow(/not committed/);
+    await sn.commit('C', 'a');
+    await sn.prepare('a2', 'C');
+    await expect(sn.commit('C', 'a2')).rejects.toBeInstanceOf(SnapshotExistsError);
+    await expect(sn.mounts('C')).rejects.toThrow(/committed/);
+    // Keys are arbitrary strings, ChainIDs included.
+    const chain = `sha256:${'ab'.repeat(32)}`;
+    await sn.commit(chain, 'a2');
+    expect(await sn.stat(chain)).toEqual({ key: chain, kind: 'committed', parent: 'C' });
+  });
+
+  it('views with no parent are empty and read-only', async () => {
+    await withMounts(await sn.view('empty'), async (d) => {
+      expect(await readdir(d)).toEqual([]);
+      await expect(writeFile(join(d, 'x'), 'x')).rejects.toMatchObject({ code: 'EROFS' });
+    });
+  });
+
+  it('unmounts even when the callback throws', async () => {
+    const mounts = await sn.prepare('a');
+    let seen = '';
+    await expect(
+      withMounts(mounts, async (d) => {
+        seen = d;
+        expect(await isMountPoint(d)).toBe(true);
+        throw new Error('boom');
+      }),
+    ).rejects.toThrow('boom');
+    expect(await isMountPoint(seen)).toBe(false);
+    expect(await readdir(join(sn.root, 'mounts'))).toEqual([]);
+  });
+
+  it('sweeps what a dead process left behind and keeps the rest', async () => {
+    await sn.prepare('base');
+    await sn.commit('C', 'base');
+    await sn.prepare('mine', 'C'); // owned by this (live) process: kept
+    await sn.prepare('crashed', 'C');
+    await sn.view('crashed-view', 'C');
+    const dead = '999999999.1';
+    for (const key of ['crashed', 'crashed-view']) {
+      const metaPath = join(sn.root, 'metadata', `${createHash('sha256').update(key).digest('hex')}.json`);
+      const meta = JSON.parse(await readFile(metaPath, 'utf8')) as { owner: string };
+      meta.owner = dead;
+      await writeFile(metaPath, JSON.stringify(meta));
+    }
+    // A mount left by the dead process, and a snapshot dir nobody references.
+    const leftover = join(sn.root, 'mounts', `${dead}-abcdef`);
+    await mkdir(leftover);
+    await mountAll(await sn.mounts('crashed'), leftover);
+    await mkdir(join(sn.root, 'snapshots', 'orphan00', 'fs'), { recursive: true });
+
+    const report = await sn.sweep();
+    expect(report.unmounted).toEqual([leftover]);
+    expect(report.removedSnapshots.sort()).toEqual(['crashed', 'crashed-view']);
+    expect(report.removedDirs).toEqual(['orphan00']);
+    expect(await isMountPoint(leftover)).toBe(false);
+    expect(await readdir(join(sn.root, 'mounts'))).toEqual([]);
+    expect((await sn.list()).map((i) => i.key).sort()).toEqual(['C', 'mine']);
+    expect((await readdir(join(sn.root, 'snapshots'))).length).toBe(2);
+  });
+});
+
+describe('snapshotter selection', () => {
+  it("'auto' picks overlayfs here and a root keeps its driver", async () => {
+    const dir = await tempDir('builder-sn-auto-');
+    try {
+      const root = join(dir.path, 'root');
+      const sn = await createSnapshotter(root);
+      expect(sn.name).toBe('overlayfs');
+      expect((await readFile(join(root, 'driver'), 'utf8')).trim()).toBe('overlayfs');
+      expect((await createSnapshotter(root, 'auto')).name).toBe('overlayfs');
+      await expect(createSnapshotter(root, 'native')).rejects.toThrow(/cannot be opened as native/);
+      expect((await readdir(root)).sort()).toEqual(['driver', 'metadata', 'mounts', 'snapshots', 'trash']);
+    } finally {
+      await dir.cleanup();
+    }
+  });
+});
+
+describe('overlay lowerdir length', () => {
+  it('mounts a 150-layer chain under a long root path', async () => {
+    const dir = await tempDir('builder-sn-long-');
+    try {
+      const sn = await createSnapshotter(join(dir.path, 'r'.repeat(120)), 'overlayfs');
+      let parent: string | undefined;
+      for (let i = 0; i < 150; i++) {
+        const key = `active-${i}`;
+        await sn.prepare(key, parent);
+        await writeFile(join((await sn.layout(key)).dir, `f${i}`), String(i));
+        await sn.commit(`layer-${i}`, key);
+        parent = `layer-${i}`;
+      }
+      const mounts = await sn.prepare('top', parent);
+      const options = mounts[0]!.options.join(',');
+      expect(options.length).toBeGreaterThan(4096);
+      const cmd = mountCommand(mounts[0]!, '/mnt/target');
+      expect(cmd.cwd).toBe(join(sn.root, 'snapshots'));
+      await withMounts(mounts, async (d) => {
+        expect(await readFile(join(d, 'f0'), 'utf8')).toBe('0');
+        expect(await readFile(join(d, 'f149'), 'utf8')).toBe('149');
+        expect((await readdir(d)).length).toBe(150);
+      });
+    } finally {
+      await dir.cleanup();
+    }
+  });
+});
+
+describe('chainIDs', () => {
+  it('follows the OCI image spec', () => {
+    const d = (c: string): Digest => `sha256:${c.repeat(64)}`;
+    const [a, b, c] = [d('a'), d('b'), d('c')];
+    const ab: Digest = `sha256:${createHash('sha256').update(`${a} ${b}`).digest('hex')}`;
+    const abc: Digest = `sha256:${createHash('sha256').update(`${ab} ${c}`).digest('hex')}`;
+    expect(chainIDs([])).toEqual([]);
+    expect(chainIDs([a])).toEqual([a]);
+    expect(chainIDs([a, b, c])).toEqual([a, ab, abc]);
+  });
+});

@@ -1,0 +1,64 @@
+import { lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { selectSources } from '../../src/cache/checksum.js';
+import { copySources } from '../../src/solver/copy.js';
+import { secureJoin } from '../../src/solver/secure-join.js';
+
+let src: string;
+let dest: string;
+let outside: string;
+beforeEach(async () => {
+  src = await mkdtemp(join(tmpdir(), 'builder-copy-src-'));
+  dest = await mkdtemp(join(tmpdir(), 'builder-copy-dest-'));
+  outside = await mkdtemp(join(tmpdir(), 'builder-copy-outside-'));
+  await mkdir(join(src, 'dir/sub'), { recursive: true });
+  await writeFile(join(src, 'dir/one.txt'), '1');
+  await writeFile(join(src, 'dir/sub/two.txt'), '2', { mode: 0o600 });
+  await symlink('one.txt', join(src, 'dir/link'));
+  await writeFile(join(src, 'file.txt'), 'f');
+});
+afterEach(async () => {
+  for (const d of [src, dest, outside]) await rm(d, { recursive: true, force: true });
+});
+
+async function copy(patterns: string[], to: string, extra: { owner?: { uid: number; gid: number }; chmod?: number } = {}) {
+  await copySources({ srcRoot: src, sources: await selectSources(src, patterns), destRoot: dest, dest: to, ...extra });
+}
+
+describe('COPY semantics', () => {
+  it('a directory source copies its contents, keeping modes and symlinks', async () => {
+    await copy(['dir'], '/app');
+    expect((await readdir(join(dest, 'app'))).sort()).toEqual(['link', 'one.txt', 'sub']);
+    expect(await readlink(join(dest, 'app/link'))).toBe('one.txt');
+    expect((await stat(join(dest, 'app/sub/two.txt'))).mode & 0o777).toBe(0o600);
+  });
+
+  it('a file goes into the destination when it ends with / or is an existing directory', async () => {
+    await copy(['file.txt'], '/etc/conf/');
+    expect(await readFile(join(dest, 'etc/conf/file.txt'), 'utf8')).toBe('f');
+    await copy(['file.txt'], '/etc');
+    expect(await readFile(join(dest, 'etc/file.txt'), 'utf8')).toBe('f');
+    await copy(['file.txt'], '/renamed.txt');
+    expect(await readFile(join(dest, 'renamed.txt'), 'utf8')).toBe('f');
+  });
+
+  it('sets owner and mode when asked (--chown, --chmod), on files and created directories', async () => {
+    await copy(['dir'], '/srv/data', { owner: { uid: 1000, gid: 1001 }, chmod: 0o640 });
+    const f = await stat(join(dest, 'srv/data/one.txt'));
+    expect([f.uid, f.gid, f.mode & 0o777]).toEqual([1000, 1001, 0o640]);
+    const created = await stat(join(dest, 'srv'));
+    expect([created.uid, created.gid]).toEqual([1000, 1001]);
+  });
+
+  it('never follows a symlink of the destination image out of its root', async () => {
+    await symlink(outside, join(dest, 'escape'));
+    await symlink('/../../..', join(dest, 'up'));
+    await copy(['file.txt'], '/escape/');
+    await copy(['file.txt'], '/up/tmp/x.txt');
+    expect(await readdir(outside)).toEqual([]);
+    expect((await lstat(join(dest, 'tmp/x.txt'))).isFile()).toBe(true);
+    expect(await secureJoin(dest, '/escape/a')).toBe(join(dest, outside, 'a'));
+  });
+});
