@@ -43,6 +43,8 @@ export interface BuildOptions {
   /** Unix seconds: fixes `created` times and clamps file mtimes in layers, for reproducible images. */
   sourceDateEpoch?: number;
   insecureRegistries?: string[];
+  /** Network of RUN steps that do not choose one: the host's (default) or `none`. */
+  network?: 'none' | 'host';
   onProgress?: ProgressListener;
   signal?: AbortSignal;
 }
@@ -78,7 +80,9 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   try {
     const snapshotter = await createSnapshotter(state.root, opts.snapshotter ?? 'auto');
     const executor = new RuncExecutor();
-    await Promise.all([snapshotter.sweep(), executor.sweep()]);
+    // Containers first: a leftover container keeps its rootfs mount busy.
+    await executor.sweep();
+    await snapshotter.sweep();
     const images = new Images(state, registry, Boolean(opts.pull), opts.signal);
 
     const compiled: CompileResult = await compile(dockerfile, {
@@ -88,6 +92,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       platform,
       dockerignore: ignore,
       sourceDateEpoch: opts.sourceDateEpoch,
+      defaultNetwork: opts.network,
       resolveImage: (ref, p) => images.resolve(ref, p),
     });
     for (const w of compiled.warnings) emit({ type: 'warning', message: w.message, file: w.file, line: w.line });
@@ -137,6 +142,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       pushed,
     };
   } finally {
+    await registry.close();
     await state.release();
   }
 }

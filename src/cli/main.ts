@@ -17,6 +17,7 @@ Options:
       --push                Push every tag to its registry
   -o, --output SPEC         Also export: type=oci,dest=FILE.tar
       --platform OS/ARCH    Target platform (default: this machine's)
+      --network MODE        Network for RUN steps: host (default) or none
       --no-cache            Run every step even if it is cached
       --pull                Check the registry for newer base images
       --root DIR            State directory (default: $BUILDER_ROOT, /var/lib/builder as root)
@@ -82,6 +83,7 @@ function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'sig
         push: { type: 'boolean' },
         output: { type: 'string', short: 'o', multiple: true },
         platform: { type: 'string' },
+        network: { type: 'string' },
         'no-cache': { type: 'boolean' },
         pull: { type: 'boolean' },
         root: { type: 'string' },
@@ -111,6 +113,8 @@ function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'sig
   if (snapshotter !== 'auto' && snapshotter !== 'overlayfs' && snapshotter !== 'native') {
     throw new UsageError(`invalid --snapshotter "${snapshotter}": use auto, overlayfs or native`);
   }
+  const network = v.network ?? 'host';
+  if (network !== 'host' && network !== 'none') throw new UsageError(`invalid --network "${network}": use host or none`);
   const epoch = process.env.SOURCE_DATE_EPOCH;
   if (epoch !== undefined && !/^\d+$/.test(epoch)) throw new UsageError(`invalid SOURCE_DATE_EPOCH "${epoch}": expected Unix seconds`);
 
@@ -123,6 +127,7 @@ function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'sig
     push: v.push,
     outputs: (v.output ?? []).map(parseOutput),
     platform: v.platform ? parsePlatform(v.platform) : undefined,
+    network,
     noCache: v['no-cache'],
     pull: v.pull,
     root: v.root,

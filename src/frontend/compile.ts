@@ -59,6 +59,8 @@ export interface CompileOptions {
    * (and without a SOURCE_DATE_EPOCH build arg) `created` is left for the exporter to fill.
    */
   sourceDateEpoch?: number;
+  /** Network of RUN steps without `--network` (`docker build --network`); default `host`. */
+  defaultNetwork?: 'none' | 'host';
 }
 
 export interface CompileWarning {
@@ -427,6 +429,7 @@ class Compiler {
       displayLex: this.lex.with({ rawQuotes: true, skipUnsetEnv: true }),
       globalArgs: this.globalArgs,
       buildArgs: this.opts.buildArgs,
+      defaultNetwork: this.opts.defaultNetwork ?? 'host',
       ...(this.createdAt !== undefined ? { created: this.createdAt } : {}),
       contextDigest: () => this.contextDigest(),
       copySource: (cmd: CopyCommand) => this.copySources.get(cmd) ?? { kind: 'context' },

@@ -73,6 +73,8 @@ export interface DispatchContext {
   /** ARGs before the first FROM (and the predefined platform ARGs), after --build-arg overrides. */
   globalArgs: ReadonlyMap<string, string>;
   buildArgs: Readonly<Record<string, string>>;
+  /** Network of RUN steps that do not say (`RUN --network=default`). */
+  defaultNetwork: 'none' | 'host';
   /** Fixed `created` time for new history entries (SOURCE_DATE_EPOCH), if any. */
   created?: string;
   contextDigest(): Digest;
@@ -399,8 +401,7 @@ export class StageDispatcher {
       env: [...this.state.env].map(([k, v]) => `${k}=${v}`),
       cwd: this.state.workdir || '/',
       user: this.state.user,
-      // Docker's default RUN network reaches the outside world; "host" is that here.
-      network: networkFlag === 'none' ? 'none' : 'host',
+      network: networkFlag === 'default' ? this.ctx.defaultNetwork : (networkFlag as 'none' | 'host'),
     };
     const digest = this.ctx.builder.add(op, [this.state.root], this.meta(cmd, this.stepName(this.displayText(cmd))));
     this.state.root = digest;

@@ -57,7 +57,7 @@ describe('builder build: the seed multi-stage example', () => {
   let ctx: string;
   let root: string;
   const tag = () => `${registry.host}/user/app:1.2`;
-  const buildArgs = () => ['build', '--root', root, '--progress', 'json', '-t', tag(), '-f', join(ctx, 'Dockerfile.dev'), '--push', ctx];
+  const buildArgs = () => ['build', '--network', 'none', '--root', root, '--progress', 'json', '-t', tag(), '-f', join(ctx, 'Dockerfile.dev'), '--push', ctx];
 
   beforeAll(async () => {
     ctx = join(work, 'seed');
@@ -136,7 +136,7 @@ describe('builder build: the seed multi-stage example', () => {
 
   it('exports an OCI archive that skopeo reads', async () => {
     const dest = join(work, 'seed.tar');
-    const r = await runBuilder(['build', '--root', root, '--progress', 'quiet', '-f', join(ctx, 'Dockerfile.dev'), '-t', 'app:oci', '--output', `type=oci,dest=${dest}`, ctx]);
+    const r = await runBuilder(['build', '--network', 'none', '--root', root, '--progress', 'quiet', '-f', join(ctx, 'Dockerfile.dev'), '-t', 'app:oci', '--output', `type=oci,dest=${dest}`, ctx]);
     expect(r.code, r.stderr).toBe(0);
     const inspect = JSON.parse(run('skopeo', ['inspect', `oci-archive:${dest}:docker.io/library/app:oci`])) as { Digest: string; Env: string[] };
     expect(inspect.Digest).toBe(r.stdout.trim());
@@ -158,7 +158,7 @@ describe('builder build: failures', () => {
 
   it('a failing RUN exits non-zero naming the Dockerfile, line and command, and leaves nothing behind', async () => {
     const dir = await context('failing-run', `FROM ${base}\nCOPY a.txt /a.txt\nRUN echo about to fail && exit 3\n`);
-    const r = await runBuilder(['build', '--root', root, '--progress', 'plain', dir]);
+    const r = await runBuilder(['build', '--network', 'none', '--root', root, '--progress', 'plain', dir]);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/Dockerfile:3/);
     expect(r.stderr).toMatch(/echo about to fail && exit 3/);
@@ -171,7 +171,7 @@ describe('builder build: failures', () => {
 
   it('Ctrl-C during a RUN stops the build and leaves no container and no mount', async () => {
     const dir = await context('interrupted', `FROM ${base}\nRUN echo started && sleep 60\n`);
-    const child = startBuilder(['build', '--root', root, '--progress', 'plain', dir]);
+    const child = startBuilder(['build', '--network', 'none', '--root', root, '--progress', 'plain', dir]);
     const t0 = Date.now();
     while (!child.output.stderr.includes('started') && Date.now() - t0 < 60_000) await new Promise((r) => setTimeout(r, 50));
     expect(child.output.stderr).toContain('started');
@@ -185,7 +185,7 @@ describe('builder build: failures', () => {
 
   it('an unknown instruction fails before anything runs, naming the line', async () => {
     const dir = await context('unknown-instruction', `FROM ${base}\nRUN echo hi\nCOPPY a.txt /a\n`);
-    const r = await runBuilder(['build', '--root', root, '--progress', 'json', dir]);
+    const r = await runBuilder(['build', '--network', 'none', '--root', root, '--progress', 'json', dir]);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/Dockerfile:3/);
     expect(r.stderr).toMatch(/COPPY/i);
@@ -194,7 +194,7 @@ describe('builder build: failures', () => {
 
   it('COPY --from an undefined stage fails before anything runs, naming the line', async () => {
     const dir = await context('undefined-stage', `FROM ${base} AS build\nRUN echo hi\nFROM ${base}\nCOPY --from=buidl /a /a\n`);
-    const r = await runBuilder(['build', '--root', root, '--progress', 'json', dir]);
+    const r = await runBuilder(['build', '--network', 'none', '--root', root, '--progress', 'json', dir]);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/Dockerfile:4/);
     expect(r.stderr).toMatch(/buidl/);
