@@ -11,13 +11,14 @@ import type { Digest, Platform } from './definition/index.js';
 import { RuncExecutor } from './executor/runc.js';
 import { assembleImage, type BuiltImage } from './exporter/image.js';
 import { writeOciArchive } from './exporter/oci-archive.js';
-import { compile, parseDockerfile, parseDockerignore, type CompileResult } from './frontend/index.js';
+import { compile, DockerfileError, parseDockerfile, parseDockerignore, type CompileResult } from './frontend/index.js';
 import { MediaType, type ImageConfigFile, type ImageManifest } from './oci/types.js';
 import { DockerConfigCredentialStore, parseReference, RegistryClient, type ImageReference } from './registry/index.js';
 import { hostPlatform } from './registry/platform.js';
 import { applyLayer, chainIDs, createSnapshotter, withMounts, writeLayer } from './snapshotter/index.js';
 import type { Snapshotter } from './snapshotter/types.js';
 import { track, type ProgressListener } from './solver/progress.js';
+import { StepError } from './solver/errors.js';
 import { Solver, type ImageSource } from './solver/solver.js';
 
 export type Output = { type: 'oci'; dest: string };
@@ -79,7 +80,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   });
   try {
     const snapshotter = await createSnapshotter(state.root, opts.snapshotter ?? 'auto');
-    const executor = new RuncExecutor();
+    const executor = new RuncExecutor({ bundleRoot: join(state.root, 'bundles') });
     // Containers first: a leftover container keeps its rootfs mount busy.
     await executor.sweep();
     await snapshotter.sweep();
@@ -111,7 +112,9 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       noCache: opts.noCache,
       sourceDateEpoch: opts.sourceDateEpoch,
     });
-    const layers = await solver.layersOf(compiled.root);
+    const layers = await solver.layersOf(compiled.root).catch((err: unknown) => {
+      throw withSource(err, dockerfileName, dockerfileText);
+    });
 
     const created = new Date(opts.sourceDateEpoch !== undefined ? opts.sourceDateEpoch * 1000 : Date.now()).toISOString();
     const image = await track(emit, { id: 'export', name: 'exporting to image' }, () =>
@@ -145,6 +148,14 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     await registry.close();
     await state.release();
   }
+}
+
+/** A failed step from this Dockerfile becomes an error that shows its source lines. */
+function withSource(err: unknown, file: string, text: string): unknown {
+  if (!(err instanceof StepError) || err.meta.file !== file || !err.meta.startLine) return err;
+  const { startLine, endLine = startLine } = err.meta;
+  const source = text.split('\n').slice(startLine - 1, endLine);
+  return new DockerfileError(`${err.meta.name}: ${err.reason}`, { file, line: startLine, endLine, source }, { cause: err });
 }
 
 /** `<Dockerfile>.dockerignore` beside the Dockerfile wins over the context's `.dockerignore`. */

@@ -146,13 +146,14 @@ function parseOutput(spec: string): Output {
 
 /** Prints a user error the way a person can act on it: no stack trace. */
 function report(err: unknown): number {
-  const e = err as Error & { format?: () => string; outputTail?: readonly string[] };
+  const e = err as Error & { format?: () => string };
+  const tail = ((e.cause ?? e) as { outputTail?: readonly string[] }).outputTail;
   if (err instanceof UsageError) {
     process.stderr.write(`ERROR: ${e.message}\n`);
     return 2;
   }
   const text = typeof e.format === 'function' ? e.format() : (e?.message ?? String(err));
-  if (e.outputTail?.length) process.stderr.write(`------\n${e.outputTail.map((l) => ` > ${l}`).join('\n')}\n------\n`);
+  if (tail?.length) process.stderr.write(`------\n${tail.map((l) => ` > ${l}`).join('\n')}\n------\n`);
   process.stderr.write(`ERROR: ${text}\n`);
   if (process.env.BUILDER_DEBUG) process.stderr.write(`${e.stack ?? ''}\n`);
   return 1;

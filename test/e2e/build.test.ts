@@ -165,7 +165,7 @@ describe('builder build: failures', () => {
     expect(r.stderr).toMatch(/exit code: 3/);
     expect(r.stderr).toMatch(/about to fail/);
     expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
-    expect(leftoverContainers()).toEqual([]);
+    expect(leftoverContainers(root)).toEqual([]);
     expect(mountsUnder(root)).toEqual([]);
   });
 
@@ -179,7 +179,7 @@ describe('builder build: failures', () => {
     const r = await finished(child);
     expect(r.code).toBe(130);
     expect(Date.now() - t0).toBeLessThan(50_000);
-    expect(leftoverContainers()).toEqual([]);
+    expect(leftoverContainers(root)).toEqual([]);
     expect(mountsUnder(root)).toEqual([]);
   });
 

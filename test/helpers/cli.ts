@@ -56,11 +56,14 @@ export function stepsByStatus(stderr: string): { ran: string[]; cached: string[]
   return { ran, cached };
 }
 
-/** runc containers this project started (ids `builder-…`) that still exist. */
-export function leftoverContainers(): string[] {
+/**
+ * runc containers that builds with state directory `root` started and that still exist (other
+ * tests running at the same time have their own roots, hence their own bundle directories).
+ */
+export function leftoverContainers(root: string): string[] {
   const out = spawnSync('runc', ['list', '--format', 'json'], { encoding: 'utf8' });
-  const list = (JSON.parse(out.stdout || 'null') as Array<{ id: string }> | null) ?? [];
-  return list.map((c) => c.id).filter((id) => id.startsWith('builder-'));
+  const list = (JSON.parse(out.stdout || 'null') as Array<{ id: string; bundle: string }> | null) ?? [];
+  return list.filter((c) => c.id.startsWith('builder-') && c.bundle.startsWith(`${root}/`)).map((c) => c.id);
 }
 
 /** Mount points at or below `dir`. */
