@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh runc docker-registry skopeo umoci \
-  busybox-static apache2-utils
+  busybox-static apache2-utils openssl iproute2
 npm ci --no-audit --no-fund
 npm run build
 npx vitest run

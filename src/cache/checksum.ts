@@ -5,7 +5,6 @@
 // (size, mtime, ctime, inode) in a StatCache.
 
 import type { Ignore } from '@balena/dockerignore';
-import fg from 'fast-glob';
 import { createHash, randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { createReadStream } from 'node:fs';
@@ -55,6 +54,8 @@ export async function selectSources(root: string, patterns: readonly string[], f
   for (const raw of patterns) {
     const pattern = cleanSourcePath(raw);
     if (GLOB_CHARS.test(pattern)) {
+      // Loaded on first use: most builds have no wildcard COPY and start faster without it.
+      const { default: fg } = await import('fast-glob');
       const matches = await fg(pattern, { cwd: root, dot: true, onlyFiles: false, followSymbolicLinks: false, unique: true });
       const kept = matches.filter((m) => !filter.excluded?.(m)).sort();
       out.push(...kept);
