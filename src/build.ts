@@ -2,6 +2,7 @@
 // shell around it; embedders call it directly and subscribe to progress events.
 
 import pLimit from 'p-limit';
+import { createReadStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { LayerRecord } from './cache/cache-index.js';
@@ -13,9 +14,11 @@ import { assembleImage, type BuiltImage } from './exporter/image.js';
 import { writeOciArchive } from './exporter/oci-archive.js';
 import { compile, DockerfileError, parseDockerfile, parseDockerignore, type CompileResult } from './frontend/index.js';
 import { MediaType, type ImageConfigFile, type ImageManifest } from './oci/types.js';
-import { DockerConfigCredentialStore, parseReference, RegistryClient, type ImageReference } from './registry/index.js';
+import { BlobSources } from './registry/blob-sources.js';
+import type { RegistryClient, RegistryClientOptions } from './registry/client.js';
 import { hostPlatform } from './registry/platform.js';
-import { applyLayer, chainIDs, createSnapshotter, withMounts, writeLayer } from './snapshotter/index.js';
+import { parseReference, type ImageReference } from './registry/reference.js';
+import { applyLayer, chainIDs, createSnapshotter, withMounts, writeLayer, type LayerCompression } from './snapshotter/index.js';
 import type { Snapshotter } from './snapshotter/types.js';
 import { track, type ProgressListener } from './solver/progress.js';
 import { StepError } from './solver/errors.js';
@@ -43,7 +46,11 @@ export interface BuildOptions {
   snapshotter?: 'auto' | 'overlayfs' | 'native';
   /** Unix seconds: fixes `created` times and clamps file mtimes in layers, for reproducible images. */
   sourceDateEpoch?: number;
+  /** Compression of the layers this build creates: gzip (default), zstd or uncompressed. */
+  compression?: LayerCompression;
   insecureRegistries?: string[];
+  /** Pull-through mirrors tried before Docker Hub for docker.io images (falling back to it). */
+  registryMirrors?: string[];
   /** Network of RUN steps that do not choose one: the host's (default) or `none`. */
   network?: 'none' | 'host';
   onProgress?: ProgressListener;
@@ -74,9 +81,13 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const ignore = parseDockerignore(await readDockerignore(dockerfilePath, context));
 
   const state = await openState(opts.root ?? defaultStateRoot(), { signal: opts.signal });
-  const registry = new RegistryClient({
-    credentials: new DockerConfigCredentialStore(),
+  const registry = new LazyRegistry({
     insecureRegistries: opts.insecureRegistries,
+    registryMirrors: opts.registryMirrors,
+    contentCache: {
+      get: async (digest) => ((await state.store.has(digest)) ? state.store.readBytes(digest) : undefined),
+      put: async (_digest, bytes) => void (await state.store.putBytes(bytes)),
+    },
   });
   try {
     const snapshotter = await createSnapshotter(state.root, opts.snapshotter ?? 'auto');
@@ -102,7 +113,13 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       store: state.store,
       cache: state.cache,
       snapshotter,
-      layers: { chainIDs, withMounts, applyLayer, writeLayer },
+      layers: {
+        chainIDs,
+        // A step's snapshot is unmounted while it is diffed; commit/remove wait for the unmount.
+        withMounts: (mounts, fn) => withMounts(mounts, fn, { deferUnmount: true }),
+        applyLayer,
+        writeLayer: (sn, key, store, o) => writeLayer(sn, key, store, { ...o, compression: opts.compression }),
+      },
       executor,
       images,
       localDirs: { context },
@@ -171,6 +188,28 @@ async function readDockerignore(dockerfilePath: string, context: string): Promis
 }
 
 /**
+ * The registry client, created on first use: a build whose base images are all local (and that
+ * does not push) never loads the HTTP stack, which is a large part of start-up.
+ */
+class LazyRegistry {
+  private client: Promise<RegistryClient> | undefined;
+
+  constructor(private readonly options: Omit<RegistryClientOptions, 'credentials'>) {}
+
+  get(): Promise<RegistryClient> {
+    this.client ??= Promise.all([import('./registry/client.js'), import('./registry/auth.js')]).then(
+      ([{ RegistryClient }, { DockerConfigCredentialStore }]) =>
+        new RegistryClient({ ...this.options, credentials: new DockerConfigCredentialStore() }),
+    );
+    return this.client;
+  }
+
+  async close(): Promise<void> {
+    if (this.client) await (await this.client).close();
+  }
+}
+
+/**
  * Base images: resolved from the local store when it has them (as Docker does, unless --pull),
  * else from their registry; their layers are pulled into the content store, verified.
  */
@@ -179,7 +218,7 @@ class Images implements ImageSource {
 
   constructor(
     private readonly state: State,
-    private readonly registry: RegistryClient,
+    private readonly registry: LazyRegistry,
     private readonly forcePull: boolean,
     private readonly signal?: AbortSignal,
   ) {}
@@ -196,7 +235,7 @@ class Images implements ImageSource {
         return { ref: `${name}@${local.digest}`, config: await this.configOf(local.digest) };
       }
     }
-    const resolved = await this.registry.resolve(ref, platform);
+    const resolved = await (await this.registry.get()).resolve(ref, platform);
     await this.state.store.putBytes(resolved.manifestBytes);
     await this.state.store.putBytes(resolved.configBytes);
     return { ref: `${name}@${resolved.manifestDigest}`, config: resolved.config };
@@ -214,7 +253,7 @@ class Images implements ImageSource {
     const ref = parseReference(pinned);
     const digest = ref.digest as Digest;
     if (!(await this.state.store.has(digest))) {
-      const resolved = await this.registry.resolve(ref, platform);
+      const resolved = await (await this.registry.get()).resolve(ref, platform);
       await this.state.store.putBytes(resolved.manifestBytes);
       await this.state.store.putBytes(resolved.configBytes);
     }
@@ -225,11 +264,13 @@ class Images implements ImageSource {
         this.fetches(async () => {
           this.signal?.throwIfAborted();
           if (await this.state.store.has(layer.digest)) return;
-          const body = await this.registry.fetchBlob(ref, layer);
+          const body = await (await this.registry.get()).fetchBlob(ref, layer);
           await this.state.store.ingest(body, { digest: layer.digest, size: layer.size, source: `${nameOf(ref)}@${layer.digest}` });
         }),
       ),
     );
+    // Remembered so a push to another repository of this registry can mount them instead of uploading.
+    await new BlobSources(this.state.root).record(ref, [manifest.config.digest, ...manifest.layers.map((l) => l.digest)]);
     // Like `docker pull`, keep the base under its name so later builds resolve it offline.
     if (ref.tag) {
       await this.state.images.tag(`${nameOf(ref)}:${ref.tag}`, { mediaType: manifest.mediaType ?? MediaType.OciManifest, digest, size: await this.state.store.size(digest) });
@@ -262,24 +303,32 @@ function nameOf(ref: ImageReference): string {
 
 async function pushImage(
   state: State,
-  registry: RegistryClient,
+  lazyRegistry: LazyRegistry,
   image: BuiltImage,
   tags: ImageReference[],
   emit: ProgressListener,
 ): Promise<Array<{ ref: string; digest: Digest }>> {
   if (tags.length === 0) throw new Error('--push needs at least one -t name');
+  const registry = await lazyRegistry.get();
   const pushed: Array<{ ref: string; digest: Digest }> = [];
   const limit = pLimit(4);
+  const sources = new BlobSources(state.root);
   for (const tag of tags) {
     const name = tag.toString();
     await track(emit, { id: `push:${name}`, name: `pushing ${name}` }, async () => {
       await Promise.all(
         [...image.manifest.layers, image.configDescriptor].map((desc) =>
-          limit(() => registry.pushBlob(tag, desc, () => state.store.read(desc.digest))),
+          limit(async () => {
+            const mountFrom = await sources.mountSource(desc.digest, tag);
+            // 256 KiB reads: a quarter less CPU per pushed byte than the default 64 KiB.
+            const open = () => createReadStream(state.store.path(desc.digest), { highWaterMark: 256 * 1024 });
+            await registry.pushBlob(tag, desc, open, mountFrom ? { mountFrom } : {});
+          }),
         ),
       );
       const bytes = await state.store.readBytes(image.manifestDescriptor.digest);
       const digest = await registry.pushManifest(tag, image.manifestDescriptor.mediaType, bytes);
+      await sources.record(tag, [...image.manifest.layers, image.configDescriptor].map((d) => d.digest));
       pushed.push({ ref: name, digest });
     });
   }

@@ -1,11 +1,14 @@
 // `builder` command line: parses arguments, renders progress, calls the library.
 
 import { parseArgs } from 'node:util';
-import { build, type BuildOptions, type Output } from '../build.js';
+// build.js pulls in the registry client, snapshotter and executor: loaded only when building.
+import type { BuildOptions, Output } from '../build.js';
 import { parsePlatform } from '../registry/platform.js';
 import { createRenderer, type ProgressMode } from './progress.js';
 
 const USAGE = `Usage: builder build [OPTIONS] PATH
+       builder login [-u USER] [--password-stdin] [SERVER]
+       builder logout [SERVER]
 
 Build an image from a Dockerfile and a build context, without a daemon.
 
@@ -18,11 +21,14 @@ Options:
   -o, --output SPEC         Also export: type=oci,dest=FILE.tar
       --platform OS/ARCH    Target platform (default: this machine's)
       --network MODE        Network for RUN steps: host (default) or none
+      --dry-run             Print the stages and steps (with vertex digests) that would run; pull and run nothing
       --no-cache            Run every step even if it is cached
       --pull                Check the registry for newer base images
       --root DIR            State directory (default: $BUILDER_ROOT, /var/lib/builder as root)
       --snapshotter NAME    auto, overlayfs or native (default: auto)
+      --compression NAME    Layer compression: gzip (default), zstd or uncompressed
       --insecure-registry H Use plain HTTP for registry H (loopback ones always are)
+      --registry-mirror URL Pull Docker Hub images through this mirror first (repeatable)
       --progress MODE       plain, json or quiet (default: plain)
   -h, --help                Show this help
 `;
@@ -35,8 +41,11 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return command ? 0 : 2;
   }
+  if (command === 'login' || command === 'logout') return (await import('./login.js')).runLoginCommand(command, rest);
   if (command !== 'build') throw new UsageError(`unknown command "${command}" (try: builder build --help)`);
-  const opts = parseBuildArgs(rest);
+  const dryRun = rest.includes('--dry-run');
+  const opts = parseBuildArgs(dryRun ? rest.filter((a) => a !== '--dry-run') : rest);
+  if (opts && dryRun) return (await import('./dry-run.js')).runDryRun(opts);
   if (!opts) {
     process.stdout.write(USAGE);
     return 0;
@@ -56,6 +65,7 @@ export async function main(argv: string[]): Promise<number> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
+    const { build } = await import('../build.js');
     const result = await build({ ...buildOpts, onProgress: createRenderer(progress, process.stderr), signal: controller.signal });
     for (const p of result.pushed) process.stdout.write(`pushed ${p.ref}@${p.digest}\n`);
     process.stdout.write(`${result.manifestDigest}\n`);
@@ -88,7 +98,9 @@ function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'sig
         pull: { type: 'boolean' },
         root: { type: 'string' },
         snapshotter: { type: 'string' },
+        compression: { type: 'string' },
         'insecure-registry': { type: 'string', multiple: true },
+        'registry-mirror': { type: 'string', multiple: true },
         progress: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -113,6 +125,10 @@ function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'sig
   if (snapshotter !== 'auto' && snapshotter !== 'overlayfs' && snapshotter !== 'native') {
     throw new UsageError(`invalid --snapshotter "${snapshotter}": use auto, overlayfs or native`);
   }
+  const compression = v.compression ?? 'gzip';
+  if (compression !== 'gzip' && compression !== 'zstd' && compression !== 'uncompressed') {
+    throw new UsageError(`invalid --compression "${compression}": use gzip, zstd or uncompressed`);
+  }
   const network = v.network ?? 'host';
   if (network !== 'host' && network !== 'none') throw new UsageError(`invalid --network "${network}": use host or none`);
   const epoch = process.env.SOURCE_DATE_EPOCH;
@@ -132,7 +148,9 @@ function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'sig
     pull: v.pull,
     root: v.root,
     snapshotter,
+    compression,
     insecureRegistries: v['insecure-registry'],
+    registryMirrors: v['registry-mirror'],
     sourceDateEpoch: epoch === undefined ? undefined : Number(epoch),
     progress,
   };

@@ -28,6 +28,18 @@ export interface LocalOp {
   exclude: string[];
 }
 
+/**
+ * A file downloaded over HTTP(S) (ADD <url>): a filesystem holding `/<filename>`, mode 0600 as in
+ * Docker. With `checksum` the download must match it, and the content is known without fetching.
+ */
+export interface HttpOp {
+  type: 'http';
+  url: string;
+  filename: string;
+  /** `sha256:<hex>` (ADD --checksum). */
+  checksum?: Digest;
+}
+
 /** A command run in a container whose root filesystem is input 0; its output is that fs after the run. */
 export interface ExecOp {
   type: 'exec';
@@ -37,6 +49,24 @@ export interface ExecOp {
   /** As in Docker's USER: `name`, `uid`, `name:group`, `uid:gid`; empty means root. */
   user: string;
   network: 'none' | 'host';
+  /**
+   * Files that exist only while the command runs (e.g. a RUN heredoc with a `#!` line, run as a
+   * script): written read-only-by-convention with `mode`, removed afterwards, never in the output.
+   * Absent for most ops, so older digests are unchanged.
+   */
+  scripts?: ScriptFile[];
+  /**
+   * Proxy variables from the predefined proxy build args (HTTP_PROXY …) that no ARG declared:
+   * in the command's environment, but (as in BuildKit) neither in the cache key nor in history.
+   */
+  proxyEnv?: string[];
+}
+
+export interface ScriptFile {
+  /** Absolute path inside the container. */
+  path: string;
+  data: string;
+  mode: number;
 }
 
 export interface Chown {
@@ -55,6 +85,15 @@ export interface CopyAction {
   chown?: Chown;
   /** File mode bits to set on every copied entry (COPY --chmod). */
   chmod?: number;
+  /**
+   * ADD: a source file that is a tar archive (plain, gzip, bzip2, xz; recognised by content)
+   * is extracted into `dest` instead of copied.
+   */
+  unpack?: boolean;
+  /** Paths (relative to the source root, Docker's wildcards) left out of the copy (COPY --exclude). */
+  exclude?: string[];
+  /** Keep each source's parent directories (relative to the source root) under `dest` (COPY --parents). */
+  parents?: boolean;
 }
 
 /** Create a directory (WORKDIR), with missing parents. */
@@ -65,7 +104,18 @@ export interface MkdirAction {
   chown?: Chown;
 }
 
-export type FileAction = CopyAction | MkdirAction;
+/** Create (or replace) a regular file with the given content (COPY <<EOF), with missing parents. */
+export interface MkfileAction {
+  action: 'mkfile';
+  /** Absolute path of the file. */
+  path: string;
+  /** The file's content, UTF-8. */
+  data: string;
+  mode: number;
+  chown?: Chown;
+}
+
+export type FileAction = CopyAction | MkdirAction | MkfileAction;
 
 /** File operations applied on input 0 (the destination filesystem). */
 export interface FileOp {
@@ -73,7 +123,7 @@ export interface FileOp {
   actions: FileAction[];
 }
 
-export type Op = ScratchOp | ImageOp | LocalOp | ExecOp | FileOp;
+export type Op = ScratchOp | ImageOp | LocalOp | ExecOp | FileOp | HttpOp;
 
 /** Where a vertex came from: shown in progress and errors, never part of a digest. */
 export interface VertexMeta {

@@ -4,11 +4,12 @@
 
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { access, constants as fsc, lstat, mkdir, readFile, readdir, rm, rmdir, unlink, writeFile } from 'node:fs/promises';
+import { lstatSync, mkdirSync, readFileSync, rmSync, rmdirSync, unlinkSync, writeFileSync } from 'node:fs';
+import { access, readFile, readdir, rm } from 'node:fs/promises';
 import { constants as osc, tmpdir } from 'node:os';
 import { join, posix, resolve } from 'node:path';
 import { CommandError, isOwnerAlive, processToken, runCommand } from '../snapshotter/exec.js';
-import { resolveInRoot } from './scoped-path.js';
+import { resolveComponents, resolveInRootSync } from './scoped-path.js';
 import { buildSpec, hostsFile, resolvConf, withDefaultEnv } from './spec.js';
 import { resolveUser } from './user.js';
 
@@ -52,6 +53,14 @@ export class AbortError extends Error {
   }
 }
 
+/** The working directory cannot be used (e.g. it is inside /proc). */
+export class WorkdirError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'WorkdirError';
+  }
+}
+
 /** runc itself failed (bad config, missing executable...), as opposed to the process exiting non-zero. */
 export class RuncError extends Error {
   constructor(message: string) {
@@ -62,7 +71,6 @@ export class RuncError extends Error {
 
 const CONTAINER_PREFIX = 'builder-';
 const OWNER_ANNOTATION = 'dev.builder.owner';
-const IP_CANDIDATES = ['/usr/sbin/ip', '/sbin/ip', '/usr/bin/ip', '/bin/ip'];
 
 /** Mount points runc creates in the rootfs when missing; removed again so they do not end up in layers. */
 const MOUNT_TARGETS = ['/proc', '/dev', '/sys', '/etc/hosts', '/etc/resolv.conf', '/etc/hostname'];
@@ -72,7 +80,6 @@ export class RuncExecutor {
   private readonly stateRoot: string | undefined;
   private readonly bundleRoot: string;
   private readonly hostname: string;
-  private ipCommand: Promise<string | undefined> | undefined;
 
   constructor(opts: RuncExecutorOptions = {}) {
     this.runc = opts.runc ?? 'runc';
@@ -87,10 +94,17 @@ export class RuncExecutor {
     const rootfs = resolve(spec.rootfs);
     const user = await resolveUser(rootfs, spec.user);
     const cwd = posix.resolve('/', spec.cwd || '/');
+    // Inside the container /proc is procfs: a working directory like /proc/self/fd/N would be
+    // one of runc's own (host) file descriptors (CVE-2024-21626). Refused, as is anything that
+    // resolves (through symlinks in the image) into /proc/<pid>/.
+    const inRoot = resolveComponents(rootfs, cwd);
+    if (inRoot[0] === 'proc' && inRoot.length > 1) {
+      throw new WorkdirError(`working directory ${cwd}${inRoot.join('/') !== cwd.slice(1) ? ` (resolves to /${inRoot.join('/')})` : ''} is inside /proc, which the container's procfs covers: refused`);
+    }
     // Like Docker, a missing working directory is created (inside the rootfs, never through it)
     // and stays: it is part of the step's result, unlike the mount points recorded next.
-    await mkdir(await resolveInRoot(rootfs, cwd), { recursive: true, mode: 0o755 });
-    const stubs = await MountStubs.record(rootfs, MOUNT_TARGETS);
+    mkdirSync(join(rootfs, ...inRoot), { recursive: true, mode: 0o755 });
+    const stubs = MountStubs.record(rootfs, MOUNT_TARGETS);
     const bundle = join(this.bundleRoot, id);
     let aborted = false;
     try {
@@ -106,8 +120,8 @@ export class RuncExecutor {
       return toResult(exit.code);
     } finally {
       await this.deleteContainer(id, aborted);
-      await rm(bundle, { recursive: true, force: true });
-      await stubs.cleanup();
+      rmSync(bundle, { recursive: true, force: true });
+      stubs.cleanup();
     }
   }
 
@@ -160,14 +174,20 @@ export class RuncExecutor {
     user: Awaited<ReturnType<typeof resolveUser>>,
     spec: RunSpec,
   ): Promise<void> {
-    await mkdir(this.bundleRoot, { recursive: true, mode: 0o700 });
-    await mkdir(bundle, { mode: 0o700 });
+    // Synchronous: a few small files, where thread-pool round trips cost more than the writes.
+    mkdirSync(this.bundleRoot, { recursive: true, mode: 0o700 });
+    mkdirSync(bundle, { mode: 0o700 });
     const hostname = spec.hostname ?? this.hostname;
     const etcFiles = { hosts: join(bundle, 'hosts'), resolvConf: join(bundle, 'resolv.conf'), hostname: join(bundle, 'hostname') };
-    const hostResolv = await readFile('/etc/resolv.conf', 'utf8').catch(() => '');
-    await writeFile(etcFiles.hosts, hostsFile(hostname), { mode: 0o644 });
-    await writeFile(etcFiles.resolvConf, resolvConf(hostResolv, spec.network), { mode: 0o644 });
-    await writeFile(etcFiles.hostname, `${hostname}\n`, { mode: 0o644 });
+    let hostResolv = '';
+    try {
+      hostResolv = readFileSync('/etc/resolv.conf', 'utf8');
+    } catch {
+      // none on the host: an empty one
+    }
+    writeFileSync(etcFiles.hosts, hostsFile(hostname), { mode: 0o644 });
+    writeFileSync(etcFiles.resolvConf, resolvConf(hostResolv, spec.network), { mode: 0o644 });
+    writeFileSync(etcFiles.hostname, `${hostname}\n`, { mode: 0o644 });
     const config = buildSpec({
       rootfs,
       args: spec.args,
@@ -177,10 +197,9 @@ export class RuncExecutor {
       hostname,
       network: spec.network,
       etcFiles,
-      ipCommand: spec.network === 'none' ? await this.findIp() : undefined,
       annotations: { [OWNER_ANNOTATION]: processToken() },
     });
-    await writeFile(join(bundle, 'config.json'), JSON.stringify(config));
+    writeFileSync(join(bundle, 'config.json'), JSON.stringify(config));
   }
 
   /** `runc run` in the foreground; on abort, kills the container and waits for runc to exit. */
@@ -235,15 +254,6 @@ export class RuncExecutor {
     if (exists || force) await runCommand(this.runc, [...this.rootArgs(), 'delete', '--force', id]).catch(() => undefined);
   }
 
-  private findIp(): Promise<string | undefined> {
-    this.ipCommand ??= (async () => {
-      for (const p of IP_CANDIDATES) {
-        if (await access(p, fsc.X_OK).then(() => true, () => false)) return p;
-      }
-      return undefined;
-    })();
-    return this.ipCommand;
-  }
 }
 
 function toResult(code: number): RunResult {
@@ -288,26 +298,34 @@ async function bundleOwner(bundle: string): Promise<string | undefined> {
 class MountStubs {
   private constructor(private readonly created: string[]) {}
 
-  static async record(rootfs: string, targets: string[]): Promise<MountStubs> {
+  static record(rootfs: string, targets: string[]): MountStubs {
     const missing: string[] = [];
     for (const target of targets) {
       const parts = target.split('/').filter(Boolean);
       for (let i = 1; i <= parts.length; i++) {
-        const path = await resolveInRoot(rootfs, `/${parts.slice(0, i).join('/')}`);
+        const path = resolveInRootSync(rootfs, `/${parts.slice(0, i).join('/')}`);
         if (missing.includes(path)) continue;
-        const exists = await lstat(path).then(() => true, () => false);
-        if (!exists) missing.push(path);
+        if (!lstatSync(path, { throwIfNoEntry: false })) missing.push(path);
       }
     }
     return new MountStubs(missing);
   }
 
-  async cleanup(): Promise<void> {
+  cleanup(): void {
     for (const path of [...this.created].reverse()) {
-      const st = await lstat(path).catch(() => undefined);
+      let st;
+      try {
+        st = lstatSync(path, { throwIfNoEntry: false });
+      } catch {
+        continue;
+      }
       if (!st) continue;
-      if (st.isDirectory()) await rmdir(path).catch(() => undefined); // kept if the step put files in it
-      else if (st.isFile() && st.size === 0) await unlink(path).catch(() => undefined);
+      try {
+        if (st.isDirectory()) rmdirSync(path); // kept if the step put files in it
+        else if (st.isFile() && st.size === 0) unlinkSync(path);
+      } catch {
+        // not empty, or gone: leave it
+      }
     }
   }
 }

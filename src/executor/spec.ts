@@ -89,8 +89,6 @@ export interface SpecInput {
   network: 'none' | 'host';
   /** Host files bind-mounted read-only over /etc/hosts, /etc/resolv.conf, /etc/hostname. */
   etcFiles: { hosts: string; resolvConf: string; hostname: string };
-  /** `ip` on the host: brings `lo` up inside a fresh network namespace. */
-  ipCommand?: string;
   annotations?: Record<string, string>;
 }
 
@@ -140,11 +138,8 @@ export function buildSpec(input: SpecInput): OciRuntimeSpec {
       resources: { devices: [{ allow: false, access: 'rwm' }] },
     },
   };
-  if (input.network === 'none' && input.ipCommand) {
-    // createContainer hooks run inside the container's namespaces (before pivot_root, while the
-    // host filesystem is still visible): the fresh network namespace gets its loopback up.
-    spec.hooks = { createContainer: [{ path: input.ipCommand, args: ['ip', 'link', 'set', 'lo', 'up'], timeout: 10 }] };
-  }
+  // network none: a fresh network namespace whose loopback runc itself brings up (its spec
+  // conversion adds a "loopback" network for a new netns), as Docker's none network has it.
   if (input.annotations) spec.annotations = input.annotations;
   return spec;
 }

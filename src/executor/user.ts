@@ -3,8 +3,8 @@
 // need no entry; names must exist; supplementary groups come from /etc/group unless a group
 // was given explicitly.
 
-import { readFile } from 'node:fs/promises';
-import { resolveInRoot } from './scoped-path.js';
+import { readFileSync } from 'node:fs';
+import { resolveInRootSync } from './scoped-path.js';
 
 export interface ResolvedUser {
   uid: number;
@@ -83,7 +83,7 @@ function parseId(s: string, what: string): number {
 
 async function readEtc(rootfs: string, file: string): Promise<string[]> {
   try {
-    const text = await readFile(await resolveInRoot(rootfs, `/etc/${file}`), 'utf8');
+    const text = readFileSync(resolveInRootSync(rootfs, `/etc/${file}`), 'utf8');
     return text.split('\n').filter((l) => l.trim() !== '' && !l.startsWith('#'));
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;

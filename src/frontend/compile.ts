@@ -6,6 +6,7 @@
 import { DefinitionBuilder, type Definition, type Digest, type ImageSpec, type Platform } from '../definition/index.js';
 import type { ImageConfigFile } from '../oci/types.js';
 import {
+  PROXY_ARGS,
   StageDispatcher,
   StepCounter,
   imageState,
@@ -68,6 +69,11 @@ export interface CompileWarning {
   /** 0 when the warning is not about a line (e.g. an unused --build-arg). */
   line: number;
   message: string;
+  /**
+   * For lints, the rule's name (BuildKit's check names where one exists: `UndefinedVar`,
+   * `JSONArgsRecommended`, `FromWithoutTag`, `CopyAllBeforeInstall`). Lints never fail a build.
+   */
+  rule?: string;
 }
 
 export interface StageInfo {
@@ -115,7 +121,7 @@ const PLATFORM_ARGS = [
   'TARGETPLATFORM', 'TARGETOS', 'TARGETOSVERSION', 'TARGETARCH', 'TARGETVARIANT', 'TARGETSTAGE',
 ];
 /** Build args that mean something without an ARG instruction. */
-const BUILTIN_ARGS = new Set([...PLATFORM_ARGS, 'SOURCE_DATE_EPOCH']);
+const BUILTIN_ARGS = new Set([...PLATFORM_ARGS, ...PROXY_ARGS, 'SOURCE_DATE_EPOCH']);
 
 function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
@@ -145,6 +151,8 @@ class Compiler {
   private readonly imageCache = new Map<string, Promise<ResolvedImage>>();
   private context: Digest | undefined;
   private readonly createdAt: string | undefined;
+  /** From the `# check=skip=Rule1,Rule2;error=true` parser directive. */
+  private readonly checks: { skip: Set<string>; error: boolean };
 
   constructor(
     private readonly df: Dockerfile,
@@ -154,6 +162,7 @@ class Compiler {
     this.decodeCtx = { file: opts.file, escape, lines: df.lines ?? [] };
     this.lex = new ShellLex(escape);
     this.createdAt = createdTime(opts);
+    this.checks = parseCheckDirective(df.directives.check);
   }
 
   async run(): Promise<CompileResult> {
@@ -164,9 +173,61 @@ class Compiler {
     for (const stage of this.stages) {
       for (const cmd of stage.commands) this.resolveCopySource(cmd);
     }
+    this.checkCycles();
     const reachable = await this.resolveReachable(target);
-    for (const stage of reachable) this.compileStage(stage);
+    // Dependencies first: COPY --from may name a stage defined later in the file (as in BuildKit).
+    for (const stage of this.dependencyOrder(reachable)) this.compileStage(stage);
     return this.result(target, reachable);
+  }
+
+  /** The stages a stage needs before it can be compiled: its base and the stages it copies from. */
+  private dependencies(stage: Stage): Array<{ stage: Stage; via?: Command }> {
+    const deps: Array<{ stage: Stage; via?: Command }> = [];
+    if (stage.base.kind === 'stage') deps.push({ stage: stage.base.stage });
+    for (const cmd of [...(stage.triggers ?? []), ...stage.commands]) {
+      const source = this.copySources.get(cmd);
+      if (source?.kind === 'stage') deps.push({ stage: this.stages[source.index] as Stage, via: cmd });
+    }
+    return deps;
+  }
+
+  /** BuildKit's hasCircularDependency, over every stage (reachable or not), naming the COPY lines. */
+  private checkCycles(): void {
+    const done = new Set<Stage>();
+    const path: Array<{ stage: Stage; via?: Command }> = [];
+    const visit = (stage: Stage, via?: Command): void => {
+      const at = path.findIndex((p) => p.stage === stage);
+      if (at >= 0) {
+        const cycle = [...path.slice(at), { stage, via }];
+        const names = cycle.map((p) => this.stageLabel(p.stage)).join(' -> ');
+        const vias = cycle.flatMap((p) => (p.via ? [p.via] : []));
+        const first = vias[0] ?? stage.from;
+        throw errorAt(
+          first.instr,
+          this.decodeCtx,
+          `circular dependency detected on stage: ${this.stageLabel(stage)} (${names}, through COPY --from on line${vias.length > 1 ? 's' : ''} ${vias.map((c) => c.instr.startLine).join(', ')})`,
+        );
+      }
+      if (done.has(stage)) return;
+      path.push({ stage, via });
+      for (const dep of this.dependencies(stage)) visit(dep.stage, dep.via);
+      path.pop();
+      done.add(stage);
+    };
+    for (const stage of this.stages) visit(stage);
+  }
+
+  private dependencyOrder(stages: Stage[]): Stage[] {
+    const order: Stage[] = [];
+    const seen = new Set<Stage>();
+    const visit = (stage: Stage): void => {
+      if (seen.has(stage)) return;
+      seen.add(stage);
+      for (const dep of this.dependencies(stage)) visit(dep.stage);
+      order.push(stage);
+    };
+    for (const stage of stages) visit(stage);
+    return order;
   }
 
   // ---- structure ----------------------------------------------------------------------------
@@ -282,7 +343,17 @@ class Compiler {
     const earlier = this.stages.find((s) => s.index < stage.index && s.name === lower);
     if (earlier) stage.base = { kind: 'stage', stage: earlier };
     else if (lower === 'scratch') stage.base = { kind: 'scratch' };
-    else stage.base = { kind: 'image', ref: baseName };
+    else {
+      stage.base = { kind: 'image', ref: baseName };
+      const lastPart = baseName.slice(baseName.lastIndexOf('/') + 1);
+      if (!baseName.includes('@') && !lastPart.includes(':')) {
+        this.warn(
+          from.instr.startLine,
+          `FROM ${baseName} has no tag, so it means ${baseName}:latest, which changes over time; pin a version (${baseName}:<version>) or a digest for repeatable builds`,
+          'FromWithoutTag',
+        );
+      }
+    }
   }
 
   private stageLabel(stage: Stage): string {
@@ -317,6 +388,14 @@ class Compiler {
       return;
     }
     const hint = suggest(from, this.stageNames());
+    if (hint && !/[/:@]/.test(from)) {
+      // Almost certainly a misspelt stage: say so instead of trying to pull an image by that name.
+      throw errorAt(
+        cmd.instr,
+        this.decodeCtx,
+        `COPY --from=${from}: no stage named "${from}" (did you mean "${hint}"?); a name that is not a stage is taken as an image, but this one looks like a misspelt stage name`,
+      );
+    }
     this.copySources.set(cmd, { kind: 'image', ref: from, ...(hint ? { hint } : {}) });
   }
 
@@ -349,6 +428,7 @@ class Compiler {
     for (;;) {
       const reachable = this.reachableFrom(target);
       await Promise.all(reachable.map((s) => this.resolveImage(s)));
+      await Promise.all(reachable.flatMap((s) => [...(s.triggers ?? []), ...s.commands].map((c) => this.resolveCopyImage(s, c))));
       let grew = false;
       for (const stage of reachable) {
         if (stage.triggers) continue;
@@ -359,6 +439,25 @@ class Compiler {
         }
       }
       if (!grew) return reachable;
+    }
+  }
+
+  /** COPY --from=<image>: resolved like a base image (pinned), for the copying stage's platform. */
+  private async resolveCopyImage(stage: Stage, cmd: Command): Promise<void> {
+    const source = this.copySources.get(cmd);
+    if (source?.kind !== 'image' || source.resolved || source.error) return;
+    const platform = this.stagePlatform(stage);
+    const key = `${source.ref}\u0000${formatPlatform(platform)}`;
+    let pending = this.imageCache.get(key);
+    if (!pending) {
+      pending = this.opts.resolveImage(source.ref, platform);
+      this.imageCache.set(key, pending);
+    }
+    try {
+      const resolved = await pending;
+      source.resolved = { ref: resolved.ref, platform };
+    } catch (err) {
+      source.error = messageOf(err);
     }
   }
 
@@ -434,6 +533,7 @@ class Compiler {
       contextDigest: () => this.contextDigest(),
       copySource: (cmd: CopyCommand) => this.copySources.get(cmd) ?? { kind: 'context' },
       declaredArgs: this.declaredArgs,
+      warn: (line, message, rule) => this.warn(line, message, rule),
     };
   }
 
@@ -484,6 +584,7 @@ class Compiler {
     const dispatcher = new StageDispatcher(ctx, state, steps);
     for (const trigger of triggers) dispatcher.dispatch(trigger, true);
     for (const cmd of stage.commands) dispatcher.dispatch(cmd);
+    dispatcher.lintStage(stage.commands);
     stage.state = state;
   }
 
@@ -498,8 +599,10 @@ class Compiler {
     }
   }
 
-  private warn(line: number, message: string): void {
-    this.warnings.push({ file: this.opts.file, line, message });
+  private warn(line: number, message: string, rule?: string): void {
+    if (rule && this.checks.skip.has(rule)) return;
+    if (this.warnings.some((w) => w.line === line && w.message === message)) return;
+    this.warnings.push({ file: this.opts.file, line, message, ...(rule ? { rule } : {}) });
   }
 
   private result(target: Stage, reachable: Stage[]): CompileResult {
@@ -510,6 +613,15 @@ class Compiler {
       }
     }
     const parseWarnings = (this.df.warnings ?? []).map((w) => ({ file: this.opts.file, line: w.line, message: w.message }));
+    const lints = this.warnings.filter((w) => w.rule);
+    if (this.checks.error && lints.length > 0) {
+      const first = lints[0] as CompileWarning;
+      const line = first.line;
+      throw new DockerfileError(
+        `lint violations fail the build (# check=error=true): ${lints.map((w) => `${w.rule} on line ${w.line}: ${w.message}`).join('; ')}`,
+        { file: this.opts.file, line, source: this.decodeCtx.lines.slice(Math.max(0, line - 1), line) },
+      );
+    }
     return {
       definition: this.builder.build(),
       root: final.root,
@@ -524,6 +636,27 @@ class Compiler {
     };
   }
 }
+
+/**
+ * BuildKit's `# check=` directive: `skip=all` or `skip=Rule,Rule` silences lints, `error=true`
+ * makes any remaining lint fail the build. Unknown keys are ignored, as by BuildKit.
+ */
+function parseCheckDirective(value: string | undefined): { skip: Set<string>; error: boolean } {
+  const out = { skip: new Set<string>(), error: false };
+  for (const part of (value ?? '').split(';')) {
+    const eq = part.indexOf('=');
+    if (eq < 0) continue;
+    const key = part.slice(0, eq).trim().toLowerCase();
+    const val = part.slice(eq + 1).trim();
+    if (key === 'skip') {
+      for (const rule of val.split(',').map((r) => r.trim()).filter(Boolean)) out.skip.add(rule === 'all' ? '*' : rule);
+    } else if (key === 'error') out.error = val.toLowerCase() === 'true';
+  }
+  if (out.skip.has('*')) for (const rule of LINT_RULES) out.skip.add(rule);
+  return out;
+}
+
+const LINT_RULES = ['FromWithoutTag', 'JSONArgsRecommended', 'CopyAllBeforeInstall', 'UndefinedVar'];
 
 /** Compiles a parsed Dockerfile into a Definition and the target's image spec. */
 export async function compile(dockerfile: Dockerfile, opts: CompileOptions): Promise<CompileResult> {

@@ -10,6 +10,7 @@ import {
   type ExecOp,
   type Op,
   type Platform,
+  type ScriptFile,
 } from '../definition/index.js';
 import type { ContainerConfig, HistoryEntry, ImageConfigFile } from '../oci/types.js';
 import { DockerfileError } from './errors.js';
@@ -29,6 +30,8 @@ import {
   type VolumeCommand,
 } from './instructions.js';
 import { cleanPath, hasTrailingSlash, isAbsPath, joinPath } from './paths.js';
+import { parseMount, type RunMount } from './mounts.js';
+import { chompHeredoc, parseHeredocMarker, type Heredoc } from './parser.js';
 import type { ShellLex } from './shell-lexer.js';
 
 export type HistoryItem = HistoryEntry & { vertex?: Digest };
@@ -45,7 +48,15 @@ export type CopySource =
   /** `state()` is undefined until that stage is compiled (it must come earlier in the file). */
   | { kind: 'stage'; index: number; name: string; state: () => StageState | undefined }
   /** Not a stage: Docker would take it as an image; `hint` is a stage with a close name. */
-  | { kind: 'image'; ref: string; hint?: string };
+  | {
+      kind: 'image';
+      ref: string;
+      hint?: string;
+      /** Set once resolved (compile resolves every image a needed stage copies from). */
+      resolved?: { ref: string; platform: Platform };
+      /** Why it could not be resolved. */
+      error?: string;
+    };
 
 /** Everything a stage carries forward: what `FROM <this stage>` starts from. */
 export interface StageState {
@@ -81,6 +92,8 @@ export interface DispatchContext {
   copySource(cmd: CopyCommand): CopySource;
   /** Records the ARG names declared by dispatched stages (to warn about unused --build-arg). */
   declaredArgs: Set<string>;
+  /** Reports a lint (a warning, never a failure). */
+  warn?: (line: number, message: string, rule: string) => void;
 }
 
 export interface StageLabel {
@@ -88,6 +101,28 @@ export interface StageLabel {
   display: string;
   /** Steps that get a `[n/total]` number: the FROM of an image, then ADD, COPY, RUN, WORKDIR. */
   total: number;
+}
+
+/**
+ * Build args that RUN steps see without an ARG instruction (BuildKit's predefined proxy args);
+ * kept out of the image history and the cache key unless an ARG declares them.
+ */
+export const PROXY_ARGS: readonly string[] = [
+  'HTTP_PROXY', 'http_proxy', 'HTTPS_PROXY', 'https_proxy', 'FTP_PROXY', 'ftp_proxy', 'NO_PROXY', 'no_proxy', 'ALL_PROXY', 'all_proxy',
+];
+
+/** Commands that install dependencies from manifests (for the CopyAllBeforeInstall lint). */
+const DEPENDENCY_INSTALL =
+  /\b(?:npm (?:ci|install|i)|yarn(?: install)?(?=\s|$|;|&)|pnpm (?:install|i)|pip3? install|poetry install|pipenv install|bundle install|composer install|go mod download|cargo (?:build|fetch)|mvn [^;&|]*dependency:|gradle [^;&|]*dependencies|dotnet restore|mix deps\.get)\b/;
+
+/** Where a RUN heredoc with a `#!` line is written while its step runs. */
+export const HEREDOC_SCRIPT_DIR = '/.builder-heredoc';
+
+/** BuildKit's summarizeHeredoc: the first line, with `...` when more follow. */
+function summarizeHeredoc(doc: string): string {
+  const text = doc.trim();
+  const nl = text.indexOf('\n');
+  return nl < 0 ? text : `${text.slice(0, nl).trimEnd()}...`;
 }
 
 export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -270,9 +305,8 @@ export class StageDispatcher {
         return this.commit(`USER ${user}`);
       }
       case 'COPY':
-        return this.copy(cmd);
       case 'ADD':
-        throw this.error(cmd, 'ADD is not supported yet (URL download and archive extraction need solver support); use COPY for files from the build context');
+        return this.copy(cmd);
       case 'CMD':
         return this.cmd(cmd);
       case 'ENTRYPOINT':
@@ -311,10 +345,60 @@ export class StageDispatcher {
   }
 
   private expand(cmd: Command, word: string): string {
+    let result;
     try {
-      return this.ctx.lex.processWord(word, this.state.env);
+      result = this.ctx.lex.process(word, this.state.env);
     } catch (err) {
       throw this.error(cmd, `${cmd.kind}: ${messageOf(err)}`, err);
+    }
+    for (const name of result.unmatched) {
+      // `${NAME:-default}`, `${NAME+alt}` … handle the unset case on purpose.
+      if (!new RegExp(`\\$\\{${name}:?[-+=?]`).test(word)) this.lintUndefined(cmd, name);
+    }
+    return result.result;
+  }
+
+  /** UndefinedVar: a variable that is neither in the environment nor a declared ARG. */
+  private lintUndefined(cmd: Command, name: string): void {
+    if (!this.ctx.warn || this.state.buildArgs.some((a) => a.key === name)) return;
+    const hint = [...this.state.env.keys()].find((k) => k.toLowerCase() === name.toLowerCase());
+    this.ctx.warn(
+      cmd.instr.startLine,
+      `${cmd.kind}: usage of undefined variable "$${name}"${hint ? ` (did you mean $${hint}?)` : ''}; it expands to an empty string`,
+      'UndefinedVar',
+    );
+  }
+
+  /**
+   * Lints over a whole stage, run once its instructions are dispatched: a broad `COPY . .`
+   * before a dependency install, and shell-form CMD/ENTRYPOINT.
+   */
+  lintStage(commands: readonly Command[]): void {
+    const warn = this.ctx.warn;
+    if (!warn) return;
+    let broadCopy: CopyCommand | undefined;
+    for (const cmd of commands) {
+      if ((cmd.kind === 'COPY' || cmd.kind === 'ADD') && cmd.from === undefined && cmd.sources.some((s) => s === '.' || s === './' || s === '*')) {
+        broadCopy ??= cmd;
+      }
+      if (cmd.kind === 'RUN' && broadCopy) {
+        const install = DEPENDENCY_INSTALL.exec(cmd.cmdLine.join(' '));
+        if (install) {
+          warn(
+            broadCopy.instr.startLine,
+            `"${broadCopy.instr.original}" comes before the dependency install "${install[0].trim()}" (line ${cmd.instr.startLine}): any change to any file re-runs the install; copy only the dependency manifests first, install, then copy the rest`,
+            'CopyAllBeforeInstall',
+          );
+          broadCopy = undefined;
+        }
+      }
+      if ((cmd.kind === 'CMD' || cmd.kind === 'ENTRYPOINT') && cmd.prependShell) {
+        warn(
+          cmd.instr.startLine,
+          `${cmd.kind} in shell form runs under "${this.withShell('').slice(0, -1).join(' ')}": the process does not receive OS signals such as SIGTERM; prefer the JSON form, e.g. ${cmd.kind} ["executable", "arg"]`,
+          'JSONArgsRecommended',
+        );
+      }
     }
   }
 
@@ -387,14 +471,62 @@ export class StageDispatcher {
   }
 
   private run(cmd: RunCommand): void {
-    for (const unsupported of ['mount', 'security', 'device']) {
-      if (cmd.flags.has(unsupported)) throw this.error(cmd, `RUN --${unsupported} is not supported yet`);
+    // Every flag is checked first, so a Dockerfile BuildKit rejects is rejected here for the
+    // same reason, before anything says "not supported yet".
+    const mounts: RunMount[] = [];
+    for (const raw of (cmd.flags.get('mount') as string[] | undefined) ?? []) {
+      const spec = this.expand(cmd, raw);
+      try {
+        mounts.push(parseMount(spec));
+      } catch (err) {
+        throw this.error(cmd, `RUN --mount=${spec}: ${messageOf(err)}`, err);
+      }
+    }
+    const targets = new Set<string>();
+    for (const m of mounts) {
+      if (m.target && targets.has(m.target)) throw this.error(cmd, `RUN --mount: two mounts use the target ${m.target}`);
+      if (m.target) targets.add(m.target);
+    }
+    const security = stringFlag(cmd, 'security');
+    if (security !== undefined && security !== 'sandbox' && security !== 'insecure') {
+      throw this.error(cmd, `RUN --security=${security}: unsupported security mode (use sandbox or insecure)`);
     }
     const networkFlag = stringFlag(cmd, 'network') ?? 'default';
     if (!['default', 'none', 'host'].includes(networkFlag)) {
       throw this.error(cmd, `RUN --network=${networkFlag}: unsupported network mode (use default, none or host)`);
     }
-    const args = cmd.prependShell ? this.withShell(cmd.cmdLine.join(' ')) : [...cmd.cmdLine];
+    if (mounts.length > 0) {
+      const kinds = [...new Set(mounts.map((m) => m.type))].join(', ');
+      throw this.error(cmd, `RUN --mount (type ${kinds}) is not supported yet by builder's solver; the mount was parsed and is valid`);
+    }
+    if (security === 'insecure') throw this.error(cmd, 'RUN --security=insecure is not supported yet (builder never grants extra privileges)');
+    if (cmd.flags.has('device')) throw this.error(cmd, 'RUN --device is not supported yet');
+    let args = cmd.prependShell ? this.withShell(cmd.cmdLine.join(' ')) : [...cmd.cmdLine];
+    let displaySuffix = '';
+    const scripts: ScriptFile[] = [];
+    if (cmd.files && cmd.files.length > 0) {
+      if (!cmd.prependShell || cmd.cmdLine.length !== 1) throw this.error(cmd, 'RUN: a heredoc needs the shell form of RUN');
+      const line = cmd.cmdLine[0] as string;
+      const first = cmd.files[0] as Heredoc;
+      if (cmd.files.length === 1 && parseHeredocMarker(line)) {
+        // `RUN <<EOF`: the body is the script. With a `#!` line it is a file run as a program
+        // (BuildKit mounts it at /dev/pipes/; here it exists only while the step runs).
+        const data = first.chomp ? chompHeredoc(first.content) : first.content;
+        if (this.state.platform.os !== 'windows' && data.startsWith('#!')) {
+          const path = `${HEREDOC_SCRIPT_DIR}/${first.name}`;
+          scripts.push({ path, data, mode: 0o755 });
+          args = this.withShell(path);
+        } else {
+          args = this.withShell(data);
+        }
+        displaySuffix = ` (${summarizeHeredoc(data)})`;
+      } else {
+        // Anything else (`RUN cat <<EOF > file`, several heredocs): the shell reads the heredocs.
+        let full = line;
+        for (const file of cmd.files) full += `\n${file.content}${file.name}`;
+        args = this.withShell(full);
+      }
+    }
     const op: ExecOp = {
       type: 'exec',
       args,
@@ -402,8 +534,13 @@ export class StageDispatcher {
       cwd: this.state.workdir || '/',
       user: this.state.user,
       network: networkFlag === 'default' ? this.ctx.defaultNetwork : (networkFlag as 'none' | 'host'),
+      ...(scripts.length > 0 ? { scripts } : {}),
     };
-    const digest = this.ctx.builder.add(op, [this.state.root], this.meta(cmd, this.stepName(this.displayText(cmd))));
+    const proxyEnv = PROXY_ARGS.filter(
+      (key) => Object.hasOwn(this.ctx.buildArgs, key) && !this.state.env.has(key) && !this.state.buildArgs.some((a) => a.key === key),
+    ).map((key) => `${key}=${this.ctx.buildArgs[key] ?? ''}`);
+    if (proxyEnv.length > 0) op.proxyEnv = proxyEnv;
+    const digest = this.ctx.builder.add(op, [this.state.root], this.meta(cmd, this.stepName(this.displayText(cmd) + displaySuffix)));
     this.state.root = digest;
     this.commit(`RUN ${runCommandString(args, this.state.buildArgs, this.state.env)} # buildkit`, digest);
   }
@@ -431,17 +568,31 @@ export class StageDispatcher {
 
   /** COPY sources are relative to the source root; the destination is relative to WORKDIR. */
   private copy(cmd: CopyCommand): void {
-    for (const unsupported of ['parents', 'exclude']) {
-      if (cmd.flags.has(unsupported) && cmd.flags.get(unsupported) !== false) {
-        throw this.error(cmd, `COPY --${unsupported} is not supported yet`);
-      }
+    const isAdd = cmd.kind === 'ADD';
+    const all = cmd.sources.map((s) => this.expand(cmd, s));
+    const urls = isAdd ? all.filter((s) => /^https?:\/\//i.test(s)) : [];
+    const sources = all.filter((s) => !urls.includes(s));
+    if (isAdd) {
+      const git = sources.find((s) => /^git@|^git:\/\/|^ssh:\/\//.test(s));
+      if (git) throw this.error(cmd, `ADD ${git}: adding a Git repository is not supported yet; clone it in a RUN step or a separate stage`);
     }
-    const sources = cmd.sources.map((s) => this.expand(cmd, s));
     const destRaw = this.expand(cmd, cmd.dest);
     const destIsDir = hasTrailingSlash(destRaw) || destRaw === '';
-    if (sources.length > 1 && !destIsDir) {
-      throw this.error(cmd, `COPY with more than one source needs a directory destination ending in "/" (got "${destRaw}")`);
+    if (all.length + cmd.contents.length > 1 && !destIsDir) {
+      throw this.error(cmd, `${cmd.kind} with more than one source needs a directory destination ending in "/" (got "${destRaw}")`);
     }
+    const checksumRaw = stringFlag(cmd, 'checksum');
+    const checksum = checksumRaw ? this.expand(cmd, checksumRaw) : '';
+    if (checksum) {
+      if (!/^sha256:[0-9a-f]{64}$/.test(checksum)) throw this.error(cmd, `ADD --checksum=${checksum}: expected sha256:<64 hex digits>`);
+      if (urls.length !== 1 || sources.length > 0 || cmd.contents.length > 0) {
+        throw this.error(cmd, 'ADD --checksum can only be used with a single HTTP(S) source (checksums of local files are computed by the build)');
+      }
+    }
+    const unpackFlag = cmd.flags.get('unpack');
+    const excludes = ((cmd.flags.get('exclude') as string[] | undefined) ?? []).map((x) => this.expand(cmd, x));
+    if (excludes.some((x) => x === '')) throw this.error(cmd, `${cmd.kind} --exclude needs a pattern`);
+    const parents = cmd.flags.get('parents') === true;
     const destAbs = isAbsPath(destRaw) ? cleanPath(destRaw) : joinPath('/', this.state.workdir || '/', destRaw);
     const dest = destIsDir && destAbs !== '/' ? `${destAbs}/` : destAbs;
 
@@ -449,21 +600,70 @@ export class StageDispatcher {
     const chown = chownRaw ? this.expand(cmd, chownRaw) : '';
     const chmodRaw = stringFlag(cmd, 'chmod');
     const chmod = chmodRaw ? this.expand(cmd, chmodRaw) : '';
-    const action: CopyAction = {
-      action: 'copy',
-      sourceInput: 1,
-      src: sources.map((s) => cleanPath(joinPath('/', s)).replace(/^\/+/, '') || '.'),
+    const options = {
       dest,
       ...(chown ? { chown: parseChown(chown) } : {}),
       ...(chmod ? { chmod: this.parseChmod(cmd, chmod) } : {}),
     };
+    const inputs: Digest[] = [this.state.root];
+    const actions: CopyAction[] = [];
+    if (sources.length > 0) {
+      inputs.push(this.sourceDigest(cmd));
+      actions.push({
+        action: 'copy',
+        sourceInput: 1,
+        src: sources.map((s) => cleanPath(joinPath('/', s)).replace(/^\/+/, '') || '.'),
+        ...options,
+        // ADD extracts local archives unless --unpack=false.
+        ...(isAdd && unpackFlag !== false ? { unpack: true } : {}),
+        ...(excludes.length > 0 ? { exclude: excludes } : {}),
+        ...(parents ? { parents: true } : {}),
+      });
+    }
+    // ADD <url>: a download vertex, copied like a one-file filesystem (extracted with --unpack).
+    for (const url of urls) {
+      const filename = (decodeURIComponent(new URL(url).pathname.split('/').pop() ?? '') || '__unnamed__').replace(/[/\\]/g, '_');
+      const http = this.ctx.builder.add({ type: 'http', url, filename, ...(checksum ? { checksum: checksum as Digest } : {}) }, [], {
+        name: `[internal] download ${url}`,
+      });
+      inputs.push(http);
+      actions.push({
+        action: 'copy',
+        sourceInput: inputs.length - 1,
+        src: [filename],
+        ...options,
+        ...(unpackFlag === true ? { unpack: true } : {}),
+      });
+    }
+    // Each heredoc becomes a one-file filesystem (BuildKit: llb.Scratch().File(llb.Mkfile(…)))
+    // copied like any other source, so --chown, --chmod and the destination rules apply.
+    for (const content of cmd.contents) {
+      const data = content.expand ? this.expandHeredoc(cmd, content.data) : content.data;
+      const path = cleanPath(joinPath('/', content.name));
+      const scratch = this.ctx.builder.add({ type: 'scratch' }, [], { name: 'FROM scratch', hidden: true });
+      const file = this.ctx.builder.add({ type: 'file', actions: [{ action: 'mkfile', path, data, mode: 0o644 }] }, [scratch], {
+        name: `preparing inline document <<${content.name}`,
+        hidden: true,
+      });
+      inputs.push(file);
+      actions.push({ action: 'copy', sourceInput: inputs.length - 1, src: [path.replace(/^\/+/, '')], ...options });
+    }
 
-    const source = this.sourceDigest(cmd);
     const name = this.stepName(this.displayText(cmd));
-    const digest = this.ctx.builder.add({ type: 'file', actions: [action] }, [this.state.root, source], this.meta(cmd, name));
+    const digest = this.ctx.builder.add({ type: 'file', actions }, inputs, this.meta(cmd, name));
     this.state.root = digest;
     const flags = [...(chown ? [`--chown=${chown}`] : []), ...(chmod ? [`--chmod=${chmod}`] : [])];
-    this.commit(`COPY ${[...flags, ...sources, destRaw].join(' ')} # buildkit`, digest);
+    const docs = cmd.contents.map((c) => `<<${c.name}`);
+    this.commit(`${cmd.kind} ${[...flags, ...all, ...docs, destRaw].join(' ')} # buildkit`, digest);
+  }
+
+  /** Heredoc bodies expand variables but keep quotes (BuildKit's ExpandRaw with SkipProcessQuotes). */
+  private expandHeredoc(cmd: Command, data: string): string {
+    try {
+      return this.ctx.lex.with({ skipProcessQuotes: true }).processWord(data, this.state.env);
+    } catch (err) {
+      throw this.error(cmd, `${cmd.kind}: ${messageOf(err)}`, err);
+    }
   }
 
   private parseChmod(cmd: Command, chmod: string): number {
@@ -488,10 +688,15 @@ export class StageDispatcher {
         return state.root;
       }
       case 'image': {
-        const hint = source.hint ? ` (did you mean "${source.hint}"?)` : '';
+        if (source.resolved) {
+          return this.ctx.builder.add({ type: 'image', ref: source.resolved.ref, platform: source.resolved.platform }, [], {
+            name: `[internal] load image ${source.resolved.ref}`,
+          });
+        }
+        const hint = source.hint ? ` (did you mean the stage "${source.hint}"?)` : '';
         throw this.error(
           cmd,
-          `COPY --from=${cmd.from ?? ''}: no stage named "${source.ref}"${hint}; it would be taken as an image, and copying from an image is not supported yet`,
+          `COPY --from=${cmd.from ?? ''}: there is no stage named "${source.ref}"${hint}, so it was taken as an image, which could not be resolved: ${source.error ?? 'unknown error'}`,
         );
       }
     }

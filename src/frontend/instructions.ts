@@ -5,7 +5,7 @@
 import type { HealthConfig } from '../oci/types.js';
 import { DockerfileError } from './errors.js';
 import { goDuration, parseGoDuration } from './gofmt.js';
-import { KNOWN_INSTRUCTIONS, parseWords, splitWhitespace, type Instruction } from './parser.js';
+import { KNOWN_INSTRUCTIONS, chompHeredoc, parseHeredocMarker, parseWords, splitWhitespace, type Heredoc, type Instruction } from './parser.js';
 import { suggest } from './suggest.js';
 
 export interface KeyValue {
@@ -31,10 +31,33 @@ export interface FromCommand extends CommandBase { kind: 'FROM'; baseName: strin
 export interface ArgCommand extends CommandBase { kind: 'ARG'; args: ArgDeclaration[] }
 export interface EnvCommand extends CommandBase { kind: 'ENV'; pairs: KeyValue[] }
 export interface LabelCommand extends CommandBase { kind: 'LABEL'; pairs: KeyValue[] }
-export interface RunCommand extends CommandBase { kind: 'RUN'; cmdLine: string[]; prependShell: boolean }
+export interface RunCommand extends CommandBase {
+  kind: 'RUN';
+  cmdLine: string[];
+  prependShell: boolean;
+  /** Here-documents of the command line (`RUN <<EOF`), in order. */
+  files?: Heredoc[];
+}
 export interface CmdCommand extends CommandBase { kind: 'CMD'; cmdLine: string[]; prependShell: boolean }
 export interface EntrypointCommand extends CommandBase { kind: 'ENTRYPOINT'; cmdLine: string[] | null; prependShell: boolean }
-export interface CopyCommand extends CommandBase { kind: 'COPY' | 'ADD'; sources: string[]; dest: string; from?: string }
+/** An inline source of COPY/ADD (`COPY <<name /dest`): a file named `name` holding `data`. */
+export interface SourceContent {
+  name: string;
+  /** The heredoc body, tabs already stripped for `<<-`, variables not yet expanded. */
+  data: string;
+  /** Expand variables in `data` (the delimiter was not quoted). */
+  expand: boolean;
+}
+
+export interface CopyCommand extends CommandBase {
+  kind: 'COPY' | 'ADD';
+  /** Source paths (or URLs for ADD), as written. */
+  sources: string[];
+  /** Heredoc sources, in order. */
+  contents: SourceContent[];
+  dest: string;
+  from?: string;
+}
 export interface WorkdirCommand extends CommandBase { kind: 'WORKDIR'; path: string }
 export interface UserCommand extends CommandBase { kind: 'USER'; user: string }
 export interface ExposeCommand extends CommandBase { kind: 'EXPOSE'; ports: string[] }
@@ -73,13 +96,23 @@ const FLAG_SPECS: Record<string, Record<string, FlagKind>> = {
 /** Health check intervals below this are refused, as by Docker. */
 const MIN_HEALTH_DURATION_NS = 1e6;
 
-export function errorAt(instr: Instruction, ctx: Pick<DecodeContext, 'file' | 'lines'>, reason: string, cause?: unknown): DockerfileError {
+export function errorAt(
+  instr: Instruction,
+  ctx: Pick<DecodeContext, 'file' | 'lines'>,
+  reason: string,
+  cause?: unknown,
+  /** Text on the instruction's first line to point at (its column is reported). */
+  at?: string,
+): DockerfileError {
+  const first = ctx.lines[instr.startLine - 1] ?? instr.original;
+  const index = at ? first.indexOf(at) : -1;
   return new DockerfileError(
     reason,
     {
       file: ctx.file,
       line: instr.startLine,
       endLine: instr.endLine,
+      ...(index >= 0 ? { column: index + 1 } : {}),
       source: ctx.lines.length > 0 ? ctx.lines.slice(instr.startLine - 1, instr.endLine) : instr.original,
     },
     cause === undefined ? undefined : { cause },
@@ -95,7 +128,7 @@ function parseFlags(instr: Instruction, ctx: DecodeContext): Map<string, FlagVal
       const known = Object.keys(spec).map((n) => `--${n}`);
       const hint = suggest(flag.name, Object.keys(spec));
       const extra = hint ? ` (did you mean --${hint}?)` : known.length > 0 ? ` (${instr.keyword} accepts ${known.join(', ')})` : ` (${instr.keyword} takes no flags)`;
-      throw errorAt(instr, ctx, `${instr.keyword}: unknown flag: --${flag.name}${extra}`);
+      throw errorAt(instr, ctx, `${instr.keyword}: unknown flag: --${flag.name}${extra}`, undefined, `--${flag.name}`);
     }
     if (kind === 'list') {
       if (flag.value === undefined) throw errorAt(instr, ctx, `${instr.keyword}: missing a value on flag --${flag.name}`);
@@ -146,7 +179,13 @@ export function decodeInstruction(instr: Instruction, ctx: DecodeContext): Comma
       return { ...base, kind: instr.keyword, pairs: decodeKeyValues(instr.args, instr.keyword, ctx.escape, fail) };
     case 'RUN':
       if (!instr.json && instr.args === '') fail('RUN requires at least one argument');
-      return { ...base, kind: 'RUN', cmdLine: instr.json ?? [instr.args], prependShell: !instr.json };
+      return {
+        ...base,
+        kind: 'RUN',
+        cmdLine: instr.json ?? [instr.args],
+        prependShell: !instr.json,
+        ...(instr.heredocs && instr.heredocs.length > 0 ? { files: instr.heredocs } : {}),
+      };
     case 'CMD':
       return { ...base, kind: 'CMD', cmdLine: instr.json ?? [instr.args], prependShell: !instr.json };
     case 'ENTRYPOINT': {
@@ -160,7 +199,21 @@ export function decodeInstruction(instr: Instruction, ctx: DecodeContext): Comma
         fail(`${instr.keyword} requires at least two arguments, but only ${words.length === 1 ? 'one was' : 'none were'} provided. Destination could not be determined`);
       }
       const from = stringFlag(base, 'from');
-      return { ...base, kind: instr.keyword, sources: words.slice(0, -1), dest: words[words.length - 1] as string, ...(from !== undefined ? { from } : {}) };
+      const dest = words[words.length - 1] as string;
+      if (!instr.json && parseHeredocMarker(dest)) fail(`${instr.keyword} cannot accept a heredoc as a destination (${dest}); put the destination last`);
+      const sources: string[] = [];
+      const contents: SourceContent[] = [];
+      for (const word of words.slice(0, -1)) {
+        const marker = instr.json ? undefined : parseHeredocMarker(word);
+        const doc = marker && instr.heredocs?.find((h) => h.name === marker.name);
+        if (!marker || !doc) {
+          sources.push(word);
+          continue;
+        }
+        contents.push({ name: marker.name, data: marker.chomp ? chompHeredoc(doc.content) : doc.content, expand: marker.expand });
+      }
+      if (contents.length > 0 && from !== undefined) fail(`${instr.keyword} --from cannot be used with a heredoc source (<<${contents[0]?.name ?? ''})`);
+      return { ...base, kind: instr.keyword, sources, contents, dest, ...(from !== undefined ? { from } : {}) };
     }
     case 'WORKDIR':
       return { ...base, kind: 'WORKDIR', path: exactlyOne() };

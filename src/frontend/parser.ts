@@ -4,6 +4,7 @@
 // expansion and the meaning of each instruction belong to the compiler.
 
 import { DockerfileError } from './errors.js';
+import { ShellLex } from './shell-lexer.js';
 
 export type EscapeChar = '\\' | '`';
 
@@ -12,6 +13,69 @@ export interface InstructionFlag {
   name: string;
   /** Undefined for a bare `--flag` (a boolean flag). */
   value?: string;
+}
+
+/**
+ * A here-document attached to an instruction (`RUN <<EOF`, `COPY <<a.txt /dest/`), as BuildKit's
+ * parser.Heredoc: `content` is the raw text between the marker line and the terminator, with
+ * line endings, and without leading-tab stripping (apply chompHeredoc() when `chomp`).
+ */
+export interface Heredoc {
+  /** The delimiter word with quotes removed (`EOF`, `a.txt`). */
+  name: string;
+  content: string;
+  /** False when any part of the delimiter was quoted (`<<'EOF'`, `<<"EOF"`): no variable expansion. */
+  expand: boolean;
+  /** `<<-EOF`: leading tabs are stripped from the content and the terminator line. */
+  chomp: boolean;
+  /** The `3` of `3<<EOF`; 0 when absent. */
+  fileDescriptor: number;
+  /** First and last line of the body (the terminator line is `endLine + 1`). */
+  startLine: number;
+  endLine: number;
+}
+
+/** Instructions whose arguments may hold here-documents (BuildKit's heredocDirectives). */
+export const HEREDOC_INSTRUCTIONS: ReadonlySet<string> = new Set(['ADD', 'COPY', 'RUN']);
+
+const HEREDOC_RE = /^(\d*)<<(-?)([^<]*)$/;
+
+/** BuildKit's ChompHeredocContent: removes leading tabs from every line. */
+export function chompHeredoc(content: string): string {
+  return content.replace(/^\t+/gm, '');
+}
+
+/**
+ * Parses one word as a heredoc marker (`<<EOF`, `<<-"EOF"`, `2<<EOF`); undefined when it is not
+ * one. Mirrors BuildKit's ParseHeredoc, including how quoting turns expansion off.
+ */
+export function parseHeredocMarker(word: string): Omit<Heredoc, 'content' | 'startLine' | 'endLine'> | undefined {
+  const m = HEREDOC_RE.exec(word);
+  if (!m) return undefined;
+  const rest = m[3] ?? '';
+  if (rest === '') return undefined;
+  const lex = new ShellLex('\\', { skipUnsetEnv: true });
+  const words = lex.processWords(rest, new Map());
+  if (words.length !== 1) return undefined;
+  const raw = lex.with({ rawQuotes: true }).processWords(rest, new Map());
+  if (raw.length !== 1) throw new Error(`internal lexing of heredoc produced inconsistent results: ${rest}`);
+  const quotes = (s: string) => (s.match(/['"]/g) ?? []).length;
+  const name = words[0] as string;
+  return { name, expand: quotes(name) === quotes(raw[0] as string), chomp: m[2] === '-', fileDescriptor: Number(m[1] || '0') };
+}
+
+/** The heredoc markers of a logical line, in order (BuildKit's heredocsFromLine). */
+export function heredocMarkers(line: string): Array<Omit<Heredoc, 'content' | 'startLine' | 'endLine'>> {
+  let words: string[];
+  try {
+    words = new ShellLex('\\', { rawQuotes: true, rawEscapes: true, skipUnsetEnv: true }).processWords(line, new Map());
+  } catch {
+    return [];
+  }
+  return words.flatMap((w) => {
+    const h = parseHeredocMarker(w);
+    return h ? [h] : [];
+  });
 }
 
 export interface Instruction {
@@ -27,6 +91,8 @@ export interface Instruction {
   json?: string[];
   /** For ONBUILD: the trigger instruction, parsed with the same rules. */
   trigger?: Instruction;
+  /** Here-documents of RUN, COPY and ADD in shell form, in the order their markers appear. */
+  heredocs?: Heredoc[];
   startLine: number;
   endLine: number;
   /** The instruction as one line: continuations joined, comment lines removed. */
@@ -122,6 +188,7 @@ class DirectiveState {
 
 export function parseDockerfile(text: string, file = 'Dockerfile'): Dockerfile {
   const lines = splitLines(text);
+  const endsWithNewline = text.endsWith('\n');
   if (lines.length > 0) lines[0] = (lines[0] as string).replace(/^\uFEFF/, '');
   const state = new DirectiveState(file);
   const instructions: Instruction[] = [];
@@ -149,13 +216,43 @@ export function parseDockerfile(text: string, file = 'Dockerfile'): Dockerfile {
       line += part.text;
       continues = part.continues;
     }
-    const endLine = idx;
+    let endLine = idx;
     if (sawEmptyLine) {
       warnings.push({ line: startLine, message: 'empty continuation line (Docker will make these an error in a future release)' });
     }
     const location = { file, startLine, endLine, source: lines.slice(startLine - 1, endLine) };
     const instruction = parseInstructionLine(line, state.escape, location);
-    if (instruction) instructions.push(instruction);
+    if (!instruction) continue;
+    if (HEREDOC_INSTRUCTIONS.has(instruction.keyword) && !instruction.json && line.includes('<<')) {
+      const heredocs: Heredoc[] = [];
+      for (const marker of heredocMarkers(line)) {
+        const bodyStart = idx + 1;
+        let content = '';
+        let terminated = false;
+        while (idx < lines.length) {
+          const next = lines[idx++] as string;
+          const candidate = marker.chomp ? next.replace(/^\t+/, '') : next;
+          if (candidate === marker.name) {
+            terminated = true;
+            break;
+          }
+          content += idx < lines.length || endsWithNewline ? `${next}\n` : next;
+        }
+        if (!terminated) {
+          throw new DockerfileError(
+            `unterminated heredoc: no line reading "${marker.name}" closes the <<${marker.chomp ? '-' : ''}${marker.name} started here`,
+            { file, line: startLine, endLine: idx, source: lines.slice(startLine - 1, Math.min(idx, startLine + 4)) },
+          );
+        }
+        heredocs.push({ ...marker, content, startLine: bodyStart, endLine: idx - 1 });
+      }
+      if (heredocs.length > 0) {
+        instruction.heredocs = heredocs;
+        instruction.endLine = idx;
+        endLine = idx;
+      }
+    }
+    instructions.push(instruction);
   }
 
   if (instructions.length === 0) {

@@ -9,6 +9,7 @@
 //   - redirects followed by hand, dropping credentials when they leave the registry's origin.
 
 import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
 import { STATUS_CODES } from 'node:http';
 import { Readable } from 'node:stream';
 import { Agent, request, type Dispatcher } from 'undici';
@@ -33,7 +34,7 @@ import {
   UnsupportedManifestError,
 } from './errors.js';
 import { formatPlatform, isAttestation, normalisePlatform, platformRank, selectManifest } from './platform.js';
-import { ImageReference, isInsecureByDefault, registryHost } from './reference.js';
+import { DOCKER_HUB, ImageReference, isInsecureByDefault, registryHost } from './reference.js';
 import {
   DEFAULT_RETRY,
   backoffDelay,
@@ -53,6 +54,33 @@ export interface RegistryClientOptions {
   retry?: Partial<RetryPolicy>;
   /** An undici dispatcher to use instead of the client's own Agent (not closed by close()). */
   dispatcher?: Dispatcher;
+  /**
+   * Pull-through mirrors for Docker Hub, tried in order before docker.io itself (as dockerd's
+   * `registry-mirrors`): `https://mirror.example.com`, `http://10.0.0.5:5000`, `127.0.0.1:5001`.
+   * Only pulls use them; pushes always go to the origin.
+   */
+  registryMirrors?: readonly string[];
+  /**
+   * Verified manifests and configs already at hand (typically the content store): a digest found
+   * here is not fetched again, and a tag is then resolved with a single HEAD request.
+   */
+  contentCache?: ContentCache;
+  /** Blobs larger than this are uploaded in PATCH chunks of `chunkSize` bytes (default 32 MiB each). */
+  chunkedUploadThreshold?: number;
+  chunkSize?: number;
+  /**
+   * Extra options for the client's own Agent's sockets (e.g. `lookup`, `servername`). CA
+   * certificates come from SSL_CERT_FILE when set, else from the system store.
+   */
+  connect?: Record<string, unknown>;
+  /** Environment to read SSL_CERT_FILE from (default process.env). */
+  env?: NodeJS.ProcessEnv;
+}
+
+/** Small verified blobs (manifests, indexes, configs) by digest. */
+export interface ContentCache {
+  get(digest: Digest): Promise<Buffer | undefined>;
+  put(digest: Digest, bytes: Buffer): Promise<void>;
 }
 
 export interface ResolvedImage {
@@ -94,9 +122,30 @@ const MAX_ERROR_BODY_BYTES = 64 * 1024;
 const MAX_REDIRECTS = 10;
 const MAX_INDEX_DEPTH = 4;
 const MAX_BLOB_RESUMES = 5;
+const MAX_UPLOAD_RESUMES = 5;
+const DEFAULT_CHUNK_THRESHOLD = 32 * 1024 * 1024;
+const DEFAULT_CHUNK_SIZE = 32 * 1024 * 1024;
+/** Where Debian/Ubuntu, Fedora/RHEL, openSUSE and Alpine keep the system CA bundle. */
+const SYSTEM_CA_FILES = [
+  '/etc/ssl/certs/ca-certificates.crt',
+  '/etc/pki/tls/certs/ca-bundle.crt',
+  '/etc/ssl/ca-bundle.pem',
+  '/etc/ssl/cert.pem',
+];
 const DIGEST_RE = /^sha256:[a-f0-9]{64}$/;
 
-type Method = 'GET' | 'HEAD' | 'POST' | 'PUT';
+type Method = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH';
+
+/** Where requests for one registry go: the registry itself or a mirror of it. */
+interface Endpoint {
+  /** Name credentials and errors use: `docker.io`, `127.0.0.1:5000`, a mirror's host. */
+  registry: string;
+  /** host[:port] the API is served at. */
+  host: string;
+  /** `https://host` or `http://host`. */
+  origin: string;
+  mirror: boolean;
+}
 
 interface CallOptions {
   method: Method;
@@ -108,6 +157,8 @@ interface CallOptions {
   followRedirects?: boolean;
   /** False for requests that cannot simply be repeated (a blob PUT into an upload session). */
   retry?: boolean;
+  /** Overrides the policy's retry count (mirrors get few: the next endpoint is the better retry). */
+  retries?: number;
 }
 
 export class RegistryClient {
@@ -117,11 +168,23 @@ export class RegistryClient {
   private readonly insecure: readonly string[];
   private readonly userAgent: string;
   private readonly retryPolicy: RetryPolicy;
+  private readonly mirrors: readonly Endpoint[];
+  private readonly cache: ContentCache | undefined;
+  private readonly chunkThreshold: number;
+  private readonly chunkSize: number;
+  /** Tag and digest resolutions of this client's lifetime (one build): each is asked for once. */
+  private readonly resolutions = new Map<string, Promise<ResolvedImage>>();
 
   constructor(options: RegistryClientOptions = {}) {
     this.ownsDispatcher = !options.dispatcher;
-    this.dispatcher = options.dispatcher ?? new Agent({ connections: 16, keepAliveTimeout: 10_000 });
+    this.dispatcher =
+      options.dispatcher ??
+      new Agent({ connections: 16, keepAliveTimeout: 10_000, connect: { ...caOptions(options.env ?? process.env), ...options.connect } });
     this.insecure = options.insecureRegistries ?? [];
+    this.mirrors = (options.registryMirrors ?? []).map((m) => parseMirror(m, this.insecure));
+    this.cache = options.contentCache;
+    this.chunkThreshold = options.chunkedUploadThreshold ?? DEFAULT_CHUNK_THRESHOLD;
+    this.chunkSize = Math.max(1, options.chunkSize ?? DEFAULT_CHUNK_SIZE);
     this.userAgent = options.userAgent ?? 'builder/0.1';
     this.retryPolicy = { ...DEFAULT_RETRY, ...options.retry };
     this.auth = new Authenticator({
@@ -143,8 +206,32 @@ export class RegistryClient {
    * Resolves `ref` to the manifest and config for `platform`: an index or manifest list is
    * narrowed to the best matching entry; every document is verified against its digest.
    */
-  async resolve(ref: ImageReference, platform: Platform): Promise<ResolvedImage> {
-    return this.resolveFrom(ref, await this.fetchManifest(ref), platform, undefined, 0);
+  async resolve(ref: ImageReference, platform: Platform, options: { refresh?: boolean } = {}): Promise<ResolvedImage> {
+    const key = `${ref.toString()}\n${formatPlatform(normalisePlatform(platform))}`;
+    let pending = options.refresh ? undefined : this.resolutions.get(key);
+    if (!pending) {
+      pending = (async () => this.resolveFrom(ref, await this.fetchManifest(ref), platform, undefined, 0))();
+      this.resolutions.set(key, pending);
+      pending.catch(() => {
+        if (this.resolutions.get(key) === pending) this.resolutions.delete(key);
+      });
+    }
+    return pending;
+  }
+
+  /**
+   * Whether the registry answers /v2/ with these client's credentials, as `docker login` checks
+   * them: Basic credentials are sent as they are, Bearer ones exchanged for a token. Throws
+   * AuthenticationError naming the registry when they are refused.
+   */
+  async checkLogin(registry: string): Promise<void> {
+    const ep = this.endpoint(registry);
+    const res = await this.call(ep, { method: 'GET', url: new URL(`${ep.origin}/v2/`), scopes: [], followRedirects: true });
+    await res.body.dump();
+    if (res.statusCode === 200) return;
+    const statusText = res.statusText || STATUS_CODES[res.statusCode] || '';
+    if (res.statusCode === 403) throw new AuthenticationError(`login to ${registry} refused: 403 ${statusText}`.trimEnd(), registry, 403);
+    throw new RegistryError(`login to ${registry} failed: ${res.statusCode} ${statusText}`.trimEnd(), registry, res.statusCode);
   }
 
   private async resolveFrom(
@@ -205,21 +292,59 @@ export class RegistryClient {
    * against the digest asked for, else against Docker-Content-Digest when the registry sends it.
    */
   async fetchManifest(ref: ImageReference, expected?: Pick<Descriptor, 'digest' | 'size'>): Promise<FetchedManifest> {
-    // `call` retries failures before the response; this covers a connection lost mid-body.
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await this.fetchManifestOnce(ref, expected);
-      } catch (err) {
-        if (!isNetworkError(err) || attempt >= this.retryPolicy.retries) throw err;
-        await wait(backoffDelay(attempt, this.retryPolicy));
-      }
+    const known = expected?.digest ?? ref.digest;
+    if (known) {
+      const cached = await this.fromCache(ref, known);
+      if (cached) return cached;
     }
+    const fetched = await this.onPullEndpoints(ref, async (ep) => {
+      if (!known && this.cache) {
+        // A tag: HEAD is enough when we already hold what it points at.
+        const digest = await this.headManifest(ep, ref);
+        const cached = digest && (await this.fromCache(ref, digest));
+        if (cached) return cached;
+      }
+      // `call` retries failures before the response; this covers a connection lost mid-body.
+      for (let attempt = 0; ; attempt++) {
+        try {
+          return await this.fetchManifestOnce(ep, ref, expected);
+        } catch (err) {
+          if (!isNetworkError(err) || attempt >= this.retriesFor(ep)) throw err;
+          await wait(backoffDelay(attempt, this.retryPolicy));
+        }
+      }
+    });
+    if (this.cache) await this.cache.put(fetched.digest, fetched.bytes);
+    return fetched;
   }
 
-  private async fetchManifestOnce(ref: ImageReference, expected?: Pick<Descriptor, 'digest' | 'size'>): Promise<FetchedManifest> {
-    const res = await this.call(ref, {
+  /** The digest a tag points at (HEAD), or undefined when the registry does not say. */
+  private async headManifest(ep: Endpoint, ref: ImageReference): Promise<Digest | undefined> {
+    const res = await this.call(ep, {
+      method: 'HEAD',
+      url: this.url(ep, ref, `manifests/${ref.pullReference}`),
+      scopes: [pullScope(ref.repository)],
+      headers: { accept: MANIFEST_ACCEPT },
+      followRedirects: true,
+      retries: this.retriesFor(ep),
+    });
+    await res.body.dump();
+    const digest = headerValue(res.headers['docker-content-digest']);
+    return res.statusCode === 200 && digest && DIGEST_RE.test(digest) ? (digest as Digest) : undefined;
+  }
+
+  /** A manifest from the content cache, checked again against its digest. */
+  private async fromCache(ref: ImageReference, digest: Digest): Promise<FetchedManifest | undefined> {
+    const bytes = await this.cache?.get(digest);
+    if (!bytes || sha256(bytes) !== digest) return undefined;
+    return { digest, mediaType: manifestMediaType(ref, bytes, undefined), bytes };
+  }
+
+  private async fetchManifestOnce(ep: Endpoint, ref: ImageReference, expected?: Pick<Descriptor, 'digest' | 'size'>): Promise<FetchedManifest> {
+    const res = await this.call(ep, {
+      retries: this.retriesFor(ep),
       method: 'GET',
-      url: this.url(ref, `manifests/${ref.pullReference}`),
+      url: this.url(ep, ref, `manifests/${ref.pullReference}`),
       scopes: [pullScope(ref.repository)],
       headers: { accept: MANIFEST_ACCEPT },
       followRedirects: true,
@@ -250,8 +375,8 @@ export class RegistryClient {
    */
   async fetchBlob(ref: ImageReference, desc: Descriptor): Promise<Readable> {
     assertDigest(ref, desc.digest);
-    const first = await this.openBlob(ref, desc, 0);
-    return Readable.from(this.blobChunks(ref, desc, first), { objectMode: false, highWaterMark: 64 * 1024 });
+    const { ep, res } = await this.onPullEndpoints(ref, async (ep) => ({ ep, res: await this.openBlob(ep, ref, desc, 0) }));
+    return this.blobStream(ep, ref, desc, res);
   }
 
   /** Whether the repository has the blob (HEAD). */
@@ -264,8 +389,9 @@ export class RegistryClient {
 
   /**
    * Uploads a blob unless the repository already has it: optionally a cross-repo mount, else
-   * POST an upload session and PUT the whole stream (`open` is called again for each attempt and
-   * must return a fresh stream of exactly `desc.size` bytes).
+   * POST an upload session and PUT the whole stream, or for blobs over the chunked-upload
+   * threshold PATCH it in chunks, following the Location and Range each answer carries (`open`
+   * is called again for each attempt and must return a fresh stream of exactly `desc.size` bytes).
    */
   async pushBlob(ref: ImageReference, desc: Descriptor, open: () => Readable, options: PushBlobOptions = {}): Promise<void> {
     assertDigest(ref, desc.digest);
@@ -293,9 +419,9 @@ export class RegistryClient {
       throw new ContentVerificationError(`manifest for ${ref} has digest ${digest}, not ${ref.digest}`, ref.registry);
     }
     const target = ref.tag ?? digest;
-    const res = await this.call(ref, {
+    const res = await this.call(this.endpoint(ref.registry), {
       method: 'PUT',
-      url: this.url(ref, `manifests/${target}`),
+      url: this.url(this.endpoint(ref.registry), ref, `manifests/${target}`),
       scopes: [pushScope(ref.repository)],
       headers: { 'content-type': mediaType },
       body: () => bytes,
@@ -314,17 +440,19 @@ export class RegistryClient {
 
   private async headBlob(ref: ImageReference, digest: Digest, scopes: readonly string[]): Promise<boolean> {
     assertDigest(ref, digest);
-    const res = await this.call(ref, { method: 'HEAD', url: this.url(ref, `blobs/${digest}`), scopes, followRedirects: true });
+    const ep = this.endpoint(ref.registry);
+    const res = await this.call(ep, { method: 'HEAD', url: this.url(ep, ref, `blobs/${digest}`), scopes, followRedirects: true });
     await res.body.dump();
     if (res.statusCode === 200) return true;
     if (res.statusCode === 404) return false;
     throw await this.errorFrom(ref, res, `checking blob ${digest} in ${ref.name}`);
   }
 
-  private async openBlob(ref: ImageReference, desc: Descriptor, offset: number): Promise<Dispatcher.ResponseData> {
-    const res = await this.call(ref, {
+  private async openBlob(ep: Endpoint, ref: ImageReference, desc: Descriptor, offset: number): Promise<Dispatcher.ResponseData> {
+    const res = await this.call(ep, {
+      retries: this.retriesFor(ep),
       method: 'GET',
-      url: this.url(ref, `blobs/${desc.digest}`),
+      url: this.url(ep, ref, `blobs/${desc.digest}`),
       scopes: [pullScope(ref.repository)],
       headers: offset > 0 ? { range: `bytes=${offset}-` } : {},
       followRedirects: true,
@@ -337,42 +465,84 @@ export class RegistryClient {
     throw await this.errorFrom(ref, res, `fetching blob ${desc.digest} from ${ref.name}`);
   }
 
-  /** Yields the blob's bytes, resuming after dropped connections; never more than desc.size bytes. */
-  private async *blobChunks(ref: ImageReference, desc: Descriptor, first: Dispatcher.ResponseData): AsyncGenerator<Buffer> {
-    let res = first;
-    let offset = 0;
-    for (let resumes = 0; ; resumes++) {
-      // A 200 answer to a Range request restarts at zero: skip what the reader already has.
-      let skip = res.statusCode === 200 ? offset : rangeStart(res) === offset ? 0 : -1;
-      if (skip < 0) {
-        await res.body.dump();
-        throw new RegistryError(`registry answered a resume of blob ${desc.digest} from the wrong offset`, ref.registry);
-      }
-      try {
-        for await (const raw of res.body) {
-          let chunk = raw as Buffer;
+  /**
+   * The blob's bytes as one stream, resuming after dropped connections; never more than desc.size
+   * bytes. Event-driven with backpressure (pause/resume) rather than async iteration, which costs
+   * several times the CPU per chunk on a fast link.
+   */
+  private blobStream(ep: Endpoint, ref: ImageReference, desc: Descriptor, first: Dispatcher.ResponseData): Readable {
+    let current: Dispatcher.ResponseData['body'] | undefined;
+    let stopped = false;
+    const out = new Readable({
+      highWaterMark: 256 * 1024,
+      read: () => current?.resume(),
+      destroy: (err, callback) => {
+        stopped = true;
+        current?.destroy();
+        callback(err);
+      },
+    });
+
+    /** Relays one response body; resolves with the offset reached when it ends. */
+    const relay = (res: Dispatcher.ResponseData, offset: number, skip: number): Promise<number> =>
+      new Promise((resolve, reject) => {
+        const body = res.body;
+        current = body;
+        body.on('data', (raw: Buffer) => {
+          let chunk = raw;
           if (skip > 0) {
             const n = Math.min(skip, chunk.length);
             skip -= n;
             chunk = chunk.subarray(n);
-            if (chunk.length === 0) continue;
+            if (chunk.length === 0) return;
           }
           offset += chunk.length;
           if (offset > desc.size) {
-            throw new ContentVerificationError(`blob ${desc.digest} from ${ref.name} is larger than its ${desc.size} bytes`, ref.registry);
+            body.destroy();
+            reject(new ContentVerificationError(`blob ${desc.digest} from ${ref.name} is larger than its ${desc.size} bytes`, ref.registry));
+            return;
           }
-          yield chunk;
+          if (!out.push(chunk)) body.pause();
+        });
+        body.once('end', () => resolve(offset));
+        body.once('error', (err) => reject(Object.assign(err, { offset })));
+        body.once('close', () => {
+          if (stopped) reject(new Error('blob stream closed by its reader'));
+        });
+      });
+
+    const pump = async (): Promise<void> => {
+      let res = first;
+      let offset = 0;
+      for (let resumes = 0; ; resumes++) {
+        // A 200 answer to a Range request restarts at zero: skip what the reader already has.
+        const skip = res.statusCode === 200 ? offset : rangeStart(res) === offset ? 0 : -1;
+        if (skip < 0) {
+          await res.body.dump();
+          throw new RegistryError(`registry answered a resume of blob ${desc.digest} from the wrong offset`, ref.registry);
         }
-        if (offset >= desc.size) return;
-        if (resumes >= MAX_BLOB_RESUMES) {
-          throw new RegistryError(`blob ${desc.digest} from ${ref.name} ended after ${offset} of ${desc.size} bytes`, ref.registry);
+        try {
+          offset = await relay(res, offset, skip);
+          if (offset >= desc.size) {
+            out.push(null);
+            return;
+          }
+          if (resumes >= MAX_BLOB_RESUMES) {
+            throw new RegistryError(`blob ${desc.digest} from ${ref.name} ended after ${offset} of ${desc.size} bytes`, ref.registry);
+          }
+        } catch (err) {
+          if (stopped) return;
+          const reached = (err as { offset?: unknown }).offset;
+          if (typeof reached === 'number') offset = reached;
+          if (!isNetworkError(err) || resumes >= MAX_BLOB_RESUMES) throw err;
+          await wait(backoffDelay(resumes, this.retryPolicy));
         }
-      } catch (err) {
-        if (!isNetworkError(err) || resumes >= MAX_BLOB_RESUMES) throw err;
-        await wait(backoffDelay(resumes, this.retryPolicy));
+        if (stopped) return;
+        res = await this.openBlob(ep, ref, desc, offset);
       }
-      res = await this.openBlob(ref, desc, offset);
-    }
+    };
+    pump().catch((err: unknown) => out.destroy(err as Error));
+    return out;
   }
 
   private async uploadBlob(
@@ -382,25 +552,27 @@ export class RegistryClient {
     scopes: readonly string[],
     mountFrom: string | undefined,
   ): Promise<void> {
-    const start = this.url(ref, 'blobs/uploads/');
+    const ep = this.endpoint(ref.registry);
+    const start = this.url(ep, ref, 'blobs/uploads/');
     if (mountFrom && mountFrom !== ref.repository) {
       start.searchParams.set('mount', desc.digest);
       start.searchParams.set('from', mountFrom);
     }
-    const started = await this.call(ref, { method: 'POST', url: start, scopes, body: () => '' });
+    const started = await this.call(ep, { method: 'POST', url: start, scopes, body: () => '', headers: { 'content-length': '0' } });
     await started.body.dump();
     if (started.statusCode === 201) return; // mounted from the other repository
     if (started.statusCode !== 202) throw await this.errorFrom(ref, started, `starting upload of ${desc.digest} to ${ref.name}`);
-    const location = headerValue(started.headers.location);
-    if (!location) throw new RegistryError(`registry gave no upload location for ${desc.digest} in ${ref.name}`, ref.registry, 202);
+    let location = uploadLocation(ref, started, start);
 
-    const put = withQuery(new URL(location, start), 'digest', desc.digest);
-    const res = await this.call(ref, {
+    if (desc.size > this.chunkThreshold) location = await this.uploadChunks(ep, ref, desc, open, scopes, location);
+
+    const chunked = desc.size > this.chunkThreshold;
+    const res = await this.call(ep, {
       method: 'PUT',
-      url: put,
+      url: withQuery(location, 'digest', desc.digest),
       scopes,
-      headers: { 'content-type': 'application/octet-stream', 'content-length': String(desc.size) },
-      body: open,
+      headers: { 'content-type': 'application/octet-stream', 'content-length': chunked ? '0' : String(desc.size) },
+      body: chunked ? () => '' : open,
       retry: false,
     });
     if (res.statusCode !== 201 && res.statusCode !== 204) {
@@ -409,10 +581,101 @@ export class RegistryClient {
     await res.body.dump();
   }
 
+  /**
+   * Sends the blob as PATCH chunks into the upload session at `location`; returns the location
+   * for the closing PUT. Each chunk is streamed from `open()`'s stream, never buffered whole.
+   * When a chunk fails or the registry's Range says it kept less than was sent, the session's
+   * state is asked for (GET on the upload location) and the upload resumes from the offset the
+   * registry reports, reading a fresh stream up to it.
+   */
+  private async uploadChunks(
+    ep: Endpoint,
+    ref: ImageReference,
+    desc: Descriptor,
+    open: () => Readable,
+    scopes: readonly string[],
+    initial: URL,
+  ): Promise<URL> {
+    let location = initial;
+    let offset = 0;
+    let source = new ChunkSource(open());
+    try {
+      for (let resumes = 0; offset < desc.size; ) {
+        const length = Math.min(this.chunkSize, desc.size - offset);
+        const from = offset;
+        let failure: unknown;
+        let used = false;
+        try {
+          const res = await this.call(ep, {
+            method: 'PATCH',
+            url: location,
+            scopes,
+            headers: {
+              'content-type': 'application/octet-stream',
+              'content-length': String(length),
+              'content-range': `${from}-${from + length - 1}`,
+            },
+            body: () => {
+              // A second attempt (re-authentication) cannot replay a consumed chunk: resume instead.
+              if (used) throw new RegistryError(`chunk of ${desc.digest} must be resent`, ref.registry, undefined, undefined, true);
+              used = true;
+              return source.take(length);
+            },
+            retry: false,
+          });
+          if (res.statusCode === 202 || res.statusCode === 204) {
+            await res.body.dump();
+            location = uploadLocation(ref, res, location);
+            const end = rangeEnd(res);
+            offset = end === undefined ? from + length : end + 1;
+            if (offset === from + length) continue;
+            failure = new RegistryError(`registry kept ${offset} of ${from + length} bytes of ${desc.digest}`, ref.registry, res.statusCode, undefined, true);
+          } else {
+            throw await this.errorFrom(ref, res, `uploading a chunk of blob ${desc.digest} to ${ref.name}`);
+          }
+        } catch (err) {
+          if (!(err instanceof RegistryError && err.retryable) && !isNetworkError(err)) throw err;
+          failure = err;
+        }
+        // Resume: ask the session where it stands, then read a fresh stream up to there.
+        if (resumes++ >= MAX_UPLOAD_RESUMES) throw failure;
+        await wait(backoffDelay(resumes - 1, this.retryPolicy));
+        const status = await this.uploadStatus(ep, ref, desc, scopes, location);
+        location = status.location;
+        offset = status.offset;
+        source.destroy();
+        source = new ChunkSource(open());
+        await source.skip(offset);
+      }
+      return location;
+    } finally {
+      source.destroy();
+    }
+  }
+
+  /** GET on an upload session: its current location and how many bytes the registry holds. */
+  private async uploadStatus(
+    ep: Endpoint,
+    ref: ImageReference,
+    desc: Descriptor,
+    scopes: readonly string[],
+    location: URL,
+  ): Promise<{ location: URL; offset: number }> {
+    const res = await this.call(ep, { method: 'GET', url: location, scopes });
+    if (res.statusCode !== 204 && res.statusCode !== 200) {
+      throw await this.errorFrom(ref, res, `checking the upload of ${desc.digest} to ${ref.name}`);
+    }
+    await res.body.dump();
+    const end = rangeEnd(res);
+    return { location: uploadLocation(ref, res, location), offset: end === undefined ? 0 : end + 1 };
+  }
+
   private async fetchSmallBlob(ref: ImageReference, desc: Descriptor, limit: number): Promise<Buffer> {
     if (desc.size > limit) {
       throw new UnsupportedManifestError(`blob ${desc.digest} of ${ref} is ${desc.size} bytes, over the ${limit} byte limit`, ref.registry);
     }
+    const cached = await this.cache?.get(desc.digest);
+    if (cached && cached.length === desc.size && sha256(cached) === desc.digest) return cached;
     const bytes = await readLimited(await this.fetchBlob(ref, desc), limit, `blob ${desc.digest}`, ref.registry);
     const digest = sha256(bytes);
     if (digest !== desc.digest || bytes.length !== desc.size) {
@@ -421,28 +684,59 @@ export class RegistryClient {
         ref.registry,
       );
     }
+    await this.cache?.put(digest, bytes);
     return bytes;
   }
 
   // -------------------------------------------------------------------------------------------
   // Internals: HTTP
 
-  private url(ref: ImageReference, path: string): URL {
-    const host = registryHost(ref.registry);
-    const scheme = isInsecureByDefault(host, this.insecure) || isInsecureByDefault(ref.registry, this.insecure) ? 'http' : 'https';
-    return new URL(`${scheme}://${host}/v2/${ref.repository}/${path}`);
+  /** The registry itself (pushes, and pulls from anything but Docker Hub). */
+  private endpoint(registry: string): Endpoint {
+    const host = registryHost(registry);
+    const scheme = isInsecureByDefault(host, this.insecure) || isInsecureByDefault(registry, this.insecure) ? 'http' : 'https';
+    return { registry, host, origin: `${scheme}://${host}`, mirror: false };
+  }
+
+  /** Where pulls of `ref` go, in order: Docker Hub's mirrors, then the registry itself. */
+  private pullEndpoints(ref: ImageReference): Endpoint[] {
+    const origin = this.endpoint(ref.registry);
+    return ref.registry === DOCKER_HUB && this.mirrors.length > 0 ? [...this.mirrors, origin] : [origin];
+  }
+
+  /** Runs `fn` against each pull endpoint until one succeeds; the origin's error is the one reported. */
+  private async onPullEndpoints<T>(ref: ImageReference, fn: (ep: Endpoint) => Promise<T>): Promise<T> {
+    const endpoints = this.pullEndpoints(ref);
+    for (let i = 0; ; i++) {
+      const ep = endpoints[i] as Endpoint;
+      try {
+        return await fn(ep);
+      } catch (err) {
+        // A mirror that fails in any way (down, missing the image, refusing us) is skipped.
+        if (i >= endpoints.length - 1) throw err;
+      }
+    }
+  }
+
+  private retriesFor(ep: Endpoint): number {
+    return ep.mirror ? Math.min(1, this.retryPolicy.retries) : this.retryPolicy.retries;
+  }
+
+  private url(ep: Endpoint, ref: ImageReference, path: string): URL {
+    return new URL(`${ep.origin}/v2/${ref.repository}/${path}`);
   }
 
   /**
    * Sends one logical request: authenticates, retries transient failures and follows redirects.
    * Returns the final response whatever its status, except 401 after re-authenticating (thrown).
    */
-  private async call(ref: ImageReference, opts: CallOptions): Promise<Dispatcher.ResponseData> {
-    const registry = ref.registry;
-    const host = registryHost(registry);
+  private async call(ep: Endpoint, opts: CallOptions): Promise<Dispatcher.ResponseData> {
+    const registry = ep.registry;
+    const host = ep.host;
+    const retries = opts.retries ?? this.retryPolicy.retries;
     // Credentials go to the registry's own origin only, as in containerd: never to a redirect
     // target (blob storage) or an upload location on another host.
-    const registryOrigin = this.url(ref, '').origin;
+    const registryOrigin = ep.origin;
     let url = opts.url;
     let method: Method = opts.method;
     let reauthenticated = false;
@@ -461,7 +755,7 @@ export class RegistryClient {
         res = await request(url, { method, headers, body, dispatcher: this.dispatcher });
       } catch (err) {
         if (body instanceof Readable) body.destroy();
-        if (opts.retry !== false && isNetworkError(err) && attempt < this.retryPolicy.retries) {
+        if (opts.retry !== false && isNetworkError(err) && attempt < retries) {
           await wait(backoffDelay(attempt++, this.retryPolicy));
           continue;
         }
@@ -482,7 +776,7 @@ export class RegistryClient {
       if (status === 401 && sameOrigin) {
         const challenge = res.headers['www-authenticate'];
         await res.body.dump();
-        if (reauthenticated) throw await this.authFailure(ref);
+        if (reauthenticated) throw await this.authFailure(registry);
         authorization = await this.auth.onUnauthorized(registry, host, opts.scopes, challenge);
         reauthenticated = true;
         continue;
@@ -497,7 +791,7 @@ export class RegistryClient {
           continue;
         }
       }
-      if (opts.retry !== false && isRetryableStatus(status) && attempt < this.retryPolicy.retries) {
+      if (opts.retry !== false && isRetryableStatus(status) && attempt < retries) {
         const delay = backoffDelay(attempt++, this.retryPolicy, parseRetryAfter(res.headers['retry-after']));
         await res.body.dump();
         await wait(delay);
@@ -507,12 +801,10 @@ export class RegistryClient {
     }
   }
 
-  private async authFailure(ref: ImageReference): Promise<AuthenticationError> {
-    const hasCreds = await this.auth.hasCredentials(ref.registry);
-    const hint = hasCreds
-      ? ''
-      : ` (no credentials found for ${ref.registry}; ${ref.name} may not exist or may need docker login)`;
-    return new AuthenticationError(`authentication failed for ${ref.registry}: 401 Unauthorized${hint}`, ref.registry);
+  private async authFailure(registry: string): Promise<AuthenticationError> {
+    const hasCreds = await this.auth.hasCredentials(registry);
+    const hint = hasCreds ? '' : ` (no credentials found for ${registry}; the repository may not exist or may need builder login)`;
+    return new AuthenticationError(`authentication failed for ${registry}: 401 Unauthorized${hint}`, registry);
   }
 
   /** Turns an unexpected response into a RegistryError carrying the registry's own error code and message. */
@@ -609,6 +901,85 @@ async function errorCode(res: Dispatcher.ResponseData): Promise<string | undefin
 function rangeStart(res: Dispatcher.ResponseData): number | undefined {
   const m = /^bytes (\d+)-/.exec(headerValue(res.headers['content-range']) ?? '');
   return m ? Number(m[1]) : undefined;
+}
+
+function rangeEnd(res: Dispatcher.ResponseData): number | undefined {
+  const m = /^(?:bytes=)?\d+-(\d+)$/.exec((headerValue(res.headers.range) ?? '').trim());
+  return m ? Number(m[1]) : undefined;
+}
+
+function uploadLocation(ref: ImageReference, res: Dispatcher.ResponseData, base: URL): URL {
+  const location = headerValue(res.headers.location);
+  if (!location) throw new RegistryError(`registry gave no upload location in ${ref.name}`, ref.registry, res.statusCode);
+  return new URL(location, base);
+}
+
+/** CA certificates for HTTPS: SSL_CERT_FILE when set (as Go and OpenSSL do), else the system bundle. */
+function caOptions(env: NodeJS.ProcessEnv): { ca?: string } {
+  const file = env.SSL_CERT_FILE || SYSTEM_CA_FILES.find((f) => existsSync(f));
+  if (!file) return {};
+  try {
+    return { ca: readFileSync(file, 'utf8') };
+  } catch (err) {
+    if (env.SSL_CERT_FILE) throw new Error(`cannot read SSL_CERT_FILE ${file}: ${(err as Error).message}`);
+    return {};
+  }
+}
+
+/** `https://mirror.example.com`, `http://10.0.0.5:5000/`, `127.0.0.1:5001` → an endpoint. */
+function parseMirror(text: string, insecure: readonly string[]): Endpoint {
+  const m = /^(?:(https?):\/\/)?([^/]+)\/*$/i.exec(text.trim());
+  if (!m) throw new Error(`invalid registry mirror "${text}": expected [http[s]://]host[:port]`);
+  const host = (m[2] as string).toLowerCase();
+  const scheme = m[1]?.toLowerCase() ?? (isInsecureByDefault(host, insecure) ? 'http' : 'https');
+  return { registry: host, host, origin: `${scheme}://${host}`, mirror: true };
+}
+
+/**
+ * Hands out consecutive byte ranges of one stream as streams of their own (upload chunks),
+ * without buffering more than the stream's own chunks.
+ */
+class ChunkSource {
+  private readonly iterator: AsyncIterator<Buffer>;
+  private leftover: Buffer | undefined;
+
+  constructor(private readonly stream: Readable) {
+    this.iterator = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  }
+
+  /** The next `length` bytes as a stream; fails if the source ends first. */
+  take(length: number): Readable {
+    return Readable.from(this.bytes(length), { objectMode: false });
+  }
+
+  async skip(length: number): Promise<void> {
+    for await (const _ of this.bytes(length)) {
+      // discard
+    }
+  }
+
+  destroy(): void {
+    this.stream.destroy();
+  }
+
+  private async *bytes(length: number): AsyncGenerator<Buffer> {
+    let remaining = length;
+    while (remaining > 0) {
+      let chunk = this.leftover;
+      this.leftover = undefined;
+      if (!chunk) {
+        const next = await this.iterator.next();
+        if (next.done) throw new Error(`blob stream ended ${remaining} bytes early`);
+        chunk = Buffer.isBuffer(next.value) ? next.value : Buffer.from(next.value);
+      }
+      if (chunk.length > remaining) {
+        this.leftover = chunk.subarray(remaining);
+        chunk = chunk.subarray(0, remaining);
+      }
+      remaining -= chunk.length;
+      yield chunk;
+    }
+  }
 }
 
 function headerValue(value: string | string[] | undefined): string | undefined {

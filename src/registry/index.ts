@@ -25,9 +25,12 @@ export {
   type CredentialStore,
   type Credentials,
 } from './auth.js';
+export { BlobSources } from './blob-sources.js';
+export { dockerConfigPath, loginServer, removeCredentials, saveCredentials, type DockerConfigOptions, type StoredWhere } from './docker-config.js';
 export {
   MANIFEST_ACCEPT,
   RegistryClient,
+  type ContentCache,
   type FetchedManifest,
   type PushBlobOptions,
   type RegistryClientOptions,

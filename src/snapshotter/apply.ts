@@ -20,12 +20,16 @@ import type { Stats } from 'node:fs';
 import {
   chmodSync,
   closeSync,
+  copyFileSync,
+  constants as fsc,
+  ftruncateSync,
   lchownSync,
   linkSync,
   lutimesSync,
   mkdirSync,
   openSync,
   readdirSync,
+  readlinkSync,
   rmSync,
   symlinkSync,
   unlinkSync,
@@ -40,8 +44,10 @@ import { createGunzip } from 'node:zlib';
 import tar, { type Header } from 'tar-stream';
 import { DigestCounter } from '../cache/content-store.js';
 import type { Digest } from '../oci/types.js';
-import { mknod } from './exec.js';
+import { devMajor, devMinor, mknod } from './exec.js';
 import {
+  applyAttrsSync,
+  readXattrsSync,
   OVERLAY_OPAQUE_XATTR,
   OVERLAY_XATTR_PREFIX,
   WHITEOUT_OPAQUE,
@@ -57,15 +63,47 @@ import { asLocalSnapshotter, type SnapshotLayout } from './store.js';
 import type { Snapshotter } from './types.js';
 
 export class LayerSecurityError extends Error {
-  constructor(readonly entry: string, reason: string) {
-    super(`refusing layer entry ${JSON.stringify(entry)}: ${reason}`);
+  /** The layer (digest or file) the entry came from, when known. */
+  layer: string | undefined;
+
+  constructor(readonly entry: string, readonly reason: string, layer?: string) {
+    super(securityMessage(entry, reason, layer));
     this.name = 'LayerSecurityError';
+    this.layer = layer;
+  }
+
+  /** Names the layer in the message (applyLayer knows it; the entry handlers do not). */
+  withLayer(layer: string | undefined): this {
+    if (layer !== undefined && this.layer === undefined) {
+      this.layer = layer;
+      this.message = securityMessage(this.entry, this.reason, layer);
+    }
+    return this;
+  }
+}
+
+function securityMessage(entry: string, reason: string, layer: string | undefined): string {
+  return `${layer !== undefined ? `layer ${layer}: ` : ''}refusing layer entry ${JSON.stringify(entry)}: ${reason}`;
+}
+
+/** The uncompressed stream did not hash to the diffID the image config promises. */
+export class DiffIDMismatchError extends Error {
+  constructor(readonly layer: string | undefined, readonly expected: Digest, readonly actual: Digest) {
+    super(`${layer !== undefined ? `layer ${layer}: ` : ''}uncompressed digest ${actual} does not match diff_id ${expected}`);
+    this.name = 'DiffIDMismatchError';
   }
 }
 
 export interface ApplyLayerOptions {
   /** Told about entries that were skipped (device nodes that cannot be made, odd xattrs...). */
   onWarning?: (message: string) => void;
+  /**
+   * Names the layer in errors. Default: the blob's digest when `layer` is a file stream of a
+   * content store blob (`…/sha256/<hex>`), else the file's path.
+   */
+  layerName?: string;
+  /** The diff_id from the image config: the apply fails (before it is finished) on a mismatch. */
+  diffID?: Digest;
 }
 
 /** A parsed header; tar-stream puts the entry's PAX records (strings) in `pax`. */
@@ -99,12 +137,16 @@ export async function applyLayer(
   const feeding = pipeline([...stages, extract] as unknown as [Readable, NodeJS.WritableStream]);
   feeding.catch(() => undefined); // observed below; avoid an unhandled rejection meanwhile
 
+  const layerName = opts.layerName ?? nameOfStream(layer);
   const applier = new Applier(layout, opts.onWarning ?? (() => undefined));
+  let digest: Digest;
   try {
     for await (const entry of extract) {
       await applier.apply(entry.header, entry);
     }
     await feeding;
+    digest = diffID.digest();
+    if (opts.diffID !== undefined && digest !== opts.diffID) throw new DiffIDMismatchError(layerName, opts.diffID, digest);
     await applier.finish();
   } catch (err) {
     for (const s of stages) s.destroy();
@@ -112,9 +154,18 @@ export async function applyLayer(
     if ('destroy' in layer && typeof layer.destroy === 'function') layer.destroy();
     await feeding.catch(() => undefined);
     await applier.cleanup();
+    if (err instanceof LayerSecurityError) err.withLayer(layerName);
     throw err;
   }
-  return { diffID: diffID.digest() };
+  return { diffID: digest };
+}
+
+/** `sha256:<hex>` for a content-store blob stream, the path for another file stream. */
+function nameOfStream(layer: Readable | NodeJS.ReadableStream): string | undefined {
+  const path = (layer as { path?: unknown }).path;
+  if (typeof path !== 'string') return undefined;
+  const m = /\/sha256\/([0-9a-f]{64})$/.exec(path);
+  return m ? `sha256:${m[1]}` : path;
 }
 
 // --- binary-safe xattrs ----------------------------------------------------------------------
@@ -353,7 +404,18 @@ class Applier {
     // 'wx' = O_CREAT|O_EXCL: never opens through a symlink planted at this name.
     const fd = openSync(abs, 'wx', 0o600);
     try {
-      for await (const chunk of body) writeAllSync(fd, chunk as Uint8Array);
+      // Runs of zeros become holes: a huge, mostly empty file costs its data, not its size.
+      let pos = 0;
+      let end = 0;
+      for await (const chunk of body) {
+        const buf = chunk as Uint8Array;
+        if (!isZeros(buf)) {
+          writeAllSync(fd, buf, pos);
+          end = pos + buf.length;
+        }
+        pos += buf.length;
+      }
+      if (pos > end) ftruncateSync(fd, pos);
     } finally {
       closeSync(fd);
     }
@@ -375,9 +437,10 @@ class Applier {
       this.warn(`skipped ${name}: hardlink to itself`);
       return;
     }
-    // The target must already be in this tree (for overlay: in this very layer), reached
-    // through real directories only.
-    const targetAbs = await this.existingInTree(target, name);
+    // The target must already be in the tree, reached through real directories only. With
+    // overlay, a target from a lower layer is first copied up into this layer (as overlayfs
+    // itself does when a file is linked through the merged view).
+    const targetAbs = this.overlay ? await this.existingOrCopiedUp(target, name) : await this.existingInTree(target, name);
     const abs = await this.prepareTarget(rel, name, false);
     linkSync(targetAbs, abs);
   }
@@ -403,7 +466,9 @@ class Applier {
       // Whiteouts only hide lower layers. Something this layer wrote there already hides them,
       // except a directory, whose lower contents still show through unless it is opaque.
       if (st?.isDirectory()) await this.markOpaque(rel, abs);
-      else if (!st) await this.makeWhiteout(abs);
+      // Only where a lower layer shows something: a redundant whiteout in a directory that is
+      // not merged (an opaque one) would be listed as a device by overlayfs.
+      else if (!st && (await this.lowerLookup(rel)) !== undefined) await this.makeWhiteout(abs);
       return;
     }
     if (!(await this.ensureDir(parentOf(rel), name, false))) return;
@@ -516,6 +581,48 @@ class Applier {
       throw new LayerSecurityError(name, `hardlink target ${JSON.stringify(rel)} does not exist in this layer`);
     }
     if (st.isDirectory()) throw new LayerSecurityError(name, `hardlink target ${JSON.stringify(rel)} is a directory`);
+    return abs;
+  }
+
+  /**
+   * overlay: the upper-dir path of non-directory `rel` as the merged view shows it, copying it up
+   * from the nearest lower layer that has it. Every directory on the way must be a real
+   * directory in the merged view (symlinks are refused, whiteouts end the lookup).
+   */
+  private async existingOrCopiedUp(rel: string, name: string): Promise<string> {
+    const missing = (): LayerSecurityError => new LayerSecurityError(name, `hardlink target ${JSON.stringify(rel)} does not exist`);
+    let cur = '';
+    for (const c of parentOf(rel).split('/').filter(Boolean)) {
+      cur = joinRel(cur, c);
+      if (this.dirs.has(cur)) continue;
+      const st = lstatOrUndefinedSync(join(this.root, cur));
+      if (st?.isSymbolicLink()) throw new LayerSecurityError(name, `hardlink target crosses symlink ${JSON.stringify(cur)}`);
+      if (st?.isDirectory()) continue;
+      if (st) throw missing(); // a whiteout or a file of this layer hides the lower dirs
+      const below = await this.lowerLookup(cur);
+      if (below === 'symlink') throw new LayerSecurityError(name, `hardlink target crosses symlink ${JSON.stringify(cur)} of a lower layer`);
+      if (below === undefined || below === 'other') throw missing();
+    }
+    const abs = join(this.root, rel);
+    const st = lstatOrUndefinedSync(abs);
+    if (st && isOverlayWhiteout(st)) throw missing();
+    if (st?.isDirectory()) throw new LayerSecurityError(name, `hardlink target ${JSON.stringify(rel)} is a directory`);
+    if (st) return abs;
+    // Not in this layer: find it below (its parents were checked above) and copy it up.
+    const lower = (await this.visibleLowers(parentOf(rel)))
+      .map((i) => join(this.lowers[i]!, rel))
+      .map((path) => ({ path, st: lstatOrUndefinedSync(path) }))
+      .find((x) => x.st !== undefined);
+    if (!lower?.st || isOverlayWhiteout(lower.st)) throw missing();
+    if (lower.st.isDirectory()) throw new LayerSecurityError(name, `hardlink target ${JSON.stringify(rel)} is a directory`);
+    await this.ensureDir(parentOf(rel), name, true);
+    const lst = lower.st;
+    if (lst.isFile()) copyFileSync(lower.path, abs, fsc.COPYFILE_EXCL);
+    else if (lst.isSymbolicLink()) symlinkSync(readlinkSync(lower.path), abs);
+    else if (lst.isFIFO()) await mknod(abs, 'p');
+    else if (lst.isCharacterDevice() || lst.isBlockDevice()) await mknod(abs, lst.isCharacterDevice() ? 'c' : 'b', devMajor(lst.rdev), devMinor(lst.rdev));
+    else throw missing();
+    applyAttrsSync(abs, { uid: lst.uid, gid: lst.gid, mode: lst.mode, atimeMs: lst.atimeMs, mtimeMs: lst.mtimeMs, symlink: lst.isSymbolicLink() }, readXattrsSync(lower.path, lst));
     return abs;
   }
 
@@ -647,8 +754,21 @@ function mtimeOf(h: Header): number {
   return h.mtime ? h.mtime.getTime() / 1000 : 0;
 }
 
-function writeAllSync(fd: number, chunk: Uint8Array): void {
-  for (let off = 0; off < chunk.length; ) off += writeSync(fd, chunk, off, chunk.length - off);
+function writeAllSync(fd: number, chunk: Uint8Array, position: number): void {
+  for (let off = 0; off < chunk.length; ) off += writeSync(fd, chunk, off, chunk.length - off, position + off);
+}
+
+const ZEROS = Buffer.alloc(64 * 1024);
+
+/** Whether a chunk is all zero bytes (memcmp against a zero buffer, piece by piece). */
+function isZeros(chunk: Uint8Array): boolean {
+  if (chunk.length < 512) return false; // not worth a hole
+  const buf = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length);
+  for (let off = 0; off < buf.length; off += ZEROS.length) {
+    const n = Math.min(ZEROS.length, buf.length - off);
+    if (!buf.subarray(off, off + n).equals(ZEROS.subarray(0, n))) return false;
+  }
+  return true;
 }
 
 async function drain(body: EntryBody): Promise<void> {

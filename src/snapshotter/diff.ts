@@ -1,6 +1,13 @@
 // Turning an active snapshot's changes into a deterministic OCI layer (tar+gzip) in the
-// content store. The tar is streamed: tar → diffID hash → gzip → digest hash → store temp
-// file; nothing is buffered and the blob is never read back.
+// content store. The tar is streamed: tar → diffID hash → compressor → digest hash → store
+// temp file; nothing but the compressor's blocks is buffered and the blob is never read back.
+//
+// gzip uses every core: the tar is cut into 1 MiB blocks, each compressed on libuv's thread
+// pool as an independent gzip member, and the members are written in order (RFC 1952 allows
+// any number of members; every gzip reader, Go's included, reads them as one stream). Unlike
+// pigz, the bytes depend neither on the number of cores nor on which tools are installed, so
+// layer digests stay reproducible from machine to machine. A layer under 1 MiB is one member,
+// byte for byte what a plain gzip stream of it would be.
 //
 // Determinism: entries in tree order with siblings sorted bytewise (parents always precede
 // their children), numeric uid/gid with empty user/group names, no atime/ctime, integer mtimes
@@ -9,9 +16,12 @@
 import type { Stats } from 'node:fs';
 import { closeSync, createWriteStream, lstatSync, openSync, readSync, readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import { spawn } from 'node:child_process';
+import { availableParallelism } from 'node:os';
+import { Duplex, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGzip } from 'node:zlib';
+import { promisify } from 'node:util';
+import { gzip } from 'node:zlib';
 import { DigestCounter, type ContentStore } from '../cache/content-store.js';
 import { MediaType, type Digest } from '../oci/types.js';
 import { devMajor, devMinor } from './exec.js';
@@ -29,21 +39,35 @@ import {
 } from './fsutil.js';
 import { asLocalSnapshotter } from './store.js';
 import { tarBlocks, type TarEntry } from './tar-writer.js';
+
+const gzipAsync = promisify(gzip) as (buf: Buffer) => Promise<Buffer>;
 import type { Snapshotter } from './types.js';
+
+export type LayerCompression = 'gzip' | 'zstd' | 'uncompressed';
 
 export interface WriteLayerOptions {
   /** SOURCE_DATE_EPOCH (seconds): later mtimes are clamped to it; whiteouts get it. */
   sourceDateEpoch?: number;
+  /** gzip (default); zstd needs the `zstd` command. */
+  compression?: LayerCompression;
 }
+
+export type LayerMediaType = typeof MediaType.OciLayerGzip | typeof MediaType.OciLayerZstd | typeof MediaType.OciLayer;
 
 export interface WrittenLayer {
   diffID: Digest;
   digest: Digest;
   size: number;
-  mediaType: typeof MediaType.OciLayerGzip;
+  mediaType: LayerMediaType;
   /** No changes: nothing was stored (digest and size still describe the empty layer). */
   empty: boolean;
 }
+
+const MEDIA_TYPES: Record<LayerCompression, LayerMediaType> = {
+  gzip: MediaType.OciLayerGzip,
+  zstd: MediaType.OciLayerZstd,
+  uncompressed: MediaType.OciLayer,
+};
 
 /** A change found by a walker, before it becomes tar entries. */
 type Change =
@@ -70,32 +94,95 @@ export async function writeLayer(
       ? upperChanges(layout.dir, '', layout.parents, [])
       : treeChanges(layout.dir, layout.parents[0], '', []);
 
+  const compression = opts.compression ?? 'gzip';
+  if (!(compression in MEDIA_TYPES)) throw new Error(`unknown layer compression ${JSON.stringify(compression)}: use gzip, zstd or uncompressed`);
   const state = { entries: 0 };
   const diffID = new DigestCounter();
   const blob = new DigestCounter();
   const writer = await store.createWriter();
   try {
-    await pipeline(
-      Readable.from(tarBlocks(tarEntries(changes, epoch, state)), { objectMode: false }),
-      diffID,
-      createGzip(),
-      blob,
-      createWriteStream(writer.path),
-    );
+    const tarStream = Readable.from(tarBlocks(tarEntries(changes, epoch, state)), { objectMode: false });
+    const out = createWriteStream(writer.path);
+    if (compression === 'gzip') await pipeline(tarStream, diffID, parallelGzip, blob, out);
+    else if (compression === 'zstd') await pipeline(tarStream, diffID, zstdCompressor(), blob, out);
+    else await pipeline(tarStream, diffID, out); // the blob is the tar: one hash is enough
   } catch (err) {
     await writer.abort();
     throw err;
   }
+  const uncompressed = compression === 'uncompressed';
+  const diffDigest = diffID.digest();
   const result: WrittenLayer = {
-    diffID: diffID.digest(),
-    digest: blob.digest(),
-    size: blob.size,
-    mediaType: MediaType.OciLayerGzip,
+    diffID: diffDigest,
+    digest: uncompressed ? diffDigest : blob.digest(),
+    size: uncompressed ? diffID.size : blob.size,
+    mediaType: MEDIA_TYPES[compression],
     empty: state.entries === 0,
   };
   if (result.empty) await writer.abort();
   else await writer.commit(result.digest);
   return result;
+}
+
+// --- compression -----------------------------------------------------------------------------
+
+/** Uncompressed bytes per gzip member. */
+export const GZIP_BLOCK = 1024 * 1024;
+
+/**
+ * A pipeline stage: gzip as independent members of GZIP_BLOCK input bytes each, compressed
+ * concurrently on the thread pool (one more block in flight than there are cores, so a core
+ * never waits for the tar), emitted in input order.
+ */
+export async function* parallelGzip(source: AsyncIterable<Buffer>, opts: { blockSize?: number; inFlight?: number } = {}): AsyncGenerator<Buffer> {
+  const blockSize = opts.blockSize ?? GZIP_BLOCK;
+  const inFlight = opts.inFlight ?? availableParallelism() + 1;
+  const pending: Array<Promise<Buffer>> = [];
+  let parts: Buffer[] = [];
+  let size = 0;
+  let members = 0;
+  const start = (): void => {
+    const block = parts.length === 1 ? parts[0]! : Buffer.concat(parts, size);
+    const p = gzipAsync(block);
+    p.catch(() => undefined); // awaited in order below
+    pending.push(p);
+    parts = [];
+    size = 0;
+    members++;
+  };
+  try {
+    for await (const chunk of source) {
+      let buf = chunk;
+      while (buf.length > 0) {
+        const take = Math.min(blockSize - size, buf.length);
+        parts.push(take === buf.length ? buf : buf.subarray(0, take));
+        size += take;
+        buf = buf.subarray(take);
+        if (size === blockSize) {
+          start();
+          while (pending.length >= inFlight) yield await pending.shift()!;
+        }
+      }
+    }
+    if (size > 0 || members === 0) start();
+    while (pending.length > 0) yield await pending.shift()!;
+  } finally {
+    pending.length = 0;
+  }
+}
+
+/** zstd through the `zstd` command (Node 20 has none); multi-threaded output is deterministic. */
+function zstdCompressor(): Duplex {
+  const child = spawn('zstd', ['-3', '-T2', '-c', '-q'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const duplex = Duplex.from({ writable: child.stdin, readable: child.stdout });
+  child.on('error', (err) => duplex.destroy(new Error(`zstd compression needs the zstd command: ${err.message}`)));
+  child.on('close', (code) => {
+    if (code !== 0 && code !== null) duplex.destroy(new Error(`zstd failed (exit ${code}): ${stderr.trim()}`));
+  });
+  duplex.on('close', () => child.kill());
+  return duplex;
 }
 
 // --- overlay: the upper dir is the diff --------------------------------------------------------

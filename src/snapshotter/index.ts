@@ -26,8 +26,8 @@ export {
 export { isMountPoint, mountAll, unmountAll, withMounts, type WithMountsOptions } from './mount.js';
 export { NativeSnapshotter } from './native.js';
 export { OverlaySnapshotter } from './overlay.js';
-export { applyLayer, LayerSecurityError, type ApplyLayerOptions } from './apply.js';
-export { writeLayer, type WriteLayerOptions, type WrittenLayer } from './diff.js';
+export { applyLayer, DiffIDMismatchError, LayerSecurityError, type ApplyLayerOptions } from './apply.js';
+export { parallelGzip, writeLayer, type LayerCompression, type WriteLayerOptions, type WrittenLayer } from './diff.js';
 
 export type SnapshotterKind = 'auto' | 'overlayfs' | 'native';
 

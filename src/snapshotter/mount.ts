@@ -5,7 +5,10 @@
 // get too long we run `mount` from the common parent directory of the layer dirs and pass
 // relative paths, which the kernel resolves against the caller's working directory.
 
-import { mkdir, mkdtemp, readFile, realpath, rmdir } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmdirSync } from 'node:fs';
+import { realpath } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, sep } from 'node:path';
 import { processToken, runCommand } from './exec.js';
@@ -74,8 +77,10 @@ export async function mountAll(mounts: readonly Mount[], target: string): Promis
   let done = 0;
   try {
     for (const m of mounts) {
+      clearVolatileMark(m);
       const cmd = mountCommand(m, target);
-      await runCommand('mount', cmd.args, cmd.cwd ? { cwd: cmd.cwd } : {});
+      const [bin, pre] = m.type === 'overlay' ? mountTool() : ['mount', []];
+      await runCommand(bin, [...pre, ...cmd.args], cmd.cwd ? { cwd: cmd.cwd } : {});
       done++;
     }
   } catch (err) {
@@ -84,15 +89,55 @@ export async function mountAll(mounts: readonly Mount[], target: string): Promis
   }
 }
 
+/**
+ * The static busybox `mount`/`umount` start in a third of the time of util-linux's (which load
+ * libmount and lock utab): a few milliseconds per RUN step. Used for overlay mounts and all
+ * unmounts when present; util-linux otherwise, and for bind mounts (read-only binds need its
+ * remount step).
+ */
+let busybox: string | undefined | null = null;
+function mountTool(): [string, string[]] {
+  if (busybox === null) busybox = ['/bin/busybox', '/usr/bin/busybox'].find((p) => existsSync(p) && hasApplets(p));
+  return busybox ? [busybox, ['mount']] : ['mount', []];
+}
+function umountTool(): [string, string[]] {
+  mountTool();
+  return busybox ? [busybox, ['umount']] : ['umount', []];
+}
+function hasApplets(bin: string): boolean {
+  try {
+    const list = execFileSync(bin, ['--list'], { encoding: 'utf8' }).split('\n');
+    return list.includes('mount') && list.includes('umount');
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A `volatile` overlay leaves `<workdir>/work/incompat/volatile` behind and refuses to mount
+ * again while it exists; the previous mount of that upper dir is gone, so it can go.
+ */
+function clearVolatileMark(m: Mount): void {
+  if (m.type !== 'overlay' || !m.options.includes('volatile')) return;
+  const workdir = m.options.find((o) => o.startsWith('workdir='))?.slice('workdir='.length);
+  if (workdir) rmSync(join(workdir, 'work', 'incompat'), { recursive: true, force: true });
+}
+
 /** Unmounts everything mounted at `target` (stacked mounts included). Retries while busy. */
 export async function unmountAll(target: string): Promise<void> {
   const path = await realpath(target).catch(() => target);
   let failures = 0;
-  while ((await mountCountAt(path)) > 0) {
+  // Usually exactly one mount: unmount first, look at the mount table afterwards.
+  let known = true;
+  for (;;) {
+    if (!known && (await mountCountAt(path)) === 0) return;
+    known = false;
     try {
-      await runCommand('umount', [path]);
+      const [bin, pre] = umountTool();
+      await runCommand(bin, [...pre, path]);
       failures = 0;
     } catch (err) {
+      if ((await mountCountAt(path)) === 0) return; // it was not mounted (any more)
       // EBUSY right after a container exits is usually transient (a process still exiting).
       if (++failures > 20) throw err;
       await new Promise((r) => setTimeout(r, 25 * failures));
@@ -102,7 +147,7 @@ export async function unmountAll(target: string): Promise<void> {
 
 /** Mount points in this mount namespace, decoded from /proc/self/mountinfo. */
 export async function listMountPoints(): Promise<string[]> {
-  const text = await readFile('/proc/self/mountinfo', 'utf8');
+  const text = readFileSync('/proc/self/mountinfo', 'utf8');
   const out: string[] = [];
   for (const line of text.split('\n')) {
     const field = line.split(' ')[4];
@@ -123,6 +168,32 @@ export async function isMountPoint(path: string): Promise<boolean> {
 export interface WithMountsOptions {
   /** Directory in which the temporary mount point is made; by default `<snapshotter root>/mounts`. */
   mountRoot?: string;
+  /**
+   * Return as soon as `fn` succeeds and unmount in the background, for writable snapshot mounts
+   * (an overlay upper dir or a read-write bind): the caller diffs the snapshot while the unmount
+   * runs. The snapshotter's commit() and remove() of that snapshot wait for it (see
+   * settleUnmount); errors surface there. Read-only mounts and failures unmount at once.
+   */
+  deferUnmount?: boolean;
+}
+
+/** Background unmounts of writable snapshot dirs (their `fs` path) still running. */
+const pendingUnmounts = new Map<string, Promise<void>>();
+
+/** The writable snapshot dir of `mounts`, if any: what commit/remove must wait for. */
+function writableDir(mounts: readonly Mount[]): string | undefined {
+  for (const m of mounts) {
+    const upper = m.options.find((o) => o.startsWith('upperdir='));
+    if (upper) return upper.slice('upperdir='.length);
+    if (m.type === 'bind' && m.options.includes('rw')) return m.source;
+  }
+  return undefined;
+}
+
+/** Waits for a deferred unmount of snapshot dir `dir` (no-op when there is none); rethrows its error. */
+export async function settleUnmount(dir: string): Promise<void> {
+  const pending = pendingUnmounts.get(dir);
+  if (pending) await pending;
 }
 
 /**
@@ -136,12 +207,16 @@ export async function withMounts<T>(
   opts: WithMountsOptions = {},
 ): Promise<T> {
   const base = opts.mountRoot ?? mountRootFor(mounts);
-  await mkdir(base, { recursive: true });
-  const dir = await mkdtemp(join(base, `${processToken()}-`));
+  mkdirSync(base, { recursive: true });
+  const dir = mkdtempSync(join(base, `${processToken()}-`));
   try {
     await mountAll(mounts, dir);
   } catch (err) {
-    await rmdir(dir).catch(() => undefined);
+    try {
+      rmdirSync(dir);
+    } catch {
+      // leave it to sweep()
+    }
     throw err;
   }
   let outcome: { ok: true; value: T } | { ok: false; error: unknown };
@@ -150,9 +225,23 @@ export async function withMounts<T>(
   } catch (error) {
     outcome = { ok: false, error };
   }
+  const writable = opts.deferUnmount && outcome.ok ? writableDir(mounts) : undefined;
+  if (outcome.ok && writable !== undefined && !pendingUnmounts.has(writable)) {
+    const pending = (async () => {
+      try {
+        await unmountAll(dir);
+        rmdirSync(dir);
+      } finally {
+        pendingUnmounts.delete(writable);
+      }
+    })();
+    pending.catch(() => undefined); // observed by settleUnmount
+    pendingUnmounts.set(writable, pending);
+    return outcome.value;
+  }
   try {
     await unmountAll(dir);
-    await rmdir(dir);
+    rmdirSync(dir);
   } catch (cleanupError) {
     // Both failing: report both; a leaked mount must not go unnoticed.
     if (!outcome.ok) throw new AggregateError([outcome.error, cleanupError], `${String(outcome.error)}; then unmounting ${dir} failed`);

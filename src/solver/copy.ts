@@ -3,7 +3,7 @@
 // an existing directory, or there are several sources; ownership is 0:0 from the context and
 // preserved from another stage unless --chown says otherwise; modes are kept unless --chmod.
 
-import { copyFile, chmod, chown, lchown, lstat, lutimes, mkdir, readlink, rm, symlink, utimes } from 'node:fs/promises';
+import { copyFile, chmod, chown, lchown, lstat, lutimes, mkdir, readlink, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { walk, type SourceFilter } from '../cache/checksum.js';
 import { secureJoin } from './secure-join.js';
@@ -24,6 +24,8 @@ export interface CopyParams {
   /** Owner for every copied entry; undefined keeps the source's owners. */
   owner?: Owner;
   chmod?: number;
+  /** Keep each source's path (its parent directories) under `dest` (COPY --parents). */
+  parents?: boolean;
 }
 
 export async function copySources(p: CopyParams): Promise<void> {
@@ -33,7 +35,8 @@ export async function copySources(p: CopyParams): Promise<void> {
     const srcAbs = src === '.' ? p.srcRoot : join(p.srcRoot, src);
     const srcIsDir = (await lstat(srcAbs)).isDirectory();
     let target = p.dest;
-    if (!srcIsDir && (intoDir || (await isDirectory(await secureJoin(p.destRoot, p.dest))))) {
+    if (p.parents && src !== '.') target = posix.join(p.dest, src);
+    else if (!srcIsDir && (intoDir || (await isDirectory(await secureJoin(p.destRoot, p.dest))))) {
       target = posix.join(p.dest, posix.basename(src));
     }
     await mkdirAll(p.destRoot, srcIsDir ? target : posix.dirname(target), 0o755, p.owner ?? { uid: 0, gid: 0 });
@@ -117,4 +120,40 @@ export async function mkdirAll(root: string, dir: string, mode: number, owner: O
     await chown(host, owner.uid, owner.gid);
     await chmod(host, mode);
   }
+}
+
+/** Creates or replaces the regular file `path` (an image path) with `data` (mkfile action). */
+export async function makeFile(root: string, path: string, data: string | Uint8Array, mode: number, owner: Owner): Promise<void> {
+  const dir = posix.dirname(posix.normalize(`/${path}`));
+  await mkdirAll(root, dir, 0o755, owner);
+  const host = join(await secureJoin(root, dir), posix.basename(path));
+  await removeUnlessKind(host, 'file');
+  await writeFile(host, data);
+  await chown(host, owner.uid, owner.gid);
+  await chmod(host, mode);
+}
+
+/**
+ * Writes an exec op's transient script files into the container root; the returned function
+ * removes them again (and the directories created for them), so they never reach the layer.
+ */
+export async function writeScripts(root: string, scripts: ReadonlyArray<{ path: string; data: string; mode: number }>): Promise<() => Promise<void>> {
+  const created: string[] = [];
+  for (const script of scripts) {
+    let current = '/';
+    for (const part of posix.dirname(posix.normalize(`/${script.path}`)).split('/').filter(Boolean)) {
+      current = posix.join(current, part);
+      const host = await secureJoin(root, current);
+      if (await isDirectory(host)) continue;
+      await mkdir(host);
+      created.push(host);
+    }
+    const host = join(await secureJoin(root, posix.dirname(script.path)), posix.basename(script.path));
+    await writeFile(host, script.data, { flag: 'wx' });
+    await chmod(host, script.mode);
+    created.push(host);
+  }
+  return async () => {
+    for (const path of created.reverse()) await rm(path, { recursive: true, force: true });
+  };
 }

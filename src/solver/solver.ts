@@ -4,7 +4,7 @@
 
 import pLimit from 'p-limit';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { lstat, mkdtemp, rm, utimes } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { CacheIndex, LayerRecord } from '../cache/cache-index.js';
@@ -18,13 +18,15 @@ import {
   type Digest,
   type ExecOp,
   type FileOp,
+  type HttpOp,
   type ImageOp,
   type Platform,
   type Vertex,
 } from '../definition/index.js';
 import type { Snapshotter } from '../snapshotter/types.js';
-import { copySources, mkdirAll, type Owner } from './copy.js';
+import { copySources, makeFile, mkdirAll, writeScripts, type Owner } from './copy.js';
 import { StepError } from './errors.js';
+import { archiveKind, extractArchive } from './unpack.js';
 import type { ProgressListener } from './progress.js';
 import { resolveOwner } from './users.js';
 
@@ -134,6 +136,8 @@ export class Solver {
         return this.solveExec(digest, v, v.op, inputs);
       case 'file':
         return this.solveFile(digest, v, v.op, inputs);
+      case 'http':
+        return this.solveHttp(digest, v, v.op);
     }
   }
 
@@ -149,9 +153,44 @@ export class Solver {
     return { kind: 'layers', cacheKey, layers };
   }
 
+  /**
+   * ADD <url>: with a checksum the cache key is known before downloading (a hit downloads
+   * nothing); without one the file is downloaded and keyed by its content.
+   */
+  private async solveHttp(digest: Digest, v: Vertex, op: HttpOp): Promise<SolvedResult> {
+    if (op.checksum) {
+      const cacheKey = sha256(canonicalJson({ op: { type: 'http', filename: op.filename, checksum: op.checksum } }));
+      const cached = await this.lookup(cacheKey);
+      if (cached) return this.cachedResult(digest, v, cacheKey, cached);
+    }
+    let contentDigest: Digest | undefined;
+    const body = await this.run(digest, v, async () => {
+      const res = await fetch(op.url, { signal: this.opts.signal, redirect: 'follow' });
+      if (!res.ok) throw new StepError(v.meta, `failed to download ${op.url}: HTTP ${res.status} ${res.statusText}`);
+      const data = Buffer.from(await res.arrayBuffer());
+      contentDigest = sha256(data);
+      if (op.checksum && contentDigest !== op.checksum) {
+        throw new StepError(v.meta, `checksum mismatch for ${op.url}: expected ${op.checksum}, got ${contentDigest}`);
+      }
+      const modified = res.headers.get('last-modified');
+      return { data, mtime: modified ? new Date(modified) : undefined };
+    });
+    const cacheKey = sha256(canonicalJson({ op: { type: 'http', filename: op.filename, checksum: contentDigest } }));
+    const cached = await this.lookup(cacheKey);
+    if (cached) return { kind: 'layers', cacheKey, layers: cached };
+    const layers = await this.mutate([], async (rootfs) => {
+      await makeFile(rootfs, `/${op.filename}`, body.data, 0o600, { uid: 0, gid: 0 });
+      if (body.mtime && !Number.isNaN(body.mtime.getTime())) await utimes(join(rootfs, op.filename), body.mtime, body.mtime);
+    });
+    await this.opts.cache.set(cacheKey, layers);
+    return { kind: 'layers', cacheKey, layers };
+  }
+
   private async solveExec(digest: Digest, v: Vertex, op: ExecOp, inputs: SolvedResult[]): Promise<SolvedResult> {
     const parent = layersInput(inputs[0], v);
-    const cacheKey = sha256(canonicalJson({ op, inputs: [parent.cacheKey] }));
+    // Proxy settings change how the command reaches the network, not what it builds.
+    const { proxyEnv: _proxyEnv, ...keyed } = op;
+    const cacheKey = sha256(canonicalJson({ op: keyed, inputs: [parent.cacheKey] }));
     const cached = await this.lookup(cacheKey);
     if (cached) return this.cachedResult(digest, v, cacheKey, cached);
 
@@ -163,17 +202,18 @@ export class Solver {
           keepTail(tail, data);
           this.opts.progress({ type: 'log', id: digest, stream, data, at: Date.now() });
         };
+        const cleanup = await writeScripts(rootfs, op.scripts ?? []);
         const result = await this.opts.executor.run({
           rootfs,
           args: op.args,
-          env: op.env,
+          env: op.proxyEnv ? [...op.env, ...op.proxyEnv] : op.env,
           cwd: op.cwd,
           user: op.user,
           network: op.network,
           stdout: log('stdout'),
           stderr: log('stderr'),
           signal: this.opts.signal,
-        });
+        }).finally(cleanup);
         if (result.exitCode !== 0) {
           const how = result.signal ? `killed by signal ${result.signal}` : `exit code: ${result.exitCode}`;
           throw new StepError(v.meta, `process ${JSON.stringify(op.args.join(' '))} did not complete successfully: ${how}`, tail);
@@ -206,6 +246,9 @@ export class Solver {
           if (action.action === 'mkdir') {
             const owner = action.chown ? await resolveOwner(rootfs, action.chown) : { uid: 0, gid: 0 };
             await mkdirAll(rootfs, action.path, action.mode, owner);
+          } else if (action.action === 'mkfile') {
+            const owner = action.chown ? await resolveOwner(rootfs, action.chown) : { uid: 0, gid: 0 };
+            await makeFile(rootfs, action.path, action.data, action.mode, owner);
           } else {
             await this.copy(action, inputs, rootfs, v);
           }
@@ -228,12 +271,12 @@ export class Solver {
       const src = inputs[action.sourceInput];
       if (!src) throw new Error(`copy source input ${action.sourceInput} missing`);
       if (src.kind === 'local') {
-        const selected = await selectSources(src.dir, action.src, src.filter ?? {});
-        sources.push(await checksumSources(src.dir, selected, { ...src.filter, statCache: this.opts.statCache, includeOwners: false }));
+        const { selected, filter } = await selectWithExclude(src.dir, action, src.filter);
+        sources.push(await checksumSources(src.dir, selected, { ...filter, statCache: this.opts.statCache, includeOwners: false }));
       } else if (byContent) {
         sources.push(await this.withView(src.layers, async (dir) => {
-          const selected = await selectSources(dir, action.src);
-          return checksumSources(dir, selected, { statCache: this.opts.statCache, includeOwners: true });
+          const { selected, filter } = await selectWithExclude(dir, action, undefined);
+          return checksumSources(dir, selected, { ...filter, statCache: this.opts.statCache, includeOwners: true });
         }));
       } else {
         sources.push(src.cacheKey);
@@ -251,14 +294,26 @@ export class Solver {
       : src.kind === 'local'
         ? { uid: 0, gid: 0 }
         : undefined;
-    const doCopy = async (srcRoot: string, filter: SourceFilter | undefined) => {
+    const doCopy = async (srcRoot: string, baseFilter: SourceFilter | undefined) => {
       let sources: string[];
+      let filter: SourceFilter | undefined;
       try {
-        sources = await selectSources(srcRoot, action.src, filter ?? {});
+        ({ selected: sources, filter } = await selectWithExclude(srcRoot, action, baseFilter));
       } catch (err) {
         throw new StepError(v.meta, `failed to compute cache key: ${(err as Error).message}`);
       }
-      await copySources({ srcRoot, sources, filter, destRoot: rootfs, dest: action.dest, owner, chmod: action.chmod });
+      if (!action.unpack) {
+        await copySources({ srcRoot, sources, filter, destRoot: rootfs, dest: action.dest, owner, chmod: action.chmod, parents: action.parents });
+        return;
+      }
+      // ADD: archives are extracted into the destination directory, other sources copied.
+      const dest = sources.length > 1 && !action.dest.endsWith('/') ? `${action.dest}/` : action.dest;
+      for (const source of sources) {
+        const abs = source === '.' ? srcRoot : join(srcRoot, source);
+        const kind = (await lstat(abs)).isFile() ? await archiveKind(abs) : undefined;
+        if (kind) await extractArchive(abs, kind, rootfs, dest.replace(/\/+$/, '') || '/', action.chown ? owner : undefined);
+        else await copySources({ srcRoot, sources: [source], filter, destRoot: rootfs, dest, owner, chmod: action.chmod });
+      }
     };
     if (src.kind === 'local') await doCopy(src.dir, src.filter);
     else await this.withView(src.layers, (dir) => doCopy(dir, undefined));
@@ -388,4 +443,30 @@ const TAIL_LINES = 20;
 function keepTail(tail: string[], data: string): void {
   tail.push(...data.split('\n').filter((l) => l.length > 0));
   if (tail.length > TAIL_LINES) tail.splice(0, tail.length - TAIL_LINES);
+}
+
+/**
+ * Selects a copy's sources with the source's own filter (.dockerignore) and the action's
+ * --exclude patterns. Exclude patterns use .dockerignore syntax and match paths relative to
+ * each selected source (and the selected paths themselves).
+ */
+async function selectWithExclude(
+  root: string,
+  action: CopyAction,
+  base: SourceFilter | undefined,
+): Promise<{ selected: string[]; filter: SourceFilter | undefined }> {
+  const exclude = action.exclude ?? [];
+  if (exclude.length === 0) return { selected: await selectSources(root, action.src, base ?? {}), filter: base };
+  const own = dockerignoreFilter(exclude);
+  const first: SourceFilter = { excluded: (p) => Boolean(base?.excluded?.(p) || own?.excluded(p)), hasExceptions: Boolean(base?.hasExceptions || own?.hasExceptions) };
+  const selected = await selectSources(root, action.src, first);
+  const prefixed = dockerignoreFilter([
+    ...exclude,
+    ...selected.filter((s) => s !== '.').flatMap((s) => exclude.map((x) => (x.startsWith('!') ? `!${s}/${x.slice(1)}` : `${s}/${x}`))),
+  ]);
+  const filter: SourceFilter = {
+    excluded: (p) => Boolean(base?.excluded?.(p) || prefixed?.excluded(p)),
+    hasExceptions: first.hasExceptions,
+  };
+  return { selected, filter };
 }

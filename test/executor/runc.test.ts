@@ -1,4 +1,5 @@
 import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { copyFile, mkdir, readdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -21,8 +22,15 @@ async function makeRootfs(dir: string, opts: { etc?: boolean } = {}): Promise<st
   return rootfs;
 }
 
+/**
+ * The tests use their own runc state root: other builds on the machine (the e2e tests run in
+ * parallel) sweep `builder-*` containers with dead owners from the default one, and their
+ * containers must not count as our leftovers.
+ */
+let stateRoot = '';
+
 function builderContainers(): string[] {
-  const out = execFileSync('runc', ['list', '--format', 'json'], { encoding: 'utf8' }).trim();
+  const out = execFileSync('runc', ['--root', stateRoot, 'list', '--format', 'json'], { encoding: 'utf8' }).trim();
   return ((JSON.parse(out || 'null') as Array<{ id: string }> | null) ?? []).map((c) => c.id).filter((id) => id.startsWith('builder-'));
 }
 
@@ -36,9 +44,12 @@ describe('RuncExecutor', () => {
     dir = await tempDir('builder-runc-');
     rootfs = await makeRootfs(dir.path);
     bundleRoot = join(dir.path, 'bundles');
-    executor = new RuncExecutor({ bundleRoot });
+    stateRoot = join(dir.path, 'runc-state');
+    executor = new RuncExecutor({ bundleRoot, stateRoot });
   });
   afterAll(async () => {
+    // Whatever a failed test left running must not outlive the suite.
+    for (const id of builderContainers()) spawnSync('runc', ['--root', stateRoot, 'delete', '--force', id], { stdio: 'ignore' });
     await dir.cleanup();
   });
 
@@ -183,8 +194,20 @@ describe('RuncExecutor', () => {
     expect(await readdir(join(bare, 'etc'))).toEqual([]);
   });
 
+  it('refuses a working directory inside /proc, where runc could leak host fds', async () => {
+    await expect(run(['true'], { cwd: '/proc/self/fd/7' })).rejects.toThrow(/working directory \/proc\/self\/fd\/7 is inside \/proc/);
+    await expect(run(['true'], { cwd: '/tmp/../proc/1/cwd' })).rejects.toThrow(/inside \/proc/);
+    await symlink('/proc/self/fd', join(rootfs, 'fds'));
+    await expect(run(['true'], { cwd: '/fds/5' })).rejects.toThrow(/\/fds\/5 \(resolves to \/proc\/self\/fd\/5\) is inside \/proc/);
+    expect(existsSync(join(rootfs, 'proc', 'self'))).toBe(false);
+    expect(await readdir(bundleRoot)).toEqual([]);
+    expect(builderContainers()).toEqual([]);
+    // /proc itself is a plain directory as far as the working directory goes.
+    expect((await run(['pwd'], { cwd: '/proc' })).out).toBe('/proc\n');
+  });
+
   it('has nothing to sweep without runc', async () => {
-    expect(await new RuncExecutor({ runc: '/nonexistent/runc', bundleRoot }).sweep()).toEqual([]);
+    expect(await new RuncExecutor({ runc: '/nonexistent/runc', bundleRoot, stateRoot }).sweep()).toEqual([]);
   });
 
   it('sweeps containers left by a dead process', async () => {
@@ -203,7 +226,7 @@ describe('RuncExecutor', () => {
       annotations: { 'dev.builder.owner': '999999999.1' },
     });
     await writeFile(join(bundle, 'config.json'), JSON.stringify(config));
-    const started = spawnSync('runc', ['run', '-d', '--bundle', bundle, 'builder-sweeptest'], { stdio: 'ignore' });
+    const started = spawnSync('runc', ['--root', stateRoot, 'run', '-d', '--bundle', bundle, 'builder-sweeptest'], { stdio: 'ignore' });
     expect(started.status).toBe(0);
     expect(builderContainers()).toEqual(['builder-sweeptest']);
 

@@ -4,6 +4,7 @@
 //   const reg = await startRegistry();                                     // anonymous
 //   const reg = await startRegistry({ htpasswd: { user: 'u', password: 'p' } }); // Basic auth
 //   const reg = await startRegistry({ token: { users: { u: 'p' } } });     // Bearer tokens, like Docker Hub
+//   const reg = await startRegistry({ tls: { hostname: 'registry.test' } }); // HTTPS, CA at reg.caPath
 //   ... use reg.host ('127.0.0.1:PORT') ...
 //   await reg.stop();
 //
@@ -17,6 +18,7 @@ import { createSign, randomBytes, randomUUID, X509Certificate } from 'node:crypt
 import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
+import { get as httpsGet } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,6 +36,8 @@ export interface RegistryOptions {
     /** Whether callers without credentials get pull access (default true, as on Docker Hub). */
     anonymousPull?: boolean;
   };
+  /** Serve HTTPS with a certificate for `hostname` (and 127.0.0.1) signed by a throwaway CA (`caPath`). */
+  tls?: { hostname: string };
 }
 
 export interface TokenRequest {
@@ -50,6 +54,8 @@ export interface RunningRegistry {
   logPath: string;
   /** Token auth only: every request the token server answered, in order. */
   tokenRequests: TokenRequest[];
+  /** TLS only: the PEM certificate of the CA that signed the registry's certificate. */
+  caPath: string;
   stop(): Promise<void>;
 }
 
@@ -85,18 +91,26 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Running
         `    issuer: ${TOKEN_ISSUER}\n    rootcertbundle: ${started.certPath}\n`;
     }
 
+    let tlsYaml = '';
+    let caPath = '';
+    if (opts.tls) {
+      caPath = makeCertificates(dir, opts.tls.hostname);
+      tlsYaml = `  tls:\n    certificate: ${join(dir, 'server.crt')}\n    key: ${join(dir, 'server.key')}\n`;
+    }
+
     // The port is free when probed; if another process grabs it first the registry exits, and we retry.
     for (let attempt = 0; ; attempt++) {
       const port = await freePort();
       const host = `127.0.0.1:${port}`;
-      writeFileSync(join(dir, 'config.yml'), registryConfig(dir, host, authYaml));
+      writeFileSync(join(dir, 'config.yml'), registryConfig(dir, host, authYaml, tlsYaml));
       const child = spawnRegistry(dir, logPath);
-      const ready = await waitReady(host, child);
+      const ready = await waitReady(host, child, Boolean(opts.tls));
       if (ready === 'ready') {
         return {
           host,
           logPath,
           tokenRequests,
+          caPath,
           stop: async () => {
             await stopChild(child);
             if (tokenServer) await new Promise<void>((resolve) => tokenServer?.close(() => resolve()));
@@ -119,7 +133,7 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Running
   }
 }
 
-function registryConfig(dir: string, host: string, authYaml: string): string {
+function registryConfig(dir: string, host: string, authYaml: string, tlsYaml = ''): string {
   return [
     'version: 0.1',
     'log:',
@@ -138,6 +152,7 @@ function registryConfig(dir: string, host: string, authYaml: string): string {
     `  secret: ${randomBytes(16).toString('hex')}`,
     '  headers:',
     '    X-Content-Type-Options: [nosniff]',
+    ...(tlsYaml ? [tlsYaml.trimEnd()] : []),
     authYaml.trimEnd(),
     '',
   ].join('\n');
@@ -159,20 +174,44 @@ function spawnRegistry(dir: string, logPath: string): ChildProcess {
   return child;
 }
 
-async function waitReady(host: string, child: ChildProcess): Promise<'ready' | string> {
+async function waitReady(host: string, child: ChildProcess, tls = false): Promise<'ready' | string> {
   const deadline = Date.now() + 15_000;
   while (Date.now() < deadline) {
     if (child.exitCode !== null || child.signalCode !== null) return `exited with ${child.exitCode ?? child.signalCode}`;
     try {
-      const res = await fetch(`http://${host}/v2/`, { signal: AbortSignal.timeout(1000) });
-      await res.arrayBuffer();
-      if (res.status === 200 || res.status === 401) return 'ready';
+      const status = tls ? await httpsStatus(`https://${host}/v2/`) : await fetch(`http://${host}/v2/`, { signal: AbortSignal.timeout(1000) }).then(async (res) => {
+        await res.arrayBuffer();
+        return res.status;
+      });
+      if (status === 200 || status === 401) return 'ready';
     } catch {
       // not listening yet
     }
     await sleep(50);
   }
   return 'timed out after 15 s';
+}
+
+/** Status of a GET over HTTPS without verifying the certificate (readiness only). */
+function httpsStatus(url: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = httpsGet(url, { rejectUnauthorized: false, timeout: 1000 }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('error', reject).on('timeout', () => req.destroy(new Error('timeout')));
+  });
+}
+
+/** A CA and a server certificate for `hostname` and 127.0.0.1 signed by it; returns the CA's path. */
+function makeCertificates(dir: string, hostname: string): string {
+  const ssl = (args: string[]): void => void execFileSync('openssl', args, { stdio: 'ignore', cwd: dir });
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  ssl(['req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=builder-test-ca']);
+  ssl(['req', ...ec, '-keyout', 'server.key', '-out', 'server.csr', '-subj', `/CN=${hostname}`]);
+  writeFileSync(join(dir, 'server.ext'), `subjectAltName=DNS:${hostname},IP:127.0.0.1\nextendedKeyUsage=serverAuth\n`);
+  ssl(['x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.crt', '-days', '2', '-extfile', 'server.ext']);
+  return join(dir, 'ca.crt');
 }
 
 async function stopChild(child: ChildProcess): Promise<void> {

@@ -4,8 +4,8 @@
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { STATUS_CODES } from 'node:http';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer as createHttpServer, request as httpRequest, STATUS_CODES } from 'node:http';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,6 +25,7 @@ import {
   type ResolvedImage,
 } from '../../src/registry/index.js';
 import { hostArchitecture, pushBusyboxImage } from '../helpers/base-image.js';
+import { BUILDER_BIN } from '../helpers/cli.js';
 import { startRegistry, type RunningRegistry } from '../helpers/registry.js';
 
 const run = promisify(execFile);
@@ -356,6 +357,235 @@ describe('flaky connections and servers', () => {
   });
 });
 
+describe('large blobs: chunked upload, resumed download, corrupted bytes', () => {
+  const quickRetry = { retries: 3, baseDelayMs: 10 };
+  const chunked = (): RegistryClient =>
+    new RegistryClient({ credentials: new StaticCredentialStore(), retry: quickRetry, chunkedUploadThreshold: 2 << 20, chunkSize: 1 << 20 });
+  let data: Buffer;
+  let file: string;
+  let desc: Descriptor;
+
+  beforeAll(async () => {
+    data = randomBytes(5 * 1024 * 1024 + 12345);
+    file = join(workDir, 'chunked.bin');
+    await writeFile(file, data);
+    desc = { mediaType: MediaType.OciLayerGzip, digest: sha256(data), size: data.length };
+  });
+
+  it('uploads a blob over the threshold in PATCH chunks, following each Location, and it reads back', async () => {
+    const c = chunked();
+    try {
+      await c.pushBlob(parseReference(`${reg.host}/chunked/blob:latest`), desc, () => createReadStream(file, { highWaterMark: 100_000 }));
+      const log = await readFile(reg.logPath, 'utf8');
+      expect(log.match(/"PATCH \/v2\/chunked\/blob\/blobs\/uploads\/[^"]+" 202/g)).toHaveLength(6);
+      expect(log).toMatch(new RegExp(`"PUT /v2/chunked/blob/blobs/uploads/[^"]*digest=${encodeURIComponent(desc.digest)} HTTP/1.1" 201`));
+      const back = new ContentStore(join(workDir, 'store-chunked'));
+      await back.init();
+      expect(await back.ingest(await c.fetchBlob(parseReference(`${reg.host}/chunked/blob:latest`), desc), desc)).toEqual({ digest: desc.digest, size: desc.size });
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('resumes a chunked upload from the offset the registry reports when a PATCH fails', async () => {
+    let patches = 0;
+    const proxy = await faultyProxy(reg.host, { fail: (line) => (line.startsWith('PATCH ') && ++patches === 3 ? 503 : undefined), failCount: 1 });
+    const c = chunked();
+    try {
+      let opened = 0;
+      await c.pushBlob(parseReference(`${proxy.host}/chunked/resumed:latest`), desc, () => {
+        opened++;
+        return createReadStream(file, { highWaterMark: 64 * 1024 });
+      });
+      expect(proxy.faults()).toBe(1);
+      expect(opened).toBe(2); // the stream is read again up to the registry's offset, not the upload restarted
+      const log = await readFile(reg.logPath, 'utf8');
+      expect(log.match(/"POST \/v2\/chunked\/resumed\/blobs\/uploads\/ HTTP\/1.1" 202/g)).toHaveLength(1);
+      expect(log).toMatch(/"GET \/v2\/chunked\/resumed\/blobs\/uploads\/[^"]+" 204/);
+      expect(await client.hasBlob(parseReference(`${reg.host}/chunked/resumed:latest`), desc.digest)).toBe(true);
+    } finally {
+      await c.close();
+      await proxy.close();
+    }
+  });
+
+  it('completes, verified, a pull whose connection is cut in the middle of a large layer', async () => {
+    await client.pushBlob(parseReference(`${reg.host}/chunked/blob:latest`), desc, () => createReadStream(file));
+    const proxy = await faultyProxy(reg.host, { cutAfterBytes: 3_000_000 });
+    const c = chunked();
+    try {
+      const target = new ContentStore(join(workDir, 'store-cut'));
+      await target.init();
+      const got = await target.ingest(await c.fetchBlob(parseReference(`${proxy.host}/chunked/blob:latest`), desc), desc);
+      expect(got.digest).toBe(desc.digest);
+      expect(proxy.faults()).toBe(1);
+    } finally {
+      await c.close();
+      await proxy.close();
+    }
+  });
+
+  it('refuses a blob with one flipped byte: digest mismatch, and nothing partial in the content store', async () => {
+    const proxy = await flippingProxy(reg.host, desc.digest, 4_000_000);
+    const c = chunked();
+    try {
+      const target = new ContentStore(join(workDir, 'store-flipped'));
+      await target.init();
+      const err = await target
+        .ingest(await c.fetchBlob(parseReference(`${proxy.host}/chunked/blob:latest`), desc), { ...desc, source: 'flipped' })
+        .then(() => undefined, (e: Error) => e);
+      expect(err?.name).toBe('DigestMismatchError');
+      expect(err?.message).toContain(`digest mismatch for flipped: expected ${desc.digest}, got sha256:`);
+      expect(proxy.flipped()).toBe(1);
+      expect(await target.has(desc.digest)).toBe(false);
+      expect(await readdir(join(target.root, 'blobs', 'sha256'))).toEqual([]);
+      expect(await readdir(join(target.root, 'ingest'))).toEqual([]);
+    } finally {
+      await c.close();
+      await proxy.close();
+    }
+  });
+
+  it('fails a build whose base layer arrives corrupted, leaving no layer blob behind', async () => {
+    const image = await client.resolve(parseReference(pushed.ref), linux);
+    const layer = image.manifest.layers[0]!;
+    const proxy = await flippingProxy(reg.host, layer.digest, 300_000);
+    const ctx = join(workDir, 'flip-ctx');
+    const root = join(workDir, 'flip-root');
+    try {
+      await mkdir(ctx, { recursive: true });
+      await writeFile(join(ctx, 'Dockerfile'), `FROM ${proxy.host}/library/busybox:latest\nCOPY Dockerfile /\n`);
+      const r = await run(process.execPath, [BUILDER_BIN, 'build', '--root', root, '--progress', 'plain', ctx]).then(
+        () => ({ code: 0, stderr: '' }),
+        (e: { code: number; stderr: string }) => e,
+      );
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(new RegExp(`digest mismatch for ${proxy.host.replace(/\./g, '\\.')}/library/busybox:latest@${layer.digest}: expected ${layer.digest}, got sha256:`));
+      expect(proxy.flipped()).toBe(1);
+      const blobs = await readdir(join(root, 'blobs', 'sha256'));
+      expect(blobs).not.toContain(layer.digest.slice(7));
+      expect(await readdir(join(root, 'ingest'))).toEqual([]);
+    } finally {
+      await proxy.close();
+    }
+  });
+});
+
+describe('tag resolution: HEAD, the content cache and the per-build cache', () => {
+  it('asks once per client, and with the manifest at hand only HEADs the tag', async () => {
+    const held = new Map<string, Buffer>();
+    const cache = { get: async (d: Digest) => held.get(d), put: async (d: Digest, b: Buffer) => void held.set(d, b) };
+    const repo = `${reg.host}/library/busybox`;
+    const count = async (re: RegExp) => ((await readFile(reg.logPath, 'utf8')).match(re) ?? []).length;
+    const gets = new RegExp(`"GET /v2/library/busybox/manifests/latest HTTP/1.1" 200`, 'g');
+    const heads = new RegExp(`"HEAD /v2/library/busybox/manifests/latest HTTP/1.1" 200`, 'g');
+
+    const first = new RegistryClient({ credentials: new StaticCredentialStore(), contentCache: cache });
+    const second = new RegistryClient({ credentials: new StaticCredentialStore(), contentCache: cache });
+    try {
+      const [g0, h0] = [await count(gets), await count(heads)];
+      const a = await first.resolve(parseReference(`${repo}:latest`), linux);
+      const b = await first.resolve(parseReference(`${repo}:latest`), linux);
+      expect(b).toBe(a);
+      expect(await count(gets)).toBe(g0 + 1);
+      expect(await count(heads)).toBe(h0 + 1);
+      expect(held.get(a.manifestDigest)?.equals(a.manifestBytes)).toBe(true);
+      expect(held.get(a.configDigest)?.equals(a.configBytes)).toBe(true);
+
+      // A new build with the manifest and config in its store: one HEAD, no GET, no blob request.
+      const c = await second.resolve(parseReference(`${repo}:latest`), linux);
+      expect(c.manifestDigest).toBe(a.manifestDigest);
+      expect(c.config).toEqual(a.config);
+      expect(await count(gets)).toBe(g0 + 1);
+      expect(await count(heads)).toBe(h0 + 2);
+
+      // --pull: refresh re-resolves the tag.
+      await second.resolve(parseReference(`${repo}:latest`), linux, { refresh: true });
+      expect(await count(heads)).toBe(h0 + 3);
+    } finally {
+      await first.close();
+      await second.close();
+    }
+  });
+});
+
+describe('Docker Hub mirrors', () => {
+  // No traffic may leave loopback: Docker Hub's name resolves to 127.0.0.1 here (nothing listens on 443).
+  const lookup = (_host: string, opts: { all?: boolean }, cb: (...args: unknown[]) => void): void =>
+    opts?.all ? cb(null, [{ address: '127.0.0.1', family: 4 }]) : cb(null, '127.0.0.1', 4);
+
+  it('pulls docker.io images through the first mirror that has them', async () => {
+    const dead = `http://127.0.0.1:${await closedPort()}`;
+    const empty = await startRegistry();
+    const c = new RegistryClient({
+      credentials: new StaticCredentialStore(),
+      retry: { retries: 1, baseDelayMs: 10 },
+      registryMirrors: [dead, empty.host, `http://${reg.host}/`],
+      connect: { lookup },
+    });
+    try {
+      const image = await c.resolve(parseReference('busybox'), linux);
+      expect(image.manifestDigest).toBe(pushed.digest);
+      expect(image.ref.toString()).toBe(`docker.io/library/busybox:latest@${pushed.digest}`);
+      const target = new ContentStore(join(workDir, 'store-mirror'));
+      await target.init();
+      await pullAll(image, target, c);
+      expect(await target.has(image.manifest.layers[0]!.digest)).toBe(true);
+      expect(await readFile(empty.logPath, 'utf8')).toMatch(/"GET \/v2\/library\/busybox\/manifests\/latest HTTP\/1.1" 404/);
+    } finally {
+      await c.close();
+      await empty.stop();
+    }
+  });
+
+  it('falls back to Docker Hub itself when no mirror has the image, and reports its error', async () => {
+    const c = new RegistryClient({
+      credentials: new StaticCredentialStore(),
+      retry: { retries: 1, baseDelayMs: 10 },
+      registryMirrors: [reg.host],
+      connect: { lookup },
+    });
+    try {
+      await expect(c.resolve(parseReference('library/not-mirrored:1'), linux)).rejects.toThrow(
+        /cannot reach registry docker\.io \(https:\/\/registry-1\.docker\.io\): .*ECONNREFUSED/,
+      );
+    } finally {
+      await c.close();
+    }
+  });
+});
+
+describe('HTTPS', () => {
+  // A registry serving TLS under a name that is not loopback (so builder insists on HTTPS),
+  // resolved to 127.0.0.1 by the client's socket lookup.
+  const lookup = (_host: string, opts: { all?: boolean }, cb: (...args: unknown[]) => void): void =>
+    opts?.all ? cb(null, [{ address: '127.0.0.1', family: 4 }]) : cb(null, '127.0.0.1', 4);
+  let tlsReg: RunningRegistry;
+
+  beforeAll(async () => {
+    tlsReg = await startRegistry({ tls: { hostname: 'registry.test' } });
+    await pushBusyboxImage(tlsReg.host, 'library/busybox', 'latest');
+  });
+  afterAll(async () => tlsReg?.stop());
+
+  it('trusts the CA named by SSL_CERT_FILE, and refuses an unknown CA with a clear error', async () => {
+    const port = tlsReg.host.split(':')[1];
+    const ref = parseReference(`registry.test:${port}/library/busybox:latest`);
+    const trusting = new RegistryClient({ credentials: new StaticCredentialStore(), env: { SSL_CERT_FILE: tlsReg.caPath }, connect: { lookup } });
+    const system = new RegistryClient({ credentials: new StaticCredentialStore(), env: {}, connect: { lookup } });
+    try {
+      const image = await trusting.resolve(ref, linux);
+      expect(image.manifest.layers).toHaveLength(1);
+      await expect(system.resolve(ref, linux)).rejects.toThrow(
+        new RegExp(`cannot reach registry registry\\.test:${port} \\(https://registry\\.test:${port}\\): .*(certificate|self.signed)`, 'i'),
+      );
+    } finally {
+      await trusting.close();
+      await system.close();
+    }
+  });
+});
+
 // ---------------------------------------------------------------------------------------------
 
 function sha256(bytes: Buffer): Digest {
@@ -431,6 +661,46 @@ async function faultyProxy(
     faults: () => faults,
     close: async () => {
       for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/**
+ * An HTTP proxy in front of the real registry that flips one byte, at `offset` of the body, of
+ * every response to a GET of the blob `digest`.
+ */
+async function flippingProxy(target: string, digest: Digest, offset: number): Promise<{ host: string; flipped(): number; close(): Promise<void> }> {
+  let flipped = 0;
+  const server = createHttpServer((req, res) => {
+    const upstream = httpRequest({ host: target.split(':')[0], port: Number(target.split(':')[1]), method: req.method, path: req.url, headers: req.headers }, (up) => {
+      res.writeHead(up.statusCode ?? 502, up.headers);
+      if (req.method !== 'GET' || !req.url?.endsWith(`/blobs/${digest}`)) {
+        up.pipe(res);
+        return;
+      }
+      let seen = 0;
+      up.on('data', (chunk: Buffer) => {
+        if (seen <= offset && offset < seen + chunk.length) {
+          chunk = Buffer.from(chunk);
+          chunk[offset - seen] = (chunk[offset - seen] as number) ^ 0xff;
+          flipped++;
+        }
+        seen += chunk.length;
+        res.write(chunk);
+      });
+      up.on('end', () => res.end());
+    });
+    upstream.on('error', () => res.destroy());
+    req.pipe(upstream);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  return {
+    host: `127.0.0.1:${port}`,
+    flipped: () => flipped,
+    close: async () => {
+      server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };

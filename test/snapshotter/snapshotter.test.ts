@@ -117,6 +117,33 @@ describe.each(kinds)('%s snapshotter', (kind) => {
     expect(await readdir(join(sn.root, 'mounts'))).toEqual([]);
   });
 
+  it('defers the unmount of a writable snapshot until commit or remove', async () => {
+    await withMounts(await sn.prepare('base-d'), async (d) => writeFile(join(d, 'f'), 'base'));
+    await sn.commit('B', 'base-d');
+    for (const end of ['commit', 'remove'] as const) {
+      const key = `deferred-${end}`;
+      let mountedAt = '';
+      await withMounts(
+        await sn.prepare(key, 'B'),
+        async (d) => {
+          mountedAt = d;
+          await writeFile(join(d, 'g'), end);
+        },
+        { deferUnmount: true },
+      );
+      // The snapshot's own tree is complete and readable at once (what a diff reads).
+      expect(await readFile(join((await sn.layout(key)).dir, 'g'), 'utf8')).toBe(end);
+      if (end === 'commit') await sn.commit(`C-${end}`, key);
+      else await sn.remove(key);
+      expect(await isMountPoint(mountedAt)).toBe(false);
+      expect(await readdir(join(sn.root, 'mounts'))).toEqual([]);
+    }
+    // Read-only views are unmounted before withMounts returns, deferred or not.
+    let viewDir = '';
+    await withMounts(await sn.view('v', 'B'), async (d) => void (viewDir = d), { deferUnmount: true });
+    expect(await isMountPoint(viewDir)).toBe(false);
+  });
+
   it('sweeps what a dead process left behind and keeps the rest', async () => {
     await sn.prepare('base');
     await sn.commit('C', 'base');

@@ -1,0 +1,26 @@
+// `builder build --dry-run`: prints the plan (stages, steps, vertex digests) and the warnings.
+// Loads only the frontend and the local store reader (src/plan.ts), never the build machinery.
+
+import type { BuildOptions } from '../build.js';
+import { formatPlan, plan } from '../plan.js';
+
+export async function runDryRun(opts: Omit<BuildOptions, 'onProgress' | 'signal'>): Promise<number> {
+  const result = await plan({
+    context: opts.context,
+    ...(opts.dockerfile !== undefined ? { dockerfile: opts.dockerfile } : {}),
+    ...(opts.buildArgs ? { buildArgs: opts.buildArgs } : {}),
+    ...(opts.target !== undefined ? { target: opts.target } : {}),
+    ...(opts.platform ? { platform: opts.platform } : {}),
+    ...(opts.root !== undefined ? { root: opts.root } : {}),
+    ...(opts.network ? { network: opts.network } : {}),
+    ...(opts.sourceDateEpoch !== undefined ? { sourceDateEpoch: opts.sourceDateEpoch } : {}),
+  });
+  for (const w of result.warnings) {
+    process.stderr.write(`WARNING: ${w.line > 0 ? `${w.file}:${w.line}: ` : ''}${w.message}\n`);
+  }
+  for (const ref of result.unresolved) {
+    process.stderr.write(`NOTE: ${ref} is not in the local store; not pulled (dry run): its steps' digests will differ once it is resolved\n`);
+  }
+  process.stdout.write(formatPlan(result));
+  return 0;
+}

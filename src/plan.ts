@@ -1,0 +1,188 @@
+// `builder build --dry-run`: compile a Dockerfile into its Definition and show the stages and
+// steps a build would run, with each vertex digest, without pulling, executing or writing
+// anything. Base images are resolved from the local store when it has them; otherwise the stage
+// compiles on an empty base config and the reference is reported as unresolved.
+//
+// This module is kept light on purpose (no registry client, snapshotter or executor): the CLI
+// loads it alone for a dry run, so start-up stays cheap.
+
+import { readFile } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { homedir } from 'node:os';
+import { sha256, type Digest, type Platform, type Vertex } from './definition/index.js';
+import { compile, parseDockerfile, parseDockerignore, type CompileResult, type CompileWarning, type ResolvedImage } from './frontend/index.js';
+import type { ImageConfigFile, ImageIndex, ImageManifest } from './oci/types.js';
+import { parseReference } from './registry/reference.js';
+import { hostPlatform } from './registry/platform.js';
+
+export interface PlanOptions {
+  /** The build context directory (only its `.dockerignore` is read). */
+  context: string;
+  /** Path of the Dockerfile; default `<context>/Dockerfile`. */
+  dockerfile?: string;
+  buildArgs?: Record<string, string>;
+  target?: string;
+  platform?: Platform;
+  /** State directory whose local image store may know the base images (never written). */
+  root?: string;
+  /** Network of RUN steps that do not choose one (it is part of their digests). */
+  network?: 'none' | 'host';
+  sourceDateEpoch?: number;
+}
+
+export interface PlannedStep {
+  digest: Digest;
+  name: string;
+  type: Vertex['op']['type'];
+  line?: number;
+}
+
+export interface PlannedStage {
+  /** Stage name, or `stage-N`. */
+  name: string;
+  index: number;
+  /** `scratch`, the base stage, or the image reference (pinned when resolved locally). */
+  base: string;
+  /** The base image reference when it was not in the local store. */
+  unresolved?: string;
+  steps: PlannedStep[];
+}
+
+export interface PlanResult {
+  compiled: CompileResult;
+  stages: PlannedStage[];
+  /** Image references that were not in the local store (their digests are placeholders). */
+  unresolved: string[];
+  warnings: CompileWarning[];
+}
+
+/** `<Dockerfile>.dockerignore` beside the Dockerfile wins over the context's `.dockerignore`. */
+export async function readDockerignoreFor(dockerfilePath: string, context: string): Promise<string> {
+  for (const candidate of [join(dirname(dockerfilePath), `${basename(dockerfilePath)}.dockerignore`), join(context, '.dockerignore')]) {
+    try {
+      return await readFile(candidate, 'utf8');
+    } catch {
+      // try the next
+    }
+  }
+  return '';
+}
+
+/** As cache/state.ts's defaultStateRoot (not imported: it loads the whole cache package). */
+function defaultRoot(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.BUILDER_ROOT) return env.BUILDER_ROOT;
+  if (process.getuid?.() === 0) return '/var/lib/builder';
+  return join(env.XDG_DATA_HOME ?? join(homedir(), '.local', 'share'), 'builder');
+}
+
+/** Reads a JSON blob of the state directory's content store (an OCI layout). */
+async function readBlobJson<T>(root: string, digest: string): Promise<T> {
+  const hex = /^sha256:([a-f0-9]{64})$/.exec(digest)?.[1];
+  if (!hex) throw new Error(`invalid digest ${digest}`);
+  return JSON.parse(await readFile(join(root, 'blobs', 'sha256', hex), 'utf8')) as T;
+}
+
+const REF_NAME = 'org.opencontainers.image.ref.name';
+
+/** Marks placeholder digests of unresolved images: `sha256(unresolved:<ref>)`. */
+function placeholderDigest(ref: string): Digest {
+  return sha256(`unresolved:${ref}`);
+}
+
+/** Compiles without any network or execution. */
+export async function plan(opts: PlanOptions): Promise<PlanResult> {
+  const context = resolve(opts.context);
+  const dockerfilePath = resolve(opts.dockerfile ?? join(context, 'Dockerfile'));
+  const dockerfileName = opts.dockerfile ?? 'Dockerfile';
+  const platform = opts.platform ?? hostPlatform();
+  const text = await readFile(dockerfilePath, 'utf8').catch((err: NodeJS.ErrnoException) => {
+    throw new Error(`failed to read Dockerfile ${dockerfileName}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`);
+  });
+  const dockerfile = parseDockerfile(text, dockerfileName);
+  const ignore = parseDockerignore(await readDockerignoreFor(dockerfilePath, context));
+  const root = opts.root ?? defaultRoot();
+  let index: ImageIndex | undefined;
+  const unresolved = new Map<string, string>();
+
+  const resolveLocal = async (refText: string, p: Platform): Promise<ResolvedImage> => {
+    const ref = parseReference(refText);
+    const name = `${ref.registry}/${ref.repository}${ref.tag ? `:${ref.tag}` : ''}`;
+    try {
+      index ??= JSON.parse(await readFile(join(root, 'index.json'), 'utf8')) as ImageIndex;
+      const digest = (ref.digest as Digest | undefined) ?? index.manifests.find((d) => d.annotations?.[REF_NAME] === name)?.digest;
+      if (digest) {
+        const manifest = await readBlobJson<ImageManifest>(root, digest);
+        return { ref: `${name}@${digest}`, config: await readBlobJson<ImageConfigFile>(root, manifest.config.digest) };
+      }
+    } catch {
+      // no local store, or not an image manifest we can read: unresolved
+    }
+    const pinned = `${name}@${placeholderDigest(name)}`;
+    unresolved.set(pinned, name);
+    const config: ImageConfigFile = { os: p.os, architecture: p.architecture, config: {}, rootfs: { type: 'layers', diff_ids: [] } };
+    if (p.variant) config.variant = p.variant;
+    return { ref: pinned, config };
+  };
+
+  const compiled = await compile(dockerfile, {
+    file: dockerfileName,
+    buildArgs: opts.buildArgs ?? {},
+    target: opts.target,
+    platform,
+    dockerignore: ignore,
+    sourceDateEpoch: opts.sourceDateEpoch,
+    defaultNetwork: opts.network,
+    resolveImage: resolveLocal,
+  });
+
+  // A vertex is listed under the first stage that needs it, dependencies first (a stage has more
+  // ancestors than any stage it depends on), then the stages are printed in file order.
+  const ancestors = (root: Digest): number => {
+    const seen = new Set<Digest>();
+    const stack = [root];
+    while (stack.length > 0) {
+      const d = stack.pop() as Digest;
+      if (seen.has(d)) continue;
+      seen.add(d);
+      stack.push(...(compiled.definition.vertices.get(d)?.inputs ?? []));
+    }
+    return seen.size;
+  };
+  const byDependency = [...compiled.stages].sort((a, b) => ancestors(a.root) - ancestors(b.root));
+  const assigned = new Set<Digest>();
+  const planned = new Map<number, PlannedStage>();
+  for (const stage of byDependency) {
+    const steps: PlannedStep[] = [];
+    const visit = (digest: Digest): void => {
+      if (assigned.has(digest)) return;
+      assigned.add(digest);
+      const v = compiled.definition.vertices.get(digest);
+      if (!v) return;
+      for (const input of v.inputs) visit(input);
+      if (!v.meta.hidden) steps.push({ digest, name: v.meta.name, type: v.op.type, ...(v.meta.startLine ? { line: v.meta.startLine } : {}) });
+    };
+    visit(stage.root);
+    const base = unresolved.get(stage.base);
+    planned.set(stage.index, {
+      name: stage.name ?? `stage-${stage.index}`,
+      index: stage.index,
+      base: base ?? stage.base,
+      ...(base ? { unresolved: base } : {}),
+      steps,
+    });
+  }
+  const stages = compiled.stages.map((s) => planned.get(s.index) as PlannedStage);
+  return { compiled, stages, unresolved: [...new Set(unresolved.values())], warnings: compiled.warnings };
+}
+
+/** The plan as text: one block per stage, one line per step with its vertex digest. */
+export function formatPlan(result: PlanResult): string {
+  const out: string[] = [];
+  for (const stage of result.stages) {
+    const note = stage.unresolved ? ' (not in the local store: unresolved, its digest is a placeholder)' : '';
+    out.push(`stage ${stage.index} ${stage.name}: FROM ${stage.base}${note}`);
+    for (const step of stage.steps) out.push(`  ${step.digest}  ${step.name}`);
+  }
+  out.push(`target: ${result.compiled.root}`);
+  return `${out.join('\n')}\n`;
+}

@@ -1,0 +1,66 @@
+// Lints: warnings with a rule name, never failures.
+import { describe, expect, it } from 'vitest';
+import { build, rejection } from './helpers.js';
+
+async function lints(text: string, buildArgs: Record<string, string> = {}) {
+  const r = await build(text, { buildArgs });
+  return r.warnings.filter((w) => w.rule).map((w) => [w.rule, w.line, w.message] as const);
+}
+
+describe('lints', () => {
+  it('FromWithoutTag: FROM an image without tag or digest', async () => {
+    expect(await lints('FROM alpine\nCMD ["sh"]')).toEqual([['FromWithoutTag', 1, expect.stringContaining('FROM alpine has no tag, so it means alpine:latest')]]);
+    expect(await lints('FROM alpine:3.19\nCMD ["sh"]')).toEqual([]);
+    expect(await lints(`FROM alpine@sha256:${'a'.repeat(64)}\nCMD ["sh"]`)).toEqual([]);
+    expect(await lints('FROM scratch\nCOPY a /a')).toEqual([]);
+    expect(await lints('FROM alpine:3.19 AS a\nFROM a\nCMD ["sh"]')).toEqual([]);
+  });
+
+  it('JSONArgsRecommended: shell-form CMD and ENTRYPOINT', async () => {
+    expect(await lints('FROM alpine:3.19\nCMD echo hi\nENTRYPOINT exec app')).toEqual([
+      ['JSONArgsRecommended', 2, expect.stringContaining('CMD in shell form runs under "/bin/sh -c"')],
+      ['JSONArgsRecommended', 3, expect.stringContaining('ENTRYPOINT in shell form')],
+    ]);
+    expect(await lints('FROM alpine:3.19\nCMD ["echo", "hi"]')).toEqual([]);
+  });
+
+  it('CopyAllBeforeInstall: COPY . . before a dependency install', async () => {
+    expect(await lints('FROM node:20\nWORKDIR /app\nCOPY . .\nRUN npm ci\nCMD ["node", "."]')).toEqual([
+      ['CopyAllBeforeInstall', 3, expect.stringContaining('"COPY . ." comes before the dependency install "npm ci" (line 4)')],
+    ]);
+    expect(await lints('FROM node:20\nCOPY . /src\nRUN pip install -r /src/requirements.txt\nCMD ["python"]')).toHaveLength(1);
+    // The recommended order is quiet.
+    expect(await lints('FROM node:20\nCOPY package.json package-lock.json ./\nRUN npm ci\nCOPY . .\nRUN npm run build\nCMD ["node", "."]')).toEqual([]);
+  });
+
+  it('UndefinedVar: a variable neither in the environment nor declared as ARG', async () => {
+    expect(await lints('FROM alpine:3.19\nENV A=1\nWORKDIR /srv/$A/$NOPE\nCMD ["sh"]')).toEqual([
+      ['UndefinedVar', 3, expect.stringContaining('usage of undefined variable "$NOPE"')],
+    ]);
+    expect(await lints('FROM alpine:3.19\nENV path_x=1\nLABEL a=$PATH_X\nCMD ["sh"]')).toEqual([
+      ['UndefinedVar', 3, expect.stringContaining('(did you mean $path_x?)')],
+    ]);
+    // A declared ARG without a value is not undefined; RUN is expanded by the shell, not here.
+    expect(await lints('FROM alpine:3.19\nARG V\nENV X=$V\nRUN echo $UNSET\nCMD ["sh"]')).toEqual([]);
+    expect(await lints('FROM alpine:3.19\nENV X=${UNSET:-default}\nCMD ["sh"]')).toEqual([]);
+  });
+
+  it('lints never fail the build', async () => {
+    const r = await build('FROM node\nCOPY . .\nRUN npm install\nLABEL x=$NOPE\nCMD npm start');
+    expect(r.warnings.filter((w) => w.rule).map((w) => w.rule).sort()).toEqual(['CopyAllBeforeInstall', 'FromWithoutTag', 'JSONArgsRecommended', 'UndefinedVar']);
+    expect(r.definition.vertices.size).toBeGreaterThan(0);
+  });
+});
+
+describe('# check= directive', () => {
+  it('skip=Rule,Rule silences those lints; skip=all silences every lint', async () => {
+    expect((await lints('# check=skip=FromWithoutTag\nFROM alpine\nCMD echo')).map((l) => l[0])).toEqual(['JSONArgsRecommended']);
+    expect(await lints('# check=skip=all\nFROM alpine\nCMD echo')).toEqual([]);
+  });
+
+  it('error=true makes lints fail the build, naming them', async () => {
+    const err = await rejection(build('# check=error=true\nFROM alpine:3.19\nCMD echo hi'));
+    expect(err.message).toMatch(/^Dockerfile:3: lint violations fail the build \(# check=error=true\): JSONArgsRecommended on line 3/);
+    await expect(build('# check=skip=JSONArgsRecommended;error=true\nFROM alpine:3.19\nCMD echo hi')).resolves.toBeTruthy();
+  });
+});
