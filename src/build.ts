@@ -3,8 +3,7 @@
 
 import pLimit from 'p-limit';
 import { createReadStream } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
+import { join } from 'node:path';
 import type { LayerRecord } from './cache/cache-index.js';
 import { StatCache } from './cache/checksum.js';
 import { defaultStateRoot, openState, type State } from './cache/state.js';
@@ -12,14 +11,14 @@ import type { Digest, Platform } from './definition/index.js';
 import { RuncExecutor } from './executor/runc.js';
 import { assembleImage, type BuiltImage } from './exporter/image.js';
 import { writeOciArchive } from './exporter/oci-archive.js';
-import { compile, DockerfileError, parseDockerfile, parseDockerignore, type CompileResult } from './frontend/index.js';
+import { readBuildInput } from './build-input.js';
+import { compile, DockerfileError, type CompileResult } from './frontend/index.js';
 import { MediaType, type ImageConfigFile, type ImageManifest } from './oci/types.js';
 import { BlobSources } from './registry/blob-sources.js';
 import type { RegistryClient, RegistryClientOptions } from './registry/client.js';
 import { hostPlatform } from './registry/platform.js';
 import { parseReference, type ImageReference } from './registry/reference.js';
 import { applyLayer, chainIDs, createSnapshotter, withMounts, writeLayer, type LayerCompression } from './snapshotter/index.js';
-import type { Snapshotter } from './snapshotter/types.js';
 import { track, type ProgressListener } from './solver/progress.js';
 import { StepError } from './solver/errors.js';
 import { Solver, type ImageSource } from './solver/solver.js';
@@ -68,17 +67,9 @@ export interface BuildResult {
 
 export async function build(opts: BuildOptions): Promise<BuildResult> {
   const emit: ProgressListener = opts.onProgress ?? (() => undefined);
-  const context = resolve(opts.context);
-  const dockerfilePath = resolve(opts.dockerfile ?? join(context, 'Dockerfile'));
-  const dockerfileName = opts.dockerfile ?? 'Dockerfile';
   const platform = opts.platform ?? hostPlatform();
   const tags = (opts.tags ?? []).map((t) => parseReference(t));
-
-  const dockerfileText = await readFile(dockerfilePath, 'utf8').catch((err: NodeJS.ErrnoException) => {
-    throw new Error(`failed to read Dockerfile ${dockerfileName}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`);
-  });
-  const dockerfile = parseDockerfile(dockerfileText, dockerfileName);
-  const ignore = parseDockerignore(await readDockerignore(dockerfilePath, context));
+  const { context, dockerfileName, text: dockerfileText, dockerfile, dockerignore } = await readBuildInput(opts.context, opts.dockerfile);
 
   const state = await openState(opts.root ?? defaultStateRoot(), { signal: opts.signal });
   const registry = new LazyRegistry({
@@ -102,7 +93,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       buildArgs: opts.buildArgs ?? {},
       target: opts.target,
       platform,
-      dockerignore: ignore,
+      dockerignore,
       sourceDateEpoch: opts.sourceDateEpoch,
       defaultNetwork: opts.network,
       resolveImage: (ref, p) => images.resolve(ref, p),
@@ -173,18 +164,6 @@ function withSource(err: unknown, file: string, text: string): unknown {
   const { startLine, endLine = startLine } = err.meta;
   const source = text.split('\n').slice(startLine - 1, endLine);
   return new DockerfileError(`${err.meta.name}: ${err.reason}`, { file, line: startLine, endLine, source }, { cause: err });
-}
-
-/** `<Dockerfile>.dockerignore` beside the Dockerfile wins over the context's `.dockerignore`. */
-async function readDockerignore(dockerfilePath: string, context: string): Promise<string> {
-  for (const candidate of [join(dirname(dockerfilePath), `${basename(dockerfilePath)}.dockerignore`), join(context, '.dockerignore')]) {
-    try {
-      return await readFile(candidate, 'utf8');
-    } catch {
-      // try the next
-    }
-  }
-  return '';
 }
 
 /**

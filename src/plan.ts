@@ -7,10 +7,11 @@
 // loads it alone for a dry run, so start-up stays cheap.
 
 import { readFile } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
-import { homedir } from 'node:os';
+import { join } from 'node:path';
 import { sha256, type Digest, type Platform, type Vertex } from './definition/index.js';
-import { compile, parseDockerfile, parseDockerignore, type CompileResult, type CompileWarning, type ResolvedImage } from './frontend/index.js';
+import { readBuildInput } from './build-input.js';
+import { defaultStateRoot } from './cache/state.js';
+import { compile, type CompileResult, type CompileWarning, type ResolvedImage } from './frontend/index.js';
 import type { ImageConfigFile, ImageIndex, ImageManifest } from './oci/types.js';
 import { parseReference } from './registry/reference.js';
 import { hostPlatform } from './registry/platform.js';
@@ -56,25 +57,6 @@ export interface PlanResult {
   warnings: CompileWarning[];
 }
 
-/** `<Dockerfile>.dockerignore` beside the Dockerfile wins over the context's `.dockerignore`. */
-export async function readDockerignoreFor(dockerfilePath: string, context: string): Promise<string> {
-  for (const candidate of [join(dirname(dockerfilePath), `${basename(dockerfilePath)}.dockerignore`), join(context, '.dockerignore')]) {
-    try {
-      return await readFile(candidate, 'utf8');
-    } catch {
-      // try the next
-    }
-  }
-  return '';
-}
-
-/** As cache/state.ts's defaultStateRoot (not imported: it loads the whole cache package). */
-function defaultRoot(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.BUILDER_ROOT) return env.BUILDER_ROOT;
-  if (process.getuid?.() === 0) return '/var/lib/builder';
-  return join(env.XDG_DATA_HOME ?? join(homedir(), '.local', 'share'), 'builder');
-}
-
 /** Reads a JSON blob of the state directory's content store (an OCI layout). */
 async function readBlobJson<T>(root: string, digest: string): Promise<T> {
   const hex = /^sha256:([a-f0-9]{64})$/.exec(digest)?.[1];
@@ -91,16 +73,9 @@ function placeholderDigest(ref: string): Digest {
 
 /** Compiles without any network or execution. */
 export async function plan(opts: PlanOptions): Promise<PlanResult> {
-  const context = resolve(opts.context);
-  const dockerfilePath = resolve(opts.dockerfile ?? join(context, 'Dockerfile'));
-  const dockerfileName = opts.dockerfile ?? 'Dockerfile';
   const platform = opts.platform ?? hostPlatform();
-  const text = await readFile(dockerfilePath, 'utf8').catch((err: NodeJS.ErrnoException) => {
-    throw new Error(`failed to read Dockerfile ${dockerfileName}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`);
-  });
-  const dockerfile = parseDockerfile(text, dockerfileName);
-  const ignore = parseDockerignore(await readDockerignoreFor(dockerfilePath, context));
-  const root = opts.root ?? defaultRoot();
+  const { dockerfileName, dockerfile, dockerignore } = await readBuildInput(opts.context, opts.dockerfile);
+  const root = opts.root ?? defaultStateRoot();
   let index: ImageIndex | undefined;
   const unresolved = new Map<string, string>();
 
@@ -129,7 +104,7 @@ export async function plan(opts: PlanOptions): Promise<PlanResult> {
     buildArgs: opts.buildArgs ?? {},
     target: opts.target,
     platform,
-    dockerignore: ignore,
+    dockerignore,
     sourceDateEpoch: opts.sourceDateEpoch,
     defaultNetwork: opts.network,
     resolveImage: resolveLocal,
