@@ -6,7 +6,7 @@
 import { copyFile, chmod, chown, lchown, lstat, lutimes, mkdir, readlink, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { walk, type SourceFilter } from '../cache/checksum.js';
-import { secureJoin } from './secure-join.js';
+import { resolveInRoot } from '../executor/scoped-path.js';
 
 export interface Owner {
   uid: number;
@@ -36,7 +36,7 @@ export async function copySources(p: CopyParams): Promise<void> {
     const srcIsDir = (await lstat(srcAbs)).isDirectory();
     let target = p.dest;
     if (p.parents && src !== '.') target = posix.join(p.dest, src);
-    else if (!srcIsDir && (intoDir || (await isDirectory(await secureJoin(p.destRoot, p.dest))))) {
+    else if (!srcIsDir && (intoDir || (await isDirectory(await resolveInRoot(p.destRoot, p.dest))))) {
       target = posix.join(p.dest, posix.basename(src));
     }
     await mkdirAll(p.destRoot, srcIsDir ? target : posix.dirname(target), 0o755, p.owner ?? { uid: 0, gid: 0 });
@@ -45,7 +45,7 @@ export async function copySources(p: CopyParams): Promise<void> {
       // A directory source copies its contents: the destination directory keeps its own metadata.
       if (below === '' && entry.type === 'dir') continue;
       const destPath = below ? posix.join(target, below) : target;
-      const host = await secureJoin(p.destRoot, posix.dirname(destPath));
+      const host = await resolveInRoot(p.destRoot, posix.dirname(destPath));
       const hostPath = destPath === '/' ? p.destRoot : join(host, posix.basename(destPath));
       const st = await lstat(entry.abs);
       const owner = p.owner ?? { uid: entry.uid, gid: entry.gid };
@@ -114,7 +114,7 @@ export async function mkdirAll(root: string, dir: string, mode: number, owner: O
   let current = '/';
   for (const part of dir.split('/').filter(Boolean)) {
     current = posix.join(current, part);
-    const host = await secureJoin(root, current);
+    const host = await resolveInRoot(root, current);
     if (await isDirectory(host)) continue;
     await ensureDirectory(host);
     await chown(host, owner.uid, owner.gid);
@@ -126,7 +126,7 @@ export async function mkdirAll(root: string, dir: string, mode: number, owner: O
 export async function makeFile(root: string, path: string, data: string | Uint8Array, mode: number, owner: Owner): Promise<void> {
   const dir = posix.dirname(posix.normalize(`/${path}`));
   await mkdirAll(root, dir, 0o755, owner);
-  const host = join(await secureJoin(root, dir), posix.basename(path));
+  const host = join(await resolveInRoot(root, dir), posix.basename(path));
   await removeUnlessKind(host, 'file');
   await writeFile(host, data);
   await chown(host, owner.uid, owner.gid);
@@ -143,12 +143,12 @@ export async function writeScripts(root: string, scripts: ReadonlyArray<{ path: 
     let current = '/';
     for (const part of posix.dirname(posix.normalize(`/${script.path}`)).split('/').filter(Boolean)) {
       current = posix.join(current, part);
-      const host = await secureJoin(root, current);
+      const host = await resolveInRoot(root, current);
       if (await isDirectory(host)) continue;
       await mkdir(host);
       created.push(host);
     }
-    const host = join(await secureJoin(root, posix.dirname(script.path)), posix.basename(script.path));
+    const host = join(await resolveInRoot(root, posix.dirname(script.path)), posix.basename(script.path));
     await writeFile(host, script.data, { flag: 'wx' });
     await chmod(host, script.mode);
     created.push(host);

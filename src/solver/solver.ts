@@ -23,6 +23,7 @@ import {
   type Platform,
   type Vertex,
 } from '../definition/index.js';
+import type { RunResult, RunSpec } from '../executor/runc.js';
 import type { Snapshotter } from '../snapshotter/types.js';
 import { copySources, makeFile, mkdirAll, writeScripts, type Owner } from './copy.js';
 import { StepError } from './errors.js';
@@ -30,19 +31,9 @@ import { archiveKind, extractArchive } from './unpack.js';
 import type { ProgressListener } from './progress.js';
 import { resolveOwner } from './users.js';
 
-/** Runs one command in a container (see src/executor). */
+/** Runs one command in a container (src/executor's RuncExecutor, or another runtime). */
 export interface Executor {
-  run(spec: {
-    rootfs: string;
-    args: string[];
-    env: string[];
-    cwd: string;
-    user: string;
-    network: 'none' | 'host';
-    stdout(chunk: Buffer): void;
-    stderr(chunk: Buffer): void;
-    signal?: AbortSignal;
-  }): Promise<{ exitCode: number; signal?: string }>;
+  run(spec: RunSpec): Promise<RunResult>;
 }
 
 /** Provides a base image's layers in the content store (see src/registry). */

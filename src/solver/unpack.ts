@@ -1,7 +1,7 @@
 // ADD's archive extraction: a local source that is a tar archive (plain, gzip, bzip2 or xz,
 // recognised by its content, never its name) is unpacked into the destination directory instead
 // of being copied. Entries are written as root would, but never outside the destination: names
-// are cleaned, parents that are symlinks are resolved inside the root (secureJoin), hardlinks
+// are cleaned, parents that are symlinks are resolved inside the root (resolveInRoot), hardlinks
 // must point inside the root, and device nodes are skipped.
 
 import { spawn } from 'node:child_process';
@@ -13,7 +13,7 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import tar from 'tar-stream';
 import { mkdirAll, type Owner } from './copy.js';
-import { secureJoin } from './secure-join.js';
+import { resolveInRoot } from '../executor/scoped-path.js';
 
 export type ArchiveKind = 'tar' | 'gzip' | 'bzip2' | 'xz';
 
@@ -65,7 +65,7 @@ export async function extractArchive(file: string, kind: ArchiveKind, root: stri
         continue;
       }
       const imagePath = posix.join(dest, rel);
-      const parent = await secureJoin(root, posix.dirname(imagePath));
+      const parent = await resolveInRoot(root, posix.dirname(imagePath));
       await mkdir(parent, { recursive: true });
       const host = join(parent, posix.basename(imagePath));
       const uid = owner?.uid ?? h.uid ?? 0;
@@ -103,7 +103,7 @@ export async function extractArchive(file: string, kind: ArchiveKind, root: stri
           break;
         case 'link': {
           const target = posix.normalize(`/${h.linkname ?? ''}`).replace(/^\/+/, '');
-          const targetHost = await secureJoin(root, posix.join(dest, target));
+          const targetHost = await resolveInRoot(root, posix.join(dest, target));
           await link(targetHost, host);
           entry.resume();
           break;

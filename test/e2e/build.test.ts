@@ -156,6 +156,25 @@ describe('builder build: failures', () => {
     return dir;
   }
 
+  it('COPY --chown resolves names from the image, and a numeric user alone is also the group', async () => {
+    const dir = await context(
+      'chown',
+      `FROM ${base}\nCOPY --chown=app a.txt /by-name\nCOPY --chown=1234 a.txt /by-id\nCOPY --chown=app:nogroup a.txt /both\n` +
+        `RUN stat -c '%n %u:%g' /by-name /by-id /both\n`,
+    );
+    const r = await runBuilder(['build', '--network', 'none', '--root', root, '--progress', 'plain', dir]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('/by-name 1000:1000');
+    expect(r.stderr).toContain('/by-id 1234:1234');
+    expect(r.stderr).toContain('/both 1000:65534');
+
+    const missing = await context('chown-missing', `FROM ${base}\nCOPY --chown=nosuchuser a.txt /x\n`);
+    const bad = await runBuilder(['build', '--network', 'none', '--root', root, '--progress', 'plain', missing]);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toMatch(/Dockerfile:2/);
+    expect(bad.stderr).toMatch(/unable to find user nosuchuser/);
+  });
+
   it('a failing RUN exits non-zero naming the Dockerfile, line and command, and leaves nothing behind', async () => {
     const dir = await context('failing-run', `FROM ${base}\nCOPY a.txt /a.txt\nRUN echo about to fail && exit 3\n`);
     const r = await runBuilder(['build', '--network', 'none', '--root', root, '--progress', 'plain', dir]);
