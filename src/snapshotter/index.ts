@@ -12,7 +12,7 @@ import { NativeSnapshotter } from './native.js';
 import { OVERLAY_OPTIONS, OverlaySnapshotter } from './overlay.js';
 import type { BaseSnapshotter, LocalSnapshotter, SweepReport } from './store.js';
 
-export type { Mount, SnapshotInfo, Snapshotter } from './types.js';
+export type { Mount, SnapshotInfo, Snapshotter, Usage } from './types.js';
 export {
   SnapshotExistsError,
   SnapshotNotFoundError,

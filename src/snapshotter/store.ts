@@ -14,12 +14,13 @@
 // view snapshots record the process that owns them.
 
 import { createHash, randomBytes } from 'node:crypto';
-import { linkSync, mkdirSync, readFileSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { linkSync, lstatSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { isOwnerAlive, processToken } from './exec.js';
 import { listMountPoints, settleUnmount, unmountAll } from './mount.js';
-import type { Mount, SnapshotInfo, Snapshotter } from './types.js';
+import { breather } from './fsutil.js';
+import type { Mount, SnapshotInfo, Snapshotter, Usage } from './types.js';
 
 export class SnapshotNotFoundError extends Error {
   readonly code = 'ENOENT';
@@ -161,6 +162,34 @@ export abstract class BaseSnapshotter implements LocalSnapshotter {
   async stat(key: string): Promise<SnapshotInfo | undefined> {
     const meta = await this.readMeta(key);
     return meta && toInfo(meta);
+  }
+
+  async usage(key: string): Promise<Usage> {
+    const meta = await this.require(key);
+    const seen = new Set<number>();
+    let size = 0;
+    const pause = breather();
+    const walk = async (dir: string): Promise<void> => {
+      const st = lstatSync(dir);
+      if (!seen.has(st.ino)) {
+        seen.add(st.ino);
+        size += st.blocks * 512;
+      }
+      for (const entry of readdirSync(dir, { withFileTypes: true })) {
+        await pause();
+        const p = join(dir, entry.name);
+        if (entry.isDirectory()) {
+          await walk(p);
+          continue;
+        }
+        const c = lstatSync(p);
+        if (seen.has(c.ino)) continue;
+        seen.add(c.ino);
+        size += c.blocks * 512;
+      }
+    };
+    await walk(this.fsDir(meta.id));
+    return { size, inodes: seen.size };
   }
 
   async list(): Promise<SnapshotInfo[]> {

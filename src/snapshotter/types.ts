@@ -22,6 +22,14 @@ export interface SnapshotInfo {
   parent?: string;
 }
 
+/** Disk use of one snapshot's own data (overlay: its diff; native: its full tree), as containerd's Usage. */
+export interface Usage {
+  /** Bytes allocated on disk (blocks × 512; holes and hardlinked inodes count once). */
+  size: number;
+  /** Distinct inodes, the snapshot's root directory included. */
+  inodes: number;
+}
+
 export interface Snapshotter {
   readonly name: 'overlayfs' | 'native';
   /** Creates a writable snapshot `key` on top of committed `parent` (none: empty). */
@@ -35,4 +43,6 @@ export interface Snapshotter {
   /** Removes a snapshot; committed snapshots with children cannot be removed. */
   remove(key: string): Promise<void>;
   stat(key: string): Promise<SnapshotInfo | undefined>;
+  /** Disk use of the snapshot's own data. */
+  usage(key: string): Promise<Usage>;
 }

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { lstat, mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { link, lstat, mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
@@ -115,6 +115,32 @@ describe.each(kinds)('%s snapshotter', (kind) => {
     ).rejects.toThrow('boom');
     expect(await isMountPoint(seen)).toBe(false);
     expect(await readdir(join(sn.root, 'mounts'))).toEqual([]);
+  });
+
+  it('reports the disk usage of a snapshot\'s own data', async () => {
+    await withMounts(await sn.prepare('u1'), async (d) => {
+      await writeFile(join(d, 'a'), Buffer.alloc(64 * 1024, 1));
+      await mkdir(join(d, 'dir'));
+    });
+    await sn.commit('U1', 'u1');
+    const base = await sn.usage('U1');
+    expect(base.inodes).toBe(3); // root, a, dir
+    expect(base.size).toBeGreaterThanOrEqual(64 * 1024);
+    await withMounts(await sn.prepare('u2', 'U1'), async (d) => {
+      await writeFile(join(d, 'b'), Buffer.alloc(128 * 1024, 2));
+      await link(join(d, 'b'), join(d, 'b2'));
+    });
+    const top = await sn.usage('u2');
+    if (kind === 'overlayfs') {
+      // Only the diff: root, b (its two names count once).
+      expect(top.inodes).toBe(2);
+      expect(top.size).toBeGreaterThanOrEqual(128 * 1024);
+      expect(top.size).toBeLessThan(128 * 1024 + 64 * 1024);
+    } else {
+      expect(top.inodes).toBe(4);
+      expect(top.size).toBeGreaterThanOrEqual(192 * 1024);
+    }
+    await expect(sn.usage('nope')).rejects.toThrow(/does not exist/);
   });
 
   it('defers the unmount of a writable snapshot until commit or remove', async () => {
