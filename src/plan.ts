@@ -10,7 +10,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { sha256, type Digest, type Platform, type Vertex } from './definition/index.js';
 import { readBuildInput } from './build-input.js';
-import { defaultStateRoot } from './cache/state.js';
+import { defaultStateRoot } from './cache/state-root.js';
 import { compile, type CompileResult, type CompileWarning, type ResolvedImage } from './frontend/index.js';
 import type { ImageConfigFile, ImageIndex, ImageManifest } from './oci/types.js';
 import { parseReference } from './registry/reference.js';

@@ -3,18 +3,14 @@
 // that died is taken over, which is what lets the next run sweep what a crash left behind.
 
 import { mkdir, open, readFile, rm } from 'node:fs/promises';
-import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CacheIndex } from './cache-index.js';
 import { ContentStore } from './content-store.js';
 import { ImageStore } from './image-store.js';
 
-export function defaultStateRoot(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.BUILDER_ROOT) return env.BUILDER_ROOT;
-  if (process.getuid?.() === 0) return '/var/lib/builder';
-  return join(env.XDG_DATA_HOME ?? join(homedir(), '.local', 'share'), 'builder');
-}
+export { defaultStateRoot } from './state-root.js';
+
 
 export interface State {
   root: string;

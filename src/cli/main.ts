@@ -43,14 +43,13 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (command === 'login' || command === 'logout') return (await import('./login.js')).runLoginCommand(command, rest);
   if (command !== 'build') throw new UsageError(`unknown command "${command}" (try: builder build --help)`);
-  const dryRun = rest.includes('--dry-run');
-  const opts = parseBuildArgs(dryRun ? rest.filter((a) => a !== '--dry-run') : rest);
-  if (opts && dryRun) return (await import('./dry-run.js')).runDryRun(opts);
+  const opts = parseBuildArgs(rest);
   if (!opts) {
     process.stdout.write(USAGE);
     return 0;
   }
-  const { progress, ...buildOpts } = opts;
+  const { progress, dryRun, ...buildOpts } = opts;
+  if (dryRun) return (await import('./dry-run.js')).runDryRun(buildOpts);
   const controller = new AbortController();
   let interrupted = false;
   const onSignal = (signal: NodeJS.Signals) => {
@@ -79,7 +78,7 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'signal'> & { progress: ProgressMode }) | undefined {
+function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'signal'> & { progress: ProgressMode; dryRun: boolean }) | undefined {
   let parsed;
   try {
     parsed = parseArgs({
@@ -102,6 +101,7 @@ function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'sig
         'insecure-registry': { type: 'string', multiple: true },
         'registry-mirror': { type: 'string', multiple: true },
         progress: { type: 'string' },
+        'dry-run': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -153,6 +153,7 @@ function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'sig
     registryMirrors: v['registry-mirror'],
     sourceDateEpoch: epoch === undefined ? undefined : Number(epoch),
     progress,
+    dryRun: Boolean(v['dry-run']),
   };
 }
 

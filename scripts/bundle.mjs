@@ -1,0 +1,20 @@
+// Bundles the CLI (after tsc) into a few ESM files: start-up is a large share of a cached build
+// or a dry run, and one file per module costs a resolution and a read each. Code behind dynamic
+// imports (the registry client, the build machinery, login) stays in chunks loaded on demand.
+import { build } from 'esbuild';
+
+await build({
+  entryPoints: ['dist/cli/main.js'],
+  outdir: 'dist/cli-bundle',
+  bundle: true,
+  splitting: true,
+  format: 'esm',
+  platform: 'node',
+  target: 'node20',
+  // A native addon: loaded from node_modules as it is.
+  external: ['fs-xattr'],
+  // CommonJS dependencies call require() for Node's own modules; ESM output has none of its own.
+  banner: { js: "import { createRequire as __builderRequire } from 'node:module'; const require = __builderRequire(import.meta.url);" },
+  sourcemap: true,
+  logLevel: 'warning',
+});
