@@ -12,13 +12,12 @@
 // The base image is busybox made by builder itself, pushed to a registry on 127.0.0.1 that
 // this script starts, and pulled from there by Docker: nothing leaves loopback.
 
-import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { fileURLToPath } from 'node:url';
+import { BUILDER, DOCKER, dockerWorks as probeDocker, log, median, pushBaseImage, startRegistry, timed } from './lib.mjs';
 
 const { values } = parseArgs({
   options: {
@@ -31,91 +30,18 @@ const { values } = parseArgs({
 const RUNS = Number(values.runs);
 const STEPS = Number(values.steps);
 const BIG_RUNS = Number(values['big-runs']);
-const BUILDER = fileURLToPath(new URL('../bin/builder', import.meta.url));
-const DOCKER = '/usr/bin/docker';
-const dockerWorks = spawnSync(DOCKER, ['info'], { stdio: 'ignore' }).status === 0;
-const log = (msg) => process.stderr.write(`${msg}\n`);
+const dockerWorks = probeDocker();
 
 const work = mkdtempSync(join(tmpdir(), 'builder-bench-steps-'));
 const root = join(work, 'root');
 let registry;
 
-async function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-    srv.on('error', reject);
-  });
-}
-
-async function startRegistry() {
-  const port = await freePort();
-  const dir = join(work, 'registry');
-  mkdirSync(dir);
-  const config = join(work, 'registry.yml');
-  writeFileSync(config, `version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: ${dir}\nhttp:\n  addr: 127.0.0.1:${port}\n`);
-  const child = spawn('/usr/bin/docker-registry', ['serve', config], { stdio: 'ignore' });
-  for (let i = 0; i < 100; i++) {
-    const ok = await fetch(`http://127.0.0.1:${port}/v2/`).then((r) => r.ok, () => false);
-    if (ok) return { host: `127.0.0.1:${port}`, stop: () => child.kill() };
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  child.kill();
-  throw new Error('registry did not start');
-}
-
-/** Runs a command; for builder also samples its peak RSS (VmHWM) until it exits. */
-function timed(cmd, args, opts = {}) {
-  return new Promise((resolve, reject) => {
-    const t0 = process.hrtime.bigint();
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
-    let out = '';
-    let err = '';
-    let peakKB = 0;
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => (err += d));
-    const sample = () => {
-      try {
-        const m = /VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
-        if (m) peakKB = Math.max(peakKB, Number(m[1]));
-      } catch {
-        // exited
-      }
-    };
-    const timer = opts.sampleMemory ? setInterval(sample, 5) : undefined;
-    child.on('close', (code) => {
-      if (timer) clearInterval(timer);
-      const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-      if (code !== 0) reject(new Error(`${cmd} ${args.join(' ')} failed (${code}):\n${err.slice(-3000)}`));
-      else resolve({ ms, peakKB, out });
-    });
-  });
-}
-
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-
 async function main() {
-  registry = await startRegistry();
+  registry = await startRegistry(work);
   const base = `${registry.host}/bench/busybox:latest`;
 
   log(`making the base image ${base} with builder`);
-  const baseCtx = join(work, 'base');
-  mkdirSync(baseCtx);
-  copyFileSync('/bin/busybox', join(baseCtx, 'busybox'));
-  writeFileSync(
-    join(baseCtx, 'Dockerfile'),
-    `FROM scratch
-COPY busybox /bin/busybox
-RUN ["/bin/busybox", "--install", "-s", "/bin"]
-RUN mkdir -p /etc /tmp /root && chmod 1777 /tmp && echo 'root:x:0:0:root:/root:/bin/sh' > /etc/passwd && printf 'root:x:0:\\n' > /etc/group
-ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-`,
-  );
-  await timed(process.execPath, [BUILDER, 'build', '--root', root, '--network', 'none', '--progress', 'quiet', '-t', base, '--push', baseCtx]);
-  if (dockerWorks) await timed(DOCKER, ['pull', '-q', base]);
+  await pushBaseImage(base, root, work);
 
   const ctx = join(work, 'ctx');
   mkdirSync(ctx);
