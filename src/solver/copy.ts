@@ -3,10 +3,24 @@
 // an existing directory, or there are several sources; ownership is 0:0 from the context and
 // preserved from another stage unless --chown says otherwise; modes are kept unless --chmod.
 
-import { copyFile, chmod, chown, lchown, lstat, lutimes, mkdir, readlink, rm, symlink, utimes, writeFile } from 'node:fs/promises';
+import {
+  chmodSync,
+  chownSync,
+  copyFileSync,
+  lchownSync,
+  lstatSync,
+  lutimesSync,
+  mkdirSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+  utimesSync,
+} from 'node:fs';
+import { chmod, chown, lstat, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
+import { setImmediate } from 'node:timers/promises';
 import { walk, type SourceFilter } from '../cache/checksum.js';
-import { resolveInRoot } from '../executor/scoped-path.js';
+import { resolveInRoot, resolveInRootSync } from '../executor/scoped-path.js';
 
 export interface Owner {
   uid: number;
@@ -31,6 +45,7 @@ export interface CopyParams {
 export async function copySources(p: CopyParams): Promise<void> {
   const intoDir = p.dest.endsWith('/') || p.sources.length > 1;
   const dirTimes: Array<{ path: string; atime: Date; mtime: Date }> = [];
+  let copied = 0;
   for (const src of p.sources) {
     const srcAbs = src === '.' ? p.srcRoot : join(p.srcRoot, src);
     const srcIsDir = (await lstat(srcAbs)).isDirectory();
@@ -45,30 +60,33 @@ export async function copySources(p: CopyParams): Promise<void> {
       // A directory source copies its contents: the destination directory keeps its own metadata.
       if (below === '' && entry.type === 'dir') continue;
       const destPath = below ? posix.join(target, below) : target;
-      const host = await resolveInRoot(p.destRoot, posix.dirname(destPath));
+      const host = resolveInRootSync(p.destRoot, posix.dirname(destPath));
       const hostPath = destPath === '/' ? p.destRoot : join(host, posix.basename(destPath));
-      const st = await lstat(entry.abs);
+      const st = lstatSync(entry.abs);
       const owner = p.owner ?? { uid: entry.uid, gid: entry.gid };
       const mode = p.chmod ?? entry.mode & 0o7777;
+      // Synchronous calls: a few microseconds each, where a thread-pool round trip per call made
+      // copying thousands of small files several times slower. Yield now and then for signals.
+      if (++copied % 256 === 0) await setImmediate();
       switch (entry.type) {
         case 'dir':
-          await ensureDirectory(hostPath);
-          await chown(hostPath, owner.uid, owner.gid);
-          await chmod(hostPath, mode);
+          ensureDirectorySync(hostPath);
+          chownSync(hostPath, owner.uid, owner.gid);
+          chmodSync(hostPath, mode);
           dirTimes.push({ path: hostPath, atime: st.atime, mtime: st.mtime });
           break;
         case 'file':
-          await removeUnlessKind(hostPath, 'file');
-          await copyFile(entry.abs, hostPath);
-          await chown(hostPath, owner.uid, owner.gid);
-          await chmod(hostPath, mode);
-          await utimes(hostPath, st.atime, st.mtime);
+          removeUnlessFileSync(hostPath);
+          copyFileSync(entry.abs, hostPath);
+          chownSync(hostPath, owner.uid, owner.gid);
+          chmodSync(hostPath, mode);
+          utimesSync(hostPath, st.atime, st.mtime);
           break;
         case 'symlink':
-          await rm(hostPath, { recursive: true, force: true });
-          await symlink(await readlink(entry.abs), hostPath);
-          await lchown(hostPath, owner.uid, owner.gid);
-          await lutimes(hostPath, st.atime, st.mtime);
+          rmSync(hostPath, { recursive: true, force: true });
+          symlinkSync(readlinkSync(entry.abs), hostPath);
+          lchownSync(hostPath, owner.uid, owner.gid);
+          lutimesSync(hostPath, st.atime, st.mtime);
           break;
         case 'other':
           // sockets and fifos are not copied (as in BuildKit)
@@ -77,7 +95,7 @@ export async function copySources(p: CopyParams): Promise<void> {
     }
   }
   // Directory times last: creating their children changed them.
-  for (const d of dirTimes.reverse()) await utimes(d.path, d.atime, d.mtime);
+  for (const d of dirTimes.reverse()) utimesSync(d.path, d.atime, d.mtime);
 }
 
 async function isDirectory(path: string): Promise<boolean> {
@@ -88,25 +106,18 @@ async function isDirectory(path: string): Promise<boolean> {
   }
 }
 
-async function removeUnlessKind(path: string, kind: 'file'): Promise<void> {
-  try {
-    const st = await lstat(path);
-    if (kind === 'file' && !st.isFile()) await rm(path, { recursive: true, force: true });
-  } catch {
-    // absent: nothing to replace
-  }
+/** Makes room for a regular file at `path`: anything else there is removed. */
+function removeUnlessFileSync(path: string): void {
+  const st = lstatSync(path, { throwIfNoEntry: false });
+  if (st && !st.isFile()) rmSync(path, { recursive: true, force: true });
 }
 
-async function ensureDirectory(path: string): Promise<void> {
-  try {
-    const st = await lstat(path);
-    if (st.isDirectory()) return;
-    await rm(path, { force: true });
-  } catch {
-    // absent
-  }
+function ensureDirectorySync(path: string): void {
+  const st = lstatSync(path, { throwIfNoEntry: false });
+  if (st?.isDirectory()) return;
+  if (st) rmSync(path, { force: true });
   // Parents exist unless a symlink pointed at a missing directory: create that path too.
-  await mkdir(path, { recursive: true });
+  mkdirSync(path, { recursive: true });
 }
 
 /** Creates the missing directories of `dir` (an image path) with `mode`, owned by `owner`. */
@@ -116,7 +127,7 @@ export async function mkdirAll(root: string, dir: string, mode: number, owner: O
     current = posix.join(current, part);
     const host = await resolveInRoot(root, current);
     if (await isDirectory(host)) continue;
-    await ensureDirectory(host);
+    ensureDirectorySync(host);
     await chown(host, owner.uid, owner.gid);
     await chmod(host, mode);
   }
@@ -127,7 +138,7 @@ export async function makeFile(root: string, path: string, data: string | Uint8A
   const dir = posix.dirname(posix.normalize(`/${path}`));
   await mkdirAll(root, dir, 0o755, owner);
   const host = join(await resolveInRoot(root, dir), posix.basename(path));
-  await removeUnlessKind(host, 'file');
+  removeUnlessFileSync(host);
   await writeFile(host, data);
   await chown(host, owner.uid, owner.gid);
   await chmod(host, mode);
