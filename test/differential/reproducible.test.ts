@@ -4,30 +4,15 @@
 // mtimes (both later than the epoch), and the RUN steps write files "now": both must be
 // normalised away. Times earlier than SOURCE_DATE_EPOCH are kept, as BuildKit does: it clamps.
 
-import { cp, mkdir, mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { cp, mkdir, readFile, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { pushBusyboxImage } from '../helpers/base-image.js';
+import { describe, expect, it } from 'vitest';
 import { runBuilder } from '../helpers/cli.js';
-import { startRegistry } from '../helpers/registry.js';
+import { useBuildFixture } from '../helpers/fixture.js';
 
 const EPOCH = '1700000000';
 
-let registry: Awaited<ReturnType<typeof startRegistry>>;
-let work: string;
-let base: string;
-
-beforeAll(async () => {
-  registry = await startRegistry();
-  base = (await pushBusyboxImage(registry.host)).ref;
-  work = await mkdtemp(join(tmpdir(), 'builder-repro-'));
-});
-
-afterAll(async () => {
-  await registry?.stop();
-  if (work) await rm(work, { recursive: true, force: true });
-});
+const fx = useBuildFixture('repro');
 
 function dockerfile(baseRef: string): string {
   return `FROM ${baseRef} AS build
@@ -48,7 +33,7 @@ CMD ["cat", "/opt/out/app.txt"]
 
 async function makeContext(dir: string, mtime: Date): Promise<void> {
   await mkdir(join(dir, 'conf'), { recursive: true });
-  await writeFile(join(dir, 'Dockerfile'), dockerfile(base));
+  await writeFile(join(dir, 'Dockerfile'), dockerfile(fx.base));
   await writeFile(join(dir, 'app.txt'), 'hello\n');
   await writeFile(join(dir, 'conf', 'app.conf'), 'x=1\n');
   for (const p of ['Dockerfile', 'app.txt', 'conf/app.conf', 'conf', '.']) await utimes(join(dir, p), mtime, mtime);
@@ -62,7 +47,7 @@ interface Built {
 }
 
 async function buildOnce(name: string, ctx: string, snapshotter: string): Promise<Built> {
-  const root = join(work, `${name}-root`);
+  const root = join(fx.work, `${name}-root`);
   const r = await runBuilder(['build', '--network', 'none', '--snapshotter', snapshotter, '--root', root, '--progress', 'plain', ctx], {
     env: { SOURCE_DATE_EPOCH: EPOCH },
   });
@@ -82,8 +67,8 @@ async function buildOnce(name: string, ctx: string, snapshotter: string): Promis
 
 describe.each(['overlayfs', 'native'])('reproducible builds (%s)', (snapshotter) => {
   it('gives identical layer and manifest digests from two fresh state dirs', async () => {
-    const ctxA = join(work, `${snapshotter}-ctx-a`);
-    const ctxB = join(work, `${snapshotter}-ctx-b`);
+    const ctxA = join(fx.work, `${snapshotter}-ctx-a`);
+    const ctxB = join(fx.work, `${snapshotter}-ctx-b`);
     await makeContext(ctxA, new Date(Date.now() - 3600_000));
     await cp(ctxA, ctxB, { recursive: true });
     await makeContext(ctxB, new Date()); // same content, other mtimes and inodes

@@ -3,28 +3,13 @@
 
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { pushBusyboxImage } from '../helpers/base-image.js';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { events, finished, leftoverContainers, mountsUnder, run, runBuilder, startBuilder, stepsByStatus } from '../helpers/cli.js';
-import { startRegistry } from '../helpers/registry.js';
+import { useBuildFixture } from '../helpers/fixture.js';
 
-let registry: Awaited<ReturnType<typeof startRegistry>>;
-let work: string;
-let base: string;
-
-beforeAll(async () => {
-  registry = await startRegistry();
-  base = (await pushBusyboxImage(registry.host)).ref;
-  work = await mkdtemp(join(tmpdir(), 'builder-e2e-'));
-});
-
-afterAll(async () => {
-  await registry?.stop();
-  if (work) await rm(work, { recursive: true, force: true });
-});
+const fx = useBuildFixture('e2e');
 
 async function writeTree(dir: string, files: Record<string, string>): Promise<void> {
   for (const [name, content] of Object.entries(files)) {
@@ -56,14 +41,14 @@ CMD ["cat", "/usr/share/www/index.html"]
 describe('builder build: the seed multi-stage example', () => {
   let ctx: string;
   let root: string;
-  const tag = () => `${registry.host}/user/app:1.2`;
+  const tag = () => `${fx.registry.host}/user/app:1.2`;
   const buildArgs = () => ['build', '--network', 'none', '--root', root, '--progress', 'json', '-t', tag(), '-f', join(ctx, 'Dockerfile.dev'), '--push', ctx];
 
   beforeAll(async () => {
-    ctx = join(work, 'seed');
-    root = join(work, 'seed-root');
+    ctx = join(fx.work, 'seed');
+    root = join(fx.work, 'seed-root');
     await writeTree(ctx, {
-      'Dockerfile.dev': seedDockerfile(base),
+      'Dockerfile.dev': seedDockerfile(fx.base),
       'package.json': '{"name":"site","dependencies":{"a":"1.0.0"}}\n',
       'src/index.html': '<h1>hello</h1>\n',
       'src/app.js': 'console.log("hi")\n',
@@ -82,9 +67,9 @@ describe('builder build: the seed multi-stage example', () => {
     const pushedDigest = r.stdout.match(/@(sha256:[a-f0-9]{64})/)![1];
     expect(inspect.Digest).toBe(pushedDigest);
 
-    const layout = join(work, 'seed-layout');
+    const layout = join(fx.work, 'seed-layout');
     run('skopeo', ['copy', '--src-tls-verify=false', `docker://${tag()}`, `oci:${layout}:app`]);
-    const bundle = join(work, 'seed-bundle');
+    const bundle = join(fx.work, 'seed-bundle');
     run('umoci', ['unpack', '--image', `${layout}:app`, bundle]);
     const rootfs = join(bundle, 'rootfs');
     expect((await readdir(join(rootfs, 'usr/share/www'))).sort()).toEqual(['VERSION', 'app.js', 'index.html']);
@@ -135,7 +120,7 @@ describe('builder build: the seed multi-stage example', () => {
   });
 
   it('exports an OCI archive that skopeo reads', async () => {
-    const dest = join(work, 'seed.tar');
+    const dest = join(fx.work, 'seed.tar');
     const r = await runBuilder(['build', '--network', 'none', '--root', root, '--progress', 'quiet', '-f', join(ctx, 'Dockerfile.dev'), '-t', 'app:oci', '--output', `type=oci,dest=${dest}`, ctx]);
     expect(r.code, r.stderr).toBe(0);
     const inspect = JSON.parse(run('skopeo', ['inspect', `oci-archive:${dest}:docker.io/library/app:oci`])) as { Digest: string; Env: string[] };
@@ -147,11 +132,11 @@ describe('builder build: the seed multi-stage example', () => {
 describe('builder build: failures', () => {
   let root: string;
   beforeAll(async () => {
-    root = join(work, 'fail-root');
+    root = join(fx.work, 'fail-root');
   });
 
   async function context(name: string, dockerfile: string): Promise<string> {
-    const dir = join(work, name);
+    const dir = join(fx.work, name);
     await writeTree(dir, { Dockerfile: dockerfile, 'a.txt': 'a\n' });
     return dir;
   }
@@ -159,7 +144,7 @@ describe('builder build: failures', () => {
   it('COPY --chown resolves names from the image, and a numeric user alone is also the group', async () => {
     const dir = await context(
       'chown',
-      `FROM ${base}\nCOPY --chown=app a.txt /by-name\nCOPY --chown=1234 a.txt /by-id\nCOPY --chown=app:nogroup a.txt /both\n` +
+      `FROM ${fx.base}\nCOPY --chown=app a.txt /by-name\nCOPY --chown=1234 a.txt /by-id\nCOPY --chown=app:nogroup a.txt /both\n` +
         `RUN stat -c '%n %u:%g' /by-name /by-id /both\n`,
     );
     const r = await runBuilder(['build', '--network', 'none', '--root', root, '--progress', 'plain', dir]);
@@ -168,7 +153,7 @@ describe('builder build: failures', () => {
     expect(r.stderr).toContain('/by-id 1234:1234');
     expect(r.stderr).toContain('/both 1000:65534');
 
-    const missing = await context('chown-missing', `FROM ${base}\nCOPY --chown=nosuchuser a.txt /x\n`);
+    const missing = await context('chown-missing', `FROM ${fx.base}\nCOPY --chown=nosuchuser a.txt /x\n`);
     const bad = await runBuilder(['build', '--network', 'none', '--root', root, '--progress', 'plain', missing]);
     expect(bad.code).not.toBe(0);
     expect(bad.stderr).toMatch(/Dockerfile:2/);
@@ -176,7 +161,7 @@ describe('builder build: failures', () => {
   });
 
   it('a failing RUN exits non-zero naming the Dockerfile, line and command, and leaves nothing behind', async () => {
-    const dir = await context('failing-run', `FROM ${base}\nCOPY a.txt /a.txt\nRUN echo about to fail && exit 3\n`);
+    const dir = await context('failing-run', `FROM ${fx.base}\nCOPY a.txt /a.txt\nRUN echo about to fail && exit 3\n`);
     const r = await runBuilder(['build', '--network', 'none', '--root', root, '--progress', 'plain', dir]);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/Dockerfile:3/);
@@ -189,7 +174,7 @@ describe('builder build: failures', () => {
   });
 
   it('Ctrl-C during a RUN stops the build and leaves no container and no mount', async () => {
-    const dir = await context('interrupted', `FROM ${base}\nRUN echo started && sleep 60\n`);
+    const dir = await context('interrupted', `FROM ${fx.base}\nRUN echo started && sleep 60\n`);
     const child = startBuilder(['build', '--network', 'none', '--root', root, '--progress', 'plain', dir]);
     const t0 = Date.now();
     while (!child.output.stderr.includes('started') && Date.now() - t0 < 60_000) await new Promise((r) => setTimeout(r, 50));
@@ -203,7 +188,7 @@ describe('builder build: failures', () => {
   });
 
   it('an unknown instruction fails before anything runs, naming the line', async () => {
-    const dir = await context('unknown-instruction', `FROM ${base}\nRUN echo hi\nCOPPY a.txt /a\n`);
+    const dir = await context('unknown-instruction', `FROM ${fx.base}\nRUN echo hi\nCOPPY a.txt /a\n`);
     const r = await runBuilder(['build', '--network', 'none', '--root', root, '--progress', 'json', dir]);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/Dockerfile:3/);
@@ -212,7 +197,7 @@ describe('builder build: failures', () => {
   });
 
   it('COPY --from an undefined stage fails before anything runs, naming the line', async () => {
-    const dir = await context('undefined-stage', `FROM ${base} AS build\nRUN echo hi\nFROM ${base}\nCOPY --from=buidl /a /a\n`);
+    const dir = await context('undefined-stage', `FROM ${fx.base} AS build\nRUN echo hi\nFROM ${fx.base}\nCOPY --from=buidl /a /a\n`);
     const r = await runBuilder(['build', '--network', 'none', '--root', root, '--progress', 'json', dir]);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/Dockerfile:4/);
@@ -225,7 +210,7 @@ describe('docker runs what builder pushed', () => {
   const dockerWorks = spawnSync('docker', ['info'], { encoding: 'utf8' }).status === 0;
   const title = `docker pull + docker run prints the expected output${dockerWorks ? '' : ' (skipped: no docker daemon answers `docker info` here)'}`;
   it.skipIf(!dockerWorks)(title, () => {
-    const ref = `${registry.host}/user/app:1.2`;
+    const ref = `${fx.registry.host}/user/app:1.2`;
     run('docker', ['pull', ref]);
     const out = run('docker', ['run', '--rm', '--network=none', ref]);
     expect(out).toContain('<h1>');

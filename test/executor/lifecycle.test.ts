@@ -3,31 +3,16 @@
 // (the container, its mounts, the active snapshot, the bundle).
 
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { pushBusyboxImage } from '../helpers/base-image.js';
+import { describe, expect, it } from 'vitest';
 import { finished, leftoverContainers, mountsUnder, runBuilder, startBuilder } from '../helpers/cli.js';
-import { startRegistry } from '../helpers/registry.js';
+import { useBuildFixture } from '../helpers/fixture.js';
 
-let registry: Awaited<ReturnType<typeof startRegistry>>;
-let work: string;
-let base: string;
-
-beforeAll(async () => {
-  registry = await startRegistry();
-  base = (await pushBusyboxImage(registry.host)).ref;
-  work = await mkdtemp(join(tmpdir(), 'builder-lifecycle-'));
-});
-
-afterAll(async () => {
-  await registry?.stop();
-  if (work) await rm(work, { recursive: true, force: true });
-});
+const fx = useBuildFixture('lifecycle');
 
 async function context(name: string, dockerfile: string): Promise<string> {
-  const dir = join(work, name);
+  const dir = join(fx.work, name);
   await mkdir(dir, { recursive: true });
   await writeFile(join(dir, 'Dockerfile'), dockerfile);
   return dir;
@@ -58,8 +43,8 @@ async function startedRun(root: string, dir: string): Promise<ReturnType<typeof 
 
 describe('stopping a build during a RUN', () => {
   it('SIGTERM: stops the container, unmounts, removes the step snapshot and bundle, then exits', async () => {
-    const root = join(work, 'term-root');
-    const dir = await context('term', `FROM ${base}\nRUN echo ready-$((40+2)) && sleep 60\n`);
+    const root = join(fx.work, 'term-root');
+    const dir = await context('term', `FROM ${fx.base}\nRUN echo ready-$((40+2)) && sleep 60\n`);
     const child = await startedRun(root, dir);
     expect(leftoverContainers(root).length).toBe(1);
     const t0 = Date.now();
@@ -75,8 +60,8 @@ describe('stopping a build during a RUN', () => {
   }, 90_000);
 
   it('SIGKILL: leaves the container running; the next build sweeps everything', async () => {
-    const root = join(work, 'kill-root');
-    const dir = await context('kill', `FROM ${base}\nRUN echo ready-$((40+2)) && sleep 60\n`);
+    const root = join(fx.work, 'kill-root');
+    const dir = await context('kill', `FROM ${fx.base}\nRUN echo ready-$((40+2)) && sleep 60\n`);
     const child = await startedRun(root, dir);
     child.kill('SIGKILL');
     await finished(child);
@@ -86,7 +71,7 @@ describe('stopping a build during a RUN', () => {
     expect(uncommittedSnapshots(root).length).toBe(1);
     expect(bundles(root).length).toBe(1);
 
-    const next = await context('after-kill', `FROM ${base}\nRUN echo fine\n`);
+    const next = await context('after-kill', `FROM ${fx.base}\nRUN echo fine\n`);
     const r = await runBuilder(['build', '--network', 'none', '--root', root, '--progress', 'plain', next]);
     expect(r.code, r.stderr).toBe(0);
     expect(leftoverContainers(root)).toEqual([]);

@@ -1,28 +1,13 @@
 // Heredocs through the real solver: RUN <<EOF runs its body under runc, a `#!` heredoc runs as
 // a script that leaves no trace in the layer, COPY <<EOF writes files with the given content.
 import { spawnSync } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { build } from '../../src/build.js';
-import { pushBusyboxImage } from '../helpers/base-image.js';
-import { startRegistry } from '../helpers/registry.js';
+import { useBuildFixture } from '../helpers/fixture.js';
 
-let registry: Awaited<ReturnType<typeof startRegistry>>;
-let base: string;
-let work: string;
-
-beforeAll(async () => {
-  registry = await startRegistry();
-  base = (await pushBusyboxImage(registry.host)).ref;
-  work = await mkdtemp(join(tmpdir(), 'builder-heredoc-'));
-});
-
-afterAll(async () => {
-  await registry?.stop();
-  if (work) await rm(work, { recursive: true, force: true });
-});
+const fx = useBuildFixture('heredoc');
 
 const TAB = '\t';
 const DOCKERFILE = (base: string) => `FROM ${base}
@@ -56,13 +41,13 @@ EOF
 
 describe('heredocs, built for real', () => {
   it('runs RUN heredocs (plain, <<-, shebang, cat <<) and writes COPY heredocs', async () => {
-    const ctx = join(work, 'ctx');
+    const ctx = join(fx.work, 'ctx');
     await mkdir(ctx, { recursive: true });
-    await writeFile(join(ctx, 'Dockerfile'), DOCKERFILE(base));
-    const out = join(work, 'image.tar');
-    await build({ context: ctx, root: join(work, 'root'), network: 'none', outputs: [{ type: 'oci', dest: out }], tags: ['heredoc:test'] });
-    const layout = join(work, 'layout');
-    const unpacked = join(work, 'unpacked');
+    await writeFile(join(ctx, 'Dockerfile'), DOCKERFILE(fx.base));
+    const out = join(fx.work, 'image.tar');
+    await build({ context: ctx, root: join(fx.work, 'root'), network: 'none', outputs: [{ type: 'oci', dest: out }], tags: ['heredoc:test'] });
+    const layout = join(fx.work, 'layout');
+    const unpacked = join(fx.work, 'unpacked');
     await mkdir(layout, { recursive: true });
     expect(spawnSync('tar', ['-xf', out, '-C', layout]).status).toBe(0);
     const index = JSON.parse(await readFile(join(layout, 'index.json'), 'utf8')) as { manifests: Array<{ annotations?: Record<string, string> }> };
@@ -84,15 +69,15 @@ describe('heredocs, built for real', () => {
   });
 
   it('COPY --from=<image ref> copies out of a pulled image', async () => {
-    const ctx = join(work, 'from-image');
+    const ctx = join(fx.work, 'from-image');
     await mkdir(ctx, { recursive: true });
-    await writeFile(join(ctx, 'Dockerfile'), `FROM scratch\nCOPY --from=${base} /bin/busybox /bin/bb\n`);
-    const out = join(work, 'from-image.tar');
-    await build({ context: ctx, root: join(work, 'root-from-image'), network: 'none', outputs: [{ type: 'oci', dest: out }], tags: ['from-image:test'] });
-    const layout = join(work, 'from-image-layout');
+    await writeFile(join(ctx, 'Dockerfile'), `FROM scratch\nCOPY --from=${fx.base} /bin/busybox /bin/bb\n`);
+    const out = join(fx.work, 'from-image.tar');
+    await build({ context: ctx, root: join(fx.work, 'root-from-image'), network: 'none', outputs: [{ type: 'oci', dest: out }], tags: ['from-image:test'] });
+    const layout = join(fx.work, 'from-image-layout');
     await mkdir(layout, { recursive: true });
     expect(spawnSync('tar', ['-xf', out, '-C', layout]).status).toBe(0);
-    const unpacked = join(work, 'from-image-unpacked');
+    const unpacked = join(fx.work, 'from-image-unpacked');
     const index = JSON.parse(await readFile(join(layout, 'index.json'), 'utf8')) as { manifests: Array<{ annotations?: Record<string, string> }> };
     const refName = index.manifests[0]?.annotations?.['org.opencontainers.image.ref.name'];
     const r = spawnSync('umoci', ['unpack', '--rootless', '--image', refName ? `${layout}:${refName}` : layout, unpacked], { encoding: 'utf8' });
