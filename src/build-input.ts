@@ -3,7 +3,8 @@
 
 import { readFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { parseDockerfile, parseDockerignore, type Dockerfile } from './frontend/index.js';
+import type { Platform } from './definition/index.js';
+import { parseDockerfile, parseDockerignore, type CompileOptions, type Dockerfile, type ImageResolver } from './frontend/index.js';
 
 export interface BuildInput {
   /** Absolute path of the build context. */
@@ -43,4 +44,25 @@ async function readDockerignore(dockerfilePath: string, context: string): Promis
     }
   }
   return '';
+}
+
+/** What `build()` and `plan()` both take from their options to compile the input. */
+export interface CompileSettings {
+  buildArgs?: Record<string, string>;
+  target?: string;
+  sourceDateEpoch?: number;
+  network?: 'none' | 'host';
+}
+
+export function compileOptions(input: BuildInput, settings: CompileSettings, platform: Platform, resolveImage: ImageResolver): CompileOptions {
+  return {
+    file: input.dockerfileName,
+    buildArgs: settings.buildArgs ?? {},
+    target: settings.target,
+    platform,
+    dockerignore: input.dockerignore,
+    sourceDateEpoch: settings.sourceDateEpoch,
+    defaultNetwork: settings.network,
+    resolveImage,
+  };
 }

@@ -11,7 +11,7 @@ import type { Digest, Platform } from './definition/index.js';
 import { RuncExecutor } from './executor/runc.js';
 import { assembleImage, type BuiltImage } from './exporter/image.js';
 import { writeOciArchive } from './exporter/oci-archive.js';
-import { readBuildInput } from './build-input.js';
+import { compileOptions, readBuildInput } from './build-input.js';
 import { compile, DockerfileError, type CompileResult } from './frontend/index.js';
 import { MediaType, type ImageConfigFile, type ImageManifest } from './oci/types.js';
 import { BlobSources } from './registry/blob-sources.js';
@@ -69,7 +69,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const emit: ProgressListener = opts.onProgress ?? (() => undefined);
   const platform = opts.platform ?? hostPlatform();
   const tags = (opts.tags ?? []).map((t) => parseReference(t));
-  const { context, dockerfileName, text: dockerfileText, dockerfile, dockerignore } = await readBuildInput(opts.context, opts.dockerfile);
+  const input = await readBuildInput(opts.context, opts.dockerfile);
+  const { context, dockerfileName, text: dockerfileText, dockerfile } = input;
 
   const state = await openState(opts.root ?? defaultStateRoot(), { signal: opts.signal });
   const registry = new LazyRegistry({
@@ -88,16 +89,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     await snapshotter.sweep();
     const images = new Images(state, registry, Boolean(opts.pull), opts.signal);
 
-    const compiled: CompileResult = await compile(dockerfile, {
-      file: dockerfileName,
-      buildArgs: opts.buildArgs ?? {},
-      target: opts.target,
-      platform,
-      dockerignore,
-      sourceDateEpoch: opts.sourceDateEpoch,
-      defaultNetwork: opts.network,
-      resolveImage: (ref, p) => images.resolve(ref, p),
-    });
+    const compiled: CompileResult = await compile(dockerfile, compileOptions(input, opts, platform, (ref, p) => images.resolve(ref, p)));
     for (const w of compiled.warnings) emit({ type: 'warning', message: w.message, file: w.file, line: w.line });
 
     const solver = new Solver(compiled.definition, {

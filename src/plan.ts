@@ -9,7 +9,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { sha256, type Digest, type Platform, type Vertex } from './definition/index.js';
-import { readBuildInput } from './build-input.js';
+import { compileOptions, readBuildInput } from './build-input.js';
 import { defaultStateRoot } from './cache/state-root.js';
 import { compile, type CompileResult, type CompileWarning, type ResolvedImage } from './frontend/index.js';
 import type { ImageConfigFile, ImageIndex, ImageManifest } from './oci/types.js';
@@ -74,7 +74,7 @@ function placeholderDigest(ref: string): Digest {
 /** Compiles without any network or execution. */
 export async function plan(opts: PlanOptions): Promise<PlanResult> {
   const platform = opts.platform ?? hostPlatform();
-  const { dockerfileName, dockerfile, dockerignore } = await readBuildInput(opts.context, opts.dockerfile);
+  const input = await readBuildInput(opts.context, opts.dockerfile);
   const root = opts.root ?? defaultStateRoot();
   let index: ImageIndex | undefined;
   const unresolved = new Map<string, string>();
@@ -99,16 +99,7 @@ export async function plan(opts: PlanOptions): Promise<PlanResult> {
     return { ref: pinned, config };
   };
 
-  const compiled = await compile(dockerfile, {
-    file: dockerfileName,
-    buildArgs: opts.buildArgs ?? {},
-    target: opts.target,
-    platform,
-    dockerignore,
-    sourceDateEpoch: opts.sourceDateEpoch,
-    defaultNetwork: opts.network,
-    resolveImage: resolveLocal,
-  });
+  const compiled = await compile(input.dockerfile, compileOptions(input, opts, platform, resolveLocal));
 
   // A vertex is listed under the first stage that needs it, dependencies first (a stage has more
   // ancestors than any stage it depends on), then the stages are printed in file order.
