@@ -72,7 +72,6 @@ async function main() {
       setup: () => timed(process.execPath, [BUILDER, 'build', '--root', join(work, 'root-native'), '--snapshotter', 'native', '--network', 'none', '--progress', 'quiet', '-f', join(ctx, 'Dockerfile.steps'), ctx]),
     },
     { name: 'RUN writing 100 MB in 10k files', runs: BIG_RUNS, goal: 1.0, tools: { builder: builderRun('Dockerfile.big'), buildkit: buildkitRun('Dockerfile.big') } },
-    { name: '  same, --compression uncompressed', runs: BIG_RUNS, tools: { builder: builderRun('Dockerfile.big', ['--compression', 'uncompressed']) } },
     { name: '  same RUN, output deleted (the command alone)', runs: BIG_RUNS, tools: { builder: builderRun('Dockerfile.bigrm'), buildkit: buildkitRun('Dockerfile.bigrm') } },
   ];
 

@@ -9,6 +9,7 @@ import { StatCache } from './cache/checksum.js';
 import { defaultStateRoot, openState, type State } from './cache/state.js';
 import type { Digest, Platform } from './definition/index.js';
 import { RuncExecutor } from './executor/runc.js';
+import { distributable, type LayerCompression } from './exporter/compress.js';
 import { assembleImage, type BuiltImage } from './exporter/image.js';
 import { writeOciArchive } from './exporter/oci-archive.js';
 import { compileOptions, readBuildInput } from './build-input.js';
@@ -18,7 +19,7 @@ import { BlobSources } from './registry/blob-sources.js';
 import type { RegistryClient, RegistryClientOptions } from './registry/client.js';
 import { hostPlatform } from './registry/platform.js';
 import { parseReference, type ImageReference } from './registry/reference.js';
-import { applyLayer, chainIDs, createSnapshotter, withMounts, writeLayer, type LayerCompression } from './snapshotter/index.js';
+import { applyLayer, chainIDs, createSnapshotter, withMounts, writeLayer } from './snapshotter/index.js';
 import { track, type ProgressListener } from './solver/progress.js';
 import { StepError } from './solver/errors.js';
 import { Solver, type ImageSource } from './solver/solver.js';
@@ -45,7 +46,7 @@ export interface BuildOptions {
   snapshotter?: 'auto' | 'overlayfs' | 'native';
   /** Unix seconds: fixes `created` times and clamps file mtimes in layers, for reproducible images. */
   sourceDateEpoch?: number;
-  /** Compression of the layers this build creates: gzip (default), zstd or uncompressed. */
+  /** Compression of new layers when pushed or exported: gzip (default), zstd or uncompressed. Stored layers stay uncompressed. */
   compression?: LayerCompression;
   insecureRegistries?: string[];
   /** Pull-through mirrors tried before Docker Hub for docker.io images (falling back to it). */
@@ -57,12 +58,15 @@ export interface BuildOptions {
 }
 
 export interface BuildResult {
+  /** The manifest in the local store (layers uncompressed); pushes and exports carry their own. */
   manifestDigest: Digest;
   configDigest: Digest;
   config: ImageConfigFile;
   /** Full names the image was stored under. */
   tags: string[];
   pushed: Array<{ ref: string; digest: Digest }>;
+  /** The OCI archives written, with the manifest digest of the image in them (layers compressed). */
+  exported: Array<{ dest: string; digest: Digest }>;
 }
 
 export async function build(opts: BuildOptions): Promise<BuildResult> {
@@ -101,7 +105,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         // A step's snapshot is unmounted while it is diffed; commit/remove wait for the unmount.
         withMounts: (mounts, fn) => withMounts(mounts, fn, { deferUnmount: true }),
         applyLayer,
-        writeLayer: (sn, key, store, o) => writeLayer(sn, key, store, { ...o, compression: opts.compression }),
+        writeLayer,
       },
       executor,
       images,
@@ -131,18 +135,25 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       }),
     );
     for (const tag of tags) await state.images.tag(tag.toString(), image.manifestDescriptor);
+    // What leaves the machine has compressed layers: made on first need, once per build.
+    let shipped: Promise<BuiltImage> | undefined;
+    const toShip = () => (shipped ??= distributable(state.store, state.root, image, opts.compression));
+    const exported: BuildResult['exported'] = [];
     for (const out of opts.outputs ?? []) {
-      await track(emit, { id: `output:${out.dest}`, name: `exporting OCI archive to ${out.dest}` }, () =>
-        writeOciArchive(state.store, image, out.dest, tags.map((t) => t.toString())),
-      );
+      await track(emit, { id: `output:${out.dest}`, name: `exporting OCI archive to ${out.dest}` }, async () => {
+        const shippedImage = await toShip();
+        await writeOciArchive(state.store, shippedImage, out.dest, tags.map((t) => t.toString()));
+        exported.push({ dest: out.dest, digest: shippedImage.manifestDescriptor.digest });
+      });
     }
-    const pushed = opts.push ? await pushImage(state, registry, image, tags, emit) : [];
+    const pushed = opts.push ? await pushImage(state, registry, toShip, tags, emit) : [];
     return {
       manifestDigest: image.manifestDescriptor.digest,
       configDigest: image.configDescriptor.digest,
       config: image.config,
       tags: tags.map((t) => t.toString()),
       pushed,
+      exported,
     };
   } finally {
     await registry.close();
@@ -275,12 +286,13 @@ function nameOf(ref: ImageReference): string {
 async function pushImage(
   state: State,
   lazyRegistry: LazyRegistry,
-  image: BuiltImage,
+  toShip: () => Promise<BuiltImage>,
   tags: ImageReference[],
   emit: ProgressListener,
 ): Promise<Array<{ ref: string; digest: Digest }>> {
   if (tags.length === 0) throw new Error('--push needs at least one -t name');
   const registry = await lazyRegistry.get();
+  const image = await track(emit, { id: 'compress', name: 'compressing layers' }, toShip);
   const pushed: Array<{ ref: string; digest: Digest }> = [];
   const limit = pLimit(4);
   const sources = new BlobSources(state.root);

@@ -26,7 +26,8 @@ Options:
       --pull                Check the registry for newer base images
       --root DIR            State directory (default: $BUILDER_ROOT, /var/lib/builder as root)
       --snapshotter NAME    auto, overlayfs or native (default: auto)
-      --compression NAME    Layer compression: gzip (default), zstd or uncompressed
+      --compression NAME    Compression of new layers when pushed or exported: gzip (default),
+                            zstd or uncompressed (stored layers stay uncompressed)
       --insecure-registry H Use plain HTTP for registry H (loopback ones always are)
       --registry-mirror URL Pull Docker Hub images through this mirror first (repeatable)
       --progress MODE       plain, json or quiet (default: plain)
@@ -67,6 +68,7 @@ export async function main(argv: string[]): Promise<number> {
     const { build } = await import('../build.js');
     const result = await build({ ...buildOpts, onProgress: createRenderer(progress, process.stderr), signal: controller.signal });
     for (const p of result.pushed) process.stdout.write(`pushed ${p.ref}@${p.digest}\n`);
+    for (const e of result.exported) process.stdout.write(`exported ${e.dest} ${e.digest}\n`);
     process.stdout.write(`${result.manifestDigest}\n`);
     return 0;
   } catch (err) {

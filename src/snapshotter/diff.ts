@@ -1,28 +1,18 @@
-// Turning an active snapshot's changes into a deterministic OCI layer (tar+gzip) in the
-// content store. The tar is streamed: tar → diffID hash → compressor → digest hash → store
-// temp file; nothing but the compressor's blocks is buffered and the blob is never read back.
-//
-// gzip uses every core: the tar is cut into 1 MiB blocks, each compressed on libuv's thread
-// pool as an independent gzip member, and the members are written in order (RFC 1952 allows
-// any number of members; every gzip reader, Go's included, reads them as one stream). Unlike
-// pigz, the bytes depend neither on the number of cores nor on which tools are installed, so
-// layer digests stay reproducible from machine to machine. A layer under 1 MiB is one member,
-// byte for byte what a plain gzip stream of it would be.
+// Turning an active snapshot's changes into a deterministic OCI layer in the content store: an
+// uncompressed tar, as BuildKit keeps layers until they leave the machine (compression happens
+// when an image is pushed or exported: see exporter/compress.ts). The walk and the tar packing
+// are synchronous and fill 1 MiB blocks; each block is hashed (the diffID, which is also the
+// blob's digest) and written at its offset on the thread pool while the next one fills.
 //
 // Determinism: entries in tree order with siblings sorted bytewise (parents always precede
 // their children), numeric uid/gid with empty user/group names, no atime/ctime, integer mtimes
 // clamped to SOURCE_DATE_EPOCH when given, PAX only where ustar cannot hold a value.
 
 import type { Stats } from 'node:fs';
-import { closeSync, createWriteStream, lstatSync, openSync, readSync, readdirSync, readlinkSync } from 'node:fs';
+import { closeSync, lstatSync, openSync, readSync, readdirSync, readlinkSync, write, writeSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { spawn } from 'node:child_process';
-import { availableParallelism } from 'node:os';
-import { Duplex, Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { promisify } from 'node:util';
-import { gzip } from 'node:zlib';
-import { DigestCounter, type ContentStore } from '../cache/content-store.js';
+import type { ContentStore } from '../cache/content-store.js';
 import { MediaType, type Digest } from '../oci/types.js';
 import { devMajor, devMinor } from './exec.js';
 import {
@@ -38,36 +28,23 @@ import {
   xattrsEqual,
 } from './fsutil.js';
 import { asLocalSnapshotter } from './store.js';
-import { tarBlocks, type TarEntry } from './tar-writer.js';
-
-const gzipAsync = promisify(gzip) as (buf: Buffer) => Promise<Buffer>;
+import { TAR_BLOCK_SIZE, TarPacker, type TarEntry } from './tar-writer.js';
 import type { Snapshotter } from './types.js';
-
-export type LayerCompression = 'gzip' | 'zstd' | 'uncompressed';
 
 export interface WriteLayerOptions {
   /** SOURCE_DATE_EPOCH (seconds): later mtimes are clamped to it; whiteouts get it. */
   sourceDateEpoch?: number;
-  /** gzip (default); zstd needs the `zstd` command. */
-  compression?: LayerCompression;
 }
 
-export type LayerMediaType = typeof MediaType.OciLayerGzip | typeof MediaType.OciLayerZstd | typeof MediaType.OciLayer;
-
 export interface WrittenLayer {
+  /** The tar's digest, which is also the stored blob's: layers are stored uncompressed. */
   diffID: Digest;
   digest: Digest;
   size: number;
-  mediaType: LayerMediaType;
+  mediaType: typeof MediaType.OciLayer;
   /** No changes: nothing was stored (digest and size still describe the empty layer). */
   empty: boolean;
 }
-
-const MEDIA_TYPES: Record<LayerCompression, LayerMediaType> = {
-  gzip: MediaType.OciLayerGzip,
-  zstd: MediaType.OciLayerZstd,
-  uncompressed: MediaType.OciLayer,
-};
 
 /** A change found by a walker, before it becomes tar entries. */
 type Change =
@@ -75,9 +52,9 @@ type Change =
   | { kind: 'whiteout'; rel: string };
 
 /**
- * Stores the changes of snapshot `key` (active, or committed) against its parent as a
- * tar+gzip layer in `store`. overlayfs: the upper dir is the diff (whiteout devices become
- * `.wh.` entries, opaque dirs `.wh..wh..opq`); native: the tree is compared with its parent's.
+ * Stores the changes of snapshot `key` (active, or committed) against its parent as an
+ * uncompressed tar layer in `store`. overlayfs: the upper dir is the diff (whiteout devices
+ * become `.wh.` entries, opaque dirs `.wh..wh..opq`); native: the tree is compared with its parent's.
  */
 export async function writeLayer(
   sn: Snapshotter,
@@ -94,102 +71,100 @@ export async function writeLayer(
       ? upperChanges(layout.dir, '', layout.parents, [])
       : treeChanges(layout.dir, layout.parents[0], '', []);
 
-  const compression = opts.compression ?? 'gzip';
-  if (!(compression in MEDIA_TYPES)) throw new Error(`unknown layer compression ${JSON.stringify(compression)}: use gzip, zstd or uncompressed`);
-  const state = { entries: 0 };
-  const diffID = new DigestCounter();
-  const blob = new DigestCounter();
+  const hash = createHash('sha256');
+  let size = 0;
+  let entries = 0;
   const writer = await store.createWriter();
   try {
-    const tarStream = Readable.from(tarBlocks(tarEntries(changes, epoch, state)), { objectMode: false });
-    const out = createWriteStream(writer.path);
-    if (compression === 'gzip') await pipeline(tarStream, diffID, parallelGzip, blob, out);
-    else if (compression === 'zstd') await pipeline(tarStream, diffID, zstdCompressor(), blob, out);
-    else await pipeline(tarStream, diffID, out); // the blob is the tar: one hash is enough
+    const out = new BlockFileWriter(openSync(writer.path, 'w'));
+    try {
+      const packer = new TarPacker((block) => {
+        hash.update(block);
+        size += block.length;
+        out.write(block);
+      });
+      const pause = breather();
+      for (const entry of tarEntries(changes, epoch)) {
+        packer.add(entry);
+        entries++;
+        await (out.busy ? out.drain() : pause());
+      }
+      packer.finish();
+    } finally {
+      await out.close();
+    }
   } catch (err) {
     await writer.abort();
     throw err;
   }
-  const uncompressed = compression === 'uncompressed';
-  const diffDigest = diffID.digest();
-  const result: WrittenLayer = {
-    diffID: diffDigest,
-    digest: uncompressed ? diffDigest : blob.digest(),
-    size: uncompressed ? diffID.size : blob.size,
-    mediaType: MEDIA_TYPES[compression],
-    empty: state.entries === 0,
-  };
-  if (result.empty) await writer.abort();
-  else await writer.commit(result.digest);
-  return result;
+  const diffID: Digest = `sha256:${hash.digest('hex')}`;
+  if (entries === 0) await writer.abort();
+  else await writer.commit(diffID);
+  return { diffID, digest: diffID, size, mediaType: MediaType.OciLayer, empty: entries === 0 };
 }
 
-// --- compression -----------------------------------------------------------------------------
-
-/** Uncompressed bytes per gzip member. */
-export const GZIP_BLOCK = 1024 * 1024;
-
 /**
- * A pipeline stage: gzip as independent members of GZIP_BLOCK input bytes each, compressed
- * concurrently on the thread pool (one more block in flight than there are cores, so a core
- * never waits for the tar), emitted in input order.
+ * Writes blocks to a file in order, each at its offset on the thread pool, a few at a time: the
+ * event loop keeps packing while the disk catches up, and memory stays bounded.
  */
-export async function* parallelGzip(source: AsyncIterable<Buffer>, opts: { blockSize?: number; inFlight?: number } = {}): AsyncGenerator<Buffer> {
-  const blockSize = opts.blockSize ?? GZIP_BLOCK;
-  const inFlight = opts.inFlight ?? availableParallelism() + 1;
-  const pending: Array<Promise<Buffer>> = [];
-  let parts: Buffer[] = [];
-  let size = 0;
-  let members = 0;
-  const start = (): void => {
-    const block = parts.length === 1 ? parts[0]! : Buffer.concat(parts, size);
-    const p = gzipAsync(block);
-    p.catch(() => undefined); // awaited in order below
-    pending.push(p);
-    parts = [];
-    size = 0;
-    members++;
-  };
-  try {
-    for await (const chunk of source) {
-      let buf = chunk;
-      while (buf.length > 0) {
-        const take = Math.min(blockSize - size, buf.length);
-        parts.push(take === buf.length ? buf : buf.subarray(0, take));
-        size += take;
-        buf = buf.subarray(take);
-        if (size === blockSize) {
-          start();
-          while (pending.length >= inFlight) yield await pending.shift()!;
-        }
-      }
+class BlockFileWriter {
+  private offset = 0;
+  private readonly inFlight = new Set<Promise<void>>();
+  private error: unknown;
+
+  constructor(
+    private readonly fd: number,
+    private readonly limit = 4,
+  ) {}
+
+  get busy(): boolean {
+    return this.inFlight.size >= this.limit;
+  }
+
+  write(block: Buffer): void {
+    if (block.length < TAR_BLOCK_SIZE && this.inFlight.size === 0) {
+      // A small layer's only block: a thread-pool round trip would cost more than the write.
+      writeAllSync(this.fd, block, this.offset);
+      this.offset += block.length;
+      return;
     }
-    if (size > 0 || members === 0) start();
-    while (pending.length > 0) yield await pending.shift()!;
-  } finally {
-    pending.length = 0;
+    const p = this.writeAt(block, this.offset).catch((err: unknown) => void (this.error ??= err));
+    this.offset += block.length;
+    this.inFlight.add(p);
+    void p.finally(() => this.inFlight.delete(p));
+  }
+
+  async drain(): Promise<void> {
+    while (this.busy) await Promise.race(this.inFlight);
+    if (this.error) throw this.error;
+  }
+
+  /** Waits for every write, closes the file, and reports the first failure. */
+  async close(): Promise<void> {
+    await Promise.all(this.inFlight);
+    closeSync(this.fd);
+    if (this.error) throw this.error;
+  }
+
+  private async writeAt(block: Buffer, offset: number): Promise<void> {
+    for (let done = 0; done < block.length; ) {
+      const n = await new Promise<number>((resolve, reject) =>
+        write(this.fd, block, done, block.length - done, offset + done, (err, written) => (err ? reject(err) : resolve(written))),
+      );
+      done += n;
+    }
   }
 }
 
-/** zstd through the `zstd` command (Node 20 has none); multi-threaded output is deterministic. */
-function zstdCompressor(): Duplex {
-  const child = spawn('zstd', ['-3', '-T2', '-c', '-q'], { stdio: ['pipe', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const duplex = Duplex.from({ writable: child.stdin, readable: child.stdout });
-  child.on('error', (err) => duplex.destroy(new Error(`zstd compression needs the zstd command: ${err.message}`)));
-  child.on('close', (code) => {
-    if (code !== 0 && code !== null) duplex.destroy(new Error(`zstd failed (exit ${code}): ${stderr.trim()}`));
-  });
-  duplex.on('close', () => child.kill());
-  return duplex;
+function writeAllSync(fd: number, block: Buffer, offset: number): void {
+  for (let done = 0; done < block.length; ) done += writeSync(fd, block, done, block.length - done, offset + done);
 }
 
 // --- overlay: the upper dir is the diff --------------------------------------------------------
 //
 // The walks use synchronous calls: a few microseconds each, against a thread-pool round trip
-// per call for the async API (which made a no-change native diff 15x slower). `pause` lets the
-// event loop breathe during long stretches without output.
+// per call for the async API (which made a no-change native diff 15x slower). They are plain
+// generators; writeLayer lets the event loop breathe between the entries it takes from them.
 
 /**
  * Walks the upper dir. `lowers` are the lower-layer directories visible at `dir` (nearest
@@ -197,13 +172,7 @@ function zstdCompressor(): Duplex {
  * mode and xattrs, e.g. because a mount-point stub was created and removed in it) is held back
  * like in the native walk and only emitted as the parent of a real change.
  */
-async function* upperChanges(
-  dir: string,
-  rel: string,
-  lowers: readonly string[],
-  pending: PendingDir[],
-  pause = breather(),
-): AsyncGenerator<Change> {
+function* upperChanges(dir: string, rel: string, lowers: readonly string[], pending: PendingDir[]): Generator<Change> {
   const items = readdirSync(dir).map((name) => {
     const path = join(dir, name);
     const st = lstatSync(path);
@@ -211,7 +180,6 @@ async function* upperChanges(
   });
   items.sort((a, b) => compareNames(a.out, b.out));
   for (const it of items) {
-    await pause();
     const r = joinRel(rel, it.out);
     // Checked before anything else: the kernel hardlinks whiteouts to one shared inode.
     if (isOverlayWhiteout(it.st)) {
@@ -241,7 +209,7 @@ async function* upperChanges(
       if (opaque) yield { kind: 'whiteout', rel: joinRel(r, WHITEOUT_OPAQUE) };
     }
     pending.push(self);
-    yield* upperChanges(it.path, r, below.dirs, pending, pause);
+    yield* upperChanges(it.path, r, below.dirs, pending);
     pending.pop();
   }
 }
@@ -277,13 +245,7 @@ interface PendingDir {
  * that did not change themselves are held back and emitted only before a changed descendant,
  * so the layer carries the parents of every change (as an overlay upper dir would).
  */
-async function* treeChanges(
-  upper: string,
-  lower: string | undefined,
-  rel: string,
-  pending: PendingDir[],
-  pause = breather(),
-): AsyncGenerator<Change> {
+function* treeChanges(upper: string, lower: string | undefined, rel: string, pending: PendingDir[]): Generator<Change> {
   const names = new Set(readdirSync(upper));
   if (lower !== undefined) for (const n of readdirOrEmpty(lower)) names.add(n);
   const items = [...names].map((name) => {
@@ -296,7 +258,6 @@ async function* treeChanges(
   items.sort((x, y) => compareNames(x.out, y.out));
 
   for (const { up, low, a, b, out } of items) {
-    await pause();
     const r = joinRel(rel, out);
     if (!a) {
       yield* flush(pending);
@@ -315,7 +276,7 @@ async function* treeChanges(
         self.emitted = true;
       }
       pending.push(self);
-      yield* treeChanges(up, low, r, pending, pause);
+      yield* treeChanges(up, low, r, pending);
       pending.pop();
       continue;
     }
@@ -323,7 +284,7 @@ async function* treeChanges(
     yield* flush(pending);
     yield entry;
     // New, or replacing a non-directory: everything below is an addition.
-    if (a.isDirectory()) yield* treeChanges(up, undefined, r, [], pause);
+    if (a.isDirectory()) yield* treeChanges(up, undefined, r, []);
   }
 }
 
@@ -395,12 +356,11 @@ function joinRel(rel: string, name: string): string {
 
 // --- changes → tar entries ---------------------------------------------------------------------
 
-async function* tarEntries(changes: AsyncIterable<Change>, epoch: number | undefined, state: { entries: number }): AsyncGenerator<TarEntry> {
+function* tarEntries(changes: Iterable<Change>, epoch: number | undefined): Generator<TarEntry> {
   const clamp = (t: number): number => (epoch !== undefined && t > epoch ? epoch : t);
   const firstNameOfInode = new Map<string, string>();
-  for await (const c of changes) {
+  for (const c of changes) {
     if (c.kind === 'whiteout') {
-      state.entries++;
       yield { name: c.rel, type: 'file', mode: 0, uid: 0, gid: 0, mtime: epoch ?? 0, size: 0 };
       continue;
     }
@@ -428,7 +388,6 @@ async function* tarEntries(changes: AsyncIterable<Change>, epoch: number | undef
     } else {
       continue; // sockets have no tar representation
     }
-    state.entries++;
     yield entry;
   }
 }

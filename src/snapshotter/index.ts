@@ -27,7 +27,7 @@ export { isMountPoint, mountAll, unmountAll, withMounts, type WithMountsOptions 
 export { NativeSnapshotter } from './native.js';
 export { OverlaySnapshotter } from './overlay.js';
 export { applyLayer, DiffIDMismatchError, LayerSecurityError, type ApplyLayerOptions } from './apply.js';
-export { parallelGzip, writeLayer, type LayerCompression, type WriteLayerOptions, type WrittenLayer } from './diff.js';
+export { writeLayer, type WriteLayerOptions, type WrittenLayer } from './diff.js';
 
 export type SnapshotterKind = 'auto' | 'overlayfs' | 'native';
 

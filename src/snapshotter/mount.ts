@@ -11,7 +11,7 @@ import { mkdirSync, mkdtempSync, rmdirSync } from 'node:fs';
 import { realpath } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, sep } from 'node:path';
-import { processToken, runCommand } from './exec.js';
+import { processToken, runShort } from './exec.js';
 import type { Mount } from './types.js';
 
 /** Mount data is copied into one page; keep room for the kernel's own NUL. */
@@ -77,10 +77,12 @@ export async function mountAll(mounts: readonly Mount[], target: string): Promis
   let done = 0;
   try {
     for (const m of mounts) {
+      // A step's layer may still be coming off its own (deferred) mount: never stack a new mount on it before that is done.
+      for (const dir of mountedDirs(m)) await settleUnmount(dir);
       clearVolatileMark(m);
       const cmd = mountCommand(m, target);
       const [bin, pre] = m.type === 'overlay' ? mountTool() : ['mount', []];
-      await runCommand(bin, [...pre, ...cmd.args], cmd.cwd ? { cwd: cmd.cwd } : {});
+      await runShort(bin, [...pre, ...cmd.args], cmd.cwd ? { cwd: cmd.cwd } : {});
       done++;
     }
   } catch (err) {
@@ -134,7 +136,7 @@ export async function unmountAll(target: string): Promise<void> {
     known = false;
     try {
       const [bin, pre] = umountTool();
-      await runCommand(bin, [...pre, path]);
+      await runShort(bin, [...pre, path]);
       failures = 0;
     } catch (err) {
       if ((await mountCountAt(path)) === 0) return; // it was not mounted (any more)
@@ -194,6 +196,22 @@ function writableDir(mounts: readonly Mount[]): string | undefined {
 export async function settleUnmount(dir: string): Promise<void> {
   const pending = pendingUnmounts.get(dir);
   if (pending) await pending;
+}
+
+/** Waits for every deferred unmount (a build does before it lets go of its state); rethrows the first error. */
+export async function settleAllUnmounts(): Promise<void> {
+  await Promise.all(pendingUnmounts.values());
+}
+
+/** The host directories a mount uses: overlay layers, or a bind's source. */
+function mountedDirs(m: Mount): string[] {
+  if (m.type === 'bind') return [m.source];
+  const dirs: string[] = [];
+  for (const o of m.options) {
+    const [k, v] = splitOption(o);
+    if (v !== undefined && (PATH_OPTIONS as readonly string[]).includes(k)) dirs.push(...v.split(':'));
+  }
+  return dirs;
 }
 
 /**

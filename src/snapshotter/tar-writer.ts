@@ -51,82 +51,119 @@ export class FileChangedError extends Error {
   }
 }
 
-/** Serialises `entries` as a tar stream (ending with two zero blocks). */
-export async function* tarBlocks(entries: AsyncIterable<TarEntry>): AsyncGenerator<Buffer> {
-  for await (const e of entries) {
-    yield* entryBlocks(e);
-  }
-  yield Buffer.alloc(BLOCK * 2);
-}
-
-async function* entryBlocks(e: TarEntry): AsyncGenerator<Buffer> {
-  const name = e.type === 'dir' ? `${e.name}/` : e.name;
-  const size = e.type === 'file' ? e.size : 0;
-  const pax: Array<[string, Buffer]> = [];
-  if (!fitsUstarString(name, 100)) pax.push(['path', Buffer.from(name)]);
-  if (e.linkname !== undefined && !fitsUstarString(e.linkname, 100)) pax.push(['linkpath', Buffer.from(e.linkname)]);
-  if (e.uid > MAX_OCTAL_8) pax.push(['uid', Buffer.from(String(e.uid))]);
-  if (e.gid > MAX_OCTAL_8) pax.push(['gid', Buffer.from(String(e.gid))]);
-  if (size > MAX_OCTAL_12) pax.push(['size', Buffer.from(String(size))]);
-  for (const [k, v] of e.xattrs ?? []) pax.push([`SCHILY.xattr.${k}`, v]);
-
-  if (pax.length > 0) {
-    const records = Buffer.concat(pax.map(([k, v]) => paxRecord(k, v)));
-    yield header({
-      name: paxHeaderName(name),
-      typeflag: 'x',
-      mode: 0o644,
-      uid: 0,
-      gid: 0,
-      size: records.length,
-      mtime: e.mtime,
-    });
-    yield records;
-    if (records.length % BLOCK !== 0) yield padding(records.length);
-  }
-
-  yield header({
-    name: fitsUstarString(name, 100) ? name : asciiPlaceholder(name, 100),
-    typeflag: TYPEFLAG[e.type],
-    mode: e.mode & 0o7777,
-    uid: Math.min(e.uid, MAX_OCTAL_8),
-    gid: Math.min(e.gid, MAX_OCTAL_8),
-    size: Math.min(size, MAX_OCTAL_12),
-    mtime: e.mtime,
-    linkname: e.linkname === undefined ? '' : fitsUstarString(e.linkname, 100) ? e.linkname : asciiPlaceholder(e.linkname, 100),
-    devmajor: e.devmajor ?? 0,
-    devminor: e.devminor ?? 0,
-  });
-
-  if (e.type === 'file' && size > 0) {
-    if (e.source === undefined) throw new Error(`tar entry ${e.name} has no content source`);
-    yield* fileChunks(e.source, size);
-    if (size % BLOCK !== 0) yield padding(size);
-  }
-}
-
-const CHUNK = 256 * 1024;
+/** Bytes per block handed on by TarPacker (also the gzip member size, so blocks map 1:1). */
+export const TAR_BLOCK_SIZE = 1024 * 1024;
 
 /**
- * A file's content in chunks of at most 256 KiB. Synchronous reads: an async open/read/close
- * per file costs more than the read itself for the many small files of a typical layer. The
- * header already promised `size` bytes, so a file that changed size is an error.
+ * Serialises tar entries into blocks of `blockSize` bytes (the last one shorter), handed to
+ * `emit` as they fill; the receiver owns each block. Synchronous, and file contents are read
+ * straight into the block: a layer of many small files costs a few syscalls per file, not a
+ * trip through a stream per header, payload and padding.
  */
-function* fileChunks(path: string, size: number): Generator<Buffer> {
-  const fd = openSync(path, 'r');
-  try {
-    let read = 0;
-    while (read < size) {
-      const buf = Buffer.allocUnsafe(Math.min(CHUNK, size - read));
-      const n = readSync(fd, buf, 0, buf.length, null);
-      if (n === 0) throw new FileChangedError(path, size, read);
-      read += n;
-      yield n === buf.length ? buf : buf.subarray(0, n);
-    }
-    if (readSync(fd, Buffer.allocUnsafe(1), 0, 1, null) !== 0) throw new FileChangedError(path, size, read + 1);
-  } finally {
-    closeSync(fd);
+export class TarPacker {
+  private block: Buffer;
+  private used = 0;
+
+  constructor(
+    private readonly emit: (block: Buffer) => void,
+    private readonly blockSize = TAR_BLOCK_SIZE,
+  ) {
+    this.block = Buffer.allocUnsafe(blockSize);
   }
+
+  add(e: TarEntry): void {
+    const name = e.type === 'dir' ? `${e.name}/` : e.name;
+    const size = e.type === 'file' ? e.size : 0;
+    const pax: Array<[string, Buffer]> = [];
+    if (!fitsUstarString(name, 100)) pax.push(['path', Buffer.from(name)]);
+    if (e.linkname !== undefined && !fitsUstarString(e.linkname, 100)) pax.push(['linkpath', Buffer.from(e.linkname)]);
+    if (e.uid > MAX_OCTAL_8) pax.push(['uid', Buffer.from(String(e.uid))]);
+    if (e.gid > MAX_OCTAL_8) pax.push(['gid', Buffer.from(String(e.gid))]);
+    if (size > MAX_OCTAL_12) pax.push(['size', Buffer.from(String(size))]);
+    for (const [k, v] of e.xattrs ?? []) pax.push([`SCHILY.xattr.${k}`, v]);
+
+    if (pax.length > 0) {
+      const records = Buffer.concat(pax.map(([k, v]) => paxRecord(k, v)));
+      this.put(header({ name: paxHeaderName(name), typeflag: 'x', mode: 0o644, uid: 0, gid: 0, size: records.length, mtime: e.mtime }));
+      this.put(records);
+      this.pad(records.length);
+    }
+
+    this.put(
+      header({
+        name: fitsUstarString(name, 100) ? name : asciiPlaceholder(name, 100),
+        typeflag: TYPEFLAG[e.type],
+        mode: e.mode & 0o7777,
+        uid: Math.min(e.uid, MAX_OCTAL_8),
+        gid: Math.min(e.gid, MAX_OCTAL_8),
+        size: Math.min(size, MAX_OCTAL_12),
+        mtime: e.mtime,
+        linkname: e.linkname === undefined ? '' : fitsUstarString(e.linkname, 100) ? e.linkname : asciiPlaceholder(e.linkname, 100),
+        devmajor: e.devmajor ?? 0,
+        devminor: e.devminor ?? 0,
+      }),
+    );
+
+    if (e.type === 'file' && size > 0) {
+      if (e.source === undefined) throw new Error(`tar entry ${e.name} has no content source`);
+      this.putFile(e.source, size);
+      this.pad(size);
+    }
+  }
+
+  /** Ends the archive (two zero blocks) and emits what is left. */
+  finish(): void {
+    this.put(Buffer.alloc(BLOCK * 2));
+    if (this.used > 0) this.emit(this.block.subarray(0, this.used));
+    this.used = 0;
+  }
+
+  private put(data: Buffer): void {
+    let off = 0;
+    while (off < data.length) {
+      const n = data.copy(this.block, this.used, off);
+      off += n;
+      this.advance(n);
+    }
+  }
+
+  private pad(size: number): void {
+    if (size % BLOCK !== 0) this.put(ZERO_BLOCK.subarray(0, BLOCK - (size % BLOCK)));
+  }
+
+  /** The header already promised `size` bytes, so a file that changed size is an error. */
+  private putFile(path: string, size: number): void {
+    const fd = openSync(path, 'r');
+    try {
+      let read = 0;
+      while (read < size) {
+        const n = readSync(fd, this.block, this.used, Math.min(this.blockSize - this.used, size - read), null);
+        if (n === 0) throw new FileChangedError(path, size, read);
+        read += n;
+        this.advance(n);
+      }
+      if (readSync(fd, Buffer.allocUnsafe(1), 0, 1, null) !== 0) throw new FileChangedError(path, size, read + 1);
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  private advance(n: number): void {
+    this.used += n;
+    if (this.used < this.blockSize) return;
+    this.emit(this.block);
+    this.block = Buffer.allocUnsafe(this.blockSize);
+    this.used = 0;
+  }
+}
+
+/** A whole tar archive in memory (small archives: tests, fixtures). */
+export function packTar(entries: Iterable<TarEntry>): Buffer {
+  const blocks: Buffer[] = [];
+  const packer = new TarPacker((b) => blocks.push(b));
+  for (const e of entries) packer.add(e);
+  packer.finish();
+  return Buffer.concat(blocks);
 }
 
 interface RawHeader {
@@ -193,9 +230,4 @@ function fitsUstarString(s: string, max: number): boolean {
 function asciiPlaceholder(s: string, max: number): string {
   // eslint-disable-next-line no-control-regex
   return s.replace(/[^\x20-\x7e]/g, '_').slice(0, max);
-}
-
-function padding(size: number): Buffer {
-  const rem = size % BLOCK;
-  return rem === 0 ? Buffer.alloc(0) : ZERO_BLOCK.subarray(0, BLOCK - rem);
 }

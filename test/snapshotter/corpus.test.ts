@@ -11,7 +11,7 @@ import { getAttribute, listAttributes } from 'fs-xattr';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MediaType, type Digest } from '../../src/oci/types.js';
 import { DiffIDMismatchError, LayerSecurityError, applyLayer, createSnapshotter, withMounts, type LocalSnapshotter } from '../../src/snapshotter/index.js';
-import { tarBlocks, type TarEntry } from '../../src/snapshotter/tar-writer.js';
+import { packTar } from '../../src/snapshotter/tar-writer.js';
 import { makeTar, stream, tempDir, type TestEntry } from './helpers.js';
 
 const kinds = ['overlayfs', 'native'] as const;
@@ -51,14 +51,7 @@ interface Case {
   outcome: RegExp | Check;
 }
 
-async function rawTar(entries: TarEntry[]): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  async function* gen(): AsyncGenerator<TarEntry> {
-    yield* entries;
-  }
-  for await (const b of tarBlocks(gen())) parts.push(b);
-  return Buffer.concat(parts);
-}
+const rawTar = packTar;
 
 const T = 1_577_934_245; // the helpers' fixed mtime (2020-01-02T03:04:05Z)
 

@@ -77,8 +77,8 @@ export interface ReadEntry {
 
 /** Parses a stored gzip layer into its entries (content as text). */
 export async function readLayer(store: ContentStore, digest: Digest): Promise<ReadEntry[]> {
-  const raw = gunzipSync(await store.readBytes(digest));
-  return readTar(raw);
+  const blob = await store.readBytes(digest);
+  return readTar(blob[0] === 0x1f && blob[1] === 0x8b ? gunzipSync(blob) : blob);
 }
 
 export async function readTar(raw: Buffer): Promise<ReadEntry[]> {
