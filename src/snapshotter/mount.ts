@@ -77,8 +77,6 @@ export async function mountAll(mounts: readonly Mount[], target: string): Promis
   let done = 0;
   try {
     for (const m of mounts) {
-      // A step's layer may still be coming off its own (deferred) mount: never stack a new mount on it before that is done.
-      for (const dir of mountedDirs(m)) await settleUnmount(dir);
       clearVolatileMark(m);
       const cmd = mountCommand(m, target);
       const [bin, pre] = m.type === 'overlay' ? mountTool() : ['mount', []];
@@ -196,22 +194,6 @@ function writableDir(mounts: readonly Mount[]): string | undefined {
 export async function settleUnmount(dir: string): Promise<void> {
   const pending = pendingUnmounts.get(dir);
   if (pending) await pending;
-}
-
-/** Waits for every deferred unmount (a build does before it lets go of its state); rethrows the first error. */
-export async function settleAllUnmounts(): Promise<void> {
-  await Promise.all(pendingUnmounts.values());
-}
-
-/** The host directories a mount uses: overlay layers, or a bind's source. */
-function mountedDirs(m: Mount): string[] {
-  if (m.type === 'bind') return [m.source];
-  const dirs: string[] = [];
-  for (const o of m.options) {
-    const [k, v] = splitOption(o);
-    if (v !== undefined && (PATH_OPTIONS as readonly string[]).includes(k)) dirs.push(...v.split(':'));
-  }
-  return dirs;
 }
 
 /**
