@@ -4,6 +4,7 @@ export { build, type BuildOptions, type BuildResult, type Output } from './build
 export { plan, formatPlan, type PlanOptions, type PlanResult, type PlannedStage, type PlannedStep } from './plan.js';
 export type { ProgressEvent, ProgressListener, StepEvent, LogEvent, WarningEvent } from './solver/progress.js';
 export { defaultStateRoot } from './cache/state.js';
+export { loadConfig, defaultConfigPath, ConfigError, type BuilderConfig } from './config.js';
 export * from './definition/index.js';
 export * from './oci/types.js';
 export { compile, parseDockerfile, parseDockerignore } from './frontend/index.js';

@@ -3,6 +3,7 @@
 import { parseArgs } from 'node:util';
 // build.js pulls in the registry client, snapshotter and executor: loaded only when building.
 import type { BuildOptions, Output } from '../build.js';
+import { loadConfig } from '../config.js';
 import { parsePlatform } from '../registry/platform.js';
 import { createRenderer, type ProgressMode } from './progress.js';
 
@@ -30,6 +31,9 @@ Options:
                             zstd or uncompressed (stored layers stay uncompressed)
       --insecure-registry H Use plain HTTP for registry H (loopback ones always are)
       --registry-mirror URL Pull Docker Hub images through this mirror first (repeatable)
+      --config FILE         Registry settings as in dockerd's daemon.json ("insecure-registries",
+                            "registry-mirrors"); default $BUILDER_CONFIG, else
+                            ~/.config/builder/config.json
       --progress MODE       plain, json or quiet (default: plain)
   -h, --help                Show this help
 `;
@@ -49,7 +53,14 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return 0;
   }
-  const { progress, dryRun, ...buildOpts } = opts;
+  const { progress, dryRun, config: configFile, ...flags } = opts;
+  // The configuration file's registry settings, plus those given as flags.
+  const config = await loadConfig(configFile);
+  const buildOpts = {
+    ...flags,
+    insecureRegistries: [...config.insecureRegistries, ...(flags.insecureRegistries ?? [])],
+    registryMirrors: [...config.registryMirrors, ...(flags.registryMirrors ?? [])],
+  };
   if (dryRun) return (await import('./dry-run.js')).runDryRun(buildOpts);
   const controller = new AbortController();
   let interrupted = false;
@@ -80,7 +91,7 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'signal'> & { progress: ProgressMode; dryRun: boolean }) | undefined {
+function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'signal'> & { progress: ProgressMode; dryRun: boolean; config?: string }) | undefined {
   let parsed;
   try {
     parsed = parseArgs({
@@ -102,6 +113,7 @@ function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'sig
         compression: { type: 'string' },
         'insecure-registry': { type: 'string', multiple: true },
         'registry-mirror': { type: 'string', multiple: true },
+        config: { type: 'string' },
         progress: { type: 'string' },
         'dry-run': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
@@ -156,6 +168,7 @@ function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'sig
     sourceDateEpoch: epoch === undefined ? undefined : Number(epoch),
     progress,
     dryRun: Boolean(v['dry-run']),
+    config: v.config,
   };
 }
 
