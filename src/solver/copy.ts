@@ -8,6 +8,7 @@ import {
   chownSync,
   copyFileSync,
   lchownSync,
+  linkSync,
   lstatSync,
   lutimesSync,
   mkdirSync,
@@ -45,6 +46,8 @@ export interface CopyParams {
 export async function copySources(p: CopyParams): Promise<void> {
   const intoDir = p.dest.endsWith('/') || p.sources.length > 1;
   const dirTimes: Array<{ path: string; atime: Date; mtime: Date }> = [];
+  // Files hardlinked to each other in the source stay hardlinked in the copy, as in BuildKit.
+  const copiedInodes = new Map<string, string>();
   let copied = 0;
   for (const src of p.sources) {
     const srcAbs = src === '.' ? p.srcRoot : join(p.srcRoot, src);
@@ -75,13 +78,21 @@ export async function copySources(p: CopyParams): Promise<void> {
           chmodSync(hostPath, mode);
           dirTimes.push({ path: hostPath, atime: st.atime, mtime: st.mtime });
           break;
-        case 'file':
-          removeUnlessFileSync(hostPath);
+        case 'file': {
+          const inode = st.nlink > 1 ? `${st.dev}:${st.ino}` : undefined;
+          const first = inode && copiedInodes.get(inode);
+          clearForFileSync(hostPath);
+          if (first && first !== hostPath) {
+            linkSync(first, hostPath);
+            break;
+          }
+          if (inode) copiedInodes.set(inode, hostPath);
           copyFileSync(entry.abs, hostPath);
           chownSync(hostPath, owner.uid, owner.gid);
           chmodSync(hostPath, mode);
           utimesSync(hostPath, st.atime, st.mtime);
           break;
+        }
         case 'symlink':
           rmSync(hostPath, { recursive: true, force: true });
           symlinkSync(readlinkSync(entry.abs), hostPath);
@@ -106,10 +117,12 @@ async function isDirectory(path: string): Promise<boolean> {
   }
 }
 
-/** Makes room for a regular file at `path`: anything else there is removed. */
-function removeUnlessFileSync(path: string): void {
-  const st = lstatSync(path, { throwIfNoEntry: false });
-  if (st && !st.isFile()) rmSync(path, { recursive: true, force: true });
+/**
+ * Makes room for a new regular file at `path`: whatever is there goes, a file too, so that other
+ * names hardlinked to the old one keep their content (Docker replaces the file as well).
+ */
+function clearForFileSync(path: string): void {
+  rmSync(path, { recursive: true, force: true });
 }
 
 function ensureDirectorySync(path: string): void {
@@ -138,7 +151,7 @@ export async function makeFile(root: string, path: string, data: string | Uint8A
   const dir = posix.dirname(posix.normalize(`/${path}`));
   await mkdirAll(root, dir, 0o755, owner);
   const host = join(await resolveInRoot(root, dir), posix.basename(path));
-  removeUnlessFileSync(host);
+  clearForFileSync(host);
   await writeFile(host, data);
   await chown(host, owner.uid, owner.gid);
   await chmod(host, mode);

@@ -24,7 +24,8 @@ const title = dockerWorks ? 'filesystem identical to BuildKit' : 'filesystem ide
 if (!dockerWorks) console.warn(`test/differential/buildkit.test.ts: skipped, no working Docker engine (${DOCKER} info exited ${dockerInfo.status ?? dockerInfo.error?.message})`);
 
 // Added, changed, deleted, a dir replaced by a file and back, permissions and owners changed,
-// hardlinks, symlinks, a setuid bit, an emptied dir, a whited-out subtree recreated.
+// hardlinks, symlinks, a setuid bit, an emptied dir, a whited-out subtree recreated; then a
+// COPY --from of part of that tree.
 const STEPS = [
   'mkdir -p /a/b /rep /file2dir /perm /gone/deep && echo one > /a/b/f && echo keep > /keep && echo x > /rep/x && echo f > /file2dir/old && chmod 600 /keep && ln -s /keep /a/link && touch /perm/p /gone/deep/z && echo tmp > /tmp/t',
   'echo changed > /a/b/f && echo added > /a/new && rm /keep && rm -rf /rep && echo now-a-file > /rep && chmod 751 /perm && chmod 4755 /perm/p && chown 1000:1000 /a/new && ln /a/new /a/hard && rm -rf /gone && rm /tmp/t',
@@ -97,7 +98,8 @@ describe.skipIf(!dockerWorks)(title, () => {
     work = await mkdtemp(join(tmpdir(), 'builder-differential-'));
     ctx = join(work, 'ctx');
     await mkdir(ctx);
-    await writeFile(join(ctx, 'Dockerfile'), `FROM ${base}\n${STEPS.map((s) => `RUN ${s}`).join('\n')}\n`);
+    // Then COPY --from of a tree holding a hardlinked pair (a/new, a/hard).
+    await writeFile(join(ctx, 'Dockerfile'), `FROM ${base} AS steps\n${STEPS.map((s) => `RUN ${s}`).join('\n')}\nFROM steps\nCOPY --from=steps /a /copied-a\n`);
 
     const bkRef = `${registry.host}/diff/buildkit:latest`;
     sh(DOCKER, ['build', '--network=none', '--no-cache', '-q', '-t', bkRef, ctx], { DOCKER_BUILDKIT: '1' });
@@ -127,6 +129,7 @@ describe.skipIf(!dockerWorks)(title, () => {
     // The changes the steps made are there (guards against comparing two empty trees).
     expect(ours.get('rep/y')?.type).toBe('file');
     expect(ours.get('a/hard')?.nlink).toBe(2);
+    expect(ours.get('copied-a/hard')?.nlink).toBe(2);
     expect(ours.get('perm/p')?.mode).toBe(0o4755);
   }, 120_000);
 });

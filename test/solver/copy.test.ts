@@ -1,4 +1,4 @@
-import { lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { link, lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -33,6 +33,22 @@ describe('COPY semantics', () => {
     expect((await readdir(join(dest, 'app'))).sort()).toEqual(['link', 'one.txt', 'sub']);
     expect(await readlink(join(dest, 'app/link'))).toBe('one.txt');
     expect((await stat(join(dest, 'app/sub/two.txt'))).mode & 0o777).toBe(0o600);
+  });
+
+  it('keeps files that are hardlinked to each other hardlinked', async () => {
+    await link(join(src, 'dir/one.txt'), join(src, 'dir/sub/also-one.txt'));
+    await copy(['dir'], '/app');
+    const [a, b] = await Promise.all([stat(join(dest, 'app/one.txt')), stat(join(dest, 'app/sub/also-one.txt'))]);
+    expect(b.ino).toBe(a.ino);
+    expect(a.nlink).toBe(2);
+    expect(await readFile(join(dest, 'app/sub/also-one.txt'), 'utf8')).toBe('1');
+    // Copied again over itself: still one file with two names.
+    await copy(['dir'], '/app');
+    expect((await stat(join(dest, 'app/sub/also-one.txt'))).ino).toBe((await stat(join(dest, 'app/one.txt'))).ino);
+    // A file copied over one name of a hardlinked pair replaces that name only.
+    await copy(['file.txt'], '/app/one.txt');
+    expect(await readFile(join(dest, 'app/one.txt'), 'utf8')).toBe('f');
+    expect(await readFile(join(dest, 'app/sub/also-one.txt'), 'utf8')).toBe('1');
   });
 
   it('a file goes into the destination when it ends with / or is an existing directory', async () => {
