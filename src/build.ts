@@ -85,12 +85,15 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       put: async (_digest, bytes) => void (await state.store.putBytes(bytes)),
     },
   });
+  let finished = false;
   try {
     const snapshotter = await createSnapshotter(state.root, opts.snapshotter ?? 'auto');
     const executor = new RuncExecutor({ bundleRoot: join(state.root, 'bundles') });
-    // Containers first: a leftover container keeps its rootfs mount busy.
-    await executor.sweep();
-    await snapshotter.sweep();
+    if (!state.previousClean) {
+      // Containers first: a leftover container keeps its rootfs mount busy.
+      await executor.sweep();
+      await snapshotter.sweep();
+    }
     const images = new Images(state, registry, Boolean(opts.pull), opts.signal);
 
     const compiled: CompileResult = await compile(dockerfile, compileOptions(input, opts, platform, (ref, p) => images.resolve(ref, p)));
@@ -147,6 +150,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       });
     }
     const pushed = opts.push ? await pushImage(state, registry, toShip, tags, emit) : [];
+    finished = true;
     return {
       manifestDigest: image.manifestDescriptor.digest,
       configDigest: image.configDescriptor.digest,
@@ -157,7 +161,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     };
   } finally {
     await registry.close();
-    await state.release();
+    // Failed or interrupted builds clean up after themselves too, but the next one checks.
+    await state.release({ clean: finished });
   }
 }
 

@@ -1,8 +1,9 @@
 // The state directory: content store, image store, cache index and snapshots of one user.
 // One build at a time owns it (a lock file naming the owner's pid); a lock left by a process
-// that died is taken over, which is what lets the next run sweep what a crash left behind.
+// that died is taken over. A build that ends cleanly leaves a `clean` mark, which the next one
+// consumes: without it, the next build sweeps what a crash, failure or interruption left behind.
 
-import { mkdir, open, readFile, rm } from 'node:fs/promises';
+import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CacheIndex } from './cache-index.js';
@@ -19,7 +20,10 @@ export interface State {
   cache: CacheIndex;
   /** Where per-context stat caches live. */
   statCacheDir: string;
-  release(): Promise<void>;
+  /** Whether the previous owner finished cleanly, leaving no container, mount or temporary snapshot to sweep. */
+  previousClean: boolean;
+  /** Lets go of the directory; `clean`: this build left nothing behind that needs sweeping. */
+  release(opts?: { clean?: boolean }): Promise<void>;
 }
 
 export interface OpenStateOptions {
@@ -32,7 +36,12 @@ export async function openState(root: string, opts: OpenStateOptions = {}): Prom
   await mkdir(root, { recursive: true });
   const lockFile = join(root, 'lock');
   await acquireLock(lockFile, opts.waitMs ?? 10 * 60_000, opts.signal);
+  const cleanMark = join(root, 'clean');
   try {
+    const previousClean = await rm(cleanMark).then(
+      () => true,
+      () => false,
+    );
     const store = new ContentStore(root);
     const images = new ImageStore(root);
     const cache = new CacheIndex(root);
@@ -45,7 +54,11 @@ export async function openState(root: string, opts: OpenStateOptions = {}): Prom
       images,
       cache,
       statCacheDir: join(root, 'cache', 'context'),
-      release: () => rm(lockFile, { force: true }),
+      previousClean,
+      release: async ({ clean = false } = {}) => {
+        if (clean) await writeFile(cleanMark, '');
+        await rm(lockFile, { force: true });
+      },
     };
   } catch (err) {
     await rm(lockFile, { force: true });
