@@ -1,8 +1,11 @@
 // Bundles the CLI (after tsc) into a few ESM files: start-up is a large share of a cached build
 // or a dry run, and one file per module costs a resolution and a read each. Code behind dynamic
 // imports (the registry client, the build machinery, login) stays in chunks loaded on demand.
+import { rmSync } from 'node:fs';
 import { build } from 'esbuild';
 
+// Chunk names carry content hashes: clear out those of earlier builds.
+rmSync('dist/cli-bundle', { recursive: true, force: true });
 await build({
   entryPoints: ['dist/cli/main.js'],
   outdir: 'dist/cli-bundle',

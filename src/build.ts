@@ -176,7 +176,7 @@ function withSource(err: unknown, file: string, text: string): unknown {
 
 /**
  * The registry client, created on first use: a build whose base images are all local (and that
- * does not push) never loads the HTTP stack, which is a large part of start-up.
+ * does not push) never loads the registry client, its auth and the HTTP modules.
  */
 class LazyRegistry {
   private client: Promise<RegistryClient> | undefined;

@@ -14,9 +14,8 @@ import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import type { Dispatcher } from 'undici';
-import { request } from 'undici';
 import { AuthenticationError, RegistryError } from './errors.js';
+import type { HttpResponse, HttpTransport } from './http.js';
 import { DOCKER_HUB, normaliseRegistry } from './reference.js';
 import { DEFAULT_RETRY, backoffDelay, isNetworkError, isRetryableStatus, parseRetryAfter, wait } from './retry.js';
 
@@ -251,7 +250,7 @@ interface CachedToken {
 
 export interface AuthenticatorOptions {
   credentials: CredentialStore;
-  dispatcher: Dispatcher;
+  http: HttpTransport;
   userAgent: string;
   /** Client id sent with OAuth2 refresh-token requests. */
   clientId?: string;
@@ -396,9 +395,9 @@ export class Authenticator {
     else if (creds && (creds.username || creds.password)) headers.authorization = basicHeader(creds);
 
     for (let attempt = 0; ; attempt++) {
-      let res: Dispatcher.ResponseData;
+      let res: HttpResponse;
       try {
-        res = await request(url, { method, headers, body, dispatcher: this.options.dispatcher });
+        res = await this.options.http.request(url, { method, headers, body });
       } catch (err) {
         if (isNetworkError(err) && attempt < DEFAULT_RETRY.retries) {
           await wait(backoffDelay(attempt, DEFAULT_RETRY));
@@ -407,8 +406,8 @@ export class Authenticator {
         throw new RegistryError(`cannot reach token server ${url.origin} for ${registry}: ${(err as Error).message}`, registry, undefined, undefined, true, { cause: err });
       }
       const status = res.statusCode;
-      if (status === 200) return parseTokenResponse(registry, await res.body.text());
-      await res.body.dump();
+      if (status === 200) return parseTokenResponse(registry, await res.text());
+      await res.dump();
       if (isRetryableStatus(status) && attempt < DEFAULT_RETRY.retries) {
         await wait(backoffDelay(attempt, DEFAULT_RETRY, parseRetryAfter(res.headers['retry-after'])));
         continue;

@@ -12,7 +12,6 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { STATUS_CODES } from 'node:http';
 import { Readable } from 'node:stream';
-import { Agent, request, type Dispatcher } from 'undici';
 import {
   MediaType,
   isIndexMediaType,
@@ -33,6 +32,7 @@ import {
   RegistryError,
   UnsupportedManifestError,
 } from './errors.js';
+import { HttpTransport, type HttpResponse } from './http.js';
 import { formatPlatform, isAttestation, normalisePlatform, platformRank, selectManifest } from './platform.js';
 import { DOCKER_HUB, ImageReference, isInsecureByDefault, registryHost } from './reference.js';
 import {
@@ -52,8 +52,6 @@ export interface RegistryClientOptions {
   insecureRegistries?: readonly string[];
   userAgent?: string;
   retry?: Partial<RetryPolicy>;
-  /** An undici dispatcher to use instead of the client's own Agent (not closed by close()). */
-  dispatcher?: Dispatcher;
   /**
    * Pull-through mirrors for Docker Hub, tried in order before docker.io itself (as dockerd's
    * `registry-mirrors`): `https://mirror.example.com`, `http://10.0.0.5:5000`, `127.0.0.1:5001`.
@@ -69,8 +67,8 @@ export interface RegistryClientOptions {
   chunkedUploadThreshold?: number;
   chunkSize?: number;
   /**
-   * Extra options for the client's own Agent's sockets (e.g. `lookup`, `servername`). CA
-   * certificates come from SSL_CERT_FILE when set, else from the system store.
+   * Extra options for the client's sockets (e.g. `lookup`, `servername`). CA certificates come
+   * from SSL_CERT_FILE when set, else from the system store.
    */
   connect?: Record<string, unknown>;
   /** Environment to read SSL_CERT_FILE from (default process.env). */
@@ -162,8 +160,7 @@ interface CallOptions {
 }
 
 export class RegistryClient {
-  private readonly dispatcher: Dispatcher;
-  private readonly ownsDispatcher: boolean;
+  private readonly http: HttpTransport;
   private readonly auth: Authenticator;
   private readonly insecure: readonly string[];
   private readonly userAgent: string;
@@ -176,10 +173,7 @@ export class RegistryClient {
   private readonly resolutions = new Map<string, Promise<ResolvedImage>>();
 
   constructor(options: RegistryClientOptions = {}) {
-    this.ownsDispatcher = !options.dispatcher;
-    this.dispatcher =
-      options.dispatcher ??
-      new Agent({ connections: 16, keepAliveTimeout: 10_000, connect: { ...caOptions(options.env ?? process.env), ...options.connect } });
+    this.http = new HttpTransport({ connect: { ...caOptions(options.env ?? process.env), ...options.connect } });
     this.insecure = options.insecureRegistries ?? [];
     this.mirrors = (options.registryMirrors ?? []).map((m) => parseMirror(m, this.insecure));
     this.cache = options.contentCache;
@@ -189,14 +183,14 @@ export class RegistryClient {
     this.retryPolicy = { ...DEFAULT_RETRY, ...options.retry };
     this.auth = new Authenticator({
       credentials: options.credentials ?? new DockerConfigCredentialStore(),
-      dispatcher: this.dispatcher,
+      http: this.http,
       userAgent: this.userAgent,
     });
   }
 
-  /** Closes pooled connections (only those of the client's own Agent). */
+  /** Closes pooled connections. */
   async close(): Promise<void> {
-    if (this.ownsDispatcher) await this.dispatcher.close();
+    this.http.close();
   }
 
   // -------------------------------------------------------------------------------------------
@@ -227,7 +221,7 @@ export class RegistryClient {
   async checkLogin(registry: string): Promise<void> {
     const ep = this.endpoint(registry);
     const res = await this.call(ep, { method: 'GET', url: new URL(`${ep.origin}/v2/`), scopes: [], followRedirects: true });
-    await res.body.dump();
+    await res.dump();
     if (res.statusCode === 200) return;
     const statusText = res.statusText || STATUS_CODES[res.statusCode] || '';
     if (res.statusCode === 403) throw new AuthenticationError(`login to ${registry} refused: 403 ${statusText}`.trimEnd(), registry, 403);
@@ -328,7 +322,7 @@ export class RegistryClient {
       followRedirects: true,
       retries: this.retriesFor(ep),
     });
-    await res.body.dump();
+    await res.dump();
     const digest = headerValue(res.headers['docker-content-digest']);
     return res.statusCode === 200 && digest && DIGEST_RE.test(digest) ? (digest as Digest) : undefined;
   }
@@ -427,7 +421,7 @@ export class RegistryClient {
       body: () => bytes,
     });
     if (res.statusCode < 200 || res.statusCode >= 300) throw await this.errorFrom(ref, res, `pushing manifest to ${ref}`);
-    await res.body.dump();
+    await res.dump();
     const returned = headerValue(res.headers['docker-content-digest']);
     if (returned && DIGEST_RE.test(returned) && returned !== digest) {
       throw new ContentVerificationError(`registry stored manifest for ${ref} as ${returned}, expected ${digest}`, ref.registry);
@@ -442,13 +436,13 @@ export class RegistryClient {
     assertDigest(ref, digest);
     const ep = this.endpoint(ref.registry);
     const res = await this.call(ep, { method: 'HEAD', url: this.url(ep, ref, `blobs/${digest}`), scopes, followRedirects: true });
-    await res.body.dump();
+    await res.dump();
     if (res.statusCode === 200) return true;
     if (res.statusCode === 404) return false;
     throw await this.errorFrom(ref, res, `checking blob ${digest} in ${ref.name}`);
   }
 
-  private async openBlob(ep: Endpoint, ref: ImageReference, desc: Descriptor, offset: number): Promise<Dispatcher.ResponseData> {
+  private async openBlob(ep: Endpoint, ref: ImageReference, desc: Descriptor, offset: number): Promise<HttpResponse> {
     const res = await this.call(ep, {
       retries: this.retriesFor(ep),
       method: 'GET',
@@ -470,8 +464,8 @@ export class RegistryClient {
    * bytes. Event-driven with backpressure (pause/resume) rather than async iteration, which costs
    * several times the CPU per chunk on a fast link.
    */
-  private blobStream(ep: Endpoint, ref: ImageReference, desc: Descriptor, first: Dispatcher.ResponseData): Readable {
-    let current: Dispatcher.ResponseData['body'] | undefined;
+  private blobStream(ep: Endpoint, ref: ImageReference, desc: Descriptor, first: HttpResponse): Readable {
+    let current: HttpResponse['body'] | undefined;
     let stopped = false;
     const out = new Readable({
       highWaterMark: 256 * 1024,
@@ -484,7 +478,7 @@ export class RegistryClient {
     });
 
     /** Relays one response body; resolves with the offset reached when it ends. */
-    const relay = (res: Dispatcher.ResponseData, offset: number, skip: number): Promise<number> =>
+    const relay = (res: HttpResponse, offset: number, skip: number): Promise<number> =>
       new Promise((resolve, reject) => {
         const body = res.body;
         current = body;
@@ -518,7 +512,7 @@ export class RegistryClient {
         // A 200 answer to a Range request restarts at zero: skip what the reader already has.
         const skip = res.statusCode === 200 ? offset : rangeStart(res) === offset ? 0 : -1;
         if (skip < 0) {
-          await res.body.dump();
+          await res.dump();
           throw new RegistryError(`registry answered a resume of blob ${desc.digest} from the wrong offset`, ref.registry);
         }
         try {
@@ -559,7 +553,7 @@ export class RegistryClient {
       start.searchParams.set('from', mountFrom);
     }
     const started = await this.call(ep, { method: 'POST', url: start, scopes, body: () => '', headers: { 'content-length': '0' } });
-    await started.body.dump();
+    await started.dump();
     if (started.statusCode === 201) return; // mounted from the other repository
     if (started.statusCode !== 202) throw await this.errorFrom(ref, started, `starting upload of ${desc.digest} to ${ref.name}`);
     let location = uploadLocation(ref, started, start);
@@ -578,7 +572,7 @@ export class RegistryClient {
     if (res.statusCode !== 201 && res.statusCode !== 204) {
       throw await this.errorFrom(ref, res, `uploading blob ${desc.digest} to ${ref.name}`);
     }
-    await res.body.dump();
+    await res.dump();
   }
 
   /**
@@ -624,7 +618,7 @@ export class RegistryClient {
             retry: false,
           });
           if (res.statusCode === 202 || res.statusCode === 204) {
-            await res.body.dump();
+            await res.dump();
             location = uploadLocation(ref, res, location);
             const end = rangeEnd(res);
             offset = end === undefined ? from + length : end + 1;
@@ -665,7 +659,7 @@ export class RegistryClient {
     if (res.statusCode !== 204 && res.statusCode !== 200) {
       throw await this.errorFrom(ref, res, `checking the upload of ${desc.digest} to ${ref.name}`);
     }
-    await res.body.dump();
+    await res.dump();
     const end = rangeEnd(res);
     return { location: uploadLocation(ref, res, location), offset: end === undefined ? 0 : end + 1 };
   }
@@ -730,7 +724,7 @@ export class RegistryClient {
    * Sends one logical request: authenticates, retries transient failures and follows redirects.
    * Returns the final response whatever its status, except 401 after re-authenticating (thrown).
    */
-  private async call(ep: Endpoint, opts: CallOptions): Promise<Dispatcher.ResponseData> {
+  private async call(ep: Endpoint, opts: CallOptions): Promise<HttpResponse> {
     const registry = ep.registry;
     const host = ep.host;
     const retries = opts.retries ?? this.retryPolicy.retries;
@@ -750,9 +744,9 @@ export class RegistryClient {
       const body = method === opts.method ? opts.body?.() : undefined;
       if (body === undefined) delete headers['content-length'];
 
-      let res: Dispatcher.ResponseData;
+      let res: HttpResponse;
       try {
-        res = await request(url, { method, headers, body, dispatcher: this.dispatcher });
+        res = await this.http.request(url, { method, headers, body });
       } catch (err) {
         if (body instanceof Readable) body.destroy();
         if (opts.retry !== false && isNetworkError(err) && attempt < retries) {
@@ -774,8 +768,8 @@ export class RegistryClient {
 
       const status = res.statusCode;
       if (status === 401 && sameOrigin) {
-        const challenge = res.headers['www-authenticate'];
-        await res.body.dump();
+        const challenge = res.headersDistinct['www-authenticate'];
+        await res.dump();
         if (reauthenticated) throw await this.authFailure(registry);
         authorization = await this.auth.onUnauthorized(registry, host, opts.scopes, challenge);
         reauthenticated = true;
@@ -784,7 +778,7 @@ export class RegistryClient {
       if (opts.followRedirects && status >= 300 && status < 400 && status !== 304) {
         const location = headerValue(res.headers.location);
         if (location) {
-          await res.body.dump();
+          await res.dump();
           if (++redirects > MAX_REDIRECTS) throw new RegistryError(`too many redirects from ${registry}`, registry, status);
           url = new URL(location, url);
           if (status === 303) method = 'GET';
@@ -793,7 +787,7 @@ export class RegistryClient {
       }
       if (opts.retry !== false && isRetryableStatus(status) && attempt < retries) {
         const delay = backoffDelay(attempt++, this.retryPolicy, parseRetryAfter(res.headers['retry-after']));
-        await res.body.dump();
+        await res.dump();
         await wait(delay);
         continue;
       }
@@ -808,7 +802,7 @@ export class RegistryClient {
   }
 
   /** Turns an unexpected response into a RegistryError carrying the registry's own error code and message. */
-  private async errorFrom(ref: ImageReference, res: Dispatcher.ResponseData, action: string): Promise<RegistryError> {
+  private async errorFrom(ref: ImageReference, res: HttpResponse, action: string): Promise<RegistryError> {
     const status = res.statusCode;
     const detail = await registryErrorDetail(res);
     const statusText = res.statusText || STATUS_CODES[status] || '';
@@ -882,7 +876,7 @@ async function readLimited(stream: AsyncIterable<unknown>, limit: number, what: 
   return Buffer.concat(chunks, total);
 }
 
-async function registryErrorDetail(res: Dispatcher.ResponseData): Promise<{ code?: string; message?: string }> {
+async function registryErrorDetail(res: HttpResponse): Promise<{ code?: string; message?: string }> {
   try {
     const bytes = await readLimited(res.body, MAX_ERROR_BODY_BYTES, 'error body', '');
     const json = JSON.parse(bytes.toString('utf8')) as { errors?: { code?: string; message?: string }[] };
@@ -894,21 +888,21 @@ async function registryErrorDetail(res: Dispatcher.ResponseData): Promise<{ code
   }
 }
 
-async function errorCode(res: Dispatcher.ResponseData): Promise<string | undefined> {
+async function errorCode(res: HttpResponse): Promise<string | undefined> {
   return (await registryErrorDetail(res)).code;
 }
 
-function rangeStart(res: Dispatcher.ResponseData): number | undefined {
+function rangeStart(res: HttpResponse): number | undefined {
   const m = /^bytes (\d+)-/.exec(headerValue(res.headers['content-range']) ?? '');
   return m ? Number(m[1]) : undefined;
 }
 
-function rangeEnd(res: Dispatcher.ResponseData): number | undefined {
+function rangeEnd(res: HttpResponse): number | undefined {
   const m = /^(?:bytes=)?\d+-(\d+)$/.exec((headerValue(res.headers.range) ?? '').trim());
   return m ? Number(m[1]) : undefined;
 }
 
-function uploadLocation(ref: ImageReference, res: Dispatcher.ResponseData, base: URL): URL {
+function uploadLocation(ref: ImageReference, res: HttpResponse, base: URL): URL {
   const location = headerValue(res.headers.location);
   if (!location) throw new RegistryError(`registry gave no upload location in ${ref.name}`, ref.registry, res.statusCode);
   return new URL(location, base);
