@@ -122,8 +122,10 @@ class BlockFileWriter {
   }
 
   write(block: Buffer): void {
-    if (block.length < TAR_BLOCK_SIZE && this.inFlight.size === 0) {
-      // A small layer's only block: a thread-pool round trip would cost more than the write.
+    // Written at once: a small layer's only block (a thread-pool round trip would cost more than
+    // the write), and any block beyond `limit` in flight (one big file packs many blocks in one
+    // go, and they must not pile up in memory).
+    if ((block.length < TAR_BLOCK_SIZE && this.inFlight.size === 0) || this.busy) {
       writeAllSync(this.fd, block, this.offset);
       this.offset += block.length;
       return;
