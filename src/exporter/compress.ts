@@ -33,7 +33,7 @@ const COMPRESSED_TYPES: Record<Exclude<LayerCompression, 'uncompressed'>, string
   zstd: MediaType.OciLayerZstd,
 };
 
-const UNCOMPRESSED_TYPES = new Set<string>([MediaType.OciLayer, 'application/vnd.docker.image.rootfs.diff.tar']);
+const UNCOMPRESSED_TYPES = new Set<string>([MediaType.OciLayer, MediaType.DockerLayer]);
 
 /**
  * The image as it is pushed or exported with `compression`: uncompressed layers replaced by
