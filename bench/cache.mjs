@@ -14,7 +14,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { BUILDER, DOCKER, dockerWorks as probeDocker, log, median, pushBaseImage, startRegistry, timed } from './lib.mjs';
+import { BUILDER, DOCKER, dockerWorks as probeDocker, log, median, pushBaseImage, runBench, startRegistry, timed } from './lib.mjs';
 
 const { values } = parseArgs({ options: { files: { type: 'string', default: '2000' }, runs: { type: 'string', default: '3' } } });
 const FILES = Number(values.files);
@@ -93,10 +93,4 @@ async function main() {
   }
 }
 
-try {
-  await main();
-} finally {
-  registry?.stop();
-  rmSync(work, { recursive: true, force: true });
-  if (dockerWorks) spawnSync(DOCKER, ['builder', 'prune', '-af'], { stdio: 'ignore' });
-}
+await runBench(main, { work, registry: () => registry, dockerWorks });

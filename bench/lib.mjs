@@ -2,7 +2,7 @@
 // pushed there (so BuildKit pulls the very same image), and timing with peak-memory sampling.
 
 import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -88,4 +88,19 @@ ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
   await timed(process.execPath, [BUILDER, 'build', '--root', root, '--network', 'none', '--progress', 'quiet', '-t', base, '--push', baseCtx]);
   if (dockerWorks()) await timed(DOCKER, ['pull', '-q', base]);
 
+}
+
+/**
+ * Runs a side-by-side bench, then stops its registry, removes its scratch directory (builder's
+ * state holds mounts only while a build runs: the root is plain files by then) and drops what
+ * the runs left in BuildKit's cache.
+ */
+export async function runBench(main, { work, registry, dockerWorks }) {
+  try {
+    await main();
+  } finally {
+    registry()?.stop();
+    rmSync(work, { recursive: true, force: true });
+    if (dockerWorks) spawnSync(DOCKER, ['builder', 'prune', '-af'], { stdio: 'ignore' });
+  }
 }

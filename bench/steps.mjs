@@ -13,11 +13,11 @@
 // this script starts, and pulled from there by Docker: nothing leaves loopback.
 
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { BUILDER, DOCKER, dockerWorks as probeDocker, log, median, pushBaseImage, startRegistry, timed } from './lib.mjs';
+import { BUILDER, DOCKER, dockerWorks as probeDocker, log, median, pushBaseImage, runBench, startRegistry, timed } from './lib.mjs';
 
 const { values } = parseArgs({
   options: {
@@ -114,11 +114,4 @@ async function main() {
   }
 }
 
-try {
-  await main();
-} finally {
-  registry?.stop();
-  // Builder's state holds mounts only while it runs; the root is plain files now.
-  rmSync(work, { recursive: true, force: true });
-  if (dockerWorks) spawnSync(DOCKER, ['builder', 'prune', '-af'], { stdio: 'ignore' });
-}
+await runBench(main, { work, registry: () => registry, dockerWorks });
