@@ -4,7 +4,6 @@
 import pLimit from 'p-limit';
 import { createReadStream } from 'node:fs';
 import { join } from 'node:path';
-import type { LayerRecord } from './cache/cache-index.js';
 import { StatCache } from './cache/checksum.js';
 import { defaultStateRoot, openState, type State } from './cache/state.js';
 import type { Digest, Platform } from './definition/index.js';
@@ -14,15 +13,15 @@ import { assembleImage, type BuiltImage } from './exporter/image.js';
 import { writeOciArchive } from './exporter/oci-archive.js';
 import { compileOptions, readBuildInput } from './build-input.js';
 import { compile, DockerfileError, type CompileResult } from './frontend/index.js';
-import { MediaType, type ImageConfigFile, type ImageManifest } from './oci/types.js';
+import type { ImageConfigFile } from './oci/types.js';
 import { BlobSources } from './registry/blob-sources.js';
-import type { RegistryClient, RegistryClientOptions } from './registry/client.js';
 import { hostPlatform } from './registry/platform.js';
 import { parseReference, type ImageReference } from './registry/reference.js';
 import { applyLayer, chainIDs, createSnapshotter, withMounts, writeLayer } from './snapshotter/index.js';
 import { track, type ProgressListener } from './solver/progress.js';
 import { StepError } from './solver/errors.js';
-import { Solver, type ImageSource } from './solver/solver.js';
+import { Solver } from './solver/solver.js';
+import { Images, LazyRegistry } from './base-images.js';
 
 export type Output = { type: 'oci'; dest: string };
 
@@ -77,14 +76,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const { context, dockerfileName, text: dockerfileText, dockerfile } = input;
 
   const state = await openState(opts.root ?? defaultStateRoot(), { signal: opts.signal });
-  const registry = new LazyRegistry({
-    insecureRegistries: opts.insecureRegistries,
-    registryMirrors: opts.registryMirrors,
-    contentCache: {
-      get: async (digest) => ((await state.store.has(digest)) ? state.store.readBytes(digest) : undefined),
-      put: async (_digest, bytes) => void (await state.store.putBytes(bytes)),
-    },
-  });
+  const registry = new LazyRegistry(state, { insecureRegistries: opts.insecureRegistries, registryMirrors: opts.registryMirrors });
   let finished = false;
   try {
     const snapshotter = await createSnapshotter(state.root, opts.snapshotter ?? 'auto');
@@ -94,7 +86,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       await executor.sweep();
       await snapshotter.sweep();
     }
-    const images = new Images(state, registry, Boolean(opts.pull), opts.signal);
+    const images = new Images(state, registry, { forcePull: opts.pull, signal: opts.signal });
 
     const compiled: CompileResult = await compile(dockerfile, compileOptions(input, opts, platform, (ref, p) => images.resolve(ref, p)));
     for (const w of compiled.warnings) emit({ type: 'warning', message: w.message, file: w.file, line: w.line });
@@ -172,120 +164,6 @@ function withSource(err: unknown, file: string, text: string): unknown {
   const { startLine, endLine = startLine } = err.meta;
   const source = text.split('\n').slice(startLine - 1, endLine);
   return new DockerfileError(`${err.meta.name}: ${err.reason}`, { file, line: startLine, endLine, source }, { cause: err });
-}
-
-/**
- * The registry client, created on first use: a build whose base images are all local (and that
- * does not push) never loads the registry client, its auth and the HTTP modules.
- */
-class LazyRegistry {
-  private client: Promise<RegistryClient> | undefined;
-
-  constructor(private readonly options: Omit<RegistryClientOptions, 'credentials'>) {}
-
-  get(): Promise<RegistryClient> {
-    this.client ??= Promise.all([import('./registry/client.js'), import('./registry/auth.js')]).then(
-      ([{ RegistryClient }, { DockerConfigCredentialStore }]) =>
-        new RegistryClient({ ...this.options, credentials: new DockerConfigCredentialStore() }),
-    );
-    return this.client;
-  }
-
-  async close(): Promise<void> {
-    if (this.client) await (await this.client).close();
-  }
-}
-
-/**
- * Base images: resolved from the local store when it has them (as Docker does, unless --pull),
- * else from their registry; their layers are pulled into the content store, verified.
- */
-class Images implements ImageSource {
-  private readonly fetches = pLimit(3);
-
-  constructor(
-    private readonly state: State,
-    private readonly registry: LazyRegistry,
-    private readonly forcePull: boolean,
-    private readonly signal?: AbortSignal,
-  ) {}
-
-  async resolve(refText: string, platform: Platform): Promise<{ ref: string; config: ImageConfigFile }> {
-    const ref = parseReference(refText);
-    const name = nameOf(ref);
-    if (ref.digest && (await this.state.store.has(ref.digest as Digest))) {
-      return { ref: `${name}@${ref.digest}`, config: await this.configOf(ref.digest as Digest) };
-    }
-    if (!ref.digest && !this.forcePull) {
-      const local = await this.state.images.get(name);
-      if (local && (await this.state.store.has(local.digest))) {
-        return { ref: `${name}@${local.digest}`, config: await this.configOf(local.digest) };
-      }
-    }
-    const resolved = await (await this.registry.get()).resolve(ref, platform);
-    await this.state.store.putBytes(resolved.manifestBytes);
-    await this.state.store.putBytes(resolved.configBytes);
-    return { ref: `${name}@${resolved.manifestDigest}`, config: resolved.config };
-  }
-
-  async local(pinned: string): Promise<LayerRecord[] | undefined> {
-    const digest = parseReference(pinned).digest as Digest;
-    if (!(await this.state.store.has(digest))) return undefined;
-    const manifest = await this.state.store.readJson<ImageManifest>(digest);
-    for (const layer of manifest.layers) if (!(await this.state.store.has(layer.digest))) return undefined;
-    return layerRecords(manifest, await this.state.store.readJson<ImageConfigFile>(manifest.config.digest));
-  }
-
-  async pull(pinned: string, platform: Platform): Promise<LayerRecord[]> {
-    const ref = parseReference(pinned);
-    const digest = ref.digest as Digest;
-    if (!(await this.state.store.has(digest))) {
-      const resolved = await (await this.registry.get()).resolve(ref, platform);
-      await this.state.store.putBytes(resolved.manifestBytes);
-      await this.state.store.putBytes(resolved.configBytes);
-    }
-    const manifest = await this.state.store.readJson<ImageManifest>(digest);
-    const config = await this.state.store.readJson<ImageConfigFile>(manifest.config.digest);
-    await Promise.all(
-      manifest.layers.map((layer) =>
-        this.fetches(async () => {
-          this.signal?.throwIfAborted();
-          if (await this.state.store.has(layer.digest)) return;
-          const body = await (await this.registry.get()).fetchBlob(ref, layer);
-          await this.state.store.ingest(body, { digest: layer.digest, size: layer.size, source: `${nameOf(ref)}@${layer.digest}` });
-        }),
-      ),
-    );
-    // Remembered so a push to another repository of this registry can mount them instead of uploading.
-    await new BlobSources(this.state.root).record(ref, [manifest.config.digest, ...manifest.layers.map((l) => l.digest)]);
-    // Like `docker pull`, keep the base under its name so later builds resolve it offline.
-    if (ref.tag) {
-      await this.state.images.tag(`${nameOf(ref)}:${ref.tag}`, { mediaType: manifest.mediaType ?? MediaType.OciManifest, digest, size: await this.state.store.size(digest) });
-    }
-    return layerRecords(manifest, config);
-  }
-
-  private async configOf(manifestDigest: Digest): Promise<ImageConfigFile> {
-    const manifest = await this.state.store.readJson<ImageManifest>(manifestDigest);
-    return this.state.store.readJson<ImageConfigFile>(manifest.config.digest);
-  }
-}
-
-function layerRecords(manifest: ImageManifest, config: ImageConfigFile): LayerRecord[] {
-  if (manifest.layers.length !== config.rootfs.diff_ids.length) {
-    throw new Error(`image ${manifest.config.digest}: ${manifest.layers.length} layers but ${config.rootfs.diff_ids.length} diff_ids`);
-  }
-  return manifest.layers.map((layer, i) => ({
-    diffID: config.rootfs.diff_ids[i]!,
-    digest: layer.digest,
-    size: layer.size,
-    mediaType: layer.mediaType,
-  }));
-}
-
-/** `registry/repository:tag` without the digest. */
-function nameOf(ref: ImageReference): string {
-  return `${ref.registry}/${ref.repository}${ref.tag ? `:${ref.tag}` : ''}`;
 }
 
 async function pushImage(

@@ -1,6 +1,7 @@
-// Public API of builder: build images from Dockerfiles, or work with the pieces directly.
+// Public API of builder: build images from Dockerfiles, pull images, or work with the pieces directly.
 
 export { build, type BuildOptions, type BuildResult, type Output } from './build.js';
+export { pull, type PullOptions, type PullResult } from './pull.js';
 export { plan, formatPlan, type PlanOptions, type PlanResult, type PlannedStage, type PlannedStep } from './plan.js';
 export type { ProgressEvent, ProgressListener, StepEvent, LogEvent, WarningEvent } from './solver/progress.js';
 export { defaultStateRoot } from './cache/state.js';

@@ -1,6 +1,6 @@
 // `builder` command line: parses arguments, renders progress, calls the library.
 
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 // build.js pulls in the registry client, snapshotter and executor: loaded only when building.
 import type { BuildOptions, Output } from '../build.js';
 import { loadConfig } from '../config.js';
@@ -8,6 +8,7 @@ import { parsePlatform } from '../registry/platform.js';
 import { createRenderer, type ProgressMode } from './progress.js';
 
 const USAGE = `Usage: builder build [OPTIONS] PATH
+       builder pull [OPTIONS] NAME
        builder login [-u USER] [--password-stdin] [SERVER]
        builder logout [SERVER]
 
@@ -47,6 +48,7 @@ export async function main(argv: string[]): Promise<number> {
     return command ? 0 : 2;
   }
   if (command === 'login' || command === 'logout') return (await import('./login.js')).runLoginCommand(command, rest);
+  if (command === 'pull') return runPull(rest);
   if (command !== 'build') throw new UsageError(`unknown command "${command}" (try: builder build --help)`);
   const opts = parseBuildArgs(rest);
   if (!opts) {
@@ -54,14 +56,76 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const { progress, dryRun, config: configFile, ...flags } = opts;
-  // The configuration file's registry settings, plus those given as flags.
+  const buildOpts = { ...flags, ...(await registrySettings(configFile, flags)) };
+  if (dryRun) return (await import('./dry-run.js')).runDryRun(buildOpts);
+  return interruptible('build', async (signal) => {
+    const { build } = await import('../build.js');
+    const result = await build({ ...buildOpts, onProgress: createRenderer(progress, process.stderr), signal });
+    for (const p of result.pushed) process.stdout.write(`pushed ${p.ref}@${p.digest}\n`);
+    for (const e of result.exported) process.stdout.write(`exported ${e.dest} ${e.digest}\n`);
+    process.stdout.write(`${result.manifestDigest}\n`);
+  });
+}
+
+const PULL_USAGE = `Usage: builder pull [OPTIONS] NAME
+
+Pull an image from its registry into the local store, under its name, as docker pull does.
+Prints the name pinned to the manifest pulled: docker.io/library/alpine:latest@sha256:...
+
+Options:
+      --platform OS/ARCH    Which image of a multi-platform index (default: this machine's)
+      --root DIR            State directory (default: $BUILDER_ROOT, /var/lib/builder as root)
+      --insecure-registry H Use plain HTTP for registry H (loopback ones always are)
+      --registry-mirror URL Pull Docker Hub images through this mirror first (repeatable)
+      --config FILE         Registry settings, as for builder build
+      --progress MODE       plain, json or quiet (default: plain)
+  -h, --help                Show this help
+`;
+
+async function runPull(args: string[]): Promise<number> {
+  const v = parseOptions(args, {
+    platform: { type: 'string' },
+    root: { type: 'string' },
+    'insecure-registry': { type: 'string', multiple: true },
+    'registry-mirror': { type: 'string', multiple: true },
+    config: { type: 'string' },
+    progress: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+  });
+  if (v.values.help) {
+    process.stdout.write(PULL_USAGE);
+    return 0;
+  }
+  if (v.positionals.length !== 1) throw new UsageError('"builder pull" requires exactly 1 argument: the image NAME');
+  const flags = { insecureRegistries: v.values['insecure-registry'], registryMirrors: v.values['registry-mirror'] };
+  const pullOpts = {
+    ref: v.positionals[0]!,
+    platform: v.values.platform ? parsePlatform(v.values.platform) : undefined,
+    root: v.values.root,
+    ...(await registrySettings(v.values.config, flags)),
+    onProgress: createRenderer(progressMode(v.values.progress), process.stderr),
+  };
+  return interruptible('pull', async (signal) => {
+    const { pull } = await import('../pull.js');
+    const result = await pull({ ...pullOpts, signal });
+    process.stdout.write(`${result.ref}\n`);
+  });
+}
+
+/** The configuration file's registry settings, plus those given as flags. */
+async function registrySettings(
+  configFile: string | undefined,
+  flags: { insecureRegistries?: string[] | undefined; registryMirrors?: string[] | undefined },
+): Promise<{ insecureRegistries: string[]; registryMirrors: string[] }> {
   const config = await loadConfig(configFile);
-  const buildOpts = {
-    ...flags,
+  return {
     insecureRegistries: [...config.insecureRegistries, ...(flags.insecureRegistries ?? [])],
     registryMirrors: [...config.registryMirrors, ...(flags.registryMirrors ?? [])],
   };
-  if (dryRun) return (await import('./dry-run.js')).runDryRun(buildOpts);
+}
+
+/** Runs `work` with an AbortSignal that the first Ctrl-C (or SIGTERM) fires; 130 when it did. */
+async function interruptible(what: string, work: (signal: AbortSignal) => Promise<void>): Promise<number> {
   const controller = new AbortController();
   let interrupted = false;
   const onSignal = (signal: NodeJS.Signals) => {
@@ -70,17 +134,13 @@ export async function main(argv: string[]): Promise<number> {
       return;
     }
     interrupted = true;
-    process.stderr.write(`\n${signal === 'SIGINT' ? 'interrupted' : 'terminated'}: stopping the build and cleaning up\n`);
-    controller.abort(new Error(`build cancelled by ${signal}`));
+    process.stderr.write(`\n${signal === 'SIGINT' ? 'interrupted' : 'terminated'}: stopping the ${what} and cleaning up\n`);
+    controller.abort(new Error(`${what} cancelled by ${signal}`));
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
-    const { build } = await import('../build.js');
-    const result = await build({ ...buildOpts, onProgress: createRenderer(progress, process.stderr), signal: controller.signal });
-    for (const p of result.pushed) process.stdout.write(`pushed ${p.ref}@${p.digest}\n`);
-    for (const e of result.exported) process.stdout.write(`exported ${e.dest} ${e.digest}\n`);
-    process.stdout.write(`${result.manifestDigest}\n`);
+    await work(controller.signal);
     return 0;
   } catch (err) {
     if (interrupted) return 130;
@@ -91,37 +151,42 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'signal'> & { progress: ProgressMode; dryRun: boolean; config?: string }) | undefined {
-  let parsed;
+function parseOptions<T extends ParseArgsConfig['options']>(args: string[], options: T) {
   try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      options: {
-        tag: { type: 'string', short: 't', multiple: true },
-        file: { type: 'string', short: 'f' },
-        target: { type: 'string' },
-        'build-arg': { type: 'string', multiple: true },
-        push: { type: 'boolean' },
-        output: { type: 'string', short: 'o', multiple: true },
-        platform: { type: 'string' },
-        network: { type: 'string' },
-        'no-cache': { type: 'boolean' },
-        pull: { type: 'boolean' },
-        root: { type: 'string' },
-        snapshotter: { type: 'string' },
-        compression: { type: 'string' },
-        'insecure-registry': { type: 'string', multiple: true },
-        'registry-mirror': { type: 'string', multiple: true },
-        config: { type: 'string' },
-        progress: { type: 'string' },
-        'dry-run': { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    });
+    return parseArgs({ args, allowPositionals: true, options, strict: true });
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
+}
+
+function progressMode(text: string | undefined): ProgressMode {
+  const mode = text ?? 'plain';
+  if (mode !== 'plain' && mode !== 'json' && mode !== 'quiet') throw new UsageError(`invalid --progress "${mode}": use plain, json or quiet`);
+  return mode;
+}
+
+function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'signal'> & { progress: ProgressMode; dryRun: boolean; config?: string }) | undefined {
+  const parsed = parseOptions(args, {
+    tag: { type: 'string', short: 't', multiple: true },
+    file: { type: 'string', short: 'f' },
+    target: { type: 'string' },
+    'build-arg': { type: 'string', multiple: true },
+    push: { type: 'boolean' },
+    output: { type: 'string', short: 'o', multiple: true },
+    platform: { type: 'string' },
+    network: { type: 'string' },
+    'no-cache': { type: 'boolean' },
+    pull: { type: 'boolean' },
+    root: { type: 'string' },
+    snapshotter: { type: 'string' },
+    compression: { type: 'string' },
+    'insecure-registry': { type: 'string', multiple: true },
+    'registry-mirror': { type: 'string', multiple: true },
+    config: { type: 'string' },
+    progress: { type: 'string' },
+    'dry-run': { type: 'boolean' },
+    help: { type: 'boolean', short: 'h' },
+  });
   const v = parsed.values;
   if (v.help) return undefined;
   if (parsed.positionals.length !== 1) throw new UsageError('"builder build" requires exactly 1 argument: the build context PATH');
@@ -133,8 +198,7 @@ function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'sig
     if (eq > 0) buildArgs[kv.slice(0, eq)] = kv.slice(eq + 1);
     else if (process.env[kv] !== undefined) buildArgs[kv] = process.env[kv]!;
   }
-  const progress = (v.progress ?? 'plain') as ProgressMode;
-  if (!['plain', 'json', 'quiet'].includes(progress)) throw new UsageError(`invalid --progress "${progress}": use plain, json or quiet`);
+  const progress = progressMode(v.progress);
   const snapshotter = v.snapshotter ?? 'auto';
   if (snapshotter !== 'auto' && snapshotter !== 'overlayfs' && snapshotter !== 'native') {
     throw new UsageError(`invalid --snapshotter "${snapshotter}": use auto, overlayfs or native`);

@@ -9,7 +9,6 @@
 //   - redirects followed by hand, dropping credentials when they leave the registry's origin.
 
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
 import { STATUS_CODES } from 'node:http';
 import { Readable } from 'node:stream';
 import {
@@ -32,7 +31,7 @@ import {
   RegistryError,
   UnsupportedManifestError,
 } from './errors.js';
-import { HttpTransport, type HttpResponse } from './http.js';
+import { HttpTransport, trustedCAs, type HttpResponse } from './http.js';
 import { formatPlatform, isAttestation, normalisePlatform, platformRank, selectManifest } from './platform.js';
 import { DOCKER_HUB, ImageReference, isInsecureByDefault, registryHost } from './reference.js';
 import {
@@ -60,7 +59,7 @@ export interface RegistryClientOptions {
   registryMirrors?: readonly string[];
   /**
    * Verified manifests and configs already at hand (typically the content store): a digest found
-   * here is not fetched again, and a tag is then resolved with a single HEAD request.
+   * here is not fetched again, and a tag pulled before is then resolved with a single HEAD request.
    */
   contentCache?: ContentCache;
   /** Blobs larger than this are uploaded in PATCH chunks of `chunkSize` bytes (default 32 MiB each). */
@@ -79,6 +78,12 @@ export interface RegistryClientOptions {
 export interface ContentCache {
   get(digest: Digest): Promise<Buffer | undefined>;
   put(digest: Digest, bytes: Buffer): Promise<void>;
+  /**
+   * Whether this tag was pulled before (its manifest may be here). When it says no, the tag's
+   * manifest is fetched at once, without the HEAD that would only cost a round trip; without
+   * this method every tag is HEADed first.
+   */
+  pulledBefore?(ref: ImageReference): Promise<boolean>;
 }
 
 export interface ResolvedImage {
@@ -123,13 +128,6 @@ const MAX_BLOB_RESUMES = 5;
 const MAX_UPLOAD_RESUMES = 5;
 const DEFAULT_CHUNK_THRESHOLD = 32 * 1024 * 1024;
 const DEFAULT_CHUNK_SIZE = 32 * 1024 * 1024;
-/** Where Debian/Ubuntu, Fedora/RHEL, openSUSE and Alpine keep the system CA bundle. */
-const SYSTEM_CA_FILES = [
-  '/etc/ssl/certs/ca-certificates.crt',
-  '/etc/pki/tls/certs/ca-bundle.crt',
-  '/etc/ssl/ca-bundle.pem',
-  '/etc/ssl/cert.pem',
-];
 const DIGEST_RE = /^sha256:[a-f0-9]{64}$/;
 
 type Method = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH';
@@ -173,7 +171,7 @@ export class RegistryClient {
   private readonly resolutions = new Map<string, Promise<ResolvedImage>>();
 
   constructor(options: RegistryClientOptions = {}) {
-    this.http = new HttpTransport({ connect: { ...caOptions(options.env ?? process.env), ...options.connect } });
+    this.http = new HttpTransport({ connect: { ...trustedCAs(options.env ?? process.env), ...options.connect } });
     this.insecure = options.insecureRegistries ?? [];
     this.mirrors = (options.registryMirrors ?? []).map((m) => parseMirror(m, this.insecure));
     this.cache = options.contentCache;
@@ -292,7 +290,7 @@ export class RegistryClient {
       if (cached) return cached;
     }
     const fetched = await this.onPullEndpoints(ref, async (ep) => {
-      if (!known && this.cache) {
+      if (!known && this.cache && (await this.cache.pulledBefore?.(ref)) !== false) {
         // A tag: HEAD is enough when we already hold what it points at.
         const digest = await this.headManifest(ep, ref);
         const cached = digest && (await this.fromCache(ref, digest));
@@ -906,18 +904,6 @@ function uploadLocation(ref: ImageReference, res: HttpResponse, base: URL): URL 
   const location = headerValue(res.headers.location);
   if (!location) throw new RegistryError(`registry gave no upload location in ${ref.name}`, ref.registry, res.statusCode);
   return new URL(location, base);
-}
-
-/** CA certificates for HTTPS: SSL_CERT_FILE when set (as Go and OpenSSL do), else the system bundle. */
-function caOptions(env: NodeJS.ProcessEnv): { ca?: string } {
-  const file = env.SSL_CERT_FILE || SYSTEM_CA_FILES.find((f) => existsSync(f));
-  if (!file) return {};
-  try {
-    return { ca: readFileSync(file, 'utf8') };
-  } catch (err) {
-    if (env.SSL_CERT_FILE) throw new Error(`cannot read SSL_CERT_FILE ${file}: ${(err as Error).message}`);
-    return {};
-  }
 }
 
 /** `https://mirror.example.com`, `http://10.0.0.5:5000/`, `127.0.0.1:5001` → an endpoint. */

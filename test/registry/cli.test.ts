@@ -47,7 +47,7 @@ interface Result {
 
 function builder(args: string[], env: NodeJS.ProcessEnv, stdin = ''): Promise<Result> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [BUILDER_BIN, ...args], { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(BUILDER_BIN, args, { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -208,5 +208,62 @@ describe('builder build --push to a token-auth registry', () => {
     expect(log).not.toMatch(/"PUT \/v2\/team\/other\/blobs\/uploads\//);
     // The token server was asked for push on the target and pull on the mount source.
     expect(token.tokenRequests).toContainEqual({ user: USER, scopes: ['repository:library/busybox:pull', 'repository:team/app:pull,push'], status: 200 });
+  });
+});
+
+describe('builder pull', () => {
+  it('pulls into the local store under its name, pinned on stdout; a second pull only asks what the tag names now', async () => {
+    const dockerConfig = await configDir({ auths: { [basic.host]: { auth: b64(`${USER}:${PASSWORD}`) } } });
+    const root = join(work, 'pull-root');
+    const name = `${basic.host}/library/busybox:latest`;
+    const remote = await run('skopeo', ['inspect', '--tls-verify=false', '--creds', `${USER}:${PASSWORD}`, `docker://${name}`]);
+    const { Digest: digest, Layers: layers } = JSON.parse(remote.stdout) as { Digest: string; Layers: string[] };
+
+    const first = await builder(['pull', '--root', root, `${basic.host}/library/busybox`], { DOCKER_CONFIG: dockerConfig });
+    expect(first.stderr).not.toContain('ERROR');
+    expect(first.code).toBe(0);
+    expect(first.stdout).toBe(`${name}@${digest}\n`);
+    for (const layer of layers) expect(first.stderr).toContain(`layer ${layer.slice(7, 19)}`);
+    expect(first.stderr).toMatch(/#1 DONE \d/);
+    // The state directory is an OCI layout: skopeo reads the pulled image from it by name.
+    const local = await run('skopeo', ['inspect', `oci:${root}:${name}`]);
+    expect((JSON.parse(local.stdout) as { Layers: string[] }).Layers).toEqual(layers);
+
+    const before = (await readFile(basic.logPath, 'utf8')).length;
+    const again = await builder(['pull', '--root', root, name], { DOCKER_CONFIG: dockerConfig });
+    expect(again.code).toBe(0);
+    expect(again.stdout).toBe(`${name}@${digest}\n`);
+    expect(again.stderr.match(/CACHED/g)).toHaveLength(layers.length);
+    const requests = (await readFile(basic.logPath, 'utf8')).slice(before);
+    expect(requests).toMatch(/"HEAD \/v2\/library\/busybox\/manifests\/latest HTTP\/1.1" 200/);
+    expect(requests).not.toMatch(/"GET \/v2\/library\/busybox\/(manifests|blobs)\//);
+
+    // A build from the pulled name uses the local copy without asking the registry (as docker build does).
+    const ctx = join(work, 'pull-ctx');
+    await mkdir(ctx, { recursive: true });
+    await writeFile(join(ctx, 'Dockerfile'), `FROM ${basic.host}/library/busybox\nCOPY Dockerfile /\n`);
+    const mark = (await readFile(basic.logPath, 'utf8')).length;
+    const built = await builder(['build', '--root', root, '--progress', 'plain', ctx], { DOCKER_CONFIG: await configDir() });
+    expect(built.stderr).not.toContain('ERROR');
+    expect(built.code).toBe(0);
+    expect((await readFile(basic.logPath, 'utf8')).slice(mark)).not.toContain('/v2/library/busybox/');
+  });
+
+  it('names what is wrong: a missing tag, a bad reference, a missing argument', async () => {
+    const dockerConfig = await configDir({ auths: { [basic.host]: { auth: b64(`${USER}:${PASSWORD}`) } } });
+    const root = join(work, 'pull-errors');
+    const missing = await builder(['pull', '--root', root, `${basic.host}/library/busybox:nope`], { DOCKER_CONFIG: dockerConfig });
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain(`not found: ${basic.host}/library/busybox:nope`);
+    expect(missing.stdout).toBe('');
+
+    const bad = await builder(['pull', '--root', root, 'Busybox'], {});
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain('"Busybox"');
+    expect(bad.stderr).toContain('must be lowercase');
+
+    const none = await builder(['pull', '--root', root], {});
+    expect(none.code).toBe(2);
+    expect(none.stderr).toContain('"builder pull" requires exactly 1 argument');
   });
 });

@@ -1,0 +1,147 @@
+// Base images: the registry client a build or pull creates on first need, and the image source
+// that resolves names and brings their layers into the content store.
+
+import pLimit from 'p-limit';
+import type { LayerRecord } from './cache/cache-index.js';
+import type { State } from './cache/state.js';
+import type { Digest, Platform } from './definition/index.js';
+import { MediaType, type ImageConfigFile, type ImageManifest } from './oci/types.js';
+import { BlobSources } from './registry/blob-sources.js';
+import type { ContentCache, RegistryClient, RegistryClientOptions } from './registry/client.js';
+import { parseReference, type ImageReference } from './registry/reference.js';
+import { track, type ProgressListener } from './solver/progress.js';
+import type { ImageSource } from './solver/solver.js';
+
+/**
+ * The registry client, created on first use: a build whose base images are all local (and that
+ * does not push) never loads the registry client, its auth and the HTTP modules.
+ */
+export class LazyRegistry {
+  private client: Promise<RegistryClient> | undefined;
+
+  constructor(
+    private readonly state: Pick<State, 'store' | 'images'>,
+    private readonly options: Pick<RegistryClientOptions, 'insecureRegistries' | 'registryMirrors'>,
+  ) {}
+
+  get(): Promise<RegistryClient> {
+    const { store, images } = this.state;
+    // Manifests and configs in the content store are not fetched again.
+    const contentCache: ContentCache = {
+      get: async (digest) => ((await store.has(digest)) ? store.readBytes(digest) : undefined),
+      put: async (_digest, bytes) => void (await store.putBytes(bytes)),
+      pulledBefore: async (ref) => (await images.get(ref.toString())) !== undefined,
+    };
+    this.client ??= Promise.all([import('./registry/client.js'), import('./registry/auth.js')]).then(
+      ([{ RegistryClient }, { DockerConfigCredentialStore }]) =>
+        new RegistryClient({ ...this.options, contentCache, credentials: new DockerConfigCredentialStore() }),
+    );
+    return this.client;
+  }
+
+  async close(): Promise<void> {
+    if (this.client) await (await this.client).close();
+  }
+}
+
+/**
+ * Base images: resolved from the local store when it has them (as Docker does, unless --pull),
+ * else from their registry; their layers are pulled into the content store, verified.
+ */
+export class Images implements ImageSource {
+  private readonly fetches = pLimit(3);
+
+  constructor(
+    private readonly state: State,
+    private readonly registry: LazyRegistry,
+    private readonly opts: {
+      /** Resolve tags at the registry even when the local store has them. */
+      forcePull?: boolean;
+      signal?: AbortSignal;
+      /** Receives a step per layer of a pull: cached when the store has it, else its download. */
+      onLayer?: ProgressListener;
+    } = {},
+  ) {}
+
+  async resolve(refText: string, platform: Platform): Promise<{ ref: string; config: ImageConfigFile }> {
+    const ref = parseReference(refText);
+    const name = nameOf(ref);
+    if (ref.digest && (await this.state.store.has(ref.digest as Digest))) {
+      return { ref: `${name}@${ref.digest}`, config: await this.configOf(ref.digest as Digest) };
+    }
+    if (!ref.digest && !this.opts.forcePull) {
+      const local = await this.state.images.get(name);
+      if (local && (await this.state.store.has(local.digest))) {
+        return { ref: `${name}@${local.digest}`, config: await this.configOf(local.digest) };
+      }
+    }
+    const resolved = await (await this.registry.get()).resolve(ref, platform);
+    await this.state.store.putBytes(resolved.manifestBytes);
+    await this.state.store.putBytes(resolved.configBytes);
+    return { ref: `${name}@${resolved.manifestDigest}`, config: resolved.config };
+  }
+
+  async local(pinned: string): Promise<LayerRecord[] | undefined> {
+    const digest = parseReference(pinned).digest as Digest;
+    if (!(await this.state.store.has(digest))) return undefined;
+    const manifest = await this.state.store.readJson<ImageManifest>(digest);
+    for (const layer of manifest.layers) if (!(await this.state.store.has(layer.digest))) return undefined;
+    return layerRecords(manifest, await this.state.store.readJson<ImageConfigFile>(manifest.config.digest));
+  }
+
+  async pull(pinned: string, platform: Platform): Promise<LayerRecord[]> {
+    const ref = parseReference(pinned);
+    const digest = ref.digest as Digest;
+    if (!(await this.state.store.has(digest))) {
+      const resolved = await (await this.registry.get()).resolve(ref, platform);
+      await this.state.store.putBytes(resolved.manifestBytes);
+      await this.state.store.putBytes(resolved.configBytes);
+    }
+    const manifest = await this.state.store.readJson<ImageManifest>(digest);
+    const config = await this.state.store.readJson<ImageConfigFile>(manifest.config.digest);
+    const emit = this.opts.onLayer ?? (() => undefined);
+    await Promise.all(
+      manifest.layers.map((layer) =>
+        this.fetches(async () => {
+          this.opts.signal?.throwIfAborted();
+          const step = { id: layer.digest, name: `layer ${layer.digest.slice(7, 19)} (${(layer.size / 1e6).toFixed(1)} MB)` };
+          if (await this.state.store.has(layer.digest)) return emit({ type: 'step', ...step, status: 'cached', at: Date.now() });
+          await track(emit, step, async () => {
+            const body = await (await this.registry.get()).fetchBlob(ref, layer);
+            await this.state.store.ingest(body, { digest: layer.digest, size: layer.size, source: `${nameOf(ref)}@${layer.digest}` });
+          });
+        }),
+      ),
+    );
+    // Remembered so a push to another repository of this registry can mount them instead of uploading.
+    await new BlobSources(this.state.root).record(ref, [manifest.config.digest, ...manifest.layers.map((l) => l.digest)]);
+    // Like `docker pull`, keep the base under its name so later builds resolve it offline.
+    if (ref.tag) {
+      await this.state.images.tag(nameOf(ref), { mediaType: manifest.mediaType ?? MediaType.OciManifest, digest, size: await this.state.store.size(digest) });
+    }
+    return layerRecords(manifest, config);
+  }
+
+  private async configOf(manifestDigest: Digest): Promise<ImageConfigFile> {
+    const manifest = await this.state.store.readJson<ImageManifest>(manifestDigest);
+    return this.state.store.readJson<ImageConfigFile>(manifest.config.digest);
+  }
+}
+
+function layerRecords(manifest: ImageManifest, config: ImageConfigFile): LayerRecord[] {
+  if (manifest.layers.length !== config.rootfs.diff_ids.length) {
+    throw new Error(`image ${manifest.config.digest}: ${manifest.layers.length} layers but ${config.rootfs.diff_ids.length} diff_ids`);
+  }
+  return manifest.layers.map((layer, i) => ({
+    diffID: config.rootfs.diff_ids[i]!,
+    digest: layer.digest,
+    size: layer.size,
+    mediaType: layer.mediaType,
+  }));
+}
+
+/** `registry/repository:tag` without the digest. */
+function nameOf(ref: ImageReference): string {
+  return `${ref.registry}/${ref.repository}${ref.tag ? `:${ref.tag}` : ''}`;
+}
+
