@@ -64,11 +64,9 @@ export class ContentStore {
   }
 
   async init(): Promise<void> {
-    await mkdir(this.blobsDir, { recursive: true });
-    await mkdir(this.ingestDir, { recursive: true });
     // Leftovers of interrupted writes are never referenced: drop them.
-    await rm(this.ingestDir, { recursive: true, force: true });
-    await mkdir(this.ingestDir, { recursive: true });
+    await Promise.all([mkdir(this.blobsDir, { recursive: true }), rm(this.ingestDir, { recursive: true, force: true })]);
+    await mkdir(this.ingestDir);
   }
 
   path(digest: Digest): string {

@@ -45,9 +45,7 @@ export async function openState(root: string, opts: OpenStateOptions = {}): Prom
     const store = new ContentStore(root);
     const images = new ImageStore(root);
     const cache = new CacheIndex(root);
-    await store.init();
-    await images.init();
-    await cache.init();
+    await Promise.all([store.init(), images.init(), cache.init()]);
     return {
       root,
       store,
