@@ -3,9 +3,18 @@
 // `pull` of a 100 MB image), and an IncomingMessage delivers a blob's bytes with about a third
 // less CPU than undici's body stream.
 
+import { existsSync, readFileSync } from 'node:fs';
 import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { Readable } from 'node:stream';
+
+/** Where Debian/Ubuntu, Fedora/RHEL, openSUSE and Alpine keep the system CA bundle. */
+const SYSTEM_CA_FILES = [
+  '/etc/ssl/certs/ca-certificates.crt',
+  '/etc/pki/tls/certs/ca-bundle.crt',
+  '/etc/ssl/ca-bundle.pem',
+  '/etc/ssl/cert.pem',
+];
 
 /** undici's defaults: a response (headers or the next body bytes) that stalls this long fails. */
 const IDLE_TIMEOUT_MS = 300_000;
@@ -112,4 +121,19 @@ function response(res: IncomingMessage): HttpResponse {
       return Buffer.concat(chunks).toString('utf8');
     },
   };
+}
+
+/**
+ * CA certificates for HTTPS: SSL_CERT_FILE when set (as Go and OpenSSL do), else the system
+ * bundle. Not node's bundled list nor NODE_EXTRA_CA_CERTS: builder trusts what Docker trusts.
+ */
+export function trustedCAs(env: NodeJS.ProcessEnv): { ca?: string } {
+  const file = env.SSL_CERT_FILE || SYSTEM_CA_FILES.find((f) => existsSync(f));
+  if (!file) return {};
+  try {
+    return { ca: readFileSync(file, 'utf8') };
+  } catch (err) {
+    if (env.SSL_CERT_FILE) throw new Error(`cannot read SSL_CERT_FILE ${file}: ${(err as Error).message}`);
+    return {};
+  }
 }

@@ -26,6 +26,7 @@ import {
 import type { RunResult, RunSpec } from '../executor/runc.js';
 import type { Snapshotter } from '../snapshotter/types.js';
 import { copySources, makeFile, mkdirAll, writeScripts, type Owner } from './copy.js';
+import { download } from './download.js';
 import { StepError } from './errors.js';
 import { archiveKind, extractArchive } from './unpack.js';
 import type { ProgressListener } from './progress.js';
@@ -156,15 +157,13 @@ export class Solver {
     }
     let contentDigest: Digest | undefined;
     const body = await this.run(digest, v, async () => {
-      const res = await fetch(op.url, { signal: this.opts.signal, redirect: 'follow' });
-      if (!res.ok) throw new StepError(v.meta, `failed to download ${op.url}: HTTP ${res.status} ${res.statusText}`);
-      const data = Buffer.from(await res.arrayBuffer());
-      contentDigest = sha256(data);
+      const res = await download(op.url, this.opts.signal);
+      if (res.status < 200 || res.status >= 300) throw new StepError(v.meta, `failed to download ${op.url}: HTTP ${res.status} ${res.statusText}`);
+      contentDigest = sha256(res.data);
       if (op.checksum && contentDigest !== op.checksum) {
         throw new StepError(v.meta, `checksum mismatch for ${op.url}: expected ${op.checksum}, got ${contentDigest}`);
       }
-      const modified = res.headers.get('last-modified');
-      return { data, mtime: modified ? new Date(modified) : undefined };
+      return { data: res.data, mtime: res.lastModified ? new Date(res.lastModified) : undefined };
     });
     const cacheKey = sha256(canonicalJson({ op: { type: 'http', filename: op.filename, checksum: contentDigest } }));
     const cached = await this.lookup(cacheKey);

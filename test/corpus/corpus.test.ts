@@ -82,7 +82,7 @@ describe('builder build --dry-run on the corpus', () => {
   function dryRun(dir: string): { code: number | null; stdout: string; stderr: string; cpuMs: number } {
     const r = spawnSync(
       'bash',
-      ['-c', '"$@" 2>&3; rc=$?; echo "@@times"; times; exit $rc', 'bash', process.execPath, BUILDER_BIN, 'build', '--dry-run', '--root', root, dir],
+      ['-c', '"$@" 2>&3; rc=$?; echo "@@times"; times; exit $rc', 'bash', BUILDER_BIN, 'build', '--dry-run', '--root', root, dir],
       { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe', 'pipe'] },
     );
     const [stdout, timesText] = (r.stdout ?? '').split('@@times\n') as [string, string];

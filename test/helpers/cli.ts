@@ -19,7 +19,7 @@ export function runBuilder(args: string[], opts: { cwd?: string; env?: NodeJS.Pr
 }
 
 export function startBuilder(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): ChildProcess & { output: { stdout: string; stderr: string } } {
-  const child = spawn(process.execPath, [BUILDER_BIN, ...args], {
+  const child = spawn(BUILDER_BIN, args, {
     cwd: opts.cwd,
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -455,7 +455,7 @@ describe('large blobs: chunked upload, resumed download, corrupted bytes', () =>
     try {
       await mkdir(ctx, { recursive: true });
       await writeFile(join(ctx, 'Dockerfile'), `FROM ${proxy.host}/library/busybox:latest\nCOPY Dockerfile /\n`);
-      const r = await run(process.execPath, [BUILDER_BIN, 'build', '--root', root, '--progress', 'plain', ctx]).then(
+      const r = await run(BUILDER_BIN, ['build', '--root', root, '--progress', 'plain', ctx]).then(
         () => ({ code: 0, stderr: '' }),
         (e: { code: number; stderr: string }) => e,
       );

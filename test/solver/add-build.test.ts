@@ -4,6 +4,7 @@
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { lstat, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -27,7 +28,11 @@ beforeAll(async () => {
       res.setHeader('Last-Modified', 'Wed, 01 Jan 2020 00:00:00 GMT');
       res.end(BIN);
     } else if (req.url === '/dl/other.txt') res.end('other\n');
-    else {
+    else if (req.url === '/dl/moved') {
+      res.statusCode = 302;
+      res.setHeader('Location', '/dl/other.txt');
+      res.end();
+    } else {
       res.statusCode = 404;
       res.end('no');
     }
@@ -87,6 +92,7 @@ describe('ADD and COPY options, built for real', () => {
         'ADD note.txt /txt/',
         `ADD --checksum=${sum} ${base}/dl/file.bin /dl/`,
         `ADD ${base}/dl/other.txt /named.txt`,
+        `ADD ${base}/dl/moved /moved.txt`,
         'COPY --exclude=*.log --exclude=sub/skip.txt tree/ /ex/',
         'COPY --parents a/b/c.txt a/d.txt /par/',
         '',
@@ -108,6 +114,7 @@ describe('ADD and COPY options, built for real', () => {
     expect(st.mode & 0o777).toBe(0o600);
     expect(st.mtime.toISOString()).toBe('2020-01-01T00:00:00.000Z');
     expect(await readFile(join(fs, 'named.txt'), 'utf8')).toBe('other\n');
+    expect(await readFile(join(fs, 'moved.txt'), 'utf8')).toBe('other\n');
     expect((await readdir(join(fs, 'ex'))).sort()).toEqual(['keep.txt', 'sub']);
     expect(await readdir(join(fs, 'ex/sub'))).toEqual(['keep2.txt']);
     expect(await readFile(join(fs, 'par/a/b/c.txt'), 'utf8')).toBe('c\n');
@@ -125,5 +132,30 @@ describe('ADD and COPY options, built for real', () => {
     const wrong = `sha256:${'0'.repeat(64)}`;
     await writeFile(join(ctx, 'Dockerfile'), `FROM scratch\nADD --checksum=${wrong} ${base}/dl/file.bin /f\n`);
     await expect(build({ context: ctx, root: join(work, 'root-bad'), network: 'none' })).rejects.toThrow(/checksum mismatch .*expected sha256:0{64}, got sha256:[0-9a-f]{64}/);
+  });
+
+  it('downloads over HTTPS trusting SSL_CERT_FILE (as BuildKit does), and refuses an unknown CA', async () => {
+    const key = join(work, 'tls.key');
+    const cert = join(work, 'tls.crt');
+    const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { encoding: 'utf8' });
+    expect(made.status, made.stderr).toBe(0);
+    const tls = createHttpsServer({ key: await readFile(key), cert: await readFile(cert) }, (_req, res) => res.end(BIN));
+    await new Promise<void>((resolve) => tls.listen(0, '127.0.0.1', resolve));
+    const ctx = join(work, 'https');
+    await mkdir(ctx, { recursive: true });
+    await writeFile(join(ctx, 'Dockerfile'), `FROM scratch\nADD https://127.0.0.1:${(tls.address() as AddressInfo).port}/file.bin /f\n`);
+    const saved = process.env.SSL_CERT_FILE;
+    try {
+      delete process.env.SSL_CERT_FILE;
+      await expect(build({ context: ctx, root: join(work, 'root-https'), network: 'none' })).rejects.toThrow(/self.signed|certificate/i);
+      process.env.SSL_CERT_FILE = cert;
+      const out = join(work, 'https.tar');
+      await build({ context: ctx, root: join(work, 'root-https'), network: 'none', outputs: [{ type: 'oci', dest: out }], tags: ['https:test'] });
+      expect(await readFile(join(await unpackImage(out, 'https'), 'f'))).toEqual(BIN);
+    } finally {
+      if (saved === undefined) delete process.env.SSL_CERT_FILE;
+      else process.env.SSL_CERT_FILE = saved;
+      await new Promise((resolve) => tls.close(resolve));
+    }
   });
 });
