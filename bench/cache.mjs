@@ -44,7 +44,7 @@ const tools = {
   builder: {
     fresh: () => rmSync(join(work, 'cache-root'), { recursive: true, force: true }),
     build: (file) =>
-      timed(process.execPath, [BUILDER, 'build', '--root', join(work, 'cache-root'), '--network', 'none', '--progress', 'quiet', '-f', join(ctx, file), ctx]),
+      timed(BUILDER, ['build', '--root', join(work, 'cache-root'), '--network', 'none', '--progress', 'quiet', '-f', join(ctx, file), ctx]),
   },
   buildkit: {
     fresh: () => spawnSync(DOCKER, ['builder', 'prune', '-af'], { stdio: 'ignore' }),

@@ -85,7 +85,7 @@ RUN mkdir -p /etc /tmp /root && chmod 1777 /tmp && echo 'root:x:0:0:root:/root:/
 ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 `,
   );
-  await timed(process.execPath, [BUILDER, 'build', '--root', root, '--network', 'none', '--progress', 'quiet', '-t', base, '--push', baseCtx]);
+  await timed(BUILDER, ['build', '--root', root, '--network', 'none', '--progress', 'quiet', '-t', base, '--push', baseCtx]);
   if (dockerWorks()) await timed(DOCKER, ['pull', '-q', base]);
 
 }

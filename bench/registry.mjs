@@ -1,18 +1,18 @@
 #!/usr/bin/env node
-// How fast does builder move layers? Pushes and pulls a ≥100 MB multi-layer image with builder's
-// RegistryClient + ContentStore (compiled dist/) and with `skopeo copy`, against the same local
-// CNCF registry, in interleaved runs; reports medians, builder/skopeo ratios and builder's peak
-// memory (VmHWM of the child process that does the transfer).
+// How fast does builder move layers? Pushes a ≥100 MB multi-layer image with builder's
+// RegistryClient + ContentStore (compiled dist/, as `build --push` does) and pulls it with
+// `builder pull`, against `skopeo copy` both ways on the same local CNCF registry, in interleaved
+// runs; reports medians, builder/skopeo ratios and builder's peak memory (VmHWM).
 //
 //   npm run build && node bench/registry.mjs [--runs 5] [--layers 8,16,40,48]
 //
 // The image is made without builder: random-data files tarred and gzipped by tar/gzip into an
 // OCI layout written here (config with the layers' diff_ids, manifest, index.json). Every push
 // goes to a fresh registry (new port, new storage), so neither tool can mount or skip a blob it
-// saw in an earlier run; every pull goes into an empty directory.
+// saw in an earlier run; every pull goes into an empty directory (builder: a new state root).
 //
 // Needs: docker-registry, skopeo, tar, gzip. Worker mode (internal):
-//   node bench/registry.mjs --worker push|pull LAYOUT|STORE REF
+//   node bench/registry.mjs --worker push LAYOUT REF
 
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -25,6 +25,8 @@ import { fileURLToPath } from 'node:url';
 
 const SELF = fileURLToPath(import.meta.url);
 const DIST = new URL('../dist/', import.meta.url);
+const BUILDER = fileURLToPath(new URL('../bin/builder', import.meta.url));
+const PEAK_RSS = fileURLToPath(new URL('peak-rss.cjs', import.meta.url));
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -45,37 +47,24 @@ if (values.worker) {
 // Worker: one transfer with builder's library, then its peak RSS as JSON on stdout.
 
 async function worker(mode, dir, refText) {
+  if (mode !== 'push') throw new Error(`unknown worker mode ${mode}`);
   const { RegistryClient, StaticCredentialStore, parseReference } = await import(new URL('registry/index.js', DIST));
   const { ContentStore } = await import(new URL('cache/content-store.js', DIST));
   const { default: pLimit } = await import('p-limit');
   const started = performance.now();
   const client = new RegistryClient({ credentials: new StaticCredentialStore() });
   const ref = parseReference(refText);
-  const arch = { x64: 'amd64', arm64: 'arm64' }[process.arch] ?? process.arch;
   try {
-    if (mode === 'push') {
-      // As build.ts's pushImage: blobs four at a time from the content store (256 KiB reads), then the manifest.
-      const store = new ContentStore(dir);
-      const index = JSON.parse(readFileSync(join(dir, 'index.json'), 'utf8'));
-      const manifestDesc = index.manifests[0];
-      const manifestBytes = await store.readBytes(manifestDesc.digest);
-      const manifest = JSON.parse(manifestBytes.toString('utf8'));
-      const limit = pLimit(4);
-      const open = (d) => createReadStream(store.path(d.digest), { highWaterMark: 256 * 1024 });
-      await Promise.all([...manifest.layers, manifest.config].map((d) => limit(() => client.pushBlob(ref, d, () => open(d)))));
-      await client.pushManifest(ref, manifestDesc.mediaType, manifestBytes);
-    } else {
-      // As build.ts's Images.pull: resolve, then layers three at a time into the content store, verified.
-      const store = new ContentStore(dir);
-      await store.init();
-      const image = await client.resolve(ref, { os: 'linux', architecture: arch });
-      await store.putBytes(image.manifestBytes);
-      await store.putBytes(image.configBytes);
-      const limit = pLimit(3);
-      await Promise.all(
-        image.manifest.layers.map((l) => limit(async () => store.ingest(await client.fetchBlob(image.ref, l), { digest: l.digest, size: l.size }))),
-      );
-    }
+    // As build.ts's pushImage: blobs four at a time from the content store (256 KiB reads), then the manifest.
+    const store = new ContentStore(dir);
+    const index = JSON.parse(readFileSync(join(dir, 'index.json'), 'utf8'));
+    const manifestDesc = index.manifests[0];
+    const manifestBytes = await store.readBytes(manifestDesc.digest);
+    const manifest = JSON.parse(manifestBytes.toString('utf8'));
+    const limit = pLimit(4);
+    const open = (d) => createReadStream(store.path(d.digest), { highWaterMark: 256 * 1024 });
+    await Promise.all([...manifest.layers, manifest.config].map((d) => limit(() => client.pushBlob(ref, d, () => open(d)))));
+    await client.pushManifest(ref, manifestDesc.mediaType, manifestBytes);
   } finally {
     await client.close();
   }
@@ -106,7 +95,7 @@ const layout = join(work, 'layout');
 const sizeMB = makeImage(layout, LAYER_MB);
 console.log(`image: ${LAYER_MB.length} layers, ${sizeMB.toFixed(1)} MB compressed (${LAYER_MB.join('+')} MB of random data); ${RUNS} interleaved runs`);
 
-const results = { push: { builder: [], skopeo: [] }, pull: { builder: [], skopeo: [] }, rss: { push: [], pull: [] }, inProcess: { push: [], pull: [] } };
+const results = { push: { builder: [], skopeo: [] }, pull: { builder: [], skopeo: [] }, rss: { push: [], pull: [] }, inProcess: { push: [] } };
 
 for (let i = 0; i < RUNS; i++) {
   const order = i % 2 === 0 ? ['builder', 'skopeo'] : ['skopeo', 'builder'];
@@ -131,10 +120,9 @@ for (let i = 0; i < RUNS; i++) {
             timed('skopeo', ['copy', '--quiet', '--src-tls-verify=false', '--override-arch', arch, `docker://${ref}`, `oci:${dest}:latest`]).ms,
           );
         } else {
-          const r = timed(process.execPath, [SELF, '--worker', 'pull', dest, ref]);
+          const r = timed(BUILDER, ['pull', '--progress', 'quiet', '--root', dest, ref], { NODE_OPTIONS: `--require ${PEAK_RSS}` });
           results.pull.builder.push(r.ms);
-          results.rss.pull.push(JSON.parse(r.stdout).peakRssMB);
-          results.inProcess.pull.push(JSON.parse(r.stdout).transferMs);
+          results.rss.pull.push(Number(/peak-rss-kb (\d+)/.exec(r.stderr)?.[1]) / 1024);
         }
         rmSync(dest, { recursive: true, force: true });
       }
@@ -148,18 +136,18 @@ for (let i = 0; i < RUNS; i++) {
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const fmt = (ms) => `${(ms / 1000).toFixed(2)} s`;
 console.log('');
-console.log('Wall times of whole processes (node start-up and module loading included for builder, about 0.1-0.15 s);');
-console.log('"in-process" is the transfer alone, as a build already running pays it.');
+console.log('Wall times of whole processes: node start-up (about 50 ms here) and module loading count for builder.');
+console.log('Push: the library as `build --push` calls it ("in-process": the transfer alone). Pull: the `builder pull` command.');
 console.log('');
-console.log('| transfer | builder (median) | skopeo copy (median) | builder / skopeo | goal | builder in-process (median) | in-process / skopeo | builder peak RSS (max) |');
-console.log('| --- | --- | --- | --- | --- | --- | --- | --- |');
+console.log('| transfer | builder (median) | skopeo copy (median) | builder / skopeo | goal | builder in-process (median) | builder peak RSS (max) |');
+console.log('| --- | --- | --- | --- | --- | --- | --- |');
 for (const [what, goal] of [['push', 0.8], ['pull', 1.0]]) {
   const b = median(results[what].builder);
   const s = median(results[what].skopeo);
   const ratio = b / s;
-  const inner = median(results.inProcess[what]);
+  const inner = results.inProcess[what] ? fmt(median(results.inProcess[what])) : '—';
   console.log(
-    `| ${what} ${sizeMB.toFixed(0)} MB | ${fmt(b)} | ${fmt(s)} | ${ratio.toFixed(2)}× | ≤ ${goal.toFixed(1)}× ${ratio <= goal ? 'met' : 'NOT met'} | ${fmt(inner)} | ${(inner / s).toFixed(2)}× | ${Math.max(...results.rss[what]).toFixed(0)} MB |`,
+    `| ${what} ${sizeMB.toFixed(0)} MB | ${fmt(b)} | ${fmt(s)} | ${ratio.toFixed(2)}× | ≤ ${goal.toFixed(1)}× ${ratio <= goal ? 'met' : 'NOT met'} | ${inner} | ${Math.max(...results.rss[what]).toFixed(0)} MB |`,
   );
 }
 console.log('');
@@ -167,12 +155,12 @@ console.log('raw ms:', JSON.stringify({ push: results.push, pull: results.pull }
 
 // ---------------------------------------------------------------------------------------------
 
-function timed(cmd, args) {
+function timed(cmd, args, env = {}) {
   const t0 = process.hrtime.bigint();
-  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 16 << 20 });
+  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 16 << 20, env: { ...process.env, ...env } });
   const ms = Number(process.hrtime.bigint() - t0) / 1e6;
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}):\n${r.stderr}`);
-  return { ms, stdout: r.stdout };
+  return { ms, stdout: r.stdout, stderr: r.stderr };
 }
 
 /** An OCI layout with one image: each layer a gzipped tar of one file of random bytes. */

@@ -56,7 +56,7 @@ async function main() {
   writeFileSync(join(ctx, 'Dockerfile.bigrm'), `FROM ${base}\nRUN ${big} && rm -rf /data\n`);
 
   const builderRun = (file, extra = []) => () =>
-    timed(process.execPath, [BUILDER, 'build', '--root', root, '--network', 'none', '--no-cache', '--progress', 'quiet', ...extra, '-f', join(ctx, file), ctx], { sampleMemory: true });
+    timed(BUILDER, ['build', '--root', root, '--network', 'none', '--no-cache', '--progress', 'quiet', ...extra, '-f', join(ctx, file), ctx], { sampleMemory: true });
   const buildkitRun = (file) => async () => {
     const r = await timed(DOCKER, ['build', '--network=none', '--no-cache', '-q', '-f', join(ctx, file), ctx], { env: { DOCKER_BUILDKIT: '1' } });
     spawnSync(DOCKER, ['rmi', '-f', r.out.trim()], { stdio: 'ignore' });
@@ -69,7 +69,7 @@ async function main() {
       name: `${STEPS} trivial RUN steps (native snapshotter)`,
       runs: RUNS,
       tools: { builder: builderRun('Dockerfile.steps', ['--root', join(work, 'root-native'), '--snapshotter', 'native']) },
-      setup: () => timed(process.execPath, [BUILDER, 'build', '--root', join(work, 'root-native'), '--snapshotter', 'native', '--network', 'none', '--progress', 'quiet', '-f', join(ctx, 'Dockerfile.steps'), ctx]),
+      setup: () => timed(BUILDER, ['build', '--root', join(work, 'root-native'), '--snapshotter', 'native', '--network', 'none', '--progress', 'quiet', '-f', join(ctx, 'Dockerfile.steps'), ctx]),
     },
     { name: 'RUN writing 100 MB in 10k files', runs: BIG_RUNS, goal: 1.0, tools: { builder: builderRun('Dockerfile.big'), buildkit: buildkitRun('Dockerfile.big') } },
     { name: '  same RUN, output deleted (the command alone)', runs: BIG_RUNS, tools: { builder: builderRun('Dockerfile.bigrm'), buildkit: buildkitRun('Dockerfile.bigrm') } },
