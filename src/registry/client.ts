@@ -155,6 +155,8 @@ interface CallOptions {
   retry?: boolean;
   /** Overrides the policy's retry count (mirrors get few: the next endpoint is the better retry). */
   retries?: number;
+  /** A blob GET whose body is streamed in bulk (HttpRequest.bulk). */
+  bulk?: boolean;
 }
 
 export class RegistryClient {
@@ -448,6 +450,7 @@ export class RegistryClient {
       scopes: [pullScope(ref.repository)],
       headers: offset > 0 ? { range: `bytes=${offset}-` } : {},
       followRedirects: true,
+      bulk: true,
     });
     if (res.statusCode === 200 || (offset > 0 && res.statusCode === 206)) return res;
     if (res.statusCode === 404) {
@@ -744,7 +747,7 @@ export class RegistryClient {
 
       let res: HttpResponse;
       try {
-        res = await this.http.request(url, { method, headers, body });
+        res = await this.http.request(url, { method, headers, body, bulk: opts.bulk });
       } catch (err) {
         if (body instanceof Readable) body.destroy();
         if (opts.retry !== false && isNetworkError(err) && attempt < retries) {

@@ -1,12 +1,13 @@
 // HTTP/1.1 for the registry client, on node:http and node:https rather than undici: Node's own
 // stack is part of its start-up snapshot (undici takes 60-90 ms to load, a fifth of a whole
-// `pull` of a 100 MB image), and an IncomingMessage delivers a blob's bytes with about a third
-// less CPU than undici's body stream.
+// `pull` of a 100 MB image), and an IncomingMessage delivers bytes with about a third less CPU
+// than undici's body stream. Blob downloads go around both (`bulk`, see bulk-get.ts).
 
 import { existsSync, readFileSync } from 'node:fs';
 import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { Readable } from 'node:stream';
+import { bulkGet } from './bulk-get.js';
 
 /** Where Debian/Ubuntu, Fedora/RHEL, openSUSE and Alpine keep the system CA bundle. */
 const SYSTEM_CA_FILES = [
@@ -25,6 +26,8 @@ export interface HttpRequest {
   method: string;
   headers?: Record<string, string>;
   body?: string | Buffer | Readable;
+  /** A GET of a blob to stream: read on a connection of its own, without node:http (see bulk-get.ts). */
+  bulk?: boolean;
 }
 
 export interface HttpResponse {
@@ -33,7 +36,7 @@ export interface HttpResponse {
   headers: IncomingHttpHeaders;
   /** Headers whose repeats are kept apart (several WWW-Authenticate challenges). */
   headersDistinct: NodeJS.Dict<string[]>;
-  body: IncomingMessage;
+  body: Readable;
   /** Discards the body (draining a small one so its connection is reused). */
   dump(): Promise<void>;
   text(): Promise<string>;
@@ -50,8 +53,10 @@ export interface HttpTransportOptions {
 export class HttpTransport {
   private readonly http: HttpAgent;
   private readonly https: HttpsAgent;
+  private readonly connect: Record<string, unknown>;
 
   constructor(options: HttpTransportOptions = {}) {
+    this.connect = options.connect ?? {};
     const pool = { keepAlive: true, maxSockets: options.connections ?? 16, scheduling: 'lifo' as const };
     // As with undici's `connect`, socket options such as `lookup` apply to plain connections too.
     this.http = new HttpAgent({ ...pool, ...options.connect });
@@ -62,6 +67,9 @@ export class HttpTransport {
     const tls = url.protocol === 'https:';
     const headers: Record<string, string> = { ...req.headers };
     const body = req.body;
+    if (req.bulk && req.method === 'GET' && body === undefined) {
+      return bulkGet(url, headers, this.connect, IDLE_TIMEOUT_MS).then((res) => response(res));
+    }
     if ((typeof body === 'string' || Buffer.isBuffer(body)) && headers['content-length'] === undefined) {
       headers['content-length'] = String(Buffer.byteLength(body));
     }
@@ -79,7 +87,7 @@ export class HttpTransport {
         res.once('end', () => {
           if (!r.writableFinished) r.destroy();
         });
-        resolve(response(res));
+        resolve(response({ statusCode: res.statusCode ?? 0, statusText: res.statusMessage ?? '', headers: res.headers, headersDistinct: res.headersDistinct, body: res }));
       });
       if (body instanceof Readable) {
         body.once('error', (err) => r.destroy(err));
@@ -96,13 +104,10 @@ export class HttpTransport {
   }
 }
 
-function response(res: IncomingMessage): HttpResponse {
+function response(head: Omit<HttpResponse, 'dump' | 'text'>): HttpResponse {
+  const res = head.body;
   return {
-    statusCode: res.statusCode ?? 0,
-    statusText: res.statusMessage ?? '',
-    headers: res.headers,
-    headersDistinct: res.headersDistinct,
-    body: res,
+    ...head,
     dump: () =>
       new Promise<void>((resolve) => {
         // Even a complete body (a HEAD's) must be read to its end for the connection to be reused.

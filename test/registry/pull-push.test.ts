@@ -425,6 +425,44 @@ describe('large blobs: chunked upload, resumed download, corrupted bytes', () =>
     }
   });
 
+  it('follows a blob redirect to storage on another origin, as Docker Hub answers, and verifies what it gets', async () => {
+    await client.pushBlob(parseReference(`${reg.host}/chunked/blob:latest`), desc, () => createReadStream(file));
+    const [regHost, regPort] = reg.host.split(':') as [string, string];
+    const storageRequests: string[] = [];
+    // "Blob storage": serves the registry's blob under a signed-looking URL of its own.
+    const storage = createHttpServer((req, res) => {
+      storageRequests.push(`${req.url} auth=${req.headers.authorization ?? 'none'}`);
+      const up = httpRequest({ host: regHost, port: Number(regPort), path: `/v2/chunked/blob/blobs/${desc.digest}` }, (r) => {
+        res.writeHead(r.statusCode ?? 502, r.headers);
+        r.pipe(res);
+      });
+      up.end();
+    });
+    // The registry front: every blob GET is redirected (307) to the storage server.
+    const front = createHttpServer((req, res) => {
+      if (req.method === 'GET' && req.url?.includes('/blobs/sha256:')) {
+        res.writeHead(307, { location: `http://127.0.0.1:${(storage.address() as { port: number }).port}/store/${desc.digest.slice(7)}?sig=abc` });
+        return void res.end();
+      }
+      const up = httpRequest({ host: regHost, port: Number(regPort), method: req.method, path: req.url, headers: req.headers }, (r) => {
+        res.writeHead(r.statusCode ?? 502, r.headers);
+        r.pipe(res);
+      });
+      req.pipe(up);
+    });
+    await Promise.all([storage, front].map((s) => new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))));
+    try {
+      const target = new ContentStore(join(workDir, 'store-redirect'));
+      await target.init();
+      const host = `127.0.0.1:${(front.address() as { port: number }).port}`;
+      const got = await target.ingest(await client.fetchBlob(parseReference(`${host}/chunked/blob:latest`), desc), desc);
+      expect(got).toEqual({ digest: desc.digest, size: desc.size });
+      expect(storageRequests).toEqual([`/store/${desc.digest.slice(7)}?sig=abc auth=none`]);
+    } finally {
+      await Promise.all([storage, front].map((s) => new Promise((resolve) => s.close(resolve))));
+    }
+  });
+
   it('refuses a blob with one flipped byte: digest mismatch, and nothing partial in the content store', async () => {
     const proxy = await flippingProxy(reg.host, desc.digest, 4_000_000);
     const c = chunked();
