@@ -17,7 +17,7 @@ const SLAB_BYTES = 1024 * 1024;
 const MIN_READ_BYTES = 64 * 1024;
 const MAX_HEAD_BYTES = 64 * 1024;
 /** The body stream buffers this much before the socket stops reading. */
-const BODY_HIGH_WATER_MARK = 4 * 1024 * 1024;
+const BODY_HIGH_WATER_MARK = 1024 * 1024;
 
 export interface BulkResponse {
   statusCode: number;
