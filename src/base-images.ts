@@ -108,7 +108,16 @@ export class Images implements ImageSource {
           if (await this.state.store.has(layer.digest)) return emit({ type: 'step', ...step, status: 'cached', at: Date.now() });
           await track(emit, step, async () => {
             const body = await (await this.registry.get()).fetchBlob(ref, layer);
-            await this.state.store.ingest(body, { digest: layer.digest, size: layer.size, source: `${nameOf(ref)}@${layer.digest}` });
+            // Ctrl-C stops a download midway; the content store drops what it had written.
+            const signal = this.opts.signal;
+            const stop = (): void => void body.destroy(signal?.reason as Error);
+            signal?.addEventListener('abort', stop, { once: true });
+            if (signal?.aborted) stop();
+            try {
+              await this.state.store.ingest(body, { digest: layer.digest, size: layer.size, source: `${nameOf(ref)}@${layer.digest}` });
+            } finally {
+              signal?.removeEventListener('abort', stop);
+            }
           });
         }),
       ),

@@ -15,6 +15,7 @@ import { createGunzip } from 'node:zlib';
 import tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ContentStore } from '../../src/cache/content-store.js';
+import { pull } from '../../src/pull.js';
 import { MediaType, type Descriptor, type Digest, type ImageIndex, type ImageManifest } from '../../src/oci/types.js';
 import {
   NotFoundError,
@@ -481,6 +482,41 @@ describe('large blobs: chunked upload, resumed download, corrupted bytes', () =>
     } finally {
       await c.close();
       await proxy.close();
+    }
+  });
+
+  it('stops a pull midway when its signal fires (Ctrl-C), leaving no partial blob and no lock', async () => {
+    const [regHost, regPort] = reg.host.split(':') as [string, string];
+    let stalled = 0;
+    // Forwards everything, but a layer's body stops after its first bytes, as on a dead link.
+    const proxy = createHttpServer((req, res) => {
+      const up = httpRequest({ host: regHost, port: Number(regPort), method: req.method, path: req.url, headers: req.headers }, (r) => {
+        res.writeHead(r.statusCode ?? 502, r.headers);
+        const layer = Number(r.headers['content-length']) > 100_000;
+        if (req.method !== 'GET' || !req.url?.includes('/blobs/') || r.statusCode !== 200 || !layer) return void r.pipe(res);
+        r.once('data', (first: Buffer) => {
+          r.pause();
+          res.write(first.subarray(0, 100));
+          stalled++;
+        });
+        res.once('close', () => r.destroy());
+      });
+      req.pipe(up);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const root = join(workDir, 'pull-stopped');
+    const controller = new AbortController();
+    try {
+      const pulling = pull({ ref: `127.0.0.1:${(proxy.address() as { port: number }).port}/library/busybox:latest`, root, signal: controller.signal });
+      for (let i = 0; stalled === 0 && i < 500; i++) await new Promise((r) => setTimeout(r, 10));
+      expect(stalled).toBeGreaterThan(0);
+      controller.abort(new Error('pull cancelled by SIGINT'));
+      await expect(pulling).rejects.toThrow('pull cancelled by SIGINT');
+      expect(await readdir(join(root, 'ingest'))).toEqual([]);
+      expect(await readdir(root)).not.toContain('lock');
+    } finally {
+      proxy.closeAllConnections();
+      await new Promise((resolve) => proxy.close(resolve));
     }
   });
 
