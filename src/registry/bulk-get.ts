@@ -7,7 +7,7 @@
 // HTTP/1.1 with `Connection: close`: the head is parsed here (status, headers), the body framed
 // by Content-Length, chunked transfer coding, or the end of the connection.
 
-import { connect as netConnect, type Socket } from 'node:net';
+import { isIP, connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { Readable } from 'node:stream';
 import type { IncomingHttpHeaders } from 'node:http';
@@ -104,7 +104,9 @@ export function bulkGet(url: URL, headers: Record<string, string>, connect: Reco
       return more;
     };
 
-    const options = { ...connect, host, port, onread, ...(tls ? { servername: (connect.servername as string | undefined) ?? host } : {}) };
+    // SNI names a host, never an address (RFC 6066), as node's https agent does it.
+    const servername = (connect.servername as string | undefined) ?? (isIP(host) ? undefined : host);
+    const options = { ...connect, host, port, onread, ...(tls && servername ? { servername } : {}) };
     const socket: Socket = tls ? tlsConnect(options) : netConnect(options);
     socket.setTimeout(idleTimeoutMs, () =>
       socket.destroy(networkError(`no answer from ${url.origin} for ${idleTimeoutMs / 1000} s`, 'ETIMEDOUT')),
