@@ -25,6 +25,12 @@ export class LazyRegistry {
   ) {}
 
   get(): Promise<RegistryClient> {
+    this.client ??= this.create();
+    return this.client;
+  }
+
+  private async create(): Promise<RegistryClient> {
+    const [{ RegistryClient }, { DockerConfigCredentialStore }] = await Promise.all([import('./registry/client.js'), import('./registry/auth.js')]);
     const { store, images } = this.state;
     // Manifests and configs in the content store are not fetched again.
     const contentCache: ContentCache = {
@@ -32,11 +38,7 @@ export class LazyRegistry {
       put: async (_digest, bytes) => void (await store.putBytes(bytes)),
       pulledBefore: async (ref) => (await images.get(ref.toString())) !== undefined,
     };
-    this.client ??= Promise.all([import('./registry/client.js'), import('./registry/auth.js')]).then(
-      ([{ RegistryClient }, { DockerConfigCredentialStore }]) =>
-        new RegistryClient({ ...this.options, contentCache, credentials: new DockerConfigCredentialStore() }),
-    );
-    return this.client;
+    return new RegistryClient({ ...this.options, contentCache, credentials: new DockerConfigCredentialStore() });
   }
 
   async close(): Promise<void> {

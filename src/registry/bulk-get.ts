@@ -33,6 +33,10 @@ function networkError(message: string, code: string): Error {
 }
 
 export function bulkGet(url: URL, headers: Record<string, string>, connect: Record<string, unknown>, idleTimeoutMs: number): Promise<BulkResponse> {
+  // As node:http refuses them: a line break in a header (a token from a hostile server, say) would add headers.
+  for (const [name, value] of Object.entries(headers)) {
+    if (/[\r\n]/.test(name + value)) return Promise.reject(new TypeError(`invalid character in header "${name}"`));
+  }
   return new Promise((resolve, reject) => {
     const tls = url.protocol === 'https:';
     const port = Number(url.port) || (tls ? 443 : 80);

@@ -139,6 +139,14 @@ describe('bulk blob GETs', () => {
     expect(err?.code).toBe('ECONNREFUSED');
   });
 
+  it('refuses a header value with a line break rather than send the headers it would add', async () => {
+    const before = seen.length;
+    await expect(
+      transport.request(new URL(`${base}/length`), { method: 'GET', headers: { authorization: 'Bearer x\r\nx-injected: 1' }, bulk: true }),
+    ).rejects.toThrow('invalid character in header "authorization"');
+    expect(seen.length).toBe(before);
+  });
+
   it('reads over TLS, trusting the CA it is given and no other', async () => {
     const key = join(work, 'key.pem');
     const cert = join(work, 'cert.pem');
