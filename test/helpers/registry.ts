@@ -203,8 +203,11 @@ function httpsStatus(url: string): Promise<number> {
   });
 }
 
-/** A CA and a server certificate for `hostname` and 127.0.0.1 signed by it; returns the CA's path. */
-function makeCertificates(dir: string, hostname: string): string {
+/**
+ * A CA and a server certificate for `hostname` and 127.0.0.1 signed by it, in `dir` (which must
+ * exist): `server.key`, `server.crt`; returns the CA's path.
+ */
+export function makeCertificates(dir: string, hostname: string): string {
   const ssl = (args: string[]): void => void execFileSync('openssl', args, { stdio: 'ignore', cwd: dir });
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
   ssl(['req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=builder-test-ca']);

@@ -3,8 +3,7 @@
 // for what they would not send (a body delimited by the connection's end, a cut connection).
 
 import { createHash, randomBytes } from 'node:crypto';
-import { spawnSync } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { createServer as createTcpServer, type AddressInfo } from 'node:net';
@@ -14,6 +13,7 @@ import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HttpTransport, trustedCAs } from '../../src/registry/http.js';
+import { makeCertificates } from '../helpers/registry.js';
 
 const BLOB = randomBytes(6 * 1024 * 1024 + 333);
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -148,14 +148,13 @@ describe('bulk blob GETs', () => {
   });
 
   it('reads over TLS, trusting the CA it is given and no other', async () => {
-    const key = join(work, 'key.pem');
-    const cert = join(work, 'cert.pem');
-    const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { encoding: 'utf8' });
-    expect(made.status, made.stderr).toBe(0);
-    const tls = createHttpsServer({ key: await readFile(key), cert: await readFile(cert) }, (_req, res) => res.end(BLOB));
+    const certs = join(work, 'certs');
+    await mkdir(certs);
+    const ca = makeCertificates(certs, 'localhost');
+    const tls = createHttpsServer({ key: await readFile(join(certs, 'server.key')), cert: await readFile(join(certs, 'server.crt')) }, (_req, res) => res.end(BLOB));
     await new Promise<void>((resolve) => tls.listen(0, '127.0.0.1', resolve));
     const url = new URL(`https://127.0.0.1:${(tls.address() as AddressInfo).port}/blob`);
-    const trusting = new HttpTransport({ connect: trustedCAs({ SSL_CERT_FILE: cert }) });
+    const trusting = new HttpTransport({ connect: trustedCAs({ SSL_CERT_FILE: ca }) });
     try {
       const res = await trusting.request(url, { method: 'GET', bulk: true });
       expect(sha(await drain(res.body, true))).toBe(sha(BLOB));

@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { build } from '../../src/build.js';
+import { makeCertificates } from '../helpers/registry.js';
 
 let work: string;
 let server: Server;
@@ -135,11 +136,10 @@ describe('ADD and COPY options, built for real', () => {
   });
 
   it('downloads over HTTPS trusting SSL_CERT_FILE (as BuildKit does), and refuses an unknown CA', async () => {
-    const key = join(work, 'tls.key');
-    const cert = join(work, 'tls.crt');
-    const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { encoding: 'utf8' });
-    expect(made.status, made.stderr).toBe(0);
-    const tls = createHttpsServer({ key: await readFile(key), cert: await readFile(cert) }, (_req, res) => res.end(BIN));
+    const certs = join(work, 'certs');
+    await mkdir(certs);
+    const ca = makeCertificates(certs, 'localhost');
+    const tls = createHttpsServer({ key: await readFile(join(certs, 'server.key')), cert: await readFile(join(certs, 'server.crt')) }, (_req, res) => res.end(BIN));
     await new Promise<void>((resolve) => tls.listen(0, '127.0.0.1', resolve));
     const ctx = join(work, 'https');
     await mkdir(ctx, { recursive: true });
@@ -148,7 +148,7 @@ describe('ADD and COPY options, built for real', () => {
     try {
       delete process.env.SSL_CERT_FILE;
       await expect(build({ context: ctx, root: join(work, 'root-https'), network: 'none' })).rejects.toThrow(/self.signed|certificate/i);
-      process.env.SSL_CERT_FILE = cert;
+      process.env.SSL_CERT_FILE = ca;
       const out = join(work, 'https.tar');
       await build({ context: ctx, root: join(work, 'root-https'), network: 'none', outputs: [{ type: 'oci', dest: out }], tags: ['https:test'] });
       expect(await readFile(join(await unpackImage(out, 'https'), 'f'))).toEqual(BIN);
