@@ -82,16 +82,19 @@ Options:
   -h, --help                Show this help
 `;
 
+/** Options `build` and `pull` share. */
+const COMMON_OPTIONS = {
+  platform: { type: 'string' },
+  root: { type: 'string' },
+  'insecure-registry': { type: 'string', multiple: true },
+  'registry-mirror': { type: 'string', multiple: true },
+  config: { type: 'string' },
+  progress: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
 async function runPull(args: string[]): Promise<number> {
-  const v = parseOptions(args, {
-    platform: { type: 'string' },
-    root: { type: 'string' },
-    'insecure-registry': { type: 'string', multiple: true },
-    'registry-mirror': { type: 'string', multiple: true },
-    config: { type: 'string' },
-    progress: { type: 'string' },
-    help: { type: 'boolean', short: 'h' },
-  });
+  const v = parseOptions(args, COMMON_OPTIONS);
   if (v.values.help) {
     process.stdout.write(PULL_USAGE);
     return 0;
@@ -173,19 +176,13 @@ function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'sig
     'build-arg': { type: 'string', multiple: true },
     push: { type: 'boolean' },
     output: { type: 'string', short: 'o', multiple: true },
-    platform: { type: 'string' },
     network: { type: 'string' },
     'no-cache': { type: 'boolean' },
     pull: { type: 'boolean' },
-    root: { type: 'string' },
     snapshotter: { type: 'string' },
     compression: { type: 'string' },
-    'insecure-registry': { type: 'string', multiple: true },
-    'registry-mirror': { type: 'string', multiple: true },
-    config: { type: 'string' },
-    progress: { type: 'string' },
     'dry-run': { type: 'boolean' },
-    help: { type: 'boolean', short: 'h' },
+    ...COMMON_OPTIONS,
   });
   const v = parsed.values;
   if (v.help) return undefined;
