@@ -20,11 +20,14 @@ export function resolveInRootSync(root: string, unsafePath: string): string {
   return join(root, ...resolveComponents(root, unsafePath));
 }
 
-/** The path inside the root that `unsafePath` designates, as components. */
-export function resolveComponents(root: string, unsafePath: string): string[] {
+/**
+ * The path inside the root that `unsafePath` designates, as components. `links`, when given,
+ * receives the root-relative path of every symlink followed on the way.
+ */
+export function resolveComponents(root: string, unsafePath: string, links?: string[]): string[] {
   let pending = split(unsafePath);
   const resolved: string[] = [];
-  let links = 0;
+  let followed = 0;
   while (pending.length > 0) {
     const c = pending.shift()!;
     if (c === '..') {
@@ -43,7 +46,8 @@ export function resolveComponents(root: string, unsafePath: string): string[] {
       resolved.push(c);
       continue;
     }
-    if (++links > MAX_SYMLINKS) throw new Error(`too many levels of symbolic links resolving ${unsafePath} in ${root}`);
+    if (++followed > MAX_SYMLINKS) throw new Error(`too many levels of symbolic links resolving ${unsafePath} in ${root}`);
+    links?.push([...resolved, c].join('/'));
     const target = readlinkSync(candidate);
     if (target.startsWith('/')) resolved.length = 0;
     pending = [...split(target), ...pending];

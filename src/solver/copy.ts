@@ -20,7 +20,7 @@ import {
 import { chmod, chown, lstat, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { setImmediate } from 'node:timers/promises';
-import { walk, type SourceFilter } from '../cache/checksum.js';
+import { walk, type Source, type SourceFilter } from '../cache/checksum.js';
 import { resolveInRoot, resolveInRootSync } from '../executor/scoped-path.js';
 
 export interface Owner {
@@ -30,8 +30,8 @@ export interface Owner {
 
 export interface CopyParams {
   srcRoot: string;
-  /** Root-relative sources, already expanded (see selectSources). */
-  sources: readonly string[];
+  /** Sources already expanded and resolved inside `srcRoot` (see selectSources). */
+  sources: readonly Source[];
   filter?: SourceFilter;
   destRoot: string;
   /** Absolute path in the destination; a trailing `/` means a directory. */
@@ -48,23 +48,36 @@ export async function copySources(p: CopyParams): Promise<void> {
   const dirTimes: Array<{ path: string; atime: Date; mtime: Date }> = [];
   // Files hardlinked to each other in the source stay hardlinked in the copy, as in BuildKit.
   const copiedInodes = new Map<string, string>();
+  // Host paths of the destination directories this copy made or checked: resolving each entry's
+  // parent again, one lstat per component, made deep trees cost depth² lstats of depth-long paths.
+  const dirs = new Map<string, string>();
+  const hostDir = (dir: string): string => {
+    let host = dirs.get(dir);
+    if (host === undefined) dirs.set(dir, (host = resolveInRootSync(p.destRoot, dir)));
+    return host;
+  };
   let copied = 0;
   for (const src of p.sources) {
-    const srcAbs = src === '.' ? p.srcRoot : join(p.srcRoot, src);
-    const srcIsDir = (await lstat(srcAbs)).isDirectory();
+    const srcAbs = src.path === '.' ? p.srcRoot : join(p.srcRoot, src.path);
+    const srcStat = await lstat(srcAbs);
+    // BuildKit skips a named pipe or socket without a word; named on its own, it is a mistake.
+    if (!srcStat.isDirectory() && !srcStat.isFile() && !srcStat.isSymbolicLink()) {
+      throw new Error(`"${src.name}" is not a regular file, directory or symlink: it cannot be copied`);
+    }
+    const srcIsDir = srcStat.isDirectory();
     let target = p.dest;
-    if (p.parents && src !== '.') target = posix.join(p.dest, src);
+    if (p.parents && src.name !== '.') target = posix.join(p.dest, src.name);
     else if (!srcIsDir && (intoDir || (await isDirectory(await resolveInRoot(p.destRoot, p.dest))))) {
-      target = posix.join(p.dest, posix.basename(src));
+      target = posix.join(p.dest, posix.basename(src.name));
     }
     await mkdirAll(p.destRoot, srcIsDir ? target : posix.dirname(target), 0o755, p.owner ?? { uid: 0, gid: 0 });
-    for await (const entry of walk(p.srcRoot, src, p.filter)) {
-      const below = entry.rel === src ? '' : src === '.' ? entry.rel : entry.rel.slice(src.length + 1);
+    dirs.clear();
+    for (const entry of walk(p.srcRoot, src.path, p.filter)) {
+      const below = entry.rel === src.path ? '' : src.path === '.' ? entry.rel : entry.rel.slice(src.path.length + 1);
       // A directory source copies its contents: the destination directory keeps its own metadata.
       if (below === '' && entry.type === 'dir') continue;
       const destPath = below ? posix.join(target, below) : target;
-      const host = resolveInRootSync(p.destRoot, posix.dirname(destPath));
-      const hostPath = destPath === '/' ? p.destRoot : join(host, posix.basename(destPath));
+      const hostPath = destPath === '/' ? p.destRoot : join(hostDir(posix.dirname(destPath)), posix.basename(destPath));
       const st = lstatSync(entry.abs);
       const owner = p.owner ?? { uid: entry.uid, gid: entry.gid };
       const mode = p.chmod ?? entry.mode & 0o7777;
@@ -74,6 +87,7 @@ export async function copySources(p: CopyParams): Promise<void> {
       switch (entry.type) {
         case 'dir':
           ensureDirectorySync(hostPath);
+          dirs.set(destPath, hostPath);
           chownSync(hostPath, owner.uid, owner.gid);
           chmodSync(hostPath, mode);
           dirTimes.push({ path: hostPath, atime: st.atime, mtime: st.mtime });

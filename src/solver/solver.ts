@@ -8,7 +8,7 @@ import { lstat, mkdtemp, rm, utimes } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { CacheIndex, LayerRecord } from '../cache/cache-index.js';
-import { checksumSources, dockerignoreFilter, selectSources, type SourceFilter, type StatCache } from '../cache/checksum.js';
+import { checksumSources, dockerignoreFilter, selectSources, type Source, type SourceFilter, type StatCache } from '../cache/checksum.js';
 import type { ContentStore } from '../cache/content-store.js';
 import {
   canonicalJson,
@@ -285,7 +285,7 @@ export class Solver {
         ? { uid: 0, gid: 0 }
         : undefined;
     const doCopy = async (srcRoot: string, baseFilter: SourceFilter | undefined) => {
-      let sources: string[];
+      let sources: Source[];
       let filter: SourceFilter | undefined;
       try {
         ({ selected: sources, filter } = await selectWithExclude(srcRoot, action, baseFilter));
@@ -299,7 +299,7 @@ export class Solver {
       // ADD: archives are extracted into the destination directory, other sources copied.
       const dest = sources.length > 1 && !action.dest.endsWith('/') ? `${action.dest}/` : action.dest;
       for (const source of sources) {
-        const abs = source === '.' ? srcRoot : join(srcRoot, source);
+        const abs = source.path === '.' ? srcRoot : join(srcRoot, source.path);
         const kind = (await lstat(abs)).isFile() ? await archiveKind(abs) : undefined;
         if (kind) await extractArchive(abs, kind, rootfs, dest.replace(/\/+$/, '') || '/', action.chown ? owner : undefined);
         else await copySources({ srcRoot, sources: [source], filter, destRoot: rootfs, dest, owner, chmod: action.chmod });
@@ -444,7 +444,7 @@ async function selectWithExclude(
   root: string,
   action: CopyAction,
   base: SourceFilter | undefined,
-): Promise<{ selected: string[]; filter: SourceFilter | undefined }> {
+): Promise<{ selected: Source[]; filter: SourceFilter | undefined }> {
   const exclude = action.exclude ?? [];
   if (exclude.length === 0) return { selected: await selectSources(root, action.src, base ?? {}), filter: base };
   const own = dockerignoreFilter(exclude);
@@ -452,7 +452,7 @@ async function selectWithExclude(
   const selected = await selectSources(root, action.src, first);
   const prefixed = dockerignoreFilter([
     ...exclude,
-    ...selected.filter((s) => s !== '.').flatMap((s) => exclude.map((x) => (x.startsWith('!') ? `!${s}/${x.slice(1)}` : `${s}/${x}`))),
+    ...selected.filter((s) => s.path !== '.').flatMap(({ path }) => exclude.map((x) => (x.startsWith('!') ? `!${path}/${x.slice(1)}` : `${path}/${x}`))),
   ]);
   const filter: SourceFilter = {
     excluded: (p) => Boolean(base?.excluded?.(p) || prefixed?.excluded(p)),

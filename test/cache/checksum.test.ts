@@ -2,7 +2,8 @@ import { chmod, mkdir, mkdtemp, rm, symlink, utimes, writeFile } from 'node:fs/p
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { checksumSources, dockerignoreFilter, selectSources, SourceNotFoundError, StatCache } from '../../src/cache/checksum.js';
+import { writeFileSync } from 'node:fs';
+import { checksumSources, dockerignoreFilter, selectSources, SourceNotFoundError, StatCache, walk } from '../../src/cache/checksum.js';
 
 let dir: string;
 beforeEach(async () => {
@@ -59,8 +60,9 @@ describe('content checksums of COPY sources', () => {
   });
 
   it('expands wildcards with Docker rules and rejects missing or excluded paths', async () => {
-    expect(await selectSources(dir, ['src/*.js'])).toEqual(['src/a.js']);
-    expect(await selectSources(dir, ['*.json', '/package.json'])).toEqual(['package.json']);
+    const names = async (patterns: string[]) => (await selectSources(dir, patterns)).map((s) => s.name);
+    expect(await names(['src/*.js'])).toEqual(['src/a.js']);
+    expect(await names(['*.json', '/package.json'])).toEqual(['package.json']);
     await expect(selectSources(dir, ['missing.txt'])).rejects.toBeInstanceOf(SourceNotFoundError);
     await expect(selectSources(dir, ['debug.log'], dockerignoreFilter(['*.log']))).rejects.toThrow(/"debug.log": not found/);
   });
@@ -75,5 +77,24 @@ describe('content checksums of COPY sources', () => {
     await writeFile(join(dir, 'src/a.js'), 'x');
     expect(await sum(['.'], [], second)).not.toBe(before);
     await rm(cacheDir, { recursive: true, force: true });
+  });
+
+  it('walks a tree thousands of levels deep (no recursion tied to depth)', async () => {
+    const deep = Array.from({ length: 1500 }, () => 'd').join('/');
+    // mkdir -p through a path longer than PATH_MAX needs relative steps.
+    let here = dir;
+    for (const part of deep.split('/').reduce<string[][]>((acc, c, i) => (i % 100 === 0 ? [...acc, [c]] : (acc[acc.length - 1]!.push(c), acc)), [])) {
+      await mkdir(join(here, ...part), { recursive: true });
+      here = join(here, ...part);
+    }
+    const count = [...walk(dir, '.')].length;
+    expect(count).toBe(1 + 4 + 1500 + 2);
+  });
+
+  it('skips a file name that is not valid UTF-8 when excluded, and names it otherwise', async () => {
+    const bad = Buffer.concat([Buffer.from(join(dir, 'src/')), Buffer.from([0x66, 0xff, 0x2e, 0x6c, 0x6f, 0x67])]);
+    writeFileSync(bad, 'x');
+    expect(await sum(['.'], ['src/*.log'])).toBe(await sum(['.'], ['src/*.log', 'never']));
+    await expect(sum(['.'])).rejects.toThrow(/"src\/f\\xff\.log": file names that are not valid UTF-8/);
   });
 });

@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { build } from '../../src/build.js';
+import { unpackOciArchive } from '../helpers/oci-tar.js';
 import { makeCertificates } from '../helpers/registry.js';
 
 let work: string;
@@ -47,17 +48,7 @@ afterAll(async () => {
   if (work) await rm(work, { recursive: true, force: true });
 });
 
-async function unpackImage(tarball: string, name: string): Promise<string> {
-  const layout = join(work, `${name}-layout`);
-  const out = join(work, `${name}-unpacked`);
-  await mkdir(layout, { recursive: true });
-  expect(spawnSync('tar', ['-xf', tarball, '-C', layout]).status).toBe(0);
-  const index = JSON.parse(await readFile(join(layout, 'index.json'), 'utf8')) as { manifests: Array<{ annotations?: Record<string, string> }> };
-  const ref = index.manifests[0]?.annotations?.['org.opencontainers.image.ref.name'];
-  const r = spawnSync('umoci', ['unpack', '--rootless', '--image', ref ? `${layout}:${ref}` : layout, out], { encoding: 'utf8' });
-  expect(r.status, r.stderr).toBe(0);
-  return join(out, 'rootfs');
-}
+const unpackImage = (tarball: string, name: string) => unpackOciArchive(tarball, work, name);
 
 describe('ADD and COPY options, built for real', () => {
   it('extracts local archives, downloads URLs, applies --exclude and --parents', async () => {
