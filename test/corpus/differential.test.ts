@@ -6,7 +6,7 @@
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { lstatSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -29,7 +29,7 @@ const skipReason = dockerUnavailable();
 if (skipReason) console.warn(`differential tests against BuildKit skipped: ${skipReason}`);
 
 /** Dockerfiles for both builders; `@@BASE@@` is replaced by the local registry's busybox image. */
-const CASES: Record<string, { dockerfile: string; files?: Record<string, string> }> = {
+const CASES: Record<string, { dockerfile: string; files?: Record<string, string>; links?: Record<string, string> }> = {
   'multi-stage-arg-from': {
     dockerfile: `ARG BASE_IMAGE=@@BASE@@
 FROM \${BASE_IMAGE} AS build
@@ -105,6 +105,19 @@ RUN rm -rf /ctx/Dockerfile
 `,
     files: { 'keep.txt': 'keep\n', 'skip.log': 'skip\n', '.dockerignore': '*.log\n' },
   },
+  // Symlinked sources are followed inside the context (an absolute target is taken from the
+  // context's root); symlinks inside a copied directory stay symlinks.
+  'symlinked-sources': {
+    dockerfile: `FROM @@BASE@@
+COPY link.txt /x
+COPY dirlink /d/
+COPY abs/sub/b.txt /b
+COPY w*.txt /w/
+COPY real/ /tree/
+`,
+    files: { 'real/a.txt': 'A\n', 'real/sub/b.txt': 'B\n' },
+    links: { 'link.txt': 'real/a.txt', dirlink: 'real', abs: '/real', 'w1.txt': '/real/a.txt', 'real/inner': 'a.txt' },
+  },
 };
 
 const CONFIG_FIELDS: Array<keyof ContainerConfig> = [
@@ -172,6 +185,7 @@ describe.skipIf(Boolean(skipReason))(`differential: builder vs BuildKit${skipRea
         await mkdir(join(ctx, file, '..'), { recursive: true });
         await writeFile(join(ctx, file), content);
       }
+      for (const [file, target] of Object.entries(spec.links ?? {})) await symlink(target, join(ctx, file));
       if (name.startsWith('add-archive')) {
         await mkdir(join(ctx, 'payload-src/sub'), { recursive: true });
         await writeFile(join(ctx, 'payload-src/sub/x.txt'), 'x\n');
