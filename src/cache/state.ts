@@ -1,4 +1,7 @@
 // The state directory: content store, image store, cache index and snapshots of one user.
+// It holds every image's files (setuid binaries included) and configs, so it is private to its
+// owner (0700, fixed on open), as Docker keeps /var/lib/docker.
+//
 // One build at a time owns it. The lock is the directory `lock/` holding one empty file named
 // after its owner (pid and start time, see processToken): it appears, complete, by renaming a
 // prepared directory onto `lock` (which fails while `lock` is not empty), and a lock whose owner
@@ -8,7 +11,7 @@
 // next build sweeps what a crash, failure or interruption left behind.
 
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, readdir, rename, rm, rmdir, unlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, readdir, rename, rm, rmdir, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isOwnerAlive, processToken } from '../snapshotter/exec.js';
@@ -40,7 +43,7 @@ export interface OpenStateOptions {
 }
 
 export async function openState(root: string, opts: OpenStateOptions = {}): Promise<State> {
-  await mkdir(root, { recursive: true });
+  await makePrivate(root);
   const unlock = await acquireLock(root, opts);
   const cleanMark = join(root, 'clean');
   try {
@@ -68,6 +71,14 @@ export async function openState(root: string, opts: OpenStateOptions = {}): Prom
     await unlock();
     throw err;
   }
+}
+
+/** Creates `root` private to this user, or makes an existing one so (older versions left it 0755). */
+async function makePrivate(root: string): Promise<void> {
+  await mkdir(root, { recursive: true, mode: 0o700 });
+  const st = await stat(root);
+  if (!st.isDirectory()) throw new Error(`state directory ${root} is not a directory`);
+  if ((st.mode & 0o777) !== 0o700) await chmod(root, 0o700);
 }
 
 const POLL_MS = 100;

@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, expect, it } from 'vitest';
@@ -121,6 +121,17 @@ it('keeps the temporary blobs of a live process and drops those of dead ones', a
   } finally {
     live.kill();
   }
+});
+
+it('makes the state directory private, fixing one left open', async () => {
+  const fresh = join(root, 'fresh');
+  let state = await openState(fresh);
+  await state.release();
+  expect((await stat(fresh)).mode & 0o777).toBe(0o700);
+  await chmod(fresh, 0o755);
+  state = await openState(fresh);
+  await state.release();
+  expect((await stat(fresh)).mode & 0o777).toBe(0o700);
 });
 
 it('honours the lock file of an older version: waits while its pid lives, takes it over once dead', async () => {
