@@ -124,7 +124,11 @@ async function acquireLock(root: string, opts: OpenStateOptions): Promise<() => 
   } finally {
     await rm(prepared, { recursive: true, force: true });
   }
+  let released = false;
   return async () => {
+    // Once only: in this process, a later openState() has the same name in the lock.
+    if (released) return;
+    released = true;
     await rm(join(lockDir, me), { force: true });
     // Fails (harmlessly) once the next owner has renamed its own lock into place.
     await rmdir(lockDir).catch(() => undefined);
