@@ -75,7 +75,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const input = await readBuildInput(opts.context, opts.dockerfile);
   const { context, dockerfileName, text: dockerfileText, dockerfile } = input;
 
-  const state = await openState(opts.root ?? defaultStateRoot(), { signal: opts.signal });
+  const state = await openState(opts.root ?? defaultStateRoot(), { signal: opts.signal, onWait: (message) => emit({ type: 'warning', message }) });
   const registry = new LazyRegistry(state, { insecureRegistries: opts.insecureRegistries, registryMirrors: opts.registryMirrors });
   let finished = false;
   try {

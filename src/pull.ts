@@ -34,7 +34,7 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
   const platform = opts.platform ?? hostPlatform();
   // Checked before the state directory is taken: a bad name is the user's error, not the store's.
   const name = parseReference(opts.ref).toString();
-  const state = await openState(opts.root ?? defaultStateRoot(), { signal: opts.signal });
+  const state = await openState(opts.root ?? defaultStateRoot(), { signal: opts.signal, onWait: (message) => opts.onProgress?.({ type: 'warning', message }) });
   const registry = new LazyRegistry(state, { insecureRegistries: opts.insecureRegistries, registryMirrors: opts.registryMirrors });
   try {
     // Like `docker pull`, ask the registry what the tag names now, even when a copy is local.

@@ -1,13 +1,15 @@
 // Blobs by sha256, laid out as an OCI image layout's `blobs/` so the store doubles as one.
 // Writes go to a temporary file and are renamed into place only once size and digest check out:
-// a reader never sees a partial blob, and an interrupted write leaves only a temp file to sweep.
+// a reader never sees a partial blob, and an interrupted write leaves only a temp file to sweep,
+// named after its writer (see processToken) so that only a dead writer's files are swept.
 
 import { createHash, randomBytes } from 'node:crypto';
 import { close, createReadStream, open, writev } from 'node:fs';
-import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import type { Digest } from '../oci/types.js';
+import { isOwnerAlive, processToken } from '../snapshotter/exec.js';
 
 export class DigestMismatchError extends Error {
   constructor(
@@ -64,9 +66,13 @@ export class ContentStore {
   }
 
   async init(): Promise<void> {
-    // Leftovers of interrupted writes are never referenced: drop them.
-    await Promise.all([mkdir(this.blobsDir, { recursive: true }), rm(this.ingestDir, { recursive: true, force: true })]);
-    await mkdir(this.ingestDir);
+    await Promise.all([mkdir(this.blobsDir, { recursive: true }), mkdir(this.ingestDir, { recursive: true })]);
+    // Leftovers of interrupted writes are never referenced: drop those whose writer is gone
+    // (a process still running may be writing them).
+    for (const name of await readdir(this.ingestDir)) {
+      const owner = /^(\d+\.\d+)-/.exec(name)?.[1];
+      if (owner === undefined || !isOwnerAlive(owner)) await rm(join(this.ingestDir, name), { recursive: true, force: true });
+    }
   }
 
   path(digest: Digest): string {
@@ -148,7 +154,7 @@ export class ContentStore {
   }
 
   private tempPath(): string {
-    return join(this.ingestDir, `${process.pid}-${randomBytes(8).toString('hex')}`);
+    return join(this.ingestDir, `${processToken()}-${randomBytes(8).toString('hex')}`);
   }
 }
 
