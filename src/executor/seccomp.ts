@@ -28,9 +28,9 @@ export interface LinuxSeccomp {
 
 interface Rule extends Partial<SeccompSyscall> {
   names: string[];
-  /** The rule applies only when all of these hold. */
+  /** Only on one of `arches`, for a container with all of `caps`, on a kernel of at least `minKernel`. */
   includes?: { arches?: string[]; caps?: string[]; minKernel?: [number, number] };
-  /** The rule applies only when none of these hold. */
+  /** Not on any of `arches`, nor for a container with any of `caps`. */
   excludes?: { arches?: string[]; caps?: string[] };
 }
 
