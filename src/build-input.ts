@@ -4,7 +4,7 @@
 import { readFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Platform } from './definition/index.js';
-import { parseDockerfile, parseDockerignore, type CompileOptions, type Dockerfile, type ImageResolver } from './frontend/index.js';
+import { parseDockerfile, parseDockerignore, type CompileOptions, type Dockerfile, type Entitlement, type ImageResolver } from './frontend/index.js';
 
 export interface BuildInput {
   /** Absolute path of the build context. */
@@ -52,6 +52,7 @@ export interface CompileSettings {
   target?: string;
   sourceDateEpoch?: number;
   network?: 'none' | 'host';
+  allow?: readonly Entitlement[];
 }
 
 export function compileOptions(input: BuildInput, settings: CompileSettings, platform: Platform, resolveImage: ImageResolver): CompileOptions {
@@ -63,6 +64,7 @@ export function compileOptions(input: BuildInput, settings: CompileSettings, pla
     dockerignore: input.dockerignore,
     sourceDateEpoch: settings.sourceDateEpoch,
     defaultNetwork: settings.network,
+    ...(settings.allow ? { allow: settings.allow } : {}),
     resolveImage,
   };
 }

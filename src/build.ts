@@ -12,7 +12,7 @@ import { distributable, type LayerCompression } from './exporter/compress.js';
 import { assembleImage, type BuiltImage } from './exporter/image.js';
 import { writeOciArchive } from './exporter/oci-archive.js';
 import { compileOptions, readBuildInput } from './build-input.js';
-import { compile, DockerfileError, type CompileResult } from './frontend/index.js';
+import { compile, DockerfileError, type CompileResult, type Entitlement } from './frontend/index.js';
 import type { ImageConfigFile } from './oci/types.js';
 import { BlobSources } from './registry/blob-sources.js';
 import { hostPlatform } from './registry/platform.js';
@@ -52,6 +52,12 @@ export interface BuildOptions {
   registryMirrors?: string[];
   /** Network of RUN steps that do not choose one: the host's (default) or `none`. */
   network?: 'none' | 'host';
+  /**
+   * What the Dockerfile may ask for beyond the sandbox, as BuildKit's `--allow`: `network.host`
+   * for RUN --network=host, `security.insecure` for RUN --security=insecure (privileged). Without
+   * it such a step fails the build before anything runs.
+   */
+  allow?: Entitlement[];
   onProgress?: ProgressListener;
   signal?: AbortSignal;
 }

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { sha256, type Digest, type Platform, type Vertex } from './definition/index.js';
 import { compileOptions, readBuildInput } from './build-input.js';
 import { defaultStateRoot } from './cache/state-root.js';
-import { compile, type CompileResult, type CompileWarning, type ResolvedImage } from './frontend/index.js';
+import { compile, type CompileResult, type CompileWarning, type Entitlement, type ResolvedImage } from './frontend/index.js';
 import type { ImageConfigFile, ImageIndex, ImageManifest } from './oci/types.js';
 import { parseReference } from './registry/reference.js';
 import { hostPlatform } from './registry/platform.js';
@@ -28,6 +28,8 @@ export interface PlanOptions {
   root?: string;
   /** Network of RUN steps that do not choose one (it is part of their digests). */
   network?: 'none' | 'host';
+  /** Entitlements granted to RUN steps; a step that needs another one fails the plan, as the build. */
+  allow?: Entitlement[];
   sourceDateEpoch?: number;
 }
 

@@ -13,6 +13,7 @@ export async function runDryRun(opts: Omit<BuildOptions, 'onProgress' | 'signal'
     ...(opts.platform ? { platform: opts.platform } : {}),
     ...(opts.root !== undefined ? { root: opts.root } : {}),
     ...(opts.network ? { network: opts.network } : {}),
+    ...(opts.allow ? { allow: opts.allow } : {}),
     ...(opts.sourceDateEpoch !== undefined ? { sourceDateEpoch: opts.sourceDateEpoch } : {}),
   });
   for (const w of result.warnings) {

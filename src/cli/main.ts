@@ -23,6 +23,9 @@ Options:
   -o, --output SPEC         Also export: type=oci,dest=FILE.tar
       --platform OS/ARCH    Target platform (default: this machine's)
       --network MODE        Network for RUN steps: host (default) or none
+      --allow ENTITLEMENT   Let the Dockerfile use network.host (RUN --network=host) or
+                            security.insecure (RUN --security=insecure, privileged); repeatable
+                            or comma-separated
       --dry-run             Print the stages and steps (with vertex digests) that would run; pull and run nothing
       --no-cache            Run every step even if it is cached
       --pull                Check the registry for newer base images
@@ -177,6 +180,7 @@ function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'sig
     push: { type: 'boolean' },
     output: { type: 'string', short: 'o', multiple: true },
     network: { type: 'string' },
+    allow: { type: 'string', multiple: true },
     'no-cache': { type: 'boolean' },
     pull: { type: 'boolean' },
     snapshotter: { type: 'string' },
@@ -206,6 +210,12 @@ function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'sig
   }
   const network = v.network ?? 'host';
   if (network !== 'host' && network !== 'none') throw new UsageError(`invalid --network "${network}": use host or none`);
+  const allow: Array<'network.host' | 'security.insecure'> = [];
+  for (const item of (v.allow ?? []).flatMap((a) => a.split(','))) {
+    const name = item.trim();
+    if (name !== 'network.host' && name !== 'security.insecure') throw new UsageError(`invalid --allow "${name}": use network.host or security.insecure`);
+    if (!allow.includes(name)) allow.push(name);
+  }
   const epoch = process.env.SOURCE_DATE_EPOCH;
   if (epoch !== undefined && !/^\d+$/.test(epoch)) throw new UsageError(`invalid SOURCE_DATE_EPOCH "${epoch}": expected Unix seconds`);
 
@@ -219,6 +229,7 @@ function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'sig
     outputs: (v.output ?? []).map(parseOutput),
     platform: v.platform ? parsePlatform(v.platform) : undefined,
     network,
+    allow,
     noCache: v['no-cache'],
     pull: v.pull,
     root: v.root,

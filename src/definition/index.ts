@@ -49,6 +49,8 @@ export interface ExecOp {
   /** As in Docker's USER: `name`, `uid`, `name:group`, `uid:gid`; empty means root. */
   user: string;
   network: 'none' | 'host';
+  /** `insecure`: run privileged (RUN --security=insecure). Absent for the default sandbox. */
+  security?: 'insecure';
   /**
    * Files that exist only while the command runs (e.g. a RUN heredoc with a `#!` line, run as a
    * script): written read-only-by-convention with `mode`, removed afterwards, never in the output.

@@ -10,7 +10,7 @@ import { constants as osc, tmpdir } from 'node:os';
 import { join, posix, resolve } from 'node:path';
 import { CommandError, isOwnerAlive, processToken, runCommand } from '../snapshotter/exec.js';
 import { resolveComponents, resolveInRootSync } from './scoped-path.js';
-import { buildSpec, hostsFile, resolvConf, withDefaultEnv } from './spec.js';
+import { buildSpec, capabilitiesInMask, hostsFile, resolvConf, withDefaultEnv } from './spec.js';
 import { resolveUser } from './user.js';
 
 export interface RunSpec {
@@ -22,6 +22,8 @@ export interface RunSpec {
   /** Docker USER syntax: '', name, uid, name:group, uid:gid. */
   user: string;
   network: 'none' | 'host';
+  /** `insecure` runs the process privileged (RUN --security=insecure); default `sandbox`. */
+  security?: 'sandbox' | 'insecure';
   hostname?: string;
   stdout(chunk: Buffer): void;
   stderr(chunk: Buffer): void;
@@ -196,6 +198,7 @@ export class RuncExecutor {
       user,
       hostname,
       network: spec.network,
+      ...(spec.security === 'insecure' ? { security: 'insecure' as const, hostCapabilities: ownCapabilities() } : {}),
       etcFiles,
       annotations: { [OWNER_ANNOTATION]: processToken() },
     });
@@ -254,6 +257,12 @@ export class RuncExecutor {
     if (exists || force) await runCommand(this.runc, [...this.rootArgs(), 'delete', '--force', id]).catch(() => undefined);
   }
 
+}
+
+/** The effective capabilities of this process: all an insecure step can be given. */
+function ownCapabilities(): string[] | undefined {
+  const mask = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
+  return mask ? capabilitiesInMask(mask) : undefined;
 }
 
 function toResult(code: number): RunResult {

@@ -1,6 +1,8 @@
 // The OCI runtime config.json for one RUN step, with Docker's defaults (moby's
-// oci/defaults.go and caps/defaults.go): capabilities, masked and read-only paths, mounts.
+// oci/defaults.go and caps/defaults.go): capabilities, seccomp, masked and read-only paths,
+// mounts. `RUN --security=insecure` gets BuildKit's insecure spec instead.
 
+import { defaultSeccompProfile, type LinuxSeccomp } from './seccomp.js';
 import type { ResolvedUser } from './user.js';
 
 export interface OciMount {
@@ -40,6 +42,8 @@ export interface OciRuntimeSpec {
     maskedPaths: string[];
     readonlyPaths: string[];
     resources: { devices: Array<{ allow: boolean; access: string; type?: string; major?: number; minor?: number }> };
+    devices?: Array<{ path: string; type: string; major: number; minor: number; fileMode: number }>;
+    seccomp?: LinuxSeccomp;
   };
 }
 
@@ -59,6 +63,34 @@ export const DEFAULT_CAPABILITIES = [
   'CAP_SYS_CHROOT',
   'CAP_KILL',
   'CAP_AUDIT_WRITE',
+];
+
+/** Every capability, by bit number (linux/capability.h). */
+export const ALL_CAPABILITIES = [
+  'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_DAC_READ_SEARCH', 'CAP_FOWNER', 'CAP_FSETID', 'CAP_KILL', 'CAP_SETGID',
+  'CAP_SETUID', 'CAP_SETPCAP', 'CAP_LINUX_IMMUTABLE', 'CAP_NET_BIND_SERVICE', 'CAP_NET_BROADCAST', 'CAP_NET_ADMIN',
+  'CAP_NET_RAW', 'CAP_IPC_LOCK', 'CAP_IPC_OWNER', 'CAP_SYS_MODULE', 'CAP_SYS_RAWIO', 'CAP_SYS_CHROOT', 'CAP_SYS_PTRACE',
+  'CAP_SYS_PACCT', 'CAP_SYS_ADMIN', 'CAP_SYS_BOOT', 'CAP_SYS_NICE', 'CAP_SYS_RESOURCE', 'CAP_SYS_TIME',
+  'CAP_SYS_TTY_CONFIG', 'CAP_MKNOD', 'CAP_LEASE', 'CAP_AUDIT_WRITE', 'CAP_AUDIT_CONTROL', 'CAP_SETFCAP',
+  'CAP_MAC_OVERRIDE', 'CAP_MAC_ADMIN', 'CAP_SYSLOG', 'CAP_WAKE_ALARM', 'CAP_BLOCK_SUSPEND', 'CAP_AUDIT_READ',
+  'CAP_PERFMON', 'CAP_BPF', 'CAP_CHECKPOINT_RESTORE',
+];
+
+/** The capability names in a `CapEff:`-style hex mask of /proc/<pid>/status. */
+export function capabilitiesInMask(hex: string): string[] {
+  const mask = BigInt(`0x${hex}`);
+  return ALL_CAPABILITIES.filter((_, bit) => (mask >> BigInt(bit)) & 1n);
+}
+
+/** Device nodes an insecure step gets, as BuildKit adds them (kmsg, fuse, tun, loop devices…). */
+const INSECURE_DEVICES = [
+  { path: '/dev/kmsg', type: 'c', major: 1, minor: 11, fileMode: 0o644 },
+  { path: '/dev/cuse', type: 'c', major: 10, minor: 203, fileMode: 0o600 },
+  { path: '/dev/fuse', type: 'c', major: 10, minor: 229, fileMode: 0o666 },
+  { path: '/dev/kvm', type: 'c', major: 10, minor: 232, fileMode: 0o660 },
+  { path: '/dev/net/tun', type: 'c', major: 10, minor: 200, fileMode: 0o666 },
+  { path: '/dev/loop-control', type: 'c', major: 10, minor: 237, fileMode: 0o660 },
+  ...Array.from({ length: 8 }, (_, i) => ({ path: `/dev/loop${i}`, type: 'b', major: 7, minor: i, fileMode: 0o660 })),
 ];
 
 export const DEFAULT_MASKED_PATHS = [
@@ -87,6 +119,13 @@ export interface SpecInput {
   user: ResolvedUser;
   hostname: string;
   network: 'none' | 'host';
+  /**
+   * `sandbox` (default): Docker's capabilities and seccomp profile. `insecure`: privileged, as
+   * BuildKit's RUN --security=insecure: `hostCapabilities`, no seccomp, no masked paths, all devices.
+   */
+  security?: 'sandbox' | 'insecure';
+  /** The capabilities an insecure step gets: the builder's own (default: all of them). */
+  hostCapabilities?: string[];
   /** Host files bind-mounted read-only over /etc/hosts, /etc/resolv.conf, /etc/hostname. */
   etcFiles: { hosts: string; resolvConf: string; hostname: string };
   annotations?: Record<string, string>;
@@ -103,7 +142,8 @@ export function withDefaultEnv(env: readonly string[], home: string): string[] {
 export function buildSpec(input: SpecInput): OciRuntimeSpec {
   const namespaces = [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }];
   if (input.network === 'none') namespaces.push({ type: 'network' });
-  const caps = [...DEFAULT_CAPABILITIES];
+  const insecure = input.security === 'insecure';
+  const caps = insecure ? [...(input.hostCapabilities ?? ALL_CAPABILITIES)] : [...DEFAULT_CAPABILITIES];
   const spec: OciRuntimeSpec = {
     ociVersion: '1.0.2',
     process: {
@@ -112,8 +152,9 @@ export function buildSpec(input: SpecInput): OciRuntimeSpec {
       args: input.args,
       env: input.env,
       cwd: input.cwd,
-      // No inheritable or ambient capabilities (Docker since 20.10.14, CVE-2022-24769).
-      capabilities: { bounding: caps, effective: caps, permitted: caps, inheritable: [], ambient: [] },
+      // No inheritable or ambient capabilities (Docker since 20.10.14, CVE-2022-24769); BuildKit's
+      // insecure mode grants them all in every set.
+      capabilities: { bounding: caps, effective: caps, permitted: caps, inheritable: insecure ? caps : [], ambient: insecure ? caps : [] },
       noNewPrivileges: true,
     },
     root: { path: input.rootfs, readonly: false },
@@ -138,6 +179,16 @@ export function buildSpec(input: SpecInput): OciRuntimeSpec {
       resources: { devices: [{ allow: false, access: 'rwm' }] },
     },
   };
+  if (insecure) {
+    spec.linux.maskedPaths = [];
+    spec.linux.readonlyPaths = [];
+    spec.linux.resources.devices = [{ allow: true, type: 'c', access: 'rwm' }, { allow: true, type: 'b', access: 'rwm' }];
+    spec.linux.devices = INSECURE_DEVICES.map((d) => ({ ...d }));
+    // Writable sysfs and cgroupfs.
+    for (const m of spec.mounts) if (m.type === 'sysfs' || m.type === 'cgroup') m.options = m.options.filter((o) => o !== 'ro');
+  } else {
+    spec.linux.seccomp = defaultSeccompProfile(caps);
+  }
   // network none: a fresh network namespace whose loopback runc itself brings up (its spec
   // conversion adds a "loopback" network for a new netns), as Docker's none network has it.
   if (input.annotations) spec.annotations = input.annotations;

@@ -62,7 +62,12 @@ export interface CompileOptions {
   sourceDateEpoch?: number;
   /** Network of RUN steps without `--network` (`docker build --network`); default `host`. */
   defaultNetwork?: 'none' | 'host';
+  /** What RUN steps may ask for beyond the sandbox (BuildKit's `--allow`); none by default. */
+  allow?: readonly Entitlement[];
 }
+
+/** A privilege a Dockerfile can only use when the build grants it: RUN --network=host, RUN --security=insecure. */
+export type Entitlement = 'network.host' | 'security.insecure';
 
 export interface CompileWarning {
   file: string;
@@ -529,6 +534,7 @@ class Compiler {
       globalArgs: this.globalArgs,
       buildArgs: this.opts.buildArgs,
       defaultNetwork: this.opts.defaultNetwork ?? 'host',
+      allow: this.opts.allow ?? [],
       ...(this.createdAt !== undefined ? { created: this.createdAt } : {}),
       contextDigest: () => this.contextDigest(),
       copySource: (cmd: CopyCommand) => this.copySources.get(cmd) ?? { kind: 'context' },

@@ -33,6 +33,7 @@ import { cleanPath, hasTrailingSlash, isAbsPath, joinPath } from './paths.js';
 import { parseMount, type RunMount } from './mounts.js';
 import { chompHeredoc, parseHeredocMarker, type Heredoc } from './parser.js';
 import type { ShellLex } from './shell-lexer.js';
+import type { Entitlement } from './compile.js';
 
 export type HistoryItem = HistoryEntry & { vertex?: Digest };
 
@@ -86,6 +87,8 @@ export interface DispatchContext {
   buildArgs: Readonly<Record<string, string>>;
   /** Network of RUN steps that do not say (`RUN --network=default`). */
   defaultNetwork: 'none' | 'host';
+  /** Entitlements the build grants. */
+  allow: readonly Entitlement[];
   /** Fixed `created` time for new history entries (SOURCE_DATE_EPOCH), if any. */
   created?: string;
   contextDigest(): Digest;
@@ -495,11 +498,13 @@ export class StageDispatcher {
     if (!['default', 'none', 'host'].includes(networkFlag)) {
       throw this.error(cmd, `RUN --network=${networkFlag}: unsupported network mode (use default, none or host)`);
     }
+    // A Dockerfile may not widen the sandbox the person running the build chose (BuildKit's entitlements).
+    if (networkFlag === 'host') this.requireEntitlement(cmd, 'network.host', 'RUN --network=host');
+    if (security === 'insecure') this.requireEntitlement(cmd, 'security.insecure', 'RUN --security=insecure');
     if (mounts.length > 0) {
       const kinds = [...new Set(mounts.map((m) => m.type))].join(', ');
       throw this.error(cmd, `RUN --mount (type ${kinds}) is not supported yet by builder's solver; the mount was parsed and is valid`);
     }
-    if (security === 'insecure') throw this.error(cmd, 'RUN --security=insecure is not supported yet (builder never grants extra privileges)');
     if (cmd.flags.has('device')) throw this.error(cmd, 'RUN --device is not supported yet');
     let args = cmd.prependShell ? this.withShell(cmd.cmdLine.join(' ')) : [...cmd.cmdLine];
     let displaySuffix = '';
@@ -534,6 +539,7 @@ export class StageDispatcher {
       cwd: this.state.workdir || '/',
       user: this.state.user,
       network: networkFlag === 'default' ? this.ctx.defaultNetwork : (networkFlag as 'none' | 'host'),
+      ...(security === 'insecure' ? { security: 'insecure' as const } : {}),
       ...(scripts.length > 0 ? { scripts } : {}),
     };
     const proxyEnv = PROXY_ARGS.filter(
@@ -543,6 +549,12 @@ export class StageDispatcher {
     const digest = this.ctx.builder.add(op, [this.state.root], this.meta(cmd, this.stepName(this.displayText(cmd) + displaySuffix)));
     this.state.root = digest;
     this.commit(`RUN ${runCommandString(args, this.state.buildArgs, this.state.env)} # buildkit`, digest);
+  }
+
+  private requireEntitlement(cmd: RunCommand, entitlement: Entitlement, what: string): void {
+    if (!this.ctx.allow.includes(entitlement)) {
+      throw this.error(cmd, `${what} is not allowed: the build must grant the ${entitlement} entitlement (builder build --allow ${entitlement})`);
+    }
   }
 
   private workdir(cmd: Command, path: string): void {

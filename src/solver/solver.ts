@@ -200,6 +200,7 @@ export class Solver {
           cwd: op.cwd,
           user: op.user,
           network: op.network,
+          ...(op.security ? { security: op.security } : {}),
           stdout: log('stdout'),
           stderr: log('stderr'),
           signal: this.opts.signal,

@@ -1,5 +1,5 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { copyFile, mkdir, readdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -7,7 +7,7 @@ import { AbortError, RuncError, RuncExecutor, type RunSpec } from '../../src/exe
 import { buildSpec } from '../../src/executor/spec.js';
 import { tempDir } from '../snapshotter/helpers.js';
 
-const APPLETS = ['sh', 'echo', 'id', 'cat', 'ls', 'ip', 'sleep', 'pwd', 'hostname', 'grep', 'touch', 'kill', 'env', 'wc', 'true'];
+const APPLETS = ['sh', 'echo', 'id', 'cat', 'ls', 'ip', 'sleep', 'pwd', 'hostname', 'grep', 'touch', 'kill', 'env', 'wc', 'true', 'unshare', 'mount', 'mkdir', 'chown', 'chmod', 'stat', 'mknod', 'chroot', 'su', 'ln', 'rm', 'date', 'find', 'head'];
 
 async function makeRootfs(dir: string, opts: { etc?: boolean } = {}): Promise<string> {
   const rootfs = join(dir, 'rootfs');
@@ -138,6 +138,47 @@ describe('RuncExecutor', () => {
     expect(r.out).toContain('CapBnd:\t00000000a80425fb');
     expect(r.out).toContain('CapEff:\t00000000a80425fb');
     expect(r.out).toMatch(/NoNewPrivs:\t1\n0\nro\n$/);
+  });
+
+  it("applies Docker's default seccomp profile: no new namespaces, no mounts", async () => {
+    // Without a profile, a user namespace gives back every capability, and mounts with it.
+    const userns = await run(['sh', '-c', 'mkdir -p /m && unshare -Urm sh -c "mount -t tmpfs t /m && echo mounted"']);
+    expect(userns.out).not.toContain('mounted');
+    expect(userns.exitCode).not.toBe(0);
+    expect(userns.err).toMatch(/unshare.*Operation not permitted/);
+    // A plain syscall check: unshare(CLONE_NEWUSER|CLONE_NEWNET) is refused with EPERM.
+    const netns = await run(['unshare', '-Un', 'true']);
+    expect(netns.exitCode).not.toBe(0);
+    expect(netns.err).toMatch(/Operation not permitted/);
+    const status = await run(['grep', '^Seccomp:', '/proc/self/status']);
+    expect(status.out).toBe('Seccomp:\t2\n');
+  });
+
+  it('still runs what ordinary build steps do under the profile', async () => {
+    const script = [
+      'mkdir -p /srv/a/b && echo hi > /srv/a/b/f',
+      'chown -R 1000:1000 /srv/a && chmod 0640 /srv/a/b/f && stat -c "%u:%g %a" /srv/a/b/f',
+      'ln -s b /srv/a/l && cat /srv/a/l/f',
+      'mknod /srv/null c 1 3 && stat -c %F /srv/null',
+      'chroot / true && echo chroot',
+      'su app -s /bin/sh -c "id -u"',
+      'find /srv -type f | head -1',
+      'rm -rf /srv',
+    ].join(' && ');
+    const r = await run(['sh', '-c', script]);
+    expect(r.err).toBe('');
+    expect(r.out.split('\n')).toEqual(['1000:1000 640', 'hi', 'character special file', 'chroot', '1000', '/srv/a/b/f', '']);
+    expect(r.exitCode).toBe(0);
+  });
+
+  it('runs an insecure step privileged: all capabilities, no seccomp, mounts allowed', async () => {
+    const hostCaps = /^CapEff:\t(\w+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
+    const r = await run(['sh', '-c', 'grep -E "^(CapEff|Seccomp):" /proc/self/status; mkdir -p /m && mount -t tmpfs t /m && echo mounted; wc -c < /proc/keys | grep -vx 0 >/dev/null && echo keys; ls /dev/fuse'], {
+      security: 'insecure',
+    });
+    expect(r.err).toBe('');
+    expect(r.out).toBe(`CapEff:\t${hostCaps}\nSeccomp:\t0\nmounted\nkeys\n/dev/fuse\n`);
+    expect(builderContainers()).toEqual([]);
   });
 
   it('reports death by signal as 128+n', async () => {
