@@ -15,7 +15,7 @@
 
 import { createHash, randomBytes } from 'node:crypto';
 import { linkSync, lstatSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
-import { mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { chmod, mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { isOwnerAlive, processToken } from './exec.js';
 import { listMountPoints, settleUnmount, unmountAll } from './mount.js';
@@ -114,7 +114,11 @@ export abstract class BaseSnapshotter implements LocalSnapshotter {
   }
 
   async init(): Promise<void> {
-    for (const d of [this.metaDir, this.snapshotsDir, this.mountsDir, this.trashDir]) await mkdir(d, { recursive: true });
+    // Private, as containerd keeps its snapshots: image trees hold setuid binaries and secrets.
+    for (const d of [this.metaDir, this.snapshotsDir, this.mountsDir, this.trashDir]) {
+      await mkdir(d, { recursive: true, mode: 0o700 });
+      await chmod(d, 0o700);
+    }
   }
 
   /** Fills the new snapshot dir `dir` (`fs` and anything else the driver needs). */
