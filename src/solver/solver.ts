@@ -189,7 +189,7 @@ export class Solver {
     const cached = await this.lookup(cacheKey);
     if (cached) return this.cachedResult(digest, v, cacheKey, cached);
 
-    const output = new StepOutput(digest, v.meta.hidden ? () => undefined : this.opts.progress, this.opts.stepLogLimit);
+    const output = new StepOutput(digest, this.opts.progress, this.opts.stepLogLimit);
     const layers = await this.run(digest, v, () =>
       this.mutate(parent.layers, async (rootfs) => {
         const cleanup = await writeScripts(rootfs, op.scripts ?? []);
