@@ -61,6 +61,21 @@ describe('bounded output', () => {
     expect(r.stderr).toMatch(/^#2 DONE /m);
   });
 
+  it('BUILDKIT_STEP_LOG_MAX_SIZE sets the limit; -1 shows everything', async () => {
+    const dir = await context('log-limit', `FROM ${fx.base}\nRUN seq 1 100000\n`);
+    const small = await runBuilder(build('log-limit-root', dir, '--progress', 'plain', '--no-cache'), { env: { BUILDKIT_STEP_LOG_MAX_SIZE: '4096' } });
+    expect(small.code, small.stderr).toBe(0);
+    expect(small.stderr).toContain('[output clipped, log limit 4KiB reached]');
+    expect(small.stderr).not.toMatch(/^#2 \d+\.\d{3} 100000$/m);
+    const all = await runBuilder(build('log-limit-root', dir, '--progress', 'plain', '--no-cache'), { env: { BUILDKIT_STEP_LOG_MAX_SIZE: '-1' } });
+    expect(all.code, all.stderr).toBe(0);
+    expect(all.stderr).not.toContain('[output clipped');
+    expect(all.stderr).toMatch(/^#2 \d+\.\d{3} 100000$/m);
+    const bad = await runBuilder(build('log-limit-root', dir), { env: { BUILDKIT_STEP_LOG_MAX_SIZE: '2M' } });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('invalid BUILDKIT_STEP_LOG_MAX_SIZE "2M"');
+  });
+
   it('a failing RUN that printed 50 MB shows the last lines it printed, each line bounded', async () => {
     const dir = await context(
       'loud-fail',
