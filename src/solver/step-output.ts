@@ -7,7 +7,7 @@ import { StringDecoder } from 'node:string_decoder';
 import type { ProgressListener } from './progress.js';
 
 /** BuildKit's default (BUILDKIT_STEP_LOG_MAX_SIZE). */
-export const DEFAULT_STEP_LOG_LIMIT = 2 * 1024 * 1024;
+const DEFAULT_STEP_LOG_LIMIT = 2 * 1024 * 1024;
 const TAIL_LINES = 20;
 const TAIL_LINE_BYTES = 1024;
 const NEWLINE = 0x0a;
@@ -45,7 +45,7 @@ export class StepOutput {
 }
 
 /** The last `maxLines` lines of a byte stream, each cut to `maxBytes`, without keeping more. */
-export class OutputTail {
+class OutputTail {
   private readonly done: string[] = [];
   private partial: Buffer[] = [];
   private partialBytes = 0;
@@ -99,7 +99,6 @@ export class OutputTail {
     this.partial = [];
     this.partialBytes = 0;
     this.clipped = false;
-    if (line.length === 0) return;
     this.done.push(line);
     if (this.done.length > this.maxLines) this.done.shift();
   }
