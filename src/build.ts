@@ -58,6 +58,8 @@ export interface BuildOptions {
    * it such a step fails the build before anything runs.
    */
   allow?: Entitlement[];
+  /** Bytes of a RUN step's output reported per stream (default 2 MiB, as BuildKit); negative: all of it. */
+  stepLogLimit?: number;
   onProgress?: ProgressListener;
   signal?: AbortSignal;
 }
@@ -116,6 +118,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       signal: opts.signal,
       noCache: opts.noCache,
       sourceDateEpoch: opts.sourceDateEpoch,
+      stepLogLimit: opts.stepLogLimit,
     });
     const layers = await solver.layersOf(compiled.root).catch((err: unknown) => {
       throw withSource(err, dockerfileName, dockerfileText);
@@ -164,12 +167,15 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   }
 }
 
-/** A failed step from this Dockerfile becomes an error that shows its source lines. */
+/**
+ * A failed step from this Dockerfile becomes an error that shows its source lines; they show the
+ * instruction, so the message does not repeat it (a long command would be printed twice).
+ */
 function withSource(err: unknown, file: string, text: string): unknown {
   if (!(err instanceof StepError) || err.meta.file !== file || !err.meta.startLine) return err;
   const { startLine, endLine = startLine } = err.meta;
   const source = text.split('\n').slice(startLine - 1, endLine);
-  return new DockerfileError(`${err.meta.name}: ${err.reason}`, { file, line: startLine, endLine, source }, { cause: err });
+  return new DockerfileError(err.reason, { file, line: startLine, endLine, source }, { cause: err });
 }
 
 async function pushImage(

@@ -218,6 +218,8 @@ function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'sig
   }
   const epoch = process.env.SOURCE_DATE_EPOCH;
   if (epoch !== undefined && !/^\d+$/.test(epoch)) throw new UsageError(`invalid SOURCE_DATE_EPOCH "${epoch}": expected Unix seconds`);
+  const logLimit = process.env.BUILDKIT_STEP_LOG_MAX_SIZE;
+  if (logLimit !== undefined && !/^-?\d+$/.test(logLimit)) throw new UsageError(`invalid BUILDKIT_STEP_LOG_MAX_SIZE "${logLimit}": expected bytes (-1: no limit)`);
 
   return {
     context: parsed.positionals[0]!,
@@ -238,6 +240,7 @@ function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'sig
     insecureRegistries: v['insecure-registry'],
     registryMirrors: v['registry-mirror'],
     sourceDateEpoch: epoch === undefined ? undefined : Number(epoch),
+    stepLogLimit: logLimit === undefined ? undefined : Number(logLimit),
     progress,
     dryRun: Boolean(v['dry-run']),
     config: v.config,
@@ -265,7 +268,18 @@ function report(err: unknown): number {
   return 1;
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (err: unknown) => process.exit(report(err)),
-);
+main(process.argv.slice(2)).then(exit, (err: unknown) => exit(report(err)));
+
+/** Exits once stdout and stderr are flushed: writes to a pipe are asynchronous, and a reader would lose the last lines. */
+async function exit(code: number): Promise<never> {
+  await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
+  process.exit(code);
+}
+
+function flushed(stream: NodeJS.WriteStream): Promise<void> {
+  return new Promise((resolve) => {
+    // A reader that went away (EPIPE) has nothing left to wait for.
+    stream.once('error', () => resolve());
+    stream.write('', () => resolve());
+  });
+}

@@ -30,10 +30,8 @@ function plainRenderer(out: NodeJS.WritableStream): ProgressListener {
     return n;
   };
 
-  const flushLine = (n: number, id: string, line: string) => {
-    const since = ((Date.now() - (started.get(id) ?? Date.now())) / 1000).toFixed(3);
-    out.write(`#${n} ${since} ${line}\n`);
-  };
+  const since = (id: string) => ((Date.now() - (started.get(id) ?? Date.now())) / 1000).toFixed(3);
+  const flushLine = (n: number, id: string, line: string) => out.write(`#${n} ${since(id)} ${line}\n`);
 
   return (e: ProgressEvent) => {
     switch (e.type) {
@@ -45,7 +43,9 @@ function plainRenderer(out: NodeJS.WritableStream): ProgressListener {
         const text = (partial.get(e.id) ?? '') + e.data;
         const lines = text.split('\n');
         partial.set(e.id, lines.pop() ?? '');
-        for (const line of lines) flushLine(n, e.id, line);
+        // One write per event: a step printing many short lines costs one write per chunk, not per line.
+        const prefix = `#${n} ${since(e.id)} `;
+        if (lines.length > 0) out.write(`${prefix}${lines.join(`\n${prefix}`)}\n`);
         return;
       }
       case 'step': {

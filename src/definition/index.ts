@@ -161,6 +161,17 @@ export interface ImageSpec {
   history: Array<HistoryEntry & { vertex?: Digest }>;
 }
 
+/**
+ * `text` with the credentials of every URL in it masked (`https://user:***@host/`, or
+ * `https://***@host/` for a lone user or token), for progress, errors and history.
+ */
+export function redactCredentials(text: string): string {
+  return text.replace(/\b([a-z][a-z0-9+.-]*:\/\/)([^\s/?#]*)@/gi, (_m, scheme: string, userinfo: string) => {
+    const colon = userinfo.indexOf(':');
+    return `${scheme}${colon < 0 ? '***' : `${userinfo.slice(0, colon)}:***`}@`;
+  });
+}
+
 /** JSON with sorted object keys and no whitespace: the form digests are computed over. */
 export function canonicalJson(value: unknown): string {
   return JSON.stringify(value, (_key, v: unknown) => {

@@ -530,7 +530,6 @@ class Compiler {
       lines: this.decodeCtx.lines,
       builder: this.builder,
       lex: this.lex,
-      displayLex: this.lex.with({ rawQuotes: true, skipUnsetEnv: true }),
       globalArgs: this.globalArgs,
       buildArgs: this.opts.buildArgs,
       defaultNetwork: this.opts.defaultNetwork ?? 'host',

@@ -11,9 +11,10 @@ import {
   type Op,
   type Platform,
   type ScriptFile,
+  redactCredentials,
 } from '../definition/index.js';
 import type { ContainerConfig, HistoryEntry, ImageConfigFile } from '../oci/types.js';
-import { DockerfileError } from './errors.js';
+import { clipText, DockerfileError } from './errors.js';
 import { goDuration, goList, goQuotedList } from './gofmt.js';
 import {
   errorAt,
@@ -80,8 +81,6 @@ export interface DispatchContext {
   builder: DefinitionBuilder;
   /** Expands words: Dockerfile escape character, quotes removed. */
   lex: ShellLex;
-  /** Expands commands for display: quotes kept, unset variables left as written. */
-  displayLex: ShellLex;
   /** ARGs before the first FROM (and the predefined platform ARGs), after --build-arg overrides. */
   globalArgs: ReadonlyMap<string, string>;
   buildArgs: Readonly<Record<string, string>>;
@@ -117,6 +116,9 @@ export const PROXY_ARGS: readonly string[] = [
 /** Commands that install dependencies from manifests (for the CopyAllBeforeInstall lint). */
 const DEPENDENCY_INSTALL =
   /\b(?:npm (?:ci|install|i)|yarn(?: install)?(?=\s|$|;|&)|pnpm (?:install|i)|pip3? install|poetry install|pipenv install|bundle install|composer install|go mod download|cargo (?:build|fetch)|mvn [^;&|]*dependency:|gradle [^;&|]*dependencies|dotnet restore|mix deps\.get)\b/;
+
+/** Longest instruction text in a step name; the rest is elided. */
+const MAX_DISPLAY_CHARS = 1024;
 
 /** Where a RUN heredoc with a `#!` line is written while its step runs. */
 export const HEREDOC_SCRIPT_DIR = '/.builder-heredoc';
@@ -410,15 +412,13 @@ export class StageDispatcher {
     return pairs.map((p) => ({ key: this.expand(cmd, p.key), value: this.expand(cmd, p.value) }));
   }
 
-  /** The instruction as shown in progress: keyword upper-cased, known variables substituted. */
-  private displayText(cmd: Command): string {
-    let text = cmd.instr.original;
-    try {
-      text = this.ctx.displayLex.processWord(text, this.state.env);
-    } catch {
-      // Shown as written when it does not expand cleanly.
-    }
-    return uppercaseKeyword(text);
+  /**
+   * The instruction as shown in progress: as written, keyword upper-cased. Variables stay
+   * unexpanded (a build arg may hold a secret), URL credentials are masked, and a very long
+   * instruction is clipped (it is echoed in progress and errors).
+   */
+  private displayText(cmd: Command, suffix = ''): string {
+    return clipText(redactCredentials(uppercaseKeyword(cmd.instr.original) + suffix), MAX_DISPLAY_CHARS);
   }
 
   private meta(cmd: Command, name: string) {
@@ -546,7 +546,7 @@ export class StageDispatcher {
       (key) => Object.hasOwn(this.ctx.buildArgs, key) && !this.state.env.has(key) && !this.state.buildArgs.some((a) => a.key === key),
     ).map((key) => `${key}=${this.ctx.buildArgs[key] ?? ''}`);
     if (proxyEnv.length > 0) op.proxyEnv = proxyEnv;
-    const digest = this.ctx.builder.add(op, [this.state.root], this.meta(cmd, this.stepName(this.displayText(cmd) + displaySuffix)));
+    const digest = this.ctx.builder.add(op, [this.state.root], this.meta(cmd, this.stepName(this.displayText(cmd, displaySuffix))));
     this.state.root = digest;
     this.commit(`RUN ${runCommandString(args, this.state.buildArgs, this.state.env)} # buildkit`, digest);
   }
@@ -636,7 +636,7 @@ export class StageDispatcher {
     for (const url of urls) {
       const filename = (decodeURIComponent(new URL(url).pathname.split('/').pop() ?? '') || '__unnamed__').replace(/[/\\]/g, '_');
       const http = this.ctx.builder.add({ type: 'http', url, filename, ...(checksum ? { checksum: checksum as Digest } : {}) }, [], {
-        name: `[internal] download ${url}`,
+        name: `[internal] download ${redactCredentials(url)}`,
       });
       inputs.push(http);
       actions.push({
@@ -666,7 +666,8 @@ export class StageDispatcher {
     this.state.root = digest;
     const flags = [...(chown ? [`--chown=${chown}`] : []), ...(chmod ? [`--chmod=${chmod}`] : [])];
     const docs = cmd.contents.map((c) => `<<${c.name}`);
-    this.commit(`${cmd.kind} ${[...flags, ...all, ...docs, destRaw].join(' ')} # buildkit`, digest);
+    const shown = all.map((s) => (urls.includes(s) ? redactCredentials(s) : s));
+    this.commit(`${cmd.kind} ${[...flags, ...shown, ...docs, destRaw].join(' ')} # buildkit`, digest);
   }
 
   /** Heredoc bodies expand variables but keep quotes (BuildKit's ExpandRaw with SkipProcessQuotes). */

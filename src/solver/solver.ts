@@ -22,6 +22,7 @@ import {
   type ImageOp,
   type Platform,
   type Vertex,
+  redactCredentials,
 } from '../definition/index.js';
 import type { RunResult, RunSpec } from '../executor/runc.js';
 import type { Snapshotter } from '../snapshotter/types.js';
@@ -30,6 +31,7 @@ import { download } from './download.js';
 import { StepError } from './errors.js';
 import { archiveKind, extractArchive } from './unpack.js';
 import type { ProgressListener } from './progress.js';
+import { StepOutput } from './step-output.js';
 import { resolveOwner } from './users.js';
 
 /** Runs one command in a container (src/executor's RuncExecutor, or another runtime). */
@@ -71,6 +73,8 @@ export interface SolverOptions {
   signal?: AbortSignal;
   noCache?: boolean;
   sourceDateEpoch?: number;
+  /** Bytes of a step's output shown per stream (default 2 MiB, as BuildKit); negative: all. */
+  stepLogLimit?: number;
 }
 
 export type SolvedResult =
@@ -158,10 +162,11 @@ export class Solver {
     let contentDigest: Digest | undefined;
     const body = await this.run(digest, v, async () => {
       const res = await download(op.url, this.opts.signal);
-      if (res.status < 200 || res.status >= 300) throw new StepError(v.meta, `failed to download ${op.url}: HTTP ${res.status} ${res.statusText}`);
+      const url = redactCredentials(op.url);
+      if (res.status < 200 || res.status >= 300) throw new StepError(v.meta, `failed to download ${url}: HTTP ${res.status} ${res.statusText}`);
       contentDigest = sha256(res.data);
       if (op.checksum && contentDigest !== op.checksum) {
-        throw new StepError(v.meta, `checksum mismatch for ${op.url}: expected ${op.checksum}, got ${contentDigest}`);
+        throw new StepError(v.meta, `checksum mismatch for ${url}: expected ${op.checksum}, got ${contentDigest}`);
       }
       return { data: res.data, mtime: res.lastModified ? new Date(res.lastModified) : undefined };
     });
@@ -184,14 +189,9 @@ export class Solver {
     const cached = await this.lookup(cacheKey);
     if (cached) return this.cachedResult(digest, v, cacheKey, cached);
 
-    const tail: string[] = [];
+    const output = new StepOutput(digest, this.opts.progress, this.opts.stepLogLimit);
     const layers = await this.run(digest, v, () =>
       this.mutate(parent.layers, async (rootfs) => {
-        const log = (stream: 'stdout' | 'stderr') => (chunk: Buffer) => {
-          const data = chunk.toString('utf8');
-          keepTail(tail, data);
-          this.opts.progress({ type: 'log', id: digest, stream, data, at: Date.now() });
-        };
         const cleanup = await writeScripts(rootfs, op.scripts ?? []);
         const result = await this.opts.executor.run({
           rootfs,
@@ -201,13 +201,14 @@ export class Solver {
           user: op.user,
           network: op.network,
           ...(op.security ? { security: op.security } : {}),
-          stdout: log('stdout'),
-          stderr: log('stderr'),
+          stdout: (chunk) => output.write('stdout', chunk),
+          stderr: (chunk) => output.write('stderr', chunk),
           signal: this.opts.signal,
         }).finally(cleanup);
         if (result.exitCode !== 0) {
           const how = result.signal ? `killed by signal ${result.signal}` : `exit code: ${result.exitCode}`;
-          throw new StepError(v.meta, `process ${JSON.stringify(op.args.join(' '))} did not complete successfully: ${how}`, tail);
+          // The command is in the step's name already: a long one is not repeated.
+          throw new StepError(v.meta, `process did not complete successfully: ${how}`, output.lastLines());
         }
       }),
     );
@@ -336,7 +337,9 @@ export class Solver {
         if (!hidden) this.opts.progress({ type: 'step', ...step, status: 'done', at: Date.now(), durationMs: Date.now() - start });
         return result;
       } catch (err) {
-        if (!hidden) this.opts.progress({ type: 'step', ...step, status: 'error', at: Date.now(), durationMs: Date.now() - start, error: (err as Error).message });
+        // The step is named already: its error line says what went wrong (BuildKit's `#5 ERROR: …`).
+        const error = err instanceof StepError ? err.reason : (err as Error).message;
+        if (!hidden) this.opts.progress({ type: 'step', ...step, status: 'error', at: Date.now(), durationMs: Date.now() - start, error });
         throw err instanceof StepError || (err as Error).name === 'AbortError' ? err : new StepError(v.meta, (err as Error).message);
       }
     });
@@ -428,12 +431,6 @@ export class Solver {
 function layersInput(input: SolvedResult | undefined, v: Vertex): { cacheKey: Digest; layers: LayerRecord[] } {
   if (!input || input.kind !== 'layers') throw new StepError(v.meta, 'input 0 must be a filesystem');
   return input;
-}
-
-const TAIL_LINES = 20;
-function keepTail(tail: string[], data: string): void {
-  tail.push(...data.split('\n').filter((l) => l.length > 0));
-  if (tail.length > TAIL_LINES) tail.splice(0, tail.length - TAIL_LINES);
 }
 
 /**

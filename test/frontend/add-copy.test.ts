@@ -29,6 +29,24 @@ describe('ADD', () => {
     expect(rootActions(r)).toEqual([{ action: 'copy', sourceInput: 1, src: ['tool-1.0.tgz'], dest: '/opt/' }]);
   });
 
+  it('masks URL credentials in the step names and the history, and keeps them for the download', async () => {
+    const r = await build('FROM alpine:3.19\nARG URL\nADD $URL https://tok@example.com/b.txt /opt/', {
+      buildArgs: { URL: 'https://user:s3cret@example.com/a.txt' },
+    });
+    expect((ops(r.definition, 'http') as HttpOp[]).map((h) => h.url)).toEqual(['https://user:s3cret@example.com/a.txt', 'https://tok@example.com/b.txt']);
+    const names = [...r.definition.vertices.values()].map((v) => v.meta.name).filter((n) => n.includes('download') || n.includes('ADD'));
+    expect(names).toEqual([
+      '[internal] download https://user:***@example.com/a.txt',
+      '[internal] download https://***@example.com/b.txt',
+      '[2/2] ADD $URL https://***@example.com/b.txt /opt/',
+    ]);
+    expect(r.image.history.at(-1)!.created_by).toBe('ADD https://user:***@example.com/a.txt https://***@example.com/b.txt /opt/ # buildkit');
+    // An error quoting the line masks them too.
+    const err = await rejection(build('FROM alpine:3.19\nADD --checksum=md5:x https://user:s3cret@example.com/a /a'));
+    expect(String((err as { format?: () => string }).format?.())).toContain('https://user:***@example.com/a');
+    expect(String((err as { format?: () => string }).format?.())).not.toContain('s3cret');
+  });
+
   it('the checksum is part of the download vertex digest', async () => {
     const a = await build(`FROM alpine:3.19\nADD --checksum=${SUM} https://example.com/x /x`);
     const b = await build(`FROM alpine:3.19\nADD --checksum=sha256:${'cd'.repeat(32)} https://example.com/x /x`);

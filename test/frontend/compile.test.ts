@@ -203,10 +203,32 @@ describe('RUN', () => {
     expect(envOf(execs(r.definition)[0]!).PATH).toBe('/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin');
   });
 
-  it('names progress vertices like BuildKit, expanding known variables', async () => {
-    const r = await build('FROM alpine AS builder\nENV APP=web\nRUN echo "$APP" $UNKNOWN\nrun  true\nFROM builder');
-    expect(vertexAt(r, 3).meta).toEqual({ name: '[builder 2/3] RUN echo "web" $UNKNOWN', file: 'Dockerfile', startLine: 3, endLine: 3 });
-    expect(vertexAt(r, 4).meta.name).toBe('[builder 3/3] RUN  true');
+  it('names progress vertices with the instruction as written: a build arg may hold a secret', async () => {
+    const text = 'FROM alpine AS builder\nARG PASSWORD\nENV APP=web\nRUN echo "$APP" $PASSWORD $UNKNOWN\nrun  true\nFROM builder';
+    const r = await build(text, { buildArgs: { PASSWORD: 's3cret-pw' } });
+    expect(vertexAt(r, 4).meta).toEqual({ name: '[builder 2/3] RUN echo "$APP" $PASSWORD $UNKNOWN', file: 'Dockerfile', startLine: 4, endLine: 4 });
+    expect(vertexAt(r, 5).meta.name).toBe('[builder 3/3] RUN  true');
+    // The command still runs with the value, and history keeps it as BuildKit does.
+    expect(envOf(execs(r.definition)[0]!).PASSWORD).toBe('s3cret-pw');
+    expect(r.image.history.at(-2)!.created_by).toBe('RUN |1 PASSWORD=s3cret-pw /bin/sh -c echo "$APP" $PASSWORD $UNKNOWN # buildkit');
+  });
+
+  it('the display name is not part of the vertex digest', async () => {
+    const a = await build('FROM alpine\nRUN echo $V', { buildArgs: {} });
+    const b = await build('FROM alpine\nrun   echo $V');
+    // Same op, different text: one digest, whichever name was seen first.
+    expect(execs(a.definition)[0]!.args).toEqual(execs(b.definition)[0]!.args);
+    expect(a.root).toBe(b.root);
+    expect(vertexAt(a, 2).meta.name).not.toBe(vertexAt(b, 2).meta.name);
+  });
+
+  it('clips a very long instruction in its step name', async () => {
+    const long = 'x'.repeat(200_000);
+    const r = await build(`FROM alpine\nRUN echo ${long}`);
+    const name = vertexAt(r, 2).meta.name;
+    expect(name.length).toBeLessThan(1100);
+    expect(name).toMatch(/^\[2\/2\] RUN echo x+ \[\.\.\. \d+ more characters\]$/);
+    expect(execs(r.definition)[0]!.args.at(-1)).toBe(`echo ${long}`);
   });
 });
 

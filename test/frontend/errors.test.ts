@@ -105,4 +105,14 @@ describe('errors name the line', () => {
     expect(col.format()).toBe(['Dockerfile:2: bad', '  2 | RUN x', '    |     ^'].join('\n'));
     expect(err.format()).not.toContain(' at ');
   });
+
+  it('quotes a huge instruction clipped: a few lines, each cut short', async () => {
+    const lines = Array.from({ length: 40 }, (_, i) => `  && echo ${String(i).repeat(50_000)} \\`);
+    const err = new DockerfileError('bad', { file: 'Dockerfile', line: 2, endLine: 41, source: ['RUN true \\', ...lines] });
+    const text = err.format();
+    expect(text.length).toBeLessThan(12 * 1100);
+    expect(text.split('\n')).toHaveLength(1 + 10 + 1);
+    expect(text).toMatch(/\[\.\.\. \d+ more characters\]/);
+    expect(text.split('\n').at(-1)).toMatch(/\| \[\.\.\. 31 more lines\]$/);
+  });
 });

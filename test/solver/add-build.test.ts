@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { build } from '../../src/build.js';
+import type { ProgressEvent } from '../../src/solver/progress.js';
 import { unpackOciArchive } from '../helpers/oci-tar.js';
 import { makeCertificates } from '../helpers/registry.js';
 
@@ -18,15 +19,21 @@ let work: string;
 let server: Server;
 let base: string;
 let requests: string[];
+let authorizations: string[];
+const SECRET = 'pw-0f3e9c1d';
 const BIN = Buffer.from('downloaded bytes\n');
 const has = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
 
 beforeAll(async () => {
   work = await mkdtemp(join(tmpdir(), 'builder-add-'));
   requests = [];
+  authorizations = [];
   server = createServer((req, res) => {
     requests.push(req.url ?? '');
-    if (req.url === '/dl/file.bin') {
+    if (req.url?.startsWith('/private/')) authorizations.push(req.headers.authorization ?? '');
+    if (req.url === '/private/file.txt' && req.headers.authorization === `Basic ${Buffer.from(`user:${SECRET}`).toString('base64')}`) {
+      res.end('private\n');
+    } else if (req.url === '/dl/file.bin') {
       res.setHeader('Last-Modified', 'Wed, 01 Jan 2020 00:00:00 GMT');
       res.end(BIN);
     } else if (req.url === '/dl/other.txt') res.end('other\n');
@@ -124,6 +131,33 @@ describe('ADD and COPY options, built for real', () => {
     const wrong = `sha256:${'0'.repeat(64)}`;
     await writeFile(join(ctx, 'Dockerfile'), `FROM scratch\nADD --checksum=${wrong} ${base}/dl/file.bin /f\n`);
     await expect(build({ context: ctx, root: join(work, 'root-bad'), network: 'none' })).rejects.toThrow(/checksum mismatch .*expected sha256:0{64}, got sha256:[0-9a-f]{64}/);
+  });
+
+  it('a URL with credentials downloads with them, and progress, history and errors show user:***@', async () => {
+    const ctx = join(work, 'creds');
+    await mkdir(ctx, { recursive: true });
+    const url = base.replace('http://', `http://user:${SECRET}@`);
+    const shown = base.replace('http://', 'http://user:***@');
+    await writeFile(join(ctx, 'Dockerfile'), `FROM scratch\nADD ${url}/private/file.txt /f\n`);
+    const seen: ProgressEvent[] = [];
+    const result = await build({ context: ctx, root: join(work, 'root-creds'), network: 'none', onProgress: (e) => seen.push(e) });
+    expect(authorizations).toEqual([`Basic ${Buffer.from(`user:${SECRET}`).toString('base64')}`]);
+    expect(JSON.stringify(seen)).not.toContain(SECRET);
+    const names = seen.flatMap((e) => (e.type === 'step' && e.status === 'started' ? [e.name] : []));
+    expect(names).toContain(`[internal] download ${shown}/private/file.txt`);
+    expect(names).toContain(`[1/1] ADD ${shown}/private/file.txt /f`);
+    expect(result.config.history?.at(-1)?.created_by).toBe(`ADD ${shown}/private/file.txt /f # buildkit`);
+    expect(JSON.stringify(result.config)).not.toContain(SECRET);
+
+    // A failed download names the URL without the password, in the error and in progress.
+    await writeFile(join(ctx, 'Dockerfile'), `FROM scratch\nADD ${url}/private/missing.txt /f\n`);
+    seen.length = 0;
+    const err = (await build({ context: ctx, root: join(work, 'root-creds'), network: 'none', onProgress: (e) => seen.push(e) }).catch((e: unknown) => e)) as Error;
+    expect(err).toBeInstanceOf(Error);
+    expect(err.message).toContain(`failed to download ${shown}/private/missing.txt: HTTP 404`);
+    expect(`${err.message} ${String(err.stack)}`).not.toContain(SECRET);
+    expect(JSON.stringify(seen)).not.toContain(SECRET);
+    expect(seen.some((e) => e.type === 'step' && e.status === 'error' && e.error?.includes(`${shown}/private/missing.txt`))).toBe(true);
   });
 
   it('downloads over HTTPS trusting SSL_CERT_FILE (as BuildKit does), and refuses an unknown CA', async () => {
