@@ -21,6 +21,7 @@ export {
   isLocalSnapshotter,
   type LocalSnapshotter,
   type SnapshotLayout,
+  type SnapshotProblem,
   type SweepReport,
 } from './store.js';
 export { isMountPoint, mountAll, unmountAll, withMounts, type WithMountsOptions } from './mount.js';
