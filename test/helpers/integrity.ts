@@ -1,10 +1,10 @@
 // What a stopped, killed or failed build may leave, seen from outside: the registry's view of a
 // tag (asked over its HTTP API), the local store's names, and the integrity check's findings.
 
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { doctor, type DoctorIssue } from '../../src/doctor.js';
-import { leftoverContainers, mountsUnder } from './cli.js';
+import { mountsUnder } from './cli.js';
 
 const MANIFEST_ACCEPT = 'application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json';
 
@@ -37,6 +37,7 @@ export function localTags(root: string): string[] {
 
 /** The integrity check's findings, as printable lines, split into damage and leftovers. */
 export async function checkState(root: string): Promise<{ problems: string[]; leftovers: string[] }> {
+  if (!existsSync(root)) return { problems: [], leftovers: [] }; // stopped before it made one
   const { issues } = await doctor({ root });
   const line = (i: DoctorIssue): string => `${i.path}: ${i.message}`;
   return { problems: issues.filter((i) => !i.leftover).map(line), leftovers: issues.filter((i) => i.leftover).map(line) };
@@ -44,14 +45,14 @@ export async function checkState(root: string): Promise<{ problems: string[]; le
 
 /**
  * Everything a build could leave behind, for `root` and the TMPDIR its builds ran with: issues
- * the integrity check reports, runc containers, mount points, temporary files and directories.
+ * the integrity check reports (runc containers included), mount points under `root` as this
+ * process sees them, temporary files and directories.
  */
 export async function leftBehind(root: string, tmp?: string): Promise<string[]> {
   const { problems, leftovers } = await checkState(root);
   return [
     ...problems,
     ...leftovers,
-    ...leftoverContainers(root).map((id) => `container ${id}`),
     ...mountsUnder(root).map((p) => `mount ${p}`),
     ...(tmp ? readdirSync(tmp).map((n) => `temporary ${join(tmp, n)}`) : []),
   ];
