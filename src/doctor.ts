@@ -14,7 +14,7 @@ import { defaultStateRoot } from './cache/state-root.js';
 import { temporaryFiles } from './cache/temp-files.js';
 import { RuncExecutor } from './executor/runc.js';
 import { isIndexMediaType, MediaType, type Descriptor, type Digest, type ImageConfigFile, type ImageIndex, type ImageManifest } from './oci/types.js';
-import { createSnapshotter } from './snapshotter/index.js';
+import { createSnapshotter, probeDirs } from './snapshotter/index.js';
 import { listMountPoints } from './snapshotter/mount.js';
 import { isOwnerAlive } from './snapshotter/exec.js';
 
@@ -78,6 +78,7 @@ export async function doctor(opts: DoctorOptions = {}): Promise<DoctorReport> {
 
   for (const path of await temporaryFiles(root)) leftover(path, 'temporary file of an interrupted write');
 
+  for (const dir of await probeDirs(root)) leftover(dir, 'overlayfs probe of a process that is gone');
   let snapshots = 0;
   if (await exists(join(root, 'driver'))) {
     const sn = await createSnapshotter(root);

@@ -17,6 +17,8 @@ export interface ProxiedRequest {
   path: string;
   /** How many requests with this method and path (query excluded) the proxy has seen, this one included. */
   seen: number;
+  /** Content-Length of the request body (0 without one). */
+  length: number;
 }
 
 export type Fault =
@@ -105,9 +107,9 @@ export async function startFaultProxy(target: string, pick: (req: ProxiedRequest
         const key = `${method} ${path.split('?')[0]}`;
         const seen = (counts.get(key) ?? 0) + 1;
         counts.set(key, seen);
-        fault = pick({ method, path, seen });
-        log.push(fault ? { method, path, fault } : { method, path });
         const length = Number(/\r\ncontent-length:\s*(\d+)/i.exec(text)?.[1] ?? 0);
+        fault = pick({ method, path, seen, length });
+        log.push(fault ? { method, path, fault } : { method, path });
         if (fault && 'status' in fault) {
           const retry = fault.retryAfter !== undefined ? `Retry-After: ${fault.retryAfter}\r\n` : '';
           down.end(`HTTP/1.1 ${fault.status} ${STATUS_CODES[fault.status]}\r\n${retry}Content-Length: 0\r\nConnection: close\r\n\r\n`);

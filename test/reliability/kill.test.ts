@@ -74,13 +74,15 @@ it(`survives ${KILLS} builds stopped at random moments`, async () => {
     const fresh = i % FRESH_ROOT_EVERY === 0;
     if (fresh) root = join(fx.work, `root-${i}`);
     const signal = rand() < 0.5 ? 'SIGINT' : 'SIGKILL';
-    // A phase of the build, then a random moment within it (or, rarely, in the start-up).
-    const target = fresh ? PULL : PHASES[Math.floor(rand() * PHASES.length)]!;
-    const delay = Math.floor(rand() * 300);
+    // A phase of the build, then a random moment within it; or any moment of the start-up
+    // (opening the state directory, sweeping, probing overlayfs in a new one).
+    const targets = fresh ? [START, PULL] : [START, ...PHASES];
+    const target = targets[Math.floor(rand() * targets.length)]!;
+    const delay = Math.floor(rand() * (target === START ? 800 : 300));
     const what = `kill ${i} (seed ${SEED}): ${signal} ${delay} ms into ${target.source}`;
 
     const child = startBuilder(buildArgs(root, i), { env: env() });
-    while (child.exitCode === null && !startedSteps(child.output.stderr).some((n) => target.test(n))) await new Promise((r) => setTimeout(r, 5));
+    while (target !== START && child.exitCode === null && !startedSteps(child.output.stderr).some((n) => target.test(n))) await new Promise((r) => setTimeout(r, 5));
     await new Promise((r) => setTimeout(r, delay));
     const phase = lastStarted(child.output.stderr);
     child.kill(signal);
@@ -110,6 +112,7 @@ it(`survives ${KILLS} builds stopped at random moments`, async () => {
 }, 600_000);
 
 /** Where kills land: the base image's pull (fresh state directories), then the steps of a build. */
+const START = /^$/;
 const PULL = /\] FROM /;
 const PHASES = [/\] RUN /, /\] COPY /, /^exporting to image/, /^compressing layers/, /^pushing /];
 
