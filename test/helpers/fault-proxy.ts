@@ -63,7 +63,7 @@ export async function startFaultProxy(target: string, pick: (req: ProxiedRequest
     down.on('error', end).on('close', end);
     up.on('error', end).on('close', () => down.end());
 
-    let buffer = Buffer.alloc(0);
+    let buffer: Buffer = Buffer.alloc(0);
     let bodyLeft = 0; // bytes of the current request body still to relay
     let bodyOffset = 0;
     let fault: Fault | undefined;
