@@ -61,12 +61,12 @@ export async function doctor(opts: DoctorOptions = {}): Promise<DoctorReport> {
   const problem = (path: string, message: string): void => void issues.push({ path, message, leftover: false });
   const leftover = (path: string, message: string): void => void issues.push({ path, message, leftover: true });
 
-  const lockFile = join(root, 'lock');
-  const lockText = await readFile(lockFile, 'utf8').catch(() => undefined);
-  if (lockText !== undefined) {
-    const pid = Number(lockText.trim());
-    if (pid && processExists(pid)) throw new StateInUseError(root, pid);
-    leftover(lockFile, `lock of process ${lockText.trim() || '(unknown)'}, which is gone`);
+  const lock = await lockOwner(root);
+  if (lock?.alive) throw new StateInUseError(root, lock.pid);
+  if (lock) leftover(join(root, 'lock'), `lock of process ${lock.pid || '(unknown)'}, which is gone`);
+  for (const name of await readdir(root)) {
+    const owner = /^lock\.(\d+\.\d+)\.[0-9a-f]+$/.exec(name)?.[1];
+    if (owner !== undefined && !isOwnerAlive(owner)) leftover(join(root, name), 'prepared lock of a process that is gone');
   }
 
   const blobs = await checkBlobs(root, problem);
@@ -274,6 +274,22 @@ async function checkJsonFiles(path: string, problem: Report): Promise<void> {
       problem(file, `unreadable: ${(err as Error).message}`);
     }
   }
+}
+
+/**
+ * Who holds the state lock: a directory `lock/` holding one file named after its owner (pid and
+ * start time), or, as older versions left it, a file holding a pid.
+ */
+async function lockOwner(root: string): Promise<{ pid: number; alive: boolean } | undefined> {
+  const lock = join(root, 'lock');
+  const st = await stat(lock).catch(() => undefined);
+  if (!st) return undefined;
+  if (st.isDirectory()) {
+    const entry = (await readdir(lock))[0];
+    return entry === undefined ? undefined : { pid: Number(entry.split('.')[0]), alive: isOwnerAlive(entry) };
+  }
+  const pid = Number((await readFile(lock, 'utf8').catch(() => '')).trim());
+  return { pid, alive: pid > 0 && processExists(pid) };
 }
 
 function processExists(pid: number): boolean {

@@ -7,6 +7,8 @@ import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 
 const TEMP_NAME = /\.[0-9a-f]{12}(\.tmp)?$/;
+/** The state lock's own files (`lock.<owner>.<random>`, prepared by a waiting build): never ours to touch. */
+const LOCK_NAME = /^lock\./;
 
 /** Leftover temporary files (absolute paths) under state directory `root`. */
 export async function temporaryFiles(root: string): Promise<string[]> {
@@ -14,7 +16,7 @@ export async function temporaryFiles(root: string): Promise<string[]> {
   const compressed = join(root, 'compressed');
   const dirs = [root, join(root, 'cache', 'keys'), join(root, 'cache', 'context'), ...(await list(compressed)).map((d) => join(compressed, d))];
   const found: string[] = [];
-  for (const dir of dirs) for (const name of await list(dir)) if (TEMP_NAME.test(name)) found.push(join(dir, name));
+  for (const dir of dirs) for (const name of await list(dir)) if (TEMP_NAME.test(name) && !LOCK_NAME.test(name)) found.push(join(dir, name));
   // Interrupted blob writes (the content store also clears these when it opens).
   for (const name of await list(join(root, 'ingest'))) found.push(join(root, 'ingest', name));
   return found;

@@ -2,7 +2,7 @@
 // damaged and missing content through every record that names it, tell leftovers of a killed
 // build apart from damage, and find nothing once the next build has swept them.
 
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -115,17 +115,21 @@ describe('builder doctor', () => {
     expect(mountsUnder(root)).toEqual([]);
   });
 
-  it('refuses to check a state directory a running process holds', async () => {
+  it('refuses to check a state directory a running build holds', async () => {
     const root = copyOf('busy');
-    const holder = spawnSync('sh', ['-c', 'sleep 30 >/dev/null 2>&1 & echo $!'], { encoding: 'utf8' });
-    const pid = Number(holder.stdout.trim());
+    const dir = join(fx.work, 'busy-ctx');
+    await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, 'Dockerfile'), `FROM ${fx.base}\nRUN echo ready-$((40+2)) && sleep 60\n`);
+    const child = startBuilder(['build', '--network', 'none', '--root', root, '--progress', 'plain', dir]);
     try {
-      writeFileSync(join(root, 'lock'), String(pid));
+      const t0 = Date.now();
+      while (!child.output.stderr.includes('ready-42') && child.exitCode === null && Date.now() - t0 < 60_000) await new Promise((r) => setTimeout(r, 50));
       const r = await runBuilder(['doctor', '--root', root]);
       expect(r.code).toBe(1);
-      expect(r.stderr).toContain(`ERROR: state directory ${root} is in use by process ${pid}: check it when no build or pull is running`);
+      expect(r.stderr).toContain(`ERROR: state directory ${root} is in use by process ${child.pid}: check it when no build or pull is running`);
     } finally {
-      process.kill(pid, 'SIGKILL');
+      child.kill('SIGINT');
+      await finished(child);
     }
   });
 });
