@@ -4,6 +4,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import { removeTemporaryFiles } from '../../src/cache/temp-files.js';
+import { processToken } from '../../src/snapshotter/exec.js';
+
+/** This process's start time, as named in its temporary files (a live writer's are kept). */
+const ownStart = (): string => processToken().split('.')[1]!;
 
 let root: string;
 beforeEach(async () => {
@@ -13,7 +17,7 @@ afterEach(async () => {
   await rm(root, { recursive: true, force: true });
 });
 
-it('removes what interrupted atomic writes left, and nothing else (records, a waiting build’s prepared lock)', async () => {
+it('removes what interrupted atomic writes left, and nothing else (records, a live writer\'s blob, a waiting build\'s prepared lock)', async () => {
   const hex = 'ab'.repeat(32);
   const leftovers = [
     'index.json.0123456789ab.tmp',
@@ -23,7 +27,7 @@ it('removes what interrupted atomic writes left, and nothing else (records, a wa
     `compressed/gzip/${hex}.0123456789ab`,
     'ingest/1234-0123456789abcdef',
   ];
-  const kept = ['index.json', 'blob-sources.json', `cache/keys/${hex}.json`, `compressed/gzip/${hex}`, 'lock.123.456.0123456789ab/123.456'];
+  const kept = [`ingest/${process.pid}.${ownStart()}-0123456789abcdef`, 'index.json', 'blob-sources.json', `cache/keys/${hex}.json`, `compressed/gzip/${hex}`, 'lock.123.456.0123456789ab/123.456'];
   for (const file of [...leftovers, ...kept]) {
     await mkdir(join(root, file, '..'), { recursive: true });
     await writeFile(join(root, file), '');
