@@ -21,7 +21,7 @@ export class LazyRegistry {
 
   constructor(
     private readonly state: Pick<State, 'store' | 'images'>,
-    private readonly options: Pick<RegistryClientOptions, 'insecureRegistries' | 'registryMirrors'>,
+    private readonly options: Pick<RegistryClientOptions, 'insecureRegistries' | 'registryMirrors' | 'signal'>,
   ) {}
 
   get(): Promise<RegistryClient> {

@@ -2,6 +2,7 @@
 
 export { build, type BuildOptions, type BuildResult, type Output } from './build.js';
 export { pull, type PullOptions, type PullResult } from './pull.js';
+export { doctor, StateInUseError, type DoctorOptions, type DoctorReport, type DoctorIssue } from './doctor.js';
 export { plan, formatPlan, type PlanOptions, type PlanResult, type PlannedStage, type PlannedStep } from './plan.js';
 export type { ProgressEvent, ProgressListener, StepEvent, LogEvent, WarningEvent } from './solver/progress.js';
 export { defaultStateRoot } from './cache/state.js';

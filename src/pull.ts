@@ -35,7 +35,7 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
   // Checked before the state directory is taken: a bad name is the user's error, not the store's.
   const name = parseReference(opts.ref).toString();
   const state = await openState(opts.root ?? defaultStateRoot(), { signal: opts.signal, onWait: (message) => opts.onProgress?.({ type: 'warning', message }) });
-  const registry = new LazyRegistry(state, { insecureRegistries: opts.insecureRegistries, registryMirrors: opts.registryMirrors });
+  const registry = new LazyRegistry(state, { insecureRegistries: opts.insecureRegistries, registryMirrors: opts.registryMirrors, signal: opts.signal });
   try {
     // Like `docker pull`, ask the registry what the tag names now, even when a copy is local.
     const images = new Images(state, registry, { forcePull: true, signal: opts.signal, onLayer: opts.onProgress });

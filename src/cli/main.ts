@@ -1,5 +1,6 @@
 // `builder` command line: parses arguments, renders progress, calls the library.
 
+import { constants as osConstants } from 'node:os';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 // build.js pulls in the registry client, snapshotter and executor: loaded only when building.
 import type { BuildOptions, Output } from '../build.js';
@@ -11,6 +12,7 @@ const USAGE = `Usage: builder build [OPTIONS] PATH
        builder pull [OPTIONS] NAME
        builder login [-u USER] [--password-stdin] [SERVER]
        builder logout [SERVER]
+       builder doctor [--root DIR]
 
 Build an image from a Dockerfile and a build context, without a daemon.
 
@@ -52,6 +54,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (command === 'login' || command === 'logout') return (await import('./login.js')).runLoginCommand(command, rest);
   if (command === 'pull') return runPull(rest);
+  if (command === 'doctor') return (await import('./doctor.js')).runDoctorCommand(rest);
   if (command !== 'build') throw new UsageError(`unknown command "${command}" (try: builder build --help)`);
   const opts = parseBuildArgs(rest);
   if (!opts) {
@@ -130,26 +133,32 @@ async function registrySettings(
   };
 }
 
-/** Runs `work` with an AbortSignal that the first Ctrl-C (or SIGTERM) fires; 130 when it did. */
+/**
+ * Runs `work` with an AbortSignal that the first Ctrl-C (or SIGTERM) fires. An interrupted run
+ * always fails, with the shell's code for the signal (130 SIGINT, 143 SIGTERM), even when the
+ * work got past its last abort check before the signal arrived.
+ */
 async function interruptible(what: string, work: (signal: AbortSignal) => Promise<void>): Promise<number> {
   const controller = new AbortController();
-  let interrupted = false;
+  let interrupted: NodeJS.Signals | undefined;
   const onSignal = (signal: NodeJS.Signals) => {
     if (interrupted) {
       process.stderr.write('still cleaning up, please wait\n');
       return;
     }
-    interrupted = true;
+    interrupted = signal;
     process.stderr.write(`\n${signal === 'SIGINT' ? 'interrupted' : 'terminated'}: stopping the ${what} and cleaning up\n`);
     controller.abort(new Error(`${what} cancelled by ${signal}`));
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  const exitCode = (): number | undefined => (interrupted ? 128 + osConstants.signals[interrupted] : undefined);
   try {
     await work(controller.signal);
-    return 0;
+    return exitCode() ?? 0;
   } catch (err) {
-    if (interrupted) return 130;
+    const code = exitCode();
+    if (code !== undefined) return code;
     throw err;
   } finally {
     process.off('SIGINT', onSignal);

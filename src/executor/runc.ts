@@ -132,35 +132,41 @@ export class RuncExecutor {
    * process is gone). Returns the ids of the containers deleted.
    */
   async sweep(): Promise<string[]> {
+    const { containers, bundles } = await this.leftovers();
+    for (const c of containers) {
+      await runCommand(this.runc, [...this.rootArgs(), 'kill', c.id, 'KILL']).catch(() => undefined);
+      await runCommand(this.runc, [...this.rootArgs(), 'delete', '--force', c.id]);
+    }
+    for (const bundle of bundles) await rm(bundle, { recursive: true, force: true });
+    return containers.map((c) => c.id);
+  }
+
+  /** What sweep() would delete: containers and bundle dirs of runs whose owner process is gone. */
+  async leftovers(): Promise<{ containers: Array<{ id: string; bundle: string }>; bundles: string[] }> {
     let out: string;
     try {
       out = await runCommand(this.runc, [...this.rootArgs(), 'list', '--format', 'json']);
     } catch (err) {
       // Without runc there is nothing to sweep (and builds without RUN steps still work).
-      if (err instanceof CommandError && err.spawnError === 'ENOENT') return [];
+      if (err instanceof CommandError && err.spawnError === 'ENOENT') return { containers: [], bundles: [] };
       throw err;
     }
-    const containers = (JSON.parse(out.trim() || 'null') as Array<{ id: string; annotations?: Record<string, string> }> | null) ?? [];
-    const removed: string[] = [];
+    const listed = (JSON.parse(out.trim() || 'null') as Array<{ id: string; bundle: string; annotations?: Record<string, string> }> | null) ?? [];
+    const containers: Array<{ id: string; bundle: string }> = [];
     const live = new Set<string>();
-    for (const c of containers) {
+    for (const c of listed) {
       if (!c.id.startsWith(CONTAINER_PREFIX)) continue;
       const owner = c.annotations?.[OWNER_ANNOTATION];
-      if (owner !== undefined && isOwnerAlive(owner)) {
-        live.add(c.id);
-        continue;
-      }
-      await runCommand(this.runc, [...this.rootArgs(), 'kill', c.id, 'KILL']).catch(() => undefined);
-      await runCommand(this.runc, [...this.rootArgs(), 'delete', '--force', c.id]);
-      removed.push(c.id);
+      if (owner !== undefined && isOwnerAlive(owner)) live.add(c.id);
+      else containers.push({ id: c.id, bundle: c.bundle });
     }
+    const bundles: string[] = [];
     for (const name of await readdir(this.bundleRoot).catch(() => [] as string[])) {
       if (!name.startsWith(CONTAINER_PREFIX) || live.has(name)) continue;
       const owner = await bundleOwner(join(this.bundleRoot, name));
-      if (owner !== undefined && isOwnerAlive(owner)) continue;
-      await rm(join(this.bundleRoot, name), { recursive: true, force: true });
+      if (owner === undefined || !isOwnerAlive(owner)) bundles.push(join(this.bundleRoot, name));
     }
-    return removed;
+    return { containers, bundles };
   }
 
   // --- internals -----------------------------------------------------------------------------

@@ -72,6 +72,8 @@ export interface RegistryClientOptions {
   connect?: Record<string, unknown>;
   /** Environment to read SSL_CERT_FILE from (default process.env). */
   env?: NodeJS.ProcessEnv;
+  /** Stops the client (Ctrl-C): open connections are closed, nothing is retried or sent again. */
+  signal?: AbortSignal;
 }
 
 /** Small verified blobs (manifests, indexes, configs) by digest. */
@@ -169,6 +171,7 @@ export class RegistryClient {
   private readonly cache: ContentCache | undefined;
   private readonly chunkThreshold: number;
   private readonly chunkSize: number;
+  private readonly signal: AbortSignal | undefined;
   /** Tag and digest resolutions of this client's lifetime (one build): each is asked for once. */
   private readonly resolutions = new Map<string, Promise<ResolvedImage>>();
 
@@ -181,6 +184,9 @@ export class RegistryClient {
     this.chunkSize = Math.max(1, options.chunkSize ?? DEFAULT_CHUNK_SIZE);
     this.userAgent = options.userAgent ?? 'builder/0.1';
     this.retryPolicy = { ...DEFAULT_RETRY, ...options.retry };
+    this.signal = options.signal;
+    // Requests in flight (an upload waiting for its answer) fail at once.
+    this.signal?.addEventListener('abort', () => this.http.close(), { once: true });
     this.auth = new Authenticator({
       credentials: options.credentials ?? new DockerConfigCredentialStore(),
       http: this.http,
@@ -304,7 +310,7 @@ export class RegistryClient {
           return await this.fetchManifestOnce(ep, ref, expected);
         } catch (err) {
           if (!isNetworkError(err) || attempt >= this.retriesFor(ep)) throw err;
-          await wait(backoffDelay(attempt, this.retryPolicy));
+          await wait(backoffDelay(attempt, this.retryPolicy), this.signal);
         }
       }
     });
@@ -398,7 +404,7 @@ export class RegistryClient {
         return;
       } catch (err) {
         if (!(err instanceof RegistryError && err.retryable) || attempt >= this.retryPolicy.retries) throw err;
-        await wait(backoffDelay(attempt, this.retryPolicy));
+        await wait(backoffDelay(attempt, this.retryPolicy), this.signal);
       }
     }
   }
@@ -530,7 +536,7 @@ export class RegistryClient {
           const reached = (err as { offset?: unknown }).offset;
           if (typeof reached === 'number') offset = reached;
           if (!isNetworkError(err) || resumes >= MAX_BLOB_RESUMES) throw err;
-          await wait(backoffDelay(resumes, this.retryPolicy));
+          await wait(backoffDelay(resumes, this.retryPolicy), this.signal);
         }
         if (stopped) return;
         res = await this.openBlob(ep, ref, desc, offset);
@@ -634,7 +640,7 @@ export class RegistryClient {
         }
         // Resume: ask the session where it stands, then read a fresh stream up to there.
         if (resumes++ >= MAX_UPLOAD_RESUMES) throw failure;
-        await wait(backoffDelay(resumes - 1, this.retryPolicy));
+        await wait(backoffDelay(resumes - 1, this.retryPolicy), this.signal);
         const status = await this.uploadStatus(ep, ref, desc, scopes, location);
         location = status.location;
         offset = status.offset;
@@ -739,6 +745,7 @@ export class RegistryClient {
     let authorization = await this.auth.authorization(registry, host, opts.scopes);
 
     for (let attempt = 0; ; ) {
+      this.signal?.throwIfAborted();
       const sameOrigin = url.origin === registryOrigin;
       const headers: Record<string, string> = { 'user-agent': this.userAgent, ...opts.headers };
       if (authorization && sameOrigin) headers.authorization = authorization;
@@ -750,8 +757,9 @@ export class RegistryClient {
         res = await this.http.request(url, { method, headers, body, bulk: opts.bulk });
       } catch (err) {
         if (body instanceof Readable) body.destroy();
+        this.signal?.throwIfAborted();
         if (opts.retry !== false && isNetworkError(err) && attempt < retries) {
-          await wait(backoffDelay(attempt++, this.retryPolicy));
+          await wait(backoffDelay(attempt++, this.retryPolicy), this.signal);
           continue;
         }
         throw new RegistryError(
@@ -789,7 +797,7 @@ export class RegistryClient {
       if (opts.retry !== false && isRetryableStatus(status) && attempt < retries) {
         const delay = backoffDelay(attempt++, this.retryPolicy, parseRetryAfter(res.headers['retry-after']));
         await res.dump();
-        await wait(delay);
+        await wait(delay, this.signal);
         continue;
       }
       return res;

@@ -53,6 +53,7 @@ export function backoffDelay(attempt: number, policy: RetryPolicy, retryAfterMs?
   return ceiling / 2 + Math.random() * (ceiling / 2);
 }
 
-export async function wait(ms: number): Promise<void> {
-  await sleep(ms);
+/** Sleeps `ms`; rejects at once when `signal` fires. */
+export async function wait(ms: number, signal?: AbortSignal): Promise<void> {
+  await sleep(ms, undefined, signal ? { signal } : undefined);
 }

@@ -1,7 +1,7 @@
 // Snapshotter entry points: choosing a driver, ChainIDs, mounting helpers.
 
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { setAttribute } from 'fs-xattr';
 import type { Digest } from '../oci/types.js';
@@ -21,6 +21,7 @@ export {
   isLocalSnapshotter,
   type LocalSnapshotter,
   type SnapshotLayout,
+  type SnapshotProblem,
   type SweepReport,
 } from './store.js';
 export { isMountPoint, mountAll, unmountAll, withMounts, type WithMountsOptions } from './mount.js';
@@ -30,6 +31,8 @@ export { applyLayer, DiffIDMismatchError, LayerSecurityError, type ApplyLayerOpt
 export { writeLayer, type WriteLayerOptions, type WrittenLayer } from './diff.js';
 
 export type SnapshotterKind = 'auto' | 'overlayfs' | 'native';
+
+const PROBE_PREFIX = 'probe-';
 
 /**
  * Opens (creating if needed) the snapshot state in `root`. The driver used first is recorded in
@@ -51,6 +54,7 @@ export async function createSnapshotter(root: string, kind: SnapshotterKind = 'a
     }
     driver = recorded;
   } else {
+    await removeProbes(root);
     driver = kind === 'auto' ? ((await overlaySupported(root)) ? 'overlayfs' : 'native') : kind;
     await writeFile(driverFile, `${driver}\n`);
   }
@@ -64,7 +68,7 @@ export async function createSnapshotter(root: string, kind: SnapshotterKind = 'a
  * creating whiteouts (char device 0/0) and trusted.* xattrs (root only) in an upper dir.
  */
 export async function overlaySupported(root: string): Promise<boolean> {
-  const dir = join(root, `probe-${randomBytes(6).toString('hex')}`);
+  const dir = join(root, `${PROBE_PREFIX}${randomBytes(6).toString('hex')}`);
   const [l1, l2, upper, work, merged] = ['l1', 'l2', 'u', 'w', 'm'].map((d) => join(dir, d)) as [string, string, string, string, string];
   try {
     for (const d of [l1, l2, upper, work, merged]) await mkdir(d, { recursive: true });
@@ -79,6 +83,18 @@ export async function overlaySupported(root: string): Promise<boolean> {
   } finally {
     await unmountAll(merged).catch(() => undefined);
     await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
+/** Directories of overlay probes in `root`: one is left (maybe mounted) when its process is killed. */
+export async function probeDirs(root: string): Promise<string[]> {
+  return (await readdir(root).catch(() => [] as string[])).filter((n) => n.startsWith(PROBE_PREFIX)).map((n) => join(root, n));
+}
+
+async function removeProbes(root: string): Promise<void> {
+  for (const dir of await probeDirs(root)) {
+    await unmountAll(join(dir, 'm')).catch(() => undefined);
+    await rm(dir, { recursive: true, force: true });
   }
 }
 

@@ -71,6 +71,13 @@ export interface SnapshotLayout {
   scratch: string;
 }
 
+/** Something check() found: `leftover` when sweep() removes it, else damage sweep() cannot repair. */
+export interface SnapshotProblem {
+  path: string;
+  message: string;
+  leftover: boolean;
+}
+
 export interface SweepReport {
   unmounted: string[];
   removedSnapshots: string[];
@@ -84,6 +91,8 @@ export interface LocalSnapshotter extends Snapshotter {
   list(): Promise<SnapshotInfo[]>;
   /** Unmounts and removes what a crashed earlier run left behind (dead owners only). */
   sweep(): Promise<SweepReport>;
+  /** Reports, without changing anything, what sweep() would remove and snapshots that lost their data. */
+  check(): Promise<SnapshotProblem[]>;
 }
 
 export function isLocalSnapshotter(sn: Snapshotter): sn is LocalSnapshotter {
@@ -260,6 +269,47 @@ export abstract class BaseSnapshotter implements LocalSnapshotter {
       if (owner !== undefined && !isOwnerAlive(owner)) await rm(join(this.metaDir, name), { force: true });
     }
     return report;
+  }
+
+  async check(): Promise<SnapshotProblem[]> {
+    const problems: SnapshotProblem[] = [];
+    const metas: SnapshotMeta[] = [];
+    for (const name of await readdir(this.metaDir).catch(() => [] as string[])) {
+      const path = join(this.metaDir, name);
+      const owner = /^\.tmp-(\d+\.\d+)-/.exec(name)?.[1];
+      if (owner !== undefined) {
+        if (!isOwnerAlive(owner)) problems.push({ path, message: 'temporary snapshot metadata of a process that is gone', leftover: true });
+        continue;
+      }
+      try {
+        const meta = await readMetaFile(path);
+        if (meta) metas.push(meta);
+      } catch (err) {
+        problems.push({ path, message: `unreadable snapshot metadata: ${(err as Error).message}`, leftover: false });
+      }
+    }
+    const keys = new Set(metas.map((m) => m.key));
+    for (const m of metas) {
+      const path = this.metaPath(m.key);
+      if (m.kind !== 'committed') {
+        if (m.owner === undefined || !isOwnerAlive(m.owner)) problems.push({ path, message: `${m.kind} snapshot ${JSON.stringify(m.key)} of a process that is gone`, leftover: true });
+        continue;
+      }
+      if (!(await exists(this.fsDir(m.id)))) problems.push({ path, message: `committed snapshot ${JSON.stringify(m.key)} lost its data (${this.fsDir(m.id)})`, leftover: false });
+      if (m.parent !== undefined && !keys.has(m.parent)) problems.push({ path, message: `committed snapshot ${JSON.stringify(m.key)} lost its parent ${JSON.stringify(m.parent)}`, leftover: false });
+    }
+    const referenced = new Set(metas.map((m) => m.id));
+    for (const id of await readdir(this.snapshotsDir).catch(() => [] as string[])) {
+      if (!referenced.has(id)) problems.push({ path: this.snapshotDir(id), message: 'snapshot directory without metadata', leftover: true });
+    }
+    for (const name of await readdir(this.trashDir).catch(() => [] as string[])) {
+      problems.push({ path: join(this.trashDir, name), message: 'removed snapshot not yet deleted', leftover: true });
+    }
+    for (const name of await readdir(this.mountsDir).catch(() => [] as string[])) {
+      const owner = /^(\d+\.\d+)-/.exec(name)?.[1];
+      if (owner === undefined || !isOwnerAlive(owner)) problems.push({ path: join(this.mountsDir, name), message: 'mount point of a process that is gone', leftover: true });
+    }
+    return problems;
   }
 
   // --- internals -----------------------------------------------------------------------------

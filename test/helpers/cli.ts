@@ -18,22 +18,24 @@ export function runBuilder(args: string[], opts: { cwd?: string; env?: NodeJS.Pr
   return finished(child);
 }
 
-export function startBuilder(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): ChildProcess & { output: { stdout: string; stderr: string } } {
+type StartedBuilder = ChildProcess & { output: { stdout: string; stderr: string }; closed: Promise<CliResult> };
+
+export function startBuilder(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): StartedBuilder {
   const child = spawn(BUILDER_BIN, args, {
     cwd: opts.cwd,
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
-  }) as ChildProcess & { output: { stdout: string; stderr: string } };
+  }) as StartedBuilder;
   child.output = { stdout: '', stderr: '' };
   child.stdout!.on('data', (d: Buffer) => (child.output.stdout += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (child.output.stderr += d.toString()));
+  // Listened to from the start: a caller may ask only after the process is gone.
+  child.closed = new Promise((resolve) => child.on('close', (code) => resolve({ code, ...child.output })));
   return child;
 }
 
-export function finished(child: ChildProcess & { output: { stdout: string; stderr: string } }): Promise<CliResult> {
-  return new Promise((resolve) => {
-    child.on('close', (code) => resolve({ code, ...child.output }));
-  });
+export function finished(child: StartedBuilder): Promise<CliResult> {
+  return child.closed;
 }
 
 /** The JSON progress events of a `--progress json` run. */
