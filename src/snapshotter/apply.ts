@@ -3,7 +3,8 @@
 // overlayfs: entries are written straight into the snapshot's upper dir (no mount), OCI
 // whiteouts become overlay whiteouts (`.wh.x` → char device 0/0 at x, `.wh..wh..opq` →
 // trusted.overlay.opaque=y on the dir). native: entries go into the full tree and whiteouts
-// delete what they name.
+// delete what they name. Both give the merged view overlayfs would (a root `.wh..wh..opq` is
+// ignored).
 //
 // File system calls are synchronous on purpose: each is a few microseconds, while an async call
 // costs a thread-pool round trip; entry after dependent entry, that made applying a 9k-file
@@ -344,7 +345,12 @@ class Applier {
 
     if (base.startsWith(WHITEOUT_PREFIX)) {
       await drain(body);
-      if (base === WHITEOUT_OPAQUE) return this.overlay && this.lowers.length === 0 ? undefined : this.opaque(parent, name);
+      if (base === WHITEOUT_OPAQUE) {
+        // overlayfs always merges the layers' root directories, whatever their opaque xattr (and
+        // so does containerd's overlay applier): a root-level marker hides nothing, in either driver.
+        if (parent === '' || (this.overlay && this.lowers.length === 0)) return;
+        return this.opaque(parent, name);
+      }
       if (base.startsWith(WHITEOUT_PREFIX + WHITEOUT_PREFIX)) {
         this.warn(`skipped ${name}: unsupported whiteout metadata entry`);
         return;
