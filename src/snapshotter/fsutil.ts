@@ -230,7 +230,7 @@ export function writeSparseSync(fd: number, data: Uint8Array, position: number):
 }
 
 /** Whether a file has holes: fewer bytes allocated than its size. */
-export function hasHoles(st: Stats | BigIntStats): boolean {
+function hasHoles(st: Stats | BigIntStats): boolean {
   return Number(st.blocks) * 512 < Number(st.size);
 }
 
