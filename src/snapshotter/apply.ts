@@ -3,7 +3,8 @@
 // overlayfs: entries are written straight into the snapshot's upper dir (no mount), OCI
 // whiteouts become overlay whiteouts (`.wh.x` → char device 0/0 at x, `.wh..wh..opq` →
 // trusted.overlay.opaque=y on the dir). native: entries go into the full tree and whiteouts
-// delete what they name.
+// delete what they name. Both give the merged view overlayfs would (a root `.wh..wh..opq` is
+// ignored).
 //
 // File system calls are synchronous on purpose: each is a few microseconds, while an async call
 // costs a thread-pool round trip; entry after dependent entry, that made applying a 9k-file
@@ -20,8 +21,6 @@ import type { Stats } from 'node:fs';
 import {
   chmodSync,
   closeSync,
-  copyFileSync,
-  constants as fsc,
   ftruncateSync,
   lchownSync,
   linkSync,
@@ -34,7 +33,6 @@ import {
   symlinkSync,
   unlinkSync,
   utimesSync,
-  writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
 import { Duplex, Readable, type Transform } from 'node:stream';
@@ -47,6 +45,7 @@ import type { Digest } from '../oci/types.js';
 import { devMajor, devMinor, mknod } from './exec.js';
 import {
   applyAttrsSync,
+  copyFileKeepingHoles,
   readXattrsSync,
   OVERLAY_OPAQUE_XATTR,
   OVERLAY_XATTR_PREFIX,
@@ -56,6 +55,7 @@ import {
   isOpaqueDirSync,
   isOverlayWhiteout,
   lstatOrUndefinedSync,
+  writeSparseSync,
   writeXattrsSync,
 } from './fsutil.js';
 import { setAttributeSync } from 'fs-xattr';
@@ -345,7 +345,12 @@ class Applier {
 
     if (base.startsWith(WHITEOUT_PREFIX)) {
       await drain(body);
-      if (base === WHITEOUT_OPAQUE) return this.overlay && this.lowers.length === 0 ? undefined : this.opaque(parent, name);
+      if (base === WHITEOUT_OPAQUE) {
+        // overlayfs always merges the layers' root directories, whatever their opaque xattr (and
+        // so does containerd's overlay applier): a root-level marker hides nothing, in either driver.
+        if (parent === '' || (this.overlay && this.lowers.length === 0)) return;
+        return this.opaque(parent, name);
+      }
       if (base.startsWith(WHITEOUT_PREFIX + WHITEOUT_PREFIX)) {
         this.warn(`skipped ${name}: unsupported whiteout metadata entry`);
         return;
@@ -406,16 +411,12 @@ class Applier {
     try {
       // Runs of zeros become holes: a huge, mostly empty file costs its data, not its size.
       let pos = 0;
-      let end = 0;
       for await (const chunk of body) {
         const buf = chunk as Uint8Array;
-        if (!isZeros(buf)) {
-          writeAllSync(fd, buf, pos);
-          end = pos + buf.length;
-        }
+        writeSparseSync(fd, buf, pos);
         pos += buf.length;
       }
-      if (pos > end) ftruncateSync(fd, pos);
+      ftruncateSync(fd, pos);
     } finally {
       closeSync(fd);
     }
@@ -617,7 +618,7 @@ class Applier {
     if (lower.st.isDirectory()) throw new LayerSecurityError(name, `hardlink target ${JSON.stringify(rel)} is a directory`);
     await this.ensureDir(parentOf(rel), name, true);
     const lst = lower.st;
-    if (lst.isFile()) copyFileSync(lower.path, abs, fsc.COPYFILE_EXCL);
+    if (lst.isFile()) copyFileKeepingHoles(lower.path, abs, lst);
     else if (lst.isSymbolicLink()) symlinkSync(readlinkSync(lower.path), abs);
     else if (lst.isFIFO()) await mknod(abs, 'p');
     else if (lst.isCharacterDevice() || lst.isBlockDevice()) await mknod(abs, lst.isCharacterDevice() ? 'c' : 'b', devMajor(lst.rdev), devMinor(lst.rdev));
@@ -752,23 +753,6 @@ class Applier {
 
 function mtimeOf(h: Header): number {
   return h.mtime ? h.mtime.getTime() / 1000 : 0;
-}
-
-function writeAllSync(fd: number, chunk: Uint8Array, position: number): void {
-  for (let off = 0; off < chunk.length; ) off += writeSync(fd, chunk, off, chunk.length - off, position + off);
-}
-
-const ZEROS = Buffer.alloc(64 * 1024);
-
-/** Whether a chunk is all zero bytes (memcmp against a zero buffer, piece by piece). */
-function isZeros(chunk: Uint8Array): boolean {
-  if (chunk.length < 512) return false; // not worth a hole
-  const buf = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length);
-  for (let off = 0; off < buf.length; off += ZEROS.length) {
-    const n = Math.min(ZEROS.length, buf.length - off);
-    if (!buf.subarray(off, off + n).equals(ZEROS.subarray(0, n))) return false;
-  }
-  return true;
 }
 
 async function drain(body: EntryBody): Promise<void> {

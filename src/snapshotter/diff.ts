@@ -9,7 +9,7 @@
 // clamped to SOURCE_DATE_EPOCH when given, PAX only where ustar cannot hold a value.
 
 import type { Stats } from 'node:fs';
-import { closeSync, lstatSync, openSync, readSync, readdirSync, readlinkSync, write, writeSync } from 'node:fs';
+import { closeSync, ftruncateSync, lstatSync, openSync, readSync, readdirSync, readlinkSync, write } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { ContentStore } from '../cache/content-store.js';
@@ -20,11 +20,13 @@ import {
   WHITEOUT_PREFIX,
   breather,
   compareNames,
+  dataRanges,
   errno,
   isOpaqueDirSync,
   isOverlayWhiteout,
   lstatOrUndefinedSync,
   readXattrsSync,
+  writeSparseSync,
   xattrsEqual,
 } from './fsutil.js';
 import { asLocalSnapshotter } from './store.js';
@@ -105,7 +107,9 @@ export async function writeLayer(
 
 /**
  * Writes blocks to a file in order, each at its offset on the thread pool, a few at a time: the
- * event loop keeps packing while the disk catches up, and memory stays bounded.
+ * event loop keeps packing while the disk catches up, and memory stays bounded. Zero runs are
+ * skipped (the file is new), so a file with holes keeps them in the stored tar too; the tar's
+ * bytes, and so its digest, are the same.
  */
 class BlockFileWriter {
   private offset = 0;
@@ -126,7 +130,7 @@ class BlockFileWriter {
     // the write), and any block beyond `limit` in flight (one big file packs many blocks in one
     // go, and they must not pile up in memory).
     if ((block.length < TAR_BLOCK_SIZE && this.inFlight.size === 0) || this.busy) {
-      writeAllSync(this.fd, block, this.offset);
+      writeSparseSync(this.fd, block, this.offset);
       this.offset += block.length;
       return;
     }
@@ -141,25 +145,26 @@ class BlockFileWriter {
     if (this.error) throw this.error;
   }
 
-  /** Waits for every write, closes the file, and reports the first failure. */
+  /** Waits for every write, sets the size (the tar ends in zeros), closes the file, and reports the first failure. */
   async close(): Promise<void> {
     await Promise.all(this.inFlight);
-    closeSync(this.fd);
+    try {
+      if (!this.error) ftruncateSync(this.fd, this.offset);
+    } finally {
+      closeSync(this.fd);
+    }
     if (this.error) throw this.error;
   }
 
   private async writeAt(block: Buffer, offset: number): Promise<void> {
-    for (let done = 0; done < block.length; ) {
-      const n = await new Promise<number>((resolve, reject) =>
-        write(this.fd, block, done, block.length - done, offset + done, (err, written) => (err ? reject(err) : resolve(written))),
-      );
-      done += n;
+    for (const [start, end] of dataRanges(block)) {
+      for (let done = start; done < end; ) {
+        done += await new Promise<number>((resolve, reject) =>
+          write(this.fd, block, done, end - done, offset + done, (err, written) => (err ? reject(err) : resolve(written))),
+        );
+      }
     }
   }
-}
-
-function writeAllSync(fd: number, block: Buffer, offset: number): void {
-  for (let done = 0; done < block.length; ) done += writeSync(fd, block, done, block.length - done, offset + done);
 }
 
 // --- overlay: the upper dir is the diff --------------------------------------------------------

@@ -7,17 +7,22 @@
 import type { BigIntStats, Stats } from 'node:fs';
 import {
   chmodSync,
+  closeSync,
   constants as fsc,
   copyFileSync,
+  ftruncateSync,
   lchownSync,
   linkSync,
   lstatSync,
   lutimesSync,
   mkdirSync,
+  openSync,
+  readSync,
   readdirSync,
   readlinkSync,
   symlinkSync,
   utimesSync,
+  writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
 import { getAttributeSync, listAttributesSync, setAttributeSync } from 'fs-xattr';
@@ -160,7 +165,7 @@ export async function copyTree(src: string, dst: string): Promise<void> {
       }
       links.set(ino, to);
     }
-    if (st.isFile()) copyFileSync(from, to, fsc.COPYFILE_FICLONE);
+    if (st.isFile()) copyFileKeepingHoles(from, to, st);
     else if (st.isSymbolicLink()) symlinkSync(readlinkSync(from), to);
     else if (st.isCharacterDevice()) await mknod(to, 'c', devMajor(st.rdev), devMinor(st.rdev));
     else if (st.isBlockDevice()) await mknod(to, 'b', devMajor(st.rdev), devMinor(st.rdev));
@@ -170,4 +175,95 @@ export async function copyTree(src: string, dst: string): Promise<void> {
   }
 
   await copyDir(src, dst, lstatSync(src));
+}
+
+// --- holes ---------------------------------------------------------------------------------------
+//
+// A file with holes (`truncate -s 1G`, `dd seek=`, database files) must not turn into its full
+// size of zeros when it is copied, unpacked or stored as a layer tar. Node has no SEEK_DATA, so
+// zero runs are found by content, as `cp --sparse=always` does: they are skipped instead of
+// written into a new file, which then reads back as zeros there.
+
+/** Zero runs shorter than this inside a chunk are written: a hole saves less than the extra write costs. */
+const MIN_HOLE = 4096;
+const ZERO_PAGE = Buffer.alloc(MIN_HOLE);
+
+function isZeroRange(buf: Buffer, start: number, end: number): boolean {
+  if (buf[start] !== 0 || buf[end - 1] !== 0) return false; // most data, without a memcmp
+  for (let off = start; off < end; off += MIN_HOLE) {
+    const n = Math.min(MIN_HOLE, end - off);
+    if (!buf.subarray(off, off + n).equals(ZERO_PAGE.subarray(0, n))) return false;
+  }
+  return true;
+}
+
+/**
+ * The byte ranges `[start, end)` of `data` worth writing: zero pieces of MIN_HOLE bytes are left
+ * out, and so are zeros at either end of the chunk (they may continue a run in the next chunk).
+ */
+export function dataRanges(data: Uint8Array): Array<[number, number]> {
+  const buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  const out: Array<[number, number]> = [];
+  let start = -1;
+  for (let off = 0; off < buf.length; off += MIN_HOLE) {
+    const end = Math.min(off + MIN_HOLE, buf.length);
+    if (isZeroRange(buf, off, end)) {
+      if (start >= 0) out.push([start, off]);
+      start = -1;
+    } else if (start < 0) {
+      start = off;
+    }
+  }
+  if (start >= 0) out.push([start, buf.length]);
+  return out;
+}
+
+/**
+ * Writes `data` at `position` of a file that reads as zeros wherever nothing was written (a new
+ * or truncated file), leaving its zero runs as holes. The caller sets the file's final size with
+ * `ftruncate` at the end: a trailing run of zeros is not written either.
+ */
+export function writeSparseSync(fd: number, data: Uint8Array, position: number): void {
+  for (const [start, end] of dataRanges(data)) {
+    for (let off = start; off < end; ) off += writeSync(fd, data, off, end - off, position + off);
+  }
+}
+
+/** Whether a file has holes: fewer bytes allocated than its size. */
+function hasHoles(st: Stats | BigIntStats): boolean {
+  return Number(st.blocks) * 512 < Number(st.size);
+}
+
+/**
+ * Copies regular file `from` to the new file `to` (which must not exist), keeping its holes.
+ * A reflink (FICLONE) shares the blocks and keeps holes by itself; without one, a file with
+ * holes is copied chunk by chunk with its zero runs skipped, and any other file by the kernel
+ * (copy_file_range), which would fill holes in.
+ */
+export function copyFileKeepingHoles(from: string, to: string, st: Stats): void {
+  if (!hasHoles(st)) {
+    copyFileSync(from, to, fsc.COPYFILE_FICLONE | fsc.COPYFILE_EXCL);
+    return;
+  }
+  try {
+    copyFileSync(from, to, fsc.COPYFILE_FICLONE_FORCE | fsc.COPYFILE_EXCL);
+    return;
+  } catch (err) {
+    if (errno(err) === 'EEXIST') throw err;
+  }
+  const src = openSync(from, 'r');
+  try {
+    // 'w', not 'wx': a failed clone may have left the empty file behind.
+    const dst = openSync(to, 'w', 0o600);
+    try {
+      const buf = Buffer.allocUnsafe(1024 * 1024);
+      let pos = 0;
+      for (let n; (n = readSync(src, buf, 0, buf.length, pos)) > 0; pos += n) writeSparseSync(dst, buf.subarray(0, n), pos);
+      ftruncateSync(dst, pos);
+    } finally {
+      closeSync(dst);
+    }
+  } finally {
+    closeSync(src);
+  }
 }

@@ -5,7 +5,7 @@ import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { setAttribute } from 'fs-xattr';
 import type { Digest } from '../oci/types.js';
-import { mknod } from './exec.js';
+import { mknod, processToken } from './exec.js';
 import { OVERLAY_OPAQUE_XATTR } from './fsutil.js';
 import { mountAll, unmountAll } from './mount.js';
 import { NativeSnapshotter } from './native.js';
@@ -32,6 +32,7 @@ export { writeLayer, type WriteLayerOptions, type WrittenLayer } from './diff.js
 
 export type SnapshotterKind = 'auto' | 'overlayfs' | 'native';
 
+/** Where older versions probed overlayfs: `root/probe-…`, left (maybe mounted) by a kill. */
 const PROBE_PREFIX = 'probe-';
 
 /**
@@ -66,9 +67,11 @@ export async function createSnapshotter(root: string, kind: SnapshotterKind = 'a
 /**
  * Whether overlayfs works on the filesystem of `root` with the options we need, including
  * creating whiteouts (char device 0/0) and trusted.* xattrs (root only) in an upper dir.
+ * The probe works in `root/mounts/<owner>-probe`, named like withMounts' mount points, so when
+ * this process is killed halfway, sweep() unmounts and removes what it left.
  */
 export async function overlaySupported(root: string): Promise<boolean> {
-  const dir = join(root, `${PROBE_PREFIX}${randomBytes(6).toString('hex')}`);
+  const dir = join(root, 'mounts', `${processToken()}-probe-${randomBytes(4).toString('hex')}`);
   const [l1, l2, upper, work, merged] = ['l1', 'l2', 'u', 'w', 'm'].map((d) => join(dir, d)) as [string, string, string, string, string];
   try {
     for (const d of [l1, l2, upper, work, merged]) await mkdir(d, { recursive: true });
@@ -81,12 +84,13 @@ export async function overlaySupported(root: string): Promise<boolean> {
   } catch {
     return false;
   } finally {
-    await unmountAll(merged).catch(() => undefined);
-    await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+    // Never delete through a mount that would not come off: leave it to a later sweep().
+    const unmounted = await unmountAll(merged).then(() => true, () => false);
+    if (unmounted) await rm(dir, { recursive: true, force: true }).catch(() => undefined);
   }
 }
 
-/** Directories of overlay probes in `root`: one is left (maybe mounted) when its process is killed. */
+/** Overlay probe directories of older versions in `root` (today's probe is swept with mounts/). */
 export async function probeDirs(root: string): Promise<string[]> {
   return (await readdir(root).catch(() => [] as string[])).filter((n) => n.startsWith(PROBE_PREFIX)).map((n) => join(root, n));
 }

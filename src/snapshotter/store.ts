@@ -5,7 +5,8 @@
 //                                 linked (create: fails if the key exists) or renamed into place
 //   snapshots/<id>/fs             the snapshot's tree (overlay: its diff; native: a full tree)
 //   snapshots/<id>/work           overlay workdir (active overlay snapshots only)
-//   mounts/<pid>.<start>-…        temporary mount points (withMounts), named after their owner
+//   mounts/<pid>.<start>-…        temporary mount points (withMounts) and the overlayfs probe,
+//                                 named after their owner
 //   trash/                        removed snapshot dirs on their way out
 //
 // Ids are short random names so overlay lowerdir lists stay short. The metadata file is
@@ -357,11 +358,13 @@ export abstract class BaseSnapshotter implements LocalSnapshotter {
       await unmountAll(p);
       report.unmounted.push(p);
     }
-    const stillMounted = new Set(await listMountPoints());
+    const stillMounted = await listMountPoints();
     for (const name of await readdir(this.mountsDir)) {
       const p = join(this.mountsDir, name);
-      // Never recurse into something mounted: that would delete a snapshot's contents.
-      if (ownerDead(p) && !stillMounted.has(p)) await rm(p, { recursive: true, force: true }).catch(() => undefined);
+      // Never recurse into something mounted (at it or, in an overlay probe's dir, below it):
+      // that would delete a snapshot's contents.
+      const mounted = stillMounted.some((m) => m === p || m.startsWith(`${p}/`));
+      if (ownerDead(p) && !mounted) await rm(p, { recursive: true, force: true }).catch(() => undefined);
     }
   }
 

@@ -6,7 +6,6 @@
 import {
   chmodSync,
   chownSync,
-  copyFileSync,
   lchownSync,
   linkSync,
   lstatSync,
@@ -22,6 +21,7 @@ import { join, posix } from 'node:path';
 import { setImmediate } from 'node:timers/promises';
 import { walk, type Source, type SourceFilter } from '../cache/checksum.js';
 import { resolveInRoot, resolveInRootSync } from '../executor/scoped-path.js';
+import { copyFileKeepingHoles } from '../snapshotter/fsutil.js';
 
 export interface Owner {
   uid: number;
@@ -101,7 +101,7 @@ export async function copySources(p: CopyParams): Promise<void> {
             break;
           }
           if (inode) copiedInodes.set(inode, hostPath);
-          copyFileSync(entry.abs, hostPath);
+          copyFileKeepingHoles(entry.abs, hostPath, st);
           chownSync(hostPath, owner.uid, owner.gid);
           chmodSync(hostPath, mode);
           utimesSync(hostPath, st.atime, st.mtime);

@@ -84,6 +84,8 @@ export type SolvedResult =
 export class Solver {
   private readonly results = new Map<Digest, Promise<SolvedResult>>();
   private readonly snapshots = new Map<string, Promise<void>>();
+  /** The image vertex that brought in each base layer (by blob digest): unpacking it is that step's work. */
+  private readonly layerOrigins = new Map<Digest, { digest: Digest; v: Vertex }>();
   /** Containers and copies running at once; independent stages share these slots. */
   private readonly limit = pLimit(Math.max(1, availableParallelism()));
 
@@ -144,9 +146,9 @@ export class Solver {
   private async solveImage(digest: Digest, v: Vertex, op: ImageOp): Promise<SolvedResult> {
     const cacheKey = sha256(canonicalJson({ op }));
     const local = await this.opts.images.local(op.ref);
-    if (local) return this.cachedResult(digest, v, cacheKey, local);
-    const layers = await this.run(digest, v, () => this.opts.images.pull(op.ref, op.platform, this.opts.signal));
-    return { kind: 'layers', cacheKey, layers };
+    const layers = local ?? (await this.run(digest, v, () => this.opts.images.pull(op.ref, op.platform, this.opts.signal)));
+    for (const layer of layers) if (!this.layerOrigins.has(layer.digest)) this.layerOrigins.set(layer.digest, { digest, v });
+    return local ? this.cachedResult(digest, v, cacheKey, local) : { kind: 'layers', cacheKey, layers };
   }
 
   /**
@@ -189,6 +191,8 @@ export class Solver {
     const cached = await this.lookup(cacheKey);
     if (cached) return this.cachedResult(digest, v, cacheKey, cached);
 
+    // Unpacked before the step starts: a base layer that fails to unpack is its FROM's failure.
+    await this.ensureSnapshot(parent.layers);
     const output = new StepOutput(digest, this.opts.progress, this.opts.stepLogLimit);
     const layers = await this.run(digest, v, () =>
       this.mutate(parent.layers, async (rootfs) => {
@@ -232,6 +236,12 @@ export class Solver {
       return this.cachedResult(digest, v, definitionKey, cached);
     }
 
+    // As for RUN: the destination's and the sources' layers are unpacked before the step starts.
+    await this.ensureSnapshot(dest.layers);
+    for (const action of op.actions) {
+      const src = action.action === 'copy' ? inputs[action.sourceInput] : undefined;
+      if (src?.kind === 'layers') await this.ensureSnapshot(src.layers);
+    }
     const layers = await this.run(digest, v, () =>
       this.mutate(dest.layers, async (rootfs) => {
         for (const action of op.actions) {
@@ -395,7 +405,7 @@ export class Solver {
             else await sn.commit(name, key);
           } catch (err) {
             await sn.remove(key).catch(() => undefined);
-            throw err;
+            throw this.unpackError(layer, err);
           }
         })();
         this.snapshots.set(name, pending);
@@ -404,6 +414,22 @@ export class Solver {
       await pending;
     }
     return chain.at(-1);
+  }
+
+  /**
+   * A base layer that cannot be unpacked (hostile entries, a corrupt tar) fails the FROM step that
+   * pulled it, whichever later step needed the snapshot first: that step is reported as failed,
+   * and the error names the image and the layer.
+   */
+  private unpackError(layer: LayerRecord, err: unknown): unknown {
+    const origin = this.layerOrigins.get(layer.digest);
+    if (!origin || (err as Error).name === 'AbortError') return err;
+    const text = (err as Error).message;
+    const reason = text.startsWith(`layer ${layer.digest}: `) ? text.slice(`layer ${layer.digest}: `.length) : text;
+    const message = `failed to unpack layer ${layer.digest}: ${reason}`; // the step's name names the image
+    const { hidden, ...step } = this.step(origin.digest, origin.v);
+    if (!hidden) this.opts.progress({ type: 'step', ...step, status: 'error', at: Date.now(), error: message });
+    return new StepError(origin.v.meta, message);
   }
 
   /** Runs `fn` with the filesystem of `layers` mounted read-only. */

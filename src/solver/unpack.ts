@@ -14,6 +14,7 @@ import { createGunzip } from 'node:zlib';
 import tar from 'tar-stream';
 import { mkdirAll, type Owner } from './copy.js';
 import { resolveInRoot } from '../executor/scoped-path.js';
+import { writeSparseSync } from '../snapshotter/fsutil.js';
 
 export type ArchiveKind = 'tar' | 'gzip' | 'bzip2' | 'xz';
 
@@ -86,7 +87,13 @@ export async function extractArchive(file: string, kind: ArchiveKind, root: stri
         case 'contiguous-file': {
           const fh = await open(host, 'wx', 0o600);
           try {
-            for await (const chunk of entry) await fh.write(chunk as Buffer);
+            // Zero runs stay holes, as in a layer apply.
+            let pos = 0;
+            for await (const chunk of entry) {
+              writeSparseSync(fh.fd, chunk as Buffer, pos);
+              pos += (chunk as Buffer).length;
+            }
+            await fh.truncate(pos);
           } finally {
             await fh.close();
           }

@@ -175,6 +175,15 @@ const CASES: Case[] = [
     },
   },
   {
+    // overlayfs merges the layers' root directories whatever their opaque xattr; native follows it.
+    id: 'opaque-root',
+    layer: { entries: [{ name: './', type: 'directory' }, { name: './.wh..wh..opq' }, { name: './added', content: 'a' }] },
+    outcome: async (root) => {
+      expect((await readdir(root)).sort()).toEqual(['added', 'dir', 'etc', 'evil', 'lower', 'ro', 'up']);
+      expect(await readFile(join(root, 'etc/passwd'), 'utf8')).toBe('root:x:0:0:root:/root:/bin/sh\n');
+    },
+  },
+  {
     id: 'dir-replaced-by-file-and-back',
     layer: { entries: [{ name: 'dir', content: 'now a file' }, { name: 'etc/passwd/', type: 'directory' }, { name: 'etc/passwd/x', content: 'x' }] },
     outcome: async (root) => {

@@ -1,6 +1,11 @@
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { link, lstat, mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   SnapshotExistsError,
@@ -14,6 +19,7 @@ import {
 } from '../../src/snapshotter/index.js';
 import { mountCommand } from '../../src/snapshotter/mount.js';
 import type { Digest } from '../../src/oci/types.js';
+import { mountsUnder } from '../helpers/cli.js';
 import { tempDir } from './helpers.js';
 
 const kinds = ['overlayfs', 'native'] as const;
@@ -211,11 +217,83 @@ describe('snapshotter selection', () => {
       expect((await createSnapshotter(root, 'auto')).name).toBe('overlayfs');
       await expect(createSnapshotter(root, 'native')).rejects.toThrow(/cannot be opened as native/);
       expect((await readdir(root)).sort()).toEqual(['driver', 'metadata', 'mounts', 'snapshots', 'trash']);
+      expect(await readdir(join(root, 'mounts'))).toEqual([]);
     } finally {
       await dir.cleanup();
     }
   });
+
+  it('the overlay probe of a process killed with its test mount up is unmounted and removed by the next sweep', async () => {
+    const dir = await tempDir('builder-sn-probe-');
+    const root = join(dir.path, 'root');
+    try {
+      await mkdir(root);
+      // The compiled library, as the CLI runs it (the test suite builds it first).
+      const lib = fileURLToPath(new URL('../../dist/snapshotter/index.js', import.meta.url));
+      expect(existsSync(lib), `${lib} is missing: run npm run build`).toBe(true);
+      const probeLoop = `const { overlaySupported } = await import(${JSON.stringify(lib)}); for (;;) await overlaySupported(process.argv[1]);`;
+      let leftover = false;
+      for (let attempt = 0; attempt < 20 && !leftover; attempt++) {
+        const child = spawn(process.execPath, ['--input-type=module', '-e', probeLoop, root], { stdio: 'ignore' });
+        const exited = once(child, 'exit');
+        // Freeze the prober and its command shell at random moments until the test mount is up,
+        // then kill them there, as a Ctrl-\ or an OOM kill would.
+        for (let i = 0; i < 100 && !leftover; i++) {
+          await sleep(Math.random() * 8);
+          const group = commandShellGroup(child.pid!);
+          child.kill('SIGSTOP');
+          signalGroup(group, 'SIGSTOP');
+          leftover = mountsUnder(root).length > 0;
+          const signal = leftover ? 'SIGKILL' : 'SIGCONT';
+          signalGroup(group, signal);
+          child.kill(signal);
+        }
+        child.kill('SIGKILL');
+        await exited;
+      }
+      expect(leftover, 'no prober was caught with its test mount up').toBe(true);
+
+      const sn = await createSnapshotter(root, 'overlayfs');
+      const report = await sn.sweep();
+      expect(report.unmounted.length).toBeGreaterThan(0);
+      expect(mountsUnder(root)).toEqual([]);
+      expect((await readdir(root)).sort()).toEqual(['driver', 'metadata', 'mounts', 'snapshots', 'trash']);
+      expect(await readdir(join(root, 'mounts'))).toEqual([]);
+    } finally {
+      for (const m of mountsUnder(root).reverse()) spawnSync('umount', ['-l', m]);
+      await dir.cleanup();
+    }
+  });
 });
+
+function signalGroup(group: number | undefined, signal: NodeJS.Signals): void {
+  if (group === undefined) return;
+  try {
+    process.kill(-group, signal);
+  } catch {
+    // it has exited
+  }
+}
+
+/** The process group of the command shell (see runShort) that process `pid` started, if any yet. */
+function commandShellGroup(pid: number): number | undefined {
+  try {
+    return findCommandShell(pid);
+  } catch {
+    return undefined; // a child exited while we looked
+  }
+}
+
+function findCommandShell(pid: number): number | undefined {
+  for (const task of readdirSync(`/proc/${pid}/task`)) {
+    for (const child of readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').split(' ').filter(Boolean)) {
+      // The shell runs in a process group of its own (it leads it); other children do not.
+      const stat = readFileSync(`/proc/${child}/stat`, 'utf8');
+      if (stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2] === child) return Number(child);
+    }
+  }
+  return undefined;
+}
 
 describe('overlay lowerdir length', () => {
   it('mounts a 150-layer chain under a long root path', async () => {
