@@ -115,6 +115,9 @@ export const PROXY_ARGS: readonly string[] = [
 const DEPENDENCY_INSTALL =
   /\b(?:npm (?:ci|install|i)|yarn(?: install)?(?=\s|$|;|&)|pnpm (?:install|i)|pip3? install|poetry install|pipenv install|bundle install|composer install|go mod download|cargo (?:build|fetch)|mvn [^;&|]*dependency:|gradle [^;&|]*dependencies|dotnet restore|mix deps\.get)\b/;
 
+/** `${NAME:-…}`, `${NAME+…}`, `${NAME?…}`: references that deal with NAME being unset. */
+const GUARDED_REF = /\$\{([\p{L}\p{Nd}_]+|[@*#?$!0-]):?[-+=?]/gu;
+
 /** Where a RUN heredoc with a `#!` line is written while its step runs. */
 export const HEREDOC_SCRIPT_DIR = '/.builder-heredoc';
 
@@ -144,6 +147,11 @@ export function setEnvEntry(env: readonly string[] | undefined, key: string, val
   if (i >= 0) out[i] = `${key}=${value}`;
   else out.push(`${key}=${value}`);
   return out;
+}
+
+/** `record[key] = value`, also for a key such as `__proto__` that assignment would not store. */
+function setKey<T>(record: Record<string, T>, key: string, value: T): void {
+  Object.defineProperty(record, key, { value, enumerable: true, writable: true, configurable: true });
 }
 
 function envMap(env: readonly string[] | undefined): Map<string, string> {
@@ -187,8 +195,10 @@ export function stageStateFrom(base: StageState): StageState {
     workdir: base.workdir,
     user: base.user,
     config,
-    history: base.history.map((h) => ({ ...h })),
-    buildArgs: base.buildArgs.map((a) => ({ ...a })),
+    // Entries are never changed once pushed, so they are shared: copying each one made a chain
+    // of stages quadratic.
+    history: [...base.history],
+    buildArgs: [...base.buildArgs],
   };
 }
 
@@ -263,6 +273,8 @@ export class StageDispatcher {
   /** CMD set in this stage: then ENTRYPOINT keeps it (an inherited CMD is reset). */
   private cmdSet = false;
   private onbuild = false;
+  /** Positions of the keys of `state.config.Env` (the list it indexes). */
+  private envIndex: { list: string[]; at: Map<string, number> } | undefined;
 
   constructor(
     private readonly ctx: DispatchContext,
@@ -329,7 +341,7 @@ export class StageDispatcher {
       case 'MAINTAINER':
         // Docker records MAINTAINER as the image author; ImageSpec has no author field, so it
         // becomes the conventional `maintainer` label.
-        this.state.config.Labels = { ...(this.state.config.Labels ?? {}), maintainer: cmd.maintainer };
+        setKey((this.state.config.Labels ??= {}), 'maintainer', cmd.maintainer);
         return this.commit(`MAINTAINER ${cmd.maintainer}`);
       case 'ONBUILD':
         // Stored for images built FROM this one; BuildKit writes no history entry for it.
@@ -347,13 +359,14 @@ export class StageDispatcher {
   private expand(cmd: Command, word: string): string {
     let result;
     try {
-      result = this.ctx.lex.process(word, this.state.env);
+      result = this.ctx.lex.process(word, this.state.env, false);
     } catch (err) {
       throw this.error(cmd, `${cmd.kind}: ${messageOf(err)}`, err);
     }
-    for (const name of result.unmatched) {
+    if (result.unmatched.size > 0) {
       // `${NAME:-default}`, `${NAME+alt}` … handle the unset case on purpose.
-      if (!new RegExp(`\\$\\{${name}:?[-+=?]`).test(word)) this.lintUndefined(cmd, name);
+      const guarded = new Set(Array.from(word.matchAll(GUARDED_REF), (m) => m[1]));
+      for (const name of result.unmatched) if (!guarded.has(name)) this.lintUndefined(cmd, name);
     }
     return result.result;
   }
@@ -436,17 +449,28 @@ export class StageDispatcher {
   }
 
   private env(_cmd: Command, pairs: KeyValue[]): void {
+    const env = (this.state.config.Env ??= []);
+    if (this.envIndex?.list !== env) {
+      const at = new Map<string, number>();
+      env.forEach((e, i) => at.has(envKey(e)) || at.set(envKey(e), i));
+      this.envIndex = { list: env, at };
+    }
+    const at = this.envIndex.at;
     for (const { key, value } of pairs) {
       this.state.env.set(key, value);
-      this.state.config.Env = setEnvEntry(this.state.config.Env, key, value);
+      // In place, as setEnvEntry does, without scanning the list for every ENV line.
+      const i = at.get(key);
+      if (i === undefined) at.set(key, env.push(`${key}=${value}`) - 1);
+      else env[i] = `${key}=${value}`;
     }
     this.commit(`ENV ${pairs.map((p) => `${p.key}=${p.value}`).join(' ')}`);
   }
 
+  // The stage's config is its own (copied from the base), so it is updated in place: a copy per
+  // instruction made thousands of LABEL lines quadratic.
   private labels(pairs: KeyValue[]): void {
-    const labels = { ...(this.state.config.Labels ?? {}) };
-    for (const { key, value } of pairs) labels[key] = value;
-    this.state.config.Labels = labels;
+    const labels = (this.state.config.Labels ??= {});
+    for (const { key, value } of pairs) setKey(labels, key, value);
     this.commit(`LABEL ${pairs.map((p) => `${p.key}=${p.value}`).join(' ')}`);
   }
 
@@ -736,18 +760,16 @@ export class StageDispatcher {
         }
       }
     }
-    const exposed = { ...(this.state.config.ExposedPorts ?? {}) };
-    for (const p of ports) exposed[p] = {};
-    this.state.config.ExposedPorts = exposed;
+    const exposed = (this.state.config.ExposedPorts ??= {});
+    for (const p of ports) setKey(exposed, p, {});
     this.commit(`EXPOSE ${goList(ports)}`);
   }
 
   private volume(cmd: VolumeCommand): void {
     const volumes = cmd.volumes.map((v) => this.expand(cmd, v));
     if (volumes.some((v) => v === '')) throw this.error(cmd, 'VOLUME specified can not be an empty string');
-    const all = { ...(this.state.config.Volumes ?? {}) };
-    for (const v of volumes) all[v] = {};
-    this.state.config.Volumes = all;
+    const all = (this.state.config.Volumes ??= {});
+    for (const v of volumes) setKey(all, v, {});
     this.commit(`VOLUME ${goList(volumes)}`);
   }
 
