@@ -145,6 +145,7 @@ class Compiler {
   /** Stages by name (names are unique). */
   private readonly byName = new Map<string, Stage>();
   private names: string[] | undefined;
+  private readonly stepsText = { used: 0 };
   /** How many stages still to compile start FROM each stage (the target: always kept). */
   private readonly baseUses = new Map<Stage, number>();
   private readonly decodeCtx: DecodeContext;
@@ -577,6 +578,7 @@ class Compiler {
       copySource: (cmd: CopyCommand) => this.copySources.get(cmd) ?? { kind: 'context' },
       declaredArgs: this.declaredArgs,
       warn: (line, message, rule) => this.warn(line, message, rule),
+      size: this.stepsText,
     };
   }
 

@@ -94,7 +94,15 @@ export interface DispatchContext {
   declaredArgs: Set<string>;
   /** Reports a lint (a warning, never a failure). */
   warn?: (line: number, message: string, rule: string) => void;
+  /** Characters of text the steps and history hold so far, shared by the stages of a compile. */
+  size?: { used: number };
 }
+
+/**
+ * Most text the steps of one build may carry (commands, environments, history). Every RUN holds
+ * the whole environment, so a few large ARGs and many steps would make gigabytes to hash.
+ */
+export const MAX_STEPS_TEXT = 32 * 1024 * 1024;
 
 export interface StageLabel {
   /** `builder`, `stage-2`, or '' when the Dockerfile has a single stage (as BuildKit prints it). */
@@ -273,6 +281,8 @@ export class StageDispatcher {
   /** CMD set in this stage: then ENTRYPOINT keeps it (an inherited CMD is reset). */
   private cmdSet = false;
   private onbuild = false;
+  /** The instruction being dispatched. */
+  private current: Command | undefined;
   /** Positions of the keys of `state.config.Env` (the list it indexes). */
   private envIndex: { list: string[]; at: Map<string, number> } | undefined;
 
@@ -288,6 +298,7 @@ export class StageDispatcher {
 
   dispatch(cmd: Command, isOnBuild = false): void {
     this.onbuild = isOnBuild;
+    this.current = cmd;
     try {
       this.dispatchCommand(cmd);
     } catch (err) {
@@ -435,7 +446,20 @@ export class StageDispatcher {
     return { name, file: this.ctx.file, startLine: cmd.instr.startLine, endLine: cmd.instr.endLine };
   }
 
+  private charge(cmd: Command, chars: number): void {
+    const size = this.ctx.size;
+    if (!size) return;
+    size.used += chars;
+    if (size.used > MAX_STEPS_TEXT) {
+      throw this.error(
+        cmd,
+        `${cmd.kind}: the build's steps would hold more than ${MAX_STEPS_TEXT / 1024 / 1024} MiB of commands and environment (every RUN step carries the whole environment, so large values multiply)`,
+      );
+    }
+  }
+
   private commit(createdBy: string, vertex?: Digest): void {
+    if (this.current) this.charge(this.current, createdBy.length);
     const entry: HistoryItem = { created_by: createdBy, comment: HISTORY_COMMENT };
     if (this.ctx.created) entry.created = this.ctx.created;
     if (vertex) entry.vertex = vertex;
@@ -551,6 +575,7 @@ export class StageDispatcher {
         args = this.withShell(full);
       }
     }
+    this.charge(cmd, args.reduce((n, a) => n + a.length, 0) + [...this.state.env].reduce((n, [k, v]) => n + k.length + v.length + 1, 0));
     const op: ExecOp = {
       type: 'exec',
       args,
@@ -646,7 +671,14 @@ export class StageDispatcher {
     }
     // ADD <url>: a download vertex, copied like a one-file filesystem (extracted with --unpack).
     for (const url of urls) {
-      const filename = (decodeURIComponent(new URL(url).pathname.split('/').pop() ?? '') || '__unnamed__').replace(/[/\\]/g, '_');
+      let base: string;
+      try {
+        base = decodeURIComponent(new URL(url).pathname.split('/').pop() ?? '');
+      } catch {
+        // As BuildKit's url.Parse: a malformed URL or %-escape is an error.
+        throw this.error(cmd, `${cmd.kind} ${url}: not a valid URL`);
+      }
+      const filename = (base || '__unnamed__').replace(/[/\\]/g, '_');
       const http = this.ctx.builder.add({ type: 'http', url, filename, ...(checksum ? { checksum: checksum as Digest } : {}) }, [], {
         name: `[internal] download ${url}`,
       });

@@ -77,6 +77,9 @@ export interface ProcessResult {
 
 const EOF = '';
 
+/** Deepest `${…${…}}` nesting expanded. */
+const MAX_NESTING = 100;
+
 /** Stands in for a WordBuilder when the words are not wanted. */
 const NO_WORDS = {
   addChar(_ch: string): void {},
@@ -145,6 +148,7 @@ class WordScanner {
   readonly matched = new Set<string>();
   readonly unmatched = new Set<string>();
   private rawEscapes: boolean;
+  private depth = 0;
 
   constructor(
     word: string,
@@ -175,6 +179,8 @@ class WordScanner {
    * split only when asked for: nested calls use the result alone.
    */
   private processStopOn(stopChar: string, rawEscapes: boolean, wantWords = false): { result: string; words: string[] } {
+    // `${A:-${B:-${C…}}}` recurses once per level: bound it before the stack is.
+    if (++this.depth > MAX_NESTING) throw new ShellExpansionError(`variable substitutions nested more than ${MAX_NESTING} deep`);
     let result = '';
     const words = wantWords ? new WordBuilder() : NO_WORDS;
     const saved = this.rawEscapes;
@@ -214,6 +220,7 @@ class WordScanner {
       return { result, words: words.finish() };
     } finally {
       this.rawEscapes = saved;
+      this.depth--;
     }
   }
 
