@@ -41,7 +41,7 @@ export class DockerfileError extends Error {
     if (this.source.length > 0 && this.line > 0) {
       const width = String(this.line + this.source.length - 1).length;
       this.source.forEach((text, i) => {
-        out.push(`  ${String(this.line + i).padStart(width)} | ${text}`);
+        out.push(`  ${String(this.line + i).padStart(width)} | ${clip(text, 500)}`);
       });
       if (this.column !== undefined && this.source.length === 1) {
         out.push(`  ${' '.repeat(width)} | ${' '.repeat(Math.max(0, this.column - 1))}^`);
@@ -49,6 +49,11 @@ export class DockerfileError extends Error {
     }
     return out.join('\n');
   }
+}
+
+/** Text shortened for a message: a hostile file can hold a word of megabytes. */
+export function clip(text: string, max = 80): string {
+  return text.length > max ? `${text.slice(0, max)}… (${text.length} characters)` : text;
 }
 
 export function isDockerfileError(err: unknown): err is DockerfileError {

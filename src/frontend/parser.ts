@@ -226,7 +226,14 @@ export function parseDockerfile(text: string, file = 'Dockerfile'): Dockerfile {
     if (!instruction) continue;
     if (HEREDOC_INSTRUCTIONS.has(instruction.keyword) && !instruction.json && line.includes('<<')) {
       const heredocs: Heredoc[] = [];
-      for (const marker of heredocMarkers(line)) {
+      let markers: ReturnType<typeof heredocMarkers>;
+      try {
+        markers = heredocMarkers(line);
+      } catch (err) {
+        // BuildKit's ParseHeredoc fails the same way on a marker such as <<EOF" (unbalanced quote).
+        throw new DockerfileError(`${instruction.keyword}: ${(err as Error).message}`, { file, line: startLine, endLine, source: location.source }, { cause: err });
+      }
+      for (const marker of markers) {
         const bodyStart = idx + 1;
         let content = '';
         let terminated = false;
