@@ -119,9 +119,12 @@ export const PROXY_ARGS: readonly string[] = [
   'HTTP_PROXY', 'http_proxy', 'HTTPS_PROXY', 'https_proxy', 'FTP_PROXY', 'ftp_proxy', 'NO_PROXY', 'no_proxy', 'ALL_PROXY', 'all_proxy',
 ];
 
-/** Commands that install dependencies from manifests (for the CopyAllBeforeInstall lint). */
+/**
+ * Commands that install dependencies from manifests (for the CopyAllBeforeInstall lint). The
+ * bounded `{0,200}` keeps a long command of many `mvn ` words from backtracking quadratically.
+ */
 const DEPENDENCY_INSTALL =
-  /\b(?:npm (?:ci|install|i)|yarn(?: install)?(?=\s|$|;|&)|pnpm (?:install|i)|pip3? install|poetry install|pipenv install|bundle install|composer install|go mod download|cargo (?:build|fetch)|mvn [^;&|]*dependency:|gradle [^;&|]*dependencies|dotnet restore|mix deps\.get)\b/;
+  /\b(?:npm (?:ci|install|i)|yarn(?: install)?(?=\s|$|;|&)|pnpm (?:install|i)|pip3? install|poetry install|pipenv install|bundle install|composer install|go mod download|cargo (?:build|fetch)|mvn [^;&|]{0,200}dependency:|gradle [^;&|]{0,200}dependencies|dotnet restore|mix deps\.get)\b/;
 
 /** `${NAME:-…}`, `${NAME+…}`, `${NAME?…}`: references that deal with NAME being unset. */
 const GUARDED_REF = /\$\{([\p{L}\p{Nd}_]+|[@*#?$!0-]):?[-+=?]/gu;
@@ -159,7 +162,8 @@ export function setEnvEntry(env: readonly string[] | undefined, key: string, val
 
 /** `record[key] = value`, also for a key such as `__proto__` that assignment would not store. */
 function setKey<T>(record: Record<string, T>, key: string, value: T): void {
-  Object.defineProperty(record, key, { value, enumerable: true, writable: true, configurable: true });
+  if (key === '__proto__') Object.defineProperty(record, key, { value, enumerable: true, writable: true, configurable: true });
+  else record[key] = value;
 }
 
 function envMap(env: readonly string[] | undefined): Map<string, string> {

@@ -133,7 +133,9 @@ function parseFlags(instr: Instruction, ctx: DecodeContext): Map<string, FlagVal
     if (kind === 'list') {
       if (flag.value === undefined) throw errorAt(instr, ctx, `${instr.keyword}: missing a value on flag --${flag.name}`);
       const list = out.get(flag.name);
-      out.set(flag.name, [...(Array.isArray(list) ? list : []), flag.value]);
+      // Appended in place: thousands of --mount flags on one line would otherwise be quadratic.
+      if (Array.isArray(list)) list.push(flag.value);
+      else out.set(flag.name, [flag.value]);
       continue;
     }
     if (out.has(flag.name)) throw errorAt(instr, ctx, `${instr.keyword}: duplicate flag specified: --${flag.name}`);
