@@ -176,6 +176,11 @@ describe('bombs', () => {
     expect(p.compiled.warnings.filter((w) => w.rule)).toEqual([]);
   });
 
+  it('the CopyAllBeforeInstall lint reads a RUN of 250,000 "mvn " words in linear time', async () => {
+    const r = await compileText(`FROM scratch\nCOPY . .\nRUN ${'mvn '.repeat(250_000)}\nRUN mvn -q dependency:go-offline\n`);
+    expect(r.warnings.filter((w) => w.rule === 'CopyAllBeforeInstall').map((w) => w.line)).toEqual([2]);
+  });
+
   it('a malformed ADD URL is an error naming the line', async () => {
     const err = await dockerfileError(compileText('FROM scratch\nADD https://[::1/x /x\n'));
     expect(err.message).toBe('Dockerfile:2: ADD https://[::1/x: not a valid URL');
