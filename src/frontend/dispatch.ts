@@ -102,7 +102,7 @@ export interface DispatchContext {
  * Most text the steps of one build may carry (commands, environments, history). Every RUN holds
  * the whole environment, so a few large ARGs and many steps would make gigabytes to hash.
  */
-export const MAX_STEPS_TEXT = 32 * 1024 * 1024;
+export const MAX_STEPS_TEXT = 16 * 1024 * 1024;
 
 export interface StageLabel {
   /** `builder`, `stage-2`, or '' when the Dockerfile has a single stage (as BuildKit prints it). */
@@ -600,6 +600,8 @@ export class StageDispatcher {
 
   private workdir(cmd: Command, path: string): void {
     const wd = cleanPath(isAbsPath(path) ? path : joinPath('/', this.state.config.WorkingDir ?? '', path));
+    // `WORKDIR a` repeated makes ever longer paths, each held by its own step.
+    this.charge(cmd, wd.length);
     this.state.config.WorkingDir = wd;
     this.state.workdir = wd;
     if (wd === '/') {
@@ -648,6 +650,7 @@ export class StageDispatcher {
     const parents = cmd.flags.get('parents') === true;
     const destAbs = isAbsPath(destRaw) ? cleanPath(destRaw) : joinPath('/', this.state.workdir || '/', destRaw);
     const dest = destIsDir && destAbs !== '/' ? `${destAbs}/` : destAbs;
+    this.charge(cmd, dest.length + all.reduce((n, src) => n + src.length, 0));
 
     const chownRaw = stringFlag(cmd, 'chown');
     const chown = chownRaw ? this.expand(cmd, chownRaw) : '';
