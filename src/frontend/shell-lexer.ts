@@ -42,10 +42,10 @@ export class ExpansionBudget {
 }
 
 /**
- * 16 MiB: far beyond real Dockerfiles (a few KiB; the kernel refuses a single argument or
+ * 8 MiB: far beyond real Dockerfiles (a few KiB; the kernel refuses a single argument or
  * environment string over 128 KiB anyway), small enough to keep time and memory in check.
  */
-export const DEFAULT_EXPANSION_LIMIT = 16 * 1024 * 1024;
+export const DEFAULT_EXPANSION_LIMIT = 8 * 1024 * 1024;
 
 function formatSize(chars: number): string {
   return chars % (1024 * 1024) === 0 ? `${chars / 1024 / 1024} MiB` : `${chars} characters`;
