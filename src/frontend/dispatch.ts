@@ -99,8 +99,8 @@ export interface DispatchContext {
 }
 
 /**
- * Most text the steps of one build may carry (commands, environments, history). Every RUN holds
- * the whole environment, so a few large ARGs and many steps would make gigabytes to hash.
+ * Most text the steps of one build may carry (commands, paths, environments, history). Every RUN
+ * holds the whole environment, so a few large ARGs and many steps would make gigabytes to hash.
  */
 export const MAX_STEPS_TEXT = 16 * 1024 * 1024;
 
@@ -457,7 +457,7 @@ export class StageDispatcher {
     if (size.used > MAX_STEPS_TEXT) {
       throw this.error(
         cmd,
-        `${cmd.kind}: the build's steps would hold more than ${MAX_STEPS_TEXT / 1024 / 1024} MiB of commands and environment (every RUN step carries the whole environment, so large values multiply)`,
+        `${cmd.kind}: the build's steps would hold more than ${MAX_STEPS_TEXT / 1024 / 1024} MiB of commands, paths and environment (each RUN step carries the whole environment and each step its full paths, so large values multiply)`,
       );
     }
   }

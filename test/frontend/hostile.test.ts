@@ -162,7 +162,7 @@ describe('bombs', () => {
   it('a large value carried by thousands of RUN steps stops at the size limit', async () => {
     const runs = Array.from({ length: 5000 }, (_, i) => `RUN echo ${i}`).join('\n');
     const err = await dockerfileError(planOf(`FROM scratch\nENV BIG=${'b'.repeat(20_000)}\n${runs}\n`));
-    expect(err.message).toMatch(/^Dockerfile:\d+: RUN: the build's steps would hold more than 16 MiB of commands and environment/);
+    expect(err.message).toMatch(/^Dockerfile:\d+: RUN: the build's steps would hold more than 16 MiB of commands, paths and environment/);
     expect(err.line).toBeGreaterThan(500);
   });
 
