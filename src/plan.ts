@@ -103,33 +103,22 @@ export async function plan(opts: PlanOptions): Promise<PlanResult> {
 
   const compiled = await compile(input.dockerfile, compileOptions(input, opts, platform, resolveLocal));
 
-  // A vertex is listed under the first stage that needs it, dependencies first (a stage has more
-  // ancestors than any stage it depends on), then the stages are printed in file order.
-  const ancestors = (root: Digest): number => {
-    const seen = new Set<Digest>();
-    const stack = [root];
-    while (stack.length > 0) {
-      const d = stack.pop() as Digest;
-      if (seen.has(d)) continue;
-      seen.add(d);
-      stack.push(...(compiled.definition.vertices.get(d)?.inputs ?? []));
-    }
-    return seen.size;
-  };
-  const byDependency = [...compiled.stages].sort((a, b) => ancestors(a.root) - ancestors(b.root));
+  // A vertex is listed under the first stage that needs it, dependencies first (a stage comes
+  // after the stages its root depends on in a post-order walk), then the stages are printed in
+  // file order.
+  const vertices = compiled.definition.vertices;
+  const position = new Map<Digest, number>();
+  const seen = new Set<Digest>();
+  for (const stage of compiled.stages) for (const d of postOrder(vertices, stage.root, seen)) position.set(d, position.size);
+  const byDependency = [...compiled.stages].sort((a, b) => (position.get(a.root) ?? 0) - (position.get(b.root) ?? 0));
   const assigned = new Set<Digest>();
   const planned = new Map<number, PlannedStage>();
   for (const stage of byDependency) {
     const steps: PlannedStep[] = [];
-    const visit = (digest: Digest): void => {
-      if (assigned.has(digest)) return;
-      assigned.add(digest);
-      const v = compiled.definition.vertices.get(digest);
-      if (!v) return;
-      for (const input of v.inputs) visit(input);
+    for (const digest of postOrder(vertices, stage.root, assigned)) {
+      const v = vertices.get(digest) as Vertex;
       if (!v.meta.hidden) steps.push({ digest, name: v.meta.name, type: v.op.type, ...(v.meta.startLine ? { line: v.meta.startLine } : {}) });
-    };
-    visit(stage.root);
+    }
     const base = unresolved.get(stage.base);
     planned.set(stage.index, {
       name: stage.name ?? `stage-${stage.index}`,
@@ -141,6 +130,30 @@ export async function plan(opts: PlanOptions): Promise<PlanResult> {
   }
   const stages = compiled.stages.map((s) => planned.get(s.index) as PlannedStage);
   return { compiled, stages, unresolved: [...new Set(unresolved.values())], warnings: compiled.warnings };
+}
+
+/**
+ * The vertices reachable from `root` that are not in `seen` (which it extends), each after its
+ * inputs. Iterative: a chain of steps is as deep as the Dockerfile is long.
+ */
+function postOrder(vertices: ReadonlyMap<Digest, Vertex>, root: Digest, seen: Set<Digest>): Digest[] {
+  const out: Digest[] = [];
+  if (seen.has(root)) return out;
+  seen.add(root);
+  const frames = [{ digest: root, next: 0 }];
+  while (frames.length > 0) {
+    const frame = frames[frames.length - 1] as (typeof frames)[number];
+    const v = vertices.get(frame.digest);
+    const input = v?.inputs[frame.next++];
+    if (input === undefined) {
+      frames.pop();
+      if (v) out.push(frame.digest);
+    } else if (!seen.has(input)) {
+      seen.add(input);
+      frames.push({ digest: input, next: 0 });
+    }
+  }
+  return out;
 }
 
 /** The plan as text: one block per stage, one line per step with its vertex digest. */

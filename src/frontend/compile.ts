@@ -28,7 +28,7 @@ import {
 } from './instructions.js';
 import { parseInstructionLine, type Dockerfile } from './parser.js';
 import { formatPlatform, parsePlatform, samePlatform } from './platform.js';
-import { ShellLex } from './shell-lexer.js';
+import { ExpansionBudget, ShellLex } from './shell-lexer.js';
 import { suggest } from './suggest.js';
 
 export interface ResolvedImage {
@@ -146,6 +146,13 @@ function createdTime(opts: CompileOptions): string | undefined {
 class Compiler {
   private readonly builder = new DefinitionBuilder();
   private readonly warnings: CompileWarning[] = [];
+  private readonly warned = new Set<string>();
+  /** Stages by name (names are unique). */
+  private readonly byName = new Map<string, Stage>();
+  private names: string[] | undefined;
+  private readonly stepsText = { used: 0 };
+  /** How many stages still to compile start FROM each stage (the target: always kept). */
+  private readonly baseUses = new Map<Stage, number>();
   private readonly decodeCtx: DecodeContext;
   private readonly lex: ShellLex;
   private readonly stages: Stage[] = [];
@@ -165,7 +172,7 @@ class Compiler {
   ) {
     const escape = df.escape ?? (df.directives.escape === '`' ? '`' : '\\');
     this.decodeCtx = { file: opts.file, escape, lines: df.lines ?? [] };
-    this.lex = new ShellLex(escape);
+    this.lex = new ShellLex(escape, { budget: new ExpansionBudget() });
     this.createdAt = createdTime(opts);
     this.checks = parseCheckDirective(df.directives.check);
   }
@@ -181,6 +188,8 @@ class Compiler {
     this.checkCycles();
     const reachable = await this.resolveReachable(target);
     // Dependencies first: COPY --from may name a stage defined later in the file (as in BuildKit).
+    for (const stage of reachable) if (stage.base.kind === 'stage') this.baseUses.set(stage.base.stage, (this.baseUses.get(stage.base.stage) ?? 0) + 1);
+    this.baseUses.set(target, Infinity);
     for (const stage of this.dependencyOrder(reachable)) this.compileStage(stage);
     return this.result(target, reachable);
   }
@@ -196,42 +205,72 @@ class Compiler {
     return deps;
   }
 
-  /** BuildKit's hasCircularDependency, over every stage (reachable or not), naming the COPY lines. */
+  /**
+   * BuildKit's hasCircularDependency, over every stage (reachable or not), naming the COPY lines.
+   * Walks with an explicit stack: a file can chain thousands of stages.
+   */
   private checkCycles(): void {
     const done = new Set<Stage>();
     const path: Array<{ stage: Stage; via?: Command }> = [];
-    const visit = (stage: Stage, via?: Command): void => {
-      const at = path.findIndex((p) => p.stage === stage);
-      if (at >= 0) {
-        const cycle = [...path.slice(at), { stage, via }];
-        const names = cycle.map((p) => this.stageLabel(p.stage)).join(' -> ');
-        const vias = cycle.flatMap((p) => (p.via ? [p.via] : []));
-        const first = vias[0] ?? stage.from;
-        throw errorAt(
-          first.instr,
-          this.decodeCtx,
-          `circular dependency detected on stage: ${this.stageLabel(stage)} (${names}, through COPY --from on line${vias.length > 1 ? 's' : ''} ${vias.map((c) => c.instr.startLine).join(', ')})`,
-        );
-      }
-      if (done.has(stage)) return;
-      path.push({ stage, via });
-      for (const dep of this.dependencies(stage)) visit(dep.stage, dep.via);
-      path.pop();
-      done.add(stage);
+    const onPath = new Map<Stage, number>();
+    const cycleError = (stage: Stage, via: Command | undefined, at: number): DockerfileError => {
+      const cycle = [...path.slice(at), { stage, via }];
+      const names = cycle.map((p) => this.stageLabel(p.stage)).join(' -> ');
+      const vias = cycle.flatMap((p) => (p.via ? [p.via] : []));
+      const first = vias[0] ?? stage.from;
+      return errorAt(
+        first.instr,
+        this.decodeCtx,
+        `circular dependency detected on stage: ${this.stageLabel(stage)} (${names}, through COPY --from on line${vias.length > 1 ? 's' : ''} ${vias.map((c) => c.instr.startLine).join(', ')})`,
+      );
     };
-    for (const stage of this.stages) visit(stage);
+    // Each frame: the stage on the path and its dependencies not yet visited.
+    const frames: Array<{ deps: Array<{ stage: Stage; via?: Command }>; next: number }> = [];
+    const enter = (stage: Stage, via?: Command): void => {
+      const at = onPath.get(stage);
+      if (at !== undefined) throw cycleError(stage, via, at);
+      if (done.has(stage)) return;
+      onPath.set(stage, path.length);
+      path.push({ stage, via });
+      frames.push({ deps: this.dependencies(stage), next: 0 });
+    };
+    for (const root of this.stages) {
+      enter(root);
+      while (frames.length > 0) {
+        const frame = frames[frames.length - 1] as (typeof frames)[number];
+        const dep = frame.deps[frame.next++];
+        if (dep) {
+          enter(dep.stage, dep.via);
+          continue;
+        }
+        frames.pop();
+        const { stage } = path.pop() as { stage: Stage };
+        onPath.delete(stage);
+        done.add(stage);
+      }
+    }
   }
 
+  /** Stages in an order where every stage comes after those it depends on (no cycles by now). */
   private dependencyOrder(stages: Stage[]): Stage[] {
     const order: Stage[] = [];
     const seen = new Set<Stage>();
-    const visit = (stage: Stage): void => {
-      if (seen.has(stage)) return;
-      seen.add(stage);
-      for (const dep of this.dependencies(stage)) visit(dep.stage);
-      order.push(stage);
-    };
-    for (const stage of stages) visit(stage);
+    for (const root of stages) {
+      if (seen.has(root)) continue;
+      seen.add(root);
+      const frames = [{ stage: root, deps: this.dependencies(root), next: 0 }];
+      while (frames.length > 0) {
+        const frame = frames[frames.length - 1] as (typeof frames)[number];
+        const dep = frame.deps[frame.next++];
+        if (!dep) {
+          frames.pop();
+          order.push(frame.stage);
+        } else if (!seen.has(dep.stage)) {
+          seen.add(dep.stage);
+          frames.push({ stage: dep.stage, deps: this.dependencies(dep.stage), next: 0 });
+        }
+      }
+    }
     return order;
   }
 
@@ -239,7 +278,7 @@ class Compiler {
 
   /** Checks every instruction and groups them into global ARGs and stages. */
   private decode(): void {
-    const byName = new Map<string, Stage>();
+    const byName = this.byName;
     for (const instr of this.df.instructions) {
       const cmd = decodeInstruction(instr, this.decodeCtx);
       if (cmd.kind === 'FROM') {
@@ -271,7 +310,8 @@ class Compiler {
   }
 
   private stageNames(): string[] {
-    return this.stages.flatMap((s) => (s.name ? [s.name] : []));
+    this.names ??= this.stages.flatMap((s) => (s.name ? [s.name] : []));
+    return this.names;
   }
 
   private findTarget(): Stage {
@@ -345,7 +385,8 @@ class Compiler {
       }
     }
     const lower = baseName.toLowerCase();
-    const earlier = this.stages.find((s) => s.index < stage.index && s.name === lower);
+    const named = this.byName.get(lower);
+    const earlier = named && named.index < stage.index ? named : undefined;
     if (earlier) stage.base = { kind: 'stage', stage: earlier };
     else if (lower === 'scratch') stage.base = { kind: 'scratch' };
     else {
@@ -387,7 +428,7 @@ class Compiler {
       this.copySources.set(cmd, this.stageSource(stage));
       return;
     }
-    const stage = this.stages.find((s) => s.name === from.toLowerCase());
+    const stage = this.byName.get(from.toLowerCase());
     if (stage) {
       this.copySources.set(cmd, this.stageSource(stage));
       return;
@@ -411,17 +452,16 @@ class Compiler {
   // ---- what the target needs --------------------------------------------------------------
 
   private reachableFrom(target: Stage): Stage[] {
-    const seen = new Set<Stage>();
-    const visit = (stage: Stage): void => {
-      if (seen.has(stage)) return;
-      seen.add(stage);
-      if (stage.base.kind === 'stage') visit(stage.base.stage);
-      for (const cmd of [...(stage.triggers ?? []), ...stage.commands]) {
-        const source = this.copySources.get(cmd);
-        if (source?.kind === 'stage') visit(this.stages[source.index] as Stage);
+    const seen = new Set<Stage>([target]);
+    const todo = [target];
+    for (let stage = todo.pop(); stage; stage = todo.pop()) {
+      for (const dep of this.dependencies(stage)) {
+        if (!seen.has(dep.stage)) {
+          seen.add(dep.stage);
+          todo.push(dep.stage);
+        }
       }
-    };
-    visit(target);
+    }
     return [...seen].sort((a, b) => a.index - b.index);
   }
 
@@ -539,6 +579,7 @@ class Compiler {
       copySource: (cmd: CopyCommand) => this.copySources.get(cmd) ?? { kind: 'context' },
       declaredArgs: this.declaredArgs,
       warn: (line, message, rule) => this.warn(line, message, rule),
+      size: this.stepsText,
     };
   }
 
@@ -582,7 +623,12 @@ class Compiler {
       case 'stage': {
         const base = stage.base.stage.state;
         if (!base) throw new Error(`internal error: stage ${stage.base.stage.index} compiled after its dependant`);
+        // The last stage built on a base takes its history instead of copying it: a chain of
+        // stages would otherwise keep a copy per stage (quadratic).
+        const uses = (this.baseUses.get(stage.base.stage) ?? 1) - 1;
+        this.baseUses.set(stage.base.stage, uses);
         state = stageStateFrom(base);
+        if (uses === 0) base.history = [];
         break;
       }
     }
@@ -606,7 +652,9 @@ class Compiler {
 
   private warn(line: number, message: string, rule?: string): void {
     if (rule && this.checks.skip.has(rule)) return;
-    if (this.warnings.some((w) => w.line === line && w.message === message)) return;
+    const key = `${line}\u0000${message}`;
+    if (this.warned.has(key)) return;
+    this.warned.add(key);
     this.warnings.push({ file: this.opts.file, line, message, ...(rule ? { rule } : {}) });
   }
 

@@ -96,7 +96,15 @@ export interface DispatchContext {
   declaredArgs: Set<string>;
   /** Reports a lint (a warning, never a failure). */
   warn?: (line: number, message: string, rule: string) => void;
+  /** Characters of text the steps and history hold so far, shared by the stages of a compile. */
+  size?: { used: number };
 }
+
+/**
+ * Most text the steps of one build may carry (commands, paths, environments, history). Every RUN
+ * holds the whole environment, so a few large ARGs and many steps would make gigabytes to hash.
+ */
+export const MAX_STEPS_TEXT = 16 * 1024 * 1024;
 
 export interface StageLabel {
   /** `builder`, `stage-2`, or '' when the Dockerfile has a single stage (as BuildKit prints it). */
@@ -113,9 +121,15 @@ export const PROXY_ARGS: readonly string[] = [
   'HTTP_PROXY', 'http_proxy', 'HTTPS_PROXY', 'https_proxy', 'FTP_PROXY', 'ftp_proxy', 'NO_PROXY', 'no_proxy', 'ALL_PROXY', 'all_proxy',
 ];
 
-/** Commands that install dependencies from manifests (for the CopyAllBeforeInstall lint). */
+/**
+ * Commands that install dependencies from manifests (for the CopyAllBeforeInstall lint). The
+ * bounded `{0,200}` keeps a long command of many `mvn ` words from backtracking quadratically.
+ */
 const DEPENDENCY_INSTALL =
-  /\b(?:npm (?:ci|install|i)|yarn(?: install)?(?=\s|$|;|&)|pnpm (?:install|i)|pip3? install|poetry install|pipenv install|bundle install|composer install|go mod download|cargo (?:build|fetch)|mvn [^;&|]*dependency:|gradle [^;&|]*dependencies|dotnet restore|mix deps\.get)\b/;
+  /\b(?:npm (?:ci|install|i)|yarn(?: install)?(?=\s|$|;|&)|pnpm (?:install|i)|pip3? install|poetry install|pipenv install|bundle install|composer install|go mod download|cargo (?:build|fetch)|mvn [^;&|]{0,200}dependency:|gradle [^;&|]{0,200}dependencies|dotnet restore|mix deps\.get)\b/;
+
+/** `${NAME:-…}`, `${NAME+…}`, `${NAME?…}`: references that deal with NAME being unset. */
+const GUARDED_REF = /\$\{([\p{L}\p{Nd}_]+|[@*#?$!0-]):?[-+=?]/gu;
 
 /** Longest instruction text in a step name; the rest is elided. */
 const MAX_DISPLAY_CHARS = 1024;
@@ -149,6 +163,12 @@ export function setEnvEntry(env: readonly string[] | undefined, key: string, val
   if (i >= 0) out[i] = `${key}=${value}`;
   else out.push(`${key}=${value}`);
   return out;
+}
+
+/** `record[key] = value`, also for a key such as `__proto__` that assignment would not store. */
+function setKey<T>(record: Record<string, T>, key: string, value: T): void {
+  if (key === '__proto__') Object.defineProperty(record, key, { value, enumerable: true, writable: true, configurable: true });
+  else record[key] = value;
 }
 
 function envMap(env: readonly string[] | undefined): Map<string, string> {
@@ -192,8 +212,10 @@ export function stageStateFrom(base: StageState): StageState {
     workdir: base.workdir,
     user: base.user,
     config,
-    history: base.history.map((h) => ({ ...h })),
-    buildArgs: base.buildArgs.map((a) => ({ ...a })),
+    // Entries are never changed once pushed, so they are shared: copying each one made a chain
+    // of stages quadratic.
+    history: [...base.history],
+    buildArgs: [...base.buildArgs],
   };
 }
 
@@ -268,6 +290,10 @@ export class StageDispatcher {
   /** CMD set in this stage: then ENTRYPOINT keeps it (an inherited CMD is reset). */
   private cmdSet = false;
   private onbuild = false;
+  /** The instruction being dispatched. */
+  private current: Command | undefined;
+  /** Positions of the keys of `state.config.Env` (the list it indexes). */
+  private envIndex: { list: string[]; at: Map<string, number> } | undefined;
 
   constructor(
     private readonly ctx: DispatchContext,
@@ -281,6 +307,7 @@ export class StageDispatcher {
 
   dispatch(cmd: Command, isOnBuild = false): void {
     this.onbuild = isOnBuild;
+    this.current = cmd;
     try {
       this.dispatchCommand(cmd);
     } catch (err) {
@@ -334,7 +361,7 @@ export class StageDispatcher {
       case 'MAINTAINER':
         // Docker records MAINTAINER as the image author; ImageSpec has no author field, so it
         // becomes the conventional `maintainer` label.
-        this.state.config.Labels = { ...(this.state.config.Labels ?? {}), maintainer: cmd.maintainer };
+        setKey((this.state.config.Labels ??= {}), 'maintainer', cmd.maintainer);
         return this.commit(`MAINTAINER ${cmd.maintainer}`);
       case 'ONBUILD':
         // Stored for images built FROM this one; BuildKit writes no history entry for it.
@@ -352,13 +379,14 @@ export class StageDispatcher {
   private expand(cmd: Command, word: string): string {
     let result;
     try {
-      result = this.ctx.lex.process(word, this.state.env);
+      result = this.ctx.lex.process(word, this.state.env, false);
     } catch (err) {
       throw this.error(cmd, `${cmd.kind}: ${messageOf(err)}`, err);
     }
-    for (const name of result.unmatched) {
+    if (result.unmatched.size > 0) {
       // `${NAME:-default}`, `${NAME+alt}` … handle the unset case on purpose.
-      if (!new RegExp(`\\$\\{${name}:?[-+=?]`).test(word)) this.lintUndefined(cmd, name);
+      const guarded = new Set(Array.from(word.matchAll(GUARDED_REF), (m) => m[1]));
+      for (const name of result.unmatched) if (!guarded.has(name)) this.lintUndefined(cmd, name);
     }
     return result.result;
   }
@@ -425,7 +453,20 @@ export class StageDispatcher {
     return { name, file: this.ctx.file, startLine: cmd.instr.startLine, endLine: cmd.instr.endLine };
   }
 
+  private charge(cmd: Command, chars: number): void {
+    const size = this.ctx.size;
+    if (!size) return;
+    size.used += chars;
+    if (size.used > MAX_STEPS_TEXT) {
+      throw this.error(
+        cmd,
+        `${cmd.kind}: the build's steps would hold more than ${MAX_STEPS_TEXT / 1024 / 1024} MiB of commands, paths and environment (each RUN step carries the whole environment and each step its full paths, so large values multiply)`,
+      );
+    }
+  }
+
   private commit(createdBy: string, vertex?: Digest): void {
+    if (this.current) this.charge(this.current, createdBy.length);
     const entry: HistoryItem = { created_by: createdBy, comment: HISTORY_COMMENT };
     if (this.ctx.created) entry.created = this.ctx.created;
     if (vertex) entry.vertex = vertex;
@@ -439,17 +480,28 @@ export class StageDispatcher {
   }
 
   private env(_cmd: Command, pairs: KeyValue[]): void {
+    const env = (this.state.config.Env ??= []);
+    if (this.envIndex?.list !== env) {
+      const at = new Map<string, number>();
+      env.forEach((e, i) => at.has(envKey(e)) || at.set(envKey(e), i));
+      this.envIndex = { list: env, at };
+    }
+    const at = this.envIndex.at;
     for (const { key, value } of pairs) {
       this.state.env.set(key, value);
-      this.state.config.Env = setEnvEntry(this.state.config.Env, key, value);
+      // In place, as setEnvEntry does, without scanning the list for every ENV line.
+      const i = at.get(key);
+      if (i === undefined) at.set(key, env.push(`${key}=${value}`) - 1);
+      else env[i] = `${key}=${value}`;
     }
     this.commit(`ENV ${pairs.map((p) => `${p.key}=${p.value}`).join(' ')}`);
   }
 
+  // The stage's config is its own (copied from the base), so it is updated in place: a copy per
+  // instruction made thousands of LABEL lines quadratic.
   private labels(pairs: KeyValue[]): void {
-    const labels = { ...(this.state.config.Labels ?? {}) };
-    for (const { key, value } of pairs) labels[key] = value;
-    this.state.config.Labels = labels;
+    const labels = (this.state.config.Labels ??= {});
+    for (const { key, value } of pairs) setKey(labels, key, value);
     this.commit(`LABEL ${pairs.map((p) => `${p.key}=${p.value}`).join(' ')}`);
   }
 
@@ -532,6 +584,7 @@ export class StageDispatcher {
         args = this.withShell(full);
       }
     }
+    this.charge(cmd, args.reduce((n, a) => n + a.length, 0) + [...this.state.env].reduce((n, [k, v]) => n + k.length + v.length + 1, 0));
     const op: ExecOp = {
       type: 'exec',
       args,
@@ -559,6 +612,8 @@ export class StageDispatcher {
 
   private workdir(cmd: Command, path: string): void {
     const wd = cleanPath(isAbsPath(path) ? path : joinPath('/', this.state.config.WorkingDir ?? '', path));
+    // `WORKDIR a` repeated makes ever longer paths, each held by its own step.
+    this.charge(cmd, wd.length);
     this.state.config.WorkingDir = wd;
     this.state.workdir = wd;
     if (wd === '/') {
@@ -607,6 +662,7 @@ export class StageDispatcher {
     const parents = cmd.flags.get('parents') === true;
     const destAbs = isAbsPath(destRaw) ? cleanPath(destRaw) : joinPath('/', this.state.workdir || '/', destRaw);
     const dest = destIsDir && destAbs !== '/' ? `${destAbs}/` : destAbs;
+    this.charge(cmd, dest.length + all.reduce((n, src) => n + src.length, 0));
 
     const chownRaw = stringFlag(cmd, 'chown');
     const chown = chownRaw ? this.expand(cmd, chownRaw) : '';
@@ -634,7 +690,14 @@ export class StageDispatcher {
     }
     // ADD <url>: a download vertex, copied like a one-file filesystem (extracted with --unpack).
     for (const url of urls) {
-      const filename = (decodeURIComponent(new URL(url).pathname.split('/').pop() ?? '') || '__unnamed__').replace(/[/\\]/g, '_');
+      let base: string;
+      try {
+        base = decodeURIComponent(new URL(url).pathname.split('/').pop() ?? '');
+      } catch {
+        // As BuildKit's url.Parse: a malformed URL or %-escape is an error.
+        throw this.error(cmd, `${cmd.kind} ${url}: not a valid URL`);
+      }
+      const filename = (base || '__unnamed__').replace(/[/\\]/g, '_');
       const http = this.ctx.builder.add({ type: 'http', url, filename, ...(checksum ? { checksum: checksum as Digest } : {}) }, [], {
         name: `[internal] download ${redactCredentials(url)}`,
       });
@@ -749,18 +812,16 @@ export class StageDispatcher {
         }
       }
     }
-    const exposed = { ...(this.state.config.ExposedPorts ?? {}) };
-    for (const p of ports) exposed[p] = {};
-    this.state.config.ExposedPorts = exposed;
+    const exposed = (this.state.config.ExposedPorts ??= {});
+    for (const p of ports) setKey(exposed, p, {});
     this.commit(`EXPOSE ${goList(ports)}`);
   }
 
   private volume(cmd: VolumeCommand): void {
     const volumes = cmd.volumes.map((v) => this.expand(cmd, v));
     if (volumes.some((v) => v === '')) throw this.error(cmd, 'VOLUME specified can not be an empty string');
-    const all = { ...(this.state.config.Volumes ?? {}) };
-    for (const v of volumes) all[v] = {};
-    this.state.config.Volumes = all;
+    const all = (this.state.config.Volumes ??= {});
+    for (const v of volumes) setKey(all, v, {});
     this.commit(`VOLUME ${goList(volumes)}`);
   }
 

@@ -3,7 +3,7 @@
 // other stages, so every instruction of the file can be checked before anything is compiled.
 
 import type { HealthConfig } from '../oci/types.js';
-import { DockerfileError } from './errors.js';
+import { DockerfileError, clipText } from './errors.js';
 import { goDuration, parseGoDuration } from './gofmt.js';
 import { KNOWN_INSTRUCTIONS, chompHeredoc, parseHeredocMarker, parseWords, splitWhitespace, type Heredoc, type Instruction } from './parser.js';
 import { suggest } from './suggest.js';
@@ -128,12 +128,14 @@ function parseFlags(instr: Instruction, ctx: DecodeContext): Map<string, FlagVal
       const known = Object.keys(spec).map((n) => `--${n}`);
       const hint = suggest(flag.name, Object.keys(spec));
       const extra = hint ? ` (did you mean --${hint}?)` : known.length > 0 ? ` (${instr.keyword} accepts ${known.join(', ')})` : ` (${instr.keyword} takes no flags)`;
-      throw errorAt(instr, ctx, `${instr.keyword}: unknown flag: --${flag.name}${extra}`, undefined, `--${flag.name}`);
+      throw errorAt(instr, ctx, `${instr.keyword}: unknown flag: --${clipText(flag.name, 80)}${extra}`, undefined, `--${flag.name}`);
     }
     if (kind === 'list') {
       if (flag.value === undefined) throw errorAt(instr, ctx, `${instr.keyword}: missing a value on flag --${flag.name}`);
       const list = out.get(flag.name);
-      out.set(flag.name, [...(Array.isArray(list) ? list : []), flag.value]);
+      // Appended in place: thousands of --mount flags on one line would otherwise be quadratic.
+      if (Array.isArray(list)) list.push(flag.value);
+      else out.set(flag.name, [flag.value]);
       continue;
     }
     if (out.has(flag.name)) throw errorAt(instr, ctx, `${instr.keyword}: duplicate flag specified: --${flag.name}`);
@@ -160,7 +162,7 @@ export function stringFlag(cmd: { flags: ReadonlyMap<string, FlagValue> }, name:
 export function decodeInstruction(instr: Instruction, ctx: DecodeContext): Command {
   if (!KNOWN_INSTRUCTIONS.includes(instr.keyword)) {
     const hint = suggest(instr.keyword, KNOWN_INSTRUCTIONS);
-    throw errorAt(instr, ctx, `unknown instruction "${instr.keyword}"${hint ? ` (did you mean ${hint}?)` : ''}`);
+    throw errorAt(instr, ctx, `unknown instruction "${clipText(instr.keyword, 80)}"${hint ? ` (did you mean ${hint}?)` : ''}`);
   }
   const flags = parseFlags(instr, ctx);
   const base = { instr, flags };
@@ -199,12 +201,19 @@ export function decodeInstruction(instr: Instruction, ctx: DecodeContext): Comma
         fail(`${instr.keyword} requires at least two arguments, but only ${words.length === 1 ? 'one was' : 'none were'} provided. Destination could not be determined`);
       }
       const from = stringFlag(base, 'from');
+      const heredoc = (word: string) => {
+        try {
+          return parseHeredocMarker(word);
+        } catch (err) {
+          return fail(`${instr.keyword}: ${(err as Error).message}`);
+        }
+      };
       const dest = words[words.length - 1] as string;
-      if (!instr.json && parseHeredocMarker(dest)) fail(`${instr.keyword} cannot accept a heredoc as a destination (${dest}); put the destination last`);
+      if (!instr.json && heredoc(dest)) fail(`${instr.keyword} cannot accept a heredoc as a destination (${dest}); put the destination last`);
       const sources: string[] = [];
       const contents: SourceContent[] = [];
       for (const word of words.slice(0, -1)) {
-        const marker = instr.json ? undefined : parseHeredocMarker(word);
+        const marker = instr.json ? undefined : heredoc(word);
         const doc = marker && instr.heredocs?.find((h) => h.name === marker.name);
         if (!marker || !doc) {
           sources.push(word);

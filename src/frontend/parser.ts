@@ -127,7 +127,8 @@ export const KNOWN_INSTRUCTIONS: readonly string[] = [
 const JSON_FORM = new Set(['ADD', 'COPY', 'CMD', 'ENTRYPOINT', 'RUN', 'SHELL', 'VOLUME']);
 
 const VALID_DIRECTIVES = new Set(['syntax', 'escape', 'check']);
-const DIRECTIVE_RE = /^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$/;
+// The value is trimmed afterwards: a lazy `(.+?)\s*$` would make a long line quadratic.
+const DIRECTIVE_RE = /^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(\S.*)$/;
 const KEYWORD_SPLIT_RE = /[\t\v\f\r ]+/;
 
 export function isSpace(ch: string): boolean {
@@ -166,7 +167,7 @@ class DirectiveState {
       this.done = true;
       return;
     }
-    const value = m[2] ?? '';
+    const value = (m[2] ?? '').trimEnd();
     if (Object.hasOwn(this.values, key)) {
       throw new DockerfileError(`only one ${key} parser directive can be used`, { file: this.file, line: lineNo, source: raw });
     }
@@ -225,7 +226,14 @@ export function parseDockerfile(text: string, file = 'Dockerfile'): Dockerfile {
     if (!instruction) continue;
     if (HEREDOC_INSTRUCTIONS.has(instruction.keyword) && !instruction.json && line.includes('<<')) {
       const heredocs: Heredoc[] = [];
-      for (const marker of heredocMarkers(line)) {
+      let markers: ReturnType<typeof heredocMarkers>;
+      try {
+        markers = heredocMarkers(line);
+      } catch (err) {
+        // BuildKit's ParseHeredoc fails the same way on a marker such as <<EOF" (unbalanced quote).
+        throw new DockerfileError(`${instruction.keyword}: ${(err as Error).message}`, { file, line: startLine, endLine, source: location.source }, { cause: err });
+      }
+      for (const marker of markers) {
         const bodyStart = idx + 1;
         let content = '';
         let terminated = false;
@@ -269,7 +277,7 @@ interface LineLocation {
 }
 
 /** Parses one logical line (`KEYWORD [--flags] args`); undefined for a line with no keyword. */
-export function parseInstructionLine(line: string, escape: EscapeChar, loc: LineLocation): Instruction | undefined {
+export function parseInstructionLine(line: string, escape: EscapeChar, loc: LineLocation, nested = false): Instruction | undefined {
   const trimmed = line.trim();
   if (trimmed === '') return undefined;
   const m = KEYWORD_SPLIT_RE.exec(trimmed);
@@ -285,8 +293,10 @@ export function parseInstructionLine(line: string, escape: EscapeChar, loc: Line
     const json = parseJsonArray(jsonSource, keyword, loc);
     if (json) instruction.json = json;
   }
-  if (keyword === 'ONBUILD') {
-    const trigger = parseInstructionLine(args, escape, loc);
+  // One level only: `ONBUILD ONBUILD …` is refused later, and recursing once per word of a
+  // hostile line would overflow the stack.
+  if (keyword === 'ONBUILD' && !nested) {
+    const trigger = parseInstructionLine(args, escape, loc, true);
     if (trigger) instruction.trigger = trigger;
   }
   return instruction;

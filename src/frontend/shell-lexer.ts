@@ -21,6 +21,36 @@ export class ShellExpansionError extends Error {
   override readonly name = 'ShellExpansionError';
 }
 
+/**
+ * How much text variable substitution may produce, summed over every word expanded with it (one
+ * compile shares one). Without a bound, `ARG B=$A$A`, `ARG C=$B$B` … doubles at each line and a
+ * short file asks for gigabytes.
+ */
+export class ExpansionBudget {
+  private used = 0;
+
+  constructor(readonly limit: number = DEFAULT_EXPANSION_LIMIT) {}
+
+  spend(chars: number): void {
+    this.used += chars;
+    if (this.used > this.limit) {
+      throw new ShellExpansionError(
+        `variable expansion exceeds the limit of ${formatSize(this.limit)} of substituted text for one build (values that double at each reference grow exponentially)`,
+      );
+    }
+  }
+}
+
+/**
+ * 8 MiB: far beyond real Dockerfiles (a few KiB; the kernel refuses a single argument or
+ * environment string over 128 KiB anyway), small enough to keep time and memory in check.
+ */
+export const DEFAULT_EXPANSION_LIMIT = 8 * 1024 * 1024;
+
+function formatSize(chars: number): string {
+  return chars % (1024 * 1024) === 0 ? `${chars / 1024 / 1024} MiB` : `${chars} characters`;
+}
+
 export interface LexOptions {
   /** Keep quote characters in the result (used to print commands, not to evaluate them). */
   rawQuotes?: boolean;
@@ -30,6 +60,8 @@ export interface LexOptions {
   skipProcessQuotes?: boolean;
   /** Leave references to unset variables as written instead of expanding them to "". */
   skipUnsetEnv?: boolean;
+  /** Charged with every substituted value; shared by lexers derived with `with()`. */
+  budget?: ExpansionBudget;
 }
 
 export interface ProcessResult {
@@ -44,6 +76,20 @@ export interface ProcessResult {
 }
 
 const EOF = '';
+
+/** Deepest `${…${…}}` nesting expanded. */
+const MAX_NESTING = 100;
+
+/** Stands in for a WordBuilder when the words are not wanted. */
+const NO_WORDS = {
+  addChar(_ch: string): void {},
+  addRawChar(_ch: string): void {},
+  addString(_s: string): void {},
+  addRawString(_s: string): void {},
+  finish(): string[] {
+    return [];
+  },
+};
 
 /** Accumulates shell words: unquoted whitespace separates them, quoted text never does. */
 class WordBuilder {
@@ -68,8 +114,16 @@ class WordBuilder {
     this.inWord = true;
   }
 
+  /** Text from a variable: its whitespace separates words too. Appends runs, not characters. */
   addString(s: string): void {
-    for (const ch of s) this.addChar(ch);
+    let start = 0;
+    for (let i = 0; i < s.length; i++) {
+      if (!isSpace(s[i] as string)) continue;
+      if (i > start) this.addRawString(s.slice(start, i));
+      this.addChar(s[i] as string);
+      start = i + 1;
+    }
+    if (start < s.length) this.addRawString(s.slice(start));
   }
 
   addRawString(s: string): void {
@@ -94,6 +148,7 @@ class WordScanner {
   readonly matched = new Set<string>();
   readonly unmatched = new Set<string>();
   private rawEscapes: boolean;
+  private depth = 0;
 
   constructor(
     word: string,
@@ -115,14 +170,19 @@ class WordScanner {
     return ch;
   }
 
-  run(): { result: string; words: string[] } {
-    return this.processStopOn(EOF, this.rawEscapes);
+  run(wantWords: boolean): { result: string; words: string[] } {
+    return this.processStopOn(EOF, this.rawEscapes, wantWords);
   }
 
-  /** Processes up to `stopChar` (consumed) or the end of input when `stopChar` is EOF. */
-  private processStopOn(stopChar: string, rawEscapes: boolean): { result: string; words: string[] } {
+  /**
+   * Processes up to `stopChar` (consumed) or the end of input when `stopChar` is EOF. Words are
+   * split only when asked for: nested calls use the result alone.
+   */
+  private processStopOn(stopChar: string, rawEscapes: boolean, wantWords = false): { result: string; words: string[] } {
+    // `${A:-${B:-${C…}}}` recurses once per level: bound it before the stack is.
+    if (++this.depth > MAX_NESTING) throw new ShellExpansionError(`variable substitutions nested more than ${MAX_NESTING} deep`);
     let result = '';
-    const words = new WordBuilder();
+    const words = wantWords ? new WordBuilder() : NO_WORDS;
     const saved = this.rawEscapes;
     this.rawEscapes = rawEscapes;
     try {
@@ -160,6 +220,7 @@ class WordScanner {
       return { result, words: words.finish() };
     } finally {
       this.rawEscapes = saved;
+      this.depth--;
     }
   }
 
@@ -313,9 +374,14 @@ class WordScanner {
     }
     const value = this.getEnv(name);
     if (value === undefined && this.opts.skipUnsetEnv) return `\${${name}/${pattern}/${replacement}}`;
-    const re = shellPatternToRegExp(pattern, true, false, replaceAll);
+    const subject = value ?? '';
+    const re = shellPatternToRegExp(pattern, true, false, replaceAll, subject.length);
+    // Every copy of the replacement is charged before it is made: `${A//?/$B}` multiplies.
     // A function replacer: `$` in the replacement is literal, not a back-reference.
-    return (value ?? '').replace(re, () => replacement);
+    return subject.replace(re, () => {
+      this.opts.budget?.spend(replacement.length);
+      return replacement;
+    });
   }
 
   /** A variable name: letters, digits and `_`; or all-digit positional names; or one special parameter. */
@@ -337,13 +403,18 @@ class WordScanner {
   private getEnv(name: string): string | undefined {
     const value = this.env.get(name);
     if (value === undefined) this.unmatched.add(name);
-    else this.matched.add(name);
+    else {
+      this.matched.add(name);
+      this.opts.budget?.spend(value.length);
+    }
     return value;
   }
 }
 
 function isSpace(ch: string): boolean {
-  return /^\s$/u.test(ch) || ch === '\u0085';
+  const c = ch.charCodeAt(0);
+  if (c < 128) return c === 32 || (c >= 9 && c <= 13);
+  return ch.length === 1 && (c === 0x85 || /\s/u.test(ch));
 }
 
 function isDigit(ch: string): boolean {
@@ -362,8 +433,16 @@ function isSpecialParam(ch: string): boolean {
  * Converts a shell wildcard pattern (`*`, `?`, `\` escapes; no bracket expressions) to a regular
  * expression, as BuildKit's convertShellPatternToRegex does.
  */
-function shellPatternToRegExp(pattern: string, greedy: boolean, anchored: boolean, global = false): RegExp {
+function shellPatternToRegExp(pattern: string, greedy: boolean, anchored: boolean, global: boolean, subjectLength: number): RegExp {
   const chars = Array.from(pattern);
+  // JavaScript's regular expressions backtrack (Go's do not): each `*` can multiply the work by
+  // the subject's length, and an unanchored search by once more. Refuse what would not finish.
+  const stars = chars.filter((c) => c === '*').length + (anchored ? 0 : 1);
+  if (stars > 1 && (subjectLength + 1) ** stars > MAX_PATTERN_STEPS) {
+    throw new ShellExpansionError(
+      `pattern (${pattern}) in substitution: too many wildcards to match against a value of ${subjectLength} characters`,
+    );
+  }
   let out = anchored ? '^' : '';
   const star = greedy ? '.*' : '.*?';
   for (let i = 0; i < chars.length; i++) {
@@ -394,8 +473,11 @@ function shellPatternToRegExp(pattern: string, greedy: boolean, anchored: boolea
   return new RegExp(out, global ? 'gu' : 'u');
 }
 
+/** About a second of backtracking at most. */
+const MAX_PATTERN_STEPS = 1e8;
+
 function trimPrefix(pattern: string, value: string, greedy: boolean): string {
-  const m = shellPatternToRegExp(pattern, greedy, true).exec(value);
+  const m = shellPatternToRegExp(pattern, greedy, true, false, value.length).exec(value);
   return m ? value.slice(m.index + m[0].length) : value;
 }
 
@@ -436,21 +518,22 @@ export class ShellLex {
     readonly options: LexOptions = {},
   ) {}
 
-  process(word: string, env: EnvSource | EnvLookup): ProcessResult {
+  process(word: string, env: EnvSource | EnvLookup, wantWords = true): ProcessResult {
     const scanner = new WordScanner(word, envLookup(env), this.escape, this.options);
     try {
-      const { result, words } = scanner.run();
+      const { result, words } = scanner.run(wantWords);
       return { result, words, matched: scanner.matched, unmatched: scanner.unmatched };
     } catch (err) {
       if (err instanceof ShellExpansionError) {
-        throw new ShellExpansionError(`failed to process ${JSON.stringify(word)}: ${err.message}`);
+        const shown = word.length > 200 ? `${word.slice(0, 200)}…` : word;
+        throw new ShellExpansionError(`failed to process ${JSON.stringify(shown)}: ${err.message}`);
       }
       throw err;
     }
   }
 
   processWord(word: string, env: EnvSource | EnvLookup): string {
-    return this.process(word, env).result;
+    return this.process(word, env, false).result;
   }
 
   processWords(word: string, env: EnvSource | EnvLookup): string[] {

@@ -1,34 +1,45 @@
 // "Did you mean …?" suggestions for misspelt instruction, stage and target names.
 
-/** Edit distance where swapping two adjacent characters counts as one edit (a common typo). */
+/**
+ * Edit distance where swapping two adjacent characters counts as one edit (a common typo).
+ * Keeps three rows only, so memory stays linear in the words' length.
+ */
 export function editDistance(a: string, b: string): number {
   if (a === b) return 0;
-  const rows = a.length + 1;
-  const cols = b.length + 1;
-  const d: number[][] = Array.from({ length: rows }, (_, i) => Array.from({ length: cols }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
-  const at = (i: number, j: number): number => d[i]?.[j] ?? Infinity;
-  for (let i = 1; i < rows; i++) {
-    for (let j = 1; j < cols; j++) {
+  let before = new Array<number>(b.length + 1).fill(0);
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  let row = new Array<number>(b.length + 1).fill(0);
+  for (let i = 1; i <= a.length; i++) {
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
       const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      let best = Math.min(at(i - 1, j) + 1, at(i, j - 1) + 1, at(i - 1, j - 1) + cost);
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) best = Math.min(best, at(i - 2, j - 2) + 1);
-      (d[i] as number[])[j] = best;
+      let best = Math.min((prev[j] as number) + 1, (row[j - 1] as number) + 1, (prev[j - 1] as number) + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) best = Math.min(best, (before[j - 2] as number) + 1);
+      row[j] = best;
     }
+    [before, prev, row] = [prev, row, before];
   }
-  return at(a.length, b.length);
+  return prev[b.length] as number;
 }
+
+/** Nobody mistypes a word this long; comparing such words would cost their product in time. */
+const MAX_SUGGEST_LENGTH = 256;
 
 /**
  * The closest candidate, compared case-insensitively, if it is close enough to be a plausible
  * typo: at most a third of the word's length in edits (at least one).
  */
 export function suggest(word: string, candidates: Iterable<string>): string | undefined {
+  if (word.length > MAX_SUGGEST_LENGTH) return undefined;
   const w = word.toLowerCase();
   const limit = Math.max(1, Math.floor(w.length / 3));
   let best: string | undefined;
   let bestDistance = Infinity;
   for (const candidate of candidates) {
-    const d = editDistance(w, candidate.toLowerCase());
+    const c = candidate.toLowerCase();
+    // The distance is at least the difference in length: skip hopeless comparisons.
+    if (Math.abs(c.length - w.length) > Math.min(limit, bestDistance)) continue;
+    const d = editDistance(w, c);
     if (d < bestDistance) {
       best = candidate;
       bestDistance = d;

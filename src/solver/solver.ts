@@ -97,10 +97,31 @@ export class Solver {
   solve(digest: Digest): Promise<SolvedResult> {
     let pending = this.results.get(digest);
     if (!pending) {
-      pending = this.solveVertex(digest);
-      this.results.set(digest, pending);
+      // Start the unsolved ancestors first, inputs before their readers: each solveVertex then
+      // finds its inputs started, instead of recursing once per step of a long chain.
+      for (const d of this.unstarted(digest)) this.results.set(d, this.solveVertex(d));
+      pending = this.results.get(digest) as Promise<SolvedResult>;
     }
     return pending;
+  }
+
+  /** `root` and its ancestors that have no result yet, each after its inputs (iterative). */
+  private unstarted(root: Digest): Digest[] {
+    const order: Digest[] = [];
+    const seen = new Set<Digest>([root]);
+    const frames = [{ digest: root, next: 0 }];
+    while (frames.length > 0) {
+      const frame = frames[frames.length - 1] as (typeof frames)[number];
+      const input = this.def.vertices.get(frame.digest)?.inputs[frame.next++];
+      if (input === undefined) {
+        frames.pop();
+        order.push(frame.digest);
+      } else if (!seen.has(input) && !this.results.has(input)) {
+        seen.add(input);
+        frames.push({ digest: input, next: 0 });
+      }
+    }
+    return order;
   }
 
   /** The layers of a solved vertex (for exporters and history). */
