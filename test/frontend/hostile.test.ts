@@ -118,8 +118,9 @@ describe('bombs', () => {
   it('a 1 MB garbage line is an unknown instruction, reported briefly', async () => {
     const err = await dockerfileError(planOf(`FROM scratch\n${'x'.repeat(1_000_000)}\n`));
     expect(err.line).toBe(2);
-    expect(err.message).toBe(`Dockerfile:2: unknown instruction "${'X'.repeat(80)}… (1000000 characters)"`);
-    expect(err.format().length).toBeLessThan(1000);
+    expect(err.message).toBe(`Dockerfile:2: unknown instruction "${'X'.repeat(80)} [... 999920 more characters]"`);
+    // The quoted source line is clipped too.
+    expect(err.format().length).toBeLessThan(2500);
   });
 
   it('ARG doubling 31 times stops at the expansion limit, naming the line', async () => {
