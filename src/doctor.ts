@@ -11,6 +11,7 @@ import { join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import pLimit from 'p-limit';
 import { defaultStateRoot } from './cache/state-root.js';
+import { lockOwner } from './cache/state.js';
 import { temporaryFiles } from './cache/temp-files.js';
 import { RuncExecutor } from './executor/runc.js';
 import { isIndexMediaType, MediaType, type Descriptor, type Digest, type ImageConfigFile, type ImageIndex, type ImageManifest } from './oci/types.js';
@@ -61,7 +62,7 @@ export async function doctor(opts: DoctorOptions = {}): Promise<DoctorReport> {
   const problem = (path: string, message: string): void => void issues.push({ path, message, leftover: false });
   const leftover = (path: string, message: string): void => void issues.push({ path, message, leftover: true });
 
-  const lock = await lockOwner(root);
+  const lock = await lockOwner(join(root, 'lock'));
   if (lock?.alive) throw new StateInUseError(root, lock.pid);
   if (lock) leftover(join(root, 'lock'), `lock of process ${lock.pid || '(unknown)'}, which is gone`);
   for (const name of await readdir(root)) {
@@ -276,30 +277,6 @@ async function checkJsonFiles(path: string, problem: Report): Promise<void> {
   }
 }
 
-/**
- * Who holds the state lock: a directory `lock/` holding one file named after its owner (pid and
- * start time), or, as older versions left it, a file holding a pid.
- */
-async function lockOwner(root: string): Promise<{ pid: number; alive: boolean } | undefined> {
-  const lock = join(root, 'lock');
-  const st = await stat(lock).catch(() => undefined);
-  if (!st) return undefined;
-  if (st.isDirectory()) {
-    const entry = (await readdir(lock))[0];
-    return entry === undefined ? undefined : { pid: Number(entry.split('.')[0]), alive: isOwnerAlive(entry) };
-  }
-  const pid = Number((await readFile(lock, 'utf8').catch(() => '')).trim());
-  return { pid, alive: pid > 0 && processExists(pid) };
-}
-
-function processExists(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 async function exists(path: string): Promise<boolean> {
   return stat(path).then(

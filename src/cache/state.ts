@@ -135,14 +135,15 @@ async function acquireLock(root: string, opts: OpenStateOptions): Promise<() => 
   };
 }
 
-interface LockOwner {
+export interface LockOwner {
   pid: number;
   alive: boolean;
   /** The owner's file in `lock/`; absent for an older version's lock file. */
   entry?: string;
 }
 
-async function lockOwner(lockDir: string): Promise<LockOwner | undefined> {
+/** Who holds the lock `lockDir` (`ROOT/lock`); undefined when nobody does. */
+export async function lockOwner(lockDir: string): Promise<LockOwner | undefined> {
   let names: string[];
   try {
     names = await readdir(lockDir);

@@ -2,17 +2,7 @@
 // level of instructions, flags, words, quotes, heredocs, continuations and directives. Input `i`
 // of seed `s` depends on nothing else, so any single input can be rebuilt to replay a failure.
 
-/** A small, fast PRNG (mulberry32): the same seed gives the same sequence everywhere. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom } from '../helpers/random.js';
 
 /** The seed of input `index`: inputs are independent of each other. */
 export function inputSeed(seed: number, index: number): number {
@@ -222,7 +212,7 @@ function mutateLine(r: Rand, line: string): string {
 
 /** A mutated Dockerfile: one corpus file (or two spliced) changed 1 to 6 times. */
 export function mutate(seed: number, corpus: readonly string[]): string {
-  const r = rng(seed);
+  const r = seededRandom(seed);
   let lines = splitLines(pick(r, corpus));
   if (r() < 0.1) {
     // splice another file's tail (more stages, names to refer to)

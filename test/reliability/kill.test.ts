@@ -15,6 +15,7 @@ import { beforeAll, expect, it } from 'vitest';
 import { events, finished, runBuilder, startBuilder } from '../helpers/cli.js';
 import { useBuildFixture } from '../helpers/fixture.js';
 import { checkState, leftBehind, localTags, registryTag } from '../helpers/integrity.js';
+import { seededRandom } from '../helpers/random.js';
 
 const fx = useBuildFixture('kill');
 const KILLS = Number(process.env.KILL_COUNT ?? 50);
@@ -25,18 +26,6 @@ const FRESH_ROOT_EVERY = 4;
 let ctx: string;
 let tmp: string;
 let base: string;
-
-/** mulberry32: a small seeded generator, so a failing run can be replayed. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function buildArgs(root: string, n: number): string[] {
   return ['build', '--network', 'none', '--root', root, '--progress', 'json', '--build-arg', `N=${n}`, '--push', '-t', `${fx.registry.host}/kill/app:${n}`, ctx];
@@ -66,7 +55,7 @@ beforeAll(async () => {
 
 it(`survives ${KILLS} builds stopped at random moments`, async () => {
   console.log(`kill test seed ${SEED} (replay with KILL_SEED=${SEED})`);
-  const rand = random(SEED);
+  const rand = seededRandom(SEED);
   const phases = new Map<string, number>();
   const t0 = Date.now();
   let root = '';
