@@ -6,7 +6,7 @@ import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { finished, leftoverContainers, mountsUnder, runBuilder, startBuilder } from '../helpers/cli.js';
+import { finished, leftoverContainers, mountsUnder, runBuilder, startBuilder, waitForStderr } from '../helpers/cli.js';
 import { useBuildFixture } from '../helpers/fixture.js';
 
 const fx = useBuildFixture('lifecycle');
@@ -35,8 +35,7 @@ function bundles(root: string): string[] {
 
 async function startedRun(root: string, dir: string): Promise<ReturnType<typeof startBuilder>> {
   const child = startBuilder(['build', '--network', 'none', '--root', root, '--progress', 'plain', dir]);
-  const t0 = Date.now();
-  while (!child.output.stderr.includes('ready-42') && child.exitCode === null && Date.now() - t0 < 60_000) await new Promise((r) => setTimeout(r, 50));
+  await waitForStderr(child, 'ready-42');
   expect(child.output.stderr).toContain('ready-42');
   return child;
 }

@@ -38,6 +38,17 @@ export function finished(child: StartedBuilder): Promise<CliResult> {
   return child.closed;
 }
 
+/**
+ * Waits (up to a minute) until the running builder's stderr shows `what`: a text, or a test on
+ * the whole stderr. Throws when the process ended, or the minute passed, without it.
+ */
+export async function waitForStderr(child: StartedBuilder, what: string | ((stderr: string) => boolean), description = String(what)): Promise<void> {
+  const seen = typeof what === 'string' ? (stderr: string) => stderr.includes(what) : what;
+  const t0 = Date.now();
+  while (!seen(child.output.stderr) && child.exitCode === null && Date.now() - t0 < 60_000) await new Promise((r) => setTimeout(r, 10));
+  if (!seen(child.output.stderr)) throw new Error(`never saw ${description} in the builder's output:\n${child.output.stderr.slice(-2000)}`);
+}
+
 /** The JSON progress events of a `--progress json` run. */
 export function events(stderr: string): ProgressEvent[] {
   return stderr

@@ -8,7 +8,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { doctor } from '../../src/doctor.js';
-import { finished, leftoverContainers, mountsUnder, runBuilder, startBuilder } from '../helpers/cli.js';
+import { finished, leftoverContainers, mountsUnder, runBuilder, startBuilder, waitForStderr } from '../helpers/cli.js';
 import { useBuildFixture } from '../helpers/fixture.js';
 
 const fx = useBuildFixture('doctor');
@@ -88,8 +88,7 @@ describe('builder doctor', () => {
     await mkdir(dir, { recursive: true });
     await writeFile(join(dir, 'Dockerfile'), `FROM ${fx.base}\nRUN echo ready-$((40+2)) && sleep 60\n`);
     const child = startBuilder(['build', '--network', 'none', '--root', root, '--progress', 'plain', dir]);
-    const t0 = Date.now();
-    while (!child.output.stderr.includes('ready-42') && child.exitCode === null && Date.now() - t0 < 60_000) await new Promise((r) => setTimeout(r, 50));
+    await waitForStderr(child, 'ready-42');
     child.kill('SIGKILL');
     await finished(child);
     // A write cut short between its temporary file and the rename.
@@ -122,8 +121,7 @@ describe('builder doctor', () => {
     await writeFile(join(dir, 'Dockerfile'), `FROM ${fx.base}\nRUN echo ready-$((40+2)) && sleep 60\n`);
     const child = startBuilder(['build', '--network', 'none', '--root', root, '--progress', 'plain', dir]);
     try {
-      const t0 = Date.now();
-      while (!child.output.stderr.includes('ready-42') && child.exitCode === null && Date.now() - t0 < 60_000) await new Promise((r) => setTimeout(r, 50));
+      await waitForStderr(child, 'ready-42');
       const r = await runBuilder(['doctor', '--root', root]);
       expect(r.code).toBe(1);
       expect(r.stderr).toContain(`ERROR: state directory ${root} is in use by process ${child.pid}: check it when no build or pull is running`);

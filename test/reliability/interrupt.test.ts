@@ -5,7 +5,7 @@
 import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { events, finished, runBuilder, startBuilder } from '../helpers/cli.js';
+import { events, finished, runBuilder, startBuilder, waitForStderr } from '../helpers/cli.js';
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
 import { useBuildFixture } from '../helpers/fixture.js';
 import { leftBehind, localTags, registryTag } from '../helpers/integrity.js';
@@ -23,12 +23,6 @@ async function context(name: string, dockerfile: string, files: Record<string, B
   await writeFile(join(dir, 'Dockerfile'), dockerfile);
   for (const [file, data] of Object.entries(files)) await writeFile(join(dir, file), data);
   return dir;
-}
-
-async function waitFor(what: string, cond: () => boolean, exited: () => boolean): Promise<void> {
-  const t0 = Date.now();
-  while (!cond() && !exited() && Date.now() - t0 < 60_000) await new Promise((r) => setTimeout(r, 10));
-  if (!cond()) throw new Error(`never saw ${what}`);
 }
 
 describe('Ctrl-C during a push', () => {
@@ -76,7 +70,7 @@ describe('a signal at the end of a build', () => {
     const root = join(fx.work, 'copy-root');
     const dir = await context('copy', dockerfile(), { 'big.bin': big });
     const child = startBuilder(['build', '--network', 'none', '--root', root, '--progress', 'json', '-t', 'local/copy:1', dir], { env: { TMPDIR: tmp } });
-    await waitFor('the COPY start', () => started(child.output.stderr, 'COPY big.bin'), () => child.exitCode !== null);
+    await waitForStderr(child, (stderr) => started(stderr, 'COPY big.bin'), 'the COPY start');
     child.kill('SIGTERM');
     const r = await finished(child);
     expect(r.code, r.stderr).toBe(143);
@@ -92,7 +86,7 @@ describe('a signal at the end of a build', () => {
     const child = startBuilder(['build', '--network', 'none', '--root', root, '--progress', 'json', '-t', 'local/export:1', '-o', `type=oci,dest=${archive}`, dir], {
       env: { TMPDIR: tmp },
     });
-    await waitFor('the export start', () => started(child.output.stderr, 'exporting OCI archive'), () => child.exitCode !== null);
+    await waitForStderr(child, (stderr) => started(stderr, 'exporting OCI archive'), 'the export start');
     child.kill('SIGINT');
     const r = await finished(child);
     expect(r.code, r.stderr).toBe(130);
