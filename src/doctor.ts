@@ -11,7 +11,7 @@ import { join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import pLimit from 'p-limit';
 import { defaultStateRoot } from './cache/state-root.js';
-import { lockOwner } from './cache/state.js';
+import { deadPreparedLocks, lockOwner } from './cache/state.js';
 import { temporaryFiles } from './cache/temp-files.js';
 import { RuncExecutor } from './executor/runc.js';
 import { isIndexMediaType, MediaType, type Descriptor, type Digest, type ImageConfigFile, type ImageIndex, type ImageManifest } from './oci/types.js';
@@ -65,10 +65,7 @@ export async function doctor(opts: DoctorOptions = {}): Promise<DoctorReport> {
   const lock = await lockOwner(join(root, 'lock'));
   if (lock?.alive) throw new StateInUseError(root, lock.pid);
   if (lock) leftover(join(root, 'lock'), `lock of process ${lock.pid || '(unknown)'}, which is gone`);
-  for (const name of await readdir(root)) {
-    const owner = /^lock\.(\d+\.\d+)\.[0-9a-f]+$/.exec(name)?.[1];
-    if (owner !== undefined && !isOwnerAlive(owner)) leftover(join(root, name), 'prepared lock of a process that is gone');
-  }
+  for (const dead of await deadPreparedLocks(root)) leftover(dead, 'prepared lock of a process that is gone');
 
   const blobs = await checkBlobs(root, problem);
   const referenced = new Refs(root, blobs.good, problem);

@@ -67,12 +67,14 @@ export class ContentStore {
 
   async init(): Promise<void> {
     await Promise.all([mkdir(this.blobsDir, { recursive: true }), mkdir(this.ingestDir, { recursive: true })]);
-    // Leftovers of interrupted writes are never referenced: drop those whose writer is gone
-    // (a process still running may be writing them).
-    for (const name of await readdir(this.ingestDir)) {
-      const owner = /^(\d+\.\d+)-/.exec(name)?.[1];
-      if (owner === undefined || !isOwnerAlive(owner)) await rm(join(this.ingestDir, name), { recursive: true, force: true });
-    }
+    // Leftovers of interrupted writes are never referenced: drop them.
+    for (const path of await this.leftoverWrites()) await rm(path, { recursive: true, force: true });
+  }
+
+  /** Temporary files (absolute paths) of interrupted writes whose writer is gone; a live one may still be writing its own. */
+  async leftoverWrites(): Promise<string[]> {
+    const names = await readdir(this.ingestDir).catch(() => [] as string[]);
+    return names.filter((name) => !isOwnerAlive(/^(\d+\.\d+)-/.exec(name)?.[1] ?? '')).map((name) => join(this.ingestDir, name));
   }
 
   path(digest: Digest): string {

@@ -96,7 +96,7 @@ async function acquireLock(root: string, opts: OpenStateOptions): Promise<() => 
   await mkdir(prepared);
   await writeFile(join(prepared, me), '');
   try {
-    await removeDeadPrepared(root);
+    for (const dead of await deadPreparedLocks(root)) await rm(dead, { recursive: true, force: true });
     for (;;) {
       try {
         await rename(prepared, lockDir);
@@ -176,12 +176,14 @@ async function takeOver(lockDir: string, entry: string | undefined, me: string):
   }
 }
 
-/** Removes the prepared locks of processes that died before renaming them into place. */
-async function removeDeadPrepared(root: string): Promise<void> {
+/** Prepared locks (absolute paths) of processes that died before renaming them into place. */
+export async function deadPreparedLocks(root: string): Promise<string[]> {
+  const dead: string[] = [];
   for (const name of await readdir(root)) {
     const owner = /^lock\.(\d+\.\d+)\.[0-9a-f]+$/.exec(name)?.[1];
-    if (owner !== undefined && !isOwnerAlive(owner)) await rm(join(root, name), { recursive: true, force: true });
+    if (owner !== undefined && !isOwnerAlive(owner)) dead.push(join(root, name));
   }
+  return dead;
 }
 
 function pidExists(pid: number): boolean {

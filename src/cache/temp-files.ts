@@ -5,7 +5,7 @@
 
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { isOwnerAlive } from '../snapshotter/exec.js';
+import { ContentStore } from './content-store.js';
 
 const TEMP_NAME = /\.[0-9a-f]{12}(\.tmp)?$/;
 /** The state lock's own files (`lock.<owner>.<random>`, prepared by a waiting build): never ours to touch. */
@@ -18,11 +18,8 @@ export async function temporaryFiles(root: string): Promise<string[]> {
   const dirs = [root, join(root, 'cache', 'keys'), join(root, 'cache', 'context'), ...(await list(compressed)).map((d) => join(compressed, d))];
   const found: string[] = [];
   for (const dir of dirs) for (const name of await list(dir)) if (TEMP_NAME.test(name) && !LOCK_NAME.test(name)) found.push(join(dir, name));
-  // Blob writes named after a writer that is gone (the content store also clears these when it opens).
-  for (const name of await list(join(root, 'ingest'))) {
-    const owner = /^(\d+\.\d+)-/.exec(name)?.[1];
-    if (owner === undefined || !isOwnerAlive(owner)) found.push(join(root, 'ingest', name));
-  }
+  // Blob writes of a writer that is gone (the content store also clears these when it opens).
+  found.push(...(await new ContentStore(root).leftoverWrites()));
   return found;
 }
 
