@@ -154,6 +154,8 @@ export interface ImageSpec {
   /** The image's own config section (Env, Cmd, …) after all instructions. */
   config: ContainerConfig;
   platform: Platform;
+  /** The config's top-level `author`: MAINTAINER's text, else the base image's. */
+  author?: string;
   /**
    * History of the base image followed by one entry per instruction. An entry with `vertex`
    * adds the layer that vertex produced (if its diff was not empty).

@@ -40,6 +40,7 @@ export async function assembleImage(store: ContentStore, opts: AssembleOptions):
   const { platform } = opts.spec;
   const config: ImageConfigFile = {
     created: opts.created,
+    ...(opts.spec.author ? { author: opts.spec.author } : {}),
     architecture: platform.architecture,
     os: platform.os,
     ...(platform.variant ? { variant: platform.variant } : {}),

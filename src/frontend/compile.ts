@@ -678,7 +678,7 @@ class Compiler {
     return {
       definition: this.builder.build(),
       root: final.root,
-      image: { config: final.config, platform: final.platform, history: final.history },
+      image: { config: final.config, platform: final.platform, ...(final.author !== undefined ? { author: final.author } : {}), history: final.history },
       stages: reachable.map((s) => ({
         ...(s.name !== undefined ? { name: s.name } : {}),
         index: s.index,

@@ -70,6 +70,8 @@ export interface StageState {
   workdir: string;
   user: string;
   config: ContainerConfig;
+  /** The image's `author` (MAINTAINER), inherited from the base as BuildKit does. */
+  author?: string;
   history: HistoryItem[];
   buildArgs: ArgValue[];
 }
@@ -198,7 +200,17 @@ export function imageState(root: Digest, platform: Platform, image: ImageConfigF
   delete config.OnBuild; // triggers run in this stage (see compile.ts); they are not inherited
   ensurePath(config, platform.os);
   const history = (image.history ?? []).map((h) => ({ ...h }));
-  return { root, platform, env: envMap(config.Env), workdir: config.WorkingDir ?? '', user: config.User ?? '', config, history, buildArgs: [] };
+  return {
+    root,
+    platform,
+    env: envMap(config.Env),
+    workdir: config.WorkingDir ?? '',
+    user: config.User ?? '',
+    config,
+    ...(image.author ? { author: image.author } : {}),
+    history,
+    buildArgs: [],
+  };
 }
 
 /** The state of `FROM <stage>`: a copy of that stage's final state, without its ONBUILD triggers. */
@@ -212,6 +224,7 @@ export function stageStateFrom(base: StageState): StageState {
     workdir: base.workdir,
     user: base.user,
     config,
+    ...(base.author !== undefined ? { author: base.author } : {}),
     // Entries are never changed once pushed, so they are shared: copying each one made a chain
     // of stages quadratic.
     history: [...base.history],
@@ -359,9 +372,8 @@ export class StageDispatcher {
       case 'HEALTHCHECK':
         return this.healthcheck(cmd);
       case 'MAINTAINER':
-        // Docker records MAINTAINER as the image author; ImageSpec has no author field, so it
-        // becomes the conventional `maintainer` label.
-        setKey((this.state.config.Labels ??= {}), 'maintainer', cmd.maintainer);
+        // Docker records MAINTAINER as the image's `author`, not as a label.
+        this.state.author = cmd.maintainer;
         return this.commit(`MAINTAINER ${cmd.maintainer}`);
       case 'ONBUILD':
         // Stored for images built FROM this one; BuildKit writes no history entry for it.

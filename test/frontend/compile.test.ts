@@ -324,7 +324,7 @@ describe('config-only instructions', () => {
     );
     expect(r.image.config).toMatchObject({
       Env: expect.arrayContaining(['A=1', 'B=two words', 'LEGACY=value with  spaces']),
-      Labels: { 'org.opencontainers.image.title': 'My App', version: '1', maintainer: 'someone@example.com' },
+      Labels: { 'org.opencontainers.image.title': 'My App', version: '1' },
       ExposedPorts: { '80/tcp': {}, '443/tcp': {}, '53/udp': {}, '8000/tcp': {}, '8001/tcp': {} },
       User: '1000:1000',
       Volumes: { '/data': {}, '/logs': {} },
@@ -333,6 +333,9 @@ describe('config-only instructions', () => {
       Shell: ['/bin/bash', '-c'],
       OnBuild: ['RUN echo child'],
     });
+    // MAINTAINER is the image's author, as Docker records it, and no label.
+    expect(r.image.author).toBe('someone@example.com');
+    expect(r.image.config.Labels).not.toHaveProperty('maintainer');
     expect(vertices(r.definition)).toHaveLength(1); // only the base image: nothing here changes files
     expect(r.image.history.slice(1).map((h) => [h.created_by, h.empty_layer])).toEqual([
       ['ENV A=1 B=two words', true],
