@@ -44,7 +44,7 @@ export interface WrittenLayer {
   digest: Digest;
   size: number;
   mediaType: typeof MediaType.OciLayer;
-  /** No changes: nothing was stored (digest and size still describe the empty layer). */
+  /** No changes: the layer is the empty tar (still stored: BuildKit keeps such layers in images). */
   empty: boolean;
 }
 
@@ -100,8 +100,7 @@ export async function writeLayer(
     throw err;
   }
   const diffID: Digest = `sha256:${hash.digest('hex')}`;
-  if (entries === 0) await writer.abort();
-  else await writer.commit(diffID);
+  await writer.commit(diffID);
   return { diffID, digest: diffID, size, mediaType: MediaType.OciLayer, empty: entries === 0 };
 }
 

@@ -390,7 +390,7 @@ export class Solver {
       await ops.withMounts(mounts, change);
       this.opts.signal?.throwIfAborted();
       const layer = await ops.writeLayer(sn, key, this.opts.store, { sourceDateEpoch: this.opts.sourceDateEpoch });
-      if (layer.empty) return parent;
+      // A step that changed nothing still adds its (empty) layer, as in BuildKit's images.
       const { empty: _empty, ...record } = layer;
       const layers = [...parent, record];
       const chain = ops.chainIDs(layers.map((l) => l.diffID)).at(-1)!;
