@@ -95,6 +95,7 @@ async function readDockerignore(dockerfilePath: string, context: string): Promis
 /** What `build()` and `plan()` both take from their options to compile the input. */
 export interface CompileSettings {
   buildArgs?: Record<string, string>;
+  labels?: Record<string, string>;
   target?: string;
   sourceDateEpoch?: number;
   network?: 'none' | 'host';
@@ -105,6 +106,7 @@ export function compileOptions(input: BuildInput, settings: CompileSettings, pla
   return {
     file: input.dockerfileName,
     buildArgs: settings.buildArgs ?? {},
+    ...(settings.labels ? { labels: settings.labels } : {}),
     target: settings.target,
     platform,
     dockerignore: input.dockerignore,

@@ -35,6 +35,8 @@ export interface BuildOptions {
   /** Names for the image (`user/app:1.2`); stored locally, and pushed with `push`. */
   tags?: string[];
   buildArgs?: Record<string, string>;
+  /** Labels set on the image after the Dockerfile's own (`docker build --label`). */
+  labels?: Record<string, string>;
   target?: string;
   platform?: Platform;
   push?: boolean;

@@ -22,6 +22,7 @@ export interface PlanOptions {
   /** Path of the Dockerfile; default `<context>/Dockerfile`. */
   dockerfile?: string;
   buildArgs?: Record<string, string>;
+  labels?: Record<string, string>;
   target?: string;
   platform?: Platform;
   /** State directory whose local image store may know the base images (never written). */

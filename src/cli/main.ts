@@ -21,6 +21,7 @@ Options:
   -f, --file FILE           Dockerfile to use (default: PATH/Dockerfile)
       --target STAGE        Build this stage (default: the last one)
       --build-arg K=V       Set a build argument (repeatable; K alone takes it from the environment)
+      --label K=V           Set a label on the image, over the Dockerfile's (repeatable)
       --push                Push every tag to its registry
   -o, --output SPEC         Also export: type=oci,dest=FILE.tar
       --platform OS/ARCH    Target platform (default: this machine's)
@@ -186,6 +187,7 @@ function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'sig
     file: { type: 'string', short: 'f' },
     target: { type: 'string' },
     'build-arg': { type: 'string', multiple: true },
+    label: { type: 'string', multiple: true },
     push: { type: 'boolean' },
     output: { type: 'string', short: 'o', multiple: true },
     network: { type: 'string' },
@@ -207,6 +209,13 @@ function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'sig
     if (eq === 0) throw new UsageError(`invalid --build-arg "${kv}": missing name`);
     if (eq > 0) buildArgs[kv.slice(0, eq)] = kv.slice(eq + 1);
     else if (process.env[kv] !== undefined) buildArgs[kv] = process.env[kv]!;
+  }
+  const labels: Record<string, string> = {};
+  for (const kv of v.label ?? []) {
+    const eq = kv.indexOf('=');
+    if (eq === 0) throw new UsageError(`invalid --label "${kv}": missing name`);
+    // As docker: a name alone is a label with an empty value.
+    labels[eq < 0 ? kv : kv.slice(0, eq)] = eq < 0 ? '' : kv.slice(eq + 1);
   }
   const progress = progressMode(v.progress);
   const snapshotter = v.snapshotter ?? 'auto';
@@ -235,6 +244,7 @@ function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'sig
     dockerfile: v.file,
     tags: v.tag,
     buildArgs,
+    labels,
     target: v.target,
     push: v.push,
     outputs: (v.output ?? []).map(parseOutput),

@@ -43,6 +43,8 @@ export interface CompileOptions {
   /** The Dockerfile's name, for errors and vertex metadata. */
   file: string;
   buildArgs: Record<string, string>;
+  /** Labels set on the final image over the Dockerfile's, without a history entry (`docker build --label`). */
+  labels?: Record<string, string>;
   /** Stage to build; the last stage by default. */
   target?: string;
   /** Target platform (TARGETPLATFORM). */
@@ -674,6 +676,9 @@ class Compiler {
         `lint violations fail the build (# check=error=true): ${lints.map((w) => `${w.rule} on line ${w.line}: ${w.message}`).join('; ')}`,
         { file: this.opts.file, line, source: this.decodeCtx.lines.slice(Math.max(0, line - 1), line) },
       );
+    }
+    if (this.opts.labels && Object.keys(this.opts.labels).length > 0) {
+      final.config.Labels = { ...final.config.Labels, ...this.opts.labels };
     }
     return {
       definition: this.builder.build(),

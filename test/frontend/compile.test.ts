@@ -351,6 +351,15 @@ describe('config-only instructions', () => {
     ]);
   });
 
+  it('sets --label labels over the Dockerfile\'s on the target stage only, without a history entry', async () => {
+    const text = 'FROM alpine AS base\nLABEL kept=1 both=dockerfile\nFROM base\nLABEL final=1';
+    const labels = { both: 'cli', added: '' };
+    const r = await build(text, { labels });
+    expect(r.image.config.Labels).toEqual({ kept: '1', both: 'cli', final: '1', added: '' });
+    expect(r.image.history.slice(1).map((h) => h.created_by)).toEqual(['LABEL kept=1 both=dockerfile', 'LABEL final=1']);
+    expect((await build(text, { labels, target: 'base' })).image.config.Labels).toEqual({ kept: '1', both: 'cli', added: '' });
+  });
+
   it('runs ONBUILD triggers of the base image first', async () => {
     const resolve = fakeResolver({ onbuilder: { Env: ['PATH=/bin'], OnBuild: ['COPY . /src', 'RUN make'] } });
     const r = await build('FROM onbuilder\nRUN echo mine', { resolveImage: resolve });
