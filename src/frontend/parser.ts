@@ -38,7 +38,8 @@ export interface Heredoc {
 /** Instructions whose arguments may hold here-documents (BuildKit's heredocDirectives). */
 export const HEREDOC_INSTRUCTIONS: ReadonlySet<string> = new Set(['ADD', 'COPY', 'RUN']);
 
-const HEREDOC_RE = /^(\d*)<<(-?)([^<]*)$/;
+// Blanks may follow `<<` (BuildKit since 2025): `<<  EOF`, and `<< -EOF` names `-EOF`.
+const HEREDOC_RE = /^(\d*)<<(-?)[\t\n\f\r ]*([^<]*)$/;
 
 /** BuildKit's ChompHeredocContent: removes leading tabs from every line. */
 export function chompHeredoc(content: string): string {

@@ -139,6 +139,9 @@ describe('word splitting', () => {
     ['pre$SET post', ['prevalue', 'post']],
     ['"" x', ['x']],
     ['', []],
+    // Blanks after << stay in the word, so `<<  EOF` is one heredoc marker (BuildKit since 2025).
+    ['cat <<  EOF > f', ['cat', '<<  EOF', '>', 'f']],
+    ['a < b <<\tc', ['a', '<', 'b', '<<\tc']],
   ];
   it.each(cases)('%s → %j', (input, expected) => {
     expect(expandWords(input, env)).toEqual(expected);
