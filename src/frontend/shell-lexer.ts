@@ -326,6 +326,8 @@ class WordScanner {
         if (nullIsUnset) {
           ch = this.next();
           modifier += ch;
+          // `${A:#x}` and `${A:%x}` are not shell syntax: an error, not a silent `#` / `%`.
+          if (ch === '#' || ch === '%') throw new ShellExpansionError(`unsupported modifier (${modifier}) in substitution`);
         }
         return this.processModifier(name, ch, modifier, nullIsUnset);
       }

@@ -87,6 +87,14 @@ describe('errors name the line', () => {
     expect(err.message).toMatch(/^Dockerfile:3: WORKDIR: failed to process .*REQUIRED: set --build-arg REQUIRED/);
   });
 
+  it('rejects ${VAR:#…} and ${VAR:%…} forms as BuildKit does, naming the line', async () => {
+    const err = await failure('FROM alpine\nARG V=abc\nENV E=${V:#a}\n');
+    expect(err.message).toBe('Dockerfile:3: ENV: failed to process "${V:#a}": unsupported modifier (:#) in substitution');
+    expect((await failure('FROM alpine\nARG V=abc\nWORKDIR /${V:%%c}\n')).message).toBe(
+      'Dockerfile:3: WORKDIR: failed to process "/${V:%%c}": unsupported modifier (:%) in substitution',
+    );
+  });
+
   it('reports a base image that cannot be resolved, suggesting a stage with a close name', async () => {
     const err = await failure('FROM alpine AS builder\nFROM buildr\nRUN true');
     expect(err.message).toMatch(/^Dockerfile:2: FROM buildr: pull access denied .* \(did you mean the stage "builder"\?\)$/);
