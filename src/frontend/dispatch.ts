@@ -31,7 +31,7 @@ import {
   type VolumeCommand,
 } from './instructions.js';
 import { cleanPath, hasTrailingSlash, isAbsPath, joinPath } from './paths.js';
-import { parseMount, type RunMount } from './mounts.js';
+import { parseMount, resolveMountTarget, type RunMount } from './mounts.js';
 import { chompHeredoc, parseHeredocMarker, type Heredoc } from './parser.js';
 import type { ShellLex } from './shell-lexer.js';
 import type { Entitlement } from './compile.js';
@@ -532,7 +532,7 @@ export class StageDispatcher {
     for (const raw of (cmd.flags.get('mount') as string[] | undefined) ?? []) {
       const spec = this.expand(cmd, raw);
       try {
-        mounts.push(parseMount(spec));
+        mounts.push(resolveMountTarget(parseMount(spec), this.state.workdir || '/'));
       } catch (err) {
         throw this.error(cmd, `RUN --mount=${spec}: ${messageOf(err)}`, err);
       }
@@ -554,8 +554,8 @@ export class StageDispatcher {
     if (networkFlag === 'host') this.requireEntitlement(cmd, 'network.host', 'RUN --network=host');
     if (security === 'insecure') this.requireEntitlement(cmd, 'security.insecure', 'RUN --security=insecure');
     if (mounts.length > 0) {
-      const kinds = [...new Set(mounts.map((m) => m.type))].join(', ');
-      throw this.error(cmd, `RUN --mount (type ${kinds}) is not supported yet by builder's solver; the mount was parsed and is valid`);
+      const what = mounts.map((m) => (m.target ? `${m.type} at ${m.target}` : `${m.type} as $${m.env ?? ''}`)).join(', ');
+      throw this.error(cmd, `RUN --mount (${what}) is not supported yet by builder's solver; the mount was parsed and is valid`);
     }
     if (cmd.flags.has('device')) throw this.error(cmd, 'RUN --device is not supported yet');
     let args = cmd.prependShell ? this.withShell(cmd.cmdLine.join(' ')) : [...cmd.cmdLine];
