@@ -76,7 +76,8 @@ export interface CompileWarning {
   message: string;
   /**
    * For lints, the rule's name (BuildKit's check names where one exists: `UndefinedVar`,
-   * `JSONArgsRecommended`, `FromWithoutTag`, `CopyAllBeforeInstall`). Lints never fail a build.
+   * `JSONArgsRecommended`, `SecretsUsedInArgOrEnv`, `FromWithoutTag`, `CopyAllBeforeInstall`).
+   * Lints fail a build only under `# check=error=true`.
    */
   rule?: string;
 }
@@ -709,7 +710,7 @@ function parseCheckDirective(value: string | undefined): { skip: Set<string>; er
   return out;
 }
 
-const LINT_RULES = ['FromWithoutTag', 'JSONArgsRecommended', 'CopyAllBeforeInstall', 'UndefinedVar'];
+const LINT_RULES = ['FromWithoutTag', 'JSONArgsRecommended', 'CopyAllBeforeInstall', 'UndefinedVar', 'SecretsUsedInArgOrEnv'];
 
 /** Compiles a parsed Dockerfile into a Definition and the target's image spec. */
 export async function compile(dockerfile: Dockerfile, opts: CompileOptions): Promise<CompileResult> {

@@ -45,6 +45,31 @@ describe('lints', () => {
     expect(await lints('FROM alpine:3.19\nENV X=${UNSET:-default}\nCMD ["sh"]')).toEqual([]);
   });
 
+  it('SecretsUsedInArgOrEnv: ARG and ENV names that look like secrets, with BuildKit\'s words and allow-list', async () => {
+    const text = [
+      'ARG GLOBAL_TOKEN',
+      'FROM alpine:3.19',
+      'ARG API_TOKEN',
+      'ARG AUTHOR TOKENIZER SECRET_VERSION',
+      'ENV db_password=hunter2 PUBLIC_KEY=pk GPG_KEY_FILE=/k',
+      'ARG apikey=default-key',
+      'ENV AWS_SECRET_ACCESS_KEY=abc Auth=x',
+      'CMD ["sh"]',
+    ].join('\n');
+    const found = await lints(text, { API_TOKEN: 'tok-3f9a', GLOBAL_TOKEN: 'g' });
+    const message = (what: string) =>
+      `Do not use ARG or ENV instructions for sensitive data (${what}): its value is kept in the image's config or history, readable by anyone who can pull the image`;
+    expect(found).toEqual([
+      ['SecretsUsedInArgOrEnv', 3, message('ARG "API_TOKEN"')],
+      ['SecretsUsedInArgOrEnv', 5, message('ENV "db_password"')],
+      ['SecretsUsedInArgOrEnv', 6, message('ARG "apikey"')],
+      ['SecretsUsedInArgOrEnv', 7, message('ENV "AWS_SECRET_ACCESS_KEY"')],
+      ['SecretsUsedInArgOrEnv', 7, message('ENV "Auth"')],
+    ]);
+    for (const value of ['tok-3f9a', 'hunter2', 'default-key', 'abc']) expect(JSON.stringify(found)).not.toContain(value);
+    expect(await lints(`# check=skip=SecretsUsedInArgOrEnv\n${text}`)).toEqual([]);
+  });
+
   it('lints never fail the build', async () => {
     const r = await build('FROM node\nCOPY . .\nRUN npm install\nLABEL x=$NOPE\nCMD npm start');
     expect(r.warnings.filter((w) => w.rule).map((w) => w.rule).sort()).toEqual(['CopyAllBeforeInstall', 'FromWithoutTag', 'JSONArgsRecommended', 'UndefinedVar']);
@@ -64,3 +89,4 @@ describe('# check= directive', () => {
     await expect(build('# check=skip=JSONArgsRecommended;error=true\nFROM alpine:3.19\nCMD echo hi')).resolves.toBeTruthy();
   });
 });
+
