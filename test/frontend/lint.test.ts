@@ -1,5 +1,9 @@
-// Lints: warnings with a rule name, never failures.
-import { describe, expect, it } from 'vitest';
+// Lints: warnings with a rule name, never failures; printed one line each, rule first.
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runBuilder } from '../helpers/cli.js';
 import { build, rejection } from './helpers.js';
 
 async function lints(text: string, buildArgs: Record<string, string> = {}) {
@@ -90,3 +94,27 @@ describe('# check= directive', () => {
   });
 });
 
+describe('printed lints', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'builder-lint-'));
+    await writeFile(join(dir, 'Dockerfile'), 'FROM scratch\nARG API_TOKEN\nCOPY Dockerfile /\nCMD echo "$API_TOKEN"\n');
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const expected = [
+    `WARN: SecretsUsedInArgOrEnv: Do not use ARG or ENV instructions for sensitive data (ARG "API_TOKEN"): its value is kept in the image's config or history, readable by anyone who can pull the image (Dockerfile:2)`,
+    `WARN: JSONArgsRecommended: CMD in shell form runs under "/bin/sh -c": the process does not receive OS signals such as SIGTERM; prefer the JSON form, e.g. CMD ["executable", "arg"] (Dockerfile:4)`,
+  ];
+
+  it('a build and a dry run print each lint on one line, rule first, never the secret', async () => {
+    for (const extra of [['--dry-run'], ['--progress', 'plain']]) {
+      const r = await runBuilder(['build', ...extra, '--root', join(dir, 'root'), '--build-arg', 'API_TOKEN=tok-3f9a', '.'], { cwd: dir });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr.split('\n').filter((l) => l.startsWith('WARN'))).toEqual(expected);
+      expect(r.stderr + r.stdout).not.toContain('tok-3f9a');
+    }
+  });
+});
