@@ -103,6 +103,8 @@ export interface Instruction {
 export interface ParseWarning {
   line: number;
   message: string;
+  /** The lint rule it reports (`NoEmptyContinuation`). */
+  rule: string;
 }
 
 export interface Dockerfile {
@@ -242,7 +244,11 @@ export function parseDockerfile(text: string, file = 'Dockerfile'): Dockerfile {
     }
     let endLine = idx;
     if (sawEmptyLine) {
-      warnings.push({ line: startLine, message: 'empty continuation line (Docker will make these an error in a future release)' });
+      warnings.push({
+        line: startLine,
+        message: 'empty continuation line (Docker will make these an error in a future release)',
+        rule: 'NoEmptyContinuation',
+      });
     }
     const location = { file, startLine, endLine, source: lines.slice(startLine - 1, endLine) };
     const instruction = parseInstructionLine(line, state.escape, location);

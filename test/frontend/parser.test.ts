@@ -51,7 +51,7 @@ describe('parser lines', () => {
     expect(run.args).toBe('apt-get update &&     apt-get install -y curl     && echo done');
     expect([run.startLine, run.endLine]).toEqual([2, 6]);
     expect(df.instructions[2]!.startLine).toBe(7);
-    expect(df.warnings).toEqual([{ line: 2, message: expect.stringContaining('empty continuation line') }]);
+    expect(df.warnings).toEqual([{ line: 2, message: expect.stringContaining('empty continuation line'), rule: 'NoEmptyContinuation' }]);
   });
 
   it('continues with the escape directive character', () => {
