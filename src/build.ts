@@ -100,7 +100,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     const images = new Images(state, registry, { forcePull: opts.pull, signal: opts.signal });
 
     const compiled: CompileResult = await compile(dockerfile, compileOptions(input, opts, platform, (ref, p) => images.resolve(ref, p)));
-    for (const w of compiled.warnings) emit({ type: 'warning', message: w.message, file: w.file, line: w.line });
+    for (const w of compiled.warnings) emit({ type: 'warning', message: w.message, file: w.file, line: w.line, ...(w.rule ? { rule: w.rule } : {}) });
 
     const solver = new Solver(compiled.definition, {
       store: state.store,

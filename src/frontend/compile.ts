@@ -76,7 +76,8 @@ export interface CompileWarning {
   message: string;
   /**
    * For lints, the rule's name (BuildKit's check names where one exists: `UndefinedVar`,
-   * `JSONArgsRecommended`, `FromWithoutTag`, `CopyAllBeforeInstall`). Lints never fail a build.
+   * `JSONArgsRecommended`, `SecretsUsedInArgOrEnv`, `NoEmptyContinuation`, `ReservedStageName`,
+   * `FromWithoutTag`, `CopyAllBeforeInstall`). Lints fail a build only under `# check=error=true`.
    */
   rule?: string;
 }
@@ -178,6 +179,7 @@ class Compiler {
   }
 
   async run(): Promise<CompileResult> {
+    for (const w of this.df.warnings ?? []) this.warn(w.line, w.message, w.rule);
     this.decode();
     const target = this.findTarget();
     this.evaluateGlobalArgs(target);
@@ -289,7 +291,7 @@ class Compiler {
             throw errorAt(instr, this.decodeCtx, `duplicate stage name "${cmd.stageName}" (already used on line ${previous.from.instr.startLine})`);
           }
           if (RESERVED_STAGE_NAMES.has(cmd.stageName)) {
-            this.warn(instr.startLine, `"${cmd.stageName}" is reserved and should not be used as a stage name`);
+            this.warn(instr.startLine, `"${cmd.stageName}" is reserved and should not be used as a stage name`, 'ReservedStageName');
           }
           stage.name = cmd.stageName;
           byName.set(cmd.stageName, stage);
@@ -665,7 +667,6 @@ class Compiler {
         this.warn(0, `build arg "${key}" was not consumed: no ARG ${key} in the stages built`);
       }
     }
-    const parseWarnings = (this.df.warnings ?? []).map((w) => ({ file: this.opts.file, line: w.line, message: w.message }));
     const lints = this.warnings.filter((w) => w.rule);
     if (this.checks.error && lints.length > 0) {
       const first = lints[0] as CompileWarning;
@@ -685,7 +686,7 @@ class Compiler {
         base: this.describeBase(s),
         root: (s.state as StageState).root,
       })),
-      warnings: [...parseWarnings, ...this.warnings],
+      warnings: this.warnings,
     };
   }
 }
@@ -709,7 +710,9 @@ function parseCheckDirective(value: string | undefined): { skip: Set<string>; er
   return out;
 }
 
-const LINT_RULES = ['FromWithoutTag', 'JSONArgsRecommended', 'CopyAllBeforeInstall', 'UndefinedVar'];
+const LINT_RULES = [
+  'FromWithoutTag', 'JSONArgsRecommended', 'CopyAllBeforeInstall', 'UndefinedVar', 'SecretsUsedInArgOrEnv', 'NoEmptyContinuation', 'ReservedStageName',
+];
 
 /** Compiles a parsed Dockerfile into a Definition and the target's image spec. */
 export async function compile(dockerfile: Dockerfile, opts: CompileOptions): Promise<CompileResult> {
