@@ -101,12 +101,13 @@ export interface CompileSettings {
   allow?: readonly Entitlement[];
 }
 
-export function compileOptions(input: BuildInput, settings: CompileSettings, platform: Platform, resolveImage: ImageResolver): CompileOptions {
+/** `platform`: the target asked for, if any (see CompileOptions.platform). */
+export function compileOptions(input: BuildInput, settings: CompileSettings, platform: Platform | undefined, resolveImage: ImageResolver): CompileOptions {
   return {
     file: input.dockerfileName,
     buildArgs: settings.buildArgs ?? {},
     target: settings.target,
-    platform,
+    ...(platform ? { platform } : {}),
     dockerignore: input.dockerignore,
     sourceDateEpoch: settings.sourceDateEpoch,
     defaultNetwork: settings.network,

@@ -14,7 +14,7 @@ import { defaultStateRoot } from './cache/state-root.js';
 import { compile, type CompileResult, type CompileWarning, type Entitlement, type ResolvedImage } from './frontend/index.js';
 import type { ImageConfigFile, ImageIndex, ImageManifest } from './oci/types.js';
 import { parseReference } from './registry/reference.js';
-import { hostPlatform } from './registry/platform.js';
+import { toPlatform } from './oci/platform.js';
 
 export interface PlanOptions {
   /** The build context directory (only its `.dockerignore` is read). */
@@ -23,7 +23,8 @@ export interface PlanOptions {
   dockerfile?: string;
   buildArgs?: Record<string, string>;
   target?: string;
-  platform?: Platform;
+  /** Target platform, `linux/arm64` or as an object (default: this machine's). One: a list is refused. */
+  platform?: Platform | string;
   /** State directory whose local image store may know the base images (never written). */
   root?: string;
   /** Network of RUN steps that do not choose one (it is part of their digests). */
@@ -75,7 +76,7 @@ function placeholderDigest(ref: string): Digest {
 
 /** Compiles without any network or execution. */
 export async function plan(opts: PlanOptions): Promise<PlanResult> {
-  const platform = opts.platform ?? hostPlatform();
+  const platform = opts.platform === undefined ? undefined : toPlatform(opts.platform);
   const input = await readBuildInput(opts.context, opts.dockerfile);
   const root = opts.root ?? defaultStateRoot();
   let index: ImageIndex | undefined;

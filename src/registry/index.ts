@@ -44,5 +44,5 @@ export {
   RegistryError,
   UnsupportedManifestError,
 } from './errors.js';
-export { formatPlatform, hostPlatform, normalisePlatform, parsePlatform, platformRank, selectManifest } from './platform.js';
+export { formatPlatform, hostPlatform, normalizePlatform, parsePlatform, platformRank, selectManifest } from '../oci/platform.js';
 export { DEFAULT_RETRY, type RetryPolicy } from './retry.js';

@@ -29,15 +29,16 @@ describe('stages and bases', () => {
 
   it('parses --platform, with the predefined platform ARGs', async () => {
     const resolve = fakeResolver();
-    const r = await build('FROM --platform=$BUILDPLATFORM alpine AS tools\nFROM --platform=linux/arm64 alpine\nCOPY --from=tools /x /x', {
-      resolveImage: resolve,
-      buildPlatform: { os: 'linux', architecture: 'arm', variant: 'v7' },
-    });
+    const text = 'FROM --platform=$BUILDPLATFORM alpine AS tools\nFROM --platform=linux/arm64 alpine\nCOPY --from=tools /x /x';
+    const r = await build(text, { resolveImage: resolve, platform: undefined, buildPlatform: { os: 'linux', architecture: 'arm', variant: 'v7' } });
     expect(ops(r.definition, 'image').map((i) => i.platform)).toEqual([
       { os: 'linux', architecture: 'arm', variant: 'v7' },
       { os: 'linux', architecture: 'arm64' },
     ]);
+    // As BuildKit: without --platform the image declares its base's platform; with one, that platform.
     expect(r.image.platform).toEqual({ os: 'linux', architecture: 'arm64' });
+    const requested = await build(text, { resolveImage: resolve, platform: { os: 'linux', architecture: 'arm', variant: 'v7' } });
+    expect(requested.image.platform).toEqual({ os: 'linux', architecture: 'arm', variant: 'v7' });
   });
 
   it('builds on an earlier stage by name, inheriting its state', async () => {
