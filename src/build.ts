@@ -157,7 +157,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     // The commit point: an interrupted build names nothing, so a tag never points at an image
     // whose build or push was cut short.
     opts.signal?.throwIfAborted();
-    for (const tag of tags) await state.images.tag(tag.toString(), image.manifestDescriptor);
+    for (const tag of tags) await state.images.tag(tag.toString(), { ...image.manifestDescriptor, platform: compiled.image.platform });
     finished = true;
     return {
       manifestDigest: image.manifestDescriptor.digest,
