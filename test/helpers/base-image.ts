@@ -17,6 +17,7 @@ import { chmod, chown, copyFile, cp, mkdir, mkdtemp, readFile, rename, rm, symli
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { hostPlatform } from '../../src/oci/platform.js';
 import { MediaType, type Descriptor, type ImageConfigFile, type ImageIndex, type ImageManifest, type Platform } from '../../src/oci/types.js';
 
 const run = promisify(execFile);
@@ -116,8 +117,7 @@ export async function pushMultiPlatformImage(
 
 /** The host's architecture in OCI terms. */
 export function hostArchitecture(): string {
-  const map: Record<string, string> = { x64: 'amd64', arm64: 'arm64', arm: 'arm', ia32: '386', ppc64: 'ppc64le', s390x: 's390x' };
-  return map[process.arch] ?? process.arch;
+  return hostPlatform().architecture;
 }
 
 async function cachedLayout(): Promise<string> {
