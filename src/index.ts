@@ -9,5 +9,6 @@ export { defaultStateRoot } from './cache/state.js';
 export { loadConfig, defaultConfigPath, ConfigError, type BuilderConfig } from './config.js';
 export * from './definition/index.js';
 export * from './oci/types.js';
+export { formatPlatform, normalizePlatform, parsePlatform } from './oci/platform.js';
 export { compile, parseDockerfile, parseDockerignore, type Entitlement } from './frontend/index.js';
 export { parseReference, RegistryClient } from './registry/index.js';

@@ -44,5 +44,4 @@ export {
   RegistryError,
   UnsupportedManifestError,
 } from './errors.js';
-export { formatPlatform, hostPlatform, normalizePlatform, parsePlatform, platformRank, selectManifest } from '../oci/platform.js';
 export { DEFAULT_RETRY, type RetryPolicy } from './retry.js';
