@@ -149,7 +149,10 @@ export class Images implements ImageSource {
     this.fromRegistry.delete(pinned);
     const ref = parseReference(pinned);
     const digest = ref.digest as Digest;
-    const sameIndex = new Set(indexDigest ? (await this.state.store.readJson<ImageIndex>(indexDigest)).manifests.map((d) => d.digest) : []);
+    // The registry index it was picked from (the client stored it): the name's other platforms
+    // stay only if they are in it too. Without it the name becomes this image alone.
+    const index = indexDigest ? await this.state.store.readJson<ImageIndex>(indexDigest).catch(() => undefined) : undefined;
+    const sameIndex = new Set((index?.manifests ?? []).map((d) => d.digest));
     const named = { mediaType: manifest.mediaType ?? MediaType.OciManifest, digest, size: await this.state.store.size(digest), platform: platformOf(config) };
     await this.state.images.tagPlatform(nameOf(ref), named, sameIndex, this.state.store);
   }
