@@ -27,7 +27,7 @@ import {
   type FromCommand,
 } from './instructions.js';
 import { parseInstructionLine, type Dockerfile } from './parser.js';
-import { formatPlatform, parsePlatform, samePlatform } from './platform.js';
+import { formatPlatform, hostPlatform, normalizePlatform, parsePlatform, platformOf, toPlatform } from '../oci/platform.js';
 import { ExpansionBudget, ShellLex } from './shell-lexer.js';
 import { suggest } from './suggest.js';
 
@@ -45,9 +45,12 @@ export interface CompileOptions {
   buildArgs: Record<string, string>;
   /** Stage to build; the last stage by default. */
   target?: string;
-  /** Target platform (TARGETPLATFORM). */
-  platform: Platform;
-  /** Platform of the build itself (BUILDPLATFORM); defaults to `platform`. */
+  /**
+   * Target platform (TARGETPLATFORM), as asked for with `--platform`. Without it the build
+   * platform is the target and, as in BuildKit, the image declares its base image's platform.
+   */
+  platform?: Platform;
+  /** Platform of the build itself (BUILDPLATFORM); default: `platform` if given, else this machine's. */
   buildPlatform?: Platform;
   /** Resolves a base image to a pinned reference and its config (BuildKit's metaresolver). */
   resolveImage: ImageResolver;
@@ -112,6 +115,8 @@ interface Stage {
   /** From `FROM --platform=…`. */
   platform?: Platform;
   base: StageBase;
+  /** The platform the stage's image declares: its base image's, or the target's for scratch. */
+  imagePlatform?: Platform;
   /** ONBUILD triggers inherited from the base, run before the stage's own instructions. */
   triggers?: Command[];
   resolved?: ResolvedImage;
@@ -166,6 +171,8 @@ class Compiler {
   private readonly createdAt: string | undefined;
   /** From the `# check=skip=Rule1,Rule2;error=true` parser directive. */
   private readonly checks: { skip: Set<string>; error: boolean };
+  private readonly targetPlatform: Platform;
+  private readonly buildPlatform: Platform;
 
   constructor(
     private readonly df: Dockerfile,
@@ -176,6 +183,8 @@ class Compiler {
     this.lex = new ShellLex(escape, { budget: new ExpansionBudget() });
     this.createdAt = createdTime(opts);
     this.checks = parseCheckDirective(df.directives.check);
+    this.buildPlatform = toPlatform(opts.buildPlatform ?? opts.platform ?? hostPlatform());
+    this.targetPlatform = opts.platform ? toPlatform(opts.platform) : this.buildPlatform;
   }
 
   async run(): Promise<CompileResult> {
@@ -332,8 +341,8 @@ class Compiler {
 
   /** The predefined platform ARGs, then the ARGs before the first FROM, with --build-arg overrides. */
   private evaluateGlobalArgs(target: Stage): void {
-    const build = this.opts.buildPlatform ?? this.opts.platform;
-    const tp = this.opts.platform;
+    const build = this.buildPlatform;
+    const tp = this.targetPlatform;
     const defaults: Array<[string, string]> = [
       ['BUILDPLATFORM', formatPlatform(build)],
       ['BUILDOS', build.os],
@@ -381,7 +390,7 @@ class Compiler {
       const spec = this.expandGlobal(from, from.platform);
       if (spec === '') throw errorAt(from.instr, this.decodeCtx, `FROM --platform=${from.platform}: empty platform value`);
       try {
-        stage.platform = parsePlatform(spec, this.opts.platform);
+        stage.platform = parsePlatform(spec, this.buildPlatform);
       } catch (err) {
         throw errorAt(from.instr, this.decodeCtx, `FROM --platform=${from.platform}: ${messageOf(err)}`, err);
       }
@@ -509,7 +518,7 @@ class Compiler {
   }
 
   private stagePlatform(stage: Stage): Platform {
-    return stage.platform ?? this.opts.platform;
+    return stage.platform ?? this.targetPlatform;
   }
 
   private async resolveImage(stage: Stage): Promise<void> {
@@ -534,9 +543,16 @@ class Compiler {
     if (!/@sha256:[0-9a-f]{64}$/.test(resolved.ref)) {
       throw new Error(`resolveImage(${JSON.stringify(ref)}) returned ${JSON.stringify(resolved.ref)}, which is not pinned by digest`);
     }
-    const got = { os: resolved.config.os, architecture: resolved.config.architecture, ...(resolved.config.variant ? { variant: resolved.config.variant } : {}) };
-    if (resolved.config.os && resolved.config.architecture && !samePlatform(got, platform)) {
-      this.warn(stage.from.instr.startLine, `FROM ${ref}: the image is for ${formatPlatform(got)}, not the requested ${formatPlatform(platform)}`);
+    if (resolved.config.os && resolved.config.architecture) {
+      // BuildKit's InvalidBaseImagePlatform: a registry may serve one image for every platform.
+      const got = platformOf(resolved.config);
+      if (got.os !== platform.os || got.architecture !== platform.architecture) {
+        this.warn(
+          stage.from.instr.startLine,
+          `Base image ${ref} was pulled with platform "${formatPlatform(got)}", expected "${formatPlatform(platform)}" for current build`,
+          'InvalidBaseImagePlatform',
+        );
+      }
     }
     stage.resolved = resolved;
   }
@@ -609,6 +625,7 @@ class Compiler {
       case 'scratch': {
         const root = this.builder.add({ type: 'scratch' }, [], { name: 'FROM scratch', hidden: true });
         state = scratchState(root, platform);
+        stage.imagePlatform = this.targetPlatform;
         break;
       }
       case 'image': {
@@ -620,6 +637,7 @@ class Compiler {
           endLine,
         });
         state = imageState(root, platform, resolved.config);
+        stage.imagePlatform = resolved.config.os && resolved.config.architecture ? platformOf(resolved.config) : platform;
         break;
       }
       case 'stage': {
@@ -630,6 +648,7 @@ class Compiler {
         const uses = (this.baseUses.get(stage.base.stage) ?? 1) - 1;
         this.baseUses.set(stage.base.stage, uses);
         state = stageStateFrom(base);
+        stage.imagePlatform = stage.base.stage.imagePlatform;
         if (uses === 0) base.history = [];
         break;
       }
@@ -650,6 +669,20 @@ class Compiler {
       case 'image':
         return stage.resolved?.ref ?? stage.base.ref;
     }
+  }
+
+  /**
+   * The platform the image declares, as BuildKit sets it: the base image's, unless a platform
+   * was asked for; then its os and architecture, and its variant when it has one or the base is
+   * of another architecture.
+   */
+  private imagePlatform(target: Stage): Platform {
+    const base = target.imagePlatform ?? this.targetPlatform;
+    if (!this.opts.platform) return base;
+    const tp = this.targetPlatform;
+    const sameOsArch = tp.os === base.os && tp.architecture === base.architecture;
+    const variant = tp.variant || !sameOsArch ? tp.variant : base.variant;
+    return normalizePlatform({ os: tp.os, architecture: tp.architecture, ...(variant ? { variant } : {}) });
   }
 
   private warn(line: number, message: string, rule?: string): void {
@@ -679,7 +712,7 @@ class Compiler {
     return {
       definition: this.builder.build(),
       root: final.root,
-      image: { config: final.config, platform: final.platform, history: final.history },
+      image: { config: final.config, platform: this.imagePlatform(target), history: final.history },
       stages: reachable.map((s) => ({
         ...(s.name !== undefined ? { name: s.name } : {}),
         index: s.index,
@@ -711,7 +744,8 @@ function parseCheckDirective(value: string | undefined): { skip: Set<string>; er
 }
 
 const LINT_RULES = [
-  'FromWithoutTag', 'JSONArgsRecommended', 'CopyAllBeforeInstall', 'UndefinedVar', 'SecretsUsedInArgOrEnv', 'NoEmptyContinuation', 'ReservedStageName',
+  'FromWithoutTag', 'JSONArgsRecommended', 'CopyAllBeforeInstall', 'UndefinedVar', 'SecretsUsedInArgOrEnv', 'NoEmptyContinuation',
+  'ReservedStageName', 'InvalidBaseImagePlatform',
 ];
 
 /** Compiles a parsed Dockerfile into a Definition and the target's image spec. */
