@@ -5,7 +5,8 @@ import pLimit from 'p-limit';
 import type { LayerRecord } from './cache/cache-index.js';
 import type { State } from './cache/state.js';
 import type { Digest, Platform } from './definition/index.js';
-import { MediaType, type ImageConfigFile, type ImageManifest } from './oci/types.js';
+import { platformOf } from './oci/platform.js';
+import { MediaType, type ImageConfigFile, type ImageIndex, type ImageManifest } from './oci/types.js';
 import { BlobSources } from './registry/blob-sources.js';
 import type { ContentCache, RegistryClient, RegistryClientOptions } from './registry/client.js';
 import { parseReference, type ImageReference } from './registry/reference.js';
@@ -52,6 +53,8 @@ export class LazyRegistry {
  */
 export class Images implements ImageSource {
   private readonly fetches = pLimit(3);
+  /** Pinned references this build resolved at a registry (to name once pulled), with the index they came from. */
+  private readonly fromRegistry = new Map<string, Digest | undefined>();
 
   constructor(
     private readonly state: State,
@@ -72,7 +75,8 @@ export class Images implements ImageSource {
       return { ref: `${name}@${ref.digest}`, config: await this.configOf(ref.digest as Digest) };
     }
     if (!ref.digest && !this.opts.forcePull) {
-      const local = await this.state.images.get(name);
+      // Only an image for this platform: a name pulled for linux/arm64 does not serve linux/amd64.
+      const local = await this.state.images.resolve(name, platform, this.state.store);
       if (local && (await this.state.store.has(local.digest))) {
         return { ref: `${name}@${local.digest}`, config: await this.configOf(local.digest) };
       }
@@ -80,7 +84,9 @@ export class Images implements ImageSource {
     const resolved = await (await this.registry.get()).resolve(ref, platform);
     await this.state.store.putBytes(resolved.manifestBytes);
     await this.state.store.putBytes(resolved.configBytes);
-    return { ref: `${name}@${resolved.manifestDigest}`, config: resolved.config };
+    const pinned = `${name}@${resolved.manifestDigest}`;
+    if (ref.tag) this.fromRegistry.set(pinned, resolved.indexDigest);
+    return { ref: pinned, config: resolved.config };
   }
 
   async local(pinned: string): Promise<LayerRecord[] | undefined> {
@@ -88,7 +94,10 @@ export class Images implements ImageSource {
     if (!(await this.state.store.has(digest))) return undefined;
     const manifest = await this.state.store.readJson<ImageManifest>(digest);
     for (const layer of manifest.layers) if (!(await this.state.store.has(layer.digest))) return undefined;
-    return layerRecords(manifest, await this.state.store.readJson<ImageConfigFile>(manifest.config.digest));
+    const config = await this.state.store.readJson<ImageConfigFile>(manifest.config.digest);
+    // Its layers were all here already (another platform's image shares them): named all the same.
+    await this.name(pinned, manifest, config);
+    return layerRecords(manifest, config);
   }
 
   async pull(pinned: string, platform: Platform): Promise<LayerRecord[]> {
@@ -126,11 +135,26 @@ export class Images implements ImageSource {
     );
     // Remembered so a push to another repository of this registry can mount them instead of uploading.
     await new BlobSources(this.state.root).record(ref, [manifest.config.digest, ...manifest.layers.map((l) => l.digest)]);
-    // Like `docker pull`, keep the base under its name so later builds resolve it offline.
-    if (ref.tag) {
-      await this.state.images.tag(nameOf(ref), { mediaType: manifest.mediaType ?? MediaType.OciManifest, digest, size: await this.state.store.size(digest) });
-    }
+    await this.name(pinned, manifest, config);
     return layerRecords(manifest, config);
+  }
+
+  /**
+   * Like `docker pull`, keeps an image this build resolved at a registry under its name, for its
+   * platform, once all of it is here, so later builds resolve it offline.
+   */
+  private async name(pinned: string, manifest: ImageManifest, config: ImageConfigFile): Promise<void> {
+    if (!this.fromRegistry.has(pinned)) return;
+    const indexDigest = this.fromRegistry.get(pinned);
+    this.fromRegistry.delete(pinned);
+    const ref = parseReference(pinned);
+    const digest = ref.digest as Digest;
+    // The registry index it was picked from (the client stored it): the name's other platforms
+    // stay only if they are in it too. Without it the name becomes this image alone.
+    const index = indexDigest ? await this.state.store.readJson<ImageIndex>(indexDigest).catch(() => undefined) : undefined;
+    const sameIndex = new Set((index?.manifests ?? []).map((d) => d.digest));
+    const named = { mediaType: manifest.mediaType ?? MediaType.OciManifest, digest, size: await this.state.store.size(digest), platform: platformOf(config) };
+    await this.state.images.tagPlatform(nameOf(ref), named, sameIndex, this.state.store);
   }
 
   private async configOf(manifestDigest: Digest): Promise<ImageConfigFile> {

@@ -6,6 +6,7 @@ import { open } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Platform } from './definition/index.js';
 import { parseDockerfile, parseDockerignore, type CompileOptions, type Dockerfile, type Entitlement, type ImageResolver } from './frontend/index.js';
+import { hostPlatform } from './oci/platform.js';
 
 export interface BuildInput {
   /** Absolute path of the build context. */
@@ -102,13 +103,16 @@ export interface CompileSettings {
   allow?: readonly Entitlement[];
 }
 
-export function compileOptions(input: BuildInput, settings: CompileSettings, platform: Platform, resolveImage: ImageResolver): CompileOptions {
+/** `platform`: the target asked for, if any (see CompileOptions.platform). */
+export function compileOptions(input: BuildInput, settings: CompileSettings, platform: Platform | undefined, resolveImage: ImageResolver): CompileOptions {
   return {
     file: input.dockerfileName,
     buildArgs: settings.buildArgs ?? {},
     ...(settings.labels ? { labels: settings.labels } : {}),
     target: settings.target,
-    platform,
+    ...(platform ? { platform } : {}),
+    // BuildKit's worker platform: RUN steps execute here whatever the target.
+    buildPlatform: hostPlatform(),
     dockerignore: input.dockerignore,
     sourceDateEpoch: settings.sourceDateEpoch,
     defaultNetwork: settings.network,

@@ -17,7 +17,7 @@ import { compileOptions, readBuildInput } from './build-input.js';
 import { compile, DockerfileError, type CompileResult, type Entitlement } from './frontend/index.js';
 import type { ImageConfigFile } from './oci/types.js';
 import { BlobSources } from './registry/blob-sources.js';
-import { hostPlatform } from './registry/platform.js';
+import { toPlatform } from './oci/platform.js';
 import { parseReference, type ImageReference } from './registry/reference.js';
 import { applyLayer, chainIDs, createSnapshotter, withMounts, writeLayer } from './snapshotter/index.js';
 import { track, type ProgressListener } from './solver/progress.js';
@@ -38,7 +38,8 @@ export interface BuildOptions {
   /** Labels set on the image after the Dockerfile's own (`docker build --label`). */
   labels?: Record<string, string>;
   target?: string;
-  platform?: Platform;
+  /** Target platform, `linux/arm64` or as an object (default: this machine's). One: a list is refused. */
+  platform?: Platform | string;
   push?: boolean;
   outputs?: Output[];
   /** State directory; default BUILDER_ROOT, else /var/lib/builder (root) or ~/.local/share/builder. */
@@ -82,7 +83,7 @@ export interface BuildResult {
 
 export async function build(opts: BuildOptions): Promise<BuildResult> {
   const emit: ProgressListener = opts.onProgress ?? (() => undefined);
-  const platform = opts.platform ?? hostPlatform();
+  const platform = opts.platform === undefined ? undefined : toPlatform(opts.platform);
   const tags = (opts.tags ?? []).map((t) => parseReference(t));
   const input = await readBuildInput(opts.context, opts.dockerfile);
   const { context, dockerfileName, text: dockerfileText, dockerfile } = input;
@@ -102,7 +103,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     const images = new Images(state, registry, { forcePull: opts.pull, signal: opts.signal });
 
     const compiled: CompileResult = await compile(dockerfile, compileOptions(input, opts, platform, (ref, p) => images.resolve(ref, p)));
-    for (const w of compiled.warnings) emit({ type: 'warning', message: w.message, file: w.file, line: w.line });
+    for (const w of compiled.warnings) emit({ type: 'warning', message: w.message, file: w.file, line: w.line, ...(w.rule ? { rule: w.rule } : {}) });
 
     const solver = new Solver(compiled.definition, {
       store: state.store,
@@ -158,7 +159,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     // The commit point: an interrupted build names nothing, so a tag never points at an image
     // whose build or push was cut short.
     opts.signal?.throwIfAborted();
-    for (const tag of tags) await state.images.tag(tag.toString(), image.manifestDescriptor);
+    for (const tag of tags) await state.images.tag(tag.toString(), { ...image.manifestDescriptor, platform: compiled.image.platform });
     finished = true;
     return {
       manifestDigest: image.manifestDescriptor.digest,

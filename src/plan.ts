@@ -12,9 +12,10 @@ import { sha256, type Digest, type Platform, type Vertex } from './definition/in
 import { compileOptions, readBuildInput } from './build-input.js';
 import { defaultStateRoot } from './cache/state-root.js';
 import { compile, type CompileResult, type CompileWarning, type Entitlement, type ResolvedImage } from './frontend/index.js';
-import type { ImageConfigFile, ImageIndex, ImageManifest } from './oci/types.js';
+import { ImageStore } from './cache/image-store.js';
+import type { ImageConfigFile, ImageManifest } from './oci/types.js';
 import { parseReference } from './registry/reference.js';
-import { hostPlatform } from './registry/platform.js';
+import { toPlatform } from './oci/platform.js';
 
 export interface PlanOptions {
   /** The build context directory (only its `.dockerignore` is read). */
@@ -24,7 +25,8 @@ export interface PlanOptions {
   buildArgs?: Record<string, string>;
   labels?: Record<string, string>;
   target?: string;
-  platform?: Platform;
+  /** Target platform, `linux/arm64` or as an object (default: this machine's). One: a list is refused. */
+  platform?: Platform | string;
   /** State directory whose local image store may know the base images (never written). */
   root?: string;
   /** Network of RUN steps that do not choose one (it is part of their digests). */
@@ -67,8 +69,6 @@ async function readBlobJson<T>(root: string, digest: string): Promise<T> {
   return JSON.parse(await readFile(join(root, 'blobs', 'sha256', hex), 'utf8')) as T;
 }
 
-const REF_NAME = 'org.opencontainers.image.ref.name';
-
 /** Marks placeholder digests of unresolved images: `sha256(unresolved:<ref>)`. */
 function placeholderDigest(ref: string): Digest {
   return sha256(`unresolved:${ref}`);
@@ -76,18 +76,18 @@ function placeholderDigest(ref: string): Digest {
 
 /** Compiles without any network or execution. */
 export async function plan(opts: PlanOptions): Promise<PlanResult> {
-  const platform = opts.platform ?? hostPlatform();
+  const platform = opts.platform === undefined ? undefined : toPlatform(opts.platform);
   const input = await readBuildInput(opts.context, opts.dockerfile);
   const root = opts.root ?? defaultStateRoot();
-  let index: ImageIndex | undefined;
+  const images = new ImageStore(root);
+  const blobs = { readJson: <T>(digest: Digest) => readBlobJson<T>(root, digest) };
   const unresolved = new Map<string, string>();
 
   const resolveLocal = async (refText: string, p: Platform): Promise<ResolvedImage> => {
     const ref = parseReference(refText);
     const name = `${ref.registry}/${ref.repository}${ref.tag ? `:${ref.tag}` : ''}`;
     try {
-      index ??= JSON.parse(await readFile(join(root, 'index.json'), 'utf8')) as ImageIndex;
-      const digest = (ref.digest as Digest | undefined) ?? index.manifests.find((d) => d.annotations?.[REF_NAME] === name)?.digest;
+      const digest = (ref.digest as Digest | undefined) ?? (await images.resolve(name, p, blobs))?.digest;
       if (digest) {
         const manifest = await readBlobJson<ImageManifest>(root, digest);
         return { ref: `${name}@${digest}`, config: await readBlobJson<ImageConfigFile>(root, manifest.config.digest) };

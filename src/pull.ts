@@ -4,15 +4,15 @@
 import { Images, LazyRegistry } from './base-images.js';
 import { defaultStateRoot, openState } from './cache/state.js';
 import type { Digest, Platform } from './definition/index.js';
-import { hostPlatform } from './registry/platform.js';
+import { hostPlatform, toPlatform } from './oci/platform.js';
 import { parseReference } from './registry/reference.js';
 import type { ProgressListener } from './solver/progress.js';
 
 export interface PullOptions {
   /** `alpine`, `user/app:1.2`, `host:5000/team/app@sha256:…`; a name alone means its `latest` tag. */
   ref: string;
-  /** Which entry of a multi-platform image (default: this machine's). */
-  platform?: Platform;
+  /** Which entry of a multi-platform image, `linux/arm64` or as an object (default: this machine's). */
+  platform?: Platform | string;
   /** State directory; default as for `build()`. */
   root?: string;
   insecureRegistries?: string[];
@@ -31,7 +31,7 @@ export interface PullResult {
 }
 
 export async function pull(opts: PullOptions): Promise<PullResult> {
-  const platform = opts.platform ?? hostPlatform();
+  const platform = opts.platform === undefined ? hostPlatform() : toPlatform(opts.platform);
   // Checked before the state directory is taken: a bad name is the user's error, not the store's.
   const name = parseReference(opts.ref).toString();
   const state = await openState(opts.root ?? defaultStateRoot(), { signal: opts.signal, onWait: (message) => opts.onProgress?.({ type: 'warning', message }) });

@@ -25,9 +25,11 @@ export function dockerignoreFilter(patterns: readonly string[]): { excluded: Pat
   return { excluded: (p) => ig.ignores(p), hasExceptions: patterns.some((p) => p.startsWith('!')) };
 }
 
+/** A COPY/ADD source that is not there; `path` is relative to the source's root, as written. */
 export class SourceNotFoundError extends Error {
   constructor(readonly path: string) {
-    super(`"${path}": not found`);
+    // BuildKit's wording, with the path from the root of the context or stage.
+    super(`"/${path === '.' ? '' : path}" not found`);
     this.name = 'SourceNotFoundError';
   }
 }

@@ -1,14 +1,30 @@
 // The local image store: named images in the state directory, which is itself an OCI image
-// layout (`oci-layout`, `index.json`, `blobs/sha256`). Each name is a manifest descriptor
-// annotated with the full reference, so `skopeo … oci:STATE:NAME` and umoci read it directly.
+// layout (`oci-layout`, `index.json`, `blobs/sha256`). Each name is one descriptor annotated
+// with the full reference, so `skopeo … oci:STATE:NAME` and umoci read it directly.
+//
+// A name resolves per platform, as in Docker's containerd image store. It points at a manifest
+// (the usual case: one platform; the descriptor carries it) or, once pulls brought it for several
+// platforms, at an image index listing the manifests the store has for it, each with its
+// platform: skopeo then picks one as it does from a registry's index (`--override-arch`).
+// A build names one image, so tagging its result replaces the whole name, as Docker does.
 
 import { randomBytes } from 'node:crypto';
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Descriptor, ImageIndex } from '../oci/types.js';
-import { MediaType } from '../oci/types.js';
+import { platformOf, platformRank, selectManifest } from '../oci/platform.js';
+import type { Descriptor, Digest, ImageConfigFile, ImageIndex, ImageManifest, Platform } from '../oci/types.js';
+import { isIndexMediaType, MediaType } from '../oci/types.js';
 
 const REF_NAME = 'org.opencontainers.image.ref.name';
+
+/** The blobs names point at: the content store. */
+export interface Blobs {
+  readJson<T>(digest: Digest): Promise<T>;
+  putBytes(data: string): Promise<{ digest: Digest; size: number }>;
+}
+
+/** A manifest with the platform of its image. */
+export type PlatformManifest = Descriptor & { platform: Platform };
 
 export class ImageStore {
   private readonly indexFile: string;
@@ -34,21 +50,58 @@ export class ImageStore {
     });
   }
 
+  /** What `name` points at, for any platform. */
   async get(name: string): Promise<Descriptor | undefined> {
     return (await this.list()).find((e) => e.name === name)?.descriptor;
   }
 
-  /** Points `name` at a manifest (replacing what it named before). */
-  async tag(name: string, manifest: Descriptor): Promise<void> {
+  /**
+   * The manifest `name` has for `platform`, chosen as from a registry's index (containerd's
+   * order: linux/amd64 also takes linux/386), or undefined when it has none.
+   */
+  async resolve(name: string, platform: Platform, blobs: Pick<Blobs, 'readJson'>): Promise<Descriptor | undefined> {
+    const target = await this.get(name);
+    if (!target) return undefined;
+    try {
+      return selectManifest(await manifestsOf(target, blobs), platform);
+    } catch {
+      return undefined; // blobs missing or unreadable: not usable here
+    }
+  }
+
+  /** Points `name` at one image, replacing whatever it named before (every platform): a build's result. */
+  async tag(name: string, manifest: PlatformManifest): Promise<void> {
+    await this.update((index) => named(index, name, manifest));
+  }
+
+  /**
+   * Names a pulled manifest for its platform. The name keeps its manifests for other platforms
+   * only when `sameIndex` lists them (they came from the registry index this one came from);
+   * otherwise the tag has moved, and the name now means the new image alone.
+   */
+  async tagPlatform(name: string, manifest: PlatformManifest, sameIndex: ReadonlySet<Digest>, blobs: Blobs): Promise<void> {
+    for (;;) {
+      const current = await this.get(name);
+      const kept = current
+        ? (await manifestsOf(current, blobs).catch(() => [])).filter(
+            (d) => sameIndex.has(d.digest) && d.digest !== manifest.digest && platformRank(d.platform as Platform, manifest.platform) !== 0,
+          )
+        : [];
+      const target = kept.length === 0 ? manifest : await writeIndex([...kept, manifest], blobs);
+      let unchanged = false;
+      await this.update((index) => {
+        unchanged = entryOf(index, name)?.digest === current?.digest;
+        return unchanged ? named(index, name, target) : index;
+      });
+      // Another tagging of this name came in between: merge with what it wrote.
+      if (unchanged) return;
+    }
+  }
+
+  private async update(mutate: (index: ImageIndex) => ImageIndex): Promise<void> {
     const index = await this.read();
-    const others = index.manifests.filter((d) => d.annotations?.[REF_NAME] !== name);
-    const entry: Descriptor = {
-      mediaType: manifest.mediaType,
-      digest: manifest.digest,
-      size: manifest.size,
-      annotations: { [REF_NAME]: name },
-    };
-    await this.write({ ...index, manifests: [...others, entry] });
+    const next = mutate(index);
+    if (next !== index) await this.write(next);
   }
 
   private async read(): Promise<ImageIndex> {
@@ -60,4 +113,39 @@ export class ImageStore {
     await writeFile(tmp, JSON.stringify(index, null, 2));
     await rename(tmp, this.indexFile);
   }
+}
+
+function entryOf(index: ImageIndex, name: string): Descriptor | undefined {
+  return index.manifests.find((d) => d.annotations?.[REF_NAME] === name);
+}
+
+/** `index` with `name` pointing at `target` alone. */
+function named(index: ImageIndex, name: string, target: Descriptor): ImageIndex {
+  const others = index.manifests.filter((d) => d.annotations?.[REF_NAME] !== name);
+  const entry: Descriptor = {
+    mediaType: target.mediaType,
+    digest: target.digest,
+    size: target.size,
+    ...(target.platform ? { platform: target.platform } : {}),
+    annotations: { [REF_NAME]: name },
+  };
+  return { ...index, manifests: [...others, entry] };
+}
+
+/** The platform manifests a name's target stands for: itself, or the entries of its index. */
+async function manifestsOf(target: Descriptor, blobs: Pick<Blobs, 'readJson'>): Promise<PlatformManifest[]> {
+  if (isIndexMediaType(target.mediaType)) {
+    const index = await blobs.readJson<ImageIndex>(target.digest);
+    return index.manifests.filter((d): d is PlatformManifest => d.platform !== undefined);
+  }
+  const { annotations: _name, ...manifest } = target;
+  if (manifest.platform) return [manifest as PlatformManifest];
+  // Named before names carried their platform: the image config says it.
+  const config = await blobs.readJson<ImageConfigFile>((await blobs.readJson<ImageManifest>(target.digest)).config.digest);
+  return [{ ...manifest, platform: platformOf(config) }];
+}
+
+async function writeIndex(manifests: PlatformManifest[], blobs: Blobs): Promise<Descriptor> {
+  const index: ImageIndex = { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests };
+  return { mediaType: MediaType.OciIndex, ...(await blobs.putBytes(JSON.stringify(index))) };
 }

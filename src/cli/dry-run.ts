@@ -3,6 +3,7 @@
 
 import type { BuildOptions } from '../build.js';
 import { formatPlan, plan } from '../plan.js';
+import { formatWarning } from './progress.js';
 
 export async function runDryRun(opts: Omit<BuildOptions, 'onProgress' | 'signal'>): Promise<number> {
   const result = await plan({
@@ -17,7 +18,7 @@ export async function runDryRun(opts: Omit<BuildOptions, 'onProgress' | 'signal'
     ...(opts.sourceDateEpoch !== undefined ? { sourceDateEpoch: opts.sourceDateEpoch } : {}),
   });
   for (const w of result.warnings) {
-    process.stderr.write(`WARNING: ${w.line > 0 ? `${w.file}:${w.line}: ` : ''}${w.message}\n`);
+    process.stderr.write(`${formatWarning(w)}\n`);
   }
   for (const ref of result.unresolved) {
     process.stderr.write(`NOTE: ${ref} is not in the local store; not pulled (dry run): its steps' digests will differ once it is resolved\n`);

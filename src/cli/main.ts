@@ -5,7 +5,6 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 // build.js pulls in the registry client, snapshotter and executor: loaded only when building.
 import type { BuildOptions, Output } from '../build.js';
 import { loadConfig } from '../config.js';
-import { parsePlatform } from '../registry/platform.js';
 import { createRenderer, type ProgressMode } from './progress.js';
 
 const USAGE = `Usage: builder build [OPTIONS] PATH
@@ -110,7 +109,7 @@ async function runPull(args: string[]): Promise<number> {
   const flags = { insecureRegistries: v.values['insecure-registry'], registryMirrors: v.values['registry-mirror'] };
   const pullOpts = {
     ref: v.positionals[0]!,
-    platform: v.values.platform ? parsePlatform(v.values.platform) : undefined,
+    platform: v.values.platform,
     root: v.values.root,
     ...(await registrySettings(v.values.config, flags)),
     onProgress: createRenderer(progressMode(v.values.progress), process.stderr),
@@ -248,7 +247,7 @@ function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'sig
     target: v.target,
     push: v.push,
     outputs: (v.output ?? []).map(parseOutput),
-    platform: v.platform ? parsePlatform(v.platform) : undefined,
+    platform: v.platform,
     network,
     allow,
     noCache: v['no-cache'],

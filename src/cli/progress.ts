@@ -2,9 +2,20 @@
 // with the time since the step started, and `CACHED` / `DONE 1.2s` / `ERROR` when it ends.
 // `json` writes one event per line for tools.
 
-import type { ProgressEvent, ProgressListener } from '../solver/progress.js';
+import type { ProgressEvent, ProgressListener, WarningEvent } from '../solver/progress.js';
 
 export type ProgressMode = 'plain' | 'json' | 'quiet';
+
+/**
+ * One line per warning, for builds and dry runs alike. A lint reads as BuildKit prints it, rule
+ * first, with the place after it (`WARN: JSONArgsRecommended: … (Dockerfile:3)`); other warnings
+ * as `WARNING: Dockerfile:3: …`. Line 0 means the warning is not about a line.
+ */
+export function formatWarning(w: Omit<WarningEvent, 'type'>): string {
+  const where = w.file && w.line ? `${w.file}:${w.line}` : undefined;
+  if (w.rule) return `WARN: ${w.rule}: ${w.message}${where ? ` (${where})` : ''}`;
+  return `WARNING: ${where ? `${where}: ` : ''}${w.message}`;
+}
 
 export function createRenderer(mode: ProgressMode, out: NodeJS.WritableStream): ProgressListener {
   if (mode === 'json') return (e) => out.write(`${JSON.stringify(e)}\n`);
@@ -36,7 +47,7 @@ function plainRenderer(out: NodeJS.WritableStream): ProgressListener {
   return (e: ProgressEvent) => {
     switch (e.type) {
       case 'warning':
-        out.write(`WARNING: ${e.file ? `${e.file}${e.line ? `:${e.line}` : ''}: ` : ''}${e.message}\n`);
+        out.write(`${formatWarning(e)}\n`);
         return;
       case 'log': {
         const n = numbers.get(e.id) ?? 0;

@@ -27,7 +27,7 @@ import {
   type FromCommand,
 } from './instructions.js';
 import { parseInstructionLine, type Dockerfile } from './parser.js';
-import { formatPlatform, parsePlatform, samePlatform } from './platform.js';
+import { formatPlatform, hostPlatform, normalizePlatform, parsePlatform, platformOf, toPlatform } from '../oci/platform.js';
 import { ExpansionBudget, ShellLex } from './shell-lexer.js';
 import { suggest } from './suggest.js';
 
@@ -47,9 +47,12 @@ export interface CompileOptions {
   labels?: Record<string, string>;
   /** Stage to build; the last stage by default. */
   target?: string;
-  /** Target platform (TARGETPLATFORM). */
-  platform: Platform;
-  /** Platform of the build itself (BUILDPLATFORM); defaults to `platform`. */
+  /**
+   * Target platform (TARGETPLATFORM), as asked for with `--platform`. Without it the build
+   * platform is the target and, as in BuildKit, the image declares its base image's platform.
+   */
+  platform?: Platform;
+  /** Platform of the build itself (BUILDPLATFORM); default: `platform` if given, else this machine's. */
   buildPlatform?: Platform;
   /** Resolves a base image to a pinned reference and its config (BuildKit's metaresolver). */
   resolveImage: ImageResolver;
@@ -78,7 +81,8 @@ export interface CompileWarning {
   message: string;
   /**
    * For lints, the rule's name (BuildKit's check names where one exists: `UndefinedVar`,
-   * `JSONArgsRecommended`, `FromWithoutTag`, `CopyAllBeforeInstall`). Lints never fail a build.
+   * `JSONArgsRecommended`, `SecretsUsedInArgOrEnv`, `NoEmptyContinuation`, `ReservedStageName`,
+   * `FromWithoutTag`, `CopyAllBeforeInstall`). Lints fail a build only under `# check=error=true`.
    */
   rule?: string;
 }
@@ -113,6 +117,8 @@ interface Stage {
   /** From `FROM --platform=…`. */
   platform?: Platform;
   base: StageBase;
+  /** The platform the stage's image declares: its base image's, or the target's for scratch. */
+  imagePlatform?: Platform;
   /** ONBUILD triggers inherited from the base, run before the stage's own instructions. */
   triggers?: Command[];
   resolved?: ResolvedImage;
@@ -167,6 +173,8 @@ class Compiler {
   private readonly createdAt: string | undefined;
   /** From the `# check=skip=Rule1,Rule2;error=true` parser directive. */
   private readonly checks: { skip: Set<string>; error: boolean };
+  private readonly targetPlatform: Platform;
+  private readonly buildPlatform: Platform;
 
   constructor(
     private readonly df: Dockerfile,
@@ -177,9 +185,12 @@ class Compiler {
     this.lex = new ShellLex(escape, { budget: new ExpansionBudget() });
     this.createdAt = createdTime(opts);
     this.checks = parseCheckDirective(df.directives.check);
+    this.buildPlatform = toPlatform(opts.buildPlatform ?? opts.platform ?? hostPlatform());
+    this.targetPlatform = opts.platform ? toPlatform(opts.platform) : this.buildPlatform;
   }
 
   async run(): Promise<CompileResult> {
+    for (const w of this.df.warnings ?? []) this.warn(w.line, w.message, w.rule);
     this.decode();
     const target = this.findTarget();
     this.evaluateGlobalArgs(target);
@@ -291,7 +302,7 @@ class Compiler {
             throw errorAt(instr, this.decodeCtx, `duplicate stage name "${cmd.stageName}" (already used on line ${previous.from.instr.startLine})`);
           }
           if (RESERVED_STAGE_NAMES.has(cmd.stageName)) {
-            this.warn(instr.startLine, `"${cmd.stageName}" is reserved and should not be used as a stage name`);
+            this.warn(instr.startLine, `"${cmd.stageName}" is reserved and should not be used as a stage name`, 'ReservedStageName');
           }
           stage.name = cmd.stageName;
           byName.set(cmd.stageName, stage);
@@ -332,8 +343,8 @@ class Compiler {
 
   /** The predefined platform ARGs, then the ARGs before the first FROM, with --build-arg overrides. */
   private evaluateGlobalArgs(target: Stage): void {
-    const build = this.opts.buildPlatform ?? this.opts.platform;
-    const tp = this.opts.platform;
+    const build = this.buildPlatform;
+    const tp = this.targetPlatform;
     const defaults: Array<[string, string]> = [
       ['BUILDPLATFORM', formatPlatform(build)],
       ['BUILDOS', build.os],
@@ -381,7 +392,7 @@ class Compiler {
       const spec = this.expandGlobal(from, from.platform);
       if (spec === '') throw errorAt(from.instr, this.decodeCtx, `FROM --platform=${from.platform}: empty platform value`);
       try {
-        stage.platform = parsePlatform(spec, this.opts.platform);
+        stage.platform = parsePlatform(spec, this.buildPlatform);
       } catch (err) {
         throw errorAt(from.instr, this.decodeCtx, `FROM --platform=${from.platform}: ${messageOf(err)}`, err);
       }
@@ -509,7 +520,7 @@ class Compiler {
   }
 
   private stagePlatform(stage: Stage): Platform {
-    return stage.platform ?? this.opts.platform;
+    return stage.platform ?? this.targetPlatform;
   }
 
   private async resolveImage(stage: Stage): Promise<void> {
@@ -534,9 +545,16 @@ class Compiler {
     if (!/@sha256:[0-9a-f]{64}$/.test(resolved.ref)) {
       throw new Error(`resolveImage(${JSON.stringify(ref)}) returned ${JSON.stringify(resolved.ref)}, which is not pinned by digest`);
     }
-    const got = { os: resolved.config.os, architecture: resolved.config.architecture, ...(resolved.config.variant ? { variant: resolved.config.variant } : {}) };
-    if (resolved.config.os && resolved.config.architecture && !samePlatform(got, platform)) {
-      this.warn(stage.from.instr.startLine, `FROM ${ref}: the image is for ${formatPlatform(got)}, not the requested ${formatPlatform(platform)}`);
+    if (resolved.config.os && resolved.config.architecture) {
+      // BuildKit's InvalidBaseImagePlatform: a registry may serve one image for every platform.
+      const got = platformOf(resolved.config);
+      if (got.os !== platform.os || got.architecture !== platform.architecture) {
+        this.warn(
+          stage.from.instr.startLine,
+          `Base image ${ref} was pulled with platform "${formatPlatform(got)}", expected "${formatPlatform(platform)}" for current build`,
+          'InvalidBaseImagePlatform',
+        );
+      }
     }
     stage.resolved = resolved;
   }
@@ -609,6 +627,7 @@ class Compiler {
       case 'scratch': {
         const root = this.builder.add({ type: 'scratch' }, [], { name: 'FROM scratch', hidden: true });
         state = scratchState(root, platform);
+        stage.imagePlatform = this.targetPlatform;
         break;
       }
       case 'image': {
@@ -620,6 +639,7 @@ class Compiler {
           endLine,
         });
         state = imageState(root, platform, resolved.config);
+        stage.imagePlatform = resolved.config.os && resolved.config.architecture ? platformOf(resolved.config) : platform;
         break;
       }
       case 'stage': {
@@ -630,6 +650,7 @@ class Compiler {
         const uses = (this.baseUses.get(stage.base.stage) ?? 1) - 1;
         this.baseUses.set(stage.base.stage, uses);
         state = stageStateFrom(base);
+        stage.imagePlatform = stage.base.stage.imagePlatform;
         if (uses === 0) base.history = [];
         break;
       }
@@ -652,6 +673,20 @@ class Compiler {
     }
   }
 
+  /**
+   * The platform the image declares, as BuildKit sets it: the base image's, unless a platform
+   * was asked for; then its os and architecture, and its variant when it has one or the base is
+   * of another architecture.
+   */
+  private imagePlatform(target: Stage): Platform {
+    const base = target.imagePlatform ?? this.targetPlatform;
+    if (!this.opts.platform) return base;
+    const tp = this.targetPlatform;
+    const sameOsArch = tp.os === base.os && tp.architecture === base.architecture;
+    const variant = tp.variant || !sameOsArch ? tp.variant : base.variant;
+    return normalizePlatform({ os: tp.os, architecture: tp.architecture, ...(variant ? { variant } : {}) });
+  }
+
   private warn(line: number, message: string, rule?: string): void {
     if (rule && this.checks.skip.has(rule)) return;
     const key = `${line}\u0000${message}`;
@@ -667,7 +702,6 @@ class Compiler {
         this.warn(0, `build arg "${key}" was not consumed: no ARG ${key} in the stages built`);
       }
     }
-    const parseWarnings = (this.df.warnings ?? []).map((w) => ({ file: this.opts.file, line: w.line, message: w.message }));
     const lints = this.warnings.filter((w) => w.rule);
     if (this.checks.error && lints.length > 0) {
       const first = lints[0] as CompileWarning;
@@ -683,14 +717,14 @@ class Compiler {
     return {
       definition: this.builder.build(),
       root: final.root,
-      image: { config: final.config, platform: final.platform, ...(final.author !== undefined ? { author: final.author } : {}), history: final.history },
+      image: { config: final.config, platform: this.imagePlatform(target), ...(final.author !== undefined ? { author: final.author } : {}), history: final.history },
       stages: reachable.map((s) => ({
         ...(s.name !== undefined ? { name: s.name } : {}),
         index: s.index,
         base: this.describeBase(s),
         root: (s.state as StageState).root,
       })),
-      warnings: [...parseWarnings, ...this.warnings],
+      warnings: this.warnings,
     };
   }
 }
@@ -714,7 +748,10 @@ function parseCheckDirective(value: string | undefined): { skip: Set<string>; er
   return out;
 }
 
-const LINT_RULES = ['FromWithoutTag', 'JSONArgsRecommended', 'CopyAllBeforeInstall', 'UndefinedVar'];
+const LINT_RULES = [
+  'FromWithoutTag', 'JSONArgsRecommended', 'CopyAllBeforeInstall', 'UndefinedVar', 'SecretsUsedInArgOrEnv', 'NoEmptyContinuation',
+  'ReservedStageName', 'InvalidBaseImagePlatform',
+];
 
 /** Compiles a parsed Dockerfile into a Definition and the target's image spec. */
 export async function compile(dockerfile: Dockerfile, opts: CompileOptions): Promise<CompileResult> {

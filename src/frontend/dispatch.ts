@@ -31,7 +31,7 @@ import {
   type VolumeCommand,
 } from './instructions.js';
 import { cleanPath, hasTrailingSlash, isAbsPath, joinPath } from './paths.js';
-import { parseMount, type RunMount } from './mounts.js';
+import { parseMount, resolveMountTarget, type RunMount } from './mounts.js';
 import { chompHeredoc, parseHeredocMarker, type Heredoc } from './parser.js';
 import type { ShellLex } from './shell-lexer.js';
 import type { Entitlement } from './compile.js';
@@ -129,6 +129,14 @@ export const PROXY_ARGS: readonly string[] = [
  */
 const DEPENDENCY_INSTALL =
   /\b(?:npm (?:ci|install|i)|yarn(?: install)?(?=\s|$|;|&)|pnpm (?:install|i)|pip3? install|poetry install|pipenv install|bundle install|composer install|go mod download|cargo (?:build|fetch)|mvn [^;&|]{0,200}dependency:|gradle [^;&|]{0,200}dependencies|dotnet restore|mix deps\.get)\b/;
+
+/**
+ * ARG/ENV names the SecretsUsedInArgOrEnv lint reports, and the words that clear a name again,
+ * as BuildKit's: a whole `_`-separated word of the name, in any case (API_TOKEN, db_password,
+ * AUTH; not AUTHOR, PUBLIC_KEY or GPG_KEY_FILE).
+ */
+const SECRET_NAME = /(?:_|^)(?:apikey|auth|credential|credentials|key|password|pword|passwd|secret|token)(?:_|$)/iu;
+const NOT_SECRET_NAME = /(?:_|^)(?:public|file|version)(?:_|$)/iu;
 
 /** `${NAME:-…}`, `${NAME+…}`, `${NAME?…}`: references that deal with NAME being unset. */
 const GUARDED_REF = /\$\{([\p{L}\p{Nd}_]+|[@*#?$!0-]):?[-+=?]/gu;
@@ -415,6 +423,19 @@ export class StageDispatcher {
   }
 
   /**
+   * SecretsUsedInArgOrEnv: an ARG or ENV whose name looks like a secret (BuildKit's word lists).
+   * The value is never part of the message: it may be the secret.
+   */
+  private lintSecretName(cmd: Command, instruction: 'ARG' | 'ENV', name: string): void {
+    if (!this.ctx.warn || !SECRET_NAME.test(name) || NOT_SECRET_NAME.test(name)) return;
+    this.ctx.warn(
+      cmd.instr.startLine,
+      `Do not use ARG or ENV instructions for sensitive data (${instruction} ${JSON.stringify(name)}): its value is kept in the image's config or history, readable by anyone who can pull the image`,
+      'SecretsUsedInArgOrEnv',
+    );
+  }
+
+  /**
    * Lints over a whole stage, run once its instructions are dispatched: a broad `COPY . .`
    * before a dependency install, and shell-form CMD/ENTRYPOINT.
    */
@@ -491,7 +512,8 @@ export class StageDispatcher {
     return [...(shell && shell.length > 0 ? shell : defaultShell(this.state.platform.os)), command];
   }
 
-  private env(_cmd: Command, pairs: KeyValue[]): void {
+  private env(cmd: Command, pairs: KeyValue[]): void {
+    for (const { key } of pairs) this.lintSecretName(cmd, 'ENV', key);
     const env = (this.state.config.Env ??= []);
     if (this.envIndex?.list !== env) {
       const at = new Map<string, number>();
@@ -524,6 +546,7 @@ export class StageDispatcher {
   private arg(cmd: ArgCommand): void {
     const parts: string[] = [];
     for (const decl of cmd.args) {
+      this.lintSecretName(cmd, 'ARG', decl.key);
       const provided = Object.hasOwn(this.ctx.buildArgs, decl.key);
       let value: string | undefined;
       if (provided) value = this.ctx.buildArgs[decl.key];
@@ -544,7 +567,7 @@ export class StageDispatcher {
     for (const raw of (cmd.flags.get('mount') as string[] | undefined) ?? []) {
       const spec = this.expand(cmd, raw);
       try {
-        mounts.push(parseMount(spec));
+        mounts.push(resolveMountTarget(parseMount(spec), this.state.workdir || '/'));
       } catch (err) {
         throw this.error(cmd, `RUN --mount=${spec}: ${messageOf(err)}`, err);
       }
@@ -566,8 +589,8 @@ export class StageDispatcher {
     if (networkFlag === 'host') this.requireEntitlement(cmd, 'network.host', 'RUN --network=host');
     if (security === 'insecure') this.requireEntitlement(cmd, 'security.insecure', 'RUN --security=insecure');
     if (mounts.length > 0) {
-      const kinds = [...new Set(mounts.map((m) => m.type))].join(', ');
-      throw this.error(cmd, `RUN --mount (type ${kinds}) is not supported yet by builder's solver; the mount was parsed and is valid`);
+      const what = mounts.map((m) => (m.target ? `${m.type} at ${m.target}` : `${m.type} as $${m.env ?? ''}`)).join(', ');
+      throw this.error(cmd, `RUN --mount (${what}) is not supported yet by builder's solver; the mount was parsed and is valid`);
     }
     if (cmd.flags.has('device')) throw this.error(cmd, 'RUN --device is not supported yet');
     let args = cmd.prependShell ? this.withShell(cmd.cmdLine.join(' ')) : [...cmd.cmdLine];

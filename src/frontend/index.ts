@@ -14,4 +14,3 @@ export type { ErrorLocation } from './errors.js';
 export { compile } from './compile.js';
 export type { CompileOptions, CompileResult, CompileWarning, Entitlement, ImageResolver, ResolvedImage, StageInfo } from './compile.js';
 export { parseDockerignore } from './dockerignore.js';
-export { parsePlatform, formatPlatform } from './platform.js';

@@ -2,11 +2,16 @@
 // does (`type=cache,target=/root/.cache,sharing=locked`). The result is plain data; the solver
 // decides what it can run.
 
+import { cleanPath, isAbsPath, joinPath } from './paths.js';
+
 export type MountType = 'bind' | 'cache' | 'tmpfs' | 'secret' | 'ssh';
 
 export interface RunMount {
   type: MountType;
-  /** Absolute path in the container; for secret/ssh a default is derived when missing. */
+  /**
+   * Path in the container. For secret/ssh a default is derived when missing; for the others a
+   * missing or relative one is relative to the working directory (see resolveMountTarget).
+   */
   target?: string;
   /** bind/cache: path in `from` (or the context). */
   source?: string;
@@ -151,9 +156,26 @@ export function parseMount(spec: string): RunMount {
     if (type === 'secret' && !mount.id && !mount.target && !mount.env) throw new Error('a secret mount needs an id or a target');
     if (type === 'secret' && !mount.target && !mount.env) mount.target = `/run/secrets/${mount.id ?? ''}`;
     if (type === 'ssh' && !mount.target) mount.target = '/run/buildkit/ssh_agent.0';
-  } else if (!mount.target) {
-    throw new Error(`a ${type} mount needs a target (target=/path)`);
   }
   if (type === 'cache' && mount.sharing === undefined) mount.sharing = 'shared';
   return mount;
+}
+
+/**
+ * A bind, cache or tmpfs mount with its target made absolute: as BuildKit, a missing or relative
+ * target is joined with the working directory, and only a target of `/` itself is refused.
+ */
+export function resolveMountTarget(mount: RunMount, workdir: string): RunMount {
+  if (mount.type === 'secret' || mount.type === 'ssh') return mount;
+  const written = mount.target ?? '';
+  const target = isAbsPath(cleanPath(written)) ? written : joinPath('/', workdir, written);
+  if (target === '/') {
+    const why = isAbsPath(written)
+      ? ''
+      : written
+        ? ` (the relative target "${written}" is resolved against the working directory ${workdir})`
+        : ' (a mount without a target is mounted at the working directory, which is /)';
+    throw new Error(`invalid mount target "/"${why}`);
+  }
+  return { ...mount, target };
 }

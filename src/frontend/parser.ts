@@ -38,7 +38,8 @@ export interface Heredoc {
 /** Instructions whose arguments may hold here-documents (BuildKit's heredocDirectives). */
 export const HEREDOC_INSTRUCTIONS: ReadonlySet<string> = new Set(['ADD', 'COPY', 'RUN']);
 
-const HEREDOC_RE = /^(\d*)<<(-?)([^<]*)$/;
+// Blanks may follow `<<` (BuildKit since 2025): `<<  EOF`, and `<< -EOF` names `-EOF`.
+const HEREDOC_RE = /^(\d*)<<(-?)[\t\n\f\r ]*([^<]*)$/;
 
 /** BuildKit's ChompHeredocContent: removes leading tabs from every line. */
 export function chompHeredoc(content: string): string {
@@ -102,6 +103,8 @@ export interface Instruction {
 export interface ParseWarning {
   line: number;
   message: string;
+  /** The lint rule it reports (`NoEmptyContinuation`). */
+  rule: string;
 }
 
 export interface Dockerfile {
@@ -143,12 +146,30 @@ function isCommentLine(raw: string): boolean {
   return trimLeftSpace(raw).startsWith('#');
 }
 
-/** Splits like Go's bufio.ScanLines: `\n` separated, a trailing `\r` dropped, no empty last line. */
-function splitLines(text: string): string[] {
+/**
+ * BuildKit reads the file with a bufio.Scanner whose buffer holds 64 KiB: a line of more than
+ * 65535 bytes (a `\r` before the newline counts, the newline does not) fails the build.
+ */
+const MAX_LINE_BYTES = 65535;
+
+/**
+ * Splits like Go's bufio.ScanLines: `\n` separated, a trailing `\r` dropped, no empty last line.
+ * A line longer than BuildKit's scanner reads is an error.
+ */
+function splitLines(text: string, file: string): string[] {
   if (text === '') return [];
-  const lines = text.split('\n').map((l) => (l.endsWith('\r') ? l.slice(0, -1) : l));
+  const lines = text.split('\n');
   if (text.endsWith('\n')) lines.pop();
-  return lines;
+  return lines.map((l, i) => {
+    // A UTF-16 unit is at most 3 UTF-8 bytes: only long lines need counting.
+    if (l.length > MAX_LINE_BYTES / 3 && Buffer.byteLength(l) > MAX_LINE_BYTES) {
+      throw new DockerfileError(
+        `dockerfile line greater than max allowed size of ${MAX_LINE_BYTES} (this line has ${Buffer.byteLength(l)} bytes; split the instruction over several lines with line continuations)`,
+        { file, line: i + 1, source: l },
+      );
+    }
+    return l.endsWith('\r') ? l.slice(0, -1) : l;
+  });
 }
 
 /** Parser directives are only recognised in the comment lines at the very top of the file. */
@@ -180,15 +201,19 @@ class DirectiveState {
     this.values[key] = value;
   }
 
-  /** `\` (or the escape directive's character) followed only by blanks continues the line. */
+  /**
+   * `\` (or the escape directive's character) followed only by blanks continues the line, unless
+   * another escape precedes it: `a\\` ends with an escaped escape. As BuildKit's regular
+   * expression, `a\\\` (escaped escape, then a continuation) does not continue either.
+   */
   trimContinuation(line: string): { text: string; continues: boolean } {
-    const re = this.escape === '`' ? /`[ \t]*$/ : /\\[ \t]*$/;
-    return re.test(line) ? { text: line.replace(re, ''), continues: true } : { text: line, continues: false };
+    const re = this.escape === '`' ? /(^|[^`])`[ \t]*$/ : /(^|[^\\])\\[ \t]*$/;
+    return re.test(line) ? { text: line.replace(re, '$1'), continues: true } : { text: line, continues: false };
   }
 }
 
 export function parseDockerfile(text: string, file = 'Dockerfile'): Dockerfile {
-  const lines = splitLines(text);
+  const lines = splitLines(text, file);
   const endsWithNewline = text.endsWith('\n');
   if (lines.length > 0) lines[0] = (lines[0] as string).replace(/^\uFEFF/, '');
   const state = new DirectiveState(file);
@@ -219,7 +244,11 @@ export function parseDockerfile(text: string, file = 'Dockerfile'): Dockerfile {
     }
     let endLine = idx;
     if (sawEmptyLine) {
-      warnings.push({ line: startLine, message: 'empty continuation line (Docker will make these an error in a future release)' });
+      warnings.push({
+        line: startLine,
+        message: 'empty continuation line (Docker will make these an error in a future release)',
+        rule: 'NoEmptyContinuation',
+      });
     }
     const location = { file, startLine, endLine, source: lines.slice(startLine - 1, endLine) };
     const instruction = parseInstructionLine(line, state.escape, location);
@@ -284,7 +313,7 @@ export function parseInstructionLine(line: string, escape: EscapeChar, loc: Line
   const keywordRaw = m ? trimmed.slice(0, m.index) : trimmed;
   const restRaw = m ? trimmed.slice(m.index + m[0].length) : '';
   const keyword = keywordRaw.toUpperCase();
-  const { rest, flags } = extractFlags(restRaw);
+  const { rest, flags } = extractFlags(restRaw, escape);
   const args = rest.trim();
   const instruction: Instruction = { keyword, flags, args, startLine: loc.startLine, endLine: loc.endLine, original: trimmed };
 
@@ -339,10 +368,10 @@ type Phase = (typeof Phase)[keyof typeof Phase];
 
 /**
  * Pulls leading `--name[=value]` words off an instruction's arguments (BuildKit's
- * extractBuilderFlags). Quotes inside a flag are removed and `\` escapes the next character; a
- * bare `--` ends the flags.
+ * extractBuilderFlags). Quotes inside a flag are removed and the escape character (`\`, or the
+ * `escape` directive's) escapes the next one; a bare `--` ends the flags.
  */
-function extractFlags(line: string): { rest: string; flags: InstructionFlag[] } {
+function extractFlags(line: string, escape: EscapeChar): { rest: string; flags: InstructionFlag[] } {
   const words: string[] = [];
   let phase: Phase = Phase.Spaces;
   let word = '';
@@ -377,7 +406,7 @@ function extractFlags(line: string): { rest: string; flags: InstructionFlag[] } 
         phase = Phase.Quote;
         continue;
       }
-      if (ch === '\\') {
+      if (ch === escape) {
         if (pos + 1 === line.length) continue;
         ch = line[++pos] ?? '';
       }
@@ -389,7 +418,7 @@ function extractFlags(line: string): { rest: string; flags: InstructionFlag[] } 
       phase = Phase.Word;
       continue;
     }
-    if (ch === '\\') {
+    if (ch === escape) {
       if (pos + 1 === line.length) {
         phase = Phase.Word;
         continue;

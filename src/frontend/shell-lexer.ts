@@ -226,10 +226,24 @@ class WordScanner {
 
   private special(ch: string): (() => string) | undefined {
     if (ch === '$') return () => this.processDollar();
+    if (ch === '<') return () => this.processPossibleHeredoc();
     if (this.opts.skipProcessQuotes) return undefined;
     if (ch === "'") return () => this.processSingleQuote();
     if (ch === '"') return () => this.processDoubleQuote();
     return undefined;
+  }
+
+  /**
+   * `<<` keeps the blanks after it in the same word, so `<<  EOF` reads as one heredoc marker
+   * (BuildKit's processPossibleHeredoc). The text is unchanged; only word splitting differs.
+   */
+  private processPossibleHeredoc(): string {
+    this.next();
+    if (this.peek() !== '<') return '<';
+    this.next();
+    let result = '<<';
+    while (this.peek() === ' ' || this.peek() === '\t' || this.peek() === '\r') result += this.next();
+    return result;
   }
 
   /** Everything between single quotes is literal; a single quote cannot be escaped inside. */
@@ -312,6 +326,8 @@ class WordScanner {
         if (nullIsUnset) {
           ch = this.next();
           modifier += ch;
+          // `${A:#x}` and `${A:%x}` are not shell syntax: an error, not a silent `#` / `%`.
+          if (ch === '#' || ch === '%') throw new ShellExpansionError(`unsupported modifier (${modifier}) in substitution`);
         }
         return this.processModifier(name, ch, modifier, nullIsUnset);
       }

@@ -32,7 +32,7 @@ import {
   UnsupportedManifestError,
 } from './errors.js';
 import { HttpTransport, trustedCAs, type HttpResponse } from './http.js';
-import { formatPlatform, isAttestation, normalisePlatform, platformRank, selectManifest } from './platform.js';
+import { formatPlatform, isAttestation, normalizePlatform, platformRank, selectManifest } from '../oci/platform.js';
 import { DOCKER_HUB, ImageReference, isInsecureByDefault, registryHost } from './reference.js';
 import {
   DEFAULT_RETRY,
@@ -207,7 +207,7 @@ export class RegistryClient {
    * narrowed to the best matching entry; every document is verified against its digest.
    */
   async resolve(ref: ImageReference, platform: Platform, options: { refresh?: boolean } = {}): Promise<ResolvedImage> {
-    const key = `${ref.toString()}\n${formatPlatform(normalisePlatform(platform))}`;
+    const key = `${ref.toString()}\n${formatPlatform(normalizePlatform(platform))}`;
     let pending = options.refresh ? undefined : this.resolutions.get(key);
     if (!pending) {
       pending = (async () => this.resolveFrom(ref, await this.fetchManifest(ref), platform, undefined, 0))();
@@ -828,9 +828,9 @@ export class RegistryClient {
 function platformNotFound(ref: ImageReference, index: ImageIndex, platform: Platform): PlatformNotFoundError {
   const available = index.manifests
     .filter((d) => d.platform && !isAttestation(d))
-    .map((d) => formatPlatform(normalisePlatform(d.platform as Platform)));
+    .map((d) => formatPlatform(normalizePlatform(d.platform as Platform)));
   return new PlatformNotFoundError(
-    `no image for platform ${formatPlatform(normalisePlatform(platform))} in ${ref} (available: ${available.join(', ') || 'none'})`,
+    `no image for platform ${formatPlatform(normalizePlatform(platform))} in ${ref} (available: ${available.join(', ') || 'none'})`,
     ref.registry,
   );
 }

@@ -44,5 +44,4 @@ export {
   RegistryError,
   UnsupportedManifestError,
 } from './errors.js';
-export { formatPlatform, hostPlatform, normalisePlatform, parsePlatform, platformRank, selectManifest } from './platform.js';
 export { DEFAULT_RETRY, type RetryPolicy } from './retry.js';

@@ -28,6 +28,8 @@ export interface WarningEvent {
   message: string;
   file?: string;
   line?: number;
+  /** For a lint, its rule's name (`JSONArgsRecommended`). */
+  rule?: string;
 }
 
 export type ProgressEvent = StepEvent | LogEvent | WarningEvent;

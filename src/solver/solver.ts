@@ -245,11 +245,11 @@ export class Solver {
     const dest = layersInput(inputs[0], v);
     // Sources from another stage: first the key from its cache key (cheap); on a miss, the key from
     // the content of the copied files, so a rebuilt stage with identical output still hits.
-    const definitionKey = await this.fileCacheKey(op, inputs, dest.cacheKey, false);
+    const definitionKey = await this.keyOrStepError(digest, v, () => this.fileCacheKey(op, inputs, dest.cacheKey, false));
     let cached = await this.lookup(definitionKey);
     let contentKey: Digest | undefined;
     if (!cached && inputs.some((i) => i.kind === 'layers') && op.actions.some((a) => a.action === 'copy')) {
-      contentKey = await this.fileCacheKey(op, inputs, dest.cacheKey, true);
+      contentKey = await this.keyOrStepError(digest, v, () => this.fileCacheKey(op, inputs, dest.cacheKey, true));
       if (contentKey !== definitionKey) cached = await this.lookup(contentKey);
     }
     if (cached) {
@@ -281,6 +281,24 @@ export class Solver {
     await this.opts.cache.set(definitionKey, layers);
     if (contentKey && contentKey !== definitionKey) await this.opts.cache.set(contentKey, layers);
     return { kind: 'layers', cacheKey: definitionKey, layers };
+  }
+
+  /**
+   * A cache key that cannot be computed (a COPY source that is not there) fails the step, which is
+   * reported and named like any step that fails while running, as BuildKit's "failed to compute
+   * cache key".
+   */
+  private async keyOrStepError(digest: Digest, v: Vertex, key: () => Promise<Digest>): Promise<Digest> {
+    try {
+      return await key();
+    } catch (err) {
+      // A base layer that fails to unpack is its FROM's failure, reported already.
+      if (err instanceof StepError || (err as Error).name === 'AbortError') throw err;
+      const reason = `failed to compute cache key: ${(err as Error).message}`;
+      const { hidden, ...step } = this.step(digest, v);
+      if (!hidden) this.opts.progress({ type: 'step', ...step, status: 'error', at: Date.now(), error: reason });
+      throw new StepError(v.meta, reason, [], { cause: err });
+    }
   }
 
   /**
@@ -323,7 +341,7 @@ export class Solver {
       try {
         ({ selected: sources, filter } = await selectWithExclude(srcRoot, action, baseFilter));
       } catch (err) {
-        throw new StepError(v.meta, `failed to compute cache key: ${(err as Error).message}`);
+        throw new StepError(v.meta, `failed to compute cache key: ${(err as Error).message}`, [], { cause: err });
       }
       if (!action.unpack) {
         await copySources({ srcRoot, sources, filter, destRoot: rootfs, dest: action.dest, owner, chmod: action.chmod, parents: action.parents });

@@ -64,7 +64,7 @@ describe('content checksums of COPY sources', () => {
     expect(await names(['src/*.js'])).toEqual(['src/a.js']);
     expect(await names(['*.json', '/package.json'])).toEqual(['package.json']);
     await expect(selectSources(dir, ['missing.txt'])).rejects.toBeInstanceOf(SourceNotFoundError);
-    await expect(selectSources(dir, ['debug.log'], dockerignoreFilter(['*.log']))).rejects.toThrow(/"debug.log": not found/);
+    await expect(selectSources(dir, ['debug.log'], dockerignoreFilter(['*.log']))).rejects.toThrow('"/debug.log" not found');
   });
 
   it('the stat cache survives a reload and still notices a changed file', async () => {

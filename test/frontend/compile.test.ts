@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { CopyAction, MkdirAction } from '../../src/definition/index.js';
+import type { ImageResolver } from '../../src/frontend/index.js';
 import { build, digestAt, envOf, execs, fakeResolver, fileOps, ops, vertexAt, vertices } from './helpers.js';
 
 describe('stages and bases', () => {
@@ -29,15 +30,38 @@ describe('stages and bases', () => {
 
   it('parses --platform, with the predefined platform ARGs', async () => {
     const resolve = fakeResolver();
-    const r = await build('FROM --platform=$BUILDPLATFORM alpine AS tools\nFROM --platform=linux/arm64 alpine\nCOPY --from=tools /x /x', {
-      resolveImage: resolve,
-      buildPlatform: { os: 'linux', architecture: 'arm', variant: 'v7' },
-    });
+    const text = 'FROM --platform=$BUILDPLATFORM alpine AS tools\nFROM --platform=linux/arm64 alpine\nCOPY --from=tools /x /x';
+    const r = await build(text, { resolveImage: resolve, platform: undefined, buildPlatform: { os: 'linux', architecture: 'arm', variant: 'v7' } });
     expect(ops(r.definition, 'image').map((i) => i.platform)).toEqual([
       { os: 'linux', architecture: 'arm', variant: 'v7' },
       { os: 'linux', architecture: 'arm64' },
     ]);
+    // As BuildKit: without --platform the image declares its base's platform; with one, that platform.
     expect(r.image.platform).toEqual({ os: 'linux', architecture: 'arm64' });
+    const requested = await build(text, { resolveImage: resolve, platform: { os: 'linux', architecture: 'arm', variant: 'v7' } });
+    expect(requested.image.platform).toEqual({ os: 'linux', architecture: 'arm', variant: 'v7' });
+  });
+
+  it('refuses FROM --platform values that are lists or not platforms, naming the line', async () => {
+    await expect(build('FROM alpine AS a\nFROM --platform=linux/amd64,linux/arm64 alpine')).rejects.toThrow(
+      /^Dockerfile:2: FROM --platform=linux\/amd64,linux\/arm64: invalid platform "linux\/amd64,linux\/arm64": a list of platforms needs a multi-platform build/,
+    );
+    await expect(build('ARG P=linux/&arm\nFROM --platform=$P alpine')).rejects.toThrow(/^Dockerfile:2: FROM --platform=\$P: invalid platform "linux\/&arm": "&arm" is not a valid component/);
+    await expect(build('FROM --platform=notanarch alpine')).rejects.toThrow(/unknown operating system or architecture/);
+  });
+
+  it('warns with InvalidBaseImagePlatform when a base is for another os or architecture, not for another variant', async () => {
+    const served = (architecture: string, variant?: string): ImageResolver => async (ref, platform) => {
+      const { config } = await fakeResolver()(ref, platform);
+      return { ref: `docker.io/library/alpine:3@sha256:${'a'.repeat(64)}`, config: { ...config, architecture, ...(variant ? { variant } : {}) } };
+    };
+    const arm = await build('FROM alpine:3\nRUN true', { resolveImage: served('arm64') });
+    expect(arm.warnings).toEqual([
+      { file: 'Dockerfile', line: 1, rule: 'InvalidBaseImagePlatform', message: 'Base image alpine:3 was pulled with platform "linux/arm64", expected "linux/amd64" for current build' },
+    ]);
+    expect((await build('FROM alpine:3', { resolveImage: served('amd64', 'v2') })).warnings).toEqual([]);
+    expect((await build('FROM alpine:3', { resolveImage: served('x86_64', 'v1') })).warnings).toEqual([]);
+    expect((await build('# check=skip=InvalidBaseImagePlatform\nFROM alpine:3', { resolveImage: served('arm64') })).warnings).toEqual([]);
   });
 
   it('builds on an earlier stage by name, inheriting its state', async () => {
@@ -223,12 +247,12 @@ describe('RUN', () => {
   });
 
   it('clips a very long instruction in its step name', async () => {
-    const long = 'x'.repeat(200_000);
-    const r = await build(`FROM alpine\nRUN echo ${long}`);
+    const chunks = Array.from({ length: 4 }, () => 'x'.repeat(50_000));
+    const r = await build(`FROM alpine\nRUN echo ${chunks.join('\\\n')}`);
     const name = vertexAt(r, 2).meta.name;
     expect(name.length).toBeLessThan(1100);
     expect(name).toMatch(/^\[2\/2\] RUN echo x+ \[\.\.\. \d+ more characters\]$/);
-    expect(execs(r.definition)[0]!.args.at(-1)).toBe(`echo ${long}`);
+    expect(execs(r.definition)[0]!.args.at(-1)).toBe(`echo ${chunks.join('')}`);
   });
 });
 
@@ -426,12 +450,14 @@ describe('escape directive and warnings', () => {
     expect(r.image.config.Env).toEqual(expect.arrayContaining(['DIR=C:\\data\\app', 'NAME=x"y']));
   });
 
-  it('passes parser warnings through and warns about reserved stage names', async () => {
+  it('passes parser warnings through and warns about reserved stage names, as BuildKit\'s lints', async () => {
     const r = await build('FROM alpine AS scratch\nRUN a \\\n\n  b');
-    expect(r.warnings.filter((w) => !w.rule).map((w) => [w.line, w.message])).toEqual([
-      [2, expect.stringContaining('empty continuation line')],
-      [1, expect.stringContaining('"scratch" is reserved')],
+    expect(r.warnings.filter((w) => w.rule !== 'FromWithoutTag').map((w) => [w.rule, w.line, w.message])).toEqual([
+      ['NoEmptyContinuation', 2, expect.stringContaining('empty continuation line')],
+      ['ReservedStageName', 1, expect.stringContaining('"scratch" is reserved')],
     ]);
+    const skipped = await build('# check=skip=NoEmptyContinuation,ReservedStageName\nFROM alpine:3.19 AS context\nRUN a \\\n\n  b');
+    expect(skipped.warnings).toEqual([]);
   });
 
   it('runs the ONBUILD instructions of a base stage in the stage built on it', async () => {

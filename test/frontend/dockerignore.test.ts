@@ -1,7 +1,5 @@
 import { describe, expect, it } from 'vitest';
 import { parseDockerignore } from '../../src/frontend/index.js';
-import { platformCases } from './platform-cases.js';
-import { formatPlatform, parsePlatform } from '../../src/frontend/index.js';
 
 describe('parseDockerignore', () => {
   it('follows Docker rules: comments, blanks, trimming, cleaning, leading / and ! exceptions', () => {
@@ -36,15 +34,5 @@ describe('parseDockerignore', () => {
 
   it('returns nothing for an empty file', () => {
     expect(parseDockerignore('')).toEqual([]);
-  });
-});
-
-describe('parsePlatform', () => {
-  it.each(platformCases)('%s', (input, expected) => {
-    expect(formatPlatform(parsePlatform(input, { os: 'linux', architecture: 'amd64' }))).toBe(expected);
-  });
-
-  it('rejects garbage', () => {
-    expect(() => parsePlatform('linux/amd64/v2/x', { os: 'linux', architecture: 'amd64' })).toThrow(/not a valid platform/);
   });
 });

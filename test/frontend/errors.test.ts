@@ -78,13 +78,21 @@ describe('errors name the line', () => {
   it('rejects what is not supported yet, naming the line', async () => {
     expect((await failure('FROM alpine\nADD git@github.com:moby/buildkit.git /src')).message).toMatch(/^Dockerfile:2: ADD git@github.com:moby\/buildkit.git: adding a Git repository is not supported yet/);
     expect((await failure('FROM alpine\nRUN --mount=type=cache,target=/root/.cache make')).message).toBe(
-      "Dockerfile:2: RUN --mount (type cache) is not supported yet by builder's solver; the mount was parsed and is valid",
+      "Dockerfile:2: RUN --mount (cache at /root/.cache) is not supported yet by builder's solver; the mount was parsed and is valid",
     );
   });
 
   it('reports variable expansion errors with the line', async () => {
     const err = await failure('FROM alpine\nARG REQUIRED\nWORKDIR ${REQUIRED:?set --build-arg REQUIRED}');
     expect(err.message).toMatch(/^Dockerfile:3: WORKDIR: failed to process .*REQUIRED: set --build-arg REQUIRED/);
+  });
+
+  it('rejects ${VAR:#…} and ${VAR:%…} forms as BuildKit does, naming the line', async () => {
+    const err = await failure('FROM alpine\nARG V=abc\nENV E=${V:#a}\n');
+    expect(err.message).toBe('Dockerfile:3: ENV: failed to process "${V:#a}": unsupported modifier (:#) in substitution');
+    expect((await failure('FROM alpine\nARG V=abc\nWORKDIR /${V:%%c}\n')).message).toBe(
+      'Dockerfile:3: WORKDIR: failed to process "/${V:%%c}": unsupported modifier (:%) in substitution',
+    );
   });
 
   it('reports a base image that cannot be resolved, suggesting a stage with a close name', async () => {

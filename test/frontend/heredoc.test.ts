@@ -41,6 +41,24 @@ describe('heredoc parsing', () => {
     expect(parseHeredocMarker('cat<<EOF')).toBeUndefined();
   });
 
+  it('blanks may follow << (BuildKit since 2025); << -EOF names "-EOF"', () => {
+    const heredocs = (text: string) => parseDockerfile(`FROM a\n${text}`).instructions[1]!.heredocs;
+    expect(heredocs('RUN <<  EOF\necho hi\nEOF\n')).toEqual([
+      { name: 'EOF', content: 'echo hi\n', expand: true, chomp: false, fileDescriptor: 0, startLine: 3, endLine: 3 },
+    ]);
+    expect(heredocs('RUN <<  EOF  > foo\nx\nEOF\n')).toMatchObject([{ name: 'EOF', content: 'x\n' }]);
+    expect(heredocs('RUN << -EOF\nx\n-EOF\n')).toMatchObject([{ name: '-EOF', chomp: false, content: 'x\n' }]);
+    // As in BuildKit, only blanks right after << join the marker: `<<- EOF` is two words, no heredoc.
+    expect(heredocs('RUN <<- EOF\n')).toBeUndefined();
+    expect(heredocs("RUN << 'EOF'\n$x\nEOF\n")).toMatchObject([{ name: 'EOF', expand: false }]);
+    expect(heredocs('COPY <<\ta.txt << "b.txt" /dir/\nA\na.txt\nB\nb.txt\n')).toMatchObject([
+      { name: 'a.txt', expand: true },
+      { name: 'b.txt', expand: false },
+    ]);
+    expect(parseHeredocMarker('<< EOF')).toMatchObject({ name: 'EOF', chomp: false });
+    expect(parseHeredocMarker('<< EOF sh')).toBeUndefined();
+  });
+
   it('ignores << inside quotes, in JSON form and in other instructions', () => {
     const df = parseDockerfile('FROM a\nRUN echo "<<EOF"\nRUN ["sh", "-c", "cat <<EOF"]\nLABEL a=<<EOF\n');
     expect(df.instructions.map((i) => i.heredocs)).toEqual([undefined, undefined, undefined, undefined]);
@@ -74,6 +92,11 @@ describe('RUN with heredocs', () => {
     expect(run!.args).toEqual(['/bin/sh', '-c', 'set -e\necho hi\n']);
     expect(run!.scripts).toBeUndefined();
     expect(vertexAt(r, 2).meta.name).toBe('[2/2] RUN <<EOF (set -e...)');
+  });
+
+  it('RUN <<  EOF runs the body as the shell script too', async () => {
+    const r = await build('FROM alpine\nRUN <<  EOF\necho hi\nEOF\n');
+    expect(execs(r.definition)[0]!.args).toEqual(['/bin/sh', '-c', 'echo hi\n']);
   });
 
   it('RUN <<-EOF strips leading tabs', async () => {

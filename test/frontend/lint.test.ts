@@ -1,5 +1,9 @@
-// Lints: warnings with a rule name, never failures.
-import { describe, expect, it } from 'vitest';
+// Lints: warnings with a rule name, never failures; printed one line each, rule first.
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runBuilder } from '../helpers/cli.js';
 import { build, rejection } from './helpers.js';
 
 async function lints(text: string, buildArgs: Record<string, string> = {}) {
@@ -45,6 +49,31 @@ describe('lints', () => {
     expect(await lints('FROM alpine:3.19\nENV X=${UNSET:-default}\nCMD ["sh"]')).toEqual([]);
   });
 
+  it('SecretsUsedInArgOrEnv: ARG and ENV names that look like secrets, with BuildKit\'s words and allow-list', async () => {
+    const text = [
+      'ARG GLOBAL_TOKEN',
+      'FROM alpine:3.19',
+      'ARG API_TOKEN',
+      'ARG AUTHOR TOKENIZER SECRET_VERSION',
+      'ENV db_password=hunter2 PUBLIC_KEY=pk GPG_KEY_FILE=/k',
+      'ARG apikey=default-key',
+      'ENV AWS_SECRET_ACCESS_KEY=abc Auth=x',
+      'CMD ["sh"]',
+    ].join('\n');
+    const found = await lints(text, { API_TOKEN: 'tok-3f9a', GLOBAL_TOKEN: 'g' });
+    const message = (what: string) =>
+      `Do not use ARG or ENV instructions for sensitive data (${what}): its value is kept in the image's config or history, readable by anyone who can pull the image`;
+    expect(found).toEqual([
+      ['SecretsUsedInArgOrEnv', 3, message('ARG "API_TOKEN"')],
+      ['SecretsUsedInArgOrEnv', 5, message('ENV "db_password"')],
+      ['SecretsUsedInArgOrEnv', 6, message('ARG "apikey"')],
+      ['SecretsUsedInArgOrEnv', 7, message('ENV "AWS_SECRET_ACCESS_KEY"')],
+      ['SecretsUsedInArgOrEnv', 7, message('ENV "Auth"')],
+    ]);
+    for (const value of ['tok-3f9a', 'hunter2', 'default-key', 'abc']) expect(JSON.stringify(found)).not.toContain(value);
+    expect(await lints(`# check=skip=SecretsUsedInArgOrEnv\n${text}`)).toEqual([]);
+  });
+
   it('lints never fail the build', async () => {
     const r = await build('FROM node\nCOPY . .\nRUN npm install\nLABEL x=$NOPE\nCMD npm start');
     expect(r.warnings.filter((w) => w.rule).map((w) => w.rule).sort()).toEqual(['CopyAllBeforeInstall', 'FromWithoutTag', 'JSONArgsRecommended', 'UndefinedVar']);
@@ -62,5 +91,33 @@ describe('# check= directive', () => {
     const err = await rejection(build('# check=error=true\nFROM alpine:3.19\nCMD echo hi'));
     expect(err.message).toMatch(/^Dockerfile:3: lint violations fail the build \(# check=error=true\): JSONArgsRecommended on line 3/);
     await expect(build('# check=skip=JSONArgsRecommended;error=true\nFROM alpine:3.19\nCMD echo hi')).resolves.toBeTruthy();
+  });
+});
+
+describe('printed lints', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'builder-lint-'));
+    await writeFile(join(dir, 'Dockerfile'), 'FROM scratch\nARG API_TOKEN\nCOPY Dockerfile /\nCMD echo "$API_TOKEN"\n');
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const expected = [
+    `WARN: SecretsUsedInArgOrEnv: Do not use ARG or ENV instructions for sensitive data (ARG "API_TOKEN"): its value is kept in the image's config or history, readable by anyone who can pull the image (Dockerfile:2)`,
+    `WARN: JSONArgsRecommended: CMD in shell form runs under "/bin/sh -c": the process does not receive OS signals such as SIGTERM; prefer the JSON form, e.g. CMD ["executable", "arg"] (Dockerfile:4)`,
+  ];
+
+  it('a build and a dry run print each lint on one line, rule first, never the secret', async () => {
+    for (const extra of [['--dry-run'], ['--progress', 'plain']]) {
+      const args = ['build', ...extra, '--root', join(dir, 'root'), '--build-arg', 'API_TOKEN=tok-3f9a', '--build-arg', 'UNUSED=1', '.'];
+      const r = await runBuilder(args, { cwd: dir });
+      expect(r.code, r.stderr).toBe(0);
+      // A warning that is not a lint keeps its own form.
+      const unused = 'WARNING: build arg "UNUSED" was not consumed: no ARG UNUSED in the stages built';
+      expect(r.stderr.split('\n').filter((l) => l.startsWith('WARN'))).toEqual([...expected, unused]);
+      expect(r.stderr + r.stdout).not.toContain('tok-3f9a');
+    }
   });
 });

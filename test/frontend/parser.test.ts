@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { DockerfileError, parseDockerfile, parseWords } from '../../src/frontend/index.js';
+import { build } from './helpers.js';
 
 function only(text: string) {
   const df = parseDockerfile(text);
@@ -50,12 +51,40 @@ describe('parser lines', () => {
     expect(run.args).toBe('apt-get update &&     apt-get install -y curl     && echo done');
     expect([run.startLine, run.endLine]).toEqual([2, 6]);
     expect(df.instructions[2]!.startLine).toBe(7);
-    expect(df.warnings).toEqual([{ line: 2, message: expect.stringContaining('empty continuation line') }]);
+    expect(df.warnings).toEqual([{ line: 2, message: expect.stringContaining('empty continuation line'), rule: 'NoEmptyContinuation' }]);
   });
 
   it('continues with the escape directive character', () => {
     const df = parseDockerfile('# escape=`\nFROM scratch\nRUN dir C:\\Windows `\n  /b\n');
     expect(df.instructions[1]!.args).toBe('dir C:\\Windows   /b');
+  });
+
+  it('a doubled escape at the end of a line is an escaped escape, not a continuation', async () => {
+    const text = 'FROM scratch\nENV C trailing\\\\backslash\\\\\nENV D=x\n';
+    expect(parseDockerfile(text).instructions.map((i) => i.original)).toEqual(['FROM scratch', 'ENV C trailing\\\\backslash\\\\', 'ENV D=x']);
+    // As Docker's image: the value ends with one backslash, and D is set by its own instruction.
+    expect((await build(text)).image.config.Env).toEqual(expect.arrayContaining(['C=trailing\\backslash\\', 'D=x']));
+    const backtick = '# escape=`\nFROM scratch\nENV C trailing``backslash``\nENV D=x\n';
+    expect(parseDockerfile(backtick).instructions).toHaveLength(3);
+    expect((await build(backtick)).image.config.Env).toEqual(expect.arrayContaining(['C=trailing`backslash`', 'D=x']));
+    // A single escape still continues, also alone on its line; BuildKit's rule looks at one
+    // character before it, so an escaped escape followed by a continuation does not continue.
+    expect(parseDockerfile('FROM scratch\nRUN a \\\n\\\n b\n').instructions[1]!.args).toBe('a  b');
+    expect(parseDockerfile('FROM scratch\nRUN a\\\\\\\nRUN b\n').instructions).toHaveLength(3);
+  });
+
+  it('refuses a line longer than BuildKit reads (65535 bytes), naming it', () => {
+    const label = (bytes: number) => `LABEL a=${'x'.repeat(bytes - 'LABEL a='.length)}`;
+    expect(parseDockerfile(`FROM scratch\n${label(65_535)}\n`).instructions).toHaveLength(2);
+    expect(() => parseDockerfile(`FROM scratch\n${label(65_536)}\nRUN x\n`, 'Dockerfile.dev')).toThrow(
+      'Dockerfile.dev:2: dockerfile line greater than max allowed size of 65535 (this line has 65536 bytes; split the instruction over several lines with line continuations)',
+    );
+    // Bytes, as the scanner counts them: 32,768 two-byte characters are too many; a \r counts too.
+    expect(() => parseDockerfile(`FROM scratch\nLABEL a=${'é'.repeat(32_768)}\n`)).toThrow(/:2: dockerfile line greater than max allowed size/);
+    expect(() => parseDockerfile(`FROM scratch\r\n${label(65_535)}\r\n`)).toThrow(/:2: dockerfile line greater than max allowed size/);
+    // An instruction may still be longer when it is continued over several lines.
+    const long = parseDockerfile(`FROM scratch\n${label(60_000)} \\\n  b=${'y'.repeat(60_000)}\n`);
+    expect(long.instructions[1]!.args.length).toBeGreaterThan(110_000);
   });
 
   it('keeps a trailing continuation at end of file', () => {
@@ -109,6 +138,14 @@ describe('parser forms and flags', () => {
     const i = only('COPY --from=build --chown="app user:staff" --link src/ /app/');
     expect(i.flags).toEqual([{ name: 'from', value: 'build' }, { name: 'chown', value: 'app user:staff' }, { name: 'link' }]);
     expect(i.args).toBe('src/ /app/');
+  });
+
+  it('escapes in flag values with the escape directive character', () => {
+    expect(only('COPY --from=a\\b --chown="c\\"d" x y').flags).toEqual([{ name: 'from', value: 'ab' }, { name: 'chown', value: 'c"d' }]);
+    const df = parseDockerfile('# escape=`\nFROM scratch\nCOPY --from=C:\\stage --chown="a\\b ``q`"" x y\n');
+    expect(df.instructions[1]!.flags).toEqual([{ name: 'from', value: 'C:\\stage' }, { name: 'chown', value: 'a\\b `q"' }]);
+    const onbuild = parseDockerfile('# escape=`\nFROM scratch\nONBUILD COPY --from=x\\y a b\n');
+    expect(onbuild.instructions[1]!.trigger!.flags).toEqual([{ name: 'from', value: 'x\\y' }]);
   });
 
   it('stops at the first non-flag word and at --', () => {

@@ -116,6 +116,13 @@ describe('variable expansion', () => {
     expect(() => expandWord('${UNSET:?need $SET}', env)).toThrow(/UNSET: need value/);
   });
 
+  it('rejects ${A:#…}, ${A:##…}, ${A:%…} and ${A:%%…} as BuildKit does, even when A is unset', () => {
+    for (const [word, modifier] of [['${SET:#v}', ':#'], ['${SET:##v}', ':#'], ['${SET:%e}', ':%'], ['${UNSET:%%e}', ':%']]) {
+      expect(() => expandWord(word!, env), word).toThrow(`failed to process "${word}": unsupported modifier (${modifier}) in substitution`);
+      expect(() => new ShellLex('\\', { skipUnsetEnv: true }).processWord(word!, env), word).toThrow(/unsupported modifier/);
+    }
+  });
+
   it('rejects bad substitutions', () => {
     for (const bad of ['${}', '${:x}', '${SET', '${SET:-x', '${SET=x}', '${SET//x}', '${SET#\\x}']) {
       expect(() => expandWord(bad, env), bad).toThrow();
@@ -139,6 +146,9 @@ describe('word splitting', () => {
     ['pre$SET post', ['prevalue', 'post']],
     ['"" x', ['x']],
     ['', []],
+    // Blanks after << stay in the word, so `<<  EOF` is one heredoc marker (BuildKit since 2025).
+    ['cat <<  EOF > f', ['cat', '<<  EOF', '>', 'f']],
+    ['a < b <<\tc', ['a', '<', 'b', '<<\tc']],
   ];
   it.each(cases)('%s → %j', (input, expected) => {
     expect(expandWords(input, env)).toEqual(expected);

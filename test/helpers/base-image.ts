@@ -13,10 +13,12 @@
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chmod, chown, copyFile, mkdir, mkdtemp, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, chown, copyFile, cp, mkdir, mkdtemp, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { hostPlatform } from '../../src/oci/platform.js';
+import { MediaType, type Descriptor, type ImageConfigFile, type ImageIndex, type ImageManifest, type Platform } from '../../src/oci/types.js';
 
 const run = promisify(execFile);
 /** Bump when the image's contents change, so cached layouts of the old recipe are not reused. */
@@ -65,10 +67,57 @@ export async function pushBusyboxImage(
   return { ref, digest };
 }
 
+/**
+ * Pushes the busybox image as an image index with one entry per platform (`linux/arm64`,
+ * `linux/arm/v7`…) to `host/repo:tag`: the same layer under each, each config naming its
+ * platform (and carrying `labels`, to tell pushes apart). Returns the index digest and the
+ * manifest digest of each platform.
+ */
+export async function pushMultiPlatformImage(
+  host: string,
+  repo: string,
+  tag: string,
+  platforms: string[],
+  labels: Record<string, string> = {},
+): Promise<{ ref: string; digest: string; manifests: Record<string, string> }> {
+  const dir = await mkdtemp(join(tmpdir(), 'builder-multi-'));
+  try {
+    await cp(await busyboxLayout(), dir, { recursive: true });
+    const blob = async <T>(digest: string) => JSON.parse(await readFile(join(dir, 'blobs/sha256', digest.slice(7)), 'utf8')) as T;
+    const put = async (value: unknown) => {
+      const bytes = Buffer.from(JSON.stringify(value));
+      const hex = createHash('sha256').update(bytes).digest('hex');
+      await writeFile(join(dir, 'blobs/sha256', hex), bytes);
+      return { digest: `sha256:${hex}` as const, size: bytes.length };
+    };
+    const top = (JSON.parse(await readFile(join(dir, 'index.json'), 'utf8')) as ImageIndex).manifests[0]!;
+    const manifest = await blob<ImageManifest>(top.digest);
+    const config = await blob<ImageConfigFile>(manifest.config.digest);
+    const entries: Descriptor[] = [];
+    const manifests: Record<string, string> = {};
+    for (const platform of platforms) {
+      const [os = '', architecture = '', variant] = platform.split('/');
+      const { variant: _v, ...rest } = config;
+      const configDesc = await put({ ...rest, os, architecture, ...(variant ? { variant } : {}), config: { ...config.config, Labels: labels } });
+      const desc = await put({ ...manifest, config: { ...manifest.config, ...configDesc } });
+      const p: Platform = variant ? { os, architecture, variant } : { os, architecture };
+      manifests[platform] = desc.digest;
+      entries.push({ mediaType: MediaType.OciManifest, ...desc, platform: p });
+    }
+    const index = await put({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: entries });
+    const layout: ImageIndex = { schemaVersion: 2, manifests: [{ mediaType: MediaType.OciIndex, ...index, annotations: { 'org.opencontainers.image.ref.name': 'multi' } }] };
+    await writeFile(join(dir, 'index.json'), JSON.stringify(layout));
+    const ref = `${host}/${repo}:${tag}`;
+    await runTool('skopeo', ['copy', '--quiet', '--all', '--dest-tls-verify=false', `oci:${dir}:multi`, `docker://${ref}`]);
+    return { ref, digest: index.digest, manifests };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 /** The host's architecture in OCI terms. */
 export function hostArchitecture(): string {
-  const map: Record<string, string> = { x64: 'amd64', arm64: 'arm64', arm: 'arm', ia32: '386', ppc64: 'ppc64le', s390x: 's390x' };
-  return map[process.arch] ?? process.arch;
+  return hostPlatform().architecture;
 }
 
 async function cachedLayout(): Promise<string> {

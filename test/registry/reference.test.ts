@@ -6,9 +6,7 @@ import {
   parseReference,
   registryHost,
 } from '../../src/registry/index.js';
-import { normalisePlatform, platformRank, selectManifest } from '../../src/registry/platform.js';
 import { normaliseAuthKey, parseChallenges } from '../../src/registry/auth.js';
-import type { Descriptor } from '../../src/oci/types.js';
 
 const D = `sha256:${'a'.repeat(64)}`;
 
@@ -133,30 +131,5 @@ describe('WWW-Authenticate challenges', () => {
     ]);
     expect(parseChallenges(undefined)).toEqual([]);
     expect(parseChallenges('Negotiate abc')).toEqual([]);
-  });
-});
-
-describe('platform selection', () => {
-  const entry = (architecture: string, variant?: string, os = 'linux'): Descriptor => ({
-    mediaType: 'application/vnd.oci.image.manifest.v1+json',
-    digest: `sha256:${(architecture + (variant ?? '')).padEnd(64, '0').replace(/[^a-f0-9]/g, '0')}`,
-    size: 1,
-    platform: variant ? { os, architecture, variant } : { os, architecture },
-  });
-
-  it('treats arm64 as arm64/v8 and arm as arm/v7', () => {
-    expect(normalisePlatform({ os: 'linux', architecture: 'arm64' })).toEqual({ os: 'linux', architecture: 'arm64', variant: 'v8' });
-    expect(normalisePlatform({ os: 'linux', architecture: 'arm' })).toEqual({ os: 'linux', architecture: 'arm', variant: 'v7' });
-    expect(normalisePlatform({ os: 'Linux', architecture: 'x86_64' })).toEqual({ os: 'linux', architecture: 'amd64', variant: 'v1' });
-    expect(platformRank({ os: 'linux', architecture: 'arm64' }, { os: 'linux', architecture: 'arm64', variant: 'v8' })).toBe(0);
-  });
-
-  it('prefers the exact variant, falls back to older arm variants, never newer', () => {
-    const entries = [entry('amd64'), entry('arm', 'v6'), entry('arm', 'v7'), entry('arm64', 'v8')];
-    expect(selectManifest(entries, { os: 'linux', architecture: 'arm', variant: 'v7' })?.platform?.variant).toBe('v7');
-    expect(selectManifest([entry('arm', 'v6'), entry('arm', 'v5')], { os: 'linux', architecture: 'arm' })?.platform?.variant).toBe('v6');
-    expect(selectManifest([entry('arm', 'v7')], { os: 'linux', architecture: 'arm', variant: 'v6' })).toBeUndefined();
-    expect(selectManifest(entries, { os: 'linux', architecture: 'arm64' })?.platform?.architecture).toBe('arm64');
-    expect(selectManifest(entries, { os: 'windows', architecture: 'amd64' })).toBeUndefined();
   });
 });

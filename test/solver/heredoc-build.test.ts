@@ -23,6 +23,9 @@ RUN <<EOF
 #!/bin/sh
 echo "script $0" > /out/script
 EOF
+RUN <<  SPACED
+echo "spaced $WHO" > /out/spaced
+SPACED
 RUN cat <<A > /out/a && cat <<'B' > /out/b
 a $WHO
 A
@@ -40,7 +43,7 @@ EOF
 `;
 
 describe('heredocs, built for real', () => {
-  it('runs RUN heredocs (plain, <<-, shebang, cat <<) and writes COPY heredocs', async () => {
+  it('runs RUN heredocs (plain, <<-, shebang, blanks after <<, cat <<) and writes COPY heredocs', async () => {
     const ctx = join(fx.work, 'ctx');
     await mkdir(ctx, { recursive: true });
     await writeFile(join(ctx, 'Dockerfile'), DOCKERFILE(fx.base));
@@ -58,6 +61,7 @@ describe('heredocs, built for real', () => {
     expect(await readFile(join(fs, 'out/plain'), 'utf8')).toBe('plain world\n');
     expect(await readFile(join(fs, 'out/chomped'), 'utf8')).toBe('chomped\n');
     expect(await readFile(join(fs, 'out/script'), 'utf8')).toBe('script /.builder-heredoc/EOF\n');
+    expect(await readFile(join(fs, 'out/spaced'), 'utf8')).toBe('spaced world\n');
     expect(await readFile(join(fs, 'out/a'), 'utf8')).toBe('a world\n');
     expect(await readFile(join(fs, 'out/b'), 'utf8')).toBe('b $WHO\n');
     expect(await readFile(join(fs, 'files/greeting.txt'), 'utf8')).toBe('hello "world"\n');
