@@ -140,6 +140,19 @@ USER root
 WORKDIR /
 `,
   },
+  // BuildKit keeps what a step writes under a VOLUME (the classic builder dropped it).
+  // (ADD --chmod of a URL is left out: Docker 20.10's BuildKit ignores the mode, leaving 0600, a
+  // bug later BuildKit fixed; builder applies it.)
+  'volume-then-write': {
+    dockerfile: `FROM @@BASE@@
+VOLUME /data
+RUN mkdir -p /data/sub && echo kept > /data/file
+ADD @@URL@@/remote.txt /data/sub/
+COPY --chown=app:app keep.txt /data/
+`,
+    files: { 'keep.txt': 'keep\n' },
+    mtimes: ['/data/keep.txt', '/data/sub/'],
+  },
   'escape-directive': {
     dockerfile: [
       '# escape=`',
@@ -156,10 +169,13 @@ WORKDIR /
 ONBUILD RUN echo triggered > /onbuild.txt
 ONBUILD ENV FROM_TRIGGER=yes
 ONBUILD LABEL from.trigger=yes
+ONBUILD COPY trigger/ /from-trigger/
 
 FROM parent
 ONBUILD RUN echo grandchild-only
 `,
+    files: { 'trigger/copied.txt': 'copied by a trigger\n' },
+    mtimes: ['/from-trigger/'],
   },
   'target-dockerignore-label-flag': {
     dockerfile: `FROM @@BASE@@ AS base
