@@ -21,19 +21,28 @@ if (skipReason) console.warn(`differential tests against BuildKit skipped: ${ski
 const REMOTE = { body: 'fetched over http\n', lastModified: 'Tue, 02 Feb 2021 03:04:05 GMT' };
 
 const CASES: Record<string, DiffCase> = {
+  'named-dockerfile-and-its-dockerignore': {
+    dockerfile: `FROM @@BASE@@
+COPY . /ctx/
+`,
+    dockerfileName: 'app.Dockerfile',
+    files: { 'app.Dockerfile.dockerignore': 'skip.txt\n', '.dockerignore': 'keep.txt\n', 'skip.txt': 'skip\n', 'keep.txt': 'keep\n' },
+    mtimes: ['/ctx/'],
+  },
   'metadata-instructions': {
     dockerfile: `FROM @@BASE@@
 MAINTAINER Jane Doe <jane@example.com>
 LABEL a=1 "b c"="d e" multi="x \\
   y"
 LABEL legacy form with spaces
-EXPOSE 80 443/tcp 53/udp 7000-7002 9000/sctp
+ENV PORT=8080
+EXPOSE 80 443/tcp 53/udp 7000-7002 9000/sctp \${PORT}/tcp
 ENV LEGACY the whole rest
 ENV K1=v1 K2="v 2" K3=$K1-\${K2}
 VOLUME /data /logs
 VOLUME ["/json"]
-USER app
-STOPSIGNAL SIGTERM
+USER app:app
+STOPSIGNAL 9
 HEALTHCHECK --interval=5s --timeout=2s --start-period=1s --retries=4 CMD wget -q localhost || exit 1
 SHELL ["/bin/sh", "-ec"]
 ENTRYPOINT ["/bin/echo"]

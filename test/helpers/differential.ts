@@ -43,6 +43,8 @@ async function toolAsync(cmd: string, args: string[], env?: NodeJS.ProcessEnv): 
 /** One build, the same for both builders. `@@BASE@@` in any text is replaced by the base image. */
 export interface DiffCase {
   dockerfile: string;
+  /** The Dockerfile's name in the context (`-f`); default `Dockerfile`. */
+  dockerfileName?: string;
   files?: Record<string, string>;
   /** Context symlinks: path → target. */
   links?: Record<string, string>;
@@ -78,7 +80,7 @@ export async function writeContext(dir: string, spec: DiffCase, base: string, su
     await mkdir(dirname(join(dir, file)), { recursive: true });
     await writeFile(join(dir, file), fill(content));
   };
-  await put('Dockerfile', spec.dockerfile);
+  await put(spec.dockerfileName ?? 'Dockerfile', spec.dockerfile);
   for (const [file, content] of Object.entries(spec.files ?? {})) await put(file, content);
   for (const [archive, files] of Object.entries(spec.tarballs ?? {})) {
     const src = join(dir, `${archive}.src`);
@@ -115,6 +117,7 @@ export async function compareBuilds(
   for (const [k, v] of Object.entries(spec.buildArgs ?? {})) args.push('--build-arg', `${k}=${v}`);
   for (const [k, v] of Object.entries(spec.labels ?? {})) args.push('--label', `${k}=${v}`);
   if (spec.target) args.push('--target', spec.target);
+  if (spec.dockerfileName) args.push('-f', join(ctx, spec.dockerfileName));
   await toolAsync(DOCKER, [...args, ctx], { DOCKER_BUILDKIT: '1' });
   const dockerTar = join(work, `${name}-docker.tar`);
   tool(DOCKER, ['save', '-o', dockerTar, tag]);
@@ -122,6 +125,7 @@ export async function compareBuilds(
   const ociTar = join(work, `${name}-builder.tar`);
   await build({
     context: ctx,
+    ...(spec.dockerfileName ? { dockerfile: join(ctx, spec.dockerfileName) } : {}),
     root: opts.root,
     network: 'none',
     outputs: [{ type: 'oci', dest: ociTar }],
