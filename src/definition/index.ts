@@ -158,7 +158,7 @@ export interface ImageSpec {
   author?: string;
   /**
    * History of the base image followed by one entry per instruction. An entry with `vertex`
-   * adds the layer that vertex produced (if its diff was not empty).
+   * adds the layer that vertex produced (an empty one too, as in BuildKit).
    */
   history: Array<HistoryEntry & { vertex?: Digest }>;
 }

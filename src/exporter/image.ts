@@ -17,7 +17,7 @@ export interface BuiltImage {
 export interface AssembleOptions {
   spec: ImageSpec;
   layers: LayerRecord[];
-  /** Whether the step of a history entry produced a layer (its diff was not empty). */
+  /** Whether the step of a history entry added a layer on top of its parent's. */
   addedLayer(vertex: Digest): Promise<boolean>;
   /** RFC 3339 time for `created` of the image and of new history entries. */
   created: string;
