@@ -11,7 +11,7 @@ import { join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import pLimit from 'p-limit';
 import { defaultStateRoot } from './cache/state-root.js';
-import { deadPreparedLocks, lockOwner } from './cache/state.js';
+import { deadPreparedLocks, lockOwner } from './cache/lock.js';
 import { temporaryFiles } from './cache/temp-files.js';
 import { RuncExecutor } from './executor/runc.js';
 import { isIndexMediaType, MediaType, type Descriptor, type Digest, type ImageConfigFile, type ImageIndex, type ImageManifest } from './oci/types.js';
