@@ -65,6 +65,9 @@ export async function doctor(opts: DoctorOptions = {}): Promise<DoctorReport> {
   const lock = await lockOwner(join(root, 'lock'));
   if (lock?.alive) throw new StateInUseError(root, lock.pid);
   if (lock) leftover(join(root, 'lock'), `lock of process ${lock.pid || '(unknown)'}, which is gone`);
+  // The image index's lock is held for a moment by whoever names an image; the next one takes over a dead owner's.
+  const indexLock = await lockOwner(join(root, 'index.lock'));
+  if (indexLock && !indexLock.alive) leftover(join(root, 'index.lock'), `image index lock of process ${indexLock.pid}, which is gone`);
   for (const dead of await deadPreparedLocks(root)) leftover(dead, 'prepared lock of a process that is gone');
 
   const blobs = await checkBlobs(root, problem);
