@@ -80,7 +80,12 @@ export class Images implements ImageSource {
     const resolved = await (await this.registry.get()).resolve(ref, platform);
     await this.state.store.putBytes(resolved.manifestBytes);
     await this.state.store.putBytes(resolved.configBytes);
-    return { ref: `${name}@${resolved.manifestDigest}`, config: resolved.config };
+    const pinned = `${name}@${resolved.manifestDigest}`;
+    // A tag that now names an image whose layers are all here already (re-pushed with a new
+    // config, or in another format) is never pulled: name it now, or later builds would go on
+    // resolving the name to the image it named before.
+    if (await this.local(pinned)) await this.keepName(parseReference(pinned), resolved.manifestDigest as Digest);
+    return { ref: pinned, config: resolved.config };
   }
 
   async local(pinned: string): Promise<LayerRecord[] | undefined> {
@@ -126,11 +131,15 @@ export class Images implements ImageSource {
     );
     // Remembered so a push to another repository of this registry can mount them instead of uploading.
     await new BlobSources(this.state.root).record(ref, [manifest.config.digest, ...manifest.layers.map((l) => l.digest)]);
-    // Like `docker pull`, keep the base under its name so later builds resolve it offline.
-    if (ref.tag) {
-      await this.state.images.tag(nameOf(ref), { mediaType: manifest.mediaType ?? MediaType.OciManifest, digest, size: await this.state.store.size(digest) });
-    }
+    await this.keepName(ref, digest);
     return layerRecords(manifest, config);
+  }
+
+  /** Like `docker pull`, keeps a complete base under its name, so later builds resolve it offline. */
+  private async keepName(ref: ImageReference, digest: Digest): Promise<void> {
+    if (!ref.tag) return;
+    const manifest = await this.state.store.readJson<ImageManifest>(digest);
+    await this.state.images.tag(nameOf(ref), { mediaType: manifest.mediaType ?? MediaType.OciManifest, digest, size: await this.state.store.size(digest) });
   }
 
   private async configOf(manifestDigest: Digest): Promise<ImageConfigFile> {
