@@ -97,7 +97,7 @@ export async function doctor(opts: DoctorOptions = {}): Promise<DoctorReport> {
 
   const executor = new RuncExecutor({ runc: opts.runc, stateRoot: opts.runcRoot, bundleRoot: join(root, 'bundles') });
   const { containers, bundles } = await executor.leftovers();
-  for (const c of containers) if (c.bundle.startsWith(`${root}/`)) leftover(`runc container ${c.id}`, `container of a process that is gone (bundle ${c.bundle})`);
+  for (const c of containers) leftover(`runc container ${c.id}`, `container of a process that is gone (bundle ${c.bundle})`);
   for (const b of bundles) leftover(b, 'container bundle of a process that is gone');
 
   return { root, issues, checked: { blobs: blobs.count, images, cacheRecords, snapshots } };

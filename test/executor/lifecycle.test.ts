@@ -69,6 +69,12 @@ describe('stopping a build during a RUN', () => {
     expect(uncommittedSnapshots(root).length).toBe(1);
     expect(bundles(root).length).toBe(1);
 
+    // A build on another state directory leaves them alone: they are this one's to sweep.
+    const elsewhere = await runBuilder(['build', '--network', 'none', '--root', join(fx.work, 'other-root'), '--progress', 'plain', await context('other', `FROM ${fx.base}\nRUN echo other\n`)]);
+    expect(elsewhere.code, elsewhere.stderr).toBe(0);
+    expect(leftoverContainers(root).length).toBe(1);
+    expect(bundles(root).length).toBe(1);
+
     const next = await context('after-kill', `FROM ${fx.base}\nRUN echo fine\n`);
     const r = await runBuilder(['build', '--network', 'none', '--root', root, '--progress', 'plain', next]);
     expect(r.code, r.stderr).toBe(0);

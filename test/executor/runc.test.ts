@@ -24,8 +24,7 @@ async function makeRootfs(dir: string, opts: { etc?: boolean } = {}): Promise<st
 
 /**
  * The tests use their own runc state root: other builds on the machine (the e2e tests run in
- * parallel) sweep `builder-*` containers with dead owners from the default one, and their
- * containers must not count as our leftovers.
+ * parallel) have `builder-*` containers in the default one, which must not count as our leftovers.
  */
 let stateRoot = '';
 
