@@ -85,7 +85,13 @@ export class Images implements ImageSource {
     await this.state.store.putBytes(resolved.manifestBytes);
     await this.state.store.putBytes(resolved.configBytes);
     const pinned = `${name}@${resolved.manifestDigest}`;
-    if (ref.tag) this.fromRegistry.set(pinned, resolved.indexDigest);
+    if (ref.tag) {
+      this.fromRegistry.set(pinned, resolved.indexDigest);
+      // A tag that now names an image whose layers are all here already (re-pushed with a new
+      // config, or in another format) is never pulled: named now, or later builds would go on
+      // resolving the name to the image it named before.
+      await this.local(pinned);
+    }
     return { ref: pinned, config: resolved.config };
   }
 

@@ -11,7 +11,7 @@ import { join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import pLimit from 'p-limit';
 import { defaultStateRoot } from './cache/state-root.js';
-import { deadPreparedLocks, lockOwner } from './cache/state.js';
+import { deadPreparedLocks, lockOwner } from './cache/lock.js';
 import { temporaryFiles } from './cache/temp-files.js';
 import { RuncExecutor } from './executor/runc.js';
 import { isIndexMediaType, MediaType, type Descriptor, type Digest, type ImageConfigFile, type ImageIndex, type ImageManifest } from './oci/types.js';
@@ -65,6 +65,9 @@ export async function doctor(opts: DoctorOptions = {}): Promise<DoctorReport> {
   const lock = await lockOwner(join(root, 'lock'));
   if (lock?.alive) throw new StateInUseError(root, lock.pid);
   if (lock) leftover(join(root, 'lock'), `lock of process ${lock.pid || '(unknown)'}, which is gone`);
+  // The image index's lock is held for a moment by whoever names an image; the next one takes over a dead owner's.
+  const indexLock = await lockOwner(join(root, 'index.lock'));
+  if (indexLock && !indexLock.alive) leftover(join(root, 'index.lock'), `image index lock of process ${indexLock.pid}, which is gone`);
   for (const dead of await deadPreparedLocks(root)) leftover(dead, 'prepared lock of a process that is gone');
 
   const blobs = await checkBlobs(root, problem);
@@ -94,7 +97,7 @@ export async function doctor(opts: DoctorOptions = {}): Promise<DoctorReport> {
 
   const executor = new RuncExecutor({ runc: opts.runc, stateRoot: opts.runcRoot, bundleRoot: join(root, 'bundles') });
   const { containers, bundles } = await executor.leftovers();
-  for (const c of containers) if (c.bundle.startsWith(`${root}/`)) leftover(`runc container ${c.id}`, `container of a process that is gone (bundle ${c.bundle})`);
+  for (const c of containers) leftover(`runc container ${c.id}`, `container of a process that is gone (bundle ${c.bundle})`);
   for (const b of bundles) leftover(b, 'container bundle of a process that is gone');
 
   return { root, issues, checked: { blobs: blobs.count, images, cacheRecords, snapshots } };

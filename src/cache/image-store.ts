@@ -7,15 +7,24 @@
 // platforms, at an image index listing the manifests the store has for it, each with its
 // platform: skopeo then picks one as it does from a registry's index (`--override-arch`).
 // A build names one image, so tagging its result replaces the whole name, as Docker does.
+//
+// `index.json` is replaced by rename, so readers always see a whole file. Changes read, modify and
+// write it under the lock `index.lock` (see lock.ts), one at a time across processes, and in
+// turn within a process (two bases pulled by parallel stages, a pull and the final tag): no
+// update is lost to another.
 
 import { randomBytes } from 'node:crypto';
-import { readFile, rename, writeFile } from 'node:fs/promises';
+import { access, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { platformOf, platformRank, selectManifest } from '../oci/platform.js';
 import type { Descriptor, Digest, ImageConfigFile, ImageIndex, ImageManifest, Platform } from '../oci/types.js';
 import { isIndexMediaType, MediaType } from '../oci/types.js';
+import { acquireLock } from './lock.js';
 
 const REF_NAME = 'org.opencontainers.image.ref.name';
+
+/** This process's updates waiting or under way, per index file: each starts when the one before ends. */
+const updates = new Map<string, Promise<void>>();
 
 /** The blobs names point at: the content store. */
 export interface Blobs {
@@ -28,18 +37,18 @@ export type PlatformManifest = Descriptor & { platform: Platform };
 
 export class ImageStore {
   private readonly indexFile: string;
+  private readonly lockDir: string;
 
   constructor(readonly root: string) {
     this.indexFile = join(root, 'index.json');
+    this.lockDir = join(root, 'index.lock');
   }
 
   async init(): Promise<void> {
     await writeFile(join(this.root, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
-    try {
-      await readFile(this.indexFile);
-    } catch {
-      await this.write({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [] });
-    }
+    // Created under the lock: a second process starting at the same moment must not write an
+    // empty index over a name the first one has just added.
+    if (!(await access(this.indexFile).then(() => true, () => false))) await this.update((index) => index);
   }
 
   async list(): Promise<Array<{ name: string; descriptor: Descriptor }>> {
@@ -98,14 +107,33 @@ export class ImageStore {
     }
   }
 
-  private async update(mutate: (index: ImageIndex) => ImageIndex): Promise<void> {
-    const index = await this.read();
-    const next = mutate(index);
-    if (next !== index) await this.write(next);
+  /** Applies `mutate` to the index as it is now, holding this process's turn and the lock. */
+  private update(mutate: (index: ImageIndex) => ImageIndex): Promise<void> {
+    const file = this.indexFile;
+    const run = async (): Promise<void> => {
+      const unlock = await acquireLock(this.lockDir, `image index ${file}`, { pollMs: 10 });
+      try {
+        await this.write(mutate(await this.read()));
+      } finally {
+        await unlock();
+      }
+    };
+    const done = (updates.get(file) ?? Promise.resolve()).then(run);
+    const turn = done.catch(() => undefined);
+    updates.set(file, turn);
+    void turn.then(() => {
+      if (updates.get(file) === turn) updates.delete(file);
+    });
+    return done;
   }
 
   private async read(): Promise<ImageIndex> {
-    return JSON.parse(await readFile(this.indexFile, 'utf8')) as ImageIndex;
+    try {
+      return JSON.parse(await readFile(this.indexFile, 'utf8')) as ImageIndex;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      return { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [] };
+    }
   }
 
   private async write(index: ImageIndex): Promise<void> {

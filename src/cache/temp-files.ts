@@ -6,10 +6,9 @@
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ContentStore } from './content-store.js';
+import { isPreparedLock } from './lock.js';
 
 const TEMP_NAME = /\.[0-9a-f]{12}(\.tmp)?$/;
-/** The state lock's own files (`lock.<owner>.<random>`, prepared by a waiting build): never ours to touch. */
-const LOCK_NAME = /^lock\./;
 
 /** Leftover temporary files (absolute paths) under state directory `root`. */
 export async function temporaryFiles(root: string): Promise<string[]> {
@@ -17,7 +16,7 @@ export async function temporaryFiles(root: string): Promise<string[]> {
   const compressed = join(root, 'compressed');
   const dirs = [root, join(root, 'cache', 'keys'), join(root, 'cache', 'context'), ...(await list(compressed)).map((d) => join(compressed, d))];
   const found: string[] = [];
-  for (const dir of dirs) for (const name of await list(dir)) if (TEMP_NAME.test(name) && !LOCK_NAME.test(name)) found.push(join(dir, name));
+  for (const dir of dirs) for (const name of await list(dir)) if (TEMP_NAME.test(name) && !isPreparedLock(name)) found.push(join(dir, name));
   // Blob writes of a writer that is gone (the content store also clears these when it opens).
   found.push(...(await new ContentStore(root).leftoverWrites()));
   return found;

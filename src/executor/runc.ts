@@ -86,7 +86,7 @@ export class RuncExecutor {
   constructor(opts: RuncExecutorOptions = {}) {
     this.runc = opts.runc ?? 'runc';
     this.stateRoot = opts.stateRoot;
-    this.bundleRoot = opts.bundleRoot ?? join(tmpdir(), 'builder-runc');
+    this.bundleRoot = resolve(opts.bundleRoot ?? join(tmpdir(), 'builder-runc'));
     this.hostname = opts.hostname ?? 'buildkitsandbox';
   }
 
@@ -141,7 +141,7 @@ export class RuncExecutor {
     return containers.map((c) => c.id);
   }
 
-  /** What sweep() would delete: containers and bundle dirs of runs whose owner process is gone. */
+  /** What sweep() would delete: containers (with bundles in bundleRoot) and bundle dirs of runs whose owner process is gone. */
   async leftovers(): Promise<{ containers: Array<{ id: string; bundle: string }>; bundles: string[] }> {
     let out: string;
     try {
@@ -155,7 +155,8 @@ export class RuncExecutor {
     const containers: Array<{ id: string; bundle: string }> = [];
     const live = new Set<string>();
     for (const c of listed) {
-      if (!c.id.startsWith(CONTAINER_PREFIX)) continue;
+      // Builds on other state directories share runc's root: their containers are theirs to sweep.
+      if (!c.id.startsWith(CONTAINER_PREFIX) || !c.bundle.startsWith(`${this.bundleRoot}/`)) continue;
       const owner = c.annotations?.[OWNER_ANNOTATION];
       if (owner !== undefined && isOwnerAlive(owner)) live.add(c.id);
       else containers.push({ id: c.id, bundle: c.bundle });

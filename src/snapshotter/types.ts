@@ -38,7 +38,11 @@ export interface Snapshotter {
   view(key: string, parent?: string): Promise<Mount[]>;
   /** The mounts of an existing active or view snapshot. */
   mounts(key: string): Promise<Mount[]>;
-  /** Turns active snapshot `key` into committed snapshot `name`. */
+  /**
+   * Turns active snapshot `key` into committed snapshot `name`; fails with SnapshotExistsError,
+   * leaving `key` as it was, when `name` exists (as containerd's ErrAlreadyExists: whether that
+   * snapshot serves is the caller's call).
+   */
   commit(name: string, key: string): Promise<void>;
   /** Removes a snapshot; committed snapshots with children cannot be removed. */
   remove(key: string): Promise<void>;

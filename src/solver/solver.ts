@@ -25,6 +25,7 @@ import {
   redactCredentials,
 } from '../definition/index.js';
 import type { RunResult, RunSpec } from '../executor/runc.js';
+import { SnapshotExistsError } from '../snapshotter/store.js';
 import type { Snapshotter } from '../snapshotter/types.js';
 import { copySources, makeFile, mkdirAll, writeScripts, type Owner } from './copy.js';
 import { download } from './download.js';
@@ -84,6 +85,8 @@ export type SolvedResult =
 export class Solver {
   private readonly results = new Map<Digest, Promise<SolvedResult>>();
   private readonly snapshots = new Map<string, Promise<void>>();
+  /** The work under way or done for each cache key, so that vertices sharing one run it once. */
+  private readonly byCacheKey = new Map<Digest, Promise<{ layers: LayerRecord[]; ran: boolean }>>();
   /** The image vertex that brought in each base layer (by blob digest): unpacking it is that step's work. */
   private readonly layerOrigins = new Map<Digest, { digest: Digest; v: Vertex }>();
   /** Containers and copies running at once; independent stages share these slots. */
@@ -194,13 +197,12 @@ export class Solver {
       return { data: res.data, mtime: res.lastModified ? new Date(res.lastModified) : undefined };
     });
     const cacheKey = sha256(canonicalJson({ op: { type: 'http', filename: op.filename, checksum: contentDigest } }));
-    const cached = await this.lookup(cacheKey);
-    if (cached) return { kind: 'layers', cacheKey, layers: cached };
-    const layers = await this.mutate([], async (rootfs) => {
-      await makeFile(rootfs, `/${op.filename}`, body.data, 0o600, { uid: 0, gid: 0 });
-      if (body.mtime && !Number.isNaN(body.mtime.getTime())) await utimes(join(rootfs, op.filename), body.mtime, body.mtime);
-    });
-    await this.opts.cache.set(cacheKey, layers);
+    const { layers } = await this.once(cacheKey, () =>
+      this.mutate([], async (rootfs) => {
+        await makeFile(rootfs, `/${op.filename}`, body.data, 0o600, { uid: 0, gid: 0 });
+        if (body.mtime && !Number.isNaN(body.mtime.getTime())) await utimes(join(rootfs, op.filename), body.mtime, body.mtime);
+      }),
+    );
     return { kind: 'layers', cacheKey, layers };
   }
 
@@ -209,14 +211,16 @@ export class Solver {
     // Proxy settings change how the command reaches the network, not what it builds.
     const { proxyEnv: _proxyEnv, ...keyed } = op;
     const cacheKey = sha256(canonicalJson({ op: keyed, inputs: [parent.cacheKey] }));
-    const cached = await this.lookup(cacheKey);
-    if (cached) return this.cachedResult(digest, v, cacheKey, cached);
+    const { layers, ran } = await this.once(cacheKey, () => this.runExec(digest, v, op, parent.layers));
+    return ran ? { kind: 'layers', cacheKey, layers } : this.cachedResult(digest, v, cacheKey, layers);
+  }
 
+  private async runExec(digest: Digest, v: Vertex, op: ExecOp, parent: LayerRecord[]): Promise<LayerRecord[]> {
     // Unpacked before the step starts: a base layer that fails to unpack is its FROM's failure.
-    await this.ensureSnapshot(parent.layers);
+    await this.ensureSnapshot(parent);
     const output = new StepOutput(digest, this.opts.progress, this.opts.stepLogLimit);
-    const layers = await this.run(digest, v, () =>
-      this.mutate(parent.layers, async (rootfs) => {
+    return this.run(digest, v, () =>
+      this.mutate(parent, async (rootfs) => {
         const cleanup = await writeScripts(rootfs, op.scripts ?? []);
         const result = await this.opts.executor.run({
           rootfs,
@@ -237,8 +241,6 @@ export class Solver {
         }
       }),
     );
-    await this.opts.cache.set(cacheKey, layers);
-    return { kind: 'layers', cacheKey, layers };
   }
 
   private async solveFile(digest: Digest, v: Vertex, op: FileOp, inputs: SolvedResult[]): Promise<SolvedResult> {
@@ -246,25 +248,26 @@ export class Solver {
     // Sources from another stage: first the key from its cache key (cheap); on a miss, the key from
     // the content of the copied files, so a rebuilt stage with identical output still hits.
     const definitionKey = await this.keyOrStepError(digest, v, () => this.fileCacheKey(op, inputs, dest.cacheKey, false));
-    let cached = await this.lookup(definitionKey);
-    let contentKey: Digest | undefined;
-    if (!cached && inputs.some((i) => i.kind === 'layers') && op.actions.some((a) => a.action === 'copy')) {
-      contentKey = await this.keyOrStepError(digest, v, () => this.fileCacheKey(op, inputs, dest.cacheKey, true));
-      if (contentKey !== definitionKey) cached = await this.lookup(contentKey);
+    const byContent = inputs.some((i) => i.kind === 'layers') && op.actions.some((a) => a.action === 'copy');
+    if (byContent) {
+      const cached = await this.lookup(definitionKey);
+      if (cached) return this.cachedResult(digest, v, definitionKey, cached);
     }
-    if (cached) {
-      if (contentKey) await this.opts.cache.set(definitionKey, cached);
-      return this.cachedResult(digest, v, definitionKey, cached);
-    }
+    const key = byContent ? await this.keyOrStepError(digest, v, () => this.fileCacheKey(op, inputs, dest.cacheKey, true)) : definitionKey;
+    const { layers, ran } = await this.once(key, () => this.runFile(digest, v, op, inputs, dest.layers));
+    if (key !== definitionKey) await this.opts.cache.set(definitionKey, layers);
+    return ran ? { kind: 'layers', cacheKey: definitionKey, layers } : this.cachedResult(digest, v, definitionKey, layers);
+  }
 
+  private async runFile(digest: Digest, v: Vertex, op: FileOp, inputs: SolvedResult[], dest: LayerRecord[]): Promise<LayerRecord[]> {
     // As for RUN: the destination's and the sources' layers are unpacked before the step starts.
-    await this.ensureSnapshot(dest.layers);
+    await this.ensureSnapshot(dest);
     for (const action of op.actions) {
       const src = action.action === 'copy' ? inputs[action.sourceInput] : undefined;
       if (src?.kind === 'layers') await this.ensureSnapshot(src.layers);
     }
-    const layers = await this.run(digest, v, () =>
-      this.mutate(dest.layers, async (rootfs) => {
+    return this.run(digest, v, () =>
+      this.mutate(dest, async (rootfs) => {
         for (const action of op.actions) {
           if (action.action === 'mkdir') {
             const owner = action.chown ? await resolveOwner(rootfs, action.chown) : { uid: 0, gid: 0 };
@@ -278,9 +281,6 @@ export class Solver {
         }
       }),
     );
-    await this.opts.cache.set(definitionKey, layers);
-    if (contentKey && contentKey !== definitionKey) await this.opts.cache.set(contentKey, layers);
-    return { kind: 'layers', cacheKey: definitionKey, layers };
   }
 
   /**
@@ -360,6 +360,26 @@ export class Solver {
     else await this.withView(src.layers, (dir) => doCopy(dir, undefined));
   }
 
+  /**
+   * The layers for cache key `key`: from the cache index, or made by `miss` and recorded there.
+   * Vertices that differ but share a cache key (one download with and without --checksum, COPY
+   * of identical files from two stages) run `miss` once per build: the others wait for it and
+   * reuse its layers, as a cache hit (`ran` is false for them).
+   */
+  private once(key: Digest, miss: () => Promise<LayerRecord[]>): Promise<{ layers: LayerRecord[]; ran: boolean }> {
+    let pending = this.byCacheKey.get(key);
+    if (pending) return pending.then(({ layers }) => ({ layers, ran: false }));
+    pending = (async () => {
+      const cached = await this.lookup(key);
+      if (cached) return { layers: cached, ran: false };
+      const layers = await miss();
+      await this.opts.cache.set(key, layers);
+      return { layers, ran: true };
+    })();
+    this.byCacheKey.set(key, pending);
+    return pending;
+  }
+
   private async lookup(key: Digest): Promise<LayerRecord[] | undefined> {
     if (this.opts.noCache) return undefined;
     const record = await this.opts.cache.get(key);
@@ -411,14 +431,25 @@ export class Solver {
       // A step that changed nothing still adds its (empty) layer, as in BuildKit's images.
       const { empty: _empty, ...record } = layer;
       const layers = [...parent, record];
-      const chain = ops.chainIDs(layers.map((l) => l.diffID)).at(-1)!;
-      if (!(await sn.stat(chain))) {
-        await sn.commit(chain, key);
-        committed = true;
-      }
+      committed = await this.commit(ops.chainIDs(layers.map((l) => l.diffID)).at(-1)!, key);
       return layers;
     } finally {
       if (!committed) await sn.remove(key).catch(() => undefined);
+    }
+  }
+
+  /**
+   * Commits active snapshot `key` as `chain`, the ChainID of its layers; false when `chain` was
+   * committed already (another step made the same layers, or unpacked them, meanwhile): a ChainID
+   * names content, so that snapshot serves as well, and `key` is left for the caller to remove.
+   */
+  private async commit(chain: string, key: string): Promise<boolean> {
+    try {
+      await this.opts.snapshotter.commit(chain, key);
+      return true;
+    } catch (err) {
+      if (err instanceof SnapshotExistsError) return false;
+      throw err;
     }
   }
 
@@ -440,8 +471,7 @@ export class Solver {
           try {
             const { diffID } = await ops.applyLayer(sn, key, store.read(layer.digest), layer.mediaType);
             if (diffID !== layer.diffID) throw new Error(`layer ${layer.digest}: uncompressed digest ${diffID} does not match ${layer.diffID}`);
-            if (await sn.stat(name)) await sn.remove(key);
-            else await sn.commit(name, key);
+            if (!(await this.commit(name, key))) await sn.remove(key);
           } catch (err) {
             await sn.remove(key).catch(() => undefined);
             throw this.unpackError(layer, err);

@@ -77,8 +77,10 @@ it('waits for a live owner, says so after about a second, and gets the lock when
   const first = await openState(root);
   const told: string[] = [];
   let second: Awaited<ReturnType<typeof openState>> | undefined;
-  const waiting = openState(root, { onWait: (m) => told.push(m) }).then((s) => (second = s));
-  await new Promise((r) => setTimeout(r, 1500));
+  let toldOnce: () => void;
+  const saidSo = new Promise<void>((resolve) => (toldOnce = resolve));
+  const waiting = openState(root, { onWait: (m) => (told.push(m), toldOnce()) }).then((s) => (second = s));
+  await saidSo;
   expect(second).toBeUndefined();
   expect(told).toEqual([`waiting for the state directory lock held by PID ${process.pid} (${root})`]);
   await first.release({ clean: true });

@@ -487,7 +487,8 @@ describe('large blobs: chunked upload, resumed download, corrupted bytes', () =>
 
   it('stops a pull midway when its signal fires (Ctrl-C), leaving no partial blob and no lock', async () => {
     const [regHost, regPort] = reg.host.split(':') as [string, string];
-    let stalled = 0;
+    let onStall = (): void => undefined;
+    const firstStall = new Promise<void>((resolve) => (onStall = resolve));
     // Forwards everything, but a layer's body stops after its first bytes, as on a dead link.
     const proxy = createHttpServer((req, res) => {
       const up = httpRequest({ host: regHost, port: Number(regPort), method: req.method, path: req.url, headers: req.headers }, (r) => {
@@ -497,7 +498,7 @@ describe('large blobs: chunked upload, resumed download, corrupted bytes', () =>
         r.once('data', (first: Buffer) => {
           r.pause();
           res.write(first.subarray(0, 100));
-          stalled++;
+          onStall();
         });
         res.once('close', () => r.destroy());
       });
@@ -508,8 +509,7 @@ describe('large blobs: chunked upload, resumed download, corrupted bytes', () =>
     const controller = new AbortController();
     try {
       const pulling = pull({ ref: `127.0.0.1:${(proxy.address() as { port: number }).port}/library/busybox:latest`, root, signal: controller.signal });
-      for (let i = 0; stalled === 0 && i < 500; i++) await new Promise((r) => setTimeout(r, 10));
-      expect(stalled).toBeGreaterThan(0);
+      await firstStall;
       controller.abort(new Error('pull cancelled by SIGINT'));
       await expect(pulling).rejects.toThrow('pull cancelled by SIGINT');
       expect(await readdir(join(root, 'ingest'))).toEqual([]);

@@ -40,8 +40,8 @@ describe('Ctrl-C during a push', () => {
     const child = startBuilder(['build', '--network', 'none', '--root', root, '--progress', 'json', '--push', '-t', tag, dir], { env: { TMPDIR: tmp } });
     await proxy.stalled();
     child.kill('SIGINT');
-    // Whatever the build still does after the signal, the upload it waits for now goes through.
-    await new Promise((r) => setTimeout(r, 500));
+    // Once the build has taken the signal, the upload it waits for goes through.
+    await waitForStderr(child, 'interrupted: stopping the build and cleaning up');
     proxy.release();
     const r = await finished(child);
     expect(r.code, r.stderr).toBe(130);

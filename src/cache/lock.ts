@@ -1,0 +1,146 @@
+// Locks between processes sharing a state directory (the state lock, the image index's lock).
+//
+// A lock is a directory holding one empty file named after its owner (pid and start time, see
+// processToken): it appears, complete, by renaming a prepared directory `NAME.<owner>.<random>`
+// onto `NAME` (which fails while `NAME` is not empty), and a lock whose owner is gone, or whose
+// pid now names another process, is taken over by renaming that file to ours in place: the lock
+// never empties meanwhile, and of several waiters only one rename can succeed.
+
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, readdir, rename, rm, rmdir, unlink, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { isOwnerAlive, processToken } from '../snapshotter/exec.js';
+
+export interface LockOptions {
+  /** How long to wait for a live owner (default ten minutes). */
+  waitMs?: number;
+  /** How often to look again while a live owner holds it (default 100 ms). */
+  pollMs?: number;
+  signal?: AbortSignal;
+  /** Told once, after about a second, the PID of the live process that holds the lock. */
+  onWait?: (pid: number) => void;
+}
+
+const TELL_AFTER_MS = 1000;
+
+/**
+ * Takes the lock `lockDir`; resolves to the function that lets it go. `what` names the locked
+ * thing in the error given after `waitMs`. A process waits for its own locks as for any other's.
+ */
+export async function acquireLock(lockDir: string, what: string, opts: LockOptions = {}): Promise<() => Promise<void>> {
+  const me = processToken();
+  const started = Date.now();
+  const deadline = started + (opts.waitMs ?? 10 * 60_000);
+  let told = false;
+  // Prepared beside the lock, so that the lock appears with its owner already named.
+  const prepared = `${lockDir}.${me}.${randomBytes(6).toString('hex')}`;
+  await mkdir(prepared);
+  await writeFile(join(prepared, me), '');
+  try {
+    for (const dead of await deadPreparedLocks(dirname(lockDir))) await rm(dead, { recursive: true, force: true });
+    for (;;) {
+      try {
+        await rename(prepared, lockDir);
+        break;
+      } catch (err) {
+        // ENOTEMPTY or EEXIST: held; ENOTDIR: a lock file of an older version.
+        if (!['ENOTEMPTY', 'EEXIST', 'ENOTDIR'].includes((err as NodeJS.ErrnoException).code ?? '')) throw err;
+      }
+      const owner = await lockOwner(lockDir);
+      if (owner === undefined) continue; // let go of meanwhile
+      if (!owner.alive) {
+        if (await takeOver(lockDir, owner.entry, me)) break;
+        continue;
+      }
+      const waited = Date.now() - started;
+      if (Date.now() >= deadline) {
+        throw new Error(`${what} is in use by PID ${owner.pid}: gave up waiting for its lock after ${Math.round(waited / 1000)}s`);
+      }
+      if (!told && waited >= TELL_AFTER_MS) {
+        told = true;
+        opts.onWait?.(owner.pid);
+      }
+      await sleep(opts.pollMs ?? 100, undefined, { signal: opts.signal });
+    }
+  } finally {
+    await rm(prepared, { recursive: true, force: true });
+  }
+  let released = false;
+  return async () => {
+    // Once only: in this process, a later holder has the same name in the lock.
+    if (released) return;
+    released = true;
+    await rm(join(lockDir, me), { force: true });
+    // Fails (harmlessly) once the next owner has renamed its own lock into place.
+    await rmdir(lockDir).catch(() => undefined);
+  };
+}
+
+export interface LockOwner {
+  pid: number;
+  alive: boolean;
+  /** The owner's file in the lock directory; absent for an older version's lock file. */
+  entry?: string;
+}
+
+/** Who holds the lock `lockDir`; undefined when nobody does. */
+export async function lockOwner(lockDir: string): Promise<LockOwner | undefined> {
+  let names: string[];
+  try {
+    names = await readdir(lockDir);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return undefined;
+    if (code !== 'ENOTDIR') throw err;
+    // An older version's lock: a file holding a pid.
+    const pid = Number((await readFile(lockDir, 'utf8').catch(() => '')).trim());
+    return { pid, alive: pid > 0 && pidExists(pid) };
+  }
+  const entry = names[0];
+  if (entry === undefined) return undefined;
+  return { pid: Number(entry.split('.')[0]), alive: isOwnerAlive(entry), entry };
+}
+
+/** True when the dead owner's lock became ours; false when another waiter (or a release) came first. */
+async function takeOver(lockDir: string, entry: string | undefined, me: string): Promise<boolean> {
+  try {
+    if (entry === undefined) {
+      // unlink() refuses a directory: it never removes a lock that replaced the old file meanwhile.
+      await unlink(lockDir);
+      return false;
+    }
+    await rename(join(lockDir, entry), join(lockDir, me));
+    return true;
+  } catch (err) {
+    if (['ENOENT', 'EISDIR', 'EPERM'].includes((err as NodeJS.ErrnoException).code ?? '')) return false;
+    throw err;
+  }
+}
+
+/** `NAME.<owner>.<random>`: a lock being prepared; locks are named `lock` or `<something>.lock`. */
+const PREPARED_LOCK = /^(?:[\w-]+\.)?lock\.(\d+\.\d+)\.[0-9a-f]{12}$/;
+
+/** Whether a file name in the state directory is a prepared lock (never a temporary file to sweep). */
+export function isPreparedLock(name: string): boolean {
+  return PREPARED_LOCK.test(name);
+}
+
+/** Prepared locks in `dir` (absolute paths) of processes that died before renaming them into place. */
+export async function deadPreparedLocks(dir: string): Promise<string[]> {
+  const dead: string[] = [];
+  for (const name of await readdir(dir)) {
+    const owner = PREPARED_LOCK.exec(name)?.[1];
+    if (owner !== undefined && !isOwnerAlive(owner)) dead.push(join(dir, name));
+  }
+  return dead;
+}
+
+function pidExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
