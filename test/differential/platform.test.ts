@@ -12,14 +12,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { build } from '../../src/build.js';
 import { pushMultiPlatformImage } from '../helpers/base-image.js';
 import { runBuilder } from '../helpers/cli.js';
+import { DOCKER, dockerSkipReason } from '../helpers/differential.js';
 import { registryUnavailable, startRegistry, type RunningRegistry } from '../helpers/registry.js';
 
-const DOCKER = '/usr/bin/docker';
-const dockerMissing = ((): string | undefined => {
-  const r = spawnSync(DOCKER, ['info', '--format', '{{.ServerVersion}}'], { encoding: 'utf8', timeout: 20_000 });
-  if (r.error) return `no docker client (${r.error.message})`;
-  return r.status === 0 ? undefined : `docker info failed: ${(r.stderr || r.stdout).trim().split('\n')[0] ?? ''}`;
-})();
+const dockerMissing = dockerSkipReason();
 const hostIsAmd64 = process.arch === 'x64';
 const skip = registryUnavailable() ?? (hostIsAmd64 ? undefined : 'the observed values are those of an amd64 host');
 
