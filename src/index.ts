@@ -1,12 +1,12 @@
 // Public API of builder: build images from Dockerfiles, pull images, or work with the pieces directly.
 
-export { build, type BuildOptions, type BuildResult, type Output } from './build.js';
-export { pull, type PullOptions, type PullResult } from './pull.js';
-export { doctor, StateInUseError, type DoctorOptions, type DoctorReport, type DoctorIssue } from './doctor.js';
-export { plan, formatPlan, type PlanOptions, type PlanResult, type PlannedStage, type PlannedStep } from './plan.js';
-export type { ProgressEvent, ProgressListener, StepEvent, LogEvent, WarningEvent } from './solver/progress.js';
+export { build, type BuildOptions, type BuildResult, type Output } from './client/build.js';
+export { pull, type PullOptions, type PullResult } from './client/pull.js';
+export { doctor, StateInUseError, type DoctorOptions, type DoctorReport, type DoctorIssue } from './client/doctor.js';
+export { plan, formatPlan, type PlanOptions, type PlanResult, type PlannedStage, type PlannedStep } from './client/plan.js';
+export type { ProgressEvent, ProgressListener, StepEvent, LogEvent, WarningEvent } from './progress.js';
 export { defaultStateRoot } from './cache/state.js';
-export { loadConfig, defaultConfigPath, ConfigError, type BuilderConfig } from './config.js';
+export { loadConfig, defaultConfigPath, ConfigError, type BuilderConfig } from './client/config.js';
 export * from './definition/index.js';
 export * from './oci/types.js';
 export { formatPlatform, normalizePlatform, parsePlatform } from './oci/platform.js';

@@ -11,7 +11,7 @@ import { createReadStream, lstatSync, readFileSync, readdirSync } from 'node:fs'
 import { mkdir, readFile, readlink, rename, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, posix } from 'node:path';
 import type { Digest } from '../oci/types.js';
-import { resolveComponents } from '../executor/scoped-path.js';
+import { resolveComponents } from '../util/scoped-path.js';
 
 // The package is CommonJS (`module.exports = factory`) but its types declare a default export.
 const ignore = createRequire(import.meta.url)('@balena/dockerignore') as (options?: { ignorecase?: boolean }) => Ignore;

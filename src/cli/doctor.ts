@@ -21,7 +21,7 @@ export async function runDoctorCommand(args: string[]): Promise<number> {
     return 0;
   }
   if (positionals.length > 0) throw new Error(`"builder doctor" takes no arguments (got ${positionals.join(' ')})`);
-  const { doctor } = await import('../doctor.js');
+  const { doctor } = await import('../client/doctor.js');
   const report = await doctor({ root: values.root });
   const problems = report.issues.filter((i) => !i.leftover);
   const leftovers = report.issues.filter((i) => i.leftover);

@@ -1,8 +1,8 @@
 // `builder build --dry-run`: prints the plan (stages, steps, vertex digests) and the warnings.
-// Loads only the frontend and the local store reader (src/plan.ts), never the build machinery.
+// Loads only the frontend and the local store reader (src/client/plan.ts), never the build machinery.
 
-import type { BuildOptions } from '../build.js';
-import { formatPlan, plan } from '../plan.js';
+import type { BuildOptions } from '../client/build.js';
+import { formatPlan, plan } from '../client/plan.js';
 import { formatWarning } from './progress.js';
 
 export async function runDryRun(opts: Omit<BuildOptions, 'onProgress' | 'signal'>): Promise<number> {

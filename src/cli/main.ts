@@ -3,8 +3,8 @@
 import { constants as osConstants } from 'node:os';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 // build.js pulls in the registry client, snapshotter and executor: loaded only when building.
-import type { BuildOptions, Output } from '../build.js';
-import { loadConfig } from '../config.js';
+import type { BuildOptions, Output } from '../client/build.js';
+import { loadConfig } from '../client/config.js';
 import { createRenderer, type ProgressMode } from './progress.js';
 
 const USAGE = `Usage: builder build [OPTIONS] PATH
@@ -65,7 +65,7 @@ export async function main(argv: string[]): Promise<number> {
   const buildOpts = { ...flags, ...(await registrySettings(configFile, flags)) };
   if (dryRun) return (await import('./dry-run.js')).runDryRun(buildOpts);
   return interruptible('build', async (signal) => {
-    const { build } = await import('../build.js');
+    const { build } = await import('../client/build.js');
     const result = await build({ ...buildOpts, onProgress: createRenderer(progress, process.stderr), signal });
     for (const p of result.pushed) process.stdout.write(`pushed ${p.ref}@${p.digest}\n`);
     for (const e of result.exported) process.stdout.write(`exported ${e.dest} ${e.digest}\n`);
@@ -115,7 +115,7 @@ async function runPull(args: string[]): Promise<number> {
     onProgress: createRenderer(progressMode(v.values.progress), process.stderr),
   };
   return interruptible('pull', async (signal) => {
-    const { pull } = await import('../pull.js');
+    const { pull } = await import('../client/pull.js');
     const result = await pull({ ...pullOpts, signal });
     process.stdout.write(`${result.ref}\n`);
   });

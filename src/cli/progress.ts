@@ -2,7 +2,7 @@
 // with the time since the step started, and `CACHED` / `DONE 1.2s` / `ERROR` when it ends.
 // `json` writes one event per line for tools.
 
-import type { ProgressEvent, ProgressListener, WarningEvent } from '../solver/progress.js';
+import type { ProgressEvent, ProgressListener, WarningEvent } from '../progress.js';
 
 export type ProgressMode = 'plain' | 'json' | 'quiet';
 

@@ -9,7 +9,7 @@ import { access, readFile, readdir, rm } from 'node:fs/promises';
 import { constants as osc, tmpdir } from 'node:os';
 import { join, posix, resolve } from 'node:path';
 import { CommandError, isOwnerAlive, processToken, runCommand } from '../snapshotter/exec.js';
-import { resolveComponents, resolveInRootSync } from './scoped-path.js';
+import { resolveComponents, resolveInRootSync } from '../util/scoped-path.js';
 import { buildSpec, capabilitiesInMask, hostsFile, resolvConf, withDefaultEnv } from './spec.js';
 import { resolveUser } from './user.js';
 

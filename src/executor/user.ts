@@ -4,7 +4,7 @@
 // was given explicitly.
 
 import { readFileSync } from 'node:fs';
-import { resolveInRootSync } from './scoped-path.js';
+import { resolveInRootSync } from '../util/scoped-path.js';
 
 export interface ResolvedUser {
   uid: number;

@@ -20,7 +20,7 @@ import { chmod, chown, lstat, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { setImmediate } from 'node:timers/promises';
 import { walk, type Source, type SourceFilter } from '../cache/checksum.js';
-import { resolveInRoot, resolveInRootSync } from '../executor/scoped-path.js';
+import { resolveInRoot, resolveInRootSync } from '../util/scoped-path.js';
 import { copyFileKeepingHoles } from '../snapshotter/fsutil.js';
 
 export interface Owner {

@@ -28,10 +28,10 @@ import type { RunResult, RunSpec } from '../executor/runc.js';
 import { SnapshotExistsError } from '../snapshotter/store.js';
 import type { Snapshotter } from '../snapshotter/types.js';
 import { copySources, makeFile, mkdirAll, writeScripts, type Owner } from './copy.js';
-import { download } from './download.js';
+import { download } from '../source/http.js';
 import { StepError } from './errors.js';
 import { archiveKind, extractArchive } from './unpack.js';
-import type { ProgressListener } from './progress.js';
+import type { ProgressListener } from '../progress.js';
 import { StepOutput } from './step-output.js';
 import { resolveOwner } from './users.js';
 

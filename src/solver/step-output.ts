@@ -4,7 +4,7 @@
 // (and dropped) at full speed; the tail keeps the last lines, each cut to a maximum length.
 
 import { StringDecoder } from 'node:string_decoder';
-import type { ProgressListener } from './progress.js';
+import type { ProgressListener } from '../progress.js';
 
 /** BuildKit's default (BUILDKIT_STEP_LOG_MAX_SIZE). */
 const DEFAULT_STEP_LOG_LIMIT = 2 * 1024 * 1024;

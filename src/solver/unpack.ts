@@ -13,7 +13,7 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import tar from 'tar-stream';
 import { mkdirAll, type Owner } from './copy.js';
-import { resolveInRoot } from '../executor/scoped-path.js';
+import { resolveInRoot } from '../util/scoped-path.js';
 import { writeSparseSync } from '../snapshotter/fsutil.js';
 
 export type ArchiveKind = 'tar' | 'gzip' | 'bzip2' | 'xz';

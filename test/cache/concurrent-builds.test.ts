@@ -12,7 +12,7 @@ import { expect, it } from 'vitest';
 import { events, leftoverContainers, mountsUnder, runBuilder } from '../helpers/cli.js';
 import { useBuildFixture } from '../helpers/fixture.js';
 import type { ImageIndex, ImageManifest } from '../../src/oci/types.js';
-import type { StepEvent } from '../../src/solver/progress.js';
+import type { StepEvent } from '../../src/progress.js';
 
 const fx = useBuildFixture('concurrent');
 

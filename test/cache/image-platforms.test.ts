@@ -9,10 +9,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { build } from '../../src/build.js';
+import { build } from '../../src/client/build.js';
 import type { ImageIndex } from '../../src/oci/types.js';
-import { plan } from '../../src/plan.js';
-import { pull } from '../../src/pull.js';
+import { plan } from '../../src/client/plan.js';
+import { pull } from '../../src/client/pull.js';
 import { pushMultiPlatformImage } from '../helpers/base-image.js';
 import { registryUnavailable, startRegistry, type RunningRegistry } from '../helpers/registry.js';
 

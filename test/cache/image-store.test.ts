@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import { ImageStore, type PlatformManifest } from '../../src/cache/image-store.js';
-import { doctor } from '../../src/doctor.js';
+import { doctor } from '../../src/client/doctor.js';
 import { MediaType, type ImageIndex } from '../../src/oci/types.js';
 
 let root: string;

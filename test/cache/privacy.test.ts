@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { chmod, mkdir, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, expect, it } from 'vitest';
-import { build } from '../../src/build.js';
+import { build } from '../../src/client/build.js';
 import { useBuildFixture } from '../helpers/fixture.js';
 
 const fx = useBuildFixture('privacy');

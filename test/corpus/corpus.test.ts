@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ImageConfigFile } from '../../src/oci/types.js';
 import { compile, parseDockerfile } from '../../src/frontend/index.js';
-import { plan } from '../../src/plan.js';
+import { plan } from '../../src/client/plan.js';
 import { BUILDER_BIN } from '../helpers/cli.js';
 
 const CORPUS = fileURLToPath(new URL('./dockerfiles/', import.meta.url));

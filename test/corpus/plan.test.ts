@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LocalOp } from '../../src/definition/index.js';
-import { formatPlan, plan } from '../../src/plan.js';
+import { formatPlan, plan } from '../../src/client/plan.js';
 
 let dir: string;
 beforeAll(async () => {

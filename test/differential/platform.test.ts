@@ -9,7 +9,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { build } from '../../src/build.js';
+import { build } from '../../src/client/build.js';
 import { pushMultiPlatformImage } from '../helpers/base-image.js';
 import { runBuilder } from '../helpers/cli.js';
 import { DOCKER, dockerSkipReason } from '../helpers/differential.js';

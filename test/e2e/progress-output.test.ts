@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { LogEvent, ProgressEvent, StepEvent } from '../../src/solver/progress.js';
+import type { LogEvent, ProgressEvent, StepEvent } from '../../src/progress.js';
 import { BUILDER_BIN, events, leftoverContainers, mountsUnder, runBuilder } from '../helpers/cli.js';
 import { useBuildFixture } from '../helpers/fixture.js';
 

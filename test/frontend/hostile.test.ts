@@ -7,9 +7,9 @@ import { mkdir, mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { build } from '../../src/build.js';
+import { build } from '../../src/client/build.js';
 import { DockerfileError } from '../../src/frontend/index.js';
-import { formatPlan, plan } from '../../src/plan.js';
+import { formatPlan, plan } from '../../src/client/plan.js';
 import { runBuilder } from '../helpers/cli.js';
 import { build as compileText, rejection } from './helpers.js';
 

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { Definition } from '../../src/definition/index.js';
 import { DockerfileError, compile, parseDockerfile } from '../../src/frontend/index.js';
-import { formatPlan, plan } from '../../src/plan.js';
+import { formatPlan, plan } from '../../src/client/plan.js';
 import type { ContainerConfig, ImageConfigFile, Platform } from '../../src/oci/types.js';
 import { linuxAmd64 } from '../frontend/helpers.js';
 import { inputSeed, mutate } from './mutate.js';

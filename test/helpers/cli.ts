@@ -3,7 +3,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import type { ProgressEvent } from '../../src/solver/progress.js';
+import type { ProgressEvent } from '../../src/progress.js';
 
 export const BUILDER_BIN = fileURLToPath(new URL('../../bin/builder', import.meta.url));
 

@@ -11,7 +11,7 @@ import { lstatSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { chmod, lutimes, mkdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
-import { build } from '../../src/build.js';
+import { build } from '../../src/client/build.js';
 import type { ImageConfigFile } from '../../src/oci/types.js';
 
 /** Docker 20.10's own CLI drives its built-in BuildKit without buildx (see TESTBED.md). */

@@ -3,7 +3,7 @@
 
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { doctor, type DoctorIssue } from '../../src/doctor.js';
+import { doctor, type DoctorIssue } from '../../src/client/doctor.js';
 import { mountsUnder } from './cli.js';
 
 const MANIFEST_ACCEPT = 'application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json';

@@ -5,7 +5,7 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig, parseConfig } from '../../src/config.js';
+import { ConfigError, loadConfig, parseConfig } from '../../src/client/config.js';
 import { pushBusyboxImage } from '../helpers/base-image.js';
 import { runBuilder } from '../helpers/cli.js';
 import { useBuildFixture } from '../helpers/fixture.js';

@@ -15,7 +15,7 @@ import { createGunzip } from 'node:zlib';
 import tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ContentStore } from '../../src/cache/content-store.js';
-import { pull } from '../../src/pull.js';
+import { pull } from '../../src/client/pull.js';
 import { MediaType, type Descriptor, type Digest, type ImageIndex, type ImageManifest } from '../../src/oci/types.js';
 import {
   NotFoundError,

@@ -6,9 +6,9 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
-import { build } from '../../src/build.js';
+import { build } from '../../src/client/build.js';
 import type { ImageIndex } from '../../src/oci/types.js';
-import type { ProgressEvent, StepEvent } from '../../src/solver/progress.js';
+import type { ProgressEvent, StepEvent } from '../../src/progress.js';
 import { pushBusyboxImage } from '../helpers/base-image.js';
 import { useBuildFixture } from '../helpers/fixture.js';
 

@@ -7,7 +7,7 @@ import { readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { doctor } from '../../src/doctor.js';
+import { doctor } from '../../src/client/doctor.js';
 import { finished, leftoverContainers, mountsUnder, runBuilder, startBuilder, waitForStderr } from '../helpers/cli.js';
 import { useBuildFixture } from '../helpers/fixture.js';
 

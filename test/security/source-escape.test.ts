@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, readdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { build, type BuildOptions } from '../../src/build.js';
+import { build, type BuildOptions } from '../../src/client/build.js';
 import { useBuildFixture } from '../helpers/fixture.js';
 import { unpackOciArchive } from '../helpers/oci-tar.js';
 

@@ -10,8 +10,8 @@ import { lstat, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { build } from '../../src/build.js';
-import type { ProgressEvent } from '../../src/solver/progress.js';
+import { build } from '../../src/client/build.js';
+import type { ProgressEvent } from '../../src/progress.js';
 import { unpackOciArchive } from '../helpers/oci-tar.js';
 import { makeCertificates } from '../helpers/registry.js';
 

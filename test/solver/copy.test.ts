@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { selectSources } from '../../src/cache/checksum.js';
 import { copySources } from '../../src/solver/copy.js';
-import { resolveInRoot } from '../../src/executor/scoped-path.js';
+import { resolveInRoot } from '../../src/util/scoped-path.js';
 
 let src: string;
 let dest: string;

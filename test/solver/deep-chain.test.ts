@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseDockerfile, compile } from '../../src/frontend/index.js';
 import { Solver, type SolverOptions } from '../../src/solver/solver.js';
-import type { ProgressEvent } from '../../src/solver/progress.js';
+import type { ProgressEvent } from '../../src/progress.js';
 
 const unused = new Proxy(
   {},

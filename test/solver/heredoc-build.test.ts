@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { build } from '../../src/build.js';
+import { build } from '../../src/client/build.js';
 import { useBuildFixture } from '../helpers/fixture.js';
 
 const fx = useBuildFixture('heredoc');

@@ -8,14 +8,14 @@
 
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { sha256, type Digest, type Platform, type Vertex } from './definition/index.js';
-import { compileOptions, readBuildInput } from './build-input.js';
-import { defaultStateRoot } from './cache/state-root.js';
-import { compile, type CompileResult, type CompileWarning, type Entitlement, type ResolvedImage } from './frontend/index.js';
-import { ImageStore } from './cache/image-store.js';
-import type { ImageConfigFile, ImageManifest } from './oci/types.js';
-import { parseReference } from './registry/reference.js';
-import { toPlatform } from './oci/platform.js';
+import { sha256, type Digest, type Platform, type Vertex } from '../definition/index.js';
+import { compileOptions, readBuildInput } from './input.js';
+import { defaultStateRoot } from '../cache/state-root.js';
+import { compile, type CompileResult, type CompileWarning, type Entitlement, type ResolvedImage } from '../frontend/index.js';
+import { ImageStore } from '../cache/image-store.js';
+import type { ImageConfigFile, ImageManifest } from '../oci/types.js';
+import { parseReference } from '../registry/reference.js';
+import { toPlatform } from '../oci/platform.js';
 
 export interface PlanOptions {
   /** The build context directory (only its `.dockerignore` is read). */

@@ -4,9 +4,9 @@
 import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import type { Platform } from './definition/index.js';
-import { parseDockerfile, parseDockerignore, type CompileOptions, type Dockerfile, type Entitlement, type ImageResolver } from './frontend/index.js';
-import { hostPlatform } from './oci/platform.js';
+import type { Platform } from '../definition/index.js';
+import { parseDockerfile, parseDockerignore, type CompileOptions, type Dockerfile, type Entitlement, type ImageResolver } from '../frontend/index.js';
+import { hostPlatform } from '../oci/platform.js';
 
 export interface BuildInput {
   /** Absolute path of the build context. */

@@ -2,16 +2,16 @@
 // that resolves names and brings their layers into the content store.
 
 import pLimit from 'p-limit';
-import type { LayerRecord } from './cache/cache-index.js';
-import type { State } from './cache/state.js';
-import type { Digest, Platform } from './definition/index.js';
-import { platformOf } from './oci/platform.js';
-import { MediaType, type ImageConfigFile, type ImageIndex, type ImageManifest } from './oci/types.js';
-import { BlobSources } from './registry/blob-sources.js';
-import type { ContentCache, RegistryClient, RegistryClientOptions } from './registry/client.js';
-import { parseReference, type ImageReference } from './registry/reference.js';
-import { track, type ProgressListener } from './solver/progress.js';
-import type { ImageSource } from './solver/solver.js';
+import type { LayerRecord } from '../cache/cache-index.js';
+import type { State } from '../cache/state.js';
+import type { Digest, Platform } from '../definition/index.js';
+import { platformOf } from '../oci/platform.js';
+import { MediaType, type ImageConfigFile, type ImageIndex, type ImageManifest } from '../oci/types.js';
+import { BlobSources } from '../registry/blob-sources.js';
+import type { ContentCache, RegistryClient, RegistryClientOptions } from '../registry/client.js';
+import { parseReference, type ImageReference } from '../registry/reference.js';
+import { track, type ProgressListener } from '../progress.js';
+import type { ImageSource } from '../solver/solver.js';
 
 /**
  * The registry client, created on first use: a build whose base images are all local (and that
@@ -31,7 +31,7 @@ export class LazyRegistry {
   }
 
   private async create(): Promise<RegistryClient> {
-    const [{ RegistryClient }, { DockerConfigCredentialStore }] = await Promise.all([import('./registry/client.js'), import('./registry/auth.js')]);
+    const [{ RegistryClient }, { DockerConfigCredentialStore }] = await Promise.all([import('../registry/client.js'), import('../registry/auth.js')]);
     const { store, images } = this.state;
     // Manifests and configs in the content store are not fetched again.
     const contentCache: ContentCache = {

@@ -1,12 +1,12 @@
 // `pull()`: brings an image from its registry into the local store and names it there, as
 // `docker pull` does, so later builds use it offline. Builds pull their base images the same way.
 
-import { Images, LazyRegistry } from './base-images.js';
-import { defaultStateRoot, openState } from './cache/state.js';
-import type { Digest, Platform } from './definition/index.js';
-import { hostPlatform, toPlatform } from './oci/platform.js';
-import { parseReference } from './registry/reference.js';
-import type { ProgressListener } from './solver/progress.js';
+import { Images, LazyRegistry } from '../source/image.js';
+import { defaultStateRoot, openState } from '../cache/state.js';
+import type { Digest, Platform } from '../definition/index.js';
+import { hostPlatform, toPlatform } from '../oci/platform.js';
+import { parseReference } from '../registry/reference.js';
+import type { ProgressListener } from '../progress.js';
 
 export interface PullOptions {
   /** `alpine`, `user/app:1.2`, `host:5000/team/app@sha256:…`; a name alone means its `latest` tag. */

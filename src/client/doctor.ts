@@ -10,14 +10,14 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import pLimit from 'p-limit';
-import { defaultStateRoot } from './cache/state-root.js';
-import { deadPreparedLocks, lockOwner } from './cache/lock.js';
-import { temporaryFiles } from './cache/temp-files.js';
-import { RuncExecutor } from './executor/runc.js';
-import { isIndexMediaType, MediaType, type Descriptor, type Digest, type ImageConfigFile, type ImageIndex, type ImageManifest } from './oci/types.js';
-import { createSnapshotter, probeDirs } from './snapshotter/index.js';
-import { listMountPoints } from './snapshotter/mount.js';
-import { isOwnerAlive } from './snapshotter/exec.js';
+import { defaultStateRoot } from '../cache/state-root.js';
+import { deadPreparedLocks, lockOwner } from '../cache/lock.js';
+import { temporaryFiles } from '../cache/temp-files.js';
+import { RuncExecutor } from '../executor/runc.js';
+import { isIndexMediaType, MediaType, type Descriptor, type Digest, type ImageConfigFile, type ImageIndex, type ImageManifest } from '../oci/types.js';
+import { createSnapshotter, probeDirs } from '../snapshotter/index.js';
+import { listMountPoints } from '../snapshotter/mount.js';
+import { isOwnerAlive } from '../snapshotter/exec.js';
 
 export interface DoctorOptions {
   /** State directory; default as for `build()`. */
