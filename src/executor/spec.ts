@@ -2,6 +2,7 @@
 // oci/defaults.go and caps/defaults.go): capabilities, seccomp, masked and read-only paths,
 // mounts. `RUN --security=insecure` gets BuildKit's insecure spec instead.
 
+import { DEFAULT_PATH } from '../oci/types.js';
 import { defaultSeccompProfile, type LinuxSeccomp } from './seccomp.js';
 import type { ResolvedUser } from './user.js';
 
@@ -108,8 +109,6 @@ export const DEFAULT_MASKED_PATHS = [
 ];
 
 export const DEFAULT_READONLY_PATHS = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'];
-
-export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 export interface SpecInput {
   rootfs: string;

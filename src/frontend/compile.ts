@@ -16,7 +16,7 @@ import {
   type DispatchContext,
   type StageState,
 } from './dispatch.js';
-import { DockerfileError } from './errors.js';
+import { DockerfileError, messageOf } from './errors.js';
 import {
   decodeInstruction,
   errorAt,
@@ -135,10 +135,6 @@ const PLATFORM_ARGS = [
 ];
 /** Build args that mean something without an ARG instruction. */
 const BUILTIN_ARGS = new Set([...PLATFORM_ARGS, ...PROXY_ARGS, 'SOURCE_DATE_EPOCH']);
-
-function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
 
 function rfc3339(epochSeconds: number): string {
   return new Date(epochSeconds * 1000).toISOString().replace(/\.000Z$/, 'Z');

@@ -13,8 +13,8 @@ import {
   type ScriptFile,
   redactCredentials,
 } from '../definition/index.js';
-import type { ContainerConfig, HistoryEntry, ImageConfigFile } from '../oci/types.js';
-import { clipText, DockerfileError } from './errors.js';
+import { DEFAULT_PATH, type ContainerConfig, type HistoryEntry, type ImageConfigFile } from '../oci/types.js';
+import { clipText, DockerfileError, messageOf } from './errors.js';
 import { goDuration, goList, goQuotedList } from './gofmt.js';
 import {
   errorAt,
@@ -154,7 +154,6 @@ function summarizeHeredoc(doc: string): string {
   return nl < 0 ? text : `${text.slice(0, nl).trimEnd()}...`;
 }
 
-export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 const HISTORY_COMMENT = 'buildkit.dockerfile.v0';
 
 export function defaultShell(os: string): string[] {
@@ -284,10 +283,6 @@ function runCommandString(args: readonly string[], buildArgs: readonly ArgValue[
 function uppercaseKeyword(text: string): string {
   const space = text.indexOf(' ');
   return space < 0 ? text.toUpperCase() : text.slice(0, space).toUpperCase() + text.slice(space);
-}
-
-function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 /** Numbers a stage's steps as BuildKit names progress vertices: `[builder 2/5] RUN …`. */

@@ -66,6 +66,11 @@ export function clipText(text: string, max: number): string {
   return text.length <= max ? text : `${text.slice(0, max)} [... ${text.length - max} more characters]`;
 }
 
+/** The message of anything thrown, for wrapping it in an error that names the place. */
+export function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
 export function isDockerfileError(err: unknown): err is DockerfileError {
   return err instanceof DockerfileError;
 }

@@ -76,6 +76,12 @@ export interface ContainerConfig {
   ArgsEscaped?: boolean;
 }
 
+/**
+ * The PATH a Linux container gets when its image sets none: what the frontend writes into a
+ * stage's config and what the executor falls back to (Docker's and BuildKit's default).
+ */
+export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
 export interface HistoryEntry {
   created?: string;
   created_by?: string;
