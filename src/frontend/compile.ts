@@ -5,17 +5,7 @@
 
 import { DefinitionBuilder, type Definition, type Digest, type ImageSpec, type Platform } from '../definition/index.js';
 import type { ImageConfigFile } from '../oci/types.js';
-import {
-  PROXY_ARGS,
-  StageDispatcher,
-  StepCounter,
-  imageState,
-  scratchState,
-  stageStateFrom,
-  type CopySource,
-  type DispatchContext,
-  type StageState,
-} from './dispatch.js';
+import { StageDispatcher, type CopySource, type DispatchContext } from './dispatch.js';
 import { DockerfileError, messageOf } from './errors.js';
 import {
   decodeInstruction,
@@ -26,9 +16,12 @@ import {
   type DecodeContext,
   type FromCommand,
 } from './instructions.js';
+import { Linter, type CompileWarning } from './lint.js';
 import { parseInstructionLine, type Dockerfile } from './parser.js';
 import { formatPlatform, hostPlatform, normalizePlatform, parsePlatform, platformOf, toPlatform } from '../oci/platform.js';
 import { ExpansionBudget, ShellLex } from './shell-lexer.js';
+import { PROXY_ARGS, imageState, scratchState, stageStateFrom, type StageState } from './stage-state.js';
+import { StepCounter } from './step-names.js';
 import { suggest } from './suggest.js';
 
 export interface ResolvedImage {
@@ -74,19 +67,6 @@ export interface CompileOptions {
 /** A privilege a Dockerfile can only use when the build grants it: RUN --network=host, RUN --security=insecure. */
 export type Entitlement = 'network.host' | 'security.insecure';
 
-export interface CompileWarning {
-  file: string;
-  /** 0 when the warning is not about a line (e.g. an unused --build-arg). */
-  line: number;
-  message: string;
-  /**
-   * For lints, the rule's name (BuildKit's check names where one exists: `UndefinedVar`,
-   * `JSONArgsRecommended`, `SecretsUsedInArgOrEnv`, `NoEmptyContinuation`, `ReservedStageName`,
-   * `FromWithoutTag`, `CopyAllBeforeInstall`). Lints fail a build only under `# check=error=true`.
-   */
-  rule?: string;
-}
-
 export interface StageInfo {
   name?: string;
   index: number;
@@ -128,7 +108,6 @@ interface Stage {
 
 /** Steps that are numbered in progress names (BuildKit's cmdTotal). */
 const NUMBERED = new Set<Command['kind']>(['ADD', 'COPY', 'RUN', 'WORKDIR']);
-const RESERVED_STAGE_NAMES = new Set(['scratch', 'context']);
 const PLATFORM_ARGS = [
   'BUILDPLATFORM', 'BUILDOS', 'BUILDOSVERSION', 'BUILDARCH', 'BUILDVARIANT',
   'TARGETPLATFORM', 'TARGETOS', 'TARGETOSVERSION', 'TARGETARCH', 'TARGETVARIANT', 'TARGETSTAGE',
@@ -149,8 +128,7 @@ function createdTime(opts: CompileOptions): string | undefined {
 
 class Compiler {
   private readonly builder = new DefinitionBuilder();
-  private readonly warnings: CompileWarning[] = [];
-  private readonly warned = new Set<string>();
+  private readonly lint: Linter;
   /** Stages by name (names are unique). */
   private readonly byName = new Map<string, Stage>();
   private names: string[] | undefined;
@@ -167,8 +145,6 @@ class Compiler {
   private readonly imageCache = new Map<string, Promise<ResolvedImage>>();
   private context: Digest | undefined;
   private readonly createdAt: string | undefined;
-  /** From the `# check=skip=Rule1,Rule2;error=true` parser directive. */
-  private readonly checks: { skip: Set<string>; error: boolean };
   private readonly targetPlatform: Platform;
   private readonly buildPlatform: Platform;
 
@@ -180,13 +156,13 @@ class Compiler {
     this.decodeCtx = { file: opts.file, escape, lines: df.lines ?? [] };
     this.lex = new ShellLex(escape, { budget: new ExpansionBudget() });
     this.createdAt = createdTime(opts);
-    this.checks = parseCheckDirective(df.directives.check);
+    this.lint = new Linter(opts.file, df.directives.check);
     this.buildPlatform = toPlatform(opts.buildPlatform ?? opts.platform ?? hostPlatform());
     this.targetPlatform = opts.platform ? toPlatform(opts.platform) : this.buildPlatform;
   }
 
   async run(): Promise<CompileResult> {
-    for (const w of this.df.warnings ?? []) this.warn(w.line, w.message, w.rule);
+    for (const w of this.df.warnings ?? []) this.lint.warn(w.line, w.message, w.rule);
     this.decode();
     const target = this.findTarget();
     this.evaluateGlobalArgs(target);
@@ -297,9 +273,7 @@ class Compiler {
           if (previous) {
             throw errorAt(instr, this.decodeCtx, `duplicate stage name "${cmd.stageName}" (already used on line ${previous.from.instr.startLine})`);
           }
-          if (RESERVED_STAGE_NAMES.has(cmd.stageName)) {
-            this.warn(instr.startLine, `"${cmd.stageName}" is reserved and should not be used as a stage name`, 'ReservedStageName');
-          }
+          this.lint.stageName(instr.startLine, cmd.stageName);
           stage.name = cmd.stageName;
           byName.set(cmd.stageName, stage);
         }
@@ -400,14 +374,7 @@ class Compiler {
     else if (lower === 'scratch') stage.base = { kind: 'scratch' };
     else {
       stage.base = { kind: 'image', ref: baseName };
-      const lastPart = baseName.slice(baseName.lastIndexOf('/') + 1);
-      if (!baseName.includes('@') && !lastPart.includes(':')) {
-        this.warn(
-          from.instr.startLine,
-          `FROM ${baseName} has no tag, so it means ${baseName}:latest, which changes over time; pin a version (${baseName}:<version>) or a digest for repeatable builds`,
-          'FromWithoutTag',
-        );
-      }
+      this.lint.baseImageName(from.instr.startLine, baseName);
     }
   }
 
@@ -541,17 +508,7 @@ class Compiler {
     if (!/@sha256:[0-9a-f]{64}$/.test(resolved.ref)) {
       throw new Error(`resolveImage(${JSON.stringify(ref)}) returned ${JSON.stringify(resolved.ref)}, which is not pinned by digest`);
     }
-    if (resolved.config.os && resolved.config.architecture) {
-      // BuildKit's InvalidBaseImagePlatform: a registry may serve one image for every platform.
-      const got = platformOf(resolved.config);
-      if (got.os !== platform.os || got.architecture !== platform.architecture) {
-        this.warn(
-          stage.from.instr.startLine,
-          `Base image ${ref} was pulled with platform "${formatPlatform(got)}", expected "${formatPlatform(platform)}" for current build`,
-          'InvalidBaseImagePlatform',
-        );
-      }
-    }
+    this.lint.baseImagePlatform(stage.from.instr.startLine, ref, resolved.config, platform);
     stage.resolved = resolved;
   }
 
@@ -594,7 +551,7 @@ class Compiler {
       contextDigest: () => this.contextDigest(),
       copySource: (cmd: CopyCommand) => this.copySources.get(cmd) ?? { kind: 'context' },
       declaredArgs: this.declaredArgs,
-      warn: (line, message, rule) => this.warn(line, message, rule),
+      lint: this.lint,
       size: this.stepsText,
     };
   }
@@ -654,7 +611,7 @@ class Compiler {
     const dispatcher = new StageDispatcher(ctx, state, steps);
     for (const trigger of triggers) dispatcher.dispatch(trigger, true);
     for (const cmd of stage.commands) dispatcher.dispatch(cmd);
-    dispatcher.lintStage(stage.commands);
+    this.lint.stage(stage.commands, dispatcher.shell());
     stage.state = state;
   }
 
@@ -683,30 +640,14 @@ class Compiler {
     return normalizePlatform({ os: tp.os, architecture: tp.architecture, ...(variant ? { variant } : {}) });
   }
 
-  private warn(line: number, message: string, rule?: string): void {
-    if (rule && this.checks.skip.has(rule)) return;
-    const key = `${line}\u0000${message}`;
-    if (this.warned.has(key)) return;
-    this.warned.add(key);
-    this.warnings.push({ file: this.opts.file, line, message, ...(rule ? { rule } : {}) });
-  }
-
   private result(target: Stage, reachable: Stage[]): CompileResult {
     const final = target.state as StageState;
     for (const key of Object.keys(this.opts.buildArgs)) {
       if (!this.declaredArgs.has(key) && !BUILTIN_ARGS.has(key)) {
-        this.warn(0, `build arg "${key}" was not consumed: no ARG ${key} in the stages built`);
+        this.lint.warn(0, `build arg "${key}" was not consumed: no ARG ${key} in the stages built`);
       }
     }
-    const lints = this.warnings.filter((w) => w.rule);
-    if (this.checks.error && lints.length > 0) {
-      const first = lints[0] as CompileWarning;
-      const line = first.line;
-      throw new DockerfileError(
-        `lint violations fail the build (# check=error=true): ${lints.map((w) => `${w.rule} on line ${w.line}: ${w.message}`).join('; ')}`,
-        { file: this.opts.file, line, source: this.decodeCtx.lines.slice(Math.max(0, line - 1), line) },
-      );
-    }
+    this.lint.enforce(this.decodeCtx.lines);
     if (this.opts.labels && Object.keys(this.opts.labels).length > 0) {
       final.config.Labels = { ...final.config.Labels, ...this.opts.labels };
     }
@@ -720,34 +661,10 @@ class Compiler {
         base: this.describeBase(s),
         root: (s.state as StageState).root,
       })),
-      warnings: this.warnings,
+      warnings: this.lint.warnings,
     };
   }
 }
-
-/**
- * BuildKit's `# check=` directive: `skip=all` or `skip=Rule,Rule` silences lints, `error=true`
- * makes any remaining lint fail the build. Unknown keys are ignored, as by BuildKit.
- */
-function parseCheckDirective(value: string | undefined): { skip: Set<string>; error: boolean } {
-  const out = { skip: new Set<string>(), error: false };
-  for (const part of (value ?? '').split(';')) {
-    const eq = part.indexOf('=');
-    if (eq < 0) continue;
-    const key = part.slice(0, eq).trim().toLowerCase();
-    const val = part.slice(eq + 1).trim();
-    if (key === 'skip') {
-      for (const rule of val.split(',').map((r) => r.trim()).filter(Boolean)) out.skip.add(rule === 'all' ? '*' : rule);
-    } else if (key === 'error') out.error = val.toLowerCase() === 'true';
-  }
-  if (out.skip.has('*')) for (const rule of LINT_RULES) out.skip.add(rule);
-  return out;
-}
-
-const LINT_RULES = [
-  'FromWithoutTag', 'JSONArgsRecommended', 'CopyAllBeforeInstall', 'UndefinedVar', 'SecretsUsedInArgOrEnv', 'NoEmptyContinuation',
-  'ReservedStageName', 'InvalidBaseImagePlatform',
-];
 
 /** Compiles a parsed Dockerfile into a Definition and the target's image spec. */
 export async function compile(dockerfile: Dockerfile, opts: CompileOptions): Promise<CompileResult> {

@@ -1,9 +1,12 @@
 // Compiling one stage: each instruction updates the stage's build state (filesystem vertex,
 // environment, working dir, user) and its image config and history, the way BuildKit's
 // dockerfile2llb dispatchers do. No I/O: base images arrive already resolved.
+//
+// Over 500 lines on purpose: it is one class, one handler per instruction, all sharing the stage
+// state and the step, history and size bookkeeping. The state itself, step names, lints and the
+// value parsers live beside it (stage-state.ts, step-names.ts, lint.ts, instruction-values.ts).
 
 import {
-  type Chown,
   type CopyAction,
   type DefinitionBuilder,
   type Digest,
@@ -13,9 +16,9 @@ import {
   type ScriptFile,
   redactCredentials,
 } from '../definition/index.js';
-import { DEFAULT_PATH, type ContainerConfig, type HistoryEntry, type ImageConfigFile } from '../oci/types.js';
-import { clipText, DockerfileError, messageOf } from './errors.js';
+import { DockerfileError, messageOf } from './errors.js';
 import { goDuration, goList, goQuotedList } from './gofmt.js';
+import { isValidSignal, parseChown, parsePortSpec } from './instruction-values.js';
 import {
   errorAt,
   stringFlag,
@@ -30,19 +33,14 @@ import {
   type RunCommand,
   type VolumeCommand,
 } from './instructions.js';
+import type { Linter } from './lint.js';
 import { cleanPath, hasTrailingSlash, isAbsPath, joinPath } from './paths.js';
 import { parseMount, resolveMountTarget, type RunMount } from './mounts.js';
 import { chompHeredoc, parseHeredocMarker, type Heredoc } from './parser.js';
 import type { ShellLex } from './shell-lexer.js';
+import { PROXY_ARGS, defaultShell, envKey, setKey, type ArgValue, type HistoryItem, type StageState } from './stage-state.js';
+import { displayText, summarizeHeredoc, type StepCounter } from './step-names.js';
 import type { Entitlement } from './compile.js';
-
-export type HistoryItem = HistoryEntry & { vertex?: Digest };
-
-/** An ARG in scope in a stage, with the value it resolved to (undefined: declared, no value). */
-export interface ArgValue {
-  key: string;
-  value?: string;
-}
 
 /** Where a COPY reads from. */
 export type CopySource =
@@ -59,22 +57,6 @@ export type CopySource =
       /** Why it could not be resolved. */
       error?: string;
     };
-
-/** Everything a stage carries forward: what `FROM <this stage>` starts from. */
-export interface StageState {
-  root: Digest;
-  platform: Platform;
-  /** The environment of RUN steps and of variable expansion: image Env, then ENV and ARGs in order. */
-  env: Map<string, string>;
-  /** '' until a WORKDIR (or the base image) sets one; RUN then uses `/`. */
-  workdir: string;
-  user: string;
-  config: ContainerConfig;
-  /** The image's `author` (MAINTAINER), inherited from the base as BuildKit does. */
-  author?: string;
-  history: HistoryItem[];
-  buildArgs: ArgValue[];
-}
 
 /** What the dispatcher needs from the whole compilation. */
 export interface DispatchContext {
@@ -96,8 +78,8 @@ export interface DispatchContext {
   copySource(cmd: CopyCommand): CopySource;
   /** Records the ARG names declared by dispatched stages (to warn about unused --build-arg). */
   declaredArgs: Set<string>;
-  /** Reports a lint (a warning, never a failure). */
-  warn?: (line: number, message: string, rule: string) => void;
+  /** Where lints are reported. */
+  lint: Linter;
   /** Characters of text the steps and history hold so far, shared by the stages of a compile. */
   size?: { used: number };
 }
@@ -108,197 +90,16 @@ export interface DispatchContext {
  */
 export const MAX_STEPS_TEXT = 16 * 1024 * 1024;
 
-export interface StageLabel {
-  /** `builder`, `stage-2`, or '' when the Dockerfile has a single stage (as BuildKit prints it). */
-  display: string;
-  /** Steps that get a `[n/total]` number: the FROM of an image, then ADD, COPY, RUN, WORKDIR. */
-  total: number;
-}
-
-/**
- * Build args that RUN steps see without an ARG instruction (BuildKit's predefined proxy args);
- * kept out of the image history and the cache key unless an ARG declares them.
- */
-export const PROXY_ARGS: readonly string[] = [
-  'HTTP_PROXY', 'http_proxy', 'HTTPS_PROXY', 'https_proxy', 'FTP_PROXY', 'ftp_proxy', 'NO_PROXY', 'no_proxy', 'ALL_PROXY', 'all_proxy',
-];
-
-/**
- * Commands that install dependencies from manifests (for the CopyAllBeforeInstall lint). The
- * bounded `{0,200}` keeps a long command of many `mvn ` words from backtracking quadratically.
- */
-const DEPENDENCY_INSTALL =
-  /\b(?:npm (?:ci|install|i)|yarn(?: install)?(?=\s|$|;|&)|pnpm (?:install|i)|pip3? install|poetry install|pipenv install|bundle install|composer install|go mod download|cargo (?:build|fetch)|mvn [^;&|]{0,200}dependency:|gradle [^;&|]{0,200}dependencies|dotnet restore|mix deps\.get)\b/;
-
-/**
- * ARG/ENV names the SecretsUsedInArgOrEnv lint reports, and the words that clear a name again,
- * as BuildKit's: a whole `_`-separated word of the name, in any case (API_TOKEN, db_password,
- * AUTH; not AUTHOR, PUBLIC_KEY or GPG_KEY_FILE).
- */
-const SECRET_NAME = /(?:_|^)(?:apikey|auth|credential|credentials|key|password|pword|passwd|secret|token)(?:_|$)/iu;
-const NOT_SECRET_NAME = /(?:_|^)(?:public|file|version)(?:_|$)/iu;
-
-/** `${NAME:-…}`, `${NAME+…}`, `${NAME?…}`: references that deal with NAME being unset. */
-const GUARDED_REF = /\$\{([\p{L}\p{Nd}_]+|[@*#?$!0-]):?[-+=?]/gu;
-
-/** Longest instruction text in a step name; the rest is elided. */
-const MAX_DISPLAY_CHARS = 1024;
-
 /** Where a RUN heredoc with a `#!` line is written while its step runs. */
 export const HEREDOC_SCRIPT_DIR = '/.builder-heredoc';
 
-/** BuildKit's summarizeHeredoc: the first line, with `...` when more follow. */
-function summarizeHeredoc(doc: string): string {
-  const text = doc.trim();
-  const nl = text.indexOf('\n');
-  return nl < 0 ? text : `${text.slice(0, nl).trimEnd()}...`;
-}
-
 const HISTORY_COMMENT = 'buildkit.dockerfile.v0';
-
-export function defaultShell(os: string): string[] {
-  return os === 'windows' ? ['cmd', '/S', '/C'] : ['/bin/sh', '-c'];
-}
-
-function envKey(entry: string): string {
-  const eq = entry.indexOf('=');
-  return eq < 0 ? entry : entry.slice(0, eq);
-}
-
-/** Sets `key=value` in an image Env list, replacing an existing entry in place. */
-export function setEnvEntry(env: readonly string[] | undefined, key: string, value: string): string[] {
-  const out = [...(env ?? [])];
-  const i = out.findIndex((e) => envKey(e) === key);
-  if (i >= 0) out[i] = `${key}=${value}`;
-  else out.push(`${key}=${value}`);
-  return out;
-}
-
-/** `record[key] = value`, also for a key such as `__proto__` that assignment would not store. */
-function setKey<T>(record: Record<string, T>, key: string, value: T): void {
-  if (key === '__proto__') Object.defineProperty(record, key, { value, enumerable: true, writable: true, configurable: true });
-  else record[key] = value;
-}
-
-function envMap(env: readonly string[] | undefined): Map<string, string> {
-  const map = new Map<string, string>();
-  for (const entry of env ?? []) {
-    const eq = entry.indexOf('=');
-    map.set(eq < 0 ? entry : entry.slice(0, eq), eq < 0 ? '' : entry.slice(eq + 1));
-  }
-  return map;
-}
-
-function ensurePath(config: ContainerConfig, os: string): void {
-  if (os === 'windows') return;
-  if (!(config.Env ?? []).some((e) => envKey(e) === 'PATH')) config.Env = [...(config.Env ?? []), `PATH=${DEFAULT_PATH}`];
-}
-
-/** The state of `FROM scratch`: BuildKit's emptyImage. */
-export function scratchState(root: Digest, platform: Platform): StageState {
-  const config: ContainerConfig = { WorkingDir: '/' };
-  ensurePath(config, platform.os);
-  return { root, platform, env: envMap(config.Env), workdir: '/', user: '', config, history: [], buildArgs: [] };
-}
-
-/** The state of `FROM <image>`: the image's config and history, with PATH guaranteed. */
-export function imageState(root: Digest, platform: Platform, image: ImageConfigFile): StageState {
-  const config: ContainerConfig = structuredClone(image.config ?? {});
-  delete config.OnBuild; // triggers run in this stage (see compile.ts); they are not inherited
-  ensurePath(config, platform.os);
-  const history = (image.history ?? []).map((h) => ({ ...h }));
-  return {
-    root,
-    platform,
-    env: envMap(config.Env),
-    workdir: config.WorkingDir ?? '',
-    user: config.User ?? '',
-    config,
-    ...(image.author ? { author: image.author } : {}),
-    history,
-    buildArgs: [],
-  };
-}
-
-/** The state of `FROM <stage>`: a copy of that stage's final state, without its ONBUILD triggers. */
-export function stageStateFrom(base: StageState): StageState {
-  const config = structuredClone(base.config);
-  delete config.OnBuild;
-  return {
-    root: base.root,
-    platform: { ...base.platform },
-    env: new Map(base.env),
-    workdir: base.workdir,
-    user: base.user,
-    config,
-    ...(base.author !== undefined ? { author: base.author } : {}),
-    // Entries are never changed once pushed, so they are shared: copying each one made a chain
-    // of stages quadratic.
-    history: [...base.history],
-    buildArgs: [...base.buildArgs],
-  };
-}
-
-function parseChown(spec: string): Chown {
-  const colon = spec.indexOf(':');
-  return colon < 0 ? { user: spec } : { user: spec.slice(0, colon), group: spec.slice(colon + 1) };
-}
-
-const SIGNALS = new Set([
-  'ABRT', 'ALRM', 'BUS', 'CHLD', 'CLD', 'CONT', 'FPE', 'HUP', 'ILL', 'INT', 'IO', 'IOT', 'KILL', 'PIPE', 'POLL',
-  'PROF', 'PWR', 'QUIT', 'SEGV', 'STKFLT', 'STOP', 'SYS', 'TERM', 'TRAP', 'TSTP', 'TTIN', 'TTOU', 'URG', 'USR1',
-  'USR2', 'VTALRM', 'WINCH', 'XCPU', 'XFSZ', 'RTMIN', 'RTMAX',
-  ...Array.from({ length: 15 }, (_, i) => `RTMIN+${i + 1}`),
-  ...Array.from({ length: 14 }, (_, i) => `RTMAX-${i + 1}`),
-]);
-
-function isValidSignal(sig: string): boolean {
-  if (/^[-+]?\d+$/.test(sig)) return Number(sig) !== 0;
-  return SIGNALS.has(sig.toUpperCase().replace(/^SIG/, ''));
-}
-
-/** EXPOSE port specs (`80`, `80/udp`, `8000-8010/tcp`; host parts ignored) → `port/proto` keys. */
-function parsePortSpec(raw: string): string[] {
-  const parts = raw.split(':');
-  const container = parts[parts.length - 1] as string;
-  const slash = container.indexOf('/');
-  const port = slash < 0 ? container : container.slice(0, slash);
-  const proto = slash < 0 ? 'tcp' : container.slice(slash + 1).toLowerCase() || 'tcp';
-  if (port === '') throw new Error(`no port specified: ${raw}<empty>`);
-  if (!['tcp', 'udp', 'sctp'].includes(proto)) throw new Error(`invalid proto: ${proto}`);
-  const range = /^(\d+)(?:-(\d+))?$/.exec(port);
-  const start = Number(range?.[1]);
-  const end = range?.[2] === undefined ? start : Number(range[2]);
-  if (!range || start > 65535 || end > 65535 || end < start) throw new Error(`invalid containerPort: ${port}`);
-  return Array.from({ length: end - start + 1 }, (_, i) => `${start + i}/${proto}`);
-}
 
 function runCommandString(args: readonly string[], buildArgs: readonly ArgValue[], env: ReadonlyMap<string, string>): string {
   const entries = new Map<string, string>();
   for (const arg of buildArgs) entries.set(arg.key, `${arg.key}=${env.get(arg.key) ?? arg.value ?? ''}`);
   const prefix = entries.size > 0 ? [`|${entries.size}`, ...entries.values()] : [];
   return [...prefix, ...args].join(' ');
-}
-
-function uppercaseKeyword(text: string): string {
-  const space = text.indexOf(' ');
-  return space < 0 ? text.toUpperCase() : text.slice(0, space).toUpperCase() + text.slice(space);
-}
-
-/** Numbers a stage's steps as BuildKit names progress vertices: `[builder 2/5] RUN …`. */
-export class StepCounter {
-  private step = 0;
-
-  constructor(private readonly label: StageLabel) {}
-
-  /** Steps are numbered in the order they are named. */
-  name(text: string, onbuild = false): string {
-    if (this.label.total === 0) return text;
-    this.step++;
-    const width = String(this.label.total).length;
-    const prefix = this.label.display ? `${this.label.display} ` : '';
-    return `[${prefix}${String(this.step).padStart(width)}/${this.label.total}] ${onbuild ? 'ONBUILD ' : ''}${text}`;
-  }
 }
 
 /** Compiles the instructions of one stage on top of its base state. */
@@ -398,83 +199,13 @@ export class StageDispatcher {
     } catch (err) {
       throw this.error(cmd, `${cmd.kind}: ${messageOf(err)}`, err);
     }
-    if (result.unmatched.size > 0) {
-      // `${NAME:-default}`, `${NAME+alt}` … handle the unset case on purpose.
-      const guarded = new Set(Array.from(word.matchAll(GUARDED_REF), (m) => m[1]));
-      for (const name of result.unmatched) if (!guarded.has(name)) this.lintUndefined(cmd, name);
-    }
+    this.ctx.lint.undefinedVars(cmd, word, result.unmatched, this.state);
     return result.result;
-  }
-
-  /** UndefinedVar: a variable that is neither in the environment nor a declared ARG. */
-  private lintUndefined(cmd: Command, name: string): void {
-    if (!this.ctx.warn || this.state.buildArgs.some((a) => a.key === name)) return;
-    const hint = [...this.state.env.keys()].find((k) => k.toLowerCase() === name.toLowerCase());
-    this.ctx.warn(
-      cmd.instr.startLine,
-      `${cmd.kind}: usage of undefined variable "$${name}"${hint ? ` (did you mean $${hint}?)` : ''}; it expands to an empty string`,
-      'UndefinedVar',
-    );
-  }
-
-  /**
-   * SecretsUsedInArgOrEnv: an ARG or ENV whose name looks like a secret (BuildKit's word lists).
-   * The value is never part of the message: it may be the secret.
-   */
-  private lintSecretName(cmd: Command, instruction: 'ARG' | 'ENV', name: string): void {
-    if (!this.ctx.warn || !SECRET_NAME.test(name) || NOT_SECRET_NAME.test(name)) return;
-    this.ctx.warn(
-      cmd.instr.startLine,
-      `Do not use ARG or ENV instructions for sensitive data (${instruction} ${JSON.stringify(name)}): its value is kept in the image's config or history, readable by anyone who can pull the image`,
-      'SecretsUsedInArgOrEnv',
-    );
-  }
-
-  /**
-   * Lints over a whole stage, run once its instructions are dispatched: a broad `COPY . .`
-   * before a dependency install, and shell-form CMD/ENTRYPOINT.
-   */
-  lintStage(commands: readonly Command[]): void {
-    const warn = this.ctx.warn;
-    if (!warn) return;
-    let broadCopy: CopyCommand | undefined;
-    for (const cmd of commands) {
-      if ((cmd.kind === 'COPY' || cmd.kind === 'ADD') && cmd.from === undefined && cmd.sources.some((s) => s === '.' || s === './' || s === '*')) {
-        broadCopy ??= cmd;
-      }
-      if (cmd.kind === 'RUN' && broadCopy) {
-        const install = DEPENDENCY_INSTALL.exec(cmd.cmdLine.join(' '));
-        if (install) {
-          warn(
-            broadCopy.instr.startLine,
-            `"${broadCopy.instr.original}" comes before the dependency install "${install[0].trim()}" (line ${cmd.instr.startLine}): any change to any file re-runs the install; copy only the dependency manifests first, install, then copy the rest`,
-            'CopyAllBeforeInstall',
-          );
-          broadCopy = undefined;
-        }
-      }
-      if ((cmd.kind === 'CMD' || cmd.kind === 'ENTRYPOINT') && cmd.prependShell) {
-        warn(
-          cmd.instr.startLine,
-          `${cmd.kind} in shell form runs under "${this.withShell('').slice(0, -1).join(' ')}": the process does not receive OS signals such as SIGTERM; prefer the JSON form, e.g. ${cmd.kind} ["executable", "arg"]`,
-          'JSONArgsRecommended',
-        );
-      }
-    }
   }
 
   /** Every pair is expanded against the environment before the instruction: `ENV a=1 b=$a` sees the old `a`. */
   private expandPairs(cmd: Command, pairs: readonly KeyValue[]): KeyValue[] {
     return pairs.map((p) => ({ key: this.expand(cmd, p.key), value: this.expand(cmd, p.value) }));
-  }
-
-  /**
-   * The instruction as shown in progress: as written, keyword upper-cased. Variables stay
-   * unexpanded (a build arg may hold a secret), URL credentials are masked, and a very long
-   * instruction is clipped (it is echoed in progress and errors).
-   */
-  private displayText(cmd: Command, suffix = ''): string {
-    return clipText(redactCredentials(uppercaseKeyword(cmd.instr.original) + suffix), MAX_DISPLAY_CHARS);
   }
 
   private meta(cmd: Command, name: string) {
@@ -502,13 +233,18 @@ export class StageDispatcher {
     this.state.history.push(entry);
   }
 
-  private withShell(command: string): string[] {
+  /** The shell of shell-form commands: SHELL's, else the platform's default. */
+  shell(): string[] {
     const shell = this.state.config.Shell;
-    return [...(shell && shell.length > 0 ? shell : defaultShell(this.state.platform.os)), command];
+    return shell && shell.length > 0 ? [...shell] : defaultShell(this.state.platform.os);
+  }
+
+  private withShell(command: string): string[] {
+    return [...this.shell(), command];
   }
 
   private env(cmd: Command, pairs: KeyValue[]): void {
-    for (const { key } of pairs) this.lintSecretName(cmd, 'ENV', key);
+    for (const { key } of pairs) this.ctx.lint.secretName(cmd, 'ENV', key);
     const env = (this.state.config.Env ??= []);
     if (this.envIndex?.list !== env) {
       const at = new Map<string, number>();
@@ -518,7 +254,7 @@ export class StageDispatcher {
     const at = this.envIndex.at;
     for (const { key, value } of pairs) {
       this.state.env.set(key, value);
-      // In place, as setEnvEntry does, without scanning the list for every ENV line.
+      // Replaced in place (the entry keeps its position), without scanning the list for every ENV line.
       const i = at.get(key);
       if (i === undefined) at.set(key, env.push(`${key}=${value}`) - 1);
       else env[i] = `${key}=${value}`;
@@ -541,7 +277,7 @@ export class StageDispatcher {
   private arg(cmd: ArgCommand): void {
     const parts: string[] = [];
     for (const decl of cmd.args) {
-      this.lintSecretName(cmd, 'ARG', decl.key);
+      this.ctx.lint.secretName(cmd, 'ARG', decl.key);
       const provided = Object.hasOwn(this.ctx.buildArgs, decl.key);
       let value: string | undefined;
       if (provided) value = this.ctx.buildArgs[decl.key];
@@ -629,7 +365,7 @@ export class StageDispatcher {
       (key) => Object.hasOwn(this.ctx.buildArgs, key) && !this.state.env.has(key) && !this.state.buildArgs.some((a) => a.key === key),
     ).map((key) => `${key}=${this.ctx.buildArgs[key] ?? ''}`);
     if (proxyEnv.length > 0) op.proxyEnv = proxyEnv;
-    const digest = this.ctx.builder.add(op, [this.state.root], this.meta(cmd, this.stepName(this.displayText(cmd, displaySuffix))));
+    const digest = this.ctx.builder.add(op, [this.state.root], this.meta(cmd, this.stepName(displayText(cmd, displaySuffix))));
     this.state.root = digest;
     this.commit(`RUN ${runCommandString(args, this.state.buildArgs, this.state.env)} # buildkit`, digest);
   }
@@ -655,7 +391,7 @@ export class StageDispatcher {
       type: 'file',
       actions: [{ action: 'mkdir', path: wd, mode: 0o755, ...(user ? { chown: parseChown(user) } : {}) }],
     };
-    const digest = this.ctx.builder.add(op, [this.state.root], this.meta(cmd, this.stepName(this.displayText(cmd))));
+    const digest = this.ctx.builder.add(op, [this.state.root], this.meta(cmd, this.stepName(displayText(cmd))));
     this.state.root = digest;
     // BuildKit commits WORKDIR with a layer but without the "# buildkit" marker.
     const entry: HistoryItem = { created_by: `WORKDIR ${wd}`, comment: HISTORY_COMMENT, vertex: digest };
@@ -754,7 +490,7 @@ export class StageDispatcher {
       actions.push({ action: 'copy', sourceInput: inputs.length - 1, src: [path.replace(/^\/+/, '')], ...options });
     }
 
-    const name = this.stepName(this.displayText(cmd));
+    const name = this.stepName(displayText(cmd));
     const digest = this.ctx.builder.add({ type: 'file', actions }, inputs, this.meta(cmd, name));
     this.state.root = digest;
     const flags = [...(chown ? [`--chown=${chown}`] : []), ...(chmod ? [`--chmod=${chmod}`] : [])];
