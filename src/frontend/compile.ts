@@ -5,22 +5,15 @@
 
 import { DefinitionBuilder, type Definition, type Digest, type ImageSpec, type Platform } from '../definition/index.js';
 import type { ImageConfigFile } from '../oci/types.js';
-import { StageDispatcher, type CopySource, type DispatchContext } from './dispatch.js';
+import { StageDispatcher, type DispatchContext } from './dispatch.js';
 import { DockerfileError, messageOf } from './errors.js';
-import {
-  decodeInstruction,
-  errorAt,
-  type ArgCommand,
-  type Command,
-  type CopyCommand,
-  type DecodeContext,
-  type FromCommand,
-} from './instructions.js';
+import { decodeInstruction, errorAt, type Command, type CopyCommand, type DecodeContext } from './instructions.js';
 import { Linter, type CompileWarning } from './lint.js';
 import { parseInstructionLine, type Dockerfile } from './parser.js';
 import { formatPlatform, hostPlatform, normalizePlatform, parsePlatform, platformOf, toPlatform } from '../oci/platform.js';
 import { ExpansionBudget, ShellLex } from './shell-lexer.js';
 import { PROXY_ARGS, imageState, scratchState, stageStateFrom, type StageState } from './stage-state.js';
+import { StageGraph, type Stage } from './stages.js';
 import { StepCounter } from './step-names.js';
 import { suggest } from './suggest.js';
 
@@ -85,27 +78,6 @@ export interface CompileResult {
   warnings: CompileWarning[];
 }
 
-type StageBase = { kind: 'scratch' } | { kind: 'stage'; stage: Stage } | { kind: 'image'; ref: string };
-
-interface Stage {
-  index: number;
-  name?: string;
-  from: FromCommand;
-  commands: Command[];
-  /** Base name after global ARG expansion. */
-  baseName: string;
-  /** From `FROM --platform=…`. */
-  platform?: Platform;
-  base: StageBase;
-  /** The platform the stage's image declares: its base image's, or the target's for scratch. */
-  imagePlatform?: Platform;
-  /** ONBUILD triggers inherited from the base, run before the stage's own instructions. */
-  triggers?: Command[];
-  resolved?: ResolvedImage;
-  /** Final state, once compiled. */
-  state?: StageState;
-}
-
 /** Steps that are numbered in progress names (BuildKit's cmdTotal). */
 const NUMBERED = new Set<Command['kind']>(['ADD', 'COPY', 'RUN', 'WORKDIR']);
 const PLATFORM_ARGS = [
@@ -129,18 +101,13 @@ function createdTime(opts: CompileOptions): string | undefined {
 class Compiler {
   private readonly builder = new DefinitionBuilder();
   private readonly lint: Linter;
-  /** Stages by name (names are unique). */
-  private readonly byName = new Map<string, Stage>();
-  private names: string[] | undefined;
   private readonly stepsText = { used: 0 };
   /** How many stages still to compile start FROM each stage (the target: always kept). */
   private readonly baseUses = new Map<Stage, number>();
   private readonly decodeCtx: DecodeContext;
   private readonly lex: ShellLex;
-  private readonly stages: Stage[] = [];
-  private readonly metaArgs: ArgCommand[] = [];
+  private readonly graph: StageGraph;
   private readonly globalArgs = new Map<string, string>();
-  private readonly copySources = new Map<Command, CopySource>();
   private readonly declaredArgs = new Set<string>();
   private readonly imageCache = new Map<string, Promise<ResolvedImage>>();
   private context: Digest | undefined;
@@ -149,7 +116,7 @@ class Compiler {
   private readonly buildPlatform: Platform;
 
   constructor(
-    private readonly df: Dockerfile,
+    df: Dockerfile,
     private readonly opts: CompileOptions,
   ) {
     const escape = df.escape ?? (df.directives.escape === '`' ? '`' : '\\');
@@ -159,157 +126,27 @@ class Compiler {
     this.lint = new Linter(opts.file, df.directives.check);
     this.buildPlatform = toPlatform(opts.buildPlatform ?? opts.platform ?? hostPlatform());
     this.targetPlatform = opts.platform ? toPlatform(opts.platform) : this.buildPlatform;
+    for (const w of df.warnings ?? []) this.lint.warn(w.line, w.message, w.rule);
+    this.graph = new StageGraph(df.instructions, this.decodeCtx, this.lex, this.lint);
   }
 
   async run(): Promise<CompileResult> {
-    for (const w of this.df.warnings ?? []) this.lint.warn(w.line, w.message, w.rule);
-    this.decode();
-    const target = this.findTarget();
+    const target = this.graph.target(this.opts.target);
     this.evaluateGlobalArgs(target);
-    for (const stage of this.stages) this.resolveBase(stage);
-    for (const stage of this.stages) {
-      for (const cmd of stage.commands) this.resolveCopySource(cmd);
+    for (const stage of this.graph.stages) this.resolveBase(stage);
+    for (const stage of this.graph.stages) {
+      for (const cmd of stage.commands) this.graph.resolveCopySource(cmd);
     }
-    this.checkCycles();
+    this.graph.checkCycles();
     const reachable = await this.resolveReachable(target);
     // Dependencies first: COPY --from may name a stage defined later in the file (as in BuildKit).
     for (const stage of reachable) if (stage.base.kind === 'stage') this.baseUses.set(stage.base.stage, (this.baseUses.get(stage.base.stage) ?? 0) + 1);
     this.baseUses.set(target, Infinity);
-    for (const stage of this.dependencyOrder(reachable)) this.compileStage(stage);
+    for (const stage of this.graph.dependencyOrder(reachable)) this.compileStage(stage);
     return this.result(target, reachable);
   }
 
-  /** The stages a stage needs before it can be compiled: its base and the stages it copies from. */
-  private dependencies(stage: Stage): Array<{ stage: Stage; via?: Command }> {
-    const deps: Array<{ stage: Stage; via?: Command }> = [];
-    if (stage.base.kind === 'stage') deps.push({ stage: stage.base.stage });
-    for (const cmd of [...(stage.triggers ?? []), ...stage.commands]) {
-      const source = this.copySources.get(cmd);
-      if (source?.kind === 'stage') deps.push({ stage: this.stages[source.index] as Stage, via: cmd });
-    }
-    return deps;
-  }
-
-  /**
-   * BuildKit's hasCircularDependency, over every stage (reachable or not), naming the COPY lines.
-   * Walks with an explicit stack: a file can chain thousands of stages.
-   */
-  private checkCycles(): void {
-    const done = new Set<Stage>();
-    const path: Array<{ stage: Stage; via?: Command }> = [];
-    const onPath = new Map<Stage, number>();
-    const cycleError = (stage: Stage, via: Command | undefined, at: number): DockerfileError => {
-      const cycle = [...path.slice(at), { stage, via }];
-      const names = cycle.map((p) => this.stageLabel(p.stage)).join(' -> ');
-      const vias = cycle.flatMap((p) => (p.via ? [p.via] : []));
-      const first = vias[0] ?? stage.from;
-      return errorAt(
-        first.instr,
-        this.decodeCtx,
-        `circular dependency detected on stage: ${this.stageLabel(stage)} (${names}, through COPY --from on line${vias.length > 1 ? 's' : ''} ${vias.map((c) => c.instr.startLine).join(', ')})`,
-      );
-    };
-    // Each frame: the stage on the path and its dependencies not yet visited.
-    const frames: Array<{ deps: Array<{ stage: Stage; via?: Command }>; next: number }> = [];
-    const enter = (stage: Stage, via?: Command): void => {
-      const at = onPath.get(stage);
-      if (at !== undefined) throw cycleError(stage, via, at);
-      if (done.has(stage)) return;
-      onPath.set(stage, path.length);
-      path.push({ stage, via });
-      frames.push({ deps: this.dependencies(stage), next: 0 });
-    };
-    for (const root of this.stages) {
-      enter(root);
-      while (frames.length > 0) {
-        const frame = frames[frames.length - 1] as (typeof frames)[number];
-        const dep = frame.deps[frame.next++];
-        if (dep) {
-          enter(dep.stage, dep.via);
-          continue;
-        }
-        frames.pop();
-        const { stage } = path.pop() as { stage: Stage };
-        onPath.delete(stage);
-        done.add(stage);
-      }
-    }
-  }
-
-  /** Stages in an order where every stage comes after those it depends on (no cycles by now). */
-  private dependencyOrder(stages: Stage[]): Stage[] {
-    const order: Stage[] = [];
-    const seen = new Set<Stage>();
-    for (const root of stages) {
-      if (seen.has(root)) continue;
-      seen.add(root);
-      const frames = [{ stage: root, deps: this.dependencies(root), next: 0 }];
-      while (frames.length > 0) {
-        const frame = frames[frames.length - 1] as (typeof frames)[number];
-        const dep = frame.deps[frame.next++];
-        if (!dep) {
-          frames.pop();
-          order.push(frame.stage);
-        } else if (!seen.has(dep.stage)) {
-          seen.add(dep.stage);
-          frames.push({ stage: dep.stage, deps: this.dependencies(dep.stage), next: 0 });
-        }
-      }
-    }
-    return order;
-  }
-
-  // ---- structure ----------------------------------------------------------------------------
-
-  /** Checks every instruction and groups them into global ARGs and stages. */
-  private decode(): void {
-    const byName = this.byName;
-    for (const instr of this.df.instructions) {
-      const cmd = decodeInstruction(instr, this.decodeCtx);
-      if (cmd.kind === 'FROM') {
-        const stage: Stage = { index: this.stages.length, from: cmd, commands: [], baseName: cmd.baseName, base: { kind: 'scratch' } };
-        if (cmd.stageName !== undefined) {
-          const previous = byName.get(cmd.stageName);
-          if (previous) {
-            throw errorAt(instr, this.decodeCtx, `duplicate stage name "${cmd.stageName}" (already used on line ${previous.from.instr.startLine})`);
-          }
-          this.lint.stageName(instr.startLine, cmd.stageName);
-          stage.name = cmd.stageName;
-          byName.set(cmd.stageName, stage);
-        }
-        this.stages.push(stage);
-      } else if (this.stages.length === 0) {
-        if (cmd.kind !== 'ARG') {
-          throw errorAt(instr, this.decodeCtx, `${instr.keyword} cannot come before the first FROM (only ARG can)`);
-        }
-        this.metaArgs.push(cmd);
-      } else {
-        (this.stages[this.stages.length - 1] as Stage).commands.push(cmd);
-      }
-    }
-    if (this.stages.length === 0) {
-      throw new DockerfileError('the Dockerfile has no FROM instruction, so there is no stage to build', { file: this.opts.file, line: 0 });
-    }
-  }
-
-  private stageNames(): string[] {
-    this.names ??= this.stages.flatMap((s) => (s.name ? [s.name] : []));
-    return this.names;
-  }
-
-  private findTarget(): Stage {
-    const wanted = this.opts.target;
-    if (wanted === undefined || wanted === '') return this.stages[this.stages.length - 1] as Stage;
-    const found = this.stages.find((s) => s.name === wanted.toLowerCase());
-    if (found) return found;
-    const names = this.stageNames();
-    const hint = suggest(wanted, names);
-    const list = names.length > 0 ? `stages in ${this.opts.file}: ${names.join(', ')}` : `${this.opts.file} has no named stages (name one with FROM <image> AS <name>)`;
-    throw new DockerfileError(`target stage "${wanted}" could not be found${hint ? ` (did you mean "${hint}"?)` : ''}; ${list}`, {
-      file: this.opts.file,
-      line: 0,
-    });
-  }
+  // ---- global ARGs and stage bases --------------------------------------------------------------
 
   /** The predefined platform ARGs, then the ARGs before the first FROM, with --build-arg overrides. */
   private evaluateGlobalArgs(target: Stage): void {
@@ -331,7 +168,7 @@ class Compiler {
     for (const [key, value] of defaults) {
       this.globalArgs.set(key, Object.hasOwn(this.opts.buildArgs, key) ? (this.opts.buildArgs[key] as string) : value);
     }
-    for (const cmd of this.metaArgs) {
+    for (const cmd of this.graph.metaArgs) {
       for (const decl of cmd.args) {
         this.declaredArgs.add(decl.key);
         let value: string | undefined;
@@ -368,7 +205,7 @@ class Compiler {
       }
     }
     const lower = baseName.toLowerCase();
-    const named = this.byName.get(lower);
+    const named = this.graph.named(lower);
     const earlier = named && named.index < stage.index ? named : undefined;
     if (earlier) stage.base = { kind: 'stage', stage: earlier };
     else if (lower === 'scratch') stage.base = { kind: 'scratch' };
@@ -378,68 +215,7 @@ class Compiler {
     }
   }
 
-  private stageLabel(stage: Stage): string {
-    return stage.name ?? `stage-${stage.index}`;
-  }
-
-  /** COPY --from=<name|index>: a stage of this file, otherwise (as in Docker) an image. */
-  private resolveCopySource(cmd: Command): void {
-    if ((cmd.kind !== 'COPY' && cmd.kind !== 'ADD') || cmd.from === undefined) return;
-    const from = cmd.from;
-    let literal: boolean;
-    try {
-      literal = this.lex.processWord(from, new Map()) === from;
-    } catch {
-      literal = false;
-    }
-    if (!literal) {
-      throw errorAt(cmd.instr, this.decodeCtx, `COPY --from=${from}: variable expansion is not supported for --from; define a stage with FROM using a global ARG and copy from that stage instead`);
-    }
-    if (/^[-+]?\d+$/.test(from)) {
-      const index = Number(from);
-      const stage = this.stages[index];
-      if (index < 0 || !stage) {
-        throw errorAt(cmd.instr, this.decodeCtx, `COPY --from=${from}: invalid stage index ${index} (stages are numbered 0 to ${this.stages.length - 1})`);
-      }
-      this.copySources.set(cmd, this.stageSource(stage));
-      return;
-    }
-    const stage = this.byName.get(from.toLowerCase());
-    if (stage) {
-      this.copySources.set(cmd, this.stageSource(stage));
-      return;
-    }
-    const hint = suggest(from, this.stageNames());
-    if (hint && !/[/:@]/.test(from)) {
-      // Almost certainly a misspelt stage: say so instead of trying to pull an image by that name.
-      throw errorAt(
-        cmd.instr,
-        this.decodeCtx,
-        `COPY --from=${from}: no stage named "${from}" (did you mean "${hint}"?); a name that is not a stage is taken as an image, but this one looks like a misspelt stage name`,
-      );
-    }
-    this.copySources.set(cmd, { kind: 'image', ref: from, ...(hint ? { hint } : {}) });
-  }
-
-  private stageSource(stage: Stage): CopySource {
-    return { kind: 'stage', index: stage.index, name: this.stageLabel(stage), state: () => stage.state };
-  }
-
   // ---- what the target needs --------------------------------------------------------------
-
-  private reachableFrom(target: Stage): Stage[] {
-    const seen = new Set<Stage>([target]);
-    const todo = [target];
-    for (let stage = todo.pop(); stage; stage = todo.pop()) {
-      for (const dep of this.dependencies(stage)) {
-        if (!seen.has(dep.stage)) {
-          seen.add(dep.stage);
-          todo.push(dep.stage);
-        }
-      }
-    }
-    return [...seen].sort((a, b) => a.index - b.index);
-  }
 
   /**
    * Resolves the base images of the needed stages, then adds their ONBUILD triggers; a trigger
@@ -447,7 +223,7 @@ class Compiler {
    */
   private async resolveReachable(target: Stage): Promise<Stage[]> {
     for (;;) {
-      const reachable = this.reachableFrom(target);
+      const reachable = this.graph.reachableFrom(target);
       await Promise.all(reachable.map((s) => this.resolveImage(s)));
       await Promise.all(reachable.flatMap((s) => [...(s.triggers ?? []), ...s.commands].map((c) => this.resolveCopyImage(s, c))));
       let grew = false;
@@ -455,8 +231,8 @@ class Compiler {
         if (stage.triggers) continue;
         stage.triggers = this.loadTriggers(stage);
         for (const trigger of stage.triggers) {
-          this.resolveCopySource(trigger);
-          if (this.copySources.get(trigger)?.kind === 'stage') grew = true;
+          this.graph.resolveCopySource(trigger);
+          if (this.graph.copySource(trigger)?.kind === 'stage') grew = true;
         }
       }
       if (!grew) return reachable;
@@ -465,21 +241,26 @@ class Compiler {
 
   /** COPY --from=<image>: resolved like a base image (pinned), for the copying stage's platform. */
   private async resolveCopyImage(stage: Stage, cmd: Command): Promise<void> {
-    const source = this.copySources.get(cmd);
+    const source = this.graph.copySource(cmd);
     if (source?.kind !== 'image' || source.resolved || source.error) return;
     const platform = this.stagePlatform(stage);
-    const key = `${source.ref}\u0000${formatPlatform(platform)}`;
-    let pending = this.imageCache.get(key);
-    if (!pending) {
-      pending = this.opts.resolveImage(source.ref, platform);
-      this.imageCache.set(key, pending);
-    }
     try {
-      const resolved = await pending;
+      const resolved = await this.resolveOnce(source.ref, platform);
       source.resolved = { ref: resolved.ref, platform };
     } catch (err) {
       source.error = messageOf(err);
     }
+  }
+
+  /** Each image is resolved once per platform, whether a FROM or a COPY --from names it. */
+  private resolveOnce(ref: string, platform: Platform): Promise<ResolvedImage> {
+    const key = `${ref}\u0000${formatPlatform(platform)}`;
+    let pending = this.imageCache.get(key);
+    if (!pending) {
+      pending = this.opts.resolveImage(ref, platform);
+      this.imageCache.set(key, pending);
+    }
+    return pending;
   }
 
   private stagePlatform(stage: Stage): Platform {
@@ -490,17 +271,12 @@ class Compiler {
     if (stage.base.kind !== 'image' || stage.resolved) return;
     const ref = stage.base.ref;
     const platform = this.stagePlatform(stage);
-    const key = `${ref}\u0000${formatPlatform(platform)}`;
-    let pending = this.imageCache.get(key);
-    if (!pending) {
-      pending = this.opts.resolveImage(ref, platform);
-      this.imageCache.set(key, pending);
-    }
+    const pending = this.resolveOnce(ref, platform);
     let resolved: ResolvedImage;
     try {
       resolved = await pending;
     } catch (err) {
-      const earlier = this.stages.filter((s) => s.index < stage.index).flatMap((s) => (s.name ? [s.name] : []));
+      const earlier = this.graph.stages.filter((s) => s.index < stage.index).flatMap((s) => (s.name ? [s.name] : []));
       const hint = suggest(ref, earlier);
       const extra = hint ? ` (did you mean the stage "${hint}"?)` : '';
       throw errorAt(stage.from.instr, this.decodeCtx, `FROM ${ref}: ${messageOf(err)}${extra}`, err);
@@ -549,7 +325,7 @@ class Compiler {
       allow: this.opts.allow ?? [],
       ...(this.createdAt !== undefined ? { created: this.createdAt } : {}),
       contextDigest: () => this.contextDigest(),
-      copySource: (cmd: CopyCommand) => this.copySources.get(cmd) ?? { kind: 'context' },
+      copySource: (cmd: CopyCommand) => this.graph.copySource(cmd) ?? { kind: 'context' },
       declaredArgs: this.declaredArgs,
       lint: this.lint,
       size: this.stepsText,
@@ -571,7 +347,7 @@ class Compiler {
     const triggers = stage.triggers ?? [];
     const total =
       (stage.base.kind === 'image' ? 1 : 0) + triggers.length + stage.commands.filter((c) => NUMBERED.has(c.kind)).length;
-    const steps = new StepCounter({ display: this.stages.length === 1 ? '' : this.stageLabel(stage), total });
+    const steps = new StepCounter({ display: this.graph.stages.length === 1 ? '' : this.graph.label(stage), total });
     const { startLine, endLine } = stage.from.instr;
     const platform = this.stagePlatform(stage);
 
@@ -620,7 +396,7 @@ class Compiler {
       case 'scratch':
         return 'scratch';
       case 'stage':
-        return this.stageLabel(stage.base.stage);
+        return this.graph.label(stage.base.stage);
       case 'image':
         return stage.resolved?.ref ?? stage.base.ref;
     }

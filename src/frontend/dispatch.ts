@@ -12,7 +12,6 @@ import {
   type Digest,
   type ExecOp,
   type Op,
-  type Platform,
   type ScriptFile,
   redactCredentials,
 } from '../definition/index.js';
@@ -41,22 +40,7 @@ import type { ShellLex } from './shell-lexer.js';
 import { PROXY_ARGS, defaultShell, envKey, setKey, type ArgValue, type HistoryItem, type StageState } from './stage-state.js';
 import { displayText, summarizeHeredoc, type StepCounter } from './step-names.js';
 import type { Entitlement } from './compile.js';
-
-/** Where a COPY reads from. */
-export type CopySource =
-  | { kind: 'context' }
-  /** `state()` is undefined until that stage is compiled (it must come earlier in the file). */
-  | { kind: 'stage'; index: number; name: string; state: () => StageState | undefined }
-  /** Not a stage: Docker would take it as an image; `hint` is a stage with a close name. */
-  | {
-      kind: 'image';
-      ref: string;
-      hint?: string;
-      /** Set once resolved (compile resolves every image a needed stage copies from). */
-      resolved?: { ref: string; platform: Platform };
-      /** Why it could not be resolved. */
-      error?: string;
-    };
+import type { CopySource } from './stages.js';
 
 /** What the dispatcher needs from the whole compilation. */
 export interface DispatchContext {
