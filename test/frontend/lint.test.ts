@@ -26,6 +26,10 @@ describe('lints', () => {
       ['JSONArgsRecommended', 3, expect.stringContaining('ENTRYPOINT in shell form')],
     ]);
     expect(await lints('FROM alpine:3.19\nCMD ["echo", "hi"]')).toEqual([]);
+    // The message names the shell the command really runs under: the stage's SHELL when set.
+    expect(await lints('FROM alpine:3.19\nSHELL ["/bin/bash", "-eo", "pipefail", "-c"]\nCMD echo hi')).toEqual([
+      ['JSONArgsRecommended', 3, expect.stringContaining('CMD in shell form runs under "/bin/bash -eo pipefail -c"')],
+    ]);
   });
 
   it('CopyAllBeforeInstall: COPY . . before a dependency install', async () => {
