@@ -72,13 +72,14 @@ export interface DispatchContext {
  * Most text the steps of one build may carry (commands, paths, environments, history). Every RUN
  * holds the whole environment, so a few large ARGs and many steps would make gigabytes to hash.
  */
-export const MAX_STEPS_TEXT = 16 * 1024 * 1024;
+const MAX_STEPS_TEXT = 16 * 1024 * 1024;
 
 /** Where a RUN heredoc with a `#!` line is written while its step runs. */
-export const HEREDOC_SCRIPT_DIR = '/.builder-heredoc';
+const HEREDOC_SCRIPT_DIR = '/.builder-heredoc';
 
 const HISTORY_COMMENT = 'buildkit.dockerfile.v0';
 
+/** RUN's history text: BuildKit puts the build args in scope first (`|2 A=1 B=2 make`). */
 function runCommandString(args: readonly string[], buildArgs: readonly ArgValue[], env: ReadonlyMap<string, string>): string {
   const entries = new Map<string, string>();
   for (const arg of buildArgs) entries.set(arg.key, `${arg.key}=${env.get(arg.key) ?? arg.value ?? ''}`);

@@ -1,6 +1,9 @@
 // Docker's shell-word lexer: quote removal, escapes and `$VAR` / `${VAR…}` expansion, with optional
 // word splitting. A port of BuildKit's frontend/dockerfile/shell/lex.go, quirks included, because
 // the Dockerfile language is defined by what that code does, not by POSIX sh.
+//
+// Over 500 lines on purpose: it keeps lex.go's shape (one scanner with its pattern helpers), so
+// the two can be compared function by function when BuildKit changes.
 
 /** Variables visible to an expansion: a Map, or a plain record of own properties. */
 export type EnvSource = ReadonlyMap<string, string> | Readonly<Record<string, string>>;
