@@ -112,7 +112,7 @@ export class StageGraph {
   }
 
   /** The names of the named stages, in file order. */
-  stageNames(): string[] {
+  private stageNames(): string[] {
     this.names ??= this.stages.flatMap((s) => (s.name ? [s.name] : []));
     return this.names;
   }
@@ -131,10 +131,10 @@ export class StageGraph {
     });
   }
 
+  /** How errors and progress name a stage: its name, else `stage-<index>`. */
   label(stage: Stage): string {
     return stage.name ?? `stage-${stage.index}`;
   }
-
 
   /** COPY --from=<name|index>: a stage of this file, otherwise (as in Docker) an image. */
   resolveCopySource(cmd: Command): void {
