@@ -1,5 +1,11 @@
 // The library's entry point: `build()` runs a Dockerfile build end to end. The CLI is a thin
 // shell around it; embedders call it directly and subscribe to progress events.
+//
+// src/client owns what a caller runs (build, plan, pull, doctor), reading their inputs and
+// options, and the wiring between the stages: it opens the state, hands the frontend's
+// Definition to the solver and the solved layers to the exporters. It must not know how any
+// stage works inside: parsing, cache keys, snapshots, containers and registry requests belong
+// to their folders.
 
 import { join } from 'node:path';
 import { StatCache } from '../cache/checksum.js';

@@ -1,6 +1,10 @@
 // Turns a solved root into an OCI image: the config (the frontend's ImageSpec plus rootfs and
 // history) and the manifest, both stored as blobs. Exporters (local store, registry, archive)
 // then only move blobs around.
+//
+// src/exporter owns turning a solved root into outputs: this assembly, layer compression
+// (compress.ts), registry push (push.ts) and OCI archives (oci-archive.ts). It must not know the
+// frontend or the solver: it gets the image spec, the layers and which steps added one as data.
 
 import type { LayerRecord } from '../cache/cache-index.js';
 import type { ContentStore } from '../cache/content-store.js';

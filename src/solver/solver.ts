@@ -1,6 +1,10 @@
 // The solver walks a Definition from its root: each vertex once, inputs first (independent
 // branches in parallel), asks the cache index by cache key, and runs only the misses. A vertex's
 // result is the layer chain of its filesystem; snapshots are unpacked only when a miss needs them.
+//
+// src/solver owns walking the Definition, cache keys and lookups, running misses through the
+// Executor and ImageSource it is given, and the file ops of COPY/ADD. It must not know
+// Dockerfile syntax (only the Definition), registries, or how images are exported.
 
 import pLimit from 'p-limit';
 import { randomBytes } from 'node:crypto';
