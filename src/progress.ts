@@ -36,11 +36,15 @@ export type ProgressEvent = StepEvent | LogEvent | WarningEvent;
 
 export type ProgressListener = (event: ProgressEvent) => void;
 
-/** Reports one unit of work: `started`, then `done` with its duration or `error`. */
+/**
+ * Reports one unit of work: `started`, then `done` with its duration or `error`, whose text is
+ * `describe(err)` (default: the error's message). The solver's steps and the exporters' work alike.
+ */
 export async function track<T>(
   emit: ProgressListener,
   step: { id: string; name: string; file?: string; line?: number },
   work: () => Promise<T>,
+  describe: (err: unknown) => string = (err) => (err as Error).message,
 ): Promise<T> {
   const start = Date.now();
   emit({ type: 'step', ...step, status: 'started', at: start });
@@ -49,7 +53,7 @@ export async function track<T>(
     emit({ type: 'step', ...step, status: 'done', at: Date.now(), durationMs: Date.now() - start });
     return result;
   } catch (err) {
-    emit({ type: 'step', ...step, status: 'error', at: Date.now(), durationMs: Date.now() - start, error: (err as Error).message });
+    emit({ type: 'step', ...step, status: 'error', at: Date.now(), durationMs: Date.now() - start, error: describe(err) });
     throw err;
   }
 }

@@ -1,5 +1,11 @@
 // The state directory: content store, image store, cache index and snapshots of one user.
-// It holds every image's files (setuid binaries included) and configs, so it is private to its
+//
+// src/cache owns the state directory's files: blobs by digest (content-store.ts), named images
+// (image-store.ts, index.json), cache records by key (cache-index.ts), context checksums with a
+// stat cache (checksum.ts), and the locks. It must not know Dockerfile syntax, registries or how
+// steps run.
+//
+// The directory holds every image's files (setuid binaries included) and configs, so it is private to its
 // owner (0700, fixed on open), as Docker keeps /var/lib/docker.
 //
 // One build at a time owns it: it holds the lock `lock/` (see lock.ts), taken over from an owner

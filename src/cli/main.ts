@@ -246,7 +246,8 @@ function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'sig
     labels,
     target: v.target,
     push: v.push,
-    outputs: (v.output ?? []).map(parseOutput),
+    // As docker build: the image is always named in the local store, whatever else it is exported to.
+    outputs: [{ type: 'image' }, ...(v.output ?? []).map(parseOutput)],
     platform: v.platform,
     network,
     allow,

@@ -1,60 +1,65 @@
 // The library's entry point: `build()` runs a Dockerfile build end to end. The CLI is a thin
 // shell around it; embedders call it directly and subscribe to progress events.
+//
+// src/client owns what a caller runs (build, plan, pull, doctor), reading their inputs and
+// options, and the wiring between the stages: it opens the state, hands the frontend's
+// Definition to the solver and the solved layers to the exporters. It must not know how any
+// stage works inside: parsing, cache keys, snapshots, containers and registry requests belong
+// to their folders.
 
-import pLimit from 'p-limit';
-import { createReadStream } from 'node:fs';
 import { join } from 'node:path';
-import { addAbortSignal } from 'node:stream';
 import { StatCache } from '../cache/checksum.js';
-import { defaultStateRoot, openState, type State } from '../cache/state.js';
+import { defaultStateRoot, openState } from '../cache/state.js';
 import { removeTemporaryFiles } from '../cache/temp-files.js';
 import type { Digest, Platform } from '../definition/index.js';
 import { RuncExecutor } from '../executor/runc.js';
 import { distributable, type LayerCompression } from '../exporter/compress.js';
 import { assembleImage, type BuiltImage } from '../exporter/image.js';
 import { writeOciArchive } from '../exporter/oci-archive.js';
+import { pushImage } from '../exporter/push.js';
 import { compileOptions, readBuildInput } from './input.js';
 import { compile, DockerfileError, type CompileResult, type Entitlement } from '../frontend/index.js';
 import type { ImageConfigFile } from '../oci/types.js';
 import { BlobSources } from '../registry/blob-sources.js';
 import { toPlatform } from '../oci/platform.js';
-import { parseReference, type ImageReference } from '../registry/reference.js';
-import { applyLayer, chainIDs, createSnapshotter, withMounts, writeLayer } from '../snapshotter/index.js';
+import { parseReference } from '../registry/reference.js';
+import { createSnapshotter } from '../snapshotter/index.js';
 import { track, type ProgressListener } from '../progress.js';
 import { StepError } from '../solver/errors.js';
 import { Solver } from '../solver/solver.js';
 import { Images, LazyRegistry } from '../source/image.js';
 
-export type Output = { type: 'oci'; dest: string };
+/**
+ * Where the built image goes, as BuildKit's exporters (`SolveOpt.Exports`). A build runs them in a
+ * fixed order whatever the list's: archives, then pushes, then the local names last, so that no
+ * name points at an image whose build or push was cut short.
+ */
+export type Output =
+  /** The local image store, under every tag: what `docker build -t` leaves behind. */
+  | { type: 'image' }
+  /** Every tag's registry (`--push`). */
+  | { type: 'registry' }
+  /** An OCI image layout as a tar file (`--output type=oci,dest=FILE.tar`), naming every tag. */
+  | { type: 'oci'; dest: string };
 
+/**
+ * What to build and where it goes. Only `context` is required; the fields come in groups: what is
+ * built (context … allow), how the steps run (root … stepLogLimit), which registries base images
+ * and pushes use (insecureRegistries, registryMirrors), where the image goes (tags, outputs, push,
+ * compression), and what the caller watches (onProgress, signal).
+ */
 export interface BuildOptions {
+  // What is built: the frontend's input.
   /** The build context directory. */
   context: string;
   /** Path of the Dockerfile; default `<context>/Dockerfile`. */
   dockerfile?: string;
-  /** Names for the image (`user/app:1.2`); stored locally, and pushed with `push`. */
-  tags?: string[];
   buildArgs?: Record<string, string>;
   /** Labels set on the image after the Dockerfile's own (`docker build --label`). */
   labels?: Record<string, string>;
   target?: string;
   /** Target platform, `linux/arm64` or as an object (default: this machine's). One: a list is refused. */
   platform?: Platform | string;
-  push?: boolean;
-  outputs?: Output[];
-  /** State directory; default BUILDER_ROOT, else /var/lib/builder (root) or ~/.local/share/builder. */
-  root?: string;
-  noCache?: boolean;
-  /** Resolve base image tags at the registry even when the local store has them. */
-  pull?: boolean;
-  snapshotter?: 'auto' | 'overlayfs' | 'native';
-  /** Unix seconds: fixes `created` times and clamps file mtimes in layers, for reproducible images. */
-  sourceDateEpoch?: number;
-  /** Compression of new layers when pushed or exported: gzip (default), zstd or uncompressed. Stored layers stay uncompressed. */
-  compression?: LayerCompression;
-  insecureRegistries?: string[];
-  /** Pull-through mirrors tried before Docker Hub for docker.io images (falling back to it). */
-  registryMirrors?: string[];
   /** Network of RUN steps that do not choose one: the host's (default) or `none`. */
   network?: 'none' | 'host';
   /**
@@ -63,8 +68,35 @@ export interface BuildOptions {
    * it such a step fails the build before anything runs.
    */
   allow?: Entitlement[];
+  /** Unix seconds: fixes `created` times and clamps file mtimes in layers, for reproducible images. */
+  sourceDateEpoch?: number;
+
+  // How the steps run: state, cache, snapshots.
+  /** State directory; default BUILDER_ROOT, else /var/lib/builder (root) or ~/.local/share/builder. */
+  root?: string;
+  noCache?: boolean;
+  /** Resolve base image tags at the registry even when the local store has them. */
+  pull?: boolean;
+  snapshotter?: 'auto' | 'overlayfs' | 'native';
   /** Bytes of a RUN step's output reported per stream (default 2 MiB, as BuildKit); negative: all of it. */
   stepLogLimit?: number;
+
+  // Registries, for base images and pushes.
+  insecureRegistries?: string[];
+  /** Pull-through mirrors tried before Docker Hub for docker.io images (falling back to it). */
+  registryMirrors?: string[];
+
+  // Where the image goes.
+  /** Names for the image (`user/app:1.2`), used by the `image`, `registry` and `oci` outputs. */
+  tags?: string[];
+  /** Default: `[{ type: 'image' }]`, the local image store. */
+  outputs?: Output[];
+  /** Shorthand for a `registry` output besides `outputs`. */
+  push?: boolean;
+  /** Compression of new layers when pushed or exported: gzip (default), zstd or uncompressed. Stored layers stay uncompressed. */
+  compression?: LayerCompression;
+
+  // What the caller watches.
   onProgress?: ProgressListener;
   signal?: AbortSignal;
 }
@@ -85,6 +117,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const emit: ProgressListener = opts.onProgress ?? (() => undefined);
   const platform = opts.platform === undefined ? undefined : toPlatform(opts.platform);
   const tags = (opts.tags ?? []).map((t) => parseReference(t));
+  const outputs = [...(opts.outputs ?? [{ type: 'image' }]), ...(opts.push ? [{ type: 'registry' } as const] : [])];
   const input = await readBuildInput(opts.context, opts.dockerfile);
   const { context, dockerfileName, text: dockerfileText, dockerfile } = input;
 
@@ -109,13 +142,6 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       store: state.store,
       cache: state.cache,
       snapshotter,
-      layers: {
-        chainIDs,
-        // A step's snapshot is unmounted while it is diffed; commit/remove wait for the unmount.
-        withMounts: (mounts, fn) => withMounts(mounts, fn, { deferUnmount: true }),
-        applyLayer,
-        writeLayer,
-      },
       executor,
       images,
       localDirs: { context },
@@ -126,46 +152,49 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       sourceDateEpoch: opts.sourceDateEpoch,
       stepLogLimit: opts.stepLogLimit,
     });
-    const layers = await solver.layersOf(compiled.root).catch((err: unknown) => {
+    const solved = await solver.solveFilesystem(compiled.root).catch((err: unknown) => {
       throw withSource(err, dockerfileName, dockerfileText);
     });
 
     const created = new Date(opts.sourceDateEpoch !== undefined ? opts.sourceDateEpoch * 1000 : Date.now()).toISOString();
     const image = await track(emit, { id: 'export', name: 'exporting to image' }, () =>
-      assembleImage(state.store, {
-        spec: compiled.image,
-        layers,
-        created,
-        addedLayer: async (vertex) => {
-          const v = compiled.definition.vertices.get(vertex);
-          const parent = v?.inputs[0];
-          if (!parent) return (await solver.layersOf(vertex)).length > 0;
-          return (await solver.layersOf(vertex)).length > (await solver.layersOf(parent)).length;
-        },
-      }),
+      assembleImage(state.store, { spec: compiled.image, layers: solved.layers, addedLayer: solved.addedLayer, created }),
     );
     // What leaves the machine has compressed layers: made on first need, once per build.
     let shipped: Promise<BuiltImage> | undefined;
     const toShip = () => (shipped ??= distributable(state.store, state.root, image, opts.compression));
+    const names = tags.map((t) => t.toString());
     const exported: BuildResult['exported'] = [];
-    for (const out of opts.outputs ?? []) {
+    for (const out of outputs) {
+      if (out.type !== 'oci') continue;
       await track(emit, { id: `output:${out.dest}`, name: `exporting OCI archive to ${out.dest}` }, async () => {
         const shippedImage = await toShip();
-        await writeOciArchive(state.store, shippedImage, out.dest, tags.map((t) => t.toString()));
+        await writeOciArchive(state.store, shippedImage, out.dest, names);
         exported.push({ dest: out.dest, digest: shippedImage.manifestDescriptor.digest });
       });
     }
-    const pushed = opts.push ? await pushImage(state, registry, toShip, tags, emit, opts.signal) : [];
+    const pushed: BuildResult['pushed'] = [];
+    if (outputs.some((o) => o.type === 'registry')) {
+      if (tags.length === 0) throw new Error('--push needs at least one -t name');
+      const target = { store: state.store, registry: await registry.get(), sources: new BlobSources(state.root), signal: opts.signal };
+      const shippedImage = await track(emit, { id: 'compress', name: 'compressing layers' }, toShip);
+      for (const tag of tags) {
+        const name = tag.toString();
+        const digest = await track(emit, { id: `push:${name}`, name: `pushing ${name}` }, () => pushImage(target, shippedImage, tag));
+        pushed.push({ ref: name, digest });
+      }
+    }
     // The commit point: an interrupted build names nothing, so a tag never points at an image
     // whose build or push was cut short.
     opts.signal?.throwIfAborted();
-    for (const tag of tags) await state.images.tag(tag.toString(), { ...image.manifestDescriptor, platform: compiled.image.platform });
+    const stored = outputs.some((o) => o.type === 'image') ? names : [];
+    for (const name of stored) await state.images.tag(name, { ...image.manifestDescriptor, platform: compiled.image.platform });
     finished = true;
     return {
       manifestDigest: image.manifestDescriptor.digest,
       configDigest: image.configDescriptor.digest,
       config: image.config,
-      tags: tags.map((t) => t.toString()),
+      tags: stored,
       pushed,
       exported,
     };
@@ -185,47 +214,4 @@ function withSource(err: unknown, file: string, text: string): unknown {
   const { startLine, endLine = startLine } = err.meta;
   const source = text.split('\n').slice(startLine - 1, endLine);
   return new DockerfileError(err.reason, { file, line: startLine, endLine, source }, { cause: err });
-}
-
-async function pushImage(
-  state: State,
-  lazyRegistry: LazyRegistry,
-  toShip: () => Promise<BuiltImage>,
-  tags: ImageReference[],
-  emit: ProgressListener,
-  signal: AbortSignal | undefined,
-): Promise<Array<{ ref: string; digest: Digest }>> {
-  if (tags.length === 0) throw new Error('--push needs at least one -t name');
-  const registry = await lazyRegistry.get();
-  const image = await track(emit, { id: 'compress', name: 'compressing layers' }, toShip);
-  const pushed: Array<{ ref: string; digest: Digest }> = [];
-  const limit = pLimit(4);
-  const sources = new BlobSources(state.root);
-  for (const tag of tags) {
-    const name = tag.toString();
-    await track(emit, { id: `push:${name}`, name: `pushing ${name}` }, async () => {
-      await Promise.all(
-        [...image.manifest.layers, image.configDescriptor].map((desc) =>
-          limit(async () => {
-            const mountFrom = await sources.mountSource(desc.digest, tag);
-            // 256 KiB reads: a quarter less CPU per pushed byte than the default 64 KiB. Ctrl-C
-            // destroys the upload's stream, which fails the request at once.
-            const open = () => {
-              signal?.throwIfAborted();
-              const stream = createReadStream(state.store.path(desc.digest), { highWaterMark: 256 * 1024 });
-              return signal ? addAbortSignal(signal, stream) : stream;
-            };
-            await registry.pushBlob(tag, desc, open, mountFrom ? { mountFrom } : {});
-          }),
-        ),
-      );
-      const bytes = await state.store.readBytes(image.manifestDescriptor.digest);
-      // The tag moves only once every blob is there, and never for an interrupted build.
-      signal?.throwIfAborted();
-      const digest = await registry.pushManifest(tag, image.manifestDescriptor.mediaType, bytes);
-      await sources.record(tag, [...image.manifest.layers, image.configDescriptor].map((d) => d.digest));
-      pushed.push({ ref: name, digest });
-    });
-  }
-  return pushed;
 }

@@ -6,12 +6,11 @@
 // This module is kept light on purpose (no registry client, snapshotter or executor): the CLI
 // loads it alone for a dry run, so start-up stays cheap.
 
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { sha256, type Digest, type Platform, type Vertex } from '../definition/index.js';
 import { compileOptions, readBuildInput } from './input.js';
 import { defaultStateRoot } from '../cache/state-root.js';
 import { compile, type CompileResult, type CompileWarning, type Entitlement, type ResolvedImage } from '../frontend/index.js';
+import { ContentStore } from '../cache/content-store.js';
 import { ImageStore } from '../cache/image-store.js';
 import type { ImageConfigFile, ImageManifest } from '../oci/types.js';
 import { parseReference } from '../registry/reference.js';
@@ -62,13 +61,6 @@ export interface PlanResult {
   warnings: CompileWarning[];
 }
 
-/** Reads a JSON blob of the state directory's content store (an OCI layout). */
-async function readBlobJson<T>(root: string, digest: string): Promise<T> {
-  const hex = /^sha256:([a-f0-9]{64})$/.exec(digest)?.[1];
-  if (!hex) throw new Error(`invalid digest ${digest}`);
-  return JSON.parse(await readFile(join(root, 'blobs', 'sha256', hex), 'utf8')) as T;
-}
-
 /** Marks placeholder digests of unresolved images: `sha256(unresolved:<ref>)`. */
 function placeholderDigest(ref: string): Digest {
   return sha256(`unresolved:${ref}`);
@@ -79,8 +71,9 @@ export async function plan(opts: PlanOptions): Promise<PlanResult> {
   const platform = opts.platform === undefined ? undefined : toPlatform(opts.platform);
   const input = await readBuildInput(opts.context, opts.dockerfile);
   const root = opts.root ?? defaultStateRoot();
+  // Read only: neither store is initialised, and reads take no lock.
   const images = new ImageStore(root);
-  const blobs = { readJson: <T>(digest: Digest) => readBlobJson<T>(root, digest) };
+  const blobs = new ContentStore(root);
   const unresolved = new Map<string, string>();
 
   const resolveLocal = async (refText: string, p: Platform): Promise<ResolvedImage> => {
@@ -89,8 +82,8 @@ export async function plan(opts: PlanOptions): Promise<PlanResult> {
     try {
       const digest = (ref.digest as Digest | undefined) ?? (await images.resolve(name, p, blobs))?.digest;
       if (digest) {
-        const manifest = await readBlobJson<ImageManifest>(root, digest);
-        return { ref: `${name}@${digest}`, config: await readBlobJson<ImageConfigFile>(root, manifest.config.digest) };
+        const manifest = await blobs.readJson<ImageManifest>(digest);
+        return { ref: `${name}@${digest}`, config: await blobs.readJson<ImageConfigFile>(manifest.config.digest) };
       }
     } catch {
       // no local store, or not an image manifest we can read: unresolved

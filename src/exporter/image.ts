@@ -1,6 +1,10 @@
 // Turns a solved root into an OCI image: the config (the frontend's ImageSpec plus rootfs and
 // history) and the manifest, both stored as blobs. Exporters (local store, registry, archive)
 // then only move blobs around.
+//
+// src/exporter owns turning a solved root into outputs: this assembly, layer compression
+// (compress.ts), registry push (push.ts) and OCI archives (oci-archive.ts). It must not know the
+// frontend or the solver: it gets the image spec, the layers and which steps added one as data.
 
 import type { LayerRecord } from '../cache/cache-index.js';
 import type { ContentStore } from '../cache/content-store.js';
@@ -17,8 +21,8 @@ export interface BuiltImage {
 export interface AssembleOptions {
   spec: ImageSpec;
   layers: LayerRecord[];
-  /** Whether the step of a history entry added a layer on top of its parent's. */
-  addedLayer(vertex: Digest): Promise<boolean>;
+  /** The steps (vertices) that added a layer on top of their parent's; other steps' history entries are empty_layer. */
+  addedLayer: ReadonlySet<Digest>;
   /** RFC 3339 time for `created` of the image and of new history entries. */
   created: string;
 }
@@ -32,7 +36,7 @@ export async function assembleImage(store: ContentStore, opts: AssembleOptions):
   const history: HistoryEntry[] = [];
   for (const { vertex, ...entry } of opts.spec.history) {
     const h: HistoryEntry = { created: opts.created, ...entry };
-    if (vertex && (await opts.addedLayer(vertex))) delete h.empty_layer;
+    if (vertex && opts.addedLayer.has(vertex)) delete h.empty_layer;
     else if (vertex) h.empty_layer = true;
     history.push(h);
   }

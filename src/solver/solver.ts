@@ -1,6 +1,10 @@
 // The solver walks a Definition from its root: each vertex once, inputs first (independent
 // branches in parallel), asks the cache index by cache key, and runs only the misses. A vertex's
 // result is the layer chain of its filesystem; snapshots are unpacked only when a miss needs them.
+//
+// src/solver owns walking the Definition, cache keys and lookups, running misses through the
+// Executor and ImageSource it is given, and the file ops of COPY/ADD. It must not know
+// Dockerfile syntax (only the Definition), registries, or how images are exported.
 
 import pLimit from 'p-limit';
 import { randomBytes } from 'node:crypto';
@@ -25,13 +29,12 @@ import {
   redactCredentials,
 } from '../definition/index.js';
 import type { RunResult, RunSpec } from '../executor/runc.js';
-import { SnapshotExistsError } from '../snapshotter/store.js';
-import type { Snapshotter } from '../snapshotter/types.js';
+import { applyLayer, chainIDs, SnapshotExistsError, withMounts, writeLayer, type Mount, type Snapshotter } from '../snapshotter/index.js';
 import { copySources, makeFile, mkdirAll, writeScripts, type Owner } from './copy.js';
 import { download } from '../source/http.js';
 import { StepError } from './errors.js';
 import { archiveKind, extractArchive } from './unpack.js';
-import type { ProgressListener } from '../progress.js';
+import { track, type ProgressListener } from '../progress.js';
 import { StepOutput } from './step-output.js';
 import { resolveOwner } from './users.js';
 
@@ -47,24 +50,11 @@ export interface ImageSource {
   pull(ref: string, platform: Platform, signal?: AbortSignal): Promise<LayerRecord[]>;
 }
 
-/** Layer-level operations the solver needs from the snapshotter package. */
-export interface LayerOps {
-  chainIDs(diffIDs: Digest[]): Digest[];
-  withMounts<T>(mounts: Awaited<ReturnType<Snapshotter['prepare']>>, fn: (dir: string) => Promise<T>): Promise<T>;
-  applyLayer(sn: Snapshotter, key: string, blob: NodeJS.ReadableStream, mediaType: string): Promise<{ diffID: Digest }>;
-  writeLayer(
-    sn: Snapshotter,
-    key: string,
-    store: ContentStore,
-    opts: { sourceDateEpoch?: number },
-  ): Promise<LayerRecord & { empty: boolean }>;
-}
-
 export interface SolverOptions {
   store: ContentStore;
   cache: CacheIndex;
+  /** Where filesystems are unpacked and changed; layers go in and out through src/snapshotter's apply and diff. */
   snapshotter: Snapshotter;
-  layers: LayerOps;
   executor: Executor;
   images: ImageSource;
   /** Directories of `local` sources, by name (`context`). */
@@ -81,6 +71,17 @@ export interface SolverOptions {
 export type SolvedResult =
   | { kind: 'layers'; cacheKey: Digest; layers: LayerRecord[] }
   | { kind: 'local'; dir: string; filter: SourceFilter | undefined };
+
+/** A solved root filesystem, as an exporter needs it. */
+export interface SolvedFilesystem {
+  layers: LayerRecord[];
+  /**
+   * The root and those of its ancestors whose layers are more than their first input's: a history
+   * entry for any other step is an empty_layer. (A step always adds one today; cache records of
+   * older versions may not.)
+   */
+  addedLayer: ReadonlySet<Digest>;
+}
 
 export class Solver {
   private readonly results = new Map<Digest, Promise<SolvedResult>>();
@@ -127,11 +128,21 @@ export class Solver {
     return order;
   }
 
-  /** The layers of a solved vertex (for exporters and history). */
-  async layersOf(digest: Digest): Promise<LayerRecord[]> {
-    const r = await this.solve(digest);
-    if (r.kind !== 'layers') throw new Error(`vertex ${digest} is not a filesystem`);
-    return r.layers;
+  /** Solves `root`, a filesystem, for export: its layers, and which steps added one. */
+  async solveFilesystem(root: Digest): Promise<SolvedFilesystem> {
+    const r = await this.solve(root);
+    if (r.kind !== 'layers') throw new Error(`vertex ${root} is not a filesystem`);
+    // Every ancestor is solved by now.
+    const count = async (d: Digest) => {
+      const solved = await this.solve(d);
+      return solved.kind === 'layers' ? solved.layers.length : 0;
+    };
+    const addedLayer = new Set<Digest>();
+    for (const d of ancestry(this.def, root)) {
+      const parent = this.def.vertices.get(d)?.inputs[0];
+      if ((await count(d)) > (parent === undefined ? 0 : await count(parent))) addedLayer.add(d);
+    }
+    return { layers: r.layers, addedLayer };
   }
 
   private vertex(digest: Digest): Vertex {
@@ -394,21 +405,15 @@ export class Solver {
     return { kind: 'layers', cacheKey, layers };
   }
 
+  /** Runs a step's work in a slot, reported as the step; any failure becomes a StepError. */
   private async run<T>(digest: Digest, v: Vertex, work: () => Promise<T>): Promise<T> {
     return this.limit(async () => {
       this.opts.signal?.throwIfAborted();
-      const s = this.step(digest, v);
-      const start = Date.now();
-      const { hidden, ...step } = s;
-      if (!hidden) this.opts.progress({ type: 'step', ...step, status: 'started', at: start });
+      const { hidden, ...step } = this.step(digest, v);
       try {
-        const result = await work();
-        if (!hidden) this.opts.progress({ type: 'step', ...step, status: 'done', at: Date.now(), durationMs: Date.now() - start });
-        return result;
-      } catch (err) {
         // The step is named already: its error line says what went wrong (BuildKit's `#5 ERROR: …`).
-        const error = err instanceof StepError ? err.reason : (err as Error).message;
-        if (!hidden) this.opts.progress({ type: 'step', ...step, status: 'error', at: Date.now(), durationMs: Date.now() - start, error });
+        return await track(hidden ? () => undefined : this.opts.progress, step, work, (err) => (err instanceof StepError ? err.reason : (err as Error).message));
+      } catch (err) {
         throw err instanceof StepError || (err as Error).name === 'AbortError' ? err : new StepError(v.meta, (err as Error).message);
       }
     });
@@ -419,19 +424,19 @@ export class Solver {
    * layer. The snapshot becomes the committed snapshot of the new chain, so the next step reuses it.
    */
   private async mutate(parent: LayerRecord[], change: (rootfs: string) => Promise<void>): Promise<LayerRecord[]> {
-    const { snapshotter: sn, layers: ops } = this.opts;
+    const sn = this.opts.snapshotter;
     const parentChain = await this.ensureSnapshot(parent);
     const key = `active-${randomBytes(8).toString('hex')}`;
     const mounts = await sn.prepare(key, parentChain);
     let committed = false;
     try {
-      await ops.withMounts(mounts, change);
+      await this.mounted(mounts, change);
       this.opts.signal?.throwIfAborted();
-      const layer = await ops.writeLayer(sn, key, this.opts.store, { sourceDateEpoch: this.opts.sourceDateEpoch });
+      const layer = await writeLayer(sn, key, this.opts.store, { sourceDateEpoch: this.opts.sourceDateEpoch });
       // A step that changed nothing still adds its (empty) layer, as in BuildKit's images.
       const { empty: _empty, ...record } = layer;
       const layers = [...parent, record];
-      committed = await this.commit(ops.chainIDs(layers.map((l) => l.diffID)).at(-1)!, key);
+      committed = await this.commit(chainIDs(layers.map((l) => l.diffID)).at(-1)!, key);
       return layers;
     } finally {
       if (!committed) await sn.remove(key).catch(() => undefined);
@@ -456,8 +461,8 @@ export class Solver {
   /** Makes sure the committed snapshot of `layers` exists, unpacking missing layers; returns its name. */
   private async ensureSnapshot(layers: LayerRecord[]): Promise<string | undefined> {
     if (layers.length === 0) return undefined;
-    const { snapshotter: sn, layers: ops, store } = this.opts;
-    const chain = ops.chainIDs(layers.map((l) => l.diffID));
+    const { snapshotter: sn, store } = this.opts;
+    const chain = chainIDs(layers.map((l) => l.diffID));
     for (let i = 0; i < layers.length; i++) {
       const name = chain[i]!;
       let pending = this.snapshots.get(name);
@@ -469,7 +474,7 @@ export class Solver {
           const key = `extract-${randomBytes(8).toString('hex')}`;
           await sn.prepare(key, parent);
           try {
-            const { diffID } = await ops.applyLayer(sn, key, store.read(layer.digest), layer.mediaType);
+            const { diffID } = await applyLayer(sn, key, store.read(layer.digest), layer.mediaType);
             if (diffID !== layer.diffID) throw new Error(`layer ${layer.digest}: uncompressed digest ${diffID} does not match ${layer.diffID}`);
             if (!(await this.commit(name, key))) await sn.remove(key);
           } catch (err) {
@@ -511,16 +516,36 @@ export class Solver {
         await rm(empty, { recursive: true, force: true });
       }
     }
-    const { snapshotter: sn, layers: ops } = this.opts;
+    const sn = this.opts.snapshotter;
     const parent = await this.ensureSnapshot(layers);
     const key = `view-${randomBytes(8).toString('hex')}`;
     const mounts = await sn.view(key, parent);
     try {
-      return await ops.withMounts(mounts, fn);
+      return await this.mounted(mounts, fn);
     } finally {
       await sn.remove(key).catch(() => undefined);
     }
   }
+
+  /** Runs `fn` on a snapshot's mounts. A step's snapshot is unmounted while it is diffed; commit and remove wait for the unmount. */
+  private mounted<T>(mounts: Mount[], fn: (dir: string) => Promise<T>): Promise<T> {
+    return withMounts(mounts, fn, { deferUnmount: true });
+  }
+}
+
+/** `root` and every vertex it depends on (iterative: a chain of steps is as deep as the Dockerfile is long). */
+function ancestry(def: Definition, root: Digest): Set<Digest> {
+  const seen = new Set<Digest>([root]);
+  const todo = [root];
+  for (let d = todo.pop(); d !== undefined; d = todo.pop()) {
+    for (const input of def.vertices.get(d)?.inputs ?? []) {
+      if (!seen.has(input)) {
+        seen.add(input);
+        todo.push(input);
+      }
+    }
+  }
+  return seen;
 }
 
 function layersInput(input: SolvedResult | undefined, v: Vertex): { cacheKey: Digest; layers: LayerRecord[] } {

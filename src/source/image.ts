@@ -1,5 +1,9 @@
 // Base images: the registry client a build or pull creates on first need, and the image source
 // that resolves names and brings their layers into the content store.
+//
+// src/source owns where the solver's inputs come from: base images (the local image store, else
+// their registry) and `ADD <url>` downloads (http.ts). It must not know Dockerfile syntax, nor
+// how the solver keys or runs what it provides.
 
 import pLimit from 'p-limit';
 import type { LayerRecord } from '../cache/cache-index.js';

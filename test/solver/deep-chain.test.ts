@@ -31,7 +31,6 @@ describe('solver', () => {
     const opts = {
       store: unused,
       snapshotter: unused,
-      layers: unused,
       executor: unused,
       images: unused,
       statCache: unused,
