@@ -8,7 +8,8 @@
 
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { sha256, type Digest, type Platform, type Vertex } from '../definition/index.js';
+import type { Digest, Platform, Vertex } from '../definition/index.js';
+import { sha256 } from '../oci/digest.js';
 import { compileOptions, readBuildInput } from './input.js';
 import { defaultStateRoot } from '../cache/state-root.js';
 import { compile, type CompileResult, type CompileWarning, type Entitlement, type ResolvedImage } from '../frontend/index.js';

@@ -11,8 +11,6 @@ import type { CacheIndex, LayerRecord } from '../cache/cache-index.js';
 import { checksumSources, dockerignoreFilter, selectSources, type Source, type SourceFilter, type StatCache } from '../cache/checksum.js';
 import type { ContentStore } from '../cache/content-store.js';
 import {
-  canonicalJson,
-  sha256,
   type CopyAction,
   type Definition,
   type Digest,
@@ -24,6 +22,7 @@ import {
   type Vertex,
   redactCredentials,
 } from '../definition/index.js';
+import { canonicalJson, sha256 } from '../oci/digest.js';
 import type { RunResult, RunSpec } from '../executor/runc.js';
 import { SnapshotExistsError } from '../snapshotter/store.js';
 import type { Snapshotter } from '../snapshotter/types.js';
