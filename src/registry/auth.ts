@@ -10,10 +10,10 @@
 // Credentials come from a CredentialStore; the default reads docker's config.json (auths,
 // credsStore, credHelpers). Secrets are never logged and never put into error messages.
 
-import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { runCredentialHelper } from './credential-helper.js';
 import { AuthenticationError, RegistryError } from './errors.js';
 import type { HttpResponse, HttpTransport } from './http.js';
 import { DOCKER_HUB, normaliseRegistry } from './reference.js';
@@ -198,43 +198,6 @@ function decodeAuthEntry(
   }
   if (entry.identitytoken) return { username, password, identityToken: entry.identitytoken };
   return username || password ? { username, password } : undefined;
-}
-
-/**
- * Runs `docker-credential-<helper> get` with the server on stdin; stdout is
- * `{"ServerURL":…,"Username":…,"Secret":…}`. "credentials not found" means no credentials.
- * A Username of `<token>` marks Secret as an identity token.
- */
-export async function runCredentialHelper(helper: string, server: string): Promise<Credentials | undefined> {
-  const program = `docker-credential-${helper}`;
-  const { code, stdout, spawnError } = await new Promise<{ code: number | null; stdout: string; spawnError?: Error }>(
-    (resolve) => {
-      const child = spawn(program, ['get'], { stdio: ['pipe', 'pipe', 'ignore'], timeout: 60_000 });
-      let out = '';
-      child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-      child.on('error', (err) => resolve({ code: null, stdout: out, spawnError: err }));
-      child.on('close', (c) => resolve({ code: c, stdout: out }));
-      child.stdin.on('error', () => undefined);
-      child.stdin.end(server);
-    },
-  );
-  if (spawnError) {
-    throw new Error(`credential helper ${program} for ${server} could not be run: ${spawnError.message}`);
-  }
-  if (code !== 0) {
-    if (/credentials not found/i.test(stdout)) return undefined;
-    // Helpers print only an error message on failure, never the secret.
-    throw new Error(`credential helper ${program} failed for ${server}: ${stdout.trim().split('\n')[0] ?? `exit ${code}`}`);
-  }
-  let parsed: { Username?: string; Secret?: string };
-  try {
-    parsed = JSON.parse(stdout) as { Username?: string; Secret?: string };
-  } catch {
-    throw new Error(`credential helper ${program} returned invalid JSON for ${server}`);
-  }
-  if (!parsed.Secret) return undefined;
-  if (parsed.Username === '<token>') return { username: '', password: '', identityToken: parsed.Secret };
-  return { username: parsed.Username ?? '', password: parsed.Secret };
 }
 
 // ---------------------------------------------------------------------------------------------

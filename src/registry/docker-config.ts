@@ -8,12 +8,12 @@
 // the secret goes to `docker-credential-<name> store` instead, and `auths` only records the
 // server with an empty entry, as docker does. Docker Hub is keyed `https://index.docker.io/v1/`.
 
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { DOCKER_HUB_AUTH_KEY, normaliseAuthKey, type Credentials } from './auth.js';
+import { eraseWithHelper, storeWithHelper } from './credential-helper.js';
 import { DOCKER_HUB, InvalidReferenceError, normaliseRegistry } from './reference.js';
 
 type ConfigFile = Record<string, unknown> & {
@@ -61,7 +61,7 @@ export async function saveCredentials(server: string | undefined, creds: Credent
   const auths = removeEntries(config.auths ?? {}, registry);
   const helper = helperFor(config, registry);
   if (helper) {
-    await runHelper(helper, 'store', JSON.stringify({ ServerURL: key, Username: creds.username, Secret: creds.identityToken ?? creds.password }));
+    await storeWithHelper(helper, key, creds);
     auths[key] = {};
   } else if (creds.identityToken) {
     auths[key] = { auth: Buffer.from(`${creds.username}:`).toString('base64'), identitytoken: creds.identityToken };
@@ -85,14 +85,7 @@ export async function removeCredentials(server: string | undefined, opts: Docker
   const auths = removeEntries(config.auths ?? {}, registry);
   let removed = Object.keys(auths).length !== before;
   const helper = helperFor(config, registry);
-  if (helper) {
-    try {
-      await runHelper(helper, 'erase', key);
-      removed = true;
-    } catch (err) {
-      if (!/not found/i.test((err as Error).message)) throw err;
-    }
-  }
+  if (helper && (await eraseWithHelper(helper, key))) removed = true;
   if (config.auths) {
     config.auths = auths;
     await writeConfig(path, config);
@@ -139,24 +132,5 @@ async function writeConfig(path: string, config: ConfigFile): Promise<void> {
   } catch (err) {
     await rm(tmp, { force: true });
     throw err;
-  }
-}
-
-/** `docker-credential-<helper> store|erase` with `input` on stdin. */
-async function runHelper(helper: string, verb: 'store' | 'erase', input: string): Promise<void> {
-  const program = `docker-credential-${helper}`;
-  const result = await new Promise<{ code: number | null; output: string; error?: Error }>((resolve) => {
-    const child = spawn(program, [verb], { stdio: ['pipe', 'pipe', 'pipe'], timeout: 60_000 });
-    let output = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (output += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (output += d));
-    child.on('error', (error) => resolve({ code: null, output, error }));
-    child.on('close', (code) => resolve({ code, output }));
-    child.stdin.on('error', () => undefined);
-    child.stdin.end(input);
-  });
-  if (result.error) throw new Error(`credential helper ${program} could not be run: ${result.error.message}`);
-  if (result.code !== 0) {
-    throw new Error(`credential helper ${program} ${verb} failed: ${result.output.trim().split('\n')[0] || `exit ${result.code}`}`);
   }
 }

@@ -19,13 +19,13 @@ export {
   parseChallenges,
   pullScope,
   pushScope,
-  runCredentialHelper,
   type AuthenticatorOptions,
   type Challenge,
   type CredentialStore,
   type Credentials,
 } from './auth.js';
 export { BlobSources } from './blob-sources.js';
+export { runCredentialHelper } from './credential-helper.js';
 export { dockerConfigPath, loginServer, removeCredentials, saveCredentials, type DockerConfigOptions, type StoredWhere } from './docker-config.js';
 export {
   MANIFEST_ACCEPT,
