@@ -17,7 +17,7 @@ import { runCredentialHelper } from './credential-helper.js';
 import { AuthenticationError, RegistryError } from './errors.js';
 import type { HttpResponse, HttpTransport } from './http.js';
 import { DOCKER_HUB, normaliseRegistry } from './reference.js';
-import { DEFAULT_RETRY, backoffDelay, isNetworkError, isRetryableStatus, parseRetryAfter, wait } from './retry.js';
+import { DEFAULT_RETRY, Retries, isNetworkError, isRetryableStatus, parseRetryAfter } from './retry.js';
 
 export interface Credentials {
   username: string;
@@ -357,24 +357,19 @@ export class Authenticator {
     if (body !== undefined) headers['content-type'] = 'application/x-www-form-urlencoded';
     else if (creds && (creds.username || creds.password)) headers.authorization = basicHeader(creds);
 
-    for (let attempt = 0; ; attempt++) {
+    const retries = new Retries(DEFAULT_RETRY);
+    for (;;) {
       let res: HttpResponse;
       try {
         res = await this.options.http.request(url, { method, headers, body });
       } catch (err) {
-        if (isNetworkError(err) && attempt < DEFAULT_RETRY.retries) {
-          await wait(backoffDelay(attempt, DEFAULT_RETRY));
-          continue;
-        }
+        if (isNetworkError(err) && (await retries.next())) continue;
         throw new RegistryError(`cannot reach token server ${url.origin} for ${registry}: ${(err as Error).message}`, registry, undefined, undefined, true, { cause: err });
       }
       const status = res.statusCode;
       if (status === 200) return parseTokenResponse(registry, await res.text());
       await res.dump();
-      if (isRetryableStatus(status) && attempt < DEFAULT_RETRY.retries) {
-        await wait(backoffDelay(attempt, DEFAULT_RETRY, parseRetryAfter(res.headers['retry-after'])));
-        continue;
-      }
+      if (isRetryableStatus(status) && (await retries.next(parseRetryAfter(res.headers['retry-after'])))) continue;
       if (method === 'POST' && (status === 404 || status === 405)) return undefined;
       if (status === 401 || status === 403) {
         throw new AuthenticationError(
