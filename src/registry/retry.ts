@@ -49,7 +49,7 @@ export function parseRetryAfter(value: string | string[] | undefined, now = Date
 }
 
 /** The wait before retry number `attempt` (0-based). */
-export function backoffDelay(attempt: number, policy: RetryPolicy, retryAfterMs?: number): number {
+function backoffDelay(attempt: number, policy: RetryPolicy, retryAfterMs?: number): number {
   if (retryAfterMs !== undefined) return Math.min(retryAfterMs, policy.maxDelayMs * 3);
   const ceiling = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** attempt);
   return ceiling / 2 + Math.random() * (ceiling / 2);
@@ -81,11 +81,6 @@ export class Retries {
     await sleep(backoffDelay(this.used++, this.policy, retryAfterMs), undefined, this.signal ? { signal: this.signal } : undefined);
     return true;
   }
-}
-
-/** Sleeps `ms`; rejects at once when `signal` fires. */
-export async function wait(ms: number, signal?: AbortSignal): Promise<void> {
-  await sleep(ms, undefined, signal ? { signal } : undefined);
 }
 
 /** Runs `attempt` until it succeeds, retrying the failures `transient` accepts while `retries` allows. */
