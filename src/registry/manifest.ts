@@ -7,6 +7,7 @@ import { MediaType, isIndexMediaType, isManifestMediaType, type Descriptor, type
 import { pullScope } from './auth.js';
 import { apiUrl, type Endpoint } from './endpoints.js';
 import { ContentVerificationError, NotFoundError, UnsupportedManifestError } from './errors.js';
+import type { HttpResponse } from './http.js';
 import type { ImageReference } from './reference.js';
 import { errorCode, errorFrom, headerValue, readLimited, type Requester } from './request.js';
 import { isNetworkError, retrying } from './retry.js';
@@ -70,16 +71,20 @@ export async function fetchManifest(
 
 /** The digest a tag points at (HEAD), or undefined when the registry does not say. */
 async function headManifest(rq: Requester, ep: Endpoint, ref: ImageReference): Promise<Digest | undefined> {
-  const res = await rq.call(ep, {
-    method: 'HEAD',
+  const res = await requestManifest(rq, ep, ref, 'HEAD');
+  await res.dump();
+  const digest = headerValue(res.headers['docker-content-digest']);
+  return res.statusCode === 200 && digest && isSha256Digest(digest) ? digest : undefined;
+}
+
+function requestManifest(rq: Requester, ep: Endpoint, ref: ImageReference, method: 'GET' | 'HEAD'): Promise<HttpResponse> {
+  return rq.call(ep, {
+    method,
     url: apiUrl(ep, ref, `manifests/${ref.pullReference}`),
     scopes: [pullScope(ref.repository)],
     headers: { accept: MANIFEST_ACCEPT },
     followRedirects: true,
   });
-  await res.dump();
-  const digest = headerValue(res.headers['docker-content-digest']);
-  return res.statusCode === 200 && digest && isSha256Digest(digest) ? digest : undefined;
 }
 
 /** A manifest from the content cache, checked again against its digest. */
@@ -90,13 +95,7 @@ async function fromCache(cache: ContentCache | undefined, ref: ImageReference, d
 }
 
 async function fetchManifestOnce(rq: Requester, ep: Endpoint, ref: ImageReference, expected?: Pick<Descriptor, 'digest' | 'size'>): Promise<FetchedManifest> {
-  const res = await rq.call(ep, {
-    method: 'GET',
-    url: apiUrl(ep, ref, `manifests/${ref.pullReference}`),
-    scopes: [pullScope(ref.repository)],
-    headers: { accept: MANIFEST_ACCEPT },
-    followRedirects: true,
-  });
+  const res = await requestManifest(rq, ep, ref, 'GET');
   if (res.statusCode === 404) {
     const code = await errorCode(res);
     throw new NotFoundError(ref.toString(), ref.registry, code);
