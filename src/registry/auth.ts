@@ -8,15 +8,11 @@
 //      (host, scopes) until they expire.
 //
 // Credentials come from a CredentialStore; the default reads docker's config.json (auths,
-// credsStore, credHelpers). Secrets are never logged and never put into error messages.
+// credsStore, credHelpers: docker-config.ts). Secrets are never logged and never put into error messages.
 
-import { readFile } from 'node:fs/promises';
-import { homedir } from 'node:os';
-import { join } from 'node:path';
-import { runCredentialHelper } from './credential-helper.js';
 import { AuthenticationError, RegistryError } from './errors.js';
 import type { HttpResponse, HttpTransport } from './http.js';
-import { DOCKER_HUB, normaliseRegistry } from './reference.js';
+import { normaliseRegistry } from './reference.js';
 import { DEFAULT_RETRY, Retries, isNetworkError, isRetryableStatus, parseRetryAfter } from './retry.js';
 
 export interface Credentials {
@@ -116,88 +112,10 @@ export class StaticCredentialStore implements CredentialStore {
   }
 }
 
-interface DockerConfigFile {
-  auths?: Record<string, { auth?: string; username?: string; password?: string; identitytoken?: string }>;
-  credsStore?: string;
-  credHelpers?: Record<string, string>;
-}
-
-/**
- * Docker's config.json: `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
- * Lookup order per registry: `credHelpers[registry]`, then `credsStore`, then `auths`.
- * A missing file means no credentials; the file is read once, on first use.
- */
-export class DockerConfigCredentialStore implements CredentialStore {
-  readonly path: string;
-  private config: Promise<DockerConfigFile> | undefined;
-
-  constructor(options: { path?: string; env?: NodeJS.ProcessEnv } = {}) {
-    const env = options.env ?? process.env;
-    this.path = options.path ?? join(env.DOCKER_CONFIG ?? join(homedir(), '.docker'), 'config.json');
-  }
-
-  async get(registry: string): Promise<Credentials | undefined> {
-    const config = await (this.config ??= this.load());
-    const wanted = normaliseAuthKey(registry);
-    const helper = findEntry(config.credHelpers, wanted)?.[1];
-    if (helper) return runCredentialHelper(helper, serverUrlFor(wanted, config.credHelpers));
-    if (config.credsStore) {
-      const fromStore = await runCredentialHelper(config.credsStore, serverUrlFor(wanted, config.auths));
-      if (fromStore) return fromStore;
-    }
-    const entry = findEntry(config.auths, wanted)?.[1];
-    return entry ? decodeAuthEntry(entry, this.path) : undefined;
-  }
-
-  private async load(): Promise<DockerConfigFile> {
-    let text: string;
-    try {
-      text = await readFile(this.path, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return {};
-      throw err;
-    }
-    try {
-      return JSON.parse(text) as DockerConfigFile;
-    } catch (err) {
-      throw new Error(`cannot parse docker config ${this.path}: ${(err as Error).message}`);
-    }
-  }
-}
-
 /** `https://index.docker.io/v1/` → `docker.io`; `http://host:5000/v2/` → `host:5000`. */
 export function normaliseAuthKey(key: string): string {
   const bare = key.replace(/^[a-z]+:\/\//i, '').replace(/\/.*$/, '').toLowerCase();
   return normaliseRegistry(bare);
-}
-
-function findEntry<T>(map: Record<string, T> | undefined, wanted: string): [string, T] | undefined {
-  if (!map) return undefined;
-  return Object.entries(map).find(([key]) => normaliseAuthKey(key) === wanted);
-}
-
-/** The server name a credential helper knows the registry by: the config's own key, else docker's default. */
-function serverUrlFor(registry: string, map: Record<string, unknown> | undefined): string {
-  const key = findEntry(map, registry)?.[0];
-  if (key) return key;
-  return registry === DOCKER_HUB ? DOCKER_HUB_AUTH_KEY : registry;
-}
-
-function decodeAuthEntry(
-  entry: NonNullable<DockerConfigFile['auths']>[string],
-  path: string,
-): Credentials | undefined {
-  let username = entry.username ?? '';
-  let password = entry.password ?? '';
-  if (entry.auth) {
-    const decoded = Buffer.from(entry.auth, 'base64').toString('utf8');
-    const colon = decoded.indexOf(':');
-    if (colon < 0) throw new Error(`invalid "auth" entry in ${path}: expected base64 of user:password`);
-    username = decoded.slice(0, colon);
-    password = decoded.slice(colon + 1);
-  }
-  if (entry.identitytoken) return { username, password, identityToken: entry.identitytoken };
-  return username || password ? { username, password } : undefined;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@
 import type { Readable } from 'node:stream';
 import { formatPlatform, normalizePlatform } from '../oci/platform.js';
 import type { Descriptor, Digest, Platform } from '../oci/types.js';
-import { Authenticator, DockerConfigCredentialStore, pullScope, type CredentialStore } from './auth.js';
+import { Authenticator, pullScope, type CredentialStore } from './auth.js';
+import { DockerConfigCredentialStore } from './docker-config.js';
 import { fetchBlob, headBlob } from './blob-reader.js';
 import { Endpoints } from './endpoints.js';
 import { HttpTransport, trustedCAs } from './http.js';

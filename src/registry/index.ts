@@ -18,7 +18,6 @@ export {
 export {
   Authenticator,
   DOCKER_HUB_AUTH_KEY,
-  DockerConfigCredentialStore,
   StaticCredentialStore,
   normaliseAuthKey,
   parseChallenges,
@@ -31,7 +30,15 @@ export {
 } from './auth.js';
 export { BlobSources } from './blob-sources.js';
 export { runCredentialHelper } from './credential-helper.js';
-export { dockerConfigPath, loginServer, removeCredentials, saveCredentials, type DockerConfigOptions, type StoredWhere } from './docker-config.js';
+export {
+  DockerConfigCredentialStore,
+  dockerConfigPath,
+  loginServer,
+  removeCredentials,
+  saveCredentials,
+  type DockerConfigOptions,
+  type StoredWhere,
+} from './docker-config.js';
 export {
   MANIFEST_ACCEPT,
   RegistryClient,
