@@ -9,7 +9,7 @@ import type { Credentials } from './auth.js';
 const TIMEOUT_MS = 60_000;
 
 /** A helper that ran and failed; `notFound` when it said it holds no credentials for the server. */
-export class CredentialHelperError extends Error {
+class CredentialHelperError extends Error {
   constructor(
     message: string,
     readonly notFound: boolean,
