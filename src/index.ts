@@ -9,6 +9,7 @@ export { defaultStateRoot } from './cache/state.js';
 export { loadConfig, defaultConfigPath, ConfigError, type BuilderConfig } from './client/config.js';
 export * from './definition/index.js';
 export * from './oci/types.js';
+export { canonicalJson, sha256 } from './oci/digest.js';
 export { formatPlatform, normalizePlatform, parsePlatform } from './oci/platform.js';
 export { compile, parseDockerfile, parseDockerignore, DockerfileError, type Entitlement } from './frontend/index.js';
 export { StepError } from './solver/errors.js';

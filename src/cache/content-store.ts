@@ -8,6 +8,7 @@ import { close, createReadStream, open, writev } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, type Readable } from 'node:stream';
+import { sha256 } from '../oci/digest.js';
 import type { Digest } from '../oci/types.js';
 import { isOwnerAlive, processToken } from '../snapshotter/exec.js';
 
@@ -111,7 +112,7 @@ export class ContentStore {
   /** Stores a small blob held in memory (configs, manifests). */
   async putBytes(data: Uint8Array | string): Promise<{ digest: Digest; size: number }> {
     const buf = typeof data === 'string' ? Buffer.from(data) : data;
-    const digest: Digest = `sha256:${createHash('sha256').update(buf).digest('hex')}`;
+    const digest = sha256(buf);
     if (!(await this.has(digest))) {
       const tmp = this.tempPath();
       await writeFile(tmp, buf);

@@ -6,7 +6,8 @@
 // This module is kept light on purpose (no registry client, snapshotter or executor): the CLI
 // loads it alone for a dry run, so start-up stays cheap.
 
-import { sha256, type Digest, type Platform, type Vertex } from '../definition/index.js';
+import type { Digest, Platform, Vertex } from '../definition/index.js';
+import { sha256 } from '../oci/digest.js';
 import { compileOptions, readBuildInput } from './input.js';
 import { defaultStateRoot } from '../cache/state-root.js';
 import { compile, type CompileResult, type CompileWarning, type Entitlement, type ResolvedImage } from '../frontend/index.js';

@@ -2,7 +2,7 @@
 // (the Dockerfile compiler, or any other producer) and the solver. Like BuildKit's LLB, it says
 // *what* to build, never *how*: every value here is plain data that can be printed and hashed.
 
-import { createHash } from 'node:crypto';
+import { canonicalJson, sha256 } from '../oci/digest.js';
 import type { ContainerConfig, Digest, HistoryEntry, Platform } from '../oci/types.js';
 
 export type { Digest, Platform } from '../oci/types.js';
@@ -172,22 +172,6 @@ export function redactCredentials(text: string): string {
     const colon = userinfo.indexOf(':');
     return `${scheme}${colon < 0 ? '***' : `${userinfo.slice(0, colon)}:***`}@`;
   });
-}
-
-/** JSON with sorted object keys and no whitespace: the form digests are computed over. */
-export function canonicalJson(value: unknown): string {
-  return JSON.stringify(value, (_key, v: unknown) => {
-    if (v && typeof v === 'object' && !Array.isArray(v)) {
-      const sorted: Record<string, unknown> = {};
-      for (const k of Object.keys(v as object).sort()) sorted[k] = (v as Record<string, unknown>)[k];
-      return sorted;
-    }
-    return v;
-  });
-}
-
-export function sha256(data: string | Uint8Array): Digest {
-  return `sha256:${createHash('sha256').update(data).digest('hex')}`;
 }
 
 /** The content address of a vertex: its op and its inputs, never its metadata. */

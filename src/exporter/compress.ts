@@ -21,7 +21,7 @@ import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
 import { DigestCounter, type ContentStore } from '../cache/content-store.js';
-import { canonicalJson } from '../definition/index.js';
+import { canonicalJson } from '../oci/digest.js';
 import { MediaType, type Descriptor, type Digest, type ImageManifest } from '../oci/types.js';
 import { TAR_BLOCK_SIZE } from '../snapshotter/tar-writer.js';
 import type { BuiltImage } from './image.js';

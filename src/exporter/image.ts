@@ -8,7 +8,8 @@
 
 import type { LayerRecord } from '../cache/cache-index.js';
 import type { ContentStore } from '../cache/content-store.js';
-import { canonicalJson, type Digest, type ImageSpec } from '../definition/index.js';
+import type { Digest, ImageSpec } from '../definition/index.js';
+import { canonicalJson } from '../oci/digest.js';
 import { MediaType, type Descriptor, type HistoryEntry, type ImageConfigFile, type ImageManifest } from '../oci/types.js';
 
 export interface BuiltImage {

@@ -1,5 +1,9 @@
 // Types of the OCI image spec (and the Docker schema 2 media types registries still serve).
 // Shared by the registry client, the cache, the solver and the exporters.
+//
+// The oci folder holds what every other folder may share about images: these types, the one
+// platform module (platform.ts) and the digest helpers (digest.ts). It must know nothing else:
+// no registry, store, solver or Dockerfile.
 
 export type Digest = `sha256:${string}`;
 

@@ -8,16 +8,12 @@
 //      (host, scopes) until they expire.
 //
 // Credentials come from a CredentialStore; the default reads docker's config.json (auths,
-// credsStore, credHelpers). Secrets are never logged and never put into error messages.
+// credsStore, credHelpers: docker-config.ts). Secrets are never logged and never put into error messages.
 
-import { spawn } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
-import { homedir } from 'node:os';
-import { join } from 'node:path';
 import { AuthenticationError, RegistryError } from './errors.js';
 import type { HttpResponse, HttpTransport } from './http.js';
-import { DOCKER_HUB, normaliseRegistry } from './reference.js';
-import { DEFAULT_RETRY, backoffDelay, isNetworkError, isRetryableStatus, parseRetryAfter, wait } from './retry.js';
+import { normaliseRegistry } from './reference.js';
+import { DEFAULT_RETRY, Retries, isNetworkError, isRetryableStatus, parseRetryAfter } from './retry.js';
 
 export interface Credentials {
   username: string;
@@ -116,125 +112,10 @@ export class StaticCredentialStore implements CredentialStore {
   }
 }
 
-interface DockerConfigFile {
-  auths?: Record<string, { auth?: string; username?: string; password?: string; identitytoken?: string }>;
-  credsStore?: string;
-  credHelpers?: Record<string, string>;
-}
-
-/**
- * Docker's config.json: `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
- * Lookup order per registry: `credHelpers[registry]`, then `credsStore`, then `auths`.
- * A missing file means no credentials; the file is read once, on first use.
- */
-export class DockerConfigCredentialStore implements CredentialStore {
-  readonly path: string;
-  private config: Promise<DockerConfigFile> | undefined;
-
-  constructor(options: { path?: string; env?: NodeJS.ProcessEnv } = {}) {
-    const env = options.env ?? process.env;
-    this.path = options.path ?? join(env.DOCKER_CONFIG ?? join(homedir(), '.docker'), 'config.json');
-  }
-
-  async get(registry: string): Promise<Credentials | undefined> {
-    const config = await (this.config ??= this.load());
-    const wanted = normaliseAuthKey(registry);
-    const helper = findEntry(config.credHelpers, wanted)?.[1];
-    if (helper) return runCredentialHelper(helper, serverUrlFor(wanted, config.credHelpers));
-    if (config.credsStore) {
-      const fromStore = await runCredentialHelper(config.credsStore, serverUrlFor(wanted, config.auths));
-      if (fromStore) return fromStore;
-    }
-    const entry = findEntry(config.auths, wanted)?.[1];
-    return entry ? decodeAuthEntry(entry, this.path) : undefined;
-  }
-
-  private async load(): Promise<DockerConfigFile> {
-    let text: string;
-    try {
-      text = await readFile(this.path, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return {};
-      throw err;
-    }
-    try {
-      return JSON.parse(text) as DockerConfigFile;
-    } catch (err) {
-      throw new Error(`cannot parse docker config ${this.path}: ${(err as Error).message}`);
-    }
-  }
-}
-
 /** `https://index.docker.io/v1/` → `docker.io`; `http://host:5000/v2/` → `host:5000`. */
 export function normaliseAuthKey(key: string): string {
   const bare = key.replace(/^[a-z]+:\/\//i, '').replace(/\/.*$/, '').toLowerCase();
   return normaliseRegistry(bare);
-}
-
-function findEntry<T>(map: Record<string, T> | undefined, wanted: string): [string, T] | undefined {
-  if (!map) return undefined;
-  return Object.entries(map).find(([key]) => normaliseAuthKey(key) === wanted);
-}
-
-/** The server name a credential helper knows the registry by: the config's own key, else docker's default. */
-function serverUrlFor(registry: string, map: Record<string, unknown> | undefined): string {
-  const key = findEntry(map, registry)?.[0];
-  if (key) return key;
-  return registry === DOCKER_HUB ? DOCKER_HUB_AUTH_KEY : registry;
-}
-
-function decodeAuthEntry(
-  entry: NonNullable<DockerConfigFile['auths']>[string],
-  path: string,
-): Credentials | undefined {
-  let username = entry.username ?? '';
-  let password = entry.password ?? '';
-  if (entry.auth) {
-    const decoded = Buffer.from(entry.auth, 'base64').toString('utf8');
-    const colon = decoded.indexOf(':');
-    if (colon < 0) throw new Error(`invalid "auth" entry in ${path}: expected base64 of user:password`);
-    username = decoded.slice(0, colon);
-    password = decoded.slice(colon + 1);
-  }
-  if (entry.identitytoken) return { username, password, identityToken: entry.identitytoken };
-  return username || password ? { username, password } : undefined;
-}
-
-/**
- * Runs `docker-credential-<helper> get` with the server on stdin; stdout is
- * `{"ServerURL":…,"Username":…,"Secret":…}`. "credentials not found" means no credentials.
- * A Username of `<token>` marks Secret as an identity token.
- */
-export async function runCredentialHelper(helper: string, server: string): Promise<Credentials | undefined> {
-  const program = `docker-credential-${helper}`;
-  const { code, stdout, spawnError } = await new Promise<{ code: number | null; stdout: string; spawnError?: Error }>(
-    (resolve) => {
-      const child = spawn(program, ['get'], { stdio: ['pipe', 'pipe', 'ignore'], timeout: 60_000 });
-      let out = '';
-      child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-      child.on('error', (err) => resolve({ code: null, stdout: out, spawnError: err }));
-      child.on('close', (c) => resolve({ code: c, stdout: out }));
-      child.stdin.on('error', () => undefined);
-      child.stdin.end(server);
-    },
-  );
-  if (spawnError) {
-    throw new Error(`credential helper ${program} for ${server} could not be run: ${spawnError.message}`);
-  }
-  if (code !== 0) {
-    if (/credentials not found/i.test(stdout)) return undefined;
-    // Helpers print only an error message on failure, never the secret.
-    throw new Error(`credential helper ${program} failed for ${server}: ${stdout.trim().split('\n')[0] ?? `exit ${code}`}`);
-  }
-  let parsed: { Username?: string; Secret?: string };
-  try {
-    parsed = JSON.parse(stdout) as { Username?: string; Secret?: string };
-  } catch {
-    throw new Error(`credential helper ${program} returned invalid JSON for ${server}`);
-  }
-  if (!parsed.Secret) return undefined;
-  if (parsed.Username === '<token>') return { username: '', password: '', identityToken: parsed.Secret };
-  return { username: parsed.Username ?? '', password: parsed.Secret };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -394,24 +275,19 @@ export class Authenticator {
     if (body !== undefined) headers['content-type'] = 'application/x-www-form-urlencoded';
     else if (creds && (creds.username || creds.password)) headers.authorization = basicHeader(creds);
 
-    for (let attempt = 0; ; attempt++) {
+    const retries = new Retries(DEFAULT_RETRY);
+    for (;;) {
       let res: HttpResponse;
       try {
         res = await this.options.http.request(url, { method, headers, body });
       } catch (err) {
-        if (isNetworkError(err) && attempt < DEFAULT_RETRY.retries) {
-          await wait(backoffDelay(attempt, DEFAULT_RETRY));
-          continue;
-        }
+        if (isNetworkError(err) && (await retries.next())) continue;
         throw new RegistryError(`cannot reach token server ${url.origin} for ${registry}: ${(err as Error).message}`, registry, undefined, undefined, true, { cause: err });
       }
       const status = res.statusCode;
       if (status === 200) return parseTokenResponse(registry, await res.text());
       await res.dump();
-      if (isRetryableStatus(status) && attempt < DEFAULT_RETRY.retries) {
-        await wait(backoffDelay(attempt, DEFAULT_RETRY, parseRetryAfter(res.headers['retry-after'])));
-        continue;
-      }
+      if (isRetryableStatus(status) && (await retries.next(parseRetryAfter(res.headers['retry-after'])))) continue;
       if (method === 'POST' && (status === 404 || status === 405)) return undefined;
       if (status === 401 || status === 403) {
         throw new AuthenticationError(

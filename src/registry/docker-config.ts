@@ -1,5 +1,5 @@
-// Writing credentials the way `docker login` / `docker logout` do, so docker, skopeo, buildah
-// and builder all read the same file:
+// Docker's config.json, read for credentials and written the way `docker login` / `docker logout`
+// write it, so docker, skopeo, buildah and builder all share the same file:
 //
 //   $DOCKER_CONFIG/config.json (else ~/.docker/config.json), mode 0600, other keys kept as they are
 //   { "auths": { "127.0.0.1:5000": { "auth": base64("user:password") } } }
@@ -8,22 +8,30 @@
 // the secret goes to `docker-credential-<name> store` instead, and `auths` only records the
 // server with an empty entry, as docker does. Docker Hub is keyed `https://index.docker.io/v1/`.
 
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { DOCKER_HUB_AUTH_KEY, normaliseAuthKey, type Credentials } from './auth.js';
+import { DOCKER_HUB_AUTH_KEY, normaliseAuthKey, type CredentialStore, type Credentials } from './auth.js';
+import { eraseWithHelper, runCredentialHelper, storeWithHelper } from './credential-helper.js';
 import { DOCKER_HUB, InvalidReferenceError, normaliseRegistry } from './reference.js';
 
+/** An `auths` entry: base64 `user:password` in `auth`, or the two apart; `identitytoken` for OAuth2. */
+interface AuthEntry {
+  auth?: string;
+  username?: string;
+  password?: string;
+  identitytoken?: string;
+}
+
 type ConfigFile = Record<string, unknown> & {
-  auths?: Record<string, Record<string, unknown>>;
+  auths?: Record<string, AuthEntry & Record<string, unknown>>;
   credsStore?: string;
   credHelpers?: Record<string, string>;
 };
 
 export interface DockerConfigOptions {
-  /** The config.json to write (default: $DOCKER_CONFIG/config.json, else ~/.docker/config.json). */
+  /** The config.json (default: $DOCKER_CONFIG/config.json, else ~/.docker/config.json). */
   path?: string;
   env?: NodeJS.ProcessEnv;
 }
@@ -46,6 +54,33 @@ export function loginServer(server: string | undefined): { registry: string; key
   return { registry, key: registry === DOCKER_HUB ? DOCKER_HUB_AUTH_KEY : normaliseRegistry(registry) };
 }
 
+/**
+ * Credentials from docker's config.json (`dockerConfigPath`, or `path`). Lookup order per
+ * registry: `credHelpers[registry]`, then `credsStore`, then `auths`. A missing file means no
+ * credentials; the file is read once, on first use.
+ */
+export class DockerConfigCredentialStore implements CredentialStore {
+  readonly path: string;
+  private config: Promise<ConfigFile> | undefined;
+
+  constructor(options: DockerConfigOptions = {}) {
+    this.path = options.path ?? dockerConfigPath(options.env);
+  }
+
+  async get(registry: string): Promise<Credentials | undefined> {
+    const config = await (this.config ??= readConfig(this.path));
+    const wanted = normaliseAuthKey(registry);
+    const helper = findEntry(config.credHelpers, wanted)?.[1];
+    if (helper) return runCredentialHelper(helper, serverUrlFor(wanted, config.credHelpers));
+    if (config.credsStore) {
+      const fromStore = await runCredentialHelper(config.credsStore, serverUrlFor(wanted, config.auths));
+      if (fromStore) return fromStore;
+    }
+    const entry = findEntry(config.auths, wanted)?.[1];
+    return entry ? decodeAuthEntry(entry, this.path) : undefined;
+  }
+}
+
 /** Where `login` put the credentials. */
 export interface StoredWhere {
   path: string;
@@ -61,7 +96,7 @@ export async function saveCredentials(server: string | undefined, creds: Credent
   const auths = removeEntries(config.auths ?? {}, registry);
   const helper = helperFor(config, registry);
   if (helper) {
-    await runHelper(helper, 'store', JSON.stringify({ ServerURL: key, Username: creds.username, Secret: creds.identityToken ?? creds.password }));
+    await storeWithHelper(helper, key, creds);
     auths[key] = {};
   } else if (creds.identityToken) {
     auths[key] = { auth: Buffer.from(`${creds.username}:`).toString('base64'), identitytoken: creds.identityToken };
@@ -85,14 +120,7 @@ export async function removeCredentials(server: string | undefined, opts: Docker
   const auths = removeEntries(config.auths ?? {}, registry);
   let removed = Object.keys(auths).length !== before;
   const helper = helperFor(config, registry);
-  if (helper) {
-    try {
-      await runHelper(helper, 'erase', key);
-      removed = true;
-    } catch (err) {
-      if (!/not found/i.test((err as Error).message)) throw err;
-    }
-  }
+  if (helper && (await eraseWithHelper(helper, key))) removed = true;
   if (config.auths) {
     config.auths = auths;
     await writeConfig(path, config);
@@ -101,8 +129,33 @@ export async function removeCredentials(server: string | undefined, opts: Docker
 }
 
 function helperFor(config: ConfigFile, registry: string): string | undefined {
-  const specific = Object.entries(config.credHelpers ?? {}).find(([k]) => normaliseAuthKey(k) === registry)?.[1];
-  return specific || config.credsStore || undefined;
+  return findEntry(config.credHelpers, registry)?.[1] || config.credsStore || undefined;
+}
+
+function findEntry<T>(map: Record<string, T> | undefined, wanted: string): [string, T] | undefined {
+  if (!map) return undefined;
+  return Object.entries(map).find(([key]) => normaliseAuthKey(key) === wanted);
+}
+
+/** The server name a credential helper knows the registry by: the config's own key, else docker's default. */
+function serverUrlFor(registry: string, map: Record<string, unknown> | undefined): string {
+  const key = findEntry(map, registry)?.[0];
+  if (key) return key;
+  return registry === DOCKER_HUB ? DOCKER_HUB_AUTH_KEY : registry;
+}
+
+function decodeAuthEntry(entry: AuthEntry, path: string): Credentials | undefined {
+  let username = entry.username ?? '';
+  let password = entry.password ?? '';
+  if (entry.auth) {
+    const decoded = Buffer.from(entry.auth, 'base64').toString('utf8');
+    const colon = decoded.indexOf(':');
+    if (colon < 0) throw new Error(`invalid "auth" entry in ${path}: expected base64 of user:password`);
+    username = decoded.slice(0, colon);
+    password = decoded.slice(colon + 1);
+  }
+  if (entry.identitytoken) return { username, password, identityToken: entry.identitytoken };
+  return username || password ? { username, password } : undefined;
 }
 
 function removeEntries(auths: Record<string, Record<string, unknown>>, registry: string): Record<string, Record<string, unknown>> {
@@ -139,24 +192,5 @@ async function writeConfig(path: string, config: ConfigFile): Promise<void> {
   } catch (err) {
     await rm(tmp, { force: true });
     throw err;
-  }
-}
-
-/** `docker-credential-<helper> store|erase` with `input` on stdin. */
-async function runHelper(helper: string, verb: 'store' | 'erase', input: string): Promise<void> {
-  const program = `docker-credential-${helper}`;
-  const result = await new Promise<{ code: number | null; output: string; error?: Error }>((resolve) => {
-    const child = spawn(program, [verb], { stdio: ['pipe', 'pipe', 'pipe'], timeout: 60_000 });
-    let output = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (output += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (output += d));
-    child.on('error', (error) => resolve({ code: null, output, error }));
-    child.on('close', (code) => resolve({ code, output }));
-    child.stdin.on('error', () => undefined);
-    child.stdin.end(input);
-  });
-  if (result.error) throw new Error(`credential helper ${program} could not be run: ${result.error.message}`);
-  if (result.code !== 0) {
-    throw new Error(`credential helper ${program} ${verb} failed: ${result.output.trim().split('\n')[0] || `exit ${result.code}`}`);
   }
 }

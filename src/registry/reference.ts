@@ -5,6 +5,7 @@
 // A first path component is a registry only if it contains `.` or `:` or is `localhost`;
 // otherwise the name lives on Docker Hub.
 
+import { isSha256Digest } from '../oci/digest.js';
 import type { Digest } from '../oci/types.js';
 
 export const DOCKER_HUB = 'docker.io';
@@ -18,7 +19,6 @@ const PATH_COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
 const DOMAIN_LABEL = '(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])';
 const DOMAIN = new RegExp(`^(?:${DOMAIN_LABEL}(?:\\.${DOMAIN_LABEL})*|\\[[a-fA-F0-9:]+\\])(?::[0-9]+)?$`);
 const TAG = /^[\w][\w.-]{0,127}$/;
-const SHA256_DIGEST = /^sha256:[a-f0-9]{64}$/;
 const ANY_DIGEST = /^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/;
 const MAX_NAME_LENGTH = 255;
 
@@ -199,7 +199,7 @@ function assertTag(text: string, tag: string): void {
 }
 
 function parseDigest(text: string, value: string): Digest {
-  if (SHA256_DIGEST.test(value)) return value as Digest;
+  if (isSha256Digest(value)) return value;
   if (ANY_DIGEST.test(value) && !value.startsWith('sha256:')) {
     throw new InvalidReferenceError(text, `unsupported digest algorithm in "${value}" (only sha256 is supported)`);
   }

@@ -1,5 +1,7 @@
-// Retry policy shared by registry and token requests: transient failures (connection errors, 429,
-// 5xx) are retried with exponential backoff and full jitter; Retry-After wins when the server sends it.
+// The one retry helper of the registry client. Transient failures (connection errors, 429, 5xx)
+// are retried with exponential backoff and jitter; Retry-After wins when the server sends it.
+// `Retries` is a budget for one operation: each loop that retries (a request, a manifest read, a
+// blob push, a blob resume, a chunk resume, a token request) asks it whether another try is left.
 
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -47,13 +49,47 @@ export function parseRetryAfter(value: string | string[] | undefined, now = Date
 }
 
 /** The wait before retry number `attempt` (0-based). */
-export function backoffDelay(attempt: number, policy: RetryPolicy, retryAfterMs?: number): number {
+function backoffDelay(attempt: number, policy: RetryPolicy, retryAfterMs?: number): number {
   if (retryAfterMs !== undefined) return Math.min(retryAfterMs, policy.maxDelayMs * 3);
   const ceiling = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** attempt);
   return ceiling / 2 + Math.random() * (ceiling / 2);
 }
 
-/** Sleeps `ms`; rejects at once when `signal` fires. */
-export async function wait(ms: number, signal?: AbortSignal): Promise<void> {
-  await sleep(ms, undefined, signal ? { signal } : undefined);
+/** The retries left to one operation, and the wait before each. */
+export class Retries {
+  private used = 0;
+  private readonly limit: number;
+  private readonly signal: AbortSignal | undefined;
+
+  /** `retries` overrides the policy's count; `signal` cuts a wait short (Ctrl-C). */
+  constructor(
+    private readonly policy: RetryPolicy,
+    options: { retries?: number; signal?: AbortSignal | undefined } = {},
+  ) {
+    this.limit = options.retries ?? policy.retries;
+    this.signal = options.signal;
+  }
+
+  /** Whether another try is allowed. */
+  get left(): boolean {
+    return this.used < this.limit;
+  }
+
+  /** Waits the backoff before the next try and counts it; false, at once, when none is left. */
+  async next(retryAfterMs?: number): Promise<boolean> {
+    if (!this.left) return false;
+    await sleep(backoffDelay(this.used++, this.policy, retryAfterMs), undefined, this.signal ? { signal: this.signal } : undefined);
+    return true;
+  }
+}
+
+/** Runs `attempt` until it succeeds, retrying the failures `transient` accepts while `retries` allows. */
+export async function retrying<T>(retries: Retries, transient: (err: unknown) => boolean, attempt: () => Promise<T>): Promise<T> {
+  for (;;) {
+    try {
+      return await attempt();
+    } catch (err) {
+      if (!transient(err) || !(await retries.next())) throw err;
+    }
+  }
 }

@@ -1,10 +1,9 @@
-// Snapshotter entry points: choosing a driver, ChainIDs, mounting helpers.
+// Snapshotter entry points: choosing a driver, mounting helpers.
 
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { setAttribute } from 'fs-xattr';
-import type { Digest } from '../oci/types.js';
 import { mknod, processToken } from './exec.js';
 import { OVERLAY_OPAQUE_XATTR } from './fsutil.js';
 import { mountAll, unmountAll } from './mount.js';
@@ -105,17 +104,4 @@ async function removeProbes(root: string): Promise<void> {
 /** Start-up cleanup of a snapshot root: see LocalSnapshotter.sweep. */
 export async function sweep(root: string): Promise<SweepReport> {
   return (await createSnapshotter(root)).sweep();
-}
-
-/**
- * ChainIDs per the OCI image spec: ChainID(L0) = DiffID(L0),
- * ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln)).
- */
-export function chainIDs(diffIDs: readonly Digest[]): Digest[] {
-  const out: Digest[] = [];
-  for (const diffID of diffIDs) {
-    const prev = out[out.length - 1];
-    out.push(prev === undefined ? diffID : `sha256:${createHash('sha256').update(`${prev} ${diffID}`).digest('hex')}`);
-  }
-  return out;
 }

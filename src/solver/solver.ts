@@ -15,8 +15,6 @@ import type { CacheIndex, LayerRecord } from '../cache/cache-index.js';
 import { checksumSources, dockerignoreFilter, selectSources, type Source, type SourceFilter, type StatCache } from '../cache/checksum.js';
 import type { ContentStore } from '../cache/content-store.js';
 import {
-  canonicalJson,
-  sha256,
   type CopyAction,
   type Definition,
   type Digest,
@@ -28,8 +26,9 @@ import {
   type Vertex,
   redactCredentials,
 } from '../definition/index.js';
+import { canonicalJson, chainIDs, sha256 } from '../oci/digest.js';
 import type { RunResult, RunSpec } from '../executor/runc.js';
-import { applyLayer, chainIDs, SnapshotExistsError, withMounts, writeLayer, type Mount, type Snapshotter } from '../snapshotter/index.js';
+import { applyLayer, SnapshotExistsError, withMounts, writeLayer, type Mount, type Snapshotter } from '../snapshotter/index.js';
 import { copySources, makeFile, mkdirAll, writeScripts, type Owner } from './copy.js';
 import { download } from '../source/http.js';
 import { StepError } from './errors.js';

@@ -35,7 +35,7 @@ export class LazyRegistry {
   }
 
   private async create(): Promise<RegistryClient> {
-    const [{ RegistryClient }, { DockerConfigCredentialStore }] = await Promise.all([import('../registry/client.js'), import('../registry/auth.js')]);
+    const [{ RegistryClient }, { DockerConfigCredentialStore }] = await Promise.all([import('../registry/client.js'), import('../registry/docker-config.js')]);
     const { store, images } = this.state;
     // Manifests and configs in the content store are not fetched again.
     const contentCache: ContentCache = {

@@ -5,7 +5,7 @@ import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BlobSources, DockerConfigCredentialStore, loginServer, parseReference, removeCredentials, saveCredentials } from '../../src/registry/index.js';
+import { BlobSources, DockerConfigCredentialStore, dockerConfigPath, loginServer, parseReference, removeCredentials, saveCredentials } from '../../src/registry/index.js';
 
 let dir: string;
 beforeAll(async () => {
@@ -57,6 +57,15 @@ describe('saveCredentials / removeCredentials', () => {
     await writeFile(path, '{ not json');
     await expect(saveCredentials('ghcr.io', { username: 'u', password: 'p' }, { path })).rejects.toThrow(/cannot parse docker config/);
     expect(await readFile(path, 'utf8')).toBe('{ not json');
+    await expect(new DockerConfigCredentialStore({ path }).get('ghcr.io')).rejects.toThrow(`cannot parse docker config ${path}`);
+  });
+
+  it('reads the file login writes, as docker does: an empty one holds nothing, an empty DOCKER_CONFIG means the default', async () => {
+    const path = join(dir, 'empty.json');
+    await writeFile(path, '');
+    expect(await new DockerConfigCredentialStore({ path }).get('ghcr.io')).toBeUndefined();
+    expect(new DockerConfigCredentialStore({ env: { DOCKER_CONFIG: '' } }).path).toBe(dockerConfigPath({}));
+    expect(new DockerConfigCredentialStore({ env: { DOCKER_CONFIG: join(dir, 'd') } }).path).toBe(join(dir, 'd', 'config.json'));
   });
 });
 

@@ -10,7 +10,6 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   SnapshotExistsError,
   SnapshotNotFoundError,
-  chainIDs,
   createSnapshotter,
   isMountPoint,
   mountAll,
@@ -18,7 +17,6 @@ import {
   type LocalSnapshotter,
 } from '../../src/snapshotter/index.js';
 import { mountCommand } from '../../src/snapshotter/mount.js';
-import type { Digest } from '../../src/oci/types.js';
 import { mountsUnder } from '../helpers/cli.js';
 import { tempDir } from './helpers.js';
 
@@ -321,17 +319,5 @@ describe('overlay lowerdir length', () => {
     } finally {
       await dir.cleanup();
     }
-  });
-});
-
-describe('chainIDs', () => {
-  it('follows the OCI image spec', () => {
-    const d = (c: string): Digest => `sha256:${c.repeat(64)}`;
-    const [a, b, c] = [d('a'), d('b'), d('c')];
-    const ab: Digest = `sha256:${createHash('sha256').update(`${a} ${b}`).digest('hex')}`;
-    const abc: Digest = `sha256:${createHash('sha256').update(`${ab} ${c}`).digest('hex')}`;
-    expect(chainIDs([])).toEqual([]);
-    expect(chainIDs([a])).toEqual([a]);
-    expect(chainIDs([a, b, c])).toEqual([a, ab, abc]);
   });
 });
