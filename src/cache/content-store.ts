@@ -9,7 +9,7 @@ import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/p
 import { join } from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import type { Digest } from '../oci/types.js';
-import { isOwnerAlive, processToken } from '../snapshotter/exec.js';
+import { isOwnerAlive, processToken } from '../util/process.js';
 
 export class DigestMismatchError extends Error {
   constructor(

@@ -8,7 +8,8 @@ import { lstatSync, mkdirSync, readFileSync, rmSync, rmdirSync, unlinkSync, writ
 import { access, readFile, readdir, rm } from 'node:fs/promises';
 import { constants as osc, tmpdir } from 'node:os';
 import { join, posix, resolve } from 'node:path';
-import { CommandError, isOwnerAlive, processToken, runCommand } from '../snapshotter/exec.js';
+import { CommandError, runCommand } from '../util/command.js';
+import { isOwnerAlive, processToken } from '../util/process.js';
 import { resolveComponents, resolveInRootSync } from '../util/scoped-path.js';
 import { buildSpec, capabilitiesInMask, hostsFile, resolvConf, withDefaultEnv } from './spec.js';
 import { resolveUser } from './user.js';

@@ -36,16 +36,18 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { Duplex, Readable, type Transform } from 'node:stream';
-import { spawn } from 'node:child_process';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import tar, { type Header } from 'tar-stream';
 import { DigestCounter } from '../cache/content-store.js';
 import type { Digest } from '../oci/types.js';
-import { devMajor, devMinor, mknod } from './exec.js';
+import { commandFilter } from '../util/command.js';
 import {
   applyAttrsSync,
   copyFileKeepingHoles,
+  devMajor,
+  devMinor,
+  mknod,
   readXattrsSync,
   OVERLAY_OPAQUE_XATTR,
   OVERLAY_XATTR_PREFIX,
@@ -258,16 +260,7 @@ function decompressorFor(head: Buffer, mediaType: string): Transform | Duplex | 
 
 /** Node 20 has no zstd: use the `zstd` command (install it where zstd layers are expected). */
 function zstdDecompressor(): Duplex {
-  const child = spawn('zstd', ['-d', '-c', '-q'], { stdio: ['pipe', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const duplex = Duplex.from({ writable: child.stdin, readable: child.stdout });
-  child.on('error', (err) => duplex.destroy(new Error(`zstd layers need the zstd command: ${err.message}`)));
-  child.on('close', (code) => {
-    if (code !== 0 && code !== null) duplex.destroy(new Error(`zstd -d failed (exit ${code}): ${stderr.trim()}`));
-  });
-  duplex.on('close', () => child.kill());
-  return duplex;
+  return commandFilter('zstd', ['-d', '-c', '-q'], { missing: 'zstd layers need the zstd command', label: 'zstd -d' });
 }
 
 // --- entries ---------------------------------------------------------------------------------

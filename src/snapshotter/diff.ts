@@ -14,13 +14,14 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { ContentStore } from '../cache/content-store.js';
 import { MediaType, type Digest } from '../oci/types.js';
-import { devMajor, devMinor } from './exec.js';
 import {
   WHITEOUT_OPAQUE,
   WHITEOUT_PREFIX,
   breather,
   compareNames,
   dataRanges,
+  devMajor,
+  devMinor,
   errno,
   isOpaqueDirSync,
   isOverlayWhiteout,

@@ -18,7 +18,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { linkSync, lstatSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { chmod, mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { isOwnerAlive, processToken } from './exec.js';
+import { isOwnerAlive, processToken } from '../util/process.js';
 import { listMountPoints, settleUnmount, unmountAll } from './mount.js';
 import { breather } from './fsutil.js';
 import type { Mount, SnapshotInfo, Snapshotter, Usage } from './types.js';
