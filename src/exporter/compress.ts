@@ -21,8 +21,8 @@ import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
 import { DigestCounter, type ContentStore } from '../cache/content-store.js';
 import { canonicalJson } from '../definition/index.js';
+import { TAR_BLOCK_SIZE } from '../oci/layer.js';
 import { MediaType, type Descriptor, type Digest, type ImageManifest } from '../oci/types.js';
-import { TAR_BLOCK_SIZE } from '../snapshotter/tar-writer.js';
 import { commandFilter } from '../util/command.js';
 import type { BuiltImage } from './image.js';
 

@@ -13,6 +13,7 @@ import { closeSync, ftruncateSync, lstatSync, openSync, readSync, readdirSync, r
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { ContentStore } from '../cache/content-store.js';
+import { TAR_BLOCK_SIZE } from '../oci/layer.js';
 import { MediaType, type Digest } from '../oci/types.js';
 import {
   WHITEOUT_OPAQUE,
@@ -31,7 +32,7 @@ import {
   xattrsEqual,
 } from './fsutil.js';
 import { asLocalSnapshotter } from './store.js';
-import { TAR_BLOCK_SIZE, TarPacker, type TarEntry } from './tar-writer.js';
+import { TarPacker, type TarEntry } from './tar-writer.js';
 import type { Snapshotter } from './types.js';
 
 export interface WriteLayerOptions {
