@@ -8,7 +8,8 @@ import { lstat, mkdtemp, rm, utimes } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { CacheIndex, LayerRecord } from '../cache/cache-index.js';
-import { checksumSources, dockerignoreFilter, selectSources, type Source, type SourceFilter, type StatCache } from '../cache/checksum.js';
+import { checksumSources, type StatCache } from '../cache/checksum.js';
+import { dockerignoreFilter, type Source, type SourceFilter } from '../util/select.js';
 import type { ContentStore } from '../cache/content-store.js';
 import {
   canonicalJson,
@@ -27,13 +28,14 @@ import {
 import type { RunResult, RunSpec } from '../executor/runc.js';
 import { SnapshotExistsError } from '../snapshotter/store.js';
 import type { Snapshotter } from '../snapshotter/types.js';
-import { copySources, makeFile, mkdirAll, writeScripts, type Owner } from './copy.js';
+import { copySources, makeFile, mkdirAll, writeScripts, type Owner } from './file/copy.js';
 import { download } from '../source/http.js';
 import { StepError } from './errors.js';
-import { archiveKind, extractArchive } from './unpack.js';
+import { selectWithExclude } from './file/select.js';
+import { archiveKind, extractArchive } from './file/unpack.js';
 import type { ProgressListener } from '../progress.js';
 import { StepOutput } from './step-output.js';
-import { resolveOwner } from './users.js';
+import { resolveOwner } from './file/owner.js';
 
 /** Runs one command in a container (src/executor's RuncExecutor, or another runtime). */
 export interface Executor {
@@ -526,30 +528,4 @@ export class Solver {
 function layersInput(input: SolvedResult | undefined, v: Vertex): { cacheKey: Digest; layers: LayerRecord[] } {
   if (!input || input.kind !== 'layers') throw new StepError(v.meta, 'input 0 must be a filesystem');
   return input;
-}
-
-/**
- * Selects a copy's sources with the source's own filter (.dockerignore) and the action's
- * --exclude patterns. Exclude patterns use .dockerignore syntax and match paths relative to
- * each selected source (and the selected paths themselves).
- */
-async function selectWithExclude(
-  root: string,
-  action: CopyAction,
-  base: SourceFilter | undefined,
-): Promise<{ selected: Source[]; filter: SourceFilter | undefined }> {
-  const exclude = action.exclude ?? [];
-  if (exclude.length === 0) return { selected: await selectSources(root, action.src, base ?? {}), filter: base };
-  const own = dockerignoreFilter(exclude);
-  const first: SourceFilter = { excluded: (p) => Boolean(base?.excluded?.(p) || own?.excluded(p)), hasExceptions: Boolean(base?.hasExceptions || own?.hasExceptions) };
-  const selected = await selectSources(root, action.src, first);
-  const prefixed = dockerignoreFilter([
-    ...exclude,
-    ...selected.filter((s) => s.path !== '.').flatMap(({ path }) => exclude.map((x) => (x.startsWith('!') ? `!${path}/${x.slice(1)}` : `${path}/${x}`))),
-  ]);
-  const filter: SourceFilter = {
-    excluded: (p) => Boolean(base?.excluded?.(p) || prefixed?.excluded(p)),
-    hasExceptions: first.hasExceptions,
-  };
-  return { selected, filter };
 }

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { writeFileSync } from 'node:fs';
-import { checksumSources, dockerignoreFilter, selectSources, SourceNotFoundError, StatCache, walk } from '../../src/cache/checksum.js';
+import { checksumSources, StatCache } from '../../src/cache/checksum.js';
+import { dockerignoreFilter, selectSources, SourceNotFoundError, walk } from '../../src/util/select.js';
 
 let dir: string;
 beforeEach(async () => {

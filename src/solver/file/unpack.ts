@@ -12,9 +12,9 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import tar from 'tar-stream';
 import { mkdirAll, type Owner } from './copy.js';
-import { commandFilter } from '../util/command.js';
-import { resolveInRoot } from '../util/scoped-path.js';
-import { writeSparseSync } from '../snapshotter/fsutil.js';
+import { commandFilter } from '../../util/command.js';
+import { resolveInRoot } from '../../util/scoped-path.js';
+import { writeSparseSync } from '../../snapshotter/fsutil.js';
 
 export type ArchiveKind = 'tar' | 'gzip' | 'bzip2' | 'xz';
 
