@@ -113,7 +113,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         chainIDs,
         // A step's snapshot is unmounted while it is diffed; commit/remove wait for the unmount.
         withMounts: (mounts, fn) => withMounts(mounts, fn, { deferUnmount: true }),
-        applyLayer,
+        // The solver names the snapshot; applying it needs only where it lives.
+        applyLayer: async (_sn, key, blob, mediaType) => applyLayer(await snapshotter.layout(key), blob, mediaType),
         writeLayer,
       },
       executor,

@@ -38,7 +38,7 @@ describe.each(['overlayfs', 'native'] as const)('RUN step on %s', (kind) => {
   it('runs a command in a snapshot and records only its changes', async () => {
     await sn.prepare('x');
     const layer = await busyboxLayer();
-    await applyLayer(sn, 'x', stream(layer), MediaType.OciLayerGzip);
+    await applyLayer(await sn.layout('x'), stream(layer), MediaType.OciLayerGzip);
     await sn.commit('base', 'x');
 
     const executor = new RuncExecutor({ bundleRoot: join(dir.path, 'bundles') });

@@ -34,7 +34,7 @@ describe.each(kinds)('writeLayer (%s)', (kind) => {
     store = new ContentStore(join(dir.path, 'content'));
     await store.init();
     await sn.prepare('base');
-    await applyLayer(sn, 'base', stream(await makeLayer(base)), MediaType.OciLayerGzip);
+    await applyLayer(await sn.layout('base'), stream(await makeLayer(base)), MediaType.OciLayerGzip);
     await sn.commit('L1', 'base');
   });
   afterEach(async () => {
@@ -124,7 +124,7 @@ describe.each(kinds)('writeLayer (%s)', (kind) => {
 
     await sn.commit('L2', 'w');
     await sn.prepare('copy', 'L1');
-    const { diffID } = await applyLayer(sn, 'copy', store.read(layer.digest), layer.mediaType);
+    const { diffID } = await applyLayer(await sn.layout('copy'), store.read(layer.digest), layer.mediaType);
     expect(diffID).toBe(layer.diffID);
     await sn.commit('L2b', 'copy');
     await withMounts(await sn.view('v', 'L2b'), async (d) => {
@@ -138,7 +138,7 @@ describe.each(kinds)('writeLayer (%s)', (kind) => {
       await sn.remove('v');
       const key = 'again';
       await sn.prepare(key, 'L1');
-      await applyLayer(sn, key, store.read(layer.digest), layer.mediaType);
+      await applyLayer(await sn.layout(key), store.read(layer.digest), layer.mediaType);
       const re = await writeLayer(sn, key, store, { sourceDateEpoch: EPOCH });
       expect(await readLayer(store, re.digest)).toEqual(entries);
       expect(re.digest).toBe(layer.digest);
@@ -200,7 +200,7 @@ describe('layer compression at export', () => {
     for (const [layer, mediaType] of [[raw, MediaType.OciLayer], [gz, MediaType.OciLayerGzip], [zst, MediaType.OciLayerZstd]] as const) {
       const key = `apply-${mediaType}`;
       await sn.prepare(key);
-      const { diffID } = await applyLayer(sn, key, store.read(layer.digest), mediaType);
+      const { diffID } = await applyLayer(await sn.layout(key), store.read(layer.digest), mediaType);
       expect(diffID).toBe(raw.diffID);
       expect((await readFile(join((await sn.layout(key)).dir, 'big.bin'))).equals(big)).toBe(true);
     }
