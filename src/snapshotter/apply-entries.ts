@@ -373,14 +373,24 @@ export class Applier {
     return true;
   }
 
-  /** Resolves an existing non-directory of this tree, refusing symlinked parents. */
-  private async existingInTree(rel: string, name: string): Promise<string> {
+  /**
+   * The parents of hardlink target `rel` not yet known to be directories of this tree, each
+   * with what this tree has there; a symlink on the way is refused.
+   */
+  private *unknownParents(rel: string, name: string): Generator<{ cur: string; st: Stats | undefined }> {
     let cur = '';
     for (const c of parentOf(rel).split('/').filter(Boolean)) {
       cur = joinRel(cur, c);
       if (this.dirs.has(cur)) continue;
       const st = lstatOrUndefinedSync(join(this.root, cur));
       if (st?.isSymbolicLink()) throw new LayerSecurityError(name, `hardlink target crosses symlink ${JSON.stringify(cur)}`);
+      yield { cur, st };
+    }
+  }
+
+  /** Resolves an existing non-directory of this tree, refusing symlinked parents. */
+  private async existingInTree(rel: string, name: string): Promise<string> {
+    for (const { st } of this.unknownParents(rel, name)) {
       if (!st?.isDirectory()) throw new LayerSecurityError(name, `hardlink target ${JSON.stringify(rel)} does not exist in this layer`);
     }
     const abs = join(this.root, rel);
@@ -399,12 +409,7 @@ export class Applier {
    */
   private async existingOrCopiedUp(rel: string, name: string): Promise<string> {
     const missing = (): LayerSecurityError => new LayerSecurityError(name, `hardlink target ${JSON.stringify(rel)} does not exist`);
-    let cur = '';
-    for (const c of parentOf(rel).split('/').filter(Boolean)) {
-      cur = joinRel(cur, c);
-      if (this.dirs.has(cur)) continue;
-      const st = lstatOrUndefinedSync(join(this.root, cur));
-      if (st?.isSymbolicLink()) throw new LayerSecurityError(name, `hardlink target crosses symlink ${JSON.stringify(cur)}`);
+    for (const { cur, st } of this.unknownParents(rel, name)) {
       if (st?.isDirectory()) continue;
       if (st) throw missing(); // a whiteout or a file of this layer hides the lower dirs
       const below = await this.lowerLookup(cur);

@@ -1,5 +1,5 @@
 // Reading a layer blob: its compression told by its bytes, its diffID hashed on the way, and its
-// tar entries with their xattrs. The one place that knows tar-stream.
+// tar entries with their xattrs. The snapshotter's one place that knows tar-stream.
 //
 // tar-stream decodes PAX records as UTF-8 text, which destroys binary xattr values such as
 // security.capability, and offers no option to keep the bytes. keepBinaryXattrs therefore wraps
