@@ -1,4 +1,10 @@
-// Snapshotter entry points: choosing a driver, ChainIDs, mounting helpers.
+// The snapshotter: snapshots in containerd's sense (prepare / view / commit / remove / mounts,
+// types.ts), stored as overlayfs layers or native full copies (store.ts, overlay.ts, native.ts),
+// applying layer blobs to them safely (apply.ts) and diffing them into deterministic layer tars
+// (diff.ts). It must not know registries, images or Dockerfile syntax: it is given blobs and
+// keys, and hands back tars and directories.
+//
+// This file holds the entry points: choosing a driver, ChainIDs, mounting helpers.
 
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
