@@ -4,7 +4,7 @@
 
 import pLimit from 'p-limit';
 import { randomBytes } from 'node:crypto';
-import { lstat, mkdtemp, rm, utimes } from 'node:fs/promises';
+import { mkdtemp, rm, utimes } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { CacheIndex, LayerRecord } from '../cache/cache-index.js';
@@ -28,14 +28,11 @@ import {
 import type { RunResult, RunSpec } from '../executor/runc.js';
 import { SnapshotExistsError } from '../snapshotter/store.js';
 import type { Snapshotter } from '../snapshotter/types.js';
-import { copySources, makeFile, mkdirAll, writeScripts, type Owner } from './file/copy.js';
+import { copyAction, makeFile, mkdirAll, resolveOwner, selectWithExclude, writeScripts, type Owner } from './file/index.js';
 import { download } from '../source/http.js';
 import { StepError } from './errors.js';
-import { selectWithExclude } from './file/select.js';
-import { archiveKind, extractArchive } from './file/unpack.js';
 import type { ProgressListener } from '../progress.js';
 import { StepOutput } from './step-output.js';
-import { resolveOwner } from './file/owner.js';
 
 /** Runs one command in a container (src/executor's RuncExecutor, or another runtime). */
 export interface Executor {
@@ -345,18 +342,7 @@ export class Solver {
       } catch (err) {
         throw new StepError(v.meta, `failed to compute cache key: ${(err as Error).message}`, [], { cause: err });
       }
-      if (!action.unpack) {
-        await copySources({ srcRoot, sources, filter, destRoot: rootfs, dest: action.dest, owner, chmod: action.chmod, parents: action.parents });
-        return;
-      }
-      // ADD: archives are extracted into the destination directory, other sources copied.
-      const dest = sources.length > 1 && !action.dest.endsWith('/') ? `${action.dest}/` : action.dest;
-      for (const source of sources) {
-        const abs = source.path === '.' ? srcRoot : join(srcRoot, source.path);
-        const kind = (await lstat(abs)).isFile() ? await archiveKind(abs) : undefined;
-        if (kind) await extractArchive(abs, kind, rootfs, dest.replace(/\/+$/, '') || '/', action.chown ? owner : undefined);
-        else await copySources({ srcRoot, sources: [source], filter, destRoot: rootfs, dest, owner, chmod: action.chmod });
-      }
+      await copyAction(action, { srcRoot, sources, filter, destRoot: rootfs, owner });
     };
     if (src.kind === 'local') await doCopy(src.dir, src.filter);
     else await this.withView(src.layers, (dir) => doCopy(dir, undefined));
