@@ -113,9 +113,9 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         chainIDs,
         // A step's snapshot is unmounted while it is diffed; commit/remove wait for the unmount.
         withMounts: (mounts, fn) => withMounts(mounts, fn, { deferUnmount: true }),
-        // The solver names the snapshot; applying it needs only where it lives.
+        // The solver names the snapshot; applying and diffing need only where it lives.
         applyLayer: async (_sn, key, blob, mediaType) => applyLayer(await snapshotter.layout(key), blob, mediaType),
-        writeLayer,
+        writeLayer: async (_sn, key, store, opts) => writeLayer(await snapshotter.layout(key), store, opts),
       },
       executor,
       images,

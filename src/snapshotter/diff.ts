@@ -31,9 +31,8 @@ import {
   writeSparseSync,
   xattrsEqual,
 } from './fsutil.js';
-import { asLocalSnapshotter } from './store.js';
+import type { SnapshotLayout } from './store.js';
 import { TarPacker, type TarEntry } from './tar-writer.js';
-import type { Snapshotter } from './types.js';
 
 export interface WriteLayerOptions {
   /** SOURCE_DATE_EPOCH (seconds): later mtimes are clamped to it; whiteouts get it. */
@@ -56,20 +55,19 @@ type Change =
   | { kind: 'whiteout'; rel: string };
 
 /**
- * Stores the changes of snapshot `key` (active, or committed) against its parent as an
- * uncompressed tar layer in `store`. overlayfs: the upper dir is the diff (whiteout devices
- * become `.wh.` entries, opaque dirs `.wh..wh..opq`); native: the tree is compared with its parent's.
+ * Stores the changes of a snapshot (active, or committed; `layout` says where it lives, see
+ * LocalSnapshotter.layout) against its parent as an uncompressed tar layer in `store`.
+ * overlayfs: the upper dir is the diff (whiteout devices become `.wh.` entries, opaque dirs
+ * `.wh..wh..opq`); native: the tree is compared with its parent's.
  */
 export async function writeLayer(
-  sn: Snapshotter,
-  key: string,
+  layout: SnapshotLayout,
   store: ContentStore,
   opts: WriteLayerOptions = {},
 ): Promise<WrittenLayer> {
   const epoch = opts.sourceDateEpoch;
   if (epoch !== undefined && !(Number.isInteger(epoch) && epoch >= 0)) throw new Error(`invalid sourceDateEpoch ${epoch}`);
-  const layout = await asLocalSnapshotter(sn).layout(key);
-  if (layout.kind === 'view') throw new Error(`cannot diff view snapshot ${JSON.stringify(key)}`);
+  if (layout.kind === 'view') throw new Error(`cannot diff view snapshot ${JSON.stringify(layout.key)}`);
   const changes =
     layout.snapshotter === 'overlayfs'
       ? upperChanges(layout.dir, '', layout.parents, [])

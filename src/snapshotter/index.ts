@@ -23,8 +23,6 @@ export {
   SnapshotExistsError,
   SnapshotNotFoundError,
   SnapshotStateError,
-  asLocalSnapshotter,
-  isLocalSnapshotter,
   type LocalSnapshotter,
   type SnapshotLayout,
   type SnapshotProblem,

@@ -96,15 +96,6 @@ export interface LocalSnapshotter extends Snapshotter {
   check(): Promise<SnapshotProblem[]>;
 }
 
-export function isLocalSnapshotter(sn: Snapshotter): sn is LocalSnapshotter {
-  return typeof (sn as Partial<LocalSnapshotter>).layout === 'function';
-}
-
-export function asLocalSnapshotter(sn: Snapshotter): LocalSnapshotter {
-  if (!isLocalSnapshotter(sn)) throw new Error(`snapshotter ${sn.name} does not expose local directories`);
-  return sn;
-}
-
 export abstract class BaseSnapshotter implements LocalSnapshotter {
   abstract readonly name: 'overlayfs' | 'native';
   protected readonly metaDir: string;

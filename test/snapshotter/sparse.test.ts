@@ -61,7 +61,7 @@ describe.each(kinds)('holes (%s)', (kind) => {
       await writeFile(join(root, 'mixed'), mixed);
     });
 
-    const layer = await writeLayer(sn, 'step', store, {});
+    const layer = await writeLayer(await sn.layout('step'), store, {});
     const blob = store.path(layer.digest);
     expect((await stat(blob)).size).toBe(layer.size);
     expect(layer.size).toBeGreaterThan(SIZE);
