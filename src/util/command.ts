@@ -139,7 +139,6 @@ export function commandFilter(command: string, args: readonly string[], messages
   const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  // The output ends only after the exit status is known, so a failure at the very end fails the stage.
   const output = new PassThrough();
   child.stdout.pipe(output, { end: false });
   child.on('close', (code) => {
