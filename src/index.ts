@@ -13,5 +13,5 @@ export { canonicalJson, sha256 } from './oci/digest.js';
 export { formatPlatform, normalizePlatform, parsePlatform } from './oci/platform.js';
 export { compile, parseDockerfile, parseDockerignore, DockerfileError, type Entitlement } from './frontend/index.js';
 export { StepError } from './solver/errors.js';
-export { SourceNotFoundError } from './cache/checksum.js';
+export { SourceNotFoundError } from './util/select.js';
 export { parseReference, RegistryClient } from './registry/index.js';

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { sha256 } from '../oci/digest.js';
 import type { Digest } from '../oci/types.js';
-import { isOwnerAlive, processToken } from '../snapshotter/exec.js';
+import { isOwnerAlive, processToken } from '../util/process.js';
 
 export class DigestMismatchError extends Error {
   constructor(

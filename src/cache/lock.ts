@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, readdir, rename, rm, rmdir, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { isOwnerAlive, processToken } from '../snapshotter/exec.js';
+import { isOwnerAlive, processToken } from '../util/process.js';
 
 export interface LockOptions {
   /** How long to wait for a live owner (default ten minutes). */

@@ -17,7 +17,7 @@ import { RuncExecutor } from '../executor/runc.js';
 import { isIndexMediaType, MediaType, type Descriptor, type Digest, type ImageConfigFile, type ImageIndex, type ImageManifest } from '../oci/types.js';
 import { createSnapshotter, probeDirs } from '../snapshotter/index.js';
 import { listMountPoints } from '../snapshotter/mount.js';
-import { isOwnerAlive } from '../snapshotter/exec.js';
+import { isOwnerAlive } from '../util/process.js';
 
 export interface DoctorOptions {
   /** State directory; default as for `build()`. */

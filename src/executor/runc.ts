@@ -1,6 +1,11 @@
-// Runs one RUN step in a temporary container through runc: writes a bundle (config.json plus
-// the generated /etc files), `runc run`s it in the foreground with stdio piped to the caller,
-// and always removes the bundle and the container afterwards.
+// The executor: running one process in a temporary container through runc, for RUN steps and
+// `builder run`. It owns the bundle and its config.json (spec.ts, seccomp.ts), mounts, the user
+// (user.ts), env, network, stdio, signals and cleanup; it is handed a root filesystem and must
+// not know where it came from (snapshots, layers) nor anything of Dockerfile syntax.
+//
+// This file runs one step: it writes a bundle (config.json plus the generated /etc files),
+// `runc run`s it in the foreground with stdio piped to the caller, and always removes the
+// bundle and the container afterwards.
 
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -8,7 +13,8 @@ import { lstatSync, mkdirSync, readFileSync, rmSync, rmdirSync, unlinkSync, writ
 import { access, readFile, readdir, rm } from 'node:fs/promises';
 import { constants as osc, tmpdir } from 'node:os';
 import { join, posix, resolve } from 'node:path';
-import { CommandError, isOwnerAlive, processToken, runCommand } from '../snapshotter/exec.js';
+import { CommandError, runCommand } from '../util/command.js';
+import { isOwnerAlive, processToken } from '../util/process.js';
 import { resolveComponents, resolveInRootSync } from '../util/scoped-path.js';
 import { buildSpec, capabilitiesInMask, hostsFile, resolvConf, withDefaultEnv } from './spec.js';
 import { resolveUser } from './user.js';

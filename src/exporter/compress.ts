@@ -10,20 +10,20 @@
 // layer digests stay reproducible from machine to machine. A layer under 1 MiB is one member,
 // byte for byte what a plain gzip stream of it would be.
 
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { Duplex } from 'node:stream';
+import type { Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
 import { DigestCounter, type ContentStore } from '../cache/content-store.js';
 import { canonicalJson } from '../oci/digest.js';
+import { TAR_BLOCK_SIZE } from '../oci/layer.js';
 import { MediaType, type Descriptor, type Digest, type ImageManifest } from '../oci/types.js';
-import { TAR_BLOCK_SIZE } from '../snapshotter/tar-writer.js';
+import { commandFilter } from '../util/command.js';
 import type { BuiltImage } from './image.js';
 
 export type LayerCompression = 'gzip' | 'zstd' | 'uncompressed';
@@ -144,14 +144,5 @@ const gzipAsync = promisify(gzip) as (buf: Buffer) => Promise<Buffer>;
 
 /** zstd through the `zstd` command (Node 20 has none); multi-threaded output is deterministic. */
 function zstdCompressor(): Duplex {
-  const child = spawn('zstd', ['-3', '-T2', '-c', '-q'], { stdio: ['pipe', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const duplex = Duplex.from({ writable: child.stdin, readable: child.stdout });
-  child.on('error', (err) => duplex.destroy(new Error(`zstd compression needs the zstd command: ${err.message}`)));
-  child.on('close', (code) => {
-    if (code !== 0 && code !== null) duplex.destroy(new Error(`zstd failed (exit ${code}): ${stderr.trim()}`));
-  });
-  duplex.on('close', () => child.kill());
-  return duplex;
+  return commandFilter('zstd', ['-3', '-T2', '-c', '-q'], { missing: 'zstd compression needs the zstd command' });
 }

@@ -13,14 +13,16 @@ import { closeSync, ftruncateSync, lstatSync, openSync, readSync, readdirSync, r
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { ContentStore } from '../cache/content-store.js';
+import { TAR_BLOCK_SIZE } from '../oci/layer.js';
 import { MediaType, type Digest } from '../oci/types.js';
-import { devMajor, devMinor } from './exec.js';
 import {
   WHITEOUT_OPAQUE,
   WHITEOUT_PREFIX,
   breather,
   compareNames,
   dataRanges,
+  devMajor,
+  devMinor,
   errno,
   isOpaqueDirSync,
   isOverlayWhiteout,
@@ -29,9 +31,8 @@ import {
   writeSparseSync,
   xattrsEqual,
 } from './fsutil.js';
-import { asLocalSnapshotter } from './store.js';
-import { TAR_BLOCK_SIZE, TarPacker, type TarEntry } from './tar-writer.js';
-import type { Snapshotter } from './types.js';
+import type { SnapshotLayout } from './store.js';
+import { TarPacker, type TarEntry } from './tar-writer.js';
 
 export interface WriteLayerOptions {
   /** SOURCE_DATE_EPOCH (seconds): later mtimes are clamped to it; whiteouts get it. */
@@ -54,20 +55,19 @@ type Change =
   | { kind: 'whiteout'; rel: string };
 
 /**
- * Stores the changes of snapshot `key` (active, or committed) against its parent as an
- * uncompressed tar layer in `store`. overlayfs: the upper dir is the diff (whiteout devices
- * become `.wh.` entries, opaque dirs `.wh..wh..opq`); native: the tree is compared with its parent's.
+ * Stores the changes of a snapshot (active, or committed; `layout` says where it lives, see
+ * LocalSnapshotter.layout) against its parent as an uncompressed tar layer in `store`.
+ * overlayfs: the upper dir is the diff (whiteout devices become `.wh.` entries, opaque dirs
+ * `.wh..wh..opq`); native: the tree is compared with its parent's.
  */
 export async function writeLayer(
-  sn: Snapshotter,
-  key: string,
+  layout: SnapshotLayout,
   store: ContentStore,
   opts: WriteLayerOptions = {},
 ): Promise<WrittenLayer> {
   const epoch = opts.sourceDateEpoch;
   if (epoch !== undefined && !(Number.isInteger(epoch) && epoch >= 0)) throw new Error(`invalid sourceDateEpoch ${epoch}`);
-  const layout = await asLocalSnapshotter(sn).layout(key);
-  if (layout.kind === 'view') throw new Error(`cannot diff view snapshot ${JSON.stringify(key)}`);
+  if (layout.kind === 'view') throw new Error(`cannot diff view snapshot ${JSON.stringify(layout.key)}`);
   const changes =
     layout.snapshotter === 'overlayfs'
       ? upperChanges(layout.dir, '', layout.parents, [])

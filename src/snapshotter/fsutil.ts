@@ -26,7 +26,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { getAttributeSync, listAttributesSync, setAttributeSync } from 'fs-xattr';
-import { devMajor, devMinor, mknod } from './exec.js';
+import { runShort } from '../util/command.js';
 
 export const OVERLAY_OPAQUE_XATTR = 'trusted.overlay.opaque';
 /** overlayfs bookkeeping xattrs: never copied into or out of layers. */
@@ -266,4 +266,19 @@ export function copyFileKeepingHoles(from: string, to: string, st: Stats): void 
   } finally {
     closeSync(src);
   }
+}
+
+/** Creates a device node or fifo (Node has no mknod). */
+export async function mknod(path: string, kind: 'c' | 'b' | 'p', major = 0, minor = 0): Promise<void> {
+  const args = kind === 'p' ? [path, 'p'] : [path, kind, String(major), String(minor)];
+  await runShort('mknod', args);
+}
+
+/** Linux dev_t split (glibc's gnu_dev_major/minor), on a Number-sized rdev. */
+export function devMajor(rdev: number): number {
+  return ((Math.floor(rdev / 2 ** 8) & 0xfff) | (Math.floor(rdev / 2 ** 32) & 0xfffff000)) >>> 0;
+}
+
+export function devMinor(rdev: number): number {
+  return ((rdev & 0xff) | (Math.floor(rdev / 2 ** 12) & 0xffffff00)) >>> 0;
 }

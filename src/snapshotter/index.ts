@@ -1,11 +1,17 @@
-// Snapshotter entry points: choosing a driver, mounting helpers.
+// The snapshotter: snapshots in containerd's sense (prepare / view / commit / remove / mounts,
+// types.ts), stored as overlayfs layers or native full copies (store.ts, overlay.ts, native.ts),
+// applying layer blobs to them safely (apply.ts) and diffing them into deterministic layer tars
+// (diff.ts). It must not know registries, images or Dockerfile syntax: it is given blobs and
+// keys, and hands back tars and directories.
+//
+// This file holds the entry points: choosing a driver, mounting helpers.
 
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { setAttribute } from 'fs-xattr';
-import { mknod, processToken } from './exec.js';
-import { OVERLAY_OPAQUE_XATTR } from './fsutil.js';
+import { processToken } from '../util/process.js';
+import { mknod, OVERLAY_OPAQUE_XATTR } from './fsutil.js';
 import { mountAll, unmountAll } from './mount.js';
 import { NativeSnapshotter } from './native.js';
 import { OVERLAY_OPTIONS, OverlaySnapshotter } from './overlay.js';
@@ -16,8 +22,6 @@ export {
   SnapshotExistsError,
   SnapshotNotFoundError,
   SnapshotStateError,
-  asLocalSnapshotter,
-  isLocalSnapshotter,
   type LocalSnapshotter,
   type SnapshotLayout,
   type SnapshotProblem,

@@ -11,7 +11,8 @@ import { mkdirSync, mkdtempSync, rmdirSync } from 'node:fs';
 import { realpath } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, sep } from 'node:path';
-import { processToken, runShort } from './exec.js';
+import { runShort } from '../util/command.js';
+import { processToken } from '../util/process.js';
 import type { Mount } from './types.js';
 
 /** Mount data is copied into one page; keep room for the kernel's own NUL. */

@@ -18,7 +18,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { linkSync, lstatSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { chmod, mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { isOwnerAlive, processToken } from './exec.js';
+import { isOwnerAlive, processToken } from '../util/process.js';
 import { listMountPoints, settleUnmount, unmountAll } from './mount.js';
 import { breather } from './fsutil.js';
 import type { Mount, SnapshotInfo, Snapshotter, Usage } from './types.js';
@@ -94,15 +94,6 @@ export interface LocalSnapshotter extends Snapshotter {
   sweep(): Promise<SweepReport>;
   /** Reports, without changing anything, what sweep() would remove and snapshots that lost their data. */
   check(): Promise<SnapshotProblem[]>;
-}
-
-export function isLocalSnapshotter(sn: Snapshotter): sn is LocalSnapshotter {
-  return typeof (sn as Partial<LocalSnapshotter>).layout === 'function';
-}
-
-export function asLocalSnapshotter(sn: Snapshotter): LocalSnapshotter {
-  if (!isLocalSnapshotter(sn)) throw new Error(`snapshotter ${sn.name} does not expose local directories`);
-  return sn;
 }
 
 export abstract class BaseSnapshotter implements LocalSnapshotter {

@@ -5,6 +5,7 @@
 // security.capability, which tar-stream would mangle through UTF-8 strings.
 
 import { closeSync, openSync, readSync } from 'node:fs';
+import { TAR_BLOCK_SIZE } from '../oci/layer.js';
 
 export type TarEntryType = 'file' | 'link' | 'symlink' | 'char' | 'block' | 'dir' | 'fifo';
 
@@ -50,9 +51,6 @@ export class FileChangedError extends Error {
     this.name = 'FileChangedError';
   }
 }
-
-/** Bytes per block handed on by TarPacker (also the gzip member size, so blocks map 1:1). */
-export const TAR_BLOCK_SIZE = 1024 * 1024;
 
 /**
  * Serialises tar entries into blocks of `blockSize` bytes (the last one shorter), handed to

@@ -8,11 +8,12 @@
 
 import pLimit from 'p-limit';
 import { randomBytes } from 'node:crypto';
-import { lstat, mkdtemp, rm, utimes } from 'node:fs/promises';
+import { mkdtemp, rm, utimes } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { CacheIndex, LayerRecord } from '../cache/cache-index.js';
-import { checksumSources, dockerignoreFilter, selectSources, type Source, type SourceFilter, type StatCache } from '../cache/checksum.js';
+import { checksumSources, type StatCache } from '../cache/checksum.js';
+import { dockerignoreFilter, type Source, type SourceFilter } from '../util/select.js';
 import type { ContentStore } from '../cache/content-store.js';
 import {
   type CopyAction,
@@ -28,14 +29,12 @@ import {
 } from '../definition/index.js';
 import { canonicalJson, chainIDs, sha256 } from '../oci/digest.js';
 import type { RunResult, RunSpec } from '../executor/runc.js';
-import { applyLayer, SnapshotExistsError, withMounts, writeLayer, type Mount, type Snapshotter } from '../snapshotter/index.js';
-import { copySources, makeFile, mkdirAll, writeScripts, type Owner } from './copy.js';
+import { applyLayer, SnapshotExistsError, withMounts, writeLayer, type LocalSnapshotter, type Mount } from '../snapshotter/index.js';
+import { copyAction, makeFile, mkdirAll, resolveOwner, selectWithExclude, writeScripts, type Owner } from './file/index.js';
 import { download } from '../source/http.js';
 import { StepError } from './errors.js';
-import { archiveKind, extractArchive } from './unpack.js';
 import { track, type ProgressListener } from '../progress.js';
 import { StepOutput } from './step-output.js';
-import { resolveOwner } from './users.js';
 
 /** Runs one command in a container (src/executor's RuncExecutor, or another runtime). */
 export interface Executor {
@@ -52,8 +51,11 @@ export interface ImageSource {
 export interface SolverOptions {
   store: ContentStore;
   cache: CacheIndex;
-  /** Where filesystems are unpacked and changed; layers go in and out through src/snapshotter's apply and diff. */
-  snapshotter: Snapshotter;
+  /**
+   * Where filesystems are unpacked and changed; layers go in and out through src/snapshotter's
+   * apply and diff, which work on a snapshot's directories (its layout).
+   */
+  snapshotter: LocalSnapshotter;
   executor: Executor;
   images: ImageSource;
   /** Directories of `local` sources, by name (`context`). */
@@ -353,18 +355,7 @@ export class Solver {
       } catch (err) {
         throw new StepError(v.meta, `failed to compute cache key: ${(err as Error).message}`, [], { cause: err });
       }
-      if (!action.unpack) {
-        await copySources({ srcRoot, sources, filter, destRoot: rootfs, dest: action.dest, owner, chmod: action.chmod, parents: action.parents });
-        return;
-      }
-      // ADD: archives are extracted into the destination directory, other sources copied.
-      const dest = sources.length > 1 && !action.dest.endsWith('/') ? `${action.dest}/` : action.dest;
-      for (const source of sources) {
-        const abs = source.path === '.' ? srcRoot : join(srcRoot, source.path);
-        const kind = (await lstat(abs)).isFile() ? await archiveKind(abs) : undefined;
-        if (kind) await extractArchive(abs, kind, rootfs, dest.replace(/\/+$/, '') || '/', action.chown ? owner : undefined);
-        else await copySources({ srcRoot, sources: [source], filter, destRoot: rootfs, dest, owner, chmod: action.chmod });
-      }
+      await copyAction(action, { srcRoot, sources, filter, destRoot: rootfs, owner });
     };
     if (src.kind === 'local') await doCopy(src.dir, src.filter);
     else await this.withView(src.layers, (dir) => doCopy(dir, undefined));
@@ -431,7 +422,7 @@ export class Solver {
     try {
       await this.mounted(mounts, change);
       this.opts.signal?.throwIfAborted();
-      const layer = await writeLayer(sn, key, this.opts.store, { sourceDateEpoch: this.opts.sourceDateEpoch });
+      const layer = await writeLayer(await sn.layout(key), this.opts.store, { sourceDateEpoch: this.opts.sourceDateEpoch });
       // A step that changed nothing still adds its (empty) layer, as in BuildKit's images.
       const { empty: _empty, ...record } = layer;
       const layers = [...parent, record];
@@ -473,7 +464,7 @@ export class Solver {
           const key = `extract-${randomBytes(8).toString('hex')}`;
           await sn.prepare(key, parent);
           try {
-            const { diffID } = await applyLayer(sn, key, store.read(layer.digest), layer.mediaType);
+            const { diffID } = await applyLayer(await sn.layout(key), store.read(layer.digest), layer.mediaType);
             if (diffID !== layer.diffID) throw new Error(`layer ${layer.digest}: uncompressed digest ${diffID} does not match ${layer.diffID}`);
             if (!(await this.commit(name, key))) await sn.remove(key);
           } catch (err) {
@@ -550,30 +541,4 @@ function ancestry(def: Definition, root: Digest): Set<Digest> {
 function layersInput(input: SolvedResult | undefined, v: Vertex): { cacheKey: Digest; layers: LayerRecord[] } {
   if (!input || input.kind !== 'layers') throw new StepError(v.meta, 'input 0 must be a filesystem');
   return input;
-}
-
-/**
- * Selects a copy's sources with the source's own filter (.dockerignore) and the action's
- * --exclude patterns. Exclude patterns use .dockerignore syntax and match paths relative to
- * each selected source (and the selected paths themselves).
- */
-async function selectWithExclude(
-  root: string,
-  action: CopyAction,
-  base: SourceFilter | undefined,
-): Promise<{ selected: Source[]; filter: SourceFilter | undefined }> {
-  const exclude = action.exclude ?? [];
-  if (exclude.length === 0) return { selected: await selectSources(root, action.src, base ?? {}), filter: base };
-  const own = dockerignoreFilter(exclude);
-  const first: SourceFilter = { excluded: (p) => Boolean(base?.excluded?.(p) || own?.excluded(p)), hasExceptions: Boolean(base?.hasExceptions || own?.hasExceptions) };
-  const selected = await selectSources(root, action.src, first);
-  const prefixed = dockerignoreFilter([
-    ...exclude,
-    ...selected.filter((s) => s.path !== '.').flatMap(({ path }) => exclude.map((x) => (x.startsWith('!') ? `!${path}/${x.slice(1)}` : `${path}/${x}`))),
-  ]);
-  const filter: SourceFilter = {
-    excluded: (p) => Boolean(base?.excluded?.(p) || prefixed?.excluded(p)),
-    hasExceptions: first.hasExceptions,
-  };
-  return { selected, filter };
 }

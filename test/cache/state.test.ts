@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import { openState } from '../../src/cache/state.js';
-import { processToken } from '../../src/snapshotter/exec.js';
+import { processToken } from '../../src/util/process.js';
 
 let root: string;
 beforeEach(async () => {

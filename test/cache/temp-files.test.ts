@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import { removeTemporaryFiles } from '../../src/cache/temp-files.js';
-import { processToken } from '../../src/snapshotter/exec.js';
+import { processToken } from '../../src/util/process.js';
 
 /** This process's start time, as named in its temporary files (a live writer's are kept). */
 const ownStart = (): string => processToken().split('.')[1]!;

@@ -38,7 +38,7 @@ describe.each(['overlayfs', 'native'] as const)('RUN step on %s', (kind) => {
   it('runs a command in a snapshot and records only its changes', async () => {
     await sn.prepare('x');
     const layer = await busyboxLayer();
-    await applyLayer(sn, 'x', stream(layer), MediaType.OciLayerGzip);
+    await applyLayer(await sn.layout('x'), stream(layer), MediaType.OciLayerGzip);
     await sn.commit('base', 'x');
 
     const executor = new RuncExecutor({ bundleRoot: join(dir.path, 'bundles') });
@@ -57,7 +57,7 @@ describe.each(['overlayfs', 'native'] as const)('RUN step on %s', (kind) => {
       expect(r.exitCode).toBe(0);
     });
     expect(out).toBe('done\n');
-    const diff = await writeLayer(sn, 'run', store, { sourceDateEpoch: 0 });
+    const diff = await writeLayer(await sn.layout('run'), store, { sourceDateEpoch: 0 });
     const names = (await readLayer(store, diff.digest)).map((e) => e.name);
     // No /proc, /dev, /sys or /etc/hosts stubs: only the step's own changes.
     expect(names).toEqual(['app/', 'app/data/', 'etc/', 'etc/.wh.passwd', 'hello']);
@@ -68,6 +68,6 @@ describe.each(['overlayfs', 'native'] as const)('RUN step on %s', (kind) => {
       const r = await executor.run({ rootfs, args: ['sh', '-c', 'cat /etc/hosts >/dev/null'], env: [], cwd: '/', user: '', network: 'none', stdout: () => undefined, stderr: () => undefined });
       expect(r.exitCode).toBe(0);
     });
-    expect((await writeLayer(sn, 'noop', store)).empty).toBe(true);
+    expect((await writeLayer(await sn.layout('noop'), store)).empty).toBe(true);
   });
 });

@@ -56,7 +56,7 @@ describe('layer compression at export', () => {
       await writeFile(join(d, 'big.bin'), big);
       await writeFile(join(d, 'small.txt'), 'small');
     });
-    const raw = await writeLayer(sn, 'w', store, { sourceDateEpoch: EPOCH });
+    const raw = await writeLayer(await sn.layout('w'), store, { sourceDateEpoch: EPOCH });
     expect(raw.digest).toBe(raw.diffID);
     expect(raw.size).toBe(await store.size(raw.digest));
     const gz = await compressBlob(store, raw.digest, 'gzip');
@@ -67,7 +67,7 @@ describe('layer compression at export', () => {
     for (const [layer, mediaType] of [[raw, MediaType.OciLayer], [gz, MediaType.OciLayerGzip], [zst, MediaType.OciLayerZstd]] as const) {
       const key = `apply-${mediaType}`;
       await sn.prepare(key);
-      const { diffID } = await applyLayer(sn, key, store.read(layer.digest), mediaType);
+      const { diffID } = await applyLayer(await sn.layout(key), store.read(layer.digest), mediaType);
       expect(diffID).toBe(raw.diffID);
       expect((await readFile(join((await sn.layout(key)).dir, 'big.bin'))).equals(big)).toBe(true);
     }

@@ -61,7 +61,7 @@ describe.each(kinds)('applyLayer (%s)', (kind) => {
   async function commitLayer(name: string, parent: string | undefined, entries: TestEntry[]): Promise<void> {
     const key = `extract-${name}`;
     await sn.prepare(key, parent);
-    await applyLayer(sn, key, stream(await makeLayer(entries)), MediaType.OciLayerGzip);
+    await applyLayer(await sn.layout(key), stream(await makeLayer(entries)), MediaType.OciLayerGzip);
     await sn.commit(name, key);
   }
 
@@ -69,7 +69,7 @@ describe.each(kinds)('applyLayer (%s)', (kind) => {
     await commitLayer('L1', undefined, baseLayer);
     await sn.prepare('x2', 'L1');
     const tarBytes = await makeTar(topLayer);
-    const { diffID } = await applyLayer(sn, 'x2', stream(await makeLayer(topLayer)), MediaType.OciLayerGzip);
+    const { diffID } = await applyLayer(await sn.layout('x2'), stream(await makeLayer(topLayer)), MediaType.OciLayerGzip);
     expect(diffID).toBe(`sha256:${createHash('sha256').update(tarBytes).digest('hex')}`);
     await sn.commit('L2', 'x2');
 
@@ -122,13 +122,13 @@ describe.each(kinds)('applyLayer (%s)', (kind) => {
   it('reads plain tar and zstd layers', async () => {
     const tarBytes = await makeTar([{ name: 'a.txt', content: 'plain' }]);
     await sn.prepare('p');
-    const plain = await applyLayer(sn, 'p', stream(tarBytes), MediaType.OciLayer);
+    const plain = await applyLayer(await sn.layout('p'), stream(tarBytes), MediaType.OciLayer);
     expect(plain.diffID).toBe(`sha256:${createHash('sha256').update(tarBytes).digest('hex')}`);
     expect(await readFile(join((await sn.layout('p')).dir, 'a.txt'), 'utf8')).toBe('plain');
 
     const zst = execFileSync('zstd', ['-q', '-c'], { input: tarBytes });
     await sn.prepare('z');
-    const z = await applyLayer(sn, 'z', stream(zst), MediaType.OciLayerZstd);
+    const z = await applyLayer(await sn.layout('z'), stream(zst), MediaType.OciLayerZstd);
     expect(z.diffID).toBe(plain.diffID);
     expect(await readFile(join((await sn.layout('z')).dir, 'a.txt'), 'utf8')).toBe('plain');
   });
@@ -137,7 +137,7 @@ describe.each(kinds)('applyLayer (%s)', (kind) => {
     await sn.prepare('c');
     const good = await makeLayer([{ name: 'a.txt', content: 'x'.repeat(10000) }]);
     const bad = Buffer.concat([good.subarray(0, 30), Buffer.alloc(40, 7), good.subarray(70)]);
-    await expect(applyLayer(sn, 'c', stream(bad), MediaType.OciLayerGzip)).rejects.toThrow();
+    await expect(applyLayer(await sn.layout('c'), stream(bad), MediaType.OciLayerGzip)).rejects.toThrow();
   });
 
   describe('hostile layers', () => {
@@ -158,7 +158,7 @@ describe.each(kinds)('applyLayer (%s)', (kind) => {
       const key = `hostile-${Math.random()}`;
       await sn.prepare(key, 'L1');
       const real = entries.map((e) => (e.linkname === outsidePlaceholder ? { ...e, linkname: outside } : e));
-      return applyLayer(sn, key, stream(await makeLayer(real)), MediaType.OciLayerGzip).then(
+      return applyLayer(await sn.layout(key), stream(await makeLayer(real)), MediaType.OciLayerGzip).then(
         () => undefined,
         (err: unknown) => err,
       );
@@ -193,7 +193,7 @@ describe.each(kinds)('applyLayer (%s)', (kind) => {
 
     it('takes absolute names relative to the root, as containerd does', async () => {
       await sn.prepare('abs', 'L1');
-      await applyLayer(sn, 'abs', stream(await makeLayer([{ name: '/abs/file', content: 'inside' }, { name: '/plain/../top', content: 't' }])), MediaType.OciLayerGzip);
+      await applyLayer(await sn.layout('abs'), stream(await makeLayer([{ name: '/abs/file', content: 'inside' }, { name: '/plain/../top', content: 't' }])), MediaType.OciLayerGzip);
       const upper = (await sn.layout('abs')).dir;
       expect(await readFile(join(upper, 'abs/file'), 'utf8')).toBe('inside');
       expect(await readFile(join(upper, 'top'), 'utf8')).toBe('t');
@@ -203,8 +203,7 @@ describe.each(kinds)('applyLayer (%s)', (kind) => {
     it('replaces a planted symlink instead of writing through it', async () => {
       await sn.prepare('plant', 'L1');
       await applyLayer(
-        sn,
-        'plant',
+        await sn.layout('plant'),
         stream(await makeLayer([{ name: 's', type: 'symlink', linkname: join(outside, 'secret') }, { name: 's', content: 'replaced' }, { name: 'evil', content: 'now a file' }])),
         MediaType.OciLayerGzip,
       );

@@ -339,7 +339,7 @@ describe.each(kinds)('layer corpus (%s)', (kind) => {
     await writeFile(join(outside, 'secret'), 'keep me');
     sn = await createSnapshotter(join(dir.path, 'root'), kind);
     await sn.prepare('x');
-    await applyLayer(sn, 'x', stream(gzipSync(await makeTar(LOWER.map(resolveOutside)))), MediaType.OciLayerGzip);
+    await applyLayer(await sn.layout('x'), stream(gzipSync(await makeTar(LOWER.map(resolveOutside)))), MediaType.OciLayerGzip);
     await sn.commit('L1', 'x');
   });
   afterAll(async () => {
@@ -357,7 +357,7 @@ describe.each(kinds)('layer corpus (%s)', (kind) => {
     const key = `case-${id}`;
     await sn.prepare(key, 'L1');
     const warnings: string[] = [];
-    const applied = applyLayer(sn, key, stream(gzipSync(tarBytes)), MediaType.OciLayerGzip, { onWarning: (w) => warnings.push(w), layerName: `corpus/${id}` });
+    const applied = applyLayer(await sn.layout(key), stream(gzipSync(tarBytes)), MediaType.OciLayerGzip, { onWarning: (w) => warnings.push(w), layerName: `corpus/${id}` });
     try {
       if (c.outcome instanceof RegExp) {
         const err = await applied.then(() => undefined, (e: unknown) => e);
@@ -383,10 +383,10 @@ describe.each(kinds)('layer corpus (%s)', (kind) => {
     const tarBytes = await makeTar([{ name: 'a', content: 'a' }]);
     const good = `sha256:${createHash('sha256').update(tarBytes).digest('hex')}` as Digest;
     await sn.prepare('digest-ok', 'L1');
-    expect((await applyLayer(sn, 'digest-ok', stream(gzipSync(tarBytes)), MediaType.OciLayerGzip, { diffID: good })).diffID).toBe(good);
+    expect((await applyLayer(await sn.layout('digest-ok'), stream(gzipSync(tarBytes)), MediaType.OciLayerGzip, { diffID: good })).diffID).toBe(good);
     await sn.prepare('digest-bad', 'L1');
     const wrong = `sha256:${'0'.repeat(64)}` as Digest;
-    const err = await applyLayer(sn, 'digest-bad', stream(gzipSync(tarBytes)), MediaType.OciLayerGzip, { diffID: wrong, layerName: 'sha256:abc' }).catch((e: unknown) => e);
+    const err = await applyLayer(await sn.layout('digest-bad'), stream(gzipSync(tarBytes)), MediaType.OciLayerGzip, { diffID: wrong, layerName: 'sha256:abc' }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(DiffIDMismatchError);
     expect((err as Error).message).toBe(`layer sha256:abc: uncompressed digest ${good} does not match diff_id ${wrong}`);
   });
@@ -399,7 +399,7 @@ describe.each(kinds)('layer corpus (%s)', (kind) => {
     await writeFile(join(blobDir, hex), blob);
     const { createReadStream } = await import('node:fs');
     await sn.prepare('named', 'L1');
-    const err = await applyLayer(sn, 'named', createReadStream(join(blobDir, hex)), MediaType.OciLayerGzip).catch((e: unknown) => e);
+    const err = await applyLayer(await sn.layout('named'), createReadStream(join(blobDir, hex)), MediaType.OciLayerGzip).catch((e: unknown) => e);
     expect((err as Error).message).toBe(`layer sha256:${hex}: refusing layer entry "../escape": path "../escape" escapes the root through ".."`);
   });
 });

@@ -32,7 +32,7 @@ describe.each(kinds)('writeLayer (%s)', (kind) => {
     store = new ContentStore(join(dir.path, 'content'));
     await store.init();
     await sn.prepare('base');
-    await applyLayer(sn, 'base', stream(await makeLayer(base)), MediaType.OciLayerGzip);
+    await applyLayer(await sn.layout('base'), stream(await makeLayer(base)), MediaType.OciLayerGzip);
     await sn.commit('L1', 'base');
   });
   afterEach(async () => {
@@ -54,7 +54,7 @@ describe.each(kinds)('writeLayer (%s)', (kind) => {
 
   it('emits additions, modifications, whiteouts and replaced dirs', async () => {
     await change('w');
-    const layer = await writeLayer(sn, 'w', store, { sourceDateEpoch: EPOCH });
+    const layer = await writeLayer(await sn.layout('w'), store, { sourceDateEpoch: EPOCH });
     // Stored uncompressed: the blob is the tar the diffID names.
     expect(layer.mediaType).toBe(MediaType.OciLayer);
     expect(layer.digest).toBe(layer.diffID);
@@ -81,17 +81,17 @@ describe.each(kinds)('writeLayer (%s)', (kind) => {
 
   it('is deterministic', async () => {
     await change('w1');
-    const first = await writeLayer(sn, 'w1', store, { sourceDateEpoch: EPOCH });
-    const again = await writeLayer(sn, 'w1', store, { sourceDateEpoch: EPOCH });
+    const first = await writeLayer(await sn.layout('w1'), store, { sourceDateEpoch: EPOCH });
+    const again = await writeLayer(await sn.layout('w1'), store, { sourceDateEpoch: EPOCH });
     await change('w2');
-    const second = await writeLayer(sn, 'w2', store, { sourceDateEpoch: EPOCH });
+    const second = await writeLayer(await sn.layout('w2'), store, { sourceDateEpoch: EPOCH });
     expect(again).toEqual(first);
     expect(second).toEqual(first);
   });
 
   it('reports an empty diff and stores it as the empty tar (BuildKit keeps such layers)', async () => {
     await sn.prepare('nothing', 'L1');
-    const layer = await writeLayer(sn, 'nothing', store);
+    const layer = await writeLayer(await sn.layout('nothing'), store);
     expect(layer.empty).toBe(true);
     // Two zero blocks: the empty tar every tool gives the same digest.
     expect(layer.size).toBe(1024);
@@ -110,7 +110,7 @@ describe.each(kinds)('writeLayer (%s)', (kind) => {
       await setAttribute(join(d, 'caps'), 'user.note', Buffer.from([1, 2, 3, 0, 255]));
       await symlink('a.txt', join(d, 'sym'));
     });
-    const layer = await writeLayer(sn, 'w', store, { sourceDateEpoch: EPOCH });
+    const layer = await writeLayer(await sn.layout('w'), store, { sourceDateEpoch: EPOCH });
     const entries = await readLayer(store, layer.digest);
     const byName = new Map(entries.map((e) => [e.name, e]));
     expect(byName.get(long)).toMatchObject({ type: 'file', content: 'long' });
@@ -122,7 +122,7 @@ describe.each(kinds)('writeLayer (%s)', (kind) => {
 
     await sn.commit('L2', 'w');
     await sn.prepare('copy', 'L1');
-    const { diffID } = await applyLayer(sn, 'copy', store.read(layer.digest), layer.mediaType);
+    const { diffID } = await applyLayer(await sn.layout('copy'), store.read(layer.digest), layer.mediaType);
     expect(diffID).toBe(layer.diffID);
     await sn.commit('L2b', 'copy');
     await withMounts(await sn.view('v', 'L2b'), async (d) => {
@@ -136,8 +136,8 @@ describe.each(kinds)('writeLayer (%s)', (kind) => {
       await sn.remove('v');
       const key = 'again';
       await sn.prepare(key, 'L1');
-      await applyLayer(sn, key, store.read(layer.digest), layer.mediaType);
-      const re = await writeLayer(sn, key, store, { sourceDateEpoch: EPOCH });
+      await applyLayer(await sn.layout(key), store.read(layer.digest), layer.mediaType);
+      const re = await writeLayer(await sn.layout(key), store, { sourceDateEpoch: EPOCH });
       expect(await readLayer(store, re.digest)).toEqual(entries);
       expect(re.digest).toBe(layer.digest);
     }

@@ -61,7 +61,7 @@ describe.each(kinds)('holes (%s)', (kind) => {
       await writeFile(join(root, 'mixed'), mixed);
     });
 
-    const layer = await writeLayer(sn, 'step', store, {});
+    const layer = await writeLayer(await sn.layout('step'), store, {});
     const blob = store.path(layer.digest);
     expect((await stat(blob)).size).toBe(layer.size);
     expect(layer.size).toBeGreaterThan(SIZE);
@@ -81,7 +81,7 @@ describe.each(kinds)('holes (%s)', (kind) => {
 
     // Unpacking the stored layer (as for a pulled base image) keeps the holes too.
     await sn.prepare('unpacked');
-    const { diffID } = await applyLayer(sn, 'unpacked', store.read(layer.digest), MediaType.OciLayer);
+    const { diffID } = await applyLayer(await sn.layout('unpacked'), store.read(layer.digest), MediaType.OciLayer);
     expect(diffID).toBe(layer.diffID);
     expect((await sn.usage('unpacked')).size).toBeLessThan(mixed.length + MiB);
     const fs = (await sn.layout('unpacked')).dir;

@@ -162,7 +162,8 @@ async function solve(text: string, executor = new FakeExecutor()) {
 
 /** The file at `path` in the filesystem of `layers` (unpacked by the solver into committed snapshots). */
 async function readIn(layers: LayerRecord[], path: string): Promise<string> {
-  const { chainIDs, withMounts } = await import('../../src/snapshotter/index.js');
+  const { withMounts } = await import('../../src/snapshotter/index.js');
+  const { chainIDs } = await import('../../src/oci/digest.js');
   const key = `test-view-${Math.random().toString(16).slice(2)}`;
   const mounts = await snapshotter.view(key, chainIDs(layers.map((l) => l.diffID)).at(-1));
   try {

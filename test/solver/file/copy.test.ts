@@ -2,9 +2,9 @@ import { link, lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, stat, sym
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { selectSources } from '../../src/cache/checksum.js';
-import { copySources } from '../../src/solver/copy.js';
-import { resolveInRoot } from '../../src/util/scoped-path.js';
+import { selectSources } from '../../../src/util/select.js';
+import { copySources } from '../../../src/solver/file/copy.js';
+import { resolveInRoot } from '../../../src/util/scoped-path.js';
 
 let src: string;
 let dest: string;

@@ -4,17 +4,17 @@
 // are cleaned, parents that are symlinks are resolved inside the root (resolveInRoot), hardlinks
 // must point inside the root, and device nodes are skipped.
 
-import { spawn } from 'node:child_process';
 import { createReadStream } from 'node:fs';
 import { chmod, lchown, link, lstat, lutimes, mkdir, open, rm, symlink, utimes } from 'node:fs/promises';
 import { join, posix } from 'node:path';
-import { Duplex, Readable } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import tar from 'tar-stream';
 import { mkdirAll, type Owner } from './copy.js';
-import { resolveInRoot } from '../util/scoped-path.js';
-import { writeSparseSync } from '../snapshotter/fsutil.js';
+import { commandFilter } from '../../util/command.js';
+import { resolveInRoot } from '../../util/scoped-path.js';
+import { writeSparseSync } from '../../snapshotter/fsutil.js';
 
 export type ArchiveKind = 'tar' | 'gzip' | 'bzip2' | 'xz';
 
@@ -38,15 +38,7 @@ export async function archiveKind(path: string): Promise<ArchiveKind | undefined
 
 /** bzip2 and xz through their commands (Node has no decoder for them). */
 function commandDecompressor(command: string): Duplex {
-  const child = spawn(command, ['-d', '-c', '-q'], { stdio: ['pipe', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const duplex = Duplex.from({ writable: child.stdin, readable: child.stdout });
-  child.on('error', (err) => duplex.destroy(new Error(`ADD of a ${command} archive needs the ${command} command: ${err.message}`)));
-  child.on('close', (code) => {
-    if (code !== 0 && code !== null) duplex.destroy(new Error(`${command} -d failed (exit ${code}): ${stderr.trim()}`));
-  });
-  return duplex;
+  return commandFilter(command, ['-d', '-c', '-q'], { missing: `ADD of a ${command} archive needs the ${command} command`, label: `${command} -d` });
 }
 
 /**

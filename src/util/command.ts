@@ -1,8 +1,11 @@
-// Runs the few system commands Node has no syscall for (mount, umount, mknod).
+// Running other programs: a command to completion (runCommand), short system commands through
+// one long-lived shell (runShort: mount, umount, mknod, which Node has no syscall for), and a
+// command as a stream stage (commandFilter: the compressors Node 20 lacks). Every failure is a
+// CommandError or an Error naming the command, its exit code and its stderr.
+// Knows nothing of what the commands are for.
 
 import { execFile, spawn, type ChildProcessByStdio } from 'node:child_process';
-import type { Readable, Writable } from 'node:stream';
-import { readFileSync } from 'node:fs';
+import { Duplex, PassThrough, type Readable, type Writable } from 'node:stream';
 
 export class CommandError extends Error {
   constructor(
@@ -125,46 +128,27 @@ class CommandShell {
   }
 }
 
-/** Creates a device node or fifo (Node has no mknod). */
-export async function mknod(path: string, kind: 'c' | 'b' | 'p', major = 0, minor = 0): Promise<void> {
-  const args = kind === 'p' ? [path, 'p'] : [path, kind, String(major), String(minor)];
-  await runShort('mknod', args);
-}
-
-/** Linux dev_t split (glibc's gnu_dev_major/minor), on a Number-sized rdev. */
-export function devMajor(rdev: number): number {
-  return ((Math.floor(rdev / 2 ** 8) & 0xfff) | (Math.floor(rdev / 2 ** 32) & 0xfffff000)) >>> 0;
-}
-
-export function devMinor(rdev: number): number {
-  return ((rdev & 0xff) | (Math.floor(rdev / 2 ** 12) & 0xffffff00)) >>> 0;
-}
-
-/** Start time of a process in clock ticks since boot (/proc/PID/stat field 22), if it exists. */
-function processStartTime(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // The command name (field 2) may contain spaces and parens: count fields after the last ')'.
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
-  } catch {
-    return undefined;
-  }
-}
-
-let ownToken: string | undefined;
-
 /**
- * Names this process for crash cleanup: pid plus start time, so a later process that happens to
- * get the same pid (common in containers) is not mistaken for the owner.
+ * A command as a pipeline stage: what is written to the Duplex is the command's stdin, what is
+ * read is its stdout. The stage fails with `missing` (plus the cause) when the command cannot
+ * be started, and with `<label> failed (exit N): <stderr>` when it exits non-zero; its output
+ * ends only once the command has exited, so a failure at the very end is not lost. Destroying
+ * the stage before its output ends (an aborted pipeline) kills the command.
  */
-export function processToken(): string {
-  ownToken ??= `${process.pid}.${processStartTime(process.pid) ?? '0'}`;
-  return ownToken;
-}
-
-/** True when the process named by `token` (see processToken) is still running. */
-export function isOwnerAlive(token: string): boolean {
-  const m = /^(\d+)\.(\d+)$/.exec(token);
-  if (!m) return false;
-  return processStartTime(Number(m[1])) === m[2];
+export function commandFilter(command: string, args: readonly string[], messages: { missing: string; label?: string }): Duplex {
+  const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const output = new PassThrough();
+  child.stdout.pipe(output, { end: false });
+  child.on('close', (code) => {
+    if (code !== 0 && code !== null) output.destroy(new Error(`${messages.label ?? command} failed (exit ${code}): ${stderr.trim()}`));
+    else output.end();
+  });
+  const duplex = Duplex.from({ writable: child.stdin, readable: output });
+  child.on('error', (err) => duplex.destroy(new Error(`${messages.missing}: ${err.message}`)));
+  duplex.on('close', () => {
+    if (!duplex.readableEnded) child.kill();
+  });
+  return duplex;
 }

@@ -19,9 +19,9 @@ import {
 import { chmod, chown, lstat, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { setImmediate } from 'node:timers/promises';
-import { walk, type Source, type SourceFilter } from '../cache/checksum.js';
-import { resolveInRoot, resolveInRootSync } from '../util/scoped-path.js';
-import { copyFileKeepingHoles } from '../snapshotter/fsutil.js';
+import { walk, type Source, type SourceFilter } from '../../util/select.js';
+import { resolveInRoot, resolveInRootSync } from '../../util/scoped-path.js';
+import { copyFileKeepingHoles } from '../../snapshotter/fsutil.js';
 
 export interface Owner {
   uid: number;

@@ -1,0 +1,186 @@
+// Which files a COPY/ADD source names: cleaning source paths, wildcards with Docker's rules,
+// resolving every source inside its root (BuildKit's FollowSymlinks), the `.dockerignore`
+// matcher, and the byte-ordered walk of what was selected. Shared by the solver (which copies
+// the selection) and the cache (which checksums it), so it lives below both; it knows nothing
+// of either, nor of Dockerfile syntax.
+
+import type { Ignore } from '@balena/dockerignore';
+import { createRequire } from 'node:module';
+import { lstatSync, readdirSync } from 'node:fs';
+import { join, posix } from 'node:path';
+import { resolveComponents } from './scoped-path.js';
+
+// The package is CommonJS (`module.exports = factory`) but its types declare a default export.
+const ignore = createRequire(import.meta.url)('@balena/dockerignore') as (options?: { ignorecase?: boolean }) => Ignore;
+
+export type PathFilter = (relPath: string) => boolean;
+
+/** A `.dockerignore` matcher with Docker's rules; `undefined` when nothing is excluded. */
+export function dockerignoreFilter(patterns: readonly string[]): { excluded: PathFilter; hasExceptions: boolean } | undefined {
+  if (patterns.length === 0) return undefined;
+  const ig = ignore({ ignorecase: false }).add([...patterns]);
+  return { excluded: (p) => ig.ignores(p), hasExceptions: patterns.some((p) => p.startsWith('!')) };
+}
+
+/** A COPY/ADD source that is not there; `path` is relative to the source's root, as written. */
+export class SourceNotFoundError extends Error {
+  constructor(readonly path: string) {
+    // BuildKit's wording, with the path from the root of the context or stage.
+    super(`"/${path === '.' ? '' : path}" not found`);
+    this.name = 'SourceNotFoundError';
+  }
+}
+
+const GLOB_CHARS = /[*?[\\]/;
+
+/** Cleans a source path the way Docker does: relative to the root, no `.`/`..` escaping it. */
+export function cleanSourcePath(p: string): string {
+  const cleaned = posix.normalize(`/${p}`).replace(/^\/+/, '');
+  return cleaned === '' ? '.' : cleaned.replace(/\/+$/, '');
+}
+
+export interface SourceFilter {
+  excluded?: PathFilter;
+  /** With `!` exceptions an excluded directory may still hold included files: descend anyway. */
+  hasExceptions?: boolean;
+}
+
+/**
+ * One COPY source. `name` is the path the Dockerfile selects (it names the destination and, with
+ * --parents, its directories); `path` is where that really is: every symlink on the way, the
+ * last component's too, followed as if the root were `/` (BuildKit's FollowSymlinks). Both are
+ * root-relative, `.` for the root itself. Only `path` is ever read.
+ */
+export interface Source {
+  name: string;
+  path: string;
+}
+
+/**
+ * Expands COPY sources against `root`: wildcards with Docker's rules (`*` does not cross `/`),
+ * plain paths must exist. Every source is resolved inside `root`, so a symlink (`a -> /`,
+ * `a -> ../..`) can never make a source outside it: what resolves to nothing there is "not
+ * found", as in BuildKit. Excluded paths, and paths reached through an excluded symlink, are not
+ * found either, as they would not be in BuildKit's copy of the context. Returns sources in a
+ * stable order.
+ */
+export async function selectSources(root: string, patterns: readonly string[], filter: SourceFilter = {}): Promise<Source[]> {
+  const out = new Map<string, Source>();
+  for (const raw of patterns) {
+    const pattern = cleanSourcePath(raw);
+    const glob = firstGlobComponent(pattern);
+    if (glob < 0) {
+      const source = resolveSource(root, pattern, filter);
+      if (!source) throw new SourceNotFoundError(pattern);
+      out.set(source.name, source);
+      continue;
+    }
+    // The literal directory before the first wildcard is resolved inside the root; the rest is
+    // matched below it without following symlinks, as fsutil's ResolveWildcards does.
+    const parts = pattern.split('/');
+    const base = resolveSource(root, parts.slice(0, glob).join('/') || '.', filter);
+    if (!base || !lstatSync(join(root, base.path)).isDirectory()) continue;
+    // Loaded on first use: most builds have no wildcard COPY and start faster without it.
+    const { default: fg } = await import('fast-glob');
+    const cwd = join(root, base.path);
+    const matches = await fg(parts.slice(glob).join('/'), { cwd, dot: true, onlyFiles: false, followSymbolicLinks: false, unique: true });
+    for (const m of matches.sort(compareBytes)) {
+      const name = base.path === '.' ? m : `${base.path}/${m}`;
+      const source = resolveSource(root, name, filter);
+      if (source) out.set(source.name, source);
+    }
+  }
+  return [...out.values()];
+}
+
+/** Index of the first path component with a wildcard, or -1. */
+function firstGlobComponent(pattern: string): number {
+  return pattern.split('/').findIndex((c) => GLOB_CHARS.test(c));
+}
+
+/** Resolves `name` inside `root` (see Source); undefined when there is nothing there. */
+function resolveSource(root: string, name: string, filter: SourceFilter): Source | undefined {
+  if (name === '.') return { name, path: '.' };
+  const links: string[] = [];
+  let parts: string[];
+  try {
+    parts = resolveComponents(root, name, links);
+  } catch (err) {
+    if (errno(err) === 'ELOOP' || /too many levels/.test((err as Error).message)) throw new Error(`"${name}": too many levels of symbolic links`);
+    throw err;
+  }
+  const path = parts.length === 0 ? '.' : parts.join('/');
+  const excluded = filter.excluded;
+  if (excluded && [name, ...links, path].some((p) => p !== '.' && excluded(p))) return undefined;
+  if (!lstatSync(join(root, path), { throwIfNoEntry: false })) return undefined;
+  return { name, path };
+}
+
+function errno(err: unknown): string | undefined {
+  return (err as NodeJS.ErrnoException | undefined)?.code;
+}
+
+export interface WalkEntry {
+  /** Path relative to the walk root, `/`-separated. */
+  rel: string;
+  abs: string;
+  type: 'file' | 'dir' | 'symlink' | 'other';
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  /** The stat fields that key the StatCache. */
+  statKey: string;
+}
+
+/**
+ * Walks `rel` (file or directory) under `root` depth-first in byte order, skipping excluded
+ * paths. Symlinks below `rel` are entries, never followed, so a walk stays under `rel`: callers
+ * pass a resolved Source path. Iterative, so a deep tree costs no stack and no chain of nested
+ * generators.
+ */
+export function* walk(root: string, rel: string, filter: SourceFilter = {}): Generator<WalkEntry> {
+  const pending = [rel];
+  while (pending.length > 0) {
+    const current = pending.pop()!;
+    const abs = current === '.' ? root : join(root, current);
+    // Synchronous: one lstat costs microseconds, a thread-pool round trip per file much more.
+    const st = lstatSync(abs, { bigint: true });
+    const type = st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'other';
+    const excluded = current !== '.' && filter.excluded?.(current) === true;
+    if (!excluded) {
+      yield {
+        rel: current,
+        abs,
+        type,
+        mode: Number(st.mode),
+        uid: Number(st.uid),
+        gid: Number(st.gid),
+        size: Number(st.size),
+        statKey: `${st.size}:${st.mtimeNs}:${st.ctimeNs}:${st.ino}`,
+      };
+    }
+    if (type !== 'dir' || (excluded && !filter.hasExceptions)) continue;
+    const children = readdirSync(abs, { encoding: 'buffer' }).map((raw) => childName(current, raw, filter)).filter((c) => c !== undefined);
+    // Reversed onto the stack so that they come off it in byte order.
+    for (const child of children.sort(compareBytes).reverse()) pending.push(child);
+  }
+}
+
+/**
+ * The relative path of a directory entry. Node can only name files by UTF-8 strings here, so a
+ * name that is not valid UTF-8 cannot be read: it is skipped when excluded, and otherwise
+ * reported by name instead of failing later with a misleading ENOENT.
+ */
+function childName(parent: string, raw: Buffer, filter: SourceFilter): string | undefined {
+  const name = raw.toString('utf8');
+  const rel = parent === '.' ? name : `${parent}/${name}`;
+  if (Buffer.from(name, 'utf8').equals(raw)) return rel;
+  if (filter.excluded?.(rel) && !filter.hasExceptions) return undefined;
+  const shown = [...raw].map((b) => (b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : `\\x${b.toString(16).padStart(2, '0')}`)).join('');
+  throw new Error(`"${parent === '.' ? '' : `${parent}/`}${shown}": file names that are not valid UTF-8 are not supported; exclude it in .dockerignore`);
+}
+
+function compareBytes(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a), Buffer.from(b));
+}

@@ -1,0 +1,38 @@
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { dockerignoreFilter, selectSources, SourceNotFoundError, walk } from '../../src/util/select.js';
+
+let dir: string;
+const TREE = { 'src/a.js': 'a', 'src/lib/b.js': 'b', 'package.json': '{}', 'debug.log': 'log' };
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'builder-select-'));
+  for (const [path, content] of Object.entries(TREE)) {
+    await mkdir(dirname(join(dir, path)), { recursive: true });
+    await writeFile(join(dir, path), content);
+  }
+});
+afterEach(() => rm(dir, { recursive: true, force: true }));
+
+describe('selecting COPY sources', () => {
+  it('expands wildcards with Docker rules and rejects missing or excluded paths', async () => {
+    const names = async (patterns: string[]) => (await selectSources(dir, patterns)).map((s) => s.name);
+    expect(await names(['src/*.js'])).toEqual(['src/a.js']);
+    expect(await names(['*.json', '/package.json'])).toEqual(['package.json']);
+    await expect(selectSources(dir, ['missing.txt'])).rejects.toBeInstanceOf(SourceNotFoundError);
+    await expect(selectSources(dir, ['debug.log'], dockerignoreFilter(['*.log']))).rejects.toThrow('"/debug.log" not found');
+  });
+
+  it('walks a tree thousands of levels deep (no recursion tied to depth)', async () => {
+    const deep = Array.from({ length: 1500 }, () => 'd').join('/');
+    // mkdir -p through a path longer than PATH_MAX needs relative steps.
+    let here = dir;
+    for (const part of deep.split('/').reduce<string[][]>((acc, c, i) => (i % 100 === 0 ? [...acc, [c]] : (acc[acc.length - 1]!.push(c), acc)), [])) {
+      await mkdir(join(here, ...part), { recursive: true });
+      here = join(here, ...part);
+    }
+    const count = [...walk(dir, '.')].length;
+    expect(count).toBe(1 + 4 + 1500 + 2);
+  });
+});
