@@ -5,6 +5,10 @@
 // src/solver owns walking the Definition, cache keys and lookups, running misses through the
 // Executor and ImageSource it is given, and the file ops of COPY/ADD. It must not know
 // Dockerfile syntax (only the Definition), registries, or how images are exported.
+//
+// Over 500 lines on purpose: one class whose op handlers share the per-build state (results per
+// vertex, snapshots being unpacked, work per cache key, the step slots); the file ops themselves
+// live in solver/file/.
 
 import pLimit from 'p-limit';
 import { randomBytes } from 'node:crypto';
