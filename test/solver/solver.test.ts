@@ -13,7 +13,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CacheIndex, type LayerRecord } from '../../src/cache/cache-index.js';
 import { StatCache } from '../../src/cache/checksum.js';
 import { ContentStore } from '../../src/cache/content-store.js';
-import { sha256, type Platform } from '../../src/definition/index.js';
+import type { Platform } from '../../src/definition/index.js';
+import { chainIDs, sha256 } from '../../src/oci/digest.js';
 import { MediaType } from '../../src/oci/types.js';
 import type { RunResult, RunSpec } from '../../src/executor/runc.js';
 import { compile, parseDockerfile, type CompileResult } from '../../src/frontend/index.js';
@@ -163,7 +164,6 @@ async function solve(text: string, executor = new FakeExecutor()) {
 /** The file at `path` in the filesystem of `layers` (unpacked by the solver into committed snapshots). */
 async function readIn(layers: LayerRecord[], path: string): Promise<string> {
   const { withMounts } = await import('../../src/snapshotter/index.js');
-  const { chainIDs } = await import('../../src/oci/digest.js');
   const key = `test-view-${Math.random().toString(16).slice(2)}`;
   const mounts = await snapshotter.view(key, chainIDs(layers.map((l) => l.diffID)).at(-1));
   try {
