@@ -41,7 +41,7 @@ const LONG_DIR = `long/${'d'.repeat(120)}`;
 const LONG_FILE = `${LONG_DIR}/${'f'.repeat(200)}`;
 const LONG_TARGET = `${'t'.repeat(180)}/target`;
 
-type Layer = { entries: TestEntry[] } | { raw: () => Promise<Buffer> };
+type Layer = { entries: TestEntry[] } | { raw: () => Buffer | Promise<Buffer> };
 type Check = (root: string, ctx: { upper: string; lowerDir: string; kind: (typeof kinds)[number]; warnings: string[] }) => Promise<void>;
 
 interface Case {
