@@ -4,6 +4,7 @@ export { build, type BuildOptions, type BuildResult, type Output } from './clien
 export { pull, type PullOptions, type PullResult } from './client/pull.js';
 export { doctor, StateInUseError, type DoctorOptions, type DoctorReport, type DoctorIssue } from './client/doctor.js';
 export { plan, formatPlan, type PlanOptions, type PlanResult, type PlannedStage, type PlannedStep } from './client/plan.js';
+export type { BuildDefinitionOptions } from './client/input.js';
 export type { ProgressEvent, ProgressListener, StepEvent, LogEvent, WarningEvent } from './progress.js';
 export { defaultStateRoot } from './cache/state.js';
 export { loadConfig, defaultConfigPath, ConfigError, type BuilderConfig } from './client/config.js';

@@ -11,14 +11,14 @@ import { join } from 'node:path';
 import { StatCache } from '../cache/checksum.js';
 import { defaultStateRoot, openState } from '../cache/state.js';
 import { removeTemporaryFiles } from '../cache/temp-files.js';
-import type { Digest, Platform } from '../definition/index.js';
+import type { Digest } from '../definition/index.js';
 import { RuncExecutor } from '../executor/runc.js';
 import { distributable, type LayerCompression } from '../exporter/compress.js';
 import { assembleImage, type BuiltImage } from '../exporter/image.js';
 import { writeOciArchive } from '../exporter/oci-archive.js';
 import { pushImage } from '../exporter/push.js';
-import { compileOptions, readBuildInput } from './input.js';
-import { compile, DockerfileError, type CompileResult, type Entitlement } from '../frontend/index.js';
+import { compileOptions, readBuildInput, type BuildDefinitionOptions } from './input.js';
+import { compile, DockerfileError, type CompileResult } from '../frontend/index.js';
 import type { ImageConfigFile } from '../oci/types.js';
 import { BlobSources } from '../registry/blob-sources.js';
 import { toPlatform } from '../oci/platform.js';
@@ -44,33 +44,11 @@ export type Output =
 
 /**
  * What to build and where it goes. Only `context` is required; the fields come in groups: what is
- * built (context … allow), how the steps run (root … stepLogLimit), which registries base images
+ * built (BuildDefinitionOptions: context … sourceDateEpoch), how the steps run (root … stepLogLimit), which registries base images
  * and pushes use (insecureRegistries, registryMirrors), where the image goes (tags, outputs, push,
  * compression), and what the caller watches (onProgress, signal).
  */
-export interface BuildOptions {
-  // What is built: the frontend's input.
-  /** The build context directory. */
-  context: string;
-  /** Path of the Dockerfile; default `<context>/Dockerfile`. */
-  dockerfile?: string;
-  buildArgs?: Record<string, string>;
-  /** Labels set on the image after the Dockerfile's own (`docker build --label`). */
-  labels?: Record<string, string>;
-  target?: string;
-  /** Target platform, `linux/arm64` or as an object (default: this machine's). One: a list is refused. */
-  platform?: Platform | string;
-  /** Network of RUN steps that do not choose one: the host's (default) or `none`. */
-  network?: 'none' | 'host';
-  /**
-   * What the Dockerfile may ask for beyond the sandbox, as BuildKit's `--allow`: `network.host`
-   * for RUN --network=host, `security.insecure` for RUN --security=insecure (privileged). Without
-   * it such a step fails the build before anything runs.
-   */
-  allow?: Entitlement[];
-  /** Unix seconds: fixes `created` times and clamps file mtimes in layers, for reproducible images. */
-  sourceDateEpoch?: number;
-
+export interface BuildOptions extends BuildDefinitionOptions {
   // How the steps run: state, cache, snapshots.
   /** State directory; default BUILDER_ROOT, else /var/lib/builder (root) or ~/.local/share/builder. */
   root?: string;

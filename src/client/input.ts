@@ -93,18 +93,32 @@ async function readDockerignore(dockerfilePath: string, context: string): Promis
   return '';
 }
 
-/** What `build()` and `plan()` both take from their options to compile the input. */
-export interface CompileSettings {
+/** What is built, the frontend's input: the options `build()` and `plan()` share. */
+export interface BuildDefinitionOptions {
+  /** The build context directory. */
+  context: string;
+  /** Path of the Dockerfile; default `<context>/Dockerfile`. */
+  dockerfile?: string;
   buildArgs?: Record<string, string>;
+  /** Labels set on the image after the Dockerfile's own (`docker build --label`). */
   labels?: Record<string, string>;
   target?: string;
-  sourceDateEpoch?: number;
+  /** Target platform, `linux/arm64` or as an object (default: this machine's). One: a list is refused. */
+  platform?: Platform | string;
+  /** Network of RUN steps that do not choose one: the host's (default) or `none`; part of their digests. */
   network?: 'none' | 'host';
-  allow?: readonly Entitlement[];
+  /**
+   * What the Dockerfile may ask for beyond the sandbox, as BuildKit's `--allow`: `network.host`
+   * for RUN --network=host, `security.insecure` for RUN --security=insecure (privileged). Without
+   * it such a step fails the build (and the plan) before anything runs.
+   */
+  allow?: Entitlement[];
+  /** Unix seconds: fixes `created` times and clamps file mtimes in layers, for reproducible images. */
+  sourceDateEpoch?: number;
 }
 
 /** `platform`: the target asked for, if any (see CompileOptions.platform). */
-export function compileOptions(input: BuildInput, settings: CompileSettings, platform: Platform | undefined, resolveImage: ImageResolver): CompileOptions {
+export function compileOptions(input: BuildInput, settings: BuildDefinitionOptions, platform: Platform | undefined, resolveImage: ImageResolver): CompileOptions {
   return {
     file: input.dockerfileName,
     buildArgs: settings.buildArgs ?? {},

@@ -8,32 +8,18 @@
 
 import type { Digest, Platform, Vertex } from '../definition/index.js';
 import { sha256 } from '../oci/digest.js';
-import { compileOptions, readBuildInput } from './input.js';
+import { compileOptions, readBuildInput, type BuildDefinitionOptions } from './input.js';
 import { defaultStateRoot } from '../cache/state-root.js';
-import { compile, type CompileResult, type CompileWarning, type Entitlement, type ResolvedImage } from '../frontend/index.js';
+import { compile, type CompileResult, type CompileWarning, type ResolvedImage } from '../frontend/index.js';
 import { ContentStore } from '../cache/content-store.js';
 import { ImageStore } from '../cache/image-store.js';
 import type { ImageConfigFile, ImageManifest } from '../oci/types.js';
 import { parseReference } from '../registry/reference.js';
 import { toPlatform } from '../oci/platform.js';
 
-export interface PlanOptions {
-  /** The build context directory (only its `.dockerignore` is read). */
-  context: string;
-  /** Path of the Dockerfile; default `<context>/Dockerfile`. */
-  dockerfile?: string;
-  buildArgs?: Record<string, string>;
-  labels?: Record<string, string>;
-  target?: string;
-  /** Target platform, `linux/arm64` or as an object (default: this machine's). One: a list is refused. */
-  platform?: Platform | string;
+export interface PlanOptions extends BuildDefinitionOptions {
   /** State directory whose local image store may know the base images (never written). */
   root?: string;
-  /** Network of RUN steps that do not choose one (it is part of their digests). */
-  network?: 'none' | 'host';
-  /** Entitlements granted to RUN steps; a step that needs another one fails the plan, as the build. */
-  allow?: Entitlement[];
-  sourceDateEpoch?: number;
 }
 
 export interface PlannedStep {
