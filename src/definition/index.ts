@@ -62,6 +62,90 @@ export interface ExecOp {
    * in the command's environment, but (as in BuildKit) neither in the cache key nor in history.
    */
   proxyEnv?: string[];
+  /** Filesystems, secrets and sockets mounted for the command only (RUN --mount). Absent when none. */
+  mounts?: ExecMount[];
+}
+
+/**
+ * What an exec op mounts besides its root filesystem, as BuildKit's RUN --mount. Nothing a mount
+ * shows ends up in the op's output: writes under a target go to the mount (or are thrown away).
+ * `target` is always absolute.
+ */
+export type ExecMount = BindMount | CacheMount | TmpfsMount | SecretMount | SshMount;
+
+/**
+ * `type=bind`: a path of another filesystem (a stage, an image, or the build context after
+ * `.dockerignore`), read-only unless `readonly` is false, when writes are allowed and discarded.
+ * What is mounted is part of the step's cache key.
+ */
+export interface BindMount {
+  type: 'bind';
+  target: string;
+  /** The vertex input (index into Vertex.inputs, never 0) whose filesystem is mounted. */
+  input: number;
+  /** Path inside that input, resolved inside it; `/` for all of it. */
+  source: string;
+  readonly: boolean;
+}
+
+/**
+ * `type=cache`: a directory kept in the state directory between steps and builds, by `id`;
+ * what it holds is never part of a layer nor of a cache key.
+ */
+export interface CacheMount {
+  type: 'cache';
+  target: string;
+  /** Steps and builds that use the same id share the directory (default: the target as written). */
+  id: string;
+  /** shared: used at once by all; private: a concurrent user gets another instance; locked: one user at a time. */
+  sharing: 'shared' | 'private' | 'locked';
+  readonly: boolean;
+  /** What a new cache directory starts with: `source` of this input (index into Vertex.inputs). */
+  input?: number;
+  /** Path in `input` (default `/`). */
+  source?: string;
+  /** Mode and owner of a new cache directory (default 0755, 0:0). */
+  mode: number;
+  uid: number;
+  gid: number;
+}
+
+/** `type=tmpfs`: an empty tmpfs. */
+export interface TmpfsMount {
+  type: 'tmpfs';
+  target: string;
+  /** Bytes (default: the kernel's, half of RAM). */
+  size?: number;
+}
+
+/**
+ * `type=secret`: the secret `id` the build was given, as a file at `target` and/or the value of
+ * environment variable `env`. Only the id is in the definition, never the value.
+ */
+export interface SecretMount {
+  type: 'secret';
+  id: string;
+  target?: string;
+  env?: string;
+  /** Fail when the build has no secret `id` (otherwise nothing is mounted). */
+  required: boolean;
+  /** Of the file (default 0400, 0:0). */
+  mode: number;
+  uid: number;
+  gid: number;
+}
+
+/** `type=ssh`: a socket at `target` forwarding to the SSH agent `id` the build was given. */
+export interface SshMount {
+  type: 'ssh';
+  /** Default `default`. */
+  id: string;
+  target: string;
+  required: boolean;
+  /** Of the socket (default 0600, 0:0). */
+  mode: number;
+  uid: number;
+  gid: number;
 }
 
 export interface ScriptFile {

@@ -13,6 +13,7 @@ import { lstatSync, mkdirSync, readFileSync, rmSync, rmdirSync, unlinkSync, writ
 import { access, readFile, readdir, rm } from 'node:fs/promises';
 import { constants as osc, tmpdir } from 'node:os';
 import { join, posix, resolve } from 'node:path';
+import type { Duplex } from 'node:stream';
 import { CommandError, runCommand } from '../util/command.js';
 import { isOwnerAlive, processToken } from '../util/process.js';
 import { resolveComponents, resolveInRootSync } from '../util/scoped-path.js';
@@ -31,9 +32,35 @@ export interface RunSpec {
   /** `insecure` runs the process privileged (RUN --security=insecure); default `sandbox`. */
   security?: 'sandbox' | 'insecure';
   hostname?: string;
+  /** Mounted over the root filesystem for this run only (RUN --mount), in order. */
+  mounts?: ContainerMount[];
+  /**
+   * `K=V` variables added to `env` for this run only (secrets exposed as env): never written to
+   * a disk, logged or reported.
+   */
+  secretEnv?: string[];
   stdout(chunk: Buffer): void;
   stderr(chunk: Buffer): void;
   signal?: AbortSignal;
+}
+
+/**
+ * Something the container sees besides its root filesystem. A target missing from the root
+ * filesystem is created for the run and removed afterwards, so it never shows in a layer.
+ */
+export type ContainerMount =
+  /** A host file or directory (a snapshot, a cache directory); `readonly` as a read-only bind. */
+  | { type: 'bind'; target: string; source: string; readonly: boolean }
+  /** An empty tmpfs; `size` in bytes. */
+  | { type: 'tmpfs'; target: string; size?: number }
+  /** A file holding `data`, kept in memory on the host (never on a disk), with this mode and owner. */
+  | { type: 'secret'; target: string; data: Buffer; mode: number; uid: number; gid: number }
+  /** A unix socket with this mode and owner; each connection to it is forwarded to `agent`. */
+  | { type: 'ssh'; target: string; agent: AgentConnector; mode: number; uid: number; gid: number };
+
+/** Opens connections to an SSH agent: a socket on the host, or an agent served in this process. */
+export interface AgentConnector {
+  connect(): Duplex;
 }
 
 export interface RunResult {

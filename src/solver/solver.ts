@@ -32,7 +32,7 @@ import {
   redactCredentials,
 } from '../definition/index.js';
 import { canonicalJson, chainIDs, sha256 } from '../oci/digest.js';
-import type { RunResult, RunSpec } from '../executor/runc.js';
+import type { AgentConnector, RunResult, RunSpec } from '../executor/runc.js';
 import { applyLayer, SnapshotExistsError, withMounts, writeLayer, type LocalSnapshotter, type Mount } from '../snapshotter/index.js';
 import { copyAction, makeFile, mkdirAll, resolveOwner, selectWithExclude, writeScripts, type Owner } from './file/index.js';
 import { download } from '../source/http.js';
@@ -50,6 +50,45 @@ export interface ImageSource {
   /** The layers when the image is already complete in the content store, without any network. */
   local(ref: string): Promise<LayerRecord[] | undefined>;
   pull(ref: string, platform: Platform, signal?: AbortSignal): Promise<LayerRecord[]>;
+}
+
+/** The secrets a build was given, by id (see src/source/secrets.ts). */
+export interface SecretProvider {
+  /** The value, or undefined when the build has no secret `id`. */
+  get(id: string): Promise<Buffer | undefined>;
+}
+
+/** The SSH agents a build was given, by id (see src/source/ssh.ts). */
+export interface SshProvider {
+  get(id: string): AgentConnector | undefined;
+}
+
+/** Cache mount directories kept between builds (see src/cache/cache-mounts.ts). */
+export interface CacheMountStore {
+  acquire(request: CacheMountRequest): Promise<CacheMountLease>;
+}
+
+export interface CacheMountRequest {
+  id: string;
+  sharing: 'shared' | 'private' | 'locked';
+  /**
+   * Set when the cache is seeded from another filesystem: caches with one id but different
+   * seeds are different caches (as BuildKit keys them by id and seed).
+   */
+  seedKey?: string;
+  /** Mode and owner of a new cache directory. */
+  mode: number;
+  uid: number;
+  gid: number;
+  /** Fills a new cache directory before its first use. */
+  seed?: (dir: string) => Promise<void>;
+  signal?: AbortSignal;
+}
+
+export interface CacheMountLease {
+  /** The directory to mount; the caller's alone while held when sharing is private or locked. */
+  dir: string;
+  release(): Promise<void>;
 }
 
 export interface SolverOptions {
@@ -71,6 +110,10 @@ export interface SolverOptions {
   sourceDateEpoch?: number;
   /** Bytes of a step's output shown per stream (default 2 MiB, as BuildKit); negative: all. */
   stepLogLimit?: number;
+  /** Where cache mounts live; without it a step with a cache mount fails. */
+  cacheMounts?: CacheMountStore;
+  secrets?: SecretProvider;
+  ssh?: SshProvider;
 }
 
 export type SolvedResult =
