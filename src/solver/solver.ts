@@ -17,7 +17,7 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { CacheIndex, LayerRecord } from '../cache/cache-index.js';
 import { checksumSources, type StatCache } from '../cache/checksum.js';
-import { dockerignoreFilter, type Source, type SourceFilter } from '../util/select.js';
+import { dockerignoreFilter, selectSources, type Source, type SourceFilter } from '../util/select.js';
 import type { ContentStore } from '../cache/content-store.js';
 import {
   type CopyAction,
@@ -39,6 +39,7 @@ import { download } from '../source/http.js';
 import { StepError } from './errors.js';
 import { track, type ProgressListener } from '../progress.js';
 import { StepOutput } from './step-output.js';
+import { bindSources, withExecMounts, type MountFacilities } from './exec-mounts.js';
 
 /** Runs one command in a container (src/executor's RuncExecutor, or another runtime). */
 export interface Executor {
@@ -267,54 +268,110 @@ export class Solver {
 
   private async solveExec(digest: Digest, v: Vertex, op: ExecOp, inputs: SolvedResult[]): Promise<SolvedResult> {
     const parent = layersInput(inputs[0], v);
-    // Proxy settings change how the command reaches the network, not what it builds.
-    const { proxyEnv: _proxyEnv, ...keyed } = op;
-    const cacheKey = sha256(canonicalJson({ op: keyed, inputs: [parent.cacheKey] }));
-    const { layers, ran } = await this.once(cacheKey, () => this.runExec(digest, v, op, parent.layers));
-    return ran ? { kind: 'layers', cacheKey, layers } : this.cachedResult(digest, v, cacheKey, layers);
+    // A bind mount from a stage counts by content only after a miss by cache key, as COPY --from.
+    const byContent = inputs.some((input, i) => input.kind === 'layers' && bindSources(op, i).length > 0);
+    return this.solveKeyed(digest, v, byContent, (content) => this.execCacheKey(op, inputs, content), () =>
+      this.runExec(digest, v, op, parent.layers, inputs),
+    );
   }
 
-  private async runExec(digest: Digest, v: Vertex, op: ExecOp, parent: LayerRecord[]): Promise<LayerRecord[]> {
+  /**
+   * The cache key of an exec op: the op (proxy settings aside: they change how the command reaches
+   * the network, not what it builds) and its inputs' keys, where a bind-mounted input counts by
+   * the content of what is mounted. Never what a cache mount holds, nor a secret's value.
+   */
+  private async execCacheKey(op: ExecOp, inputs: SolvedResult[], byContent: boolean): Promise<Digest> {
+    const { proxyEnv: _proxyEnv, ...keyed } = op;
+    const keys: string[] = [];
+    for (const [i, input] of inputs.entries()) {
+      const sources = bindSources(op, i);
+      if (input.kind === 'local') {
+        keys.push(await this.checksumPaths(input.dir, sources, input.filter, false));
+      } else if (byContent && sources.length > 0) {
+        keys.push(await this.withView(input.layers, (dir) => this.checksumPaths(dir, sources, undefined, true)));
+      } else {
+        keys.push(input.cacheKey);
+      }
+    }
+    await this.opts.statCache.save();
+    return sha256(canonicalJson({ op: keyed, inputs: keys, ...(byContent ? { byContent } : {}) }));
+  }
+
+  /** The checksum of `paths` (root-relative; each must exist) in `root`. */
+  private async checksumPaths(root: string, paths: string[], filter: SourceFilter | undefined, includeOwners: boolean): Promise<Digest> {
+    const selected = await selectSources(root, paths, filter);
+    return checksumSources(root, selected, { ...filter, statCache: this.opts.statCache, includeOwners });
+  }
+
+  private async runExec(digest: Digest, v: Vertex, op: ExecOp, parent: LayerRecord[], inputs: SolvedResult[]): Promise<LayerRecord[]> {
     // Unpacked before the step starts: a base layer that fails to unpack is its FROM's failure.
     await this.ensureSnapshot(parent);
-    const output = new StepOutput(digest, this.opts.progress, this.opts.stepLogLimit);
+    for (const input of inputs.slice(1)) if (input.kind === 'layers') await this.ensureSnapshot(input.layers);
+    const facilities: MountFacilities = {
+      withFilesystem: (layers, writable, fn) => this.withFilesystem(layers, writable, fn),
+      cacheMounts: this.opts.cacheMounts,
+      secrets: this.opts.secrets,
+      ssh: this.opts.ssh,
+      signal: this.opts.signal,
+    };
     return this.run(digest, v, () =>
-      this.mutate(parent, async (rootfs) => {
-        const cleanup = await writeScripts(rootfs, op.scripts ?? []);
-        const result = await this.opts.executor.run({
-          rootfs,
-          args: op.args,
-          env: op.proxyEnv ? [...op.env, ...op.proxyEnv] : op.env,
-          cwd: op.cwd,
-          user: op.user,
-          network: op.network,
-          ...(op.security ? { security: op.security } : {}),
-          stdout: (chunk) => output.write('stdout', chunk),
-          stderr: (chunk) => output.write('stderr', chunk),
-          signal: this.opts.signal,
-        }).finally(cleanup);
-        if (result.exitCode !== 0) {
-          const how = result.signal ? `killed by signal ${result.signal}` : `exit code: ${result.exitCode}`;
-          // The command is in the step's name already: a long one is not repeated.
-          throw new StepError(v.meta, `process did not complete successfully: ${how}`, output.lastLines());
-        }
-      }),
+      this.mutate(parent, (rootfs) =>
+        withExecMounts(op, inputs, facilities, async ({ mounts, secretEnv, env, secretValues }) => {
+          const output = new StepOutput(digest, this.opts.progress, this.opts.stepLogLimit);
+          const cleanup = await writeScripts(rootfs, op.scripts ?? []);
+          const result = await this.opts.executor.run({
+            rootfs,
+            args: op.args,
+            env: [...op.env, ...(op.proxyEnv ?? []), ...env],
+            cwd: op.cwd,
+            user: op.user,
+            network: op.network,
+            ...(op.security ? { security: op.security } : {}),
+            ...(mounts.length > 0 ? { mounts } : {}),
+            ...(secretEnv.length > 0 ? { secretEnv } : {}),
+            stdout: (chunk) => output.write('stdout', chunk),
+            stderr: (chunk) => output.write('stderr', chunk),
+            signal: this.opts.signal,
+          }).finally(cleanup);
+          if (result.exitCode !== 0) {
+            const how = result.signal ? `killed by signal ${result.signal}` : `exit code: ${result.exitCode}`;
+            // The command is in the step's name already: a long one is not repeated.
+            throw new StepError(v.meta, `process did not complete successfully: ${how}`, output.lastLines());
+          }
+        }),
+      ),
     );
   }
 
   private async solveFile(digest: Digest, v: Vertex, op: FileOp, inputs: SolvedResult[]): Promise<SolvedResult> {
     const dest = layersInput(inputs[0], v);
-    // Sources from another stage: first the key from its cache key (cheap); on a miss, the key from
-    // the content of the copied files, so a rebuilt stage with identical output still hits.
-    const definitionKey = await this.keyOrStepError(digest, v, () => this.fileCacheKey(op, inputs, dest.cacheKey, false));
     const byContent = inputs.some((i) => i.kind === 'layers') && op.actions.some((a) => a.action === 'copy');
+    return this.solveKeyed(digest, v, byContent, (content) => this.fileCacheKey(op, inputs, dest.cacheKey, content), () =>
+      this.runFile(digest, v, op, inputs, dest.layers),
+    );
+  }
+
+  /**
+   * Looks a step up by `key(false)`, its key from the definition (inputs by cache key); when
+   * `byContent`, a miss there is looked up again by `key(true)`, inputs from other stages by the
+   * content the step reads, so a rebuilt stage with identical output still hits. The result is
+   * recorded under both keys.
+   */
+  private async solveKeyed(
+    digest: Digest,
+    v: Vertex,
+    byContent: boolean,
+    key: (byContent: boolean) => Promise<Digest>,
+    miss: () => Promise<LayerRecord[]>,
+  ): Promise<SolvedResult> {
+    const definitionKey = await this.keyOrStepError(digest, v, () => key(false));
     if (byContent) {
       const cached = await this.lookup(definitionKey);
       if (cached) return this.cachedResult(digest, v, definitionKey, cached);
     }
-    const key = byContent ? await this.keyOrStepError(digest, v, () => this.fileCacheKey(op, inputs, dest.cacheKey, true)) : definitionKey;
-    const { layers, ran } = await this.once(key, () => this.runFile(digest, v, op, inputs, dest.layers));
-    if (key !== definitionKey) await this.opts.cache.set(definitionKey, layers);
+    const contentKey = byContent ? await this.keyOrStepError(digest, v, () => key(true)) : definitionKey;
+    const { layers, ran } = await this.once(contentKey, miss);
+    if (contentKey !== definitionKey) await this.opts.cache.set(definitionKey, layers);
     return ran ? { kind: 'layers', cacheKey: definitionKey, layers } : this.cachedResult(digest, v, definitionKey, layers);
   }
 
@@ -541,6 +598,20 @@ export class Solver {
     const { hidden, ...step } = this.step(origin.digest, origin.v);
     if (!hidden) this.opts.progress({ type: 'step', ...step, status: 'error', at: Date.now(), error: message });
     return new StepError(origin.v.meta, message);
+  }
+
+  /** Runs `fn` on the filesystem of `layers`: read-only, or a writable copy that is thrown away. */
+  private async withFilesystem<T>(layers: LayerRecord[], writable: boolean, fn: (dir: string) => Promise<T>): Promise<T> {
+    if (!writable) return this.withView(layers, fn);
+    const sn = this.opts.snapshotter;
+    const parent = await this.ensureSnapshot(layers);
+    const key = `scratch-${randomBytes(8).toString('hex')}`;
+    const mounts = await sn.prepare(key, parent);
+    try {
+      return await withMounts(mounts, fn);
+    } finally {
+      await sn.remove(key).catch(() => undefined);
+    }
   }
 
   /** Runs `fn` with the filesystem of `layers` mounted read-only. */
