@@ -2,8 +2,9 @@
 //
 // src/cache owns the state directory's files: blobs by digest (content-store.ts), named images
 // (image-store.ts, index.json), cache records by key (cache-index.ts), context checksums with a
-// stat cache (checksum.ts), and the locks. It must not know Dockerfile syntax, registries or how
-// steps run.
+// stat cache (checksum.ts), the directories of RUN --mount=type=cache kept between builds
+// (cache-mounts.ts, `cache-mounts/<digest of id and seed>/`), and the locks. It must not know
+// Dockerfile syntax, registries or how steps run.
 //
 // The directory holds every image's files (setuid binaries included) and configs, so it is private to its
 // owner (0700, fixed on open), as Docker keeps /var/lib/docker.
