@@ -8,8 +8,9 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { AgentConnector } from '../../src/executor/runc.js';
+import { RuncExecutor, type AgentConnector } from '../../src/executor/runc.js';
 import { parseSshFlag, SshAgents } from '../../src/source/ssh.js';
+import { sshAddLayout } from '../helpers/ssh-image.js';
 
 let dir: string;
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -84,8 +85,7 @@ async function startAgent(): Promise<{ sock: string; kill(): Promise<void> }> {
 let serveCount = 0;
 
 /** A socket where every connection is forwarded to `agent`, as a step's ssh mount does. */
-async function serve(agent: AgentConnector): Promise<string> {
-  const sock = join(dir, `served${++serveCount}.sock`);
+async function serve(agent: AgentConnector, sock = join(dir, `served${++serveCount}.sock`)): Promise<string> {
   const server: Server = createServer((conn) => {
     const upstream = agent.connect();
     upstream.on('error', () => conn.destroy());
@@ -271,5 +271,32 @@ describe('SshAgents.close', () => {
     await ended;
     expect(() => connector.connect()).toThrow('ssh agent "default" is closed');
     expect(agents.get('default')).toBeUndefined();
+  });
+});
+
+describe('the ssh-add test image', () => {
+  it('lists a forwarded agent key from inside a runc container', async () => {
+    const key = await keygen('ed25519');
+    const agents = await SshAgents.open([{ id: 'default', paths: [key] }]);
+    cleanups.push(() => agents.close());
+    const bundle = join(dir, 'ssh-add-bundle');
+    await ok('umoci', ['unpack', '--image', `${await sshAddLayout()}:latest`, bundle]);
+    const rootfs = join(bundle, 'rootfs');
+    // A socket in the rootfs is reachable from the container (until the executor's ssh mount).
+    await mkdir(join(rootfs, 'run'), { recursive: true });
+    await serve(agents.get('default')!, join(rootfs, 'run/agent.sock'));
+    let out = '';
+    const r = await new RuncExecutor({ bundleRoot: join(dir, 'runc') }).run({
+      rootfs,
+      args: ['ssh-add', '-l'],
+      env: ['PATH=/usr/bin:/bin', 'SSH_AUTH_SOCK=/run/agent.sock'],
+      cwd: '/',
+      user: '',
+      network: 'none',
+      stdout: (c) => (out += c.toString()),
+      stderr: (c) => (out += c.toString()),
+    });
+    expect(out).toContain(await fingerprint(key));
+    expect(r.exitCode).toBe(0);
   });
 });
