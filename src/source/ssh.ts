@@ -6,7 +6,7 @@
 
 import { constants as fsc } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
-import { connect as netConnect } from 'node:net';
+import { connect as netConnect, type Socket } from 'node:net';
 import { resolve } from 'node:path';
 import { Duplex } from 'node:stream';
 import type { ParsedKey } from 'ssh2';
@@ -234,7 +234,7 @@ const FAILURE_REPLY = Buffer.from([0, 0, 0, 1, SSH_AGENT_FAILURE]);
  * reaching the agent, as BuildKit's read-only agent answers. Replies keep the requests' order.
  */
 class ReadOnlyAgentConnection extends Duplex {
-  private readonly agent;
+  private readonly agent: Socket;
   private readonly fromStep = new MessageReader();
   private readonly fromAgent = new MessageReader();
   /** One entry per request not yet answered: true when the agent answers it. */

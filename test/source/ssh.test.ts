@@ -218,6 +218,30 @@ describe('a forwarded agent socket', () => {
     expect(listed[0]).toContain(await fingerprint(key));
   });
 
+  it('answers pipelined requests in order, refused ones too, however the bytes arrive', async () => {
+    const message = (type: number): Buffer => Buffer.from([0, 0, 0, 1, type]);
+    const [list, removeAll] = [message(11), message(19)];
+    const conn = agents.get('default')!.connect();
+    const replies: number[] = [];
+    let received = Buffer.alloc(0);
+    const done = new Promise<void>((resolve) =>
+      conn.on('data', (chunk: Buffer) => {
+        received = Buffer.concat([received, chunk]);
+        while (received.length >= 4 && received.length >= 4 + received.readUInt32BE(0)) {
+          replies.push(received[4]!);
+          received = received.subarray(4 + received.readUInt32BE(0));
+        }
+        if (replies.length === 4) resolve();
+      }),
+    );
+    // One byte at a time: a message split over writes is still one message.
+    for (const byte of Buffer.concat([list, removeAll, removeAll, list])) conn.write(Buffer.from([byte]));
+    await done;
+    conn.destroy();
+    // SSH_AGENT_IDENTITIES_ANSWER (12) and SSH_AGENT_FAILURE (5), in the order asked.
+    expect(replies).toEqual([12, 5, 5, 12]);
+  });
+
   it('is no agent of an unknown id', () => {
     expect(agents.get('github')).toBeUndefined();
   });
