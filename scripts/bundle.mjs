@@ -14,8 +14,9 @@ await build({
   format: 'esm',
   platform: 'node',
   target: 'node20',
-  // A native addon: loaded from node_modules as it is.
-  external: ['fs-xattr'],
+  // Loaded from node_modules as they are: a native addon, and ssh2 whose optional native
+  // addons (tried at load) esbuild cannot bundle.
+  external: ['fs-xattr', 'ssh2'],
   // CommonJS dependencies call require() for Node's own modules; ESM output has none of its own.
   banner: { js: "import { createRequire as __builderRequire } from 'node:module'; const require = __builderRequire(import.meta.url);" },
   sourcemap: true,

@@ -8,7 +8,7 @@
 // The image: one layer with the static /bin/busybox, a /bin/<applet> → busybox symlink per applet,
 // /etc/passwd + /etc/group (root, app uid/gid 1000, nobody), /tmp (1777), /root, /home/app (owned
 // by app); config Cmd ["sh"], PATH set, os/architecture of the host. The OCI layout is built once
-// and cached in the temp dir (see busyboxLayout).
+// and cached in the temp dir (see busyboxLayout); busyboxBasedLayout adds files of a test's own.
 
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -32,9 +32,18 @@ export interface PushOptions {
   creds?: { user: string; password: string };
   /** Manifest format: OCI (default, as built) or Docker schema 2 (`v2s2`). */
   format?: 'oci' | 'v2s2';
+  /** The OCI layout to push (tag `latest`): default the busybox one. */
+  layout?: string;
 }
 
-let layout: Promise<string> | undefined;
+/** Files a test image adds to the busybox rootfs (see busyboxBasedLayout). */
+export interface RootfsExtra {
+  /** Everything the added files are made from: a change builds a new layout. */
+  inputs: Array<string | Buffer>;
+  populate(rootfs: string): Promise<void>;
+}
+
+const layouts = new Map<string, Promise<string>>();
 
 /**
  * The OCI image layout holding the busybox image at tag `latest`. Built once and shared by test
@@ -43,7 +52,19 @@ let layout: Promise<string> | undefined;
  * Treat it as read-only: copy it (or push it with pushBusyboxImage) before changing anything.
  */
 export function busyboxLayout(): Promise<string> {
-  layout ??= cachedLayout();
+  return busyboxBasedLayout('busybox');
+}
+
+/**
+ * Like busyboxLayout, with `extra`'s files added to the same single layer; `name` tells the
+ * cached layouts of different images apart.
+ */
+export function busyboxBasedLayout(name: string, extra?: RootfsExtra): Promise<string> {
+  let layout = layouts.get(name);
+  if (!layout) {
+    layout = cachedLayout(name, extra);
+    layouts.set(name, layout);
+  }
   return layout;
 }
 
@@ -54,7 +75,7 @@ export async function pushBusyboxImage(
   tag = 'latest',
   opts: PushOptions = {},
 ): Promise<{ ref: string; digest: string }> {
-  const dir = await busyboxLayout();
+  const dir = opts.layout ?? (await busyboxLayout());
   const ref = `${host}/${repo}:${tag}`;
   const digestFile = join(tmpdir(), `builder-digest-${process.pid}-${process.hrtime.bigint()}`);
   const args = ['copy', '--quiet', '--dest-tls-verify=false', '--digestfile', digestFile];
@@ -120,27 +141,27 @@ export function hostArchitecture(): string {
   return hostPlatform().architecture;
 }
 
-async function cachedLayout(): Promise<string> {
+async function cachedLayout(name: string, extra: RootfsExtra | undefined): Promise<string> {
   const umociVersion = await run('umoci', ['--version']).then(
     (r) => r.stdout,
     () => {
       throw new Error('umoci not found (apt-get install -y umoci)');
     },
   );
-  const key = createHash('sha256')
+  const hash = createHash('sha256')
     .update(await readFile(BUSYBOX_BIN))
     .update(umociVersion)
     .update(hostArchitecture())
-    .update(String(LAYOUT_VERSION))
-    .digest('hex')
-    .slice(0, 16);
-  const cached = join(tmpdir(), `builder-test-busybox-${key}`);
+    .update(String(LAYOUT_VERSION));
+  for (const input of extra?.inputs ?? []) hash.update(input);
+  const key = hash.digest('hex').slice(0, 16);
+  const cached = join(tmpdir(), `builder-test-${name}-${key}`);
   if (existsSync(join(cached, 'layout', 'index.json'))) return join(cached, 'layout');
 
   // Build aside, then rename into place: concurrent test processes race, the first rename wins.
   const scratch = await mkdtemp(join(tmpdir(), 'builder-busybox-'));
   try {
-    await buildLayout(scratch);
+    await buildLayout(scratch, extra);
     await rm(join(scratch, 'bundle'), { recursive: true, force: true });
     await rename(scratch, cached).catch((err: NodeJS.ErrnoException) => {
       if (err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST') throw err;
@@ -151,7 +172,7 @@ async function cachedLayout(): Promise<string> {
   return join(cached, 'layout');
 }
 
-async function buildLayout(root: string): Promise<void> {
+async function buildLayout(root: string, extra: RootfsExtra | undefined): Promise<void> {
   const dir = join(root, 'layout');
   const bundle = join(root, 'bundle');
   const image = `${dir}:latest`;
@@ -160,6 +181,7 @@ async function buildLayout(root: string): Promise<void> {
   await runTool('umoci', ['new', '--image', image]);
   await runTool('umoci', ['unpack', '--image', image, bundle]);
   await populateRootfs(join(bundle, 'rootfs'));
+  await extra?.populate(join(bundle, 'rootfs'));
   await runTool('umoci', ['repack', '--image', image, bundle]);
   await runTool('umoci', [
     'config',
