@@ -5,6 +5,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 // build.js pulls in the registry client, snapshotter and executor: loaded only when building.
 import type { BuildOptions, Output } from '../client/build.js';
 import { loadConfig } from '../client/config.js';
+import { parseSshFlag } from '../source/ssh.js';
 import { createRenderer, type ProgressMode } from './progress.js';
 
 const USAGE = `Usage: builder build [OPTIONS] PATH
@@ -28,6 +29,10 @@ Options:
       --allow ENTITLEMENT   Let the Dockerfile use network.host (RUN --network=host) or
                             security.insecure (RUN --security=insecure, privileged); repeatable
                             or comma-separated
+      --secret SPEC         Give RUN --mount=type=secret steps a secret: id=ID,src=FILE or
+                            id=ID,env=VAR (repeatable); it never enters the image or the cache
+      --ssh ID[=PATHS]      Give RUN --mount=type=ssh steps an SSH agent: default (your
+                            SSH_AUTH_SOCK), ID=SOCKET or ID=KEYFILE[,KEYFILE...] (repeatable)
       --dry-run             Print the stages and steps (with vertex digests) that would run; pull and run nothing
       --no-cache            Run every step even if it is cached
       --pull                Check the registry for newer base images
@@ -196,6 +201,8 @@ function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'sig
     snapshotter: { type: 'string' },
     compression: { type: 'string' },
     'dry-run': { type: 'boolean' },
+    secret: { type: 'string', multiple: true },
+    ssh: { type: 'string', multiple: true },
     ...COMMON_OPTIONS,
   });
   const v = parsed.values;
@@ -233,6 +240,7 @@ function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'sig
     if (name !== 'network.host' && name !== 'security.insecure') throw new UsageError(`invalid --allow "${name}": use network.host or security.insecure`);
     if (!allow.includes(name)) allow.push(name);
   }
+  const ssh = (v.ssh ?? []).map((value) => usage(() => parseSshFlag(value)));
   const epoch = process.env.SOURCE_DATE_EPOCH;
   if (epoch !== undefined && !/^\d+$/.test(epoch)) throw new UsageError(`invalid SOURCE_DATE_EPOCH "${epoch}": expected Unix seconds`);
   const logLimit = process.env.BUILDKIT_STEP_LOG_MAX_SIZE;
@@ -251,6 +259,7 @@ function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'sig
     platform: v.platform,
     network,
     allow,
+    ssh,
     noCache: v['no-cache'],
     pull: v.pull,
     root: v.root,
@@ -264,6 +273,15 @@ function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'sig
     dryRun: Boolean(v['dry-run']),
     config: v.config,
   };
+}
+
+/** `parse()`, its error a usage error. */
+function usage<T>(parse: () => T): T {
+  try {
+    return parse();
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
 }
 
 function parseOutput(spec: string): Output {

@@ -9,6 +9,8 @@
 
 import { join } from 'node:path';
 import { StatCache } from '../cache/checksum.js';
+import { CacheMounts } from '../cache/cache-mounts.js';
+import { SshAgents, type SshSpec } from '../source/ssh.js';
 import { defaultStateRoot, openState } from '../cache/state.js';
 import { removeTemporaryFiles } from '../cache/temp-files.js';
 import type { Digest } from '../definition/index.js';
@@ -74,6 +76,10 @@ export interface BuildOptions extends BuildDefinitionOptions {
   /** Compression of new layers when pushed or exported: gzip (default), zstd or uncompressed. Stored layers stay uncompressed. */
   compression?: LayerCompression;
 
+  // What RUN --mount=type=ssh steps reach.
+  /** SSH agents by id (`--ssh`): an agent socket (default: the caller's SSH_AUTH_SOCK) or private key files. */
+  ssh?: SshSpec[];
+
   // What the caller watches.
   onProgress?: ProgressListener;
   signal?: AbortSignal;
@@ -99,7 +105,12 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const input = await readBuildInput(opts.context, opts.dockerfile);
   const { context, dockerfileName, text: dockerfileText, dockerfile } = input;
 
-  const state = await openState(opts.root ?? defaultStateRoot(), { signal: opts.signal, onWait: (message) => emit({ type: 'warning', message }) });
+  // Checked before anything else: a bad --ssh fails naming its id and path.
+  const ssh = await SshAgents.open(opts.ssh ?? []);
+  const state = await openState(opts.root ?? defaultStateRoot(), { signal: opts.signal, onWait: (message) => emit({ type: 'warning', message }) }).catch((err: unknown) => {
+    ssh.close();
+    throw err;
+  });
   const registry = new LazyRegistry(state, { insecureRegistries: opts.insecureRegistries, registryMirrors: opts.registryMirrors, signal: opts.signal });
   let finished = false;
   try {
@@ -129,6 +140,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       noCache: opts.noCache,
       sourceDateEpoch: opts.sourceDateEpoch,
       stepLogLimit: opts.stepLogLimit,
+      cacheMounts: new CacheMounts(state.root),
+      ssh,
     });
     const solved = await solver.solveFilesystem(compiled.root).catch((err: unknown) => {
       throw withSource(err, dockerfileName, dockerfileText);
@@ -177,6 +190,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       exported,
     };
   } finally {
+    ssh.close();
     await registry.close();
     // Failed or interrupted builds clean up after themselves too, but the next one checks.
     await state.release({ clean: finished });
