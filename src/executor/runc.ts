@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { lstatSync, mkdirSync, readFileSync, rmSync, rmdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import { access, readFile, readdir, rm } from 'node:fs/promises';
 import { constants as osc, tmpdir } from 'node:os';
-import { join, posix, resolve } from 'node:path';
+import { dirname, join, posix, resolve } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { CommandError, runCommand } from '../util/command.js';
 import { isOwnerAlive, processToken } from '../util/process.js';
@@ -345,36 +345,46 @@ async function bundleOwner(bundle: string): Promise<string | undefined> {
  * BuildKit does: they must not show up in the step's layer.
  */
 class MountStubs {
-  private constructor(private readonly created: string[]) {}
+  private constructor(
+    private readonly rootfs: string,
+    /** Host paths, deepest first, each resolved inside the rootfs as runc resolves targets. */
+    private readonly created: string[],
+  ) {}
 
   static record(rootfs: string, targets: string[]): MountStubs {
-    const missing: string[] = [];
+    const missing = new Set<string>();
     for (const target of targets) {
-      const parts = target.split('/').filter(Boolean);
-      for (let i = 1; i <= parts.length; i++) {
-        const path = resolveInRootSync(rootfs, `/${parts.slice(0, i).join('/')}`);
-        if (missing.includes(path)) continue;
-        if (!lstatSync(path, { throwIfNoEntry: false })) missing.push(path);
+      // Resolved first: through a symlink in the image, the missing parents are the link
+      // target's, which runc creates.
+      for (let path = resolveInRootSync(rootfs, target); path !== rootfs && !missing.has(path); path = dirname(path)) {
+        if (exists(path)) break;
+        missing.add(path);
       }
     }
-    return new MountStubs(missing);
+    return new MountStubs(rootfs, [...missing].sort((a, b) => b.length - a.length));
   }
 
   cleanup(): void {
-    for (const path of [...this.created].reverse()) {
-      let st;
+    for (const path of this.created) {
       try {
-        st = lstatSync(path, { throwIfNoEntry: false });
-      } catch {
-        continue;
-      }
-      if (!st) continue;
-      try {
+        // The step may have swapped a parent for a symlink: never delete through one.
+        if (resolveInRootSync(this.rootfs, path.slice(this.rootfs.length)) !== path) continue;
+        const st = lstatSync(path, { throwIfNoEntry: false });
+        if (!st) continue;
         if (st.isDirectory()) rmdirSync(path); // kept if the step put files in it
         else if (st.isFile() && st.size === 0) unlinkSync(path);
       } catch {
-        // not empty, or gone: leave it
+        // not empty, gone, or not resolvable any more: leave it
       }
     }
+  }
+}
+
+/** False only when nothing is at `path` (a file in the way counts as something: runc fails on it). */
+function exists(path: string): boolean {
+  try {
+    return lstatSync(path, { throwIfNoEntry: false }) !== undefined;
+  } catch {
+    return true;
   }
 }

@@ -1,6 +1,6 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { mkdir, readdir, rm, symlink } from 'node:fs/promises';
+import { mkdir, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { AbortError, RuncError, RuncExecutor } from '../../src/executor/runc.js';
@@ -169,6 +169,16 @@ describe('RuncExecutor', () => {
     });
     expect(r.exitCode).toBe(0);
     expect((await readdir(bare)).sort()).toEqual([...before, 'app'].sort());
+  });
+
+  it('never removes a mount point stub through a symlink the step put in its place', async () => {
+    const bare = await makeRootfs(join(fx.dir, 'swap'), { etc: false });
+    const victim = join(fx.dir, 'victim');
+    await mkdir(victim);
+    await writeFile(join(victim, 'hosts'), '');
+    const r = await run(['sh', '-c', `mv /etc /etc.moved && ln -s ${victim} /etc && echo swapped`], { rootfs: bare });
+    expect(r.out).toBe('swapped\n');
+    expect(await readdir(victim)).toEqual(['hosts']);
   });
 
   it('keeps a working directory that is also a mount point parent', async () => {
