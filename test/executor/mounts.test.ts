@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { Duplex } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { mountMemoryBundle } from '../../src/executor/mounts.js';
-import { AbortError, type AgentConnector, type ContainerMount, type RunSpec } from '../../src/executor/runc.js';
+import { AbortError, RuncExecutor, type AgentConnector, type ContainerMount, type RunSpec } from '../../src/executor/runc.js';
 import { makeRootfs, useExecutor, writeDeadOwnerBundle } from './rootfs.js';
 
 /** Every file under `dir` (not following symlinks), by path. */
@@ -199,6 +199,24 @@ describe('RuncExecutor mounts', () => {
     expect(await readdir(fx.bundleRoot)).toEqual([]);
     expect(existsSync(join(fx.rootfs, 'run'))).toBe(false);
     expect(existsSync(join(fx.rootfs, 'usr'))).toBe(false);
+  });
+
+  it('serves an agent socket from a bundle path longer than a socket address holds', async () => {
+    const executor = new RuncExecutor({ bundleRoot: join(fx.dir, 'state-'.repeat(20)), stateRoot: fx.stateRoot });
+    let out = '';
+    const r = await executor.run({
+      rootfs: fx.rootfs,
+      args: ['sh', '-c', 'perl -e "$0"', SOCKET_CLIENT],
+      env: ['SOCK=/run/agent'],
+      cwd: '/',
+      user: '',
+      network: 'none',
+      mounts: [...(await withHostUsr(fx.rootfs)), { type: 'ssh', target: '/run/agent', agent: shoutingAgent, mode: 0o600, uid: 0, gid: 0 }],
+      stdout: (c) => (out += c.toString()),
+      stderr: (c) => (out += c.toString()),
+    });
+    expect(r.exitCode).toBe(0);
+    expect(out).toBe('HELLO AGENT');
   });
 
   it('closes every agent connection when the run ends', async () => {
