@@ -3,20 +3,22 @@
 // (user.ts), env, network, stdio, signals and cleanup; it is handed a root filesystem and must
 // not know where it came from (snapshots, layers) nor anything of Dockerfile syntax.
 //
-// This file runs one step: it writes a bundle (config.json plus the generated /etc files),
-// `runc run`s it in the foreground with stdio piped to the caller, and always removes the
-// bundle and the container afterwards.
+// This file runs one step: it writes a bundle (config.json plus the generated /etc files, and
+// what RUN --mount needs: see mounts.ts), `runc run`s it in the foreground with stdio piped to
+// the caller, and always removes the bundle and the container afterwards.
 
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { lstatSync, mkdirSync, readFileSync, rmSync, rmdirSync, unlinkSync, writeFileSync } from 'node:fs';
-import { access, readFile, readdir, rm } from 'node:fs/promises';
+import { access, readFile, readdir } from 'node:fs/promises';
 import { constants as osc, tmpdir } from 'node:os';
-import { join, posix, resolve } from 'node:path';
+import { dirname, join, posix, resolve } from 'node:path';
 import type { Duplex } from 'node:stream';
+import { isMountPoint, unmountAll } from '../snapshotter/mount.js';
 import { CommandError, runCommand } from '../util/command.js';
 import { isOwnerAlive, processToken } from '../util/process.js';
 import { resolveComponents, resolveInRootSync } from '../util/scoped-path.js';
+import { hasSecrets, mountMemoryBundle, prepareMounts, type PreparedMounts } from './mounts.js';
 import { buildSpec, capabilitiesInMask, hostsFile, resolvConf, withDefaultEnv } from './spec.js';
 import { resolveUser } from './user.js';
 
@@ -139,11 +141,14 @@ export class RuncExecutor {
     // Like Docker, a missing working directory is created (inside the rootfs, never through it)
     // and stays: it is part of the step's result, unlike the mount points recorded next.
     mkdirSync(join(rootfs, ...inRoot), { recursive: true, mode: 0o755 });
-    const stubs = MountStubs.record(rootfs, MOUNT_TARGETS);
+    const mounts = spec.mounts ?? [];
+    const stubs = MountStubs.record(rootfs, [...MOUNT_TARGETS, ...mounts.map((m) => m.target)]);
     const bundle = join(this.bundleRoot, id);
+    const inMemory = hasSecrets(mounts, spec.secretEnv ?? []);
+    let prepared: PreparedMounts | undefined;
     let aborted = false;
     try {
-      await this.writeBundle(bundle, rootfs, cwd, user, spec);
+      prepared = await this.writeBundle(bundle, rootfs, cwd, user, spec, inMemory);
       const exit = await this.runContainer(id, bundle, spec);
       aborted = exit.aborted;
       if (aborted) throw new AbortError({ cause: spec.signal?.reason });
@@ -155,8 +160,9 @@ export class RuncExecutor {
       return toResult(exit.code);
     } finally {
       await this.deleteContainer(id, aborted);
-      rmSync(bundle, { recursive: true, force: true });
+      await prepared?.close();
       stubs.cleanup();
+      await removeBundle(bundle, inMemory);
     }
   }
 
@@ -170,7 +176,7 @@ export class RuncExecutor {
       await runCommand(this.runc, [...this.rootArgs(), 'kill', c.id, 'KILL']).catch(() => undefined);
       await runCommand(this.runc, [...this.rootArgs(), 'delete', '--force', c.id]);
     }
-    for (const bundle of bundles) await rm(bundle, { recursive: true, force: true });
+    for (const bundle of bundles) await removeBundle(bundle, await isMountPoint(bundle));
     return containers.map((c) => c.id);
   }
 
@@ -215,10 +221,12 @@ export class RuncExecutor {
     cwd: string,
     user: Awaited<ReturnType<typeof resolveUser>>,
     spec: RunSpec,
-  ): Promise<void> {
+    inMemory: boolean,
+  ): Promise<PreparedMounts> {
     // Synchronous: a few small files, where thread-pool round trips cost more than the writes.
     mkdirSync(this.bundleRoot, { recursive: true, mode: 0o700 });
     mkdirSync(bundle, { mode: 0o700 });
+    if (inMemory) await mountMemoryBundle(bundle, spec.mounts ?? [], spec.secretEnv ?? []);
     const hostname = spec.hostname ?? this.hostname;
     const etcFiles = { hosts: join(bundle, 'hosts'), resolvConf: join(bundle, 'resolv.conf'), hostname: join(bundle, 'hostname') };
     let hostResolv = '';
@@ -230,19 +238,28 @@ export class RuncExecutor {
     writeFileSync(etcFiles.hosts, hostsFile(hostname), { mode: 0o644 });
     writeFileSync(etcFiles.resolvConf, resolvConf(hostResolv, spec.network), { mode: 0o644 });
     writeFileSync(etcFiles.hostname, `${hostname}\n`, { mode: 0o644 });
+    const prepared = await prepareMounts(bundle, spec.mounts ?? []);
     const config = buildSpec({
       rootfs,
       args: spec.args,
-      env: withDefaultEnv(spec.env, user.home),
+      // Appended, as BuildKit appends secret env to the step's.
+      env: withDefaultEnv([...spec.env, ...(spec.secretEnv ?? [])], user.home),
       cwd,
       user,
       hostname,
       network: spec.network,
       ...(spec.security === 'insecure' ? { security: 'insecure' as const, hostCapabilities: ownCapabilities() } : {}),
       etcFiles,
+      mounts: prepared.mounts,
       annotations: { [OWNER_ANNOTATION]: processToken() },
     });
-    writeFileSync(join(bundle, 'config.json'), JSON.stringify(config));
+    try {
+      writeFileSync(join(bundle, 'config.json'), JSON.stringify(config));
+    } catch (err) {
+      await prepared.close();
+      throw err;
+    }
+    return prepared;
   }
 
   /** `runc run` in the foreground; on abort, kills the container and waits for runc to exit. */
@@ -330,6 +347,23 @@ async function runcFailure(logPath: string): Promise<string | undefined> {
   return errors.length ? errors.join('; ') : undefined;
 }
 
+/** Removes a bundle; an in-memory one is unmounted first, and emptied even when that fails. */
+async function removeBundle(bundle: string, inMemory: boolean): Promise<void> {
+  if (inMemory) {
+    try {
+      await unmountAll(bundle);
+    } catch (err) {
+      try {
+        rmSync(bundle, { recursive: true, force: true });
+      } catch {
+        // the mount point itself stays: the error above says why
+      }
+      throw err;
+    }
+  }
+  rmSync(bundle, { recursive: true, force: true });
+}
+
 async function bundleOwner(bundle: string): Promise<string | undefined> {
   try {
     const config = JSON.parse(await readFile(join(bundle, 'config.json'), 'utf8')) as { annotations?: Record<string, string> };
@@ -345,36 +379,46 @@ async function bundleOwner(bundle: string): Promise<string | undefined> {
  * BuildKit does: they must not show up in the step's layer.
  */
 class MountStubs {
-  private constructor(private readonly created: string[]) {}
+  private constructor(
+    private readonly rootfs: string,
+    /** Host paths, deepest first, each resolved inside the rootfs as runc resolves targets. */
+    private readonly created: string[],
+  ) {}
 
   static record(rootfs: string, targets: string[]): MountStubs {
-    const missing: string[] = [];
+    const missing = new Set<string>();
     for (const target of targets) {
-      const parts = target.split('/').filter(Boolean);
-      for (let i = 1; i <= parts.length; i++) {
-        const path = resolveInRootSync(rootfs, `/${parts.slice(0, i).join('/')}`);
-        if (missing.includes(path)) continue;
-        if (!lstatSync(path, { throwIfNoEntry: false })) missing.push(path);
+      // Resolved first: through a symlink in the image, the missing parents are the link
+      // target's, which runc creates.
+      for (let path = resolveInRootSync(rootfs, target); path !== rootfs && !missing.has(path); path = dirname(path)) {
+        if (exists(path)) break;
+        missing.add(path);
       }
     }
-    return new MountStubs(missing);
+    return new MountStubs(rootfs, [...missing].sort((a, b) => b.length - a.length));
   }
 
   cleanup(): void {
-    for (const path of [...this.created].reverse()) {
-      let st;
+    for (const path of this.created) {
       try {
-        st = lstatSync(path, { throwIfNoEntry: false });
-      } catch {
-        continue;
-      }
-      if (!st) continue;
-      try {
+        // The step may have swapped a parent for a symlink: never delete through one.
+        if (resolveInRootSync(this.rootfs, path.slice(this.rootfs.length)) !== path) continue;
+        const st = lstatSync(path, { throwIfNoEntry: false });
+        if (!st) continue;
         if (st.isDirectory()) rmdirSync(path); // kept if the step put files in it
         else if (st.isFile() && st.size === 0) unlinkSync(path);
       } catch {
-        // not empty, or gone: leave it
+        // not empty, gone, or not resolvable any more: leave it
       }
     }
+  }
+}
+
+/** False only when nothing is at `path` (a file in the way counts as something: runc fails on it). */
+function exists(path: string): boolean {
+  try {
+    return lstatSync(path, { throwIfNoEntry: false }) !== undefined;
+  } catch {
+    return true;
   }
 }

@@ -127,6 +127,8 @@ export interface SpecInput {
   hostCapabilities?: string[];
   /** Host files bind-mounted read-only over /etc/hosts, /etc/resolv.conf, /etc/hostname. */
   etcFiles: { hosts: string; resolvConf: string; hostname: string };
+  /** Mounted after the standard ones, in order (RUN --mount): a target may be under an earlier one. */
+  mounts?: OciMount[];
   annotations?: Record<string, string>;
 }
 
@@ -169,6 +171,7 @@ export function buildSpec(input: SpecInput): OciRuntimeSpec {
       { destination: '/etc/hosts', type: 'bind', source: input.etcFiles.hosts, options: ['rbind', 'ro'] },
       { destination: '/etc/resolv.conf', type: 'bind', source: input.etcFiles.resolvConf, options: ['rbind', 'ro'] },
       { destination: '/etc/hostname', type: 'bind', source: input.etcFiles.hostname, options: ['rbind', 'ro'] },
+      ...(input.mounts ?? []),
     ],
     linux: {
       namespaces,

@@ -1,6 +1,6 @@
 // A RUN step end to end: unpack a busybox layer, run a command on a writable snapshot, diff it.
 
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ContentStore } from '../../src/cache/content-store.js';
@@ -69,5 +69,28 @@ describe.each(['overlayfs', 'native'] as const)('RUN step on %s', (kind) => {
       expect(r.exitCode).toBe(0);
     });
     expect((await writeLayer(await sn.layout('noop'), store)).empty).toBe(true);
+
+    // Writes under mounts stay there: with targets missing from the image (stubs) or inside
+    // an existing directory (/etc), the layer is empty.
+    await writeFile(join(dir.path, 'conf'), 'x\n');
+    await withMounts(await sn.prepare('mounts', 'base'), async (rootfs) => {
+      const r = await executor.run({
+        rootfs,
+        args: ['sh', '-c', 'echo a > /data/cache/a && cat /etc/app.conf /run/secrets/s >/dev/null'],
+        env: [],
+        cwd: '/',
+        user: '',
+        network: 'none',
+        mounts: [
+          { type: 'tmpfs', target: '/data/cache' },
+          { type: 'bind', target: '/etc/app.conf', source: join(dir.path, 'conf'), readonly: true },
+          { type: 'secret', target: '/run/secrets/s', data: Buffer.from('s'), mode: 0o400, uid: 0, gid: 0 },
+        ],
+        stdout: () => undefined,
+        stderr: () => undefined,
+      });
+      expect(r.exitCode).toBe(0);
+    });
+    expect((await writeLayer(await sn.layout('mounts'), store)).empty).toBe(true);
   });
 });

@@ -1,85 +1,27 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { copyFile, mkdir, readdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AbortError, RuncError, RuncExecutor, type RunSpec } from '../../src/executor/runc.js';
-import { buildSpec } from '../../src/executor/spec.js';
-import { tempDir } from '../snapshotter/helpers.js';
-
-const APPLETS = ['sh', 'echo', 'id', 'cat', 'ls', 'ip', 'sleep', 'pwd', 'hostname', 'grep', 'touch', 'kill', 'env', 'wc', 'true', 'unshare', 'mount', 'mkdir', 'chown', 'chmod', 'stat', 'mknod', 'chroot', 'su', 'ln', 'rm', 'date', 'find', 'head'];
-
-async function makeRootfs(dir: string, opts: { etc?: boolean } = {}): Promise<string> {
-  const rootfs = join(dir, 'rootfs');
-  await mkdir(join(rootfs, 'bin'), { recursive: true });
-  await copyFile('/bin/busybox', join(rootfs, 'bin', 'busybox'));
-  for (const a of APPLETS) await symlink('busybox', join(rootfs, 'bin', a));
-  if (opts.etc !== false) {
-    await mkdir(join(rootfs, 'etc'));
-    await writeFile(join(rootfs, 'etc', 'passwd'), 'root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:App:/home/app:/bin/sh\n');
-    await writeFile(join(rootfs, 'etc', 'group'), 'root:x:0:\napp:x:1000:\nextra:x:2000:app\nother:x:3000:\n');
-  }
-  return rootfs;
-}
-
-/**
- * The tests use their own runc state root: other builds on the machine (the e2e tests run in
- * parallel) have `builder-*` containers in the default one, which must not count as our leftovers.
- */
-let stateRoot = '';
-
-function builderContainers(): string[] {
-  const out = execFileSync('runc', ['--root', stateRoot, 'list', '--format', 'json'], { encoding: 'utf8' }).trim();
-  return ((JSON.parse(out || 'null') as Array<{ id: string }> | null) ?? []).map((c) => c.id).filter((id) => id.startsWith('builder-'));
-}
+import { describe, expect, it } from 'vitest';
+import { AbortError, RuncError, RuncExecutor } from '../../src/executor/runc.js';
+import { makeRootfs, useExecutor, writeDeadOwnerBundle } from './rootfs.js';
 
 describe('RuncExecutor', () => {
-  let dir: { path: string; cleanup(): Promise<void> };
-  let rootfs: string;
-  let bundleRoot: string;
-  let executor: RuncExecutor;
-
-  beforeAll(async () => {
-    dir = await tempDir('builder-runc-');
-    rootfs = await makeRootfs(dir.path);
-    bundleRoot = join(dir.path, 'bundles');
-    stateRoot = join(dir.path, 'runc-state');
-    executor = new RuncExecutor({ bundleRoot, stateRoot });
-  });
-  afterAll(async () => {
-    // Whatever a failed test left running must not outlive the suite.
-    for (const id of builderContainers()) spawnSync('runc', ['--root', stateRoot, 'delete', '--force', id], { stdio: 'ignore' });
-    await dir.cleanup();
-  });
-
-  async function run(args: string[], extra: Partial<RunSpec> = {}): Promise<{ exitCode: number; signal?: string; out: string; err: string }> {
-    let out = '';
-    let err = '';
-    const result = await executor.run({
-      rootfs,
-      args,
-      env: [],
-      cwd: '/',
-      user: '',
-      network: 'none',
-      stdout: (c) => (out += c.toString()),
-      stderr: (c) => (err += c.toString()),
-      ...extra,
-    });
-    return { ...result, out, err };
-  }
+  const fx = useExecutor('builder-runc-');
+  const run = fx.run;
+  const builderContainers = fx.containers;
 
   it('streams stdout and stderr and reports the exit code', async () => {
     const r = await run(['sh', '-c', 'echo out; echo err >&2; exit 3']);
     expect(r).toEqual({ exitCode: 3, out: 'out\n', err: 'err\n' });
-    expect(await readdir(bundleRoot)).toEqual([]);
+    expect(await readdir(fx.bundleRoot)).toEqual([]);
     expect(builderContainers()).toEqual([]);
   });
 
   it('delivers output while the process is still running', async () => {
     // The command goes on only once the test has seen its first line: output held back until
     // the process exits would never let it (it gives up after a minute, and says so).
-    const gate = join(rootfs, 'gate');
+    const gate = join(fx.rootfs, 'gate');
     const waitForGate = 'i=0; while [ ! -e /gate ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done';
     let seen = '';
     try {
@@ -194,7 +136,7 @@ describe('RuncExecutor', () => {
   it('throws when runc cannot start the process', async () => {
     await expect(run(['/no/such/binary'])).rejects.toBeInstanceOf(RuncError);
     await expect(run(['/no/such/binary'])).rejects.toThrow(/no such file or directory/);
-    expect(await readdir(bundleRoot)).toEqual([]);
+    expect(await readdir(fx.bundleRoot)).toEqual([]);
     expect(builderContainers()).toEqual([]);
   });
 
@@ -207,15 +149,15 @@ describe('RuncExecutor', () => {
     });
     await expect(pending).rejects.toBeInstanceOf(AbortError);
     expect(builderContainers()).toEqual([]);
-    expect(await readdir(bundleRoot)).toEqual([]);
+    expect(await readdir(fx.bundleRoot)).toEqual([]);
     // Already aborted: nothing starts.
     await expect(run(['true'], { signal: ac.signal })).rejects.toBeInstanceOf(AbortError);
   });
 
   it('removes the mount points runc had to create', async () => {
-    const bare = await makeRootfs(join(dir.path, 'bare'), { etc: false });
+    const bare = await makeRootfs(join(fx.dir, 'bare'), { etc: false });
     const before = (await readdir(bare)).sort();
-    const r = await executor.run({
+    const r = await fx.executor.run({
       rootfs: bare,
       args: ['sh', '-c', 'cat /etc/hostname; ls / | wc -l'],
       env: [],
@@ -229,9 +171,19 @@ describe('RuncExecutor', () => {
     expect((await readdir(bare)).sort()).toEqual([...before, 'app'].sort());
   });
 
+  it('never removes a mount point stub through a symlink the step put in its place', async () => {
+    const bare = await makeRootfs(join(fx.dir, 'swap'), { etc: false });
+    const victim = join(fx.dir, 'victim');
+    await mkdir(victim);
+    await writeFile(join(victim, 'hosts'), '');
+    const r = await run(['sh', '-c', `mv /etc /etc.moved && ln -s ${victim} /etc && echo swapped`], { rootfs: bare });
+    expect(r.out).toBe('swapped\n');
+    expect(await readdir(victim)).toEqual(['hosts']);
+  });
+
   it('keeps a working directory that is also a mount point parent', async () => {
-    const bare = await makeRootfs(join(dir.path, 'bare2'), { etc: false });
-    const r = await executor.run({ rootfs: bare, args: ['true'], env: [], cwd: '/etc', user: '', network: 'none', stdout: () => undefined, stderr: () => undefined });
+    const bare = await makeRootfs(join(fx.dir, 'bare2'), { etc: false });
+    const r = await fx.executor.run({ rootfs: bare, args: ['true'], env: [], cwd: '/etc', user: '', network: 'none', stdout: () => undefined, stderr: () => undefined });
     expect(r.exitCode).toBe(0);
     expect(await readdir(join(bare, 'etc'))).toEqual([]);
   });
@@ -239,41 +191,29 @@ describe('RuncExecutor', () => {
   it('refuses a working directory inside /proc, where runc could leak host fds', async () => {
     await expect(run(['true'], { cwd: '/proc/self/fd/7' })).rejects.toThrow(/working directory \/proc\/self\/fd\/7 is inside \/proc/);
     await expect(run(['true'], { cwd: '/tmp/../proc/1/cwd' })).rejects.toThrow(/inside \/proc/);
-    await symlink('/proc/self/fd', join(rootfs, 'fds'));
+    await symlink('/proc/self/fd', join(fx.rootfs, 'fds'));
     await expect(run(['true'], { cwd: '/fds/5' })).rejects.toThrow(/\/fds\/5 \(resolves to \/proc\/self\/fd\/5\) is inside \/proc/);
-    expect(existsSync(join(rootfs, 'proc', 'self'))).toBe(false);
-    expect(await readdir(bundleRoot)).toEqual([]);
+    expect(existsSync(join(fx.rootfs, 'proc', 'self'))).toBe(false);
+    expect(await readdir(fx.bundleRoot)).toEqual([]);
     expect(builderContainers()).toEqual([]);
     // /proc itself is a plain directory as far as the working directory goes.
     expect((await run(['pwd'], { cwd: '/proc' })).out).toBe('/proc\n');
   });
 
   it('has nothing to sweep without runc', async () => {
-    expect(await new RuncExecutor({ runc: '/nonexistent/runc', bundleRoot, stateRoot }).sweep()).toEqual([]);
+    expect(await new RuncExecutor({ runc: '/nonexistent/runc', bundleRoot: fx.bundleRoot, stateRoot: fx.stateRoot }).sweep()).toEqual([]);
   });
 
   it('sweeps containers left by a dead process', async () => {
-    const bundle = join(bundleRoot, 'builder-sweeptest');
+    const bundle = join(fx.bundleRoot, 'builder-sweeptest');
     await mkdir(bundle, { recursive: true });
-    for (const f of ['hosts', 'resolv.conf', 'hostname']) await writeFile(join(bundle, f), '');
-    const config = buildSpec({
-      rootfs,
-      args: ['sleep', '60'],
-      env: ['PATH=/bin'],
-      cwd: '/',
-      user: { uid: 0, gid: 0, additionalGids: [], home: '/' },
-      hostname: 'x',
-      network: 'host',
-      etcFiles: { hosts: join(bundle, 'hosts'), resolvConf: join(bundle, 'resolv.conf'), hostname: join(bundle, 'hostname') },
-      annotations: { 'dev.builder.owner': '999999999.1' },
-    });
-    await writeFile(join(bundle, 'config.json'), JSON.stringify(config));
-    const started = spawnSync('runc', ['--root', stateRoot, 'run', '-d', '--bundle', bundle, 'builder-sweeptest'], { stdio: 'ignore' });
+    await writeDeadOwnerBundle(bundle, fx.rootfs, ['sleep', '60']);
+    const started = spawnSync('runc', ['--root', fx.stateRoot, 'run', '-d', '--bundle', bundle, 'builder-sweeptest'], { stdio: 'ignore' });
     expect(started.status).toBe(0);
     expect(builderContainers()).toEqual(['builder-sweeptest']);
 
-    expect(await executor.sweep()).toEqual(['builder-sweeptest']);
+    expect(await fx.executor.sweep()).toEqual(['builder-sweeptest']);
     expect(builderContainers()).toEqual([]);
-    expect(await readdir(bundleRoot)).toEqual([]);
+    expect(await readdir(fx.bundleRoot)).toEqual([]);
   });
 });
