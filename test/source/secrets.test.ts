@@ -34,7 +34,9 @@ describe('parseSecretFlag (docker buildx --secret)', () => {
       ['id=a,foo=bar', 'invalid --secret "id=a,foo=bar": unexpected key "foo" in "foo=bar" (use id, src, env or type)'],
       ['id=a,type=ssh', 'invalid --secret "id=a,type=ssh": unsupported secret type "ssh" (use file or env)'],
       ['id=a,src', 'invalid --secret "id=a,src": the field "src" must be a key=value pair'],
-      ['id=a,"src=b', 'invalid --secret "id=a,"src=b": unterminated quote'],
+      ['id=a,"src=b', 'invalid --secret "id=a,"src=b": unterminated quote in field 2'],
+      ['id=a,src=a"b', 'invalid --secret "id=a,src=a"b": stray quote in field 2 "src=a"b" (quote the whole field)'],
+      ['', 'invalid --secret "": the secret has no id (id=…)'],
     ];
     for (const [flag, message] of bad) expect(() => parseSecretFlag(flag, {}), flag).toThrow(message);
   });
