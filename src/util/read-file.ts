@@ -26,16 +26,19 @@ export async function readRegularFile(path: string, maxBytes: number): Promise<B
     const tooBig = () => new Error(`the file is larger than ${formatLimit(maxBytes)}`);
     if (st.size > maxBytes) throw tooBig();
     // Read one byte past the limit, in case the file grew since fstat.
-    const buf = Buffer.alloc(Math.min(st.size, maxBytes) + 1);
+    let buf = Buffer.alloc(Math.min(st.size, maxBytes) + 1);
     let length = 0;
     for (;;) {
+      if (length === buf.length) {
+        if (length > maxBytes) throw tooBig();
+        // Longer than fstat said: it grew, or it is a procfs file, whose size reads as 0.
+        const larger = Buffer.alloc(Math.min(buf.length * 2, maxBytes + 1));
+        buf.copy(larger);
+        buf = larger;
+      }
       const { bytesRead } = await handle.read(buf, length, buf.length - length, length);
       if (bytesRead === 0) break;
       length += bytesRead;
-      if (length === buf.length) {
-        if (length > maxBytes) throw tooBig();
-        break;
-      }
     }
     return buf.subarray(0, length);
   } finally {
@@ -47,5 +50,5 @@ export async function readRegularFile(path: string, maxBytes: number): Promise<B
 function formatLimit(bytes: number): string {
   if (bytes >= 1024 * 1024 && bytes % (1024 * 1024) === 0) return `${bytes / 1024 / 1024} MiB`;
   if (bytes >= 1024 && bytes % 1024 === 0) return `${bytes / 1024} KiB`;
-  return `${bytes} bytes`;
+  return `${bytes} byte${bytes === 1 ? '' : 's'}`;
 }
