@@ -1,12 +1,11 @@
 // A build's inputs on disk: the Dockerfile and the `.dockerignore` that applies to it. Shared by
 // `build()` and `plan()`; the frontend itself never touches the filesystem.
 
-import { constants } from 'node:fs';
-import { open } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Platform } from '../definition/index.js';
 import { parseDockerfile, parseDockerignore, type CompileOptions, type Dockerfile, type Entitlement, type ImageResolver } from '../frontend/index.js';
 import { hostPlatform } from '../oci/platform.js';
+import { readRegularFile } from '../util/read-file.js';
 
 export interface BuildInput {
   /** Absolute path of the build context. */
@@ -42,42 +41,9 @@ export async function readBuildInput(contextDir: string, dockerfile?: string): P
  */
 export const MAX_INPUT_FILE_BYTES = 16 * 1024 * 1024;
 
-const KINDS: Array<[(s: import('node:fs').Stats) => boolean, string]> = [
-  [(s) => s.isDirectory(), 'a directory'],
-  [(s) => s.isFIFO(), 'a FIFO (named pipe)'],
-  [(s) => s.isSocket(), 'a socket'],
-  [(s) => s.isCharacterDevice(), 'a character device'],
-  [(s) => s.isBlockDevice(), 'a block device'],
-];
-
-/**
- * Reads a regular file of at most MAX_INPUT_FILE_BYTES. Opened non-blocking and checked with
- * fstat before any read: a FIFO would otherwise block the read (and the process) forever, and a
- * device could stream without end. O_NOCTTY keeps a terminal from becoming ours.
- */
+/** A Dockerfile or `.dockerignore`, as text (see readRegularFile). */
 async function readInputFile(path: string): Promise<string> {
-  const handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
-  try {
-    const st = await handle.stat();
-    if (!st.isFile()) throw new Error(`not a regular file: it is ${KINDS.find(([is]) => is(st))?.[1] ?? 'a special file'}`);
-    const tooBig = () => new Error(`the file is larger than ${MAX_INPUT_FILE_BYTES / 1024 / 1024} MiB`);
-    if (st.size > MAX_INPUT_FILE_BYTES) throw tooBig();
-    // Read one byte past the limit, in case the file grew since fstat.
-    const buf = Buffer.alloc(Math.min(st.size, MAX_INPUT_FILE_BYTES) + 1);
-    let length = 0;
-    for (;;) {
-      const { bytesRead } = await handle.read(buf, length, buf.length - length, length);
-      if (bytesRead === 0) break;
-      length += bytesRead;
-      if (length === buf.length) {
-        if (length > MAX_INPUT_FILE_BYTES) throw tooBig();
-        break;
-      }
-    }
-    return buf.toString('utf8', 0, length);
-  } finally {
-    await handle.close();
-  }
+  return (await readRegularFile(path, MAX_INPUT_FILE_BYTES)).toString('utf8');
 }
 
 /** `<Dockerfile>.dockerignore` beside the Dockerfile wins over the context's `.dockerignore`. */

@@ -2,6 +2,7 @@
 // does (`type=cache,target=/root/.cache,sharing=locked`). The result is plain data; the solver
 // decides what it can run.
 
+import { csvFields } from '../util/csv.js';
 import { cleanPath, isAbsPath, joinPath } from './paths.js';
 
 export type MountType = 'bind' | 'cache' | 'tmpfs' | 'secret' | 'ssh';
@@ -61,28 +62,6 @@ function parseSize(value: string): number {
   if (!m) throw new Error(`invalid value for size: "${value}" (e.g. 64m)`);
   const mult = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }[(m[2] ?? '').toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
   return Math.round(Number(m[1]) * mult);
-}
-
-/** Splits a CSV field list (`a=1,"b=x,y"`), honouring double quotes as encoding/csv does. */
-function csvFields(spec: string): string[] {
-  const out: string[] = [];
-  let cur = '';
-  let quoted = false;
-  for (let i = 0; i < spec.length; i++) {
-    const ch = spec[i] as string;
-    if (ch === '"') {
-      if (quoted && spec[i + 1] === '"') {
-        cur += '"';
-        i++;
-      } else quoted = !quoted;
-    } else if (ch === ',' && !quoted) {
-      out.push(cur);
-      cur = '';
-    } else cur += ch;
-  }
-  if (quoted) throw new Error('unterminated quote');
-  out.push(cur);
-  return out;
 }
 
 /** Parses one --mount value; throws an Error saying what is wrong. */
