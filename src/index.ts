@@ -16,3 +16,5 @@ export { compile, parseDockerfile, parseDockerignore, DockerfileError, type Enti
 export { StepError } from './solver/errors.js';
 export { SourceNotFoundError } from './util/select.js';
 export { parseReference, RegistryClient } from './registry/index.js';
+export { parseSecretFlag, type SecretSpec } from './source/secrets.js';
+export { parseSshFlag, type SshSpec } from './source/ssh.js';

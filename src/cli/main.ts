@@ -5,6 +5,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 // build.js pulls in the registry client, snapshotter and executor: loaded only when building.
 import type { BuildOptions, Output } from '../client/build.js';
 import { loadConfig } from '../client/config.js';
+import { parseSecretFlag } from '../source/secrets.js';
 import { parseSshFlag } from '../source/ssh.js';
 import { createRenderer, type ProgressMode } from './progress.js';
 
@@ -240,6 +241,7 @@ function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'sig
     if (name !== 'network.host' && name !== 'security.insecure') throw new UsageError(`invalid --allow "${name}": use network.host or security.insecure`);
     if (!allow.includes(name)) allow.push(name);
   }
+  const secrets = (v.secret ?? []).map((value) => usage(() => parseSecretFlag(value)));
   const ssh = (v.ssh ?? []).map((value) => usage(() => parseSshFlag(value)));
   const epoch = process.env.SOURCE_DATE_EPOCH;
   if (epoch !== undefined && !/^\d+$/.test(epoch)) throw new UsageError(`invalid SOURCE_DATE_EPOCH "${epoch}": expected Unix seconds`);
@@ -259,6 +261,7 @@ function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'sig
     platform: v.platform,
     network,
     allow,
+    secrets,
     ssh,
     noCache: v['no-cache'],
     pull: v.pull,

@@ -10,6 +10,7 @@
 import { join } from 'node:path';
 import { StatCache } from '../cache/checksum.js';
 import { CacheMounts } from '../cache/cache-mounts.js';
+import { Secrets, type SecretSpec } from '../source/secrets.js';
 import { SshAgents, type SshSpec } from '../source/ssh.js';
 import { defaultStateRoot, openState } from '../cache/state.js';
 import { removeTemporaryFiles } from '../cache/temp-files.js';
@@ -76,7 +77,9 @@ export interface BuildOptions extends BuildDefinitionOptions {
   /** Compression of new layers when pushed or exported: gzip (default), zstd or uncompressed. Stored layers stay uncompressed. */
   compression?: LayerCompression;
 
-  // What RUN --mount=type=ssh steps reach.
+  // What RUN --mount=type=secret and type=ssh steps reach; never part of the image or the cache.
+  /** Secrets by id (`--secret`): from a file, an environment variable, or the value itself. */
+  secrets?: SecretSpec[];
   /** SSH agents by id (`--ssh`): an agent socket (default: the caller's SSH_AUTH_SOCK) or private key files. */
   ssh?: SshSpec[];
 
@@ -105,7 +108,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const input = await readBuildInput(opts.context, opts.dockerfile);
   const { context, dockerfileName, text: dockerfileText, dockerfile } = input;
 
-  // Checked before anything else: a bad --ssh fails naming its id and path.
+  // Checked before anything else: a bad --secret or --ssh fails naming its id and path.
+  const secrets = await Secrets.open(opts.secrets ?? []);
   const ssh = await SshAgents.open(opts.ssh ?? []);
   const state = await openState(opts.root ?? defaultStateRoot(), { signal: opts.signal, onWait: (message) => emit({ type: 'warning', message }) }).catch((err: unknown) => {
     ssh.close();
@@ -141,6 +145,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       sourceDateEpoch: opts.sourceDateEpoch,
       stepLogLimit: opts.stepLogLimit,
       cacheMounts: new CacheMounts(state.root),
+      secrets,
       ssh,
     });
     const solved = await solver.solveFilesystem(compiled.root).catch((err: unknown) => {

@@ -317,7 +317,8 @@ export class Solver {
     return this.run(digest, v, () =>
       this.mutate(parent, (rootfs) =>
         withExecMounts(op, inputs, facilities, async ({ mounts, secretEnv, env, secretValues }) => {
-          const output = new StepOutput(digest, this.opts.progress, this.opts.stepLogLimit);
+          // What the step prints shows any secret it can see as ***.
+          const output = new StepOutput(digest, this.opts.progress, this.opts.stepLogLimit, secretValues);
           const cleanup = await writeScripts(rootfs, op.scripts ?? []);
           const result = await this.opts.executor.run({
             rootfs,
@@ -332,7 +333,10 @@ export class Solver {
             stdout: (chunk) => output.write('stdout', chunk),
             stderr: (chunk) => output.write('stderr', chunk),
             signal: this.opts.signal,
-          }).finally(cleanup);
+          }).finally(async () => {
+            output.end();
+            await cleanup();
+          });
           if (result.exitCode !== 0) {
             const how = result.signal ? `killed by signal ${result.signal}` : `exit code: ${result.exitCode}`;
             // The command is in the step's name already: a long one is not repeated.

@@ -4,7 +4,6 @@
 // events, plain and JSON CLI output, error messages) is scanned for the value.
 
 import { createHash, randomBytes } from 'node:crypto';
-import { spawnSync } from 'node:child_process';
 import { lstat, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
@@ -13,6 +12,7 @@ import { build } from '../../src/client/build.js';
 import type { ProgressEvent } from '../../src/progress.js';
 import { runBuilder } from '../helpers/cli.js';
 import { useBuildFixture } from '../helpers/fixture.js';
+import { unpackOciArchive } from '../helpers/oci-tar.js';
 
 const fx = useBuildFixture('secrets');
 
@@ -83,13 +83,8 @@ RUN --mount=type=secret,id=absent if [ -e /run/secrets/absent ]; then echo prese
       onProgress: (e) => events.push(e),
     });
 
+    const fs = await unpackOciArchive(archive, fx.work, 'uses');
     const layout = join(fx.work, 'uses-layout');
-    const unpacked = join(fx.work, 'uses-unpacked');
-    await mkdir(layout);
-    expect(spawnSync('tar', ['-xf', archive, '-C', layout]).status).toBe(0);
-    const r = spawnSync('umoci', ['unpack', '--rootless', '--image', `${layout}:${tag}`, unpacked], { encoding: 'utf8' });
-    expect(r.status, r.stderr).toBe(0);
-    const fs = join(unpacked, 'rootfs');
     expect(await readFile(join(fs, 'file.sha'), 'utf8')).toBe(`${sha(SECRET)}\n`);
     expect(await readFile(join(fs, 'custom.sha'), 'utf8')).toBe(`${sha(SECRET)}\n`);
     expect(await readFile(join(fs, 'custom.stat'), 'utf8')).toBe('440 1000 1000\n');

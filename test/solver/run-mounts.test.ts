@@ -9,6 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { build, type BuildOptions } from '../../src/client/build.js';
 import type { ProgressEvent } from '../../src/progress.js';
 import { useBuildFixture } from '../helpers/fixture.js';
+import { unpackOciArchive } from '../helpers/oci-tar.js';
 
 const fx = useBuildFixture('run-mounts');
 
@@ -30,12 +31,8 @@ async function buildImage(ctx: string, root: string, opts: Partial<BuildOptions>
   const out = join(fx.work, `image-${n}.tar`);
   const events: ProgressEvent[] = [];
   await build({ context: ctx, root, network: 'none', outputs: [{ type: 'oci', dest: out }], tags: [`mounts:${n}`], onProgress: (e) => events.push(e), ...opts });
-  const layout = join(fx.work, `layout-${n}`);
-  const unpacked = join(fx.work, `unpacked-${n}`);
-  await mkdir(layout, { recursive: true });
-  expect(spawnSync('tar', ['-xf', out, '-C', layout]).status).toBe(0);
-  const r = spawnSync('umoci', ['unpack', '--rootless', '--image', `${layout}:mounts:${n}`, unpacked], { encoding: 'utf8' });
-  expect(r.status, r.stderr).toBe(0);
+  const fs = await unpackOciArchive(out, fx.work, `image-${n}`);
+  const layout = join(fx.work, `image-${n}-layout`);
   const index = JSON.parse(await readFile(join(layout, 'index.json'), 'utf8')) as { manifests: Array<{ digest: string }> };
   const manifest = JSON.parse(await readFile(join(layout, 'blobs', ...index.manifests[0]!.digest.split(':')), 'utf8')) as { layers: Array<{ digest: string }> };
   const layers = manifest.layers.map((l) => {
@@ -44,7 +41,7 @@ async function buildImage(ctx: string, root: string, opts: Partial<BuildOptions>
   });
   const steps = events.filter((e): e is Extract<ProgressEvent, { type: 'step' }> => e.type === 'step' && e.name.startsWith('['));
   return {
-    fs: join(unpacked, 'rootfs'),
+    fs,
     layers,
     ran: steps.filter((e) => e.status === 'started').map((e) => e.name),
     cached: steps.filter((e) => e.status === 'cached').map((e) => e.name),
