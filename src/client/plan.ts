@@ -6,7 +6,7 @@
 // This module is kept light on purpose (no registry client, snapshotter or executor): the CLI
 // loads it alone for a dry run, so start-up stays cheap.
 
-import type { Digest, Platform, Vertex } from '../definition/index.js';
+import type { Digest, ExecMount, Platform, Vertex } from '../definition/index.js';
 import { sha256 } from '../oci/digest.js';
 import { compileOptions, readBuildInput, type BuildDefinitionOptions } from './input.js';
 import { defaultStateRoot } from '../cache/state-root.js';
@@ -27,6 +27,8 @@ export interface PlannedStep {
   name: string;
   type: Vertex['op']['type'];
   line?: number;
+  /** RUN --mount: one line per mount (type, target, what it shows: ids, never a secret's value). */
+  mounts?: string[];
 }
 
 export interface PlannedStage {
@@ -93,12 +95,15 @@ export async function plan(opts: PlanOptions): Promise<PlanResult> {
   for (const stage of compiled.stages) for (const d of postOrder(vertices, stage.root, seen)) position.set(d, position.size);
   const byDependency = [...compiled.stages].sort((a, b) => (position.get(a.root) ?? 0) - (position.get(b.root) ?? 0));
   const assigned = new Set<Digest>();
+  const stageNames = new Map(compiled.stages.map((s) => [s.root, `stage ${s.name ?? s.index}`]));
   const planned = new Map<number, PlannedStage>();
   for (const stage of byDependency) {
     const steps: PlannedStep[] = [];
     for (const digest of postOrder(vertices, stage.root, assigned)) {
       const v = vertices.get(digest) as Vertex;
-      if (!v.meta.hidden) steps.push({ digest, name: v.meta.name, type: v.op.type, ...(v.meta.startLine ? { line: v.meta.startLine } : {}) });
+      if (v.meta.hidden) continue;
+      const mounts = v.op.type === 'exec' ? v.op.mounts?.map((m) => describeMount(m, v, vertices, stageNames)) : undefined;
+      steps.push({ digest, name: v.meta.name, type: v.op.type, ...(v.meta.startLine ? { line: v.meta.startLine } : {}), ...(mounts ? { mounts } : {}) });
     }
     const base = unresolved.get(stage.base);
     planned.set(stage.index, {
@@ -137,13 +142,39 @@ function postOrder(vertices: ReadonlyMap<Digest, Vertex>, root: Digest, seen: Se
   return out;
 }
 
-/** The plan as text: one block per stage, one line per step with its vertex digest. */
+/** A mount as the plan shows it; a bind or seeded cache names the stage, image or context it shows. */
+function describeMount(m: ExecMount, step: Vertex, vertices: ReadonlyMap<Digest, Vertex>, stageNames: ReadonlyMap<Digest, string>): string {
+  const from = (input: number, source: string | undefined): string => {
+    const digest = step.inputs[input] as Digest;
+    const op = vertices.get(digest)?.op;
+    const what = op?.type === 'local' ? 'context' : op?.type === 'image' ? `image ${op.ref}` : (stageNames.get(digest) ?? digest);
+    return ` from ${what}${source && source !== '/' ? ` path ${source}` : ''}`;
+  };
+  const flags = (...set: Array<string | false>) => set.filter((f): f is string => f !== false).map((f) => ` ${f}`).join('');
+  switch (m.type) {
+    case 'bind':
+      return `bind ${m.target}${from(m.input, m.source)}${flags(!m.readonly && 'rw')}`;
+    case 'cache':
+      return `cache ${m.target} id=${m.id}${flags(m.sharing !== 'shared' && `sharing=${m.sharing}`, m.readonly && 'ro')}${m.input !== undefined ? from(m.input, m.source) : ''}`;
+    case 'tmpfs':
+      return `tmpfs ${m.target}${flags(m.size !== undefined && `size=${m.size}`)}`;
+    case 'secret':
+      return `secret id=${m.id}${flags(m.target !== undefined && `at ${m.target}`, m.env !== undefined && `env=${m.env}`, m.required && 'required')}`;
+    case 'ssh':
+      return `ssh id=${m.id} at ${m.target}${flags(m.required && 'required')}`;
+  }
+}
+
+/** The plan as text: one block per stage, one line per step with its vertex digest (and its mounts below it). */
 export function formatPlan(result: PlanResult): string {
   const out: string[] = [];
   for (const stage of result.stages) {
     const note = stage.unresolved ? ' (not in the local store: unresolved, its digest is a placeholder)' : '';
     out.push(`stage ${stage.index} ${stage.name}: FROM ${stage.base}${note}`);
-    for (const step of stage.steps) out.push(`  ${step.digest}  ${step.name}`);
+    for (const step of stage.steps) {
+      out.push(`  ${step.digest}  ${step.name}`);
+      for (const mount of step.mounts ?? []) out.push(`      mount ${mount}`);
+    }
   }
   out.push(`target: ${result.compiled.root}`);
   return `${out.join('\n')}\n`;

@@ -7,13 +7,14 @@ import { DefinitionBuilder, type Definition, type Digest, type ImageSpec, type P
 import type { ImageConfigFile } from '../oci/types.js';
 import { StageDispatcher, type DispatchContext } from './dispatch.js';
 import { DockerfileError, messageOf } from './errors.js';
-import { decodeInstruction, errorAt, type Command, type CopyCommand, type DecodeContext } from './instructions.js';
+import { decodeInstruction, errorAt, type Command, type DecodeContext } from './instructions.js';
 import { Linter, type CompileWarning } from './lint.js';
 import { parseInstructionLine, type Dockerfile } from './parser.js';
 import { formatPlatform, hostPlatform, normalizePlatform, parsePlatform, platformOf, toPlatform } from '../oci/platform.js';
 import { ExpansionBudget, ShellLex } from './shell-lexer.js';
 import { PROXY_ARGS, imageState, scratchState, stageStateFrom, type StageState } from './stage-state.js';
-import { StageGraph, type Stage } from './stages.js';
+import { CACHE_NAMESPACE_ARG } from './mounts.js';
+import { StageGraph, type FromSource, type Stage } from './stages.js';
 import { StepCounter } from './step-names.js';
 import { suggest } from './suggest.js';
 
@@ -85,7 +86,7 @@ const PLATFORM_ARGS = [
   'TARGETPLATFORM', 'TARGETOS', 'TARGETOSVERSION', 'TARGETARCH', 'TARGETVARIANT', 'TARGETSTAGE',
 ];
 /** Build args that mean something without an ARG instruction. */
-const BUILTIN_ARGS = new Set([...PLATFORM_ARGS, ...PROXY_ARGS, 'SOURCE_DATE_EPOCH']);
+const BUILTIN_ARGS = new Set([...PLATFORM_ARGS, ...PROXY_ARGS, 'SOURCE_DATE_EPOCH', CACHE_NAMESPACE_ARG]);
 
 function rfc3339(epochSeconds: number): string {
   return new Date(epochSeconds * 1000).toISOString().replace(/\.000Z$/, 'Z');
@@ -135,11 +136,11 @@ class Compiler {
     this.evaluateGlobalArgs(target);
     for (const stage of this.graph.stages) this.resolveBase(stage);
     for (const stage of this.graph.stages) {
-      for (const cmd of stage.commands) this.graph.resolveCopySource(cmd);
+      for (const cmd of stage.commands) this.graph.resolveFromSources(cmd);
     }
     this.graph.checkCycles();
     const reachable = await this.resolveReachable(target);
-    // Dependencies first: COPY --from may name a stage defined later in the file (as in BuildKit).
+    // Dependencies first: COPY --from and RUN --mount may name a stage defined later in the file (as in BuildKit).
     for (const stage of reachable) if (stage.base.kind === 'stage') this.baseUses.set(stage.base.stage, (this.baseUses.get(stage.base.stage) ?? 0) + 1);
     this.baseUses.set(target, Infinity);
     for (const stage of this.graph.dependencyOrder(reachable)) this.compileStage(stage);
@@ -225,24 +226,23 @@ class Compiler {
     for (;;) {
       const reachable = this.graph.reachableFrom(target);
       await Promise.all(reachable.map((s) => this.resolveImage(s)));
-      await Promise.all(reachable.flatMap((s) => [...(s.triggers ?? []), ...s.commands].map((c) => this.resolveCopyImage(s, c))));
+      await Promise.all(reachable.flatMap((s) => [...(s.triggers ?? []), ...s.commands].flatMap((c) => [...this.graph.sourcesOf(c)].map((source) => this.resolveFromImage(s, source)))));
       let grew = false;
       for (const stage of reachable) {
         if (stage.triggers) continue;
         stage.triggers = this.loadTriggers(stage);
         for (const trigger of stage.triggers) {
-          this.graph.resolveCopySource(trigger);
-          if (this.graph.copySource(trigger)?.kind === 'stage') grew = true;
+          this.graph.resolveFromSources(trigger);
+          if ([...this.graph.sourcesOf(trigger)].some((source) => source.kind === 'stage')) grew = true;
         }
       }
       if (!grew) return reachable;
     }
   }
 
-  /** COPY --from=<image>: resolved like a base image (pinned), for the copying stage's platform. */
-  private async resolveCopyImage(stage: Stage, cmd: Command): Promise<void> {
-    const source = this.graph.copySource(cmd);
-    if (source?.kind !== 'image' || source.resolved || source.error) return;
+  /** COPY --from=<image>, RUN --mount=from=<image>: resolved like a base image (pinned), for the stage's platform. */
+  private async resolveFromImage(stage: Stage, source: FromSource): Promise<void> {
+    if (source.kind !== 'image' || source.resolved || source.error) return;
     const platform = this.stagePlatform(stage);
     try {
       const resolved = await this.resolveOnce(source.ref, platform);
@@ -325,7 +325,7 @@ class Compiler {
       allow: this.opts.allow ?? [],
       ...(this.createdAt !== undefined ? { created: this.createdAt } : {}),
       contextDigest: () => this.contextDigest(),
-      copySource: (cmd: CopyCommand) => this.graph.copySource(cmd) ?? { kind: 'context' },
+      fromSource: (cmd: Command, from: string) => this.graph.fromSource(cmd, from),
       declaredArgs: this.declaredArgs,
       lint: this.lint,
       size: this.stepsText,

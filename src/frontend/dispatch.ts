@@ -10,6 +10,7 @@ import {
   type CopyAction,
   type DefinitionBuilder,
   type Digest,
+  type ExecMount,
   type ExecOp,
   type Op,
   type ScriptFile,
@@ -34,13 +35,13 @@ import {
 } from './instructions.js';
 import type { Linter } from './lint.js';
 import { cleanPath, hasTrailingSlash, isAbsPath, joinPath } from './paths.js';
-import { parseMount, resolveMountTarget, type RunMount } from './mounts.js';
+import { CACHE_NAMESPACE_ARG, mountOrder, parseMount, toExecMount, type RunMount } from './mounts.js';
 import { chompHeredoc, parseHeredocMarker, type Heredoc } from './parser.js';
 import type { ShellLex } from './shell-lexer.js';
 import { PROXY_ARGS, defaultShell, envKey, setKey, type ArgValue, type HistoryItem, type StageState } from './stage-state.js';
 import { displayText, summarizeHeredoc, type StepCounter } from './step-names.js';
 import type { Entitlement } from './compile.js';
-import type { CopySource } from './stages.js';
+import type { FromSource } from './stages.js';
 
 /** What the dispatcher needs from the whole compilation. */
 export interface DispatchContext {
@@ -59,7 +60,8 @@ export interface DispatchContext {
   /** Fixed `created` time for new history entries (SOURCE_DATE_EPOCH), if any. */
   created?: string;
   contextDigest(): Digest;
-  copySource(cmd: CopyCommand): CopySource;
+  /** What a COPY --from or a RUN --mount from= of `cmd` names (`from` as written). */
+  fromSource(cmd: Command, from: string): FromSource | undefined;
   /** Records the ARG names declared by dispatched stages (to warn about unused --build-arg). */
   declaredArgs: Set<string>;
   /** Where lints are reported. */
@@ -279,20 +281,10 @@ export class StageDispatcher {
   private run(cmd: RunCommand): void {
     // Every flag is checked first, so a Dockerfile BuildKit rejects is rejected here for the
     // same reason, before anything says "not supported yet".
-    const mounts: RunMount[] = [];
-    for (const raw of (cmd.flags.get('mount') as string[] | undefined) ?? []) {
-      const spec = this.expand(cmd, raw);
-      try {
-        mounts.push(resolveMountTarget(parseMount(spec), this.state.workdir || '/'));
-      } catch (err) {
-        throw this.error(cmd, `RUN --mount=${spec}: ${messageOf(err)}`, err);
-      }
-    }
-    const targets = new Set<string>();
-    for (const m of mounts) {
-      if (m.target && targets.has(m.target)) throw this.error(cmd, `RUN --mount: two mounts use the target ${m.target}`);
-      if (m.target) targets.add(m.target);
-    }
+    const specs = (cmd.flags.get('mount') as string[] | undefined) ?? [];
+    const parsed = specs.map((spec) => this.mountFlag(cmd, spec, () => parseMount(spec, (word) => this.expand(cmd, word))));
+    const inputs: Digest[] = [this.state.root];
+    const mounts = this.compileMounts(cmd, specs, parsed, inputs);
     const security = stringFlag(cmd, 'security');
     if (security !== undefined && security !== 'sandbox' && security !== 'insecure') {
       throw this.error(cmd, `RUN --security=${security}: unsupported security mode (use sandbox or insecure)`);
@@ -304,10 +296,6 @@ export class StageDispatcher {
     // A Dockerfile may not widen the sandbox the person running the build chose (BuildKit's entitlements).
     if (networkFlag === 'host') this.requireEntitlement(cmd, 'network.host', 'RUN --network=host');
     if (security === 'insecure') this.requireEntitlement(cmd, 'security.insecure', 'RUN --security=insecure');
-    if (mounts.length > 0) {
-      const what = mounts.map((m) => (m.target ? `${m.type} at ${m.target}` : `${m.type} as $${m.env ?? ''}`)).join(', ');
-      throw this.error(cmd, `RUN --mount (${what}) is not supported yet by builder's solver; the mount was parsed and is valid`);
-    }
     if (cmd.flags.has('device')) throw this.error(cmd, 'RUN --device is not supported yet');
     let args = cmd.prependShell ? this.withShell(cmd.cmdLine.join(' ')) : [...cmd.cmdLine];
     let displaySuffix = '';
@@ -335,24 +323,71 @@ export class StageDispatcher {
         args = this.withShell(full);
       }
     }
-    this.charge(cmd, args.reduce((n, a) => n + a.length, 0) + [...this.state.env].reduce((n, [k, v]) => n + k.length + v.length + 1, 0));
+    this.charge(
+      cmd,
+      args.reduce((n, a) => n + a.length, 0) + [...this.state.env].reduce((n, [k, v]) => n + k.length + v.length + 1, 0) + (mounts.length > 0 ? JSON.stringify(mounts).length : 0),
+    );
+    const env = [...this.state.env].map(([k, v]) => `${k}=${v}`);
+    // As BuildKit: the first agent socket is the step's SSH_AUTH_SOCK unless the stage sets one.
+    const ssh = mounts.find((m) => m.type === 'ssh');
+    if (ssh && !this.state.env.has('SSH_AUTH_SOCK')) env.push(`SSH_AUTH_SOCK=${ssh.target}`);
     const op: ExecOp = {
       type: 'exec',
       args,
-      env: [...this.state.env].map(([k, v]) => `${k}=${v}`),
+      env,
       cwd: this.state.workdir || '/',
       user: this.state.user,
       network: networkFlag === 'default' ? this.ctx.defaultNetwork : (networkFlag as 'none' | 'host'),
       ...(security === 'insecure' ? { security: 'insecure' as const } : {}),
       ...(scripts.length > 0 ? { scripts } : {}),
+      ...(mounts.length > 0 ? { mounts } : {}),
     };
     const proxyEnv = PROXY_ARGS.filter(
       (key) => Object.hasOwn(this.ctx.buildArgs, key) && !this.state.env.has(key) && !this.state.buildArgs.some((a) => a.key === key),
     ).map((key) => `${key}=${this.ctx.buildArgs[key] ?? ''}`);
     if (proxyEnv.length > 0) op.proxyEnv = proxyEnv;
-    const digest = this.ctx.builder.add(op, [this.state.root], this.meta(cmd, this.stepName(displayText(cmd, displaySuffix))));
+    const digest = this.ctx.builder.add(op, inputs, this.meta(cmd, this.stepName(displayText(cmd, displaySuffix))));
     this.state.root = digest;
     this.commit(`RUN ${runCommandString(args, this.state.buildArgs, this.state.env)} # buildkit`, digest);
+  }
+
+  /** Runs `step` for one --mount, its errors naming the mount as written. */
+  private mountFlag<T>(cmd: RunCommand, spec: string, step: () => T): T {
+    try {
+      return step();
+    } catch (err) {
+      if (err instanceof DockerfileError) throw err;
+      throw this.error(cmd, `RUN --mount=${spec}: ${messageOf(err)}`, err);
+    }
+  }
+
+  /**
+   * The exec op's mounts. What a bind or seeded cache mount shows is a vertex input: each
+   * distinct filesystem is added to `inputs` once, after input 0 (the root filesystem).
+   */
+  private compileMounts(cmd: RunCommand, specs: readonly string[], parsed: readonly RunMount[], inputs: Digest[]): ExecMount[] {
+    const index = new Map<Digest, number>();
+    let sshIndex = 0;
+    const cacheNamespace = this.ctx.buildArgs[CACHE_NAMESPACE_ARG];
+    const mounts = parsed.map((m, i) =>
+      this.mountFlag(cmd, specs[i] as string, () =>
+        toExecMount(m, {
+          workdir: this.state.workdir || '/',
+          sshIndex: m.type === 'ssh' ? sshIndex++ : sshIndex,
+          ...(cacheNamespace ? { cacheNamespace } : {}),
+          input: (from) => {
+            const digest = from === undefined ? this.ctx.contextDigest() : this.fromDigest(cmd, from, m.target ?? '');
+            let at = index.get(digest);
+            if (at === undefined) {
+              at = inputs.push(digest) - 1;
+              index.set(digest, at);
+            }
+            return at;
+          },
+        }),
+      ),
+    );
+    return mountOrder(mounts);
   }
 
   private requireEntitlement(cmd: RunCommand, entitlement: Entitlement, what: string): void {
@@ -427,7 +462,7 @@ export class StageDispatcher {
     const inputs: Digest[] = [this.state.root];
     const actions: CopyAction[] = [];
     if (sources.length > 0) {
-      inputs.push(this.sourceDigest(cmd));
+      inputs.push(cmd.from === undefined ? this.ctx.contextDigest() : this.fromDigest(cmd, cmd.from));
       actions.push({
         action: 'copy',
         sourceInput: 1,
@@ -502,31 +537,31 @@ export class StageDispatcher {
     throw this.error(cmd, `COPY --chmod=${chmod}: symbolic modes are not supported yet; use an octal mode such as 0755`);
   }
 
-  private sourceDigest(cmd: CopyCommand): Digest {
-    const source = this.ctx.copySource(cmd);
-    switch (source.kind) {
-      case 'context':
-        return this.ctx.contextDigest();
-      case 'stage': {
-        const state = source.state();
-        if (!state) {
-          throw this.error(cmd, `COPY --from=${cmd.from ?? ''}: stage "${source.name}" must be defined before the stage that copies from it`);
-        }
-        return state.root;
-      }
-      case 'image': {
-        if (source.resolved) {
-          return this.ctx.builder.add({ type: 'image', ref: source.resolved.ref, platform: source.resolved.platform }, [], {
-            name: `[internal] load image ${source.resolved.ref}`,
-          });
-        }
-        const hint = source.hint ? ` (did you mean the stage "${source.hint}"?)` : '';
-        throw this.error(
-          cmd,
-          `COPY --from=${cmd.from ?? ''}: there is no stage named "${source.ref}"${hint}, so it was taken as an image, which could not be resolved: ${source.error ?? 'unknown error'}`,
-        );
-      }
+  /** The filesystem `from` names (a stage, else an image), for COPY --from or, given its target, RUN --mount. */
+  private fromDigest(cmd: Command, from: string, mountTarget?: string): Digest {
+    const what = mountTarget === undefined ? `COPY --from=${from}` : `RUN --mount from=${from}`;
+    const source = this.ctx.fromSource(cmd, from);
+    if (!source) throw new Error(`internal error: ${what} was not resolved before compiling`);
+    if (source.kind === 'stage') {
+      const state = source.state();
+      if (state) return state.root;
+      throw this.error(
+        cmd,
+        mountTarget === undefined
+          ? `${what}: stage "${source.name}" must be defined before the stage that copies from it`
+          : `cannot mount from stage "${from}" to "${mountTarget}", stage needs to be defined before current command`,
+      );
     }
+    if (source.resolved) {
+      return this.ctx.builder.add({ type: 'image', ref: source.resolved.ref, platform: source.resolved.platform }, [], {
+        name: `[internal] load image ${source.resolved.ref}`,
+      });
+    }
+    const hint = source.hint ? ` (did you mean the stage "${source.hint}"?)` : '';
+    throw this.error(
+      cmd,
+      `${what}: there is no stage named "${source.ref}"${hint}, so it was taken as an image, which could not be resolved: ${source.error ?? 'unknown error'}`,
+    );
   }
 
   private cmd(cmd: CmdCommand): void {

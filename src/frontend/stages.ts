@@ -1,5 +1,6 @@
 // The stages of a Dockerfile and how they depend on each other: the instructions grouped into
-// stages, what each `COPY --from` names (a stage of the file, else an image), and the walks over
+// stages, what each `COPY --from` and `RUN --mount=from=` names (a stage of the file, else an
+// image), and the walks over
 // the graph they make (cycles, what a target needs, an order with every stage after those it
 // depends on). Walks use explicit stacks: a file can chain thousands of stages. Knows which
 // instruction refers to which stage, not what any instruction does.
@@ -9,14 +10,14 @@ import type { ResolvedImage } from './compile.js';
 import { DockerfileError } from './errors.js';
 import { decodeInstruction, errorAt, type ArgCommand, type Command, type DecodeContext, type FromCommand } from './instructions.js';
 import type { Linter } from './lint.js';
+import { mountFrom } from './mounts.js';
 import type { Instruction } from './parser.js';
 import type { ShellLex } from './shell-lexer.js';
 import type { StageState } from './stage-state.js';
 import { suggest } from './suggest.js';
 
-/** Where a COPY reads from. */
-export type CopySource =
-  | { kind: 'context' }
+/** What a COPY --from or a RUN --mount from= names. */
+export type FromSource =
   /** `state()` is undefined until that stage is compiled (it must come earlier in the file). */
   | { kind: 'stage'; index: number; name: string; state: () => StageState | undefined }
   /** Not a stage: Docker would take it as an image; `hint` is a stage with a close name. */
@@ -24,7 +25,7 @@ export type CopySource =
       kind: 'image';
       ref: string;
       hint?: string;
-      /** Set once resolved (compile resolves every image a needed stage copies from). */
+      /** Set once resolved (compile resolves every image a needed stage copies or mounts from). */
       resolved?: { ref: string; platform: Platform };
       /** Why it could not be resolved. */
       error?: string;
@@ -58,7 +59,8 @@ export class StageGraph {
   /** Stages by name (names are unique). */
   private readonly byName = new Map<string, Stage>();
   private names: string[] | undefined;
-  private readonly copySources = new Map<Command, CopySource>();
+  /** By instruction, what each of its `from`s (as written) names. */
+  private readonly fromSources = new Map<Command, Map<string, FromSource>>();
 
   /** Checks every instruction (throwing a DockerfileError at the first bad one) and groups them. */
   constructor(
@@ -75,9 +77,14 @@ export class StageGraph {
     return this.byName.get(name);
   }
 
-  /** What the `--from` of `cmd` names, once resolveCopySource has seen it; undefined without --from. */
-  copySource(cmd: Command): CopySource | undefined {
-    return this.copySources.get(cmd);
+  /** What `from` (as written in `cmd`) names, once resolveFromSources has seen `cmd`. */
+  fromSource(cmd: Command, from: string): FromSource | undefined {
+    return this.fromSources.get(cmd)?.get(from);
+  }
+
+  /** Everything `cmd` copies or mounts from, once resolveFromSources has seen it. */
+  sourcesOf(cmd: Command): Iterable<FromSource> {
+    return this.fromSources.get(cmd)?.values() ?? [];
   }
 
   /** Checks every instruction and groups them into global ARGs and stages. */
@@ -136,10 +143,25 @@ export class StageGraph {
     return stage.name ?? `stage-${stage.index}`;
   }
 
-  /** COPY --from=<name|index>: a stage of this file, otherwise (as in Docker) an image. */
-  resolveCopySource(cmd: Command): void {
-    if ((cmd.kind !== 'COPY' && cmd.kind !== 'ADD') || cmd.from === undefined) return;
-    const from = cmd.from;
+  /**
+   * What the `from`s of an instruction name (COPY --from=, RUN --mount=…,from=): a stage of this
+   * file by name or index, otherwise (as in Docker) an image.
+   */
+  resolveFromSources(cmd: Command): void {
+    if ((cmd.kind === 'COPY' || cmd.kind === 'ADD') && cmd.from !== undefined) this.resolveFrom(cmd, cmd.from, 'COPY --from');
+    if (cmd.kind !== 'RUN') return;
+    for (const spec of (cmd.flags.get('mount') as string[] | undefined) ?? []) {
+      let from: string | undefined;
+      try {
+        from = mountFrom(spec);
+      } catch {
+        continue; // a malformed spec is reported with its line when the RUN is compiled
+      }
+      if (from !== undefined) this.resolveFrom(cmd, from, 'RUN --mount from');
+    }
+  }
+
+  private resolveFrom(cmd: Command, from: string, what: 'COPY --from' | 'RUN --mount from'): void {
     let literal: boolean;
     try {
       literal = this.lex.processWord(from, new Map()) === from;
@@ -147,20 +169,22 @@ export class StageGraph {
       literal = false;
     }
     if (!literal) {
-      throw errorAt(cmd.instr, this.ctx, `COPY --from=${from}: variable expansion is not supported for --from; define a stage with FROM using a global ARG and copy from that stage instead`);
+      throw errorAt(cmd.instr, this.ctx, `${what}=${from}: variable expansion is not supported for ${what.replace(/^.* /, '')}; define a stage with FROM using a global ARG and ${what === 'COPY --from' ? 'copy' : 'mount'} from that stage instead`);
     }
+    let sources = this.fromSources.get(cmd);
+    if (!sources) this.fromSources.set(cmd, (sources = new Map()));
     if (/^[-+]?\d+$/.test(from)) {
       const index = Number(from);
       const stage = this.stages[index];
       if (index < 0 || !stage) {
-        throw errorAt(cmd.instr, this.ctx, `COPY --from=${from}: invalid stage index ${index} (stages are numbered 0 to ${this.stages.length - 1})`);
+        throw errorAt(cmd.instr, this.ctx, `${what}=${from}: invalid stage index ${index} (stages are numbered 0 to ${this.stages.length - 1})`);
       }
-      this.copySources.set(cmd, this.stageSource(stage));
+      sources.set(from, this.stageSource(stage));
       return;
     }
     const stage = this.byName.get(from.toLowerCase());
     if (stage) {
-      this.copySources.set(cmd, this.stageSource(stage));
+      sources.set(from, this.stageSource(stage));
       return;
     }
     const hint = suggest(from, this.stageNames());
@@ -169,29 +193,30 @@ export class StageGraph {
       throw errorAt(
         cmd.instr,
         this.ctx,
-        `COPY --from=${from}: no stage named "${from}" (did you mean "${hint}"?); a name that is not a stage is taken as an image, but this one looks like a misspelt stage name`,
+        `${what}=${from}: no stage named "${from}" (did you mean "${hint}"?); a name that is not a stage is taken as an image, but this one looks like a misspelt stage name`,
       );
     }
-    this.copySources.set(cmd, { kind: 'image', ref: from, ...(hint ? { hint } : {}) });
+    sources.set(from, { kind: 'image', ref: from, ...(hint ? { hint } : {}) });
   }
 
-  private stageSource(stage: Stage): CopySource {
+  private stageSource(stage: Stage): FromSource {
     return { kind: 'stage', index: stage.index, name: this.label(stage), state: () => stage.state };
   }
 
-  /** The stages a stage needs before it can be compiled: its base and the stages it copies from. */
+  /** The stages a stage needs before it can be compiled: its base and the stages it copies or mounts from. */
   private dependencies(stage: Stage): Array<{ stage: Stage; via?: Command }> {
     const deps: Array<{ stage: Stage; via?: Command }> = [];
     if (stage.base.kind === 'stage') deps.push({ stage: stage.base.stage });
     for (const cmd of [...(stage.triggers ?? []), ...stage.commands]) {
-      const source = this.copySources.get(cmd);
-      if (source?.kind === 'stage') deps.push({ stage: this.stages[source.index] as Stage, via: cmd });
+      for (const source of this.sourcesOf(cmd)) {
+        if (source.kind === 'stage') deps.push({ stage: this.stages[source.index] as Stage, via: cmd });
+      }
     }
     return deps;
   }
 
   /**
-   * BuildKit's hasCircularDependency, over every stage (reachable or not), naming the COPY lines.
+   * BuildKit's hasCircularDependency, over every stage (reachable or not), naming the COPY and RUN lines.
    * Walks with an explicit stack: a file can chain thousands of stages.
    */
   checkCycles(): void {
@@ -203,10 +228,11 @@ export class StageGraph {
       const names = cycle.map((p) => this.label(p.stage)).join(' -> ');
       const vias = cycle.flatMap((p) => (p.via ? [p.via] : []));
       const first = vias[0] ?? stage.from;
+      const flags = [...new Set(vias.map((c) => (c.kind === 'RUN' ? 'RUN --mount' : 'COPY --from')))].join(' and ');
       return errorAt(
         first.instr,
         this.ctx,
-        `circular dependency detected on stage: ${this.label(stage)} (${names}, through COPY --from on line${vias.length > 1 ? 's' : ''} ${vias.map((c) => c.instr.startLine).join(', ')})`,
+        `circular dependency detected on stage: ${this.label(stage)} (${names}, through ${flags} on line${vias.length > 1 ? 's' : ''} ${vias.map((c) => c.instr.startLine).join(', ')})`,
       );
     };
     // Each frame: the stage on the path and its dependencies not yet visited.
