@@ -283,17 +283,19 @@ export class Solver {
   private async execCacheKey(op: ExecOp, inputs: SolvedResult[], byContent: boolean): Promise<Digest> {
     const { proxyEnv: _proxyEnv, ...keyed } = op;
     const keys: string[] = [];
+    let checksummed = false;
     for (const [i, input] of inputs.entries()) {
       const sources = bindSources(op, i);
       if (input.kind === 'local') {
         keys.push(await this.checksumPaths(input.dir, sources, input.filter, false));
+        checksummed = true;
       } else if (byContent && sources.length > 0) {
         keys.push(await this.withView(input.layers, (dir) => this.checksumPaths(dir, sources, undefined, true)));
       } else {
         keys.push(input.cacheKey);
       }
     }
-    await this.opts.statCache.save();
+    if (checksummed) await this.opts.statCache.save();
     return sha256(canonicalJson({ op: keyed, inputs: keys, ...(byContent ? { byContent } : {}) }));
   }
 
