@@ -8,7 +8,9 @@
 // The image: one layer with the static /bin/busybox, a /bin/<applet> → busybox symlink per applet,
 // /etc/passwd + /etc/group (root, app uid/gid 1000, nobody), /tmp (1777), /root, /home/app (owned
 // by app); config Cmd ["sh"], PATH set, os/architecture of the host. The OCI layout is built once
-// and cached in the temp dir (see busyboxLayout).
+// and cached in the temp dir (see busyboxLayout). Other test images are built on the same blocks:
+// cachedLayout (a one-layer image from a populate function, built once per inputs), populateBusybox
+// and pushLayout.
 
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -37,13 +39,13 @@ export interface PushOptions {
 let layout: Promise<string> | undefined;
 
 /**
- * The OCI image layout holding the busybox image at tag `latest`. Built once and shared by test
- * processes through a directory in the temp dir named after its inputs (busybox binary, umoci
- * version, architecture), so a test run builds it at most once and never leaves copies behind.
- * Treat it as read-only: copy it (or push it with pushBusyboxImage) before changing anything.
+ * The OCI image layout holding the busybox image at tag `latest`, built once per test run (see
+ * cachedLayout). Treat it as read-only: copy it (or push it with pushBusyboxImage) before changing anything.
  */
 export function busyboxLayout(): Promise<string> {
-  layout ??= cachedLayout();
+  layout ??= readFile(BUSYBOX_BIN).then((busybox) =>
+    cachedLayout({ name: 'busybox', inputs: [busybox], populate: populateBusybox, cmd: ['sh'], env: [BUSYBOX_PATH_ENV] }),
+  );
   return layout;
 }
 
@@ -54,7 +56,11 @@ export async function pushBusyboxImage(
   tag = 'latest',
   opts: PushOptions = {},
 ): Promise<{ ref: string; digest: string }> {
-  const dir = await busyboxLayout();
+  return pushLayout(await busyboxLayout(), host, repo, tag, opts);
+}
+
+/** Pushes the image tagged `latest` in the OCI layout `dir` to `host/repo:tag` with skopeo. */
+export async function pushLayout(dir: string, host: string, repo: string, tag: string, opts: PushOptions = {}): Promise<{ ref: string; digest: string }> {
   const ref = `${host}/${repo}:${tag}`;
   const digestFile = join(tmpdir(), `builder-digest-${process.pid}-${process.hrtime.bigint()}`);
   const args = ['copy', '--quiet', '--dest-tls-verify=false', '--digestfile', digestFile];
@@ -120,27 +126,45 @@ export function hostArchitecture(): string {
   return hostPlatform().architecture;
 }
 
-async function cachedLayout(): Promise<string> {
+/** A one-layer image: what `populate` puts in an empty root filesystem, with this Cmd and Env. */
+export interface LayoutRecipe {
+  /** Names the cached directory (`builder-test-<name>-<key>`). */
+  name: string;
+  /** What the content depends on besides the recipe itself (file contents, versions): part of the key. */
+  inputs: Array<string | Buffer>;
+  populate(rootfs: string): Promise<void>;
+  cmd: string[];
+  env: string[];
+}
+
+/**
+ * The OCI layout (image at tag `latest`) made from `recipe`, built once and shared by test
+ * processes through a directory in the temp dir named after its inputs (plus umoci's version and
+ * the architecture), so a test run builds it at most once and never leaves copies behind.
+ */
+export async function cachedLayout(recipe: LayoutRecipe): Promise<string> {
   const umociVersion = await run('umoci', ['--version']).then(
     (r) => r.stdout,
     () => {
       throw new Error('umoci not found (apt-get install -y umoci)');
     },
   );
-  const key = createHash('sha256')
-    .update(await readFile(BUSYBOX_BIN))
+  const hash = createHash('sha256');
+  for (const input of recipe.inputs) hash.update(input);
+  const key = hash
+    .update(JSON.stringify([recipe.cmd, recipe.env]))
     .update(umociVersion)
     .update(hostArchitecture())
     .update(String(LAYOUT_VERSION))
     .digest('hex')
     .slice(0, 16);
-  const cached = join(tmpdir(), `builder-test-busybox-${key}`);
+  const cached = join(tmpdir(), `builder-test-${recipe.name}-${key}`);
   if (existsSync(join(cached, 'layout', 'index.json'))) return join(cached, 'layout');
 
   // Build aside, then rename into place: concurrent test processes race, the first rename wins.
-  const scratch = await mkdtemp(join(tmpdir(), 'builder-busybox-'));
+  const scratch = await mkdtemp(join(tmpdir(), `builder-${recipe.name}-`));
   try {
-    await buildLayout(scratch);
+    await buildLayout(scratch, recipe);
     await rm(join(scratch, 'bundle'), { recursive: true, force: true });
     await rename(scratch, cached).catch((err: NodeJS.ErrnoException) => {
       if (err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST') throw err;
@@ -151,7 +175,7 @@ async function cachedLayout(): Promise<string> {
   return join(cached, 'layout');
 }
 
-async function buildLayout(root: string): Promise<void> {
+async function buildLayout(root: string, recipe: LayoutRecipe): Promise<void> {
   const dir = join(root, 'layout');
   const bundle = join(root, 'bundle');
   const image = `${dir}:latest`;
@@ -159,16 +183,14 @@ async function buildLayout(root: string): Promise<void> {
   await runTool('umoci', ['init', '--layout', dir]);
   await runTool('umoci', ['new', '--image', image]);
   await runTool('umoci', ['unpack', '--image', image, bundle]);
-  await populateRootfs(join(bundle, 'rootfs'));
+  await recipe.populate(join(bundle, 'rootfs'));
   await runTool('umoci', ['repack', '--image', image, bundle]);
   await runTool('umoci', [
     'config',
     '--image',
     image,
-    '--config.cmd',
-    'sh',
-    '--config.env',
-    BUSYBOX_PATH_ENV,
+    ...recipe.cmd.flatMap((arg) => ['--config.cmd', arg]),
+    ...recipe.env.flatMap((e) => ['--config.env', e]),
     '--architecture',
     hostArchitecture(),
     '--os',
@@ -177,7 +199,8 @@ async function buildLayout(root: string): Promise<void> {
   await runTool('umoci', ['gc', '--layout', dir]);
 }
 
-async function populateRootfs(rootfs: string): Promise<void> {
+/** The busybox image's files (see the top of this file) under `rootfs`. */
+export async function populateBusybox(rootfs: string): Promise<void> {
   for (const d of ['bin', 'etc', 'root', 'home/app', 'tmp', 'proc', 'sys', 'dev']) {
     await mkdir(join(rootfs, d), { recursive: true });
   }
@@ -201,7 +224,8 @@ async function populateRootfs(rootfs: string): Promise<void> {
   await writeFile(join(rootfs, 'etc/group'), 'root:x:0:\napp:x:1000:\nnogroup:x:65534:\n');
 }
 
-async function runTool(tool: string, args: string[]): Promise<void> {
+/** Runs a tool, turning a failure into an error that names it and shows its stderr. */
+export async function runTool(tool: string, args: string[]): Promise<void> {
   try {
     await run(tool, args, { maxBuffer: 16 * 1024 * 1024 });
   } catch (err) {
