@@ -187,6 +187,7 @@ CMD ["node", "index.js"]
     expect(second.output).toContain('APP_USES tiny-d@0.3.0');
     const warm = tarballsSince(from);
     expect(warm.paths).toEqual(tarballPaths('tiny-d'));
+    expect(warm.bytes).toBe(npmReg.tarball('tiny-d', '0.3.0').size);
     expect(warm.bytes).toBeLessThan(cold.bytes);
     console.log(`${name}: npm ci downloaded ${cold.paths.length} tarballs (${cold.bytes} bytes) in the first build, ${warm.paths.length} (${warm.bytes} bytes) after adding tiny-d`);
 

@@ -107,7 +107,12 @@ export async function startNpmRegistry(packages: NpmPackageSpec[]): Promise<NpmR
       if (!p) throw new Error(`the npm registry has no ${name}@${version}`);
       return { path: p.path, size: p.tgz.length };
     },
-    stop: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    stop: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        // npm keeps connections alive; a client that is gone must not hold the server open.
+        server.closeAllConnections();
+      }),
   };
 }
 
