@@ -8,7 +8,9 @@
 // The image: one layer with the static /bin/busybox, a /bin/<applet> → busybox symlink per applet,
 // /etc/passwd + /etc/group (root, app uid/gid 1000, nobody), /tmp (1777), /root, /home/app (owned
 // by app); config Cmd ["sh"], PATH set, os/architecture of the host. The OCI layout is built once
-// and cached in the temp dir (see busyboxLayout); busyboxBasedLayout adds files of a test's own.
+// and cached in the temp dir (see busyboxLayout). Other test images are built on the same blocks:
+// cachedLayout (a one-layer image from a populate function, built once per inputs), populateBusybox
+// and pushLayout.
 
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -32,39 +34,18 @@ export interface PushOptions {
   creds?: { user: string; password: string };
   /** Manifest format: OCI (default, as built) or Docker schema 2 (`v2s2`). */
   format?: 'oci' | 'v2s2';
-  /** The OCI layout to push (tag `latest`): default the busybox one. */
-  layout?: string;
 }
 
-/** Files a test image adds to the busybox rootfs (see busyboxBasedLayout). */
-export interface RootfsExtra {
-  /** Everything the added files are made from: a change builds a new layout. */
-  inputs: Array<string | Buffer>;
-  populate(rootfs: string): Promise<void>;
-}
-
-const layouts = new Map<string, Promise<string>>();
+let layout: Promise<string> | undefined;
 
 /**
- * The OCI image layout holding the busybox image at tag `latest`. Built once and shared by test
- * processes through a directory in the temp dir named after its inputs (busybox binary, umoci
- * version, architecture), so a test run builds it at most once and never leaves copies behind.
- * Treat it as read-only: copy it (or push it with pushBusyboxImage) before changing anything.
+ * The OCI image layout holding the busybox image at tag `latest`, built once per test run (see
+ * cachedLayout). Treat it as read-only: copy it (or push it with pushBusyboxImage) before changing anything.
  */
 export function busyboxLayout(): Promise<string> {
-  return busyboxBasedLayout('busybox');
-}
-
-/**
- * Like busyboxLayout, with `extra`'s files added to the same single layer; `name` tells the
- * cached layouts of different images apart.
- */
-export function busyboxBasedLayout(name: string, extra?: RootfsExtra): Promise<string> {
-  let layout = layouts.get(name);
-  if (!layout) {
-    layout = cachedLayout(name, extra);
-    layouts.set(name, layout);
-  }
+  layout ??= readFile(BUSYBOX_BIN).then((busybox) =>
+    cachedLayout({ name: 'busybox', inputs: [busybox], populate: populateBusybox, cmd: ['sh'], env: [BUSYBOX_PATH_ENV] }),
+  );
   return layout;
 }
 
@@ -75,7 +56,11 @@ export async function pushBusyboxImage(
   tag = 'latest',
   opts: PushOptions = {},
 ): Promise<{ ref: string; digest: string }> {
-  const dir = opts.layout ?? (await busyboxLayout());
+  return pushLayout(await busyboxLayout(), host, repo, tag, opts);
+}
+
+/** Pushes the image tagged `latest` in the OCI layout `dir` to `host/repo:tag` with skopeo. */
+export async function pushLayout(dir: string, host: string, repo: string, tag: string, opts: PushOptions = {}): Promise<{ ref: string; digest: string }> {
   const ref = `${host}/${repo}:${tag}`;
   const digestFile = join(tmpdir(), `builder-digest-${process.pid}-${process.hrtime.bigint()}`);
   const args = ['copy', '--quiet', '--dest-tls-verify=false', '--digestfile', digestFile];
@@ -141,27 +126,45 @@ export function hostArchitecture(): string {
   return hostPlatform().architecture;
 }
 
-async function cachedLayout(name: string, extra: RootfsExtra | undefined): Promise<string> {
+/** A one-layer image: what `populate` puts in an empty root filesystem, with this Cmd and Env. */
+export interface LayoutRecipe {
+  /** Names the cached directory (`builder-test-<name>-<key>`). */
+  name: string;
+  /** What the content depends on besides the recipe itself (file contents, versions): part of the key. */
+  inputs: Array<string | Buffer>;
+  populate(rootfs: string): Promise<void>;
+  cmd: string[];
+  env: string[];
+}
+
+/**
+ * The OCI layout (image at tag `latest`) made from `recipe`, built once and shared by test
+ * processes through a directory in the temp dir named after its inputs (plus umoci's version and
+ * the architecture), so a test run builds it at most once and never leaves copies behind.
+ */
+export async function cachedLayout(recipe: LayoutRecipe): Promise<string> {
   const umociVersion = await run('umoci', ['--version']).then(
     (r) => r.stdout,
     () => {
       throw new Error('umoci not found (apt-get install -y umoci)');
     },
   );
-  const hash = createHash('sha256')
-    .update(await readFile(BUSYBOX_BIN))
+  const hash = createHash('sha256');
+  for (const input of recipe.inputs) hash.update(input);
+  const key = hash
+    .update(JSON.stringify([recipe.cmd, recipe.env]))
     .update(umociVersion)
     .update(hostArchitecture())
-    .update(String(LAYOUT_VERSION));
-  for (const input of extra?.inputs ?? []) hash.update(input);
-  const key = hash.digest('hex').slice(0, 16);
-  const cached = join(tmpdir(), `builder-test-${name}-${key}`);
+    .update(String(LAYOUT_VERSION))
+    .digest('hex')
+    .slice(0, 16);
+  const cached = join(tmpdir(), `builder-test-${recipe.name}-${key}`);
   if (existsSync(join(cached, 'layout', 'index.json'))) return join(cached, 'layout');
 
   // Build aside, then rename into place: concurrent test processes race, the first rename wins.
-  const scratch = await mkdtemp(join(tmpdir(), 'builder-busybox-'));
+  const scratch = await mkdtemp(join(tmpdir(), `builder-${recipe.name}-`));
   try {
-    await buildLayout(scratch, extra);
+    await buildLayout(scratch, recipe);
     await rm(join(scratch, 'bundle'), { recursive: true, force: true });
     await rename(scratch, cached).catch((err: NodeJS.ErrnoException) => {
       if (err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST') throw err;
@@ -172,7 +175,7 @@ async function cachedLayout(name: string, extra: RootfsExtra | undefined): Promi
   return join(cached, 'layout');
 }
 
-async function buildLayout(root: string, extra: RootfsExtra | undefined): Promise<void> {
+async function buildLayout(root: string, recipe: LayoutRecipe): Promise<void> {
   const dir = join(root, 'layout');
   const bundle = join(root, 'bundle');
   const image = `${dir}:latest`;
@@ -180,17 +183,14 @@ async function buildLayout(root: string, extra: RootfsExtra | undefined): Promis
   await runTool('umoci', ['init', '--layout', dir]);
   await runTool('umoci', ['new', '--image', image]);
   await runTool('umoci', ['unpack', '--image', image, bundle]);
-  await populateRootfs(join(bundle, 'rootfs'));
-  await extra?.populate(join(bundle, 'rootfs'));
+  await recipe.populate(join(bundle, 'rootfs'));
   await runTool('umoci', ['repack', '--image', image, bundle]);
   await runTool('umoci', [
     'config',
     '--image',
     image,
-    '--config.cmd',
-    'sh',
-    '--config.env',
-    BUSYBOX_PATH_ENV,
+    ...recipe.cmd.flatMap((arg) => ['--config.cmd', arg]),
+    ...recipe.env.flatMap((e) => ['--config.env', e]),
     '--architecture',
     hostArchitecture(),
     '--os',
@@ -199,7 +199,8 @@ async function buildLayout(root: string, extra: RootfsExtra | undefined): Promis
   await runTool('umoci', ['gc', '--layout', dir]);
 }
 
-async function populateRootfs(rootfs: string): Promise<void> {
+/** The busybox image's files (see the top of this file) under `rootfs`. */
+export async function populateBusybox(rootfs: string): Promise<void> {
   for (const d of ['bin', 'etc', 'root', 'home/app', 'tmp', 'proc', 'sys', 'dev']) {
     await mkdir(join(rootfs, d), { recursive: true });
   }
@@ -223,7 +224,8 @@ async function populateRootfs(rootfs: string): Promise<void> {
   await writeFile(join(rootfs, 'etc/group'), 'root:x:0:\napp:x:1000:\nnogroup:x:65534:\n');
 }
 
-async function runTool(tool: string, args: string[]): Promise<void> {
+/** Runs a tool, turning a failure into an error that names it and shows its stderr. */
+export async function runTool(tool: string, args: string[]): Promise<void> {
   try {
     await run(tool, args, { maxBuffer: 16 * 1024 * 1024 });
   } catch (err) {
@@ -233,4 +235,11 @@ async function runTool(tool: string, args: string[]): Promise<void> {
     const shown = args.map((a, i) => (args[i - 1] === '--dest-creds' ? '***' : a)).join(' ');
     throw new Error(`${tool} ${shown} failed: ${e.stderr?.trim() || 'exit ' + String(e.code)}`);
   }
+}
+
+/** The files `ldd` says a binary loads: its libraries and the dynamic loader (the vDSO has no file). */
+export async function sharedLibraries(binary: string): Promise<string[]> {
+  const { stdout } = await run('ldd', [binary]);
+  // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)", "/lib64/ld-linux-x86-64.so.2 (0x…)".
+  return [...stdout.matchAll(/(?:=>\s*)?(\/\S+)\s+\(0x/g)].map((m) => m[1]!);
 }

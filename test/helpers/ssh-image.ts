@@ -8,13 +8,9 @@
 //
 // Needs openssh-client on the host (apt-get install -y openssh-client).
 
-import { execFile } from 'node:child_process';
 import { access, copyFile, mkdir, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { promisify } from 'node:util';
-import { busyboxBasedLayout, pushBusyboxImage } from './base-image.js';
-
-const run = promisify(execFile);
+import { BUSYBOX_BIN, BUSYBOX_PATH_ENV, cachedLayout, populateBusybox, pushLayout, sharedLibraries } from './base-image.js';
 
 export const SSH_ADD_BIN = '/usr/bin/ssh-add';
 
@@ -24,31 +20,24 @@ export async function sshAddLayout(): Promise<string> {
     throw new Error(`${SSH_ADD_BIN} not found (apt-get install -y openssh-client)`);
   });
   const files = [SSH_ADD_BIN, ...(await sharedLibraries(SSH_ADD_BIN))];
-  const inputs = [...files, ...(await Promise.all(files.map((f) => readFile(f))))];
-  return busyboxBasedLayout('ssh-add', {
+  const inputs = [BUSYBOX_BIN, ...files, ...(await Promise.all([BUSYBOX_BIN, ...files].map((f) => readFile(f))))];
+  return cachedLayout({
+    name: 'ssh-add',
     inputs,
     async populate(rootfs) {
+      await populateBusybox(rootfs);
       // Each file at the path the host loads it from: its content and mode, not a symlink.
       for (const file of files) {
         await mkdir(join(rootfs, dirname(file)), { recursive: true });
         await copyFile(file, join(rootfs, file));
       }
     },
+    cmd: ['sh'],
+    env: [BUSYBOX_PATH_ENV],
   });
 }
 
 /** Pushes the image to `host/repo:tag`; returns its reference and manifest digest. */
 export async function pushSshImage(host: string, repo = 'library/ssh-add', tag = 'latest'): Promise<{ ref: string; digest: string }> {
-  return pushBusyboxImage(host, repo, tag, { layout: await sshAddLayout() });
-}
-
-/** The files `ldd` says a binary loads (its libraries and the dynamic loader). */
-async function sharedLibraries(binary: string): Promise<string[]> {
-  const { stdout } = await run('ldd', [binary]);
-  // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)", "/lib64/ld-linux-x86-64.so.2 (0x…)";
-  // the vDSO has no file.
-  return stdout
-    .split('\n')
-    .map((line) => line.split(/\s+/).find((word) => word.startsWith('/')))
-    .filter((path): path is string => path !== undefined);
+  return pushLayout(await sshAddLayout(), host, repo, tag);
 }
