@@ -1,7 +1,7 @@
 // RUN --mount: parsed and validated as BuildKit does, and compiled into the exec op's mounts with
 // BuildKit's defaults; what a mount reads from is a vertex input and a dependency of the stage.
 import { describe, expect, it } from 'vitest';
-import type { ExecOp } from '../../src/definition/index.js';
+import type { Digest, ExecOp } from '../../src/definition/index.js';
 import { parseMount } from '../../src/frontend/mounts.js';
 import { build, digestAt, envOf, fakeResolver, rejection, vertexAt } from './helpers.js';
 
@@ -56,7 +56,7 @@ describe('parseMount', () => {
 });
 
 /** The exec op compiled from the RUN on `line`, with its vertex inputs. */
-function runAt(result: Awaited<ReturnType<typeof build>>, line: number): { op: ExecOp; inputs: string[] } {
+function runAt(result: Awaited<ReturnType<typeof build>>, line: number): { op: ExecOp; inputs: Digest[] } {
   const v = vertexAt(result, line);
   if (v.op.type !== 'exec') throw new Error(`line ${line} is a ${v.op.type} op`);
   return { op: v.op, inputs: v.inputs };
@@ -69,6 +69,14 @@ describe('RUN --mount compiles into the exec op', () => {
     expect(op.mounts).toEqual([{ type: 'cache', target: '/app/node_modules', id: 'node_modules', sharing: 'shared', readonly: false, mode: 0o755, uid: 0, gid: 0 }]);
     expect(inputs).toHaveLength(1);
     expect(runAt(r, 4).op.mounts).toEqual([{ type: 'cache', target: '/root/.npm', id: '/root/.npm', sharing: 'locked', readonly: true, mode: 0o700, uid: 1000, gid: 1000 }]);
+  });
+
+  it('steps share a cache by the target as written, whatever the WORKDIR (as checked on Docker 20.10)', async () => {
+    const r = await build(
+      'FROM alpine:3.19\nWORKDIR /a\nRUN --mount=type=cache,target=cache a\nWORKDIR /b\nRUN --mount=type=cache,target=./cache/ b\nRUN --mount=type=cache,target=/a/cache c\nRUN --mount=type=cache,target=/x,id=cache d',
+    );
+    const ids = [3, 5, 6, 7].map((line) => runAt(r, line).op.mounts?.map((m) => `${m.target ?? ''} ${m.type === 'cache' ? m.id : ''}`)[0]);
+    expect(ids).toEqual(['/a/cache cache', '/b/cache cache', '/a/cache /a/cache', '/x cache']);
   });
 
   it('BUILDKIT_CACHE_MOUNT_NS prefixes every cache id, and is not reported as an unused build arg', async () => {
@@ -88,7 +96,7 @@ describe('RUN --mount compiles into the exec op', () => {
     ]);
     expect(inputs).toHaveLength(2);
     expect(inputs[1]).toBe(vertexAt(r, 2).inputs[1]);
-    expect(r.definition.vertices.get(inputs[1] as never)?.op).toEqual({ type: 'local', name: 'context', exclude: ['*.log'] });
+    expect(r.definition.vertices.get(inputs[1] as Digest)?.op).toEqual({ type: 'local', name: 'context', exclude: ['*.log'] });
   });
 
   it('from= names a stage (by name or index) or an image; each distinct input is added once, after the root', async () => {
@@ -114,6 +122,9 @@ describe('RUN --mount compiles into the exec op', () => {
       { type: 'bind', target: '/t', input: 2, source: '/', readonly: true },
     ]);
     expect(resolve.calls.filter((ref) => ref === 'tools:1')).toHaveLength(1);
+    // An empty from= is no from: the context.
+    const empty = await build('FROM alpine:3.19\nRUN --mount=type=bind,from=,target=/ctx make');
+    expect(empty.definition.vertices.get(runAt(empty, 2).inputs[1] as Digest)?.op.type).toBe('local');
   });
 
   it('a secret: /run/secrets/<id>, 0400 root-owned, optional; env= alone mounts no file; the id can come from source or the target', async () => {
