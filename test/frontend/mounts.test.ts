@@ -5,6 +5,34 @@ import type { Digest, ExecOp } from '../../src/definition/index.js';
 import { parseMount } from '../../src/frontend/mounts.js';
 import { build, digestAt, envOf, fakeResolver, rejection, vertexAt } from './helpers.js';
 
+/** Mount specs BuildKit refuses (or, for a cache's source without from, fails on when the step runs). */
+const refusals: Array<[string, RegExp]> = [
+  ['type=volume,target=/x', /unsupported mount type "volume"/],
+  ['type=cahce,target=/x', /unsupported mount type "cahce" \(did you mean cache\?\)/],
+  ['type=cache,target=/c,sharing=sometimes', /unsupported sharing value "sometimes"/],
+  ['type=bind,target=/c,sharing=locked', /invalid cache sharing set for bind mount/],
+  ['type=cache,target=/c,mode=rwx', /invalid value for mode: "rwx"/],
+  ['type=cache,target=/c,uid=-1', /invalid value for uid/],
+  ['type=tmpfs,target=/t,mode=0700', /mode not allowed for "tmpfs" type mounts/],
+  ['type=bind,target=/t,uid=1', /uid not allowed for "bind" type mounts/],
+  ['type=bind,target=/c,readonly=maybe', /invalid value for readonly: "maybe"/],
+  ['type=cache,target=/c,required', /unexpected key "required" for a cache mount/],
+  ['type=bind,target=/c,size=1m', /unexpected key "size" for a bind mount/],
+  ['type=tmpfs,target=/c,size=lots', /invalid value for size: "lots"/],
+  ['type=cache,target=/c,tagret=/d', /unexpected key "tagret" \(did you mean target\?\)/],
+  ['type=cache,target', /invalid field "target": it needs a value/],
+  ['type=secret', /invalid secret mount: one of id, source or target is required/],
+  ['type=secret,env=TOKEN', /invalid secret mount: one of id, source or target is required/],
+  ['type=secret,id=a,source=b', /both source and id can't be set/],
+  ['type=secret,id=a,from=build', /secret mount should not have a from/],
+  ['type=secret,id=a,sharing=locked', /secret mount should not define sharing/],
+  ['type=secret,id=a,env=', /invalid environment variable name "" for env/],
+  ['type=secret,id=a,env=A=B', /invalid environment variable name "A=B" for env/],
+  ['type=ssh,source=/x', /ssh does not support source/],
+  ['type=cache,target=/c,source=/go/pkg', /source=\/go\/pkg needs from=<stage or image> on a cache mount/],
+  ['type=cache,"target=/c', /unterminated quote/],
+];
+
 describe('parseMount', () => {
   it('parses each mount type', () => {
     expect(parseMount('type=cache,target=/root/.cache/pip')).toEqual({ type: 'cache', target: '/root/.cache/pip', readonly: false });
@@ -25,32 +53,6 @@ describe('parseMount', () => {
   });
 
   it('refuses what BuildKit refuses, saying what is wrong', () => {
-    const refusals: Array<[string, RegExp]> = [
-      ['type=volume,target=/x', /unsupported mount type "volume"/],
-      ['type=cahce,target=/x', /unsupported mount type "cahce" \(did you mean cache\?\)/],
-      ['type=cache,target=/c,sharing=sometimes', /unsupported sharing value "sometimes"/],
-      ['type=bind,target=/c,sharing=locked', /invalid cache sharing set for bind mount/],
-      ['type=cache,target=/c,mode=rwx', /invalid value for mode: "rwx"/],
-      ['type=cache,target=/c,uid=-1', /invalid value for uid/],
-      ['type=tmpfs,target=/t,mode=0700', /mode not allowed for "tmpfs" type mounts/],
-      ['type=bind,target=/t,uid=1', /uid not allowed for "bind" type mounts/],
-      ['type=bind,target=/c,readonly=maybe', /invalid value for readonly: "maybe"/],
-      ['type=cache,target=/c,required', /unexpected key "required" for a cache mount/],
-      ['type=bind,target=/c,size=1m', /unexpected key "size" for a bind mount/],
-      ['type=tmpfs,target=/c,size=lots', /invalid value for size: "lots"/],
-      ['type=cache,target=/c,tagret=/d', /unexpected key "tagret" \(did you mean target\?\)/],
-      ['type=cache,target', /invalid field "target": it needs a value/],
-      ['type=secret', /invalid secret mount: one of id, source or target is required/],
-      ['type=secret,env=TOKEN', /invalid secret mount: one of id, source or target is required/],
-      ['type=secret,id=a,source=b', /both source and id can't be set/],
-      ['type=secret,id=a,from=build', /secret mount should not have a from/],
-      ['type=secret,id=a,sharing=locked', /secret mount should not define sharing/],
-      ['type=secret,id=a,env=', /invalid environment variable name "" for env/],
-      ['type=secret,id=a,env=A=B', /invalid environment variable name "A=B" for env/],
-      ['type=ssh,source=/x', /ssh does not support source/],
-      ['type=cache,target=/c,source=/go/pkg', /source=\/go\/pkg needs from=<stage or image> on a cache mount/],
-      ['type=cache,"target=/c', /unterminated quote/],
-    ];
     for (const [spec, why] of refusals) expect(() => parseMount(spec), spec).toThrow(why);
   });
 });
@@ -225,6 +227,14 @@ describe('RUN flags in a Dockerfile', () => {
     const err = await rejection(build('FROM alpine:3.19\nRUN --mount=type=cache,sharing=nope,target=/c make'));
     expect(err.message).toBe('Dockerfile:2: RUN --mount=type=cache,sharing=nope,target=/c: unsupported sharing value "nope" (use shared, private or locked)');
     expect((await rejection(build('FROM alpine:3.19\n\nRUN --mount=type=secret,id=a,from=x make'))).message).toMatch(/^Dockerfile:3: RUN --mount=type=secret,id=a,from=x: secret mount should not have a from/);
+  });
+
+  it('every refusal names the file, the line and the mount as written', async () => {
+    // (An unbalanced quote is already the instruction's error: RUN has no command after it.)
+    for (const [spec, why] of refusals.filter(([spec]) => !spec.includes('"'))) {
+      const err = await rejection(build(`FROM alpine:3.19 AS base\n\nRUN --mount=${spec} make`));
+      expect(err.message, spec).toMatch(new RegExp(`^Dockerfile:3: RUN --mount=${spec.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: ${why.source}`));
+    }
   });
 
   it('a bind, cache or tmpfs mount without a target, or with a relative one, lands in WORKDIR', async () => {
