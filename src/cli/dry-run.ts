@@ -1,4 +1,4 @@
-// `builder build --dry-run`: prints the plan (stages, steps, vertex digests) and the warnings.
+// `builder build --dry-run`: prints the plan (stages, steps, vertex digests, each RUN step's mounts) and the warnings.
 // Loads only the frontend and the local store reader (src/client/plan.ts), never the build machinery.
 
 import type { BuildOptions } from '../client/build.js';

@@ -86,7 +86,7 @@ function fieldsOf(spec: string): Array<[string, string | undefined]> {
 export function mountFrom(spec: string): string | undefined {
   let from: string | undefined;
   for (const [key, value] of fieldsOf(spec)) if (key === 'from' && value !== undefined) from = value;
-  return from;
+  return from || undefined;
 }
 
 /**
@@ -120,7 +120,9 @@ export function parseMount(spec: string, expand: (word: string) => string = (w) 
         mount.source = value;
         break;
       case 'from':
-        mount.from = value;
+        // `from=` (empty) is no from, as in BuildKit: the context for a bind.
+        if (value) mount.from = value;
+        else delete mount.from;
         break;
       case 'readonly':
         mount.readonly = parseBool(key, value);

@@ -1,9 +1,8 @@
 // The stages of a Dockerfile and how they depend on each other: the instructions grouped into
 // stages, what each `COPY --from` and `RUN --mount=from=` names (a stage of the file, else an
-// image), and the walks over
-// the graph they make (cycles, what a target needs, an order with every stage after those it
-// depends on). Walks use explicit stacks: a file can chain thousands of stages. Knows which
-// instruction refers to which stage, not what any instruction does.
+// image), and the walks over the graph they make (cycles, what a target needs, an order with
+// every stage after those it depends on). Walks use explicit stacks: a file can chain thousands
+// of stages. Knows which instruction refers to which stage, not what any instruction does.
 
 import type { Platform } from '../definition/index.js';
 import type { ResolvedImage } from './compile.js';
@@ -169,7 +168,8 @@ export class StageGraph {
       literal = false;
     }
     if (!literal) {
-      throw errorAt(cmd.instr, this.ctx, `${what}=${from}: variable expansion is not supported for ${what.replace(/^.* /, '')}; define a stage with FROM using a global ARG and ${what === 'COPY --from' ? 'copy' : 'mount'} from that stage instead`);
+      const [flag, verb] = what === 'COPY --from' ? ['--from', 'copy'] : ['from', 'mount'];
+      throw errorAt(cmd.instr, this.ctx, `${what}=${from}: variable expansion is not supported for ${flag}; define a stage with FROM using a global ARG and ${verb} from that stage instead`);
     }
     let sources = this.fromSources.get(cmd);
     if (!sources) this.fromSources.set(cmd, (sources = new Map()));

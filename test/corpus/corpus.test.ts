@@ -103,6 +103,15 @@ describe('builder build --dry-run on the corpus', () => {
     expect(p.stages.map((s) => s.name)).toEqual(['deps', 'build', 'stage-2']);
   });
 
+  it('plans the Dockerfiles that use RUN --mount, showing each mount (ids, never a secret value)', () => {
+    const r = dryRun(join(CORPUS, '56-secrets-ssh'));
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('\n      mount secret id=api_token env=API_TOKEN required\n');
+    expect(r.stdout).toContain('\n      mount bind /tmp/lib from stage fetch path /src/lib\n');
+    expect(r.stdout).toContain('\n      mount ssh id=deploy at /run/deploy.sock\n');
+    expect(dryRun(join(CORPUS, '55-go-mod-cache')).stdout).toContain('\n      mount cache /root/.cache/go-build id=gobuild-amd64 sharing=locked\n');
+  });
+
   it('--target builds only the stages it needs', async () => {
     const p = await plan({ context: join(CORPUS, '38-target-stages'), root, target: 'test' });
     expect(p.stages.map((s) => s.name)).toEqual(['base', 'test']);

@@ -32,6 +32,36 @@ describe('plan()', () => {
     expect(p.unresolved).toEqual(['docker.io/library/nginx:1.25']);
   });
 
+  it('shows the mounts of each RUN step under it: types, targets, ids and what a bind shows', async () => {
+    await writeFile(
+      join(dir, 'Dockerfile.mounts'),
+      [
+        'FROM scratch AS assets',
+        'FROM alpine:3.19',
+        'WORKDIR /src',
+        'RUN --mount=type=cache,target=/root/.npm,sharing=locked --mount=type=bind,source=package.json,target=package.json \\',
+        '    --mount=type=bind,from=assets,source=/dist,target=/dist,rw --mount=type=tmpfs,target=/tmp,size=64m \\',
+        '    --mount=type=secret,id=npmrc,target=/root/.npmrc --mount=type=secret,id=tok,env=TOKEN,required --mount=type=ssh npm ci',
+        'RUN make',
+      ].join('\n'),
+    );
+    const p = await plan({ context: dir, dockerfile: join(dir, 'Dockerfile.mounts'), root: join(dir, 'no-state') });
+    const run = p.stages[1]?.steps.find((s) => s.line === 4);
+    expect(run?.mounts).toEqual([
+      'bind /dist from stage assets path /dist rw',
+      'cache /root/.npm id=/root/.npm sharing=locked',
+      'bind /src/package.json from context path /package.json',
+      'tmpfs /tmp size=67108864',
+      'secret id=npmrc at /root/.npmrc',
+      'secret id=tok env=TOKEN required',
+      'ssh id=default at /run/buildkit/ssh_agent.0',
+    ]);
+    expect(p.stages[1]?.steps.find((s) => s.line === 7)).not.toHaveProperty('mounts');
+    const text = formatPlan(p);
+    expect(text).toMatch(/\[stage-1 3\/4\] RUN --mount=type=cache.*\n {6}mount bind \/dist from stage assets path \/dist rw\n {6}mount cache \/root\/\.npm/);
+    expect(text).toMatch(/ {6}mount ssh id=default at \/run\/buildkit\/ssh_agent\.0\n {2}sha256:[0-9a-f]{64} {2}\[stage-1 4\/4\] RUN make\n/);
+  });
+
   it('reports Dockerfile errors as DockerfileErrors with the line', async () => {
     await writeFile(join(dir, 'Dockerfile'), 'FROM scratch\nCOPY\n');
     await expect(plan({ context: dir, root: join(dir, 'no-state') })).rejects.toThrow(/^Dockerfile:2: COPY requires at least two arguments/);

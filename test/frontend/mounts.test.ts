@@ -1,9 +1,37 @@
 // RUN --mount: parsed and validated as BuildKit does, and compiled into the exec op's mounts with
 // BuildKit's defaults; what a mount reads from is a vertex input and a dependency of the stage.
 import { describe, expect, it } from 'vitest';
-import type { ExecOp } from '../../src/definition/index.js';
+import type { Digest, ExecOp } from '../../src/definition/index.js';
 import { parseMount } from '../../src/frontend/mounts.js';
 import { build, digestAt, envOf, fakeResolver, rejection, vertexAt } from './helpers.js';
+
+/** Mount specs BuildKit refuses (or, for a cache's source without from, fails on when the step runs). */
+const refusals: Array<[string, RegExp]> = [
+  ['type=volume,target=/x', /unsupported mount type "volume"/],
+  ['type=cahce,target=/x', /unsupported mount type "cahce" \(did you mean cache\?\)/],
+  ['type=cache,target=/c,sharing=sometimes', /unsupported sharing value "sometimes"/],
+  ['type=bind,target=/c,sharing=locked', /invalid cache sharing set for bind mount/],
+  ['type=cache,target=/c,mode=rwx', /invalid value for mode: "rwx"/],
+  ['type=cache,target=/c,uid=-1', /invalid value for uid/],
+  ['type=tmpfs,target=/t,mode=0700', /mode not allowed for "tmpfs" type mounts/],
+  ['type=bind,target=/t,uid=1', /uid not allowed for "bind" type mounts/],
+  ['type=bind,target=/c,readonly=maybe', /invalid value for readonly: "maybe"/],
+  ['type=cache,target=/c,required', /unexpected key "required" for a cache mount/],
+  ['type=bind,target=/c,size=1m', /unexpected key "size" for a bind mount/],
+  ['type=tmpfs,target=/c,size=lots', /invalid value for size: "lots"/],
+  ['type=cache,target=/c,tagret=/d', /unexpected key "tagret" \(did you mean target\?\)/],
+  ['type=cache,target', /invalid field "target": it needs a value/],
+  ['type=secret', /invalid secret mount: one of id, source or target is required/],
+  ['type=secret,env=TOKEN', /invalid secret mount: one of id, source or target is required/],
+  ['type=secret,id=a,source=b', /both source and id can't be set/],
+  ['type=secret,id=a,from=build', /secret mount should not have a from/],
+  ['type=secret,id=a,sharing=locked', /secret mount should not define sharing/],
+  ['type=secret,id=a,env=', /invalid environment variable name "" for env/],
+  ['type=secret,id=a,env=A=B', /invalid environment variable name "A=B" for env/],
+  ['type=ssh,source=/x', /ssh does not support source/],
+  ['type=cache,target=/c,source=/go/pkg', /source=\/go\/pkg needs from=<stage or image> on a cache mount/],
+  ['type=cache,"target=/c', /unterminated quote/],
+];
 
 describe('parseMount', () => {
   it('parses each mount type', () => {
@@ -25,38 +53,12 @@ describe('parseMount', () => {
   });
 
   it('refuses what BuildKit refuses, saying what is wrong', () => {
-    const refusals: Array<[string, RegExp]> = [
-      ['type=volume,target=/x', /unsupported mount type "volume"/],
-      ['type=cahce,target=/x', /unsupported mount type "cahce" \(did you mean cache\?\)/],
-      ['type=cache,target=/c,sharing=sometimes', /unsupported sharing value "sometimes"/],
-      ['type=bind,target=/c,sharing=locked', /invalid cache sharing set for bind mount/],
-      ['type=cache,target=/c,mode=rwx', /invalid value for mode: "rwx"/],
-      ['type=cache,target=/c,uid=-1', /invalid value for uid/],
-      ['type=tmpfs,target=/t,mode=0700', /mode not allowed for "tmpfs" type mounts/],
-      ['type=bind,target=/t,uid=1', /uid not allowed for "bind" type mounts/],
-      ['type=bind,target=/c,readonly=maybe', /invalid value for readonly: "maybe"/],
-      ['type=cache,target=/c,required', /unexpected key "required" for a cache mount/],
-      ['type=bind,target=/c,size=1m', /unexpected key "size" for a bind mount/],
-      ['type=tmpfs,target=/c,size=lots', /invalid value for size: "lots"/],
-      ['type=cache,target=/c,tagret=/d', /unexpected key "tagret" \(did you mean target\?\)/],
-      ['type=cache,target', /invalid field "target": it needs a value/],
-      ['type=secret', /invalid secret mount: one of id, source or target is required/],
-      ['type=secret,env=TOKEN', /invalid secret mount: one of id, source or target is required/],
-      ['type=secret,id=a,source=b', /both source and id can't be set/],
-      ['type=secret,id=a,from=build', /secret mount should not have a from/],
-      ['type=secret,id=a,sharing=locked', /secret mount should not define sharing/],
-      ['type=secret,id=a,env=', /invalid environment variable name "" for env/],
-      ['type=secret,id=a,env=A=B', /invalid environment variable name "A=B" for env/],
-      ['type=ssh,source=/x', /ssh does not support source/],
-      ['type=cache,target=/c,source=/go/pkg', /source=\/go\/pkg needs from=<stage or image> on a cache mount/],
-      ['type=cache,"target=/c', /unterminated quote/],
-    ];
     for (const [spec, why] of refusals) expect(() => parseMount(spec), spec).toThrow(why);
   });
 });
 
 /** The exec op compiled from the RUN on `line`, with its vertex inputs. */
-function runAt(result: Awaited<ReturnType<typeof build>>, line: number): { op: ExecOp; inputs: string[] } {
+function runAt(result: Awaited<ReturnType<typeof build>>, line: number): { op: ExecOp; inputs: Digest[] } {
   const v = vertexAt(result, line);
   if (v.op.type !== 'exec') throw new Error(`line ${line} is a ${v.op.type} op`);
   return { op: v.op, inputs: v.inputs };
@@ -69,6 +71,14 @@ describe('RUN --mount compiles into the exec op', () => {
     expect(op.mounts).toEqual([{ type: 'cache', target: '/app/node_modules', id: 'node_modules', sharing: 'shared', readonly: false, mode: 0o755, uid: 0, gid: 0 }]);
     expect(inputs).toHaveLength(1);
     expect(runAt(r, 4).op.mounts).toEqual([{ type: 'cache', target: '/root/.npm', id: '/root/.npm', sharing: 'locked', readonly: true, mode: 0o700, uid: 1000, gid: 1000 }]);
+  });
+
+  it('steps share a cache by the target as written, whatever the WORKDIR (as checked on Docker 20.10)', async () => {
+    const r = await build(
+      'FROM alpine:3.19\nWORKDIR /a\nRUN --mount=type=cache,target=cache a\nWORKDIR /b\nRUN --mount=type=cache,target=./cache/ b\nRUN --mount=type=cache,target=/a/cache c\nRUN --mount=type=cache,target=/x,id=cache d',
+    );
+    const ids = [3, 5, 6, 7].map((line) => runAt(r, line).op.mounts?.map((m) => `${m.target ?? ''} ${m.type === 'cache' ? m.id : ''}`)[0]);
+    expect(ids).toEqual(['/a/cache cache', '/b/cache cache', '/a/cache /a/cache', '/x cache']);
   });
 
   it('BUILDKIT_CACHE_MOUNT_NS prefixes every cache id, and is not reported as an unused build arg', async () => {
@@ -88,7 +98,7 @@ describe('RUN --mount compiles into the exec op', () => {
     ]);
     expect(inputs).toHaveLength(2);
     expect(inputs[1]).toBe(vertexAt(r, 2).inputs[1]);
-    expect(r.definition.vertices.get(inputs[1] as never)?.op).toEqual({ type: 'local', name: 'context', exclude: ['*.log'] });
+    expect(r.definition.vertices.get(inputs[1] as Digest)?.op).toEqual({ type: 'local', name: 'context', exclude: ['*.log'] });
   });
 
   it('from= names a stage (by name or index) or an image; each distinct input is added once, after the root', async () => {
@@ -114,6 +124,9 @@ describe('RUN --mount compiles into the exec op', () => {
       { type: 'bind', target: '/t', input: 2, source: '/', readonly: true },
     ]);
     expect(resolve.calls.filter((ref) => ref === 'tools:1')).toHaveLength(1);
+    // An empty from= is no from: the context.
+    const empty = await build('FROM alpine:3.19\nRUN --mount=type=bind,from=,target=/ctx make');
+    expect(empty.definition.vertices.get(runAt(empty, 2).inputs[1] as Digest)?.op.type).toBe('local');
   });
 
   it('a secret: /run/secrets/<id>, 0400 root-owned, optional; env= alone mounts no file; the id can come from source or the target', async () => {
@@ -214,6 +227,14 @@ describe('RUN flags in a Dockerfile', () => {
     const err = await rejection(build('FROM alpine:3.19\nRUN --mount=type=cache,sharing=nope,target=/c make'));
     expect(err.message).toBe('Dockerfile:2: RUN --mount=type=cache,sharing=nope,target=/c: unsupported sharing value "nope" (use shared, private or locked)');
     expect((await rejection(build('FROM alpine:3.19\n\nRUN --mount=type=secret,id=a,from=x make'))).message).toMatch(/^Dockerfile:3: RUN --mount=type=secret,id=a,from=x: secret mount should not have a from/);
+  });
+
+  it('every refusal names the file, the line and the mount as written', async () => {
+    // (An unbalanced quote is already the instruction's error: RUN has no command after it.)
+    for (const [spec, why] of refusals.filter(([spec]) => !spec.includes('"'))) {
+      const err = await rejection(build(`FROM alpine:3.19 AS base\n\nRUN --mount=${spec} make`));
+      expect(err.message, spec).toMatch(new RegExp(`^Dockerfile:3: RUN --mount=${spec.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: ${why.source}`));
+    }
   });
 
   it('a bind, cache or tmpfs mount without a target, or with a relative one, lands in WORKDIR', async () => {
