@@ -4,7 +4,6 @@
 // secrets and SSH agents come from the providers the build was given, never from the definition.
 
 import { lstat } from 'node:fs/promises';
-import { posix } from 'node:path';
 import type { BindMount, CacheMount, ExecMount, ExecOp, SecretMount, SshMount } from '../definition/index.js';
 import type { LayerRecord } from '../cache/cache-index.js';
 import type { ContainerMount } from '../executor/runc.js';
@@ -28,8 +27,6 @@ export interface PreparedMounts {
   mounts: ContainerMount[];
   /** `K=V` for secrets exposed as environment variables. */
   secretEnv: string[];
-  /** Variables the mounts add to the environment (SSH_AUTH_SOCK). */
-  env: string[];
   /** Every secret value the run can see, to mask in its output. */
   secretValues: Buffer[];
 }
@@ -54,7 +51,7 @@ export function bindSources(op: ExecOp, index: number): string[] {
 export async function withExecMounts<T>(op: ExecOp, inputs: SolvedResult[], f: MountFacilities, fn: (prepared: PreparedMounts) => Promise<T>): Promise<T> {
   // Parents before children: a mount under another mount's target must come after it.
   const mounts = [...(op.mounts ?? [])].sort((a, b) => depth(a) - depth(b));
-  const prepared: PreparedMounts = { mounts: [], secretEnv: [], env: [], secretValues: [] };
+  const prepared: PreparedMounts = { mounts: [], secretEnv: [], secretValues: [] };
   // Two mounts of one cache (same id and seed) in a step share one lease: acquiring it twice
   // would wait for itself when locked, and give two directories when private.
   const caches = new Map<string, string>();
@@ -88,7 +85,7 @@ export async function withExecMounts<T>(op: ExecOp, inputs: SolvedResult[], f: M
         await addSecret(m, f, prepared);
         return next(i + 1);
       case 'ssh':
-        addSsh(m, op, f, prepared);
+        addSsh(m, f, prepared);
         return next(i + 1);
     }
   };
@@ -179,14 +176,11 @@ async function addSecret(m: SecretMount, f: MountFacilities, prepared: PreparedM
   if (m.env !== undefined) prepared.secretEnv.push(`${m.env}=${value.toString('utf8')}`);
 }
 
-function addSsh(m: SshMount, op: ExecOp, f: MountFacilities, prepared: PreparedMounts): void {
+function addSsh(m: SshMount, f: MountFacilities, prepared: PreparedMounts): void {
   const agent = f.ssh?.get(m.id);
   if (!agent) {
     if (m.required) throw new MountError(`no SSH agent or key was given for id "${m.id}" (pass it with --ssh ${m.id}[=SOCKET|KEY])`);
     return;
   }
   prepared.mounts.push({ type: 'ssh', target: m.target, agent, mode: m.mode, uid: m.uid, gid: m.gid });
-  // The first agent is the one ssh and git find, unless the step sets its own (as BuildKit).
-  const isSet = [...op.env, ...prepared.env].some((e) => e.startsWith('SSH_AUTH_SOCK='));
-  if (!isSet) prepared.env.push(`SSH_AUTH_SOCK=${posix.normalize(m.target)}`);
 }

@@ -318,14 +318,14 @@ export class Solver {
     };
     return this.run(digest, v, () =>
       this.mutate(parent, (rootfs) =>
-        withExecMounts(op, inputs, facilities, async ({ mounts, secretEnv, env, secretValues }) => {
+        withExecMounts(op, inputs, facilities, async ({ mounts, secretEnv, secretValues }) => {
           // What the step prints shows any secret it can see as ***.
           const output = new StepOutput(digest, this.opts.progress, this.opts.stepLogLimit, secretValues);
           const cleanup = await writeScripts(rootfs, op.scripts ?? []);
           const result = await this.opts.executor.run({
             rootfs,
             args: op.args,
-            env: [...op.env, ...(op.proxyEnv ?? []), ...env],
+            env: op.proxyEnv ? [...op.env, ...op.proxyEnv] : op.env,
             cwd: op.cwd,
             user: op.user,
             network: op.network,

@@ -4,7 +4,9 @@
 // and mtimes of files taken from the context or a URL) must be the same.
 //
 // What Docker 20.10's frontend refuses without `# syntax=` (checked on it): heredocs, RUN
-// --network, RUN --security, COPY --link. RUN --mount (which it accepts) is not run by builder yet.
+// --network, RUN --security, COPY --link. RUN --mount is compared on targets the image has:
+// Docker 20.10 leaves an empty stub for a target it had to create, current BuildKit (and builder)
+// do not.
 
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -28,6 +30,19 @@ COPY . /ctx/
     dockerfileName: 'app.Dockerfile',
     files: { 'app.Dockerfile.dockerignore': 'skip.txt\n', '.dockerignore': 'keep.txt\n', 'skip.txt': 'skip\n', 'keep.txt': 'keep\n' },
     mtimes: ['/ctx/'],
+  },
+  'run-mounts-bind-cache-tmpfs': {
+    dockerfile: `FROM @@BASE@@ AS gen
+RUN mkdir /out && echo generated > /out/g.txt
+FROM @@BASE@@
+WORKDIR /src
+RUN --mount=type=bind,target=. cat a.txt > /from-context && ls -A > /context-listing
+RUN --mount=type=bind,from=gen,source=/out,target=/home/app cat /home/app/g.txt > /from-stage
+RUN --mount=type=cache,target=/root echo cached >> /root/log && cat /root/log > /cache-seen
+RUN --mount=type=tmpfs,target=/tmp touch /tmp/gone && ls -A /tmp > /tmp-listing
+RUN --mount=type=bind,source=sub,target=/home/app,rw echo scribble > /home/app/b.txt && cat /home/app/b.txt > /rw-seen
+`,
+    files: { 'a.txt': 'from the context\n', 'sub/b.txt': 'bound\n', 'skip.log': 'ignored\n', '.dockerignore': '*.log\n' },
   },
   'metadata-instructions': {
     dockerfile: `FROM @@BASE@@
