@@ -38,7 +38,7 @@ FROM @@BASE@@
 WORKDIR /src
 RUN --mount=type=bind,target=. cat a.txt > /from-context && ls -A > /context-listing
 RUN --mount=type=bind,from=gen,source=/out,target=/home/app cat /home/app/g.txt > /from-stage
-RUN --mount=type=cache,target=/root echo cached >> /root/log && cat /root/log > /cache-seen
+RUN --mount=type=cache,target=/root echo cached > /root/log && cat /root/log > /cache-seen
 RUN --mount=type=tmpfs,target=/tmp touch /tmp/gone && ls -A /tmp > /tmp-listing
 RUN --mount=type=bind,source=sub,target=/home/app,rw echo scribble > /home/app/b.txt && cat /home/app/b.txt > /rw-seen
 `,
