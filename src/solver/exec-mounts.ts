@@ -107,7 +107,7 @@ async function withBindSource<T>(m: BindMount, input: SolvedResult | undefined, 
   if (input.kind === 'local') {
     return f.withFilesystem([], true, async (dir) => {
       // At the same path as in the context, owned by root as COPY makes it.
-      const sources = await selectSources(input.dir, [source], input.filter);
+      const sources = await selectSources(input.dir, [source], input.filter, { literal: true });
       await copySources({ srcRoot: input.dir, sources, filter: input.filter, destRoot: dir, dest: '/', owner: { uid: 0, gid: 0 }, parents: true });
       return fn(await existingPath(dir, source));
     });
@@ -150,7 +150,7 @@ async function withCacheDir<T>(m: CacheMount, seed: CacheSeed | undefined, f: Mo
           // The cache starts with what `source` holds in the seed (a directory's contents), owners kept.
           seed: (dir: string) =>
             f.withFilesystem(seed.layers, false, async (root) => {
-              const sources = await selectSources(root, [seed.source]);
+              const sources = await selectSources(root, [seed.source], {}, { literal: true });
               await copySources({ srcRoot: root, sources, destRoot: dir, dest: '/' });
             }),
         }

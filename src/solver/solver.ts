@@ -299,9 +299,9 @@ export class Solver {
     return sha256(canonicalJson({ op: keyed, inputs: keys, ...(byContent ? { byContent } : {}) }));
   }
 
-  /** The checksum of `paths` (root-relative; each must exist) in `root`. */
+  /** The checksum of bind mount sources `paths` (root-relative, literal; each must exist) in `root`. */
   private async checksumPaths(root: string, paths: string[], filter: SourceFilter | undefined, includeOwners: boolean): Promise<Digest> {
-    const selected = await selectSources(root, paths, filter);
+    const selected = await selectSources(root, paths, filter, { literal: true });
     return checksumSources(root, selected, { ...filter, statCache: this.opts.statCache, includeOwners });
   }
 

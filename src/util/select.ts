@@ -64,11 +64,12 @@ export interface Source {
  * found either, as they would not be in BuildKit's copy of the context. Returns sources in a
  * stable order.
  */
-export async function selectSources(root: string, patterns: readonly string[], filter: SourceFilter = {}): Promise<Source[]> {
+export async function selectSources(root: string, patterns: readonly string[], filter: SourceFilter = {}, opts: { literal?: boolean } = {}): Promise<Source[]> {
   const out = new Map<string, Source>();
   for (const raw of patterns) {
     const pattern = cleanSourcePath(raw);
-    const glob = firstGlobComponent(pattern);
+    // Literal: a RUN --mount source, which BuildKit never expands (`pages/[id].tsx` is a file).
+    const glob = opts.literal ? -1 : firstGlobComponent(pattern);
     if (glob < 0) {
       const source = resolveSource(root, pattern, filter);
       if (!source) throw new SourceNotFoundError(pattern);

@@ -118,6 +118,16 @@ RUN --mount=type=bind,source=.,target=/ctx,rw echo x > /ctx/written-by-step
     expect(await readdir(ctx)).toEqual(['Dockerfile']);
   });
 
+  it('takes a source literally, as BuildKit: brackets and stars name files, not patterns', async () => {
+    const ctx = await writeContext(join(fx.work, 'bind-literal'), {
+      Dockerfile: `FROM ${fx.base}\nRUN --mount=type=bind,source=pages/[id].tsx,target=/page.tsx cat /page.tsx > /page.copy\n`,
+      'pages/[id].tsx': 'the route\n',
+      'pages/i.tsx': 'what a pattern would match\n',
+    });
+    const built = await buildImage(ctx, join(fx.work, 'bind-literal-root'));
+    expect(await readFile(join(built.fs, 'page.copy'), 'utf8')).toBe('the route\n');
+  });
+
   it('a missing bind source fails the step with the path', async () => {
     const ctx = await writeContext(join(fx.work, 'bind-missing'), {
       Dockerfile: `FROM ${fx.base}\nRUN --mount=type=bind,source=nope,target=/x true\n`,
