@@ -64,7 +64,7 @@ export function timed(cmd, args, opts = {}) {
       if (timer) clearInterval(timer);
       const ms = Number(process.hrtime.bigint() - t0) / 1e6;
       if (code !== 0) reject(new Error(`${cmd} ${args.join(' ')} failed (${code}):\n${err.slice(-3000)}`));
-      else resolve({ ms, peakKB, out });
+      else resolve({ ms, peakKB, out, err });
     });
   });
 }

@@ -3,6 +3,8 @@
 // Their bytes never leave this module except through get(): printing, logging or serialising a
 // Secrets object shows the ids only.
 
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { inspect } from 'node:util';
 import type { SecretProvider } from '../solver/solver.js';
@@ -124,7 +126,7 @@ async function readSecret(spec: SecretSpec, env: NodeJS.ProcessEnv): Promise<Buf
     value = Buffer.from(env[spec.env] ?? '', 'utf8');
   } else if ('src' in spec) {
     const path = resolve(spec.src);
-    value = await readRegularFile(path, MAX_SECRET_BYTES).catch((err: NodeJS.ErrnoException) => {
+    value = await readSource(path).catch((err: NodeJS.ErrnoException) => {
       const why = READ_ERRORS[err.code ?? ''] ?? err.message.replace(/^the file is/, 'it is');
       throw new Error(`secret "${spec.id}": cannot read ${path}: ${why}`);
     });
@@ -135,6 +137,26 @@ async function readSecret(spec: SecretSpec, env: NodeJS.ProcessEnv): Promise<Buf
     throw new Error(`secret "${spec.id}" is larger than ${MAX_SECRET_BYTES / 1024} KiB, the largest a build can use`);
   }
   return value;
+}
+
+/**
+ * A regular file, or a pipe: `--secret id=x,src=<(vault read …)` hands over the read end of a
+ * pipe (as Docker reads it), and a named pipe is read the same way. Either is read to its end,
+ * no further than the size limit; a pipe nobody writes to blocks, as it does for Docker.
+ */
+async function readSource(path: string): Promise<Buffer> {
+  const st = await stat(path);
+  // Opening a socket fails (ENXIO) before readRegularFile could say what it is.
+  if (st.isSocket()) throw new Error('not a regular file: it is a socket');
+  if (!st.isFIFO()) return readRegularFile(path, MAX_SECRET_BYTES);
+  const chunks: Buffer[] = [];
+  let length = 0;
+  for await (const chunk of createReadStream(path, { highWaterMark: 64 * 1024 })) {
+    chunks.push(chunk as Buffer);
+    length += (chunk as Buffer).length;
+    if (length > MAX_SECRET_BYTES) throw new Error(`it is larger than ${MAX_SECRET_BYTES / 1024} KiB`);
+  }
+  return Buffer.concat(chunks, length);
 }
 
 /** Node's messages repeat the path and the syscall: these say just what is wrong. */

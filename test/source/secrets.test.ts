@@ -1,5 +1,7 @@
 import { mkdtemp, rm, symlink, writeFile, chmod } from 'node:fs/promises';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
@@ -93,13 +95,32 @@ describe('Secrets', () => {
     const missing = join(dir, 'missing');
     await expect(Secrets.open([{ id: 'npmrc', src: missing }])).rejects.toThrow(`secret "npmrc": cannot read ${missing}: no such file`);
     await expect(Secrets.open([{ id: 'd', src: dir }])).rejects.toThrow(`secret "d": cannot read ${dir}: not a regular file: it is a directory`);
-    const fifo = join(dir, 'fifo');
-    execFileSync('mkfifo', [fifo]);
-    await expect(Secrets.open([{ id: 'f', src: fifo }])).rejects.toThrow(`secret "f": cannot read ${fifo}: not a regular file: it is a FIFO (named pipe)`);
+    const socket = join(dir, 'socket');
+    const server = createServer().listen(socket);
+    await once(server, 'listening');
+    try {
+      await expect(Secrets.open([{ id: 's', src: socket }])).rejects.toThrow(`secret "s": cannot read ${socket}: not a regular file: it is a socket`);
+    } finally {
+      server.close();
+    }
     const loop = join(dir, 'loop');
     await symlink(loop, loop);
     await expect(Secrets.open([{ id: 'l', src: loop }])).rejects.toThrow(`secret "l": cannot read ${loop}: too many levels of symbolic links`);
     await expect(Secrets.open([{ id: '', value: 'x' }])).rejects.toThrow('a secret has no id');
+  });
+
+  it('reads a pipe to its end, as Docker reads --secret src=<(command)', async () => {
+    const fifo = join(dir, 'fifo');
+    execFileSync('mkfifo', [fifo]);
+    const writer = spawn('sh', ['-c', `printf 'from a pipe' > ${fifo}`]);
+    const exited = once(writer, 'exit');
+    const secrets = await Secrets.open([{ id: 'p', src: fifo }]);
+    expect((await secrets.get('p'))?.toString()).toBe('from a pipe');
+    await exited;
+    // Bounded like a file: a pipe that does not end at the limit is refused.
+    const endless = spawn('sh', ['-c', `yes > ${fifo}`]);
+    await expect(Secrets.open([{ id: 'p', src: fifo }])).rejects.toThrow(`secret "p": cannot read ${fifo}: it is larger than ${MAX_SECRET_BYTES / 1024} KiB`);
+    endless.kill();
   });
 
   it('refuses an unreadable file, naming it without showing what it holds', async () => {
