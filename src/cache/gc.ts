@@ -9,7 +9,8 @@
 //   cache record   a step's cache key → layers; removing it frees the layer blobs (and their
 //                  compressed copies) that no image and no remaining record names. A record
 //                  whose whole layer chain an image holds is "shared" and, as in BuildKit, kept
-//                  unless `all`.
+//                  unless `all`; pruning down to `keepStorage` keeps it even then, as removing
+//                  it frees nothing.
 //   snapshot       a committed snapshot (named by the ChainID of its layers); removed children first.
 //   blob           a blob nothing names (a pushed manifest, an image whose name moved); with
 //                  `all`, also the compressed copies of kept layers (made again on the next push).
@@ -208,6 +209,8 @@ function plan(inv: Inventory, opts: PruneOptions, now?: number): Removal[] {
   for (const r of inv.records) {
     const chain = chainIDs(r.layers.map((l) => l.diffID)).at(-1);
     if (!opts.all && (chain === undefined || inv.imageChains.has(chain))) continue;
+    // Pruning down to a size, a record whose layers images hold would go without freeing a byte.
+    if (keep !== undefined && r.layers.every((l) => inv.imageBlobs.has(l.digest))) continue;
     const entry: StoreEntry = { kind: 'cache-record', id: r.key, size: 0, lastUsed: r.lastUsed, usedBy: 'cache' };
     candidates.push({
       entry,

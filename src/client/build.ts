@@ -110,7 +110,13 @@ export interface BuildResult {
 }
 
 export async function build(opts: BuildOptions): Promise<BuildResult> {
-  const emit: ProgressListener = opts.onProgress ?? (() => undefined);
+  // Whether anything ran that can grow the store (a step, a pull, compression for a push or
+  // export): a fully cached build adds at most a config and manifest, and skips the collection.
+  let grew = false;
+  const emit: ProgressListener = (event) => {
+    if (event.type === 'step' && event.status === 'started' && event.id !== 'export') grew = true;
+    opts.onProgress?.(event);
+  };
   const platform = opts.platform === undefined ? undefined : toPlatform(opts.platform);
   const tags = (opts.tags ?? []).map((t) => parseReference(t));
   const outputs = [...(opts.outputs ?? [{ type: 'image' }]), ...(opts.push ? [{ type: 'registry' } as const] : [])];
@@ -196,7 +202,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     for (const name of stored) await state.images.tag(name, { ...image.manifestDescriptor, platform: compiled.image.platform });
     finished = true;
     // Still holding the lock, with the new image named: the collection keeps it and its cache.
-    await collect(state, snapshotter, opts.gcKeepStorage, emit);
+    if (grew) await collect(state, snapshotter, opts.gcKeepStorage, emit);
     return {
       manifestDigest: image.manifestDescriptor.digest,
       configDigest: image.configDescriptor.digest,
