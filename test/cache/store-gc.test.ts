@@ -145,3 +145,27 @@ it('du adds up, prune removes exactly what no image needs, waits for a running b
   expect(floor.images.count).toBe(afterGc.images.count + 1);
   await expectDoctorClean(root);
 });
+
+it('refuses bad prune flags naming them, and prunes nothing unconfirmed', async () => {
+  const root = join(fx.work, 'flags-root');
+  const cases: Array<[string[], RegExp]> = [
+    [['--keep-storage', 'lots'], /^ERROR: invalid --keep-storage: invalid value for size: "lots"/],
+    [['--filter', 'until=1d'], /^ERROR: invalid --filter until: invalid duration "1d"/],
+    [['--filter', 'type=regular'], /^ERROR: invalid --filter "type=regular": the only filter is until=DURATION/],
+  ];
+  for (const [args, message] of cases) {
+    const r = await runBuilder(['prune', '-f', '--root', root, ...args]);
+    expect(r.code, args.join(' ')).toBe(1);
+    expect(r.stderr).toMatch(message);
+  }
+  // Without -f and without a terminal to ask on: nothing happens.
+  const ctx = join(fx.work, 'flags-ctx');
+  await mkdir(ctx);
+  await writeFile(join(ctx, 'Dockerfile'), `FROM ${fx.base}\nRUN echo x > /x\n`);
+  await build(root, ctx, ['-t', 'app:x']);
+  const before = await du({ root });
+  const r = await runBuilder(['prune', '--all', '--root', root]);
+  expect(r.code).toBe(1);
+  expect(r.stderr).toMatch(/Not confirmed \(no terminal\): use -f/);
+  expect((await du({ root })).total).toBe(before.total);
+});
