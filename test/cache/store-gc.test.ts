@@ -11,6 +11,7 @@ import { expect, it } from 'vitest';
 import { ContentStore } from '../../src/cache/content-store.js';
 import { doctor } from '../../src/client/doctor.js';
 import { du } from '../../src/client/du.js';
+import { prune } from '../../src/client/prune.js';
 import { events, runBuilder, startBuilder, stepsByStatus, waitForStderr } from '../helpers/cli.js';
 import { useBuildFixture } from '../helpers/fixture.js';
 
@@ -107,6 +108,20 @@ it('du adds up, prune removes exactly what no image needs, waits for a running b
   expect(r.code, r.stderr).toBe(0);
   expect(r.stdout).toMatch(/^cache-mount\s+\/c\s/m);
   expect(readdirSync(join(root, 'cache-mounts'))).toEqual([]);
+
+  // --- prune down to a size (library API): least recently used first, stopping under the limit ---
+  const full = await du({ root });
+  const limit = full.total - 1;
+  const down = await prune({ root, all: true, keepStorage: limit });
+  expect(down.removed.length).toBeGreaterThan(0);
+  const left = await du({ root });
+  expect(left.total).toBeLessThanOrEqual(limit);
+  expect(full.total - left.total).toBe(down.freed);
+  // Without its last removal it would have stayed over the limit: nothing went needlessly.
+  expect(left.total + down.removed.at(-1)!.size).toBeGreaterThan(limit);
+  const newestRemoved = Math.max(...down.removed.map((e) => e.lastUsed.getTime()));
+  for (const e of left.entries.filter((e) => e.kind === 'snapshot' || e.kind === 'cache-mount')) expect(e.lastUsed.getTime()).toBeGreaterThanOrEqual(newestRemoved);
+  await expectDoctorClean(root);
 
   // --- a prune started during a build waits for it, then runs ---
   await writeFile(join(ctx, 'Dockerfile.slow'), `FROM ${fx.base}\nRUN sleep 2 && echo slow > /slow\n`);
