@@ -31,7 +31,7 @@ import { join } from 'node:path';
 import { chainIDs } from '../oci/digest.js';
 import { isIndexMediaType, type Descriptor, type Digest, type ImageConfigFile, type ImageIndex, type ImageManifest } from '../oci/types.js';
 import { diskUsage } from '../snapshotter/fsutil.js';
-import type { LocalSnapshotter, SnapshotInfo } from '../snapshotter/index.js';
+import type { LocalSnapshotter } from '../snapshotter/index.js';
 import type { StoredCacheRecord } from './cache-index.js';
 import { listCacheMounts, removeCacheMount } from './cache-mounts.js';
 import type { State } from './state.js';
@@ -332,57 +332,60 @@ async function inventory(state: StateParts, sn: LocalSnapshotter | undefined): P
   }
 
   const snapshots: Inventory['snapshots'] = [];
-  const sizes = new SnapshotSizes(state.root);
+  const sizes = new MeasuredSizes(state.root);
   await sizes.load();
   for (const info of sn ? await sn.list() : []) {
     if (info.kind !== 'committed') continue;
-    const size = await sizes.of(sn!, info);
+    const size = await sizes.of(`snapshot ${info.key} ${info.created ?? ''}`, async () => (await sn!.usage(info.key)).size);
     if (size === undefined) continue; // removed meanwhile
     snapshots.push({ key: info.key, ...(info.parent !== undefined && { parent: info.parent }), size, created: new Date(info.created ?? 0) });
   }
-  await sizes.save();
   const cacheMounts: Inventory['cacheMounts'] = [];
   for (const c of await listCacheMounts(state.root)) {
-    const size = await diskUsage(c.dir).then((u) => u.size, () => 0);
+    // A held cache is changing: measured now, not remembered.
+    const measure = async () => (await diskUsage(c.dir)).size;
+    const size = c.held ? await measure().catch(() => 0) : ((await sizes.of(`cache ${c.dir} ${c.lastUsed.toISOString()}`, measure)) ?? 0);
     cacheMounts.push({ dir: c.dir, id: c.id ?? c.dir.slice(c.dir.lastIndexOf('/') + 1), size, lastUsed: c.lastUsed, held: c.held });
   }
+  await sizes.save();
   return { blobs, images: named.length, imageBlobs, imageChains, records: await state.cache.list(), compressed, snapshots, cacheMounts };
 }
 
 /**
- * Sizes of committed snapshots, remembered in `snapshot-usage.json`: a committed snapshot never
- * changes, so its tree is walked once, not on every build's collection.
+ * Sizes of trees that do not change until used again, remembered in `measured-sizes.json` so a
+ * tree is walked once per change, not on every build's collection: a committed snapshot never
+ * changes (keyed by its commit time too, as a ChainID can be removed and committed again), a
+ * cache mount changes only while a step holds it (keyed by its last release).
  */
-class SnapshotSizes {
+class MeasuredSizes {
   private readonly file: string;
   private known: Record<string, number> = {};
   private readonly seen: Record<string, number> = {};
-  private changed = false;
+  private measured = false;
 
   constructor(root: string) {
-    this.file = join(root, 'snapshot-usage.json');
+    this.file = join(root, 'measured-sizes.json');
   }
 
   async load(): Promise<void> {
     this.known = await readFile(this.file, 'utf8').then((t) => JSON.parse(t) as Record<string, number>, () => ({}));
   }
 
-  async of(sn: LocalSnapshotter, info: SnapshotInfo): Promise<number | undefined> {
-    // Keyed by commit time too: a ChainID removed and committed again is measured again.
-    const id = `${info.key} ${info.created ?? ''}`;
-    let size = this.known[id];
+  /** The size of the tree `key` stands for, measuring it with `measure` when unknown; undefined when it is gone. */
+  async of(key: string, measure: () => Promise<number>): Promise<number | undefined> {
+    let size = this.known[key];
     if (size === undefined) {
-      size = await sn.usage(info.key).then((u) => u.size, () => undefined);
+      size = await measure().catch(() => undefined);
       if (size === undefined) return undefined;
-      this.changed = true;
+      this.measured = true;
     }
-    this.seen[id] = size;
+    this.seen[key] = size;
     return size;
   }
 
-  /** Writes what was seen (forgetting removed snapshots), atomically; a temporary file left by a crash is swept. */
+  /** Writes what was seen (forgetting what is gone), atomically; a temporary file left by a crash is swept. */
   async save(): Promise<void> {
-    if (!this.changed && Object.keys(this.seen).length === Object.keys(this.known).length) return;
+    if (!this.measured && Object.keys(this.seen).length === Object.keys(this.known).length) return;
     const tmp = `${this.file}.${randomBytes(6).toString('hex')}.tmp`;
     await writeFile(tmp, JSON.stringify(this.seen));
     await rename(tmp, this.file);
