@@ -159,6 +159,10 @@ it('du adds up, prune removes exactly what no image needs, waits for a running b
   expect(floor.blobs.cacheOnly + floor.blobs.unreferenced + floor.snapshots.size + floor.cacheMounts.size).toBe(0);
   expect(floor.images.count).toBe(afterGc.images.count + 1);
   await expectDoctorClean(root);
+  // Every image is whole for another tool: skopeo copies each, checking every blob's digest.
+  for (const name of names(root).filter((n) => n.includes('/app:'))) {
+    execFileSync('skopeo', ['copy', '-q', `oci:${root}:${name}`, `oci:${join(fx.work, 'copies')}:${name.slice(name.lastIndexOf(':') + 1)}`]);
+  }
 });
 
 it('refuses bad prune flags naming them, and prunes nothing unconfirmed', async () => {
