@@ -172,7 +172,7 @@ export async function collectGarbage(state: StateParts, sn: LocalSnapshotter | u
 
 /**
  * The default of `keepStorage` for the collection after a build, as BuildKit's gckeepstorage
- * before v0.17 (Docker 20.10 to 26): a tenth of the size of the disk holding `root`, rounded up
+ * before v0.17 (the one Docker 20.10 uses): a tenth of the size of the disk holding `root`, rounded up
  * to whole GB.
  */
 export async function defaultKeepStorage(root: string): Promise<number> {
