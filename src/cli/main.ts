@@ -46,8 +46,8 @@ Options:
       --insecure-registry H Use plain HTTP for registry H (loopback ones always are)
       --registry-mirror URL Pull Docker Hub images through this mirror first (repeatable)
       --config FILE         Registry settings as in dockerd's daemon.json ("insecure-registries",
-                            "registry-mirrors"); default $BUILDER_CONFIG, else
-                            ~/.config/builder/config.json
+                            "registry-mirrors") and the GC limit ("gc": {"keepStorage": "20GB"});
+                            default $BUILDER_CONFIG, else ~/.config/builder/config.json
       --progress MODE       plain, json or quiet (default: plain)
   -h, --help                Show this help
 `;
