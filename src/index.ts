@@ -3,6 +3,8 @@
 export { build, type BuildOptions, type BuildResult, type Output } from './client/build.js';
 export { pull, type PullOptions, type PullResult } from './client/pull.js';
 export { doctor, StateInUseError, type DoctorOptions, type DoctorReport, type DoctorIssue } from './client/doctor.js';
+export { du, type DuOptions, type DiskUsage, type StoreEntry } from './client/du.js';
+export { prune, type PruneOptions, type PruneResult } from './client/prune.js';
 export { plan, formatPlan, type PlanOptions, type PlanResult, type PlannedStage, type PlannedStep } from './client/plan.js';
 export type { BuildDefinitionOptions } from './client/input.js';
 export type { ProgressEvent, ProgressListener, StepEvent, LogEvent, WarningEvent } from './progress.js';

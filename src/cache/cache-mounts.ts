@@ -27,7 +27,7 @@
 // directory, and removes (rm, which does not follow links) only directories no container saw.
 
 import { randomBytes } from 'node:crypto';
-import { chmod, chown, mkdir, readdir, readFile, rename, rm, rmdir, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { sha256 } from '../oci/digest.js';
@@ -184,4 +184,55 @@ async function writeRecord(cache: string, request: CacheMountRequest): Promise<v
   // One writer at a time (the lock): a fixed temporary name, overwritten after a crash.
   await writeFile(`${file}.tmp`, JSON.stringify(record));
   await rename(`${file}.tmp`, file);
+}
+
+/** A cache as prune and disk usage see it. */
+export interface StoredCacheMount {
+  /** Its directory, `cache-mounts/<hex>`. */
+  dir: string;
+  /** The id steps named it by (unknown when cache.json is missing). */
+  id?: string;
+  /** Last release by a step; the directory's mtime when cache.json is missing. */
+  lastUsed: Date;
+  /** A live process holds one of its instances. */
+  held: boolean;
+}
+
+/** Every cache under state directory `root`. */
+export async function listCacheMounts(root: string): Promise<StoredCacheMount[]> {
+  const base = join(root, 'cache-mounts');
+  const found: StoredCacheMount[] = [];
+  for (const name of await readdir(base).catch(() => [] as string[])) {
+    const dir = join(base, name);
+    const record = await readFile(join(dir, 'cache.json'), 'utf8').then(
+      (text) => JSON.parse(text) as CacheMountRecord,
+      () => undefined,
+    );
+    const lastUsed = record ? new Date(record.lastUsed) : await stat(dir).then((st) => st.mtime, () => undefined);
+    if (lastUsed === undefined) continue; // removed meanwhile
+    found.push({ dir, ...(record && { id: record.id }), lastUsed, held: await isHeld(dir) });
+  }
+  return found;
+}
+
+/** Removes a cache unless a live process holds one of its instances; true when it is gone. */
+export async function removeCacheMount(dir: string): Promise<boolean> {
+  const unlock = await acquireLock(join(dir, 'lock'), `cache mount ${dir}`, { pollMs: 10 });
+  try {
+    if (await isHeld(dir)) return false;
+    // Renamed out of the way first: a crash midway leaves no half-deleted cache to mount.
+    const doomed = `${dir}.removing-${randomBytes(6).toString('hex')}`;
+    await rename(dir, doomed);
+    await rm(doomed, { recursive: true, force: true });
+    return true;
+  } finally {
+    await unlock();
+  }
+}
+
+async function isHeld(dir: string): Promise<boolean> {
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    if (HOLD.test(name) && (await lockOwner(join(dir, name)))?.alive) return true;
+  }
+  return false;
 }

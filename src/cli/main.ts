@@ -14,6 +14,8 @@ const USAGE = `Usage: builder build [OPTIONS] PATH
        builder login [-u USER] [--password-stdin] [SERVER]
        builder logout [SERVER]
        builder doctor [--root DIR]
+       builder du [--verbose] [--root DIR]
+       builder prune [--all] [--keep-storage SIZE] [--filter until=DURATION] [--cache-mounts] [-f]
 
 Build an image from a Dockerfile and a build context, without a daemon.
 
@@ -44,8 +46,8 @@ Options:
       --insecure-registry H Use plain HTTP for registry H (loopback ones always are)
       --registry-mirror URL Pull Docker Hub images through this mirror first (repeatable)
       --config FILE         Registry settings as in dockerd's daemon.json ("insecure-registries",
-                            "registry-mirrors"); default $BUILDER_CONFIG, else
-                            ~/.config/builder/config.json
+                            "registry-mirrors") and the GC limit ("gc": {"keepStorage": "20GB"});
+                            default $BUILDER_CONFIG, else ~/.config/builder/config.json
       --progress MODE       plain, json or quiet (default: plain)
   -h, --help                Show this help
 `;
@@ -61,6 +63,8 @@ export async function main(argv: string[]): Promise<number> {
   if (command === 'login' || command === 'logout') return (await import('./login.js')).runLoginCommand(command, rest);
   if (command === 'pull') return runPull(rest);
   if (command === 'doctor') return (await import('./doctor.js')).runDoctorCommand(rest);
+  if (command === 'du') return (await import('./store.js')).runDuCommand(rest);
+  if (command === 'prune') return (await import('./store.js')).runPruneCommand(rest);
   if (command !== 'build') throw new UsageError(`unknown command "${command}" (try: builder build --help)`);
   const opts = parseBuildArgs(rest);
   if (!opts) {
@@ -127,15 +131,16 @@ async function runPull(args: string[]): Promise<number> {
   });
 }
 
-/** The configuration file's registry settings, plus those given as flags. */
+/** The configuration file's registry settings, plus those given as flags; and its gc setting (BUILDER_GC_KEEP_STORAGE wins). */
 async function registrySettings(
   configFile: string | undefined,
   flags: { insecureRegistries?: string[] | undefined; registryMirrors?: string[] | undefined },
-): Promise<{ insecureRegistries: string[]; registryMirrors: string[] }> {
+): Promise<{ insecureRegistries: string[]; registryMirrors: string[]; gcKeepStorage?: number }> {
   const config = await loadConfig(configFile);
   return {
     insecureRegistries: [...config.insecureRegistries, ...(flags.insecureRegistries ?? [])],
     registryMirrors: [...config.registryMirrors, ...(flags.registryMirrors ?? [])],
+    ...(config.gcKeepStorage !== undefined && !process.env.BUILDER_GC_KEEP_STORAGE && { gcKeepStorage: config.gcKeepStorage }),
   };
 }
 

@@ -12,7 +12,10 @@ import { StatCache } from '../cache/checksum.js';
 import { CacheMounts } from '../cache/cache-mounts.js';
 import { Secrets, type SecretSpec } from '../source/secrets.js';
 import { SshAgents, type SshSpec } from '../source/ssh.js';
-import { defaultStateRoot, openState } from '../cache/state.js';
+import { collectGarbage, defaultKeepStorage } from '../cache/gc.js';
+import { defaultStateRoot, openState, type State } from '../cache/state.js';
+import { humanSize } from '../util/size.js';
+import { parseKeepStorage } from './config.js';
 import { removeTemporaryFiles } from '../cache/temp-files.js';
 import type { Digest } from '../definition/index.js';
 import { RuncExecutor } from '../executor/runc.js';
@@ -26,7 +29,7 @@ import type { ImageConfigFile } from '../oci/types.js';
 import { BlobSources } from '../registry/blob-sources.js';
 import { toPlatform } from '../oci/platform.js';
 import { parseReference } from '../registry/reference.js';
-import { createSnapshotter } from '../snapshotter/index.js';
+import { createSnapshotter, type LocalSnapshotter } from '../snapshotter/index.js';
 import { track, type ProgressListener } from '../progress.js';
 import { StepError } from '../solver/errors.js';
 import { Solver } from '../solver/solver.js';
@@ -61,6 +64,12 @@ export interface BuildOptions extends BuildDefinitionOptions {
   snapshotter?: 'auto' | 'overlayfs' | 'native';
   /** Bytes of a RUN step's output reported per stream (default 2 MiB, as BuildKit); negative: all of it. */
   stepLogLimit?: number;
+  /**
+   * After the build, prune the least recently used cache while the state directory holds more
+   * than this many bytes (0: never). Default BUILDER_GC_KEEP_STORAGE, else a tenth of the disk, as
+   * BuildKit's gckeepstorage.
+   */
+  gcKeepStorage?: number;
 
   // Registries, for base images and pushes.
   insecureRegistries?: string[];
@@ -101,7 +110,13 @@ export interface BuildResult {
 }
 
 export async function build(opts: BuildOptions): Promise<BuildResult> {
-  const emit: ProgressListener = opts.onProgress ?? (() => undefined);
+  // Whether anything ran that can grow the store (a step, a pull, compression for a push or
+  // export): a fully cached build adds at most a config and manifest, and skips the collection.
+  let grew = false;
+  const emit: ProgressListener = (event) => {
+    if (event.type === 'step' && event.status === 'started' && event.id !== 'export') grew = true;
+    opts.onProgress?.(event);
+  };
   const platform = opts.platform === undefined ? undefined : toPlatform(opts.platform);
   const tags = (opts.tags ?? []).map((t) => parseReference(t));
   const outputs = [...(opts.outputs ?? [{ type: 'image' }]), ...(opts.push ? [{ type: 'registry' } as const] : [])];
@@ -186,6 +201,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     const stored = outputs.some((o) => o.type === 'image') ? names : [];
     for (const name of stored) await state.images.tag(name, { ...image.manifestDescriptor, platform: compiled.image.platform });
     finished = true;
+    // Still holding the lock, with the new image named: the collection keeps it and its cache.
+    if (grew) await collect(state, snapshotter, opts.gcKeepStorage, emit);
     return {
       manifestDigest: image.manifestDescriptor.digest,
       configDigest: image.configDescriptor.digest,
@@ -199,6 +216,22 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     await registry.close();
     // Failed or interrupted builds clean up after themselves too, but the next one checks.
     await state.release({ clean: finished });
+  }
+}
+
+/** The collection after a build; a failure is a warning, as the image is built and named. */
+async function collect(state: State, snapshotter: LocalSnapshotter, option: number | undefined, emit: ProgressListener): Promise<void> {
+  try {
+    const env = process.env.BUILDER_GC_KEEP_STORAGE;
+    const keep = option ?? (env !== undefined && env !== '' ? parseKeepStorage(env, 'BUILDER_GC_KEEP_STORAGE') : await defaultKeepStorage(state.root));
+    if (keep <= 0) return;
+    const removed = await collectGarbage(state, snapshotter, keep);
+    if (removed.length > 0) {
+      const freed = removed.reduce((n, e) => n + e.size, 0);
+      emit({ type: 'warning', message: `garbage collection: the state directory held more than ${humanSize(keep)}; removed ${removed.length} least recently used entries (${humanSize(freed)})` });
+    }
+  } catch (err) {
+    emit({ type: 'warning', message: `garbage collection failed: ${(err as Error).message}` });
   }
 }
 

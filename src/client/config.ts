@@ -3,18 +3,24 @@
 //
 //   { "insecure-registries": ["registry.lan:5000"], "registry-mirrors": ["https://mirror.example"] }
 //
+// plus builder's own: `"gc": { "keepStorage": "5GB" }` (bytes, or a size as `--keep-storage` takes;
+// 0 turns the collection after a build off).
+//
 // Looked up at BUILDER_CONFIG, else $XDG_CONFIG_HOME/builder/config.json (~/.config/...). Command
 // line flags add to what the file says.
 
 import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { parseSize } from '../util/size.js';
 
 export interface BuilderConfig {
   /** Registries reached over plain HTTP (loopback ones always are). */
   insecureRegistries: string[];
   /** Pull-through mirrors tried before Docker Hub for docker.io images. */
   registryMirrors: string[];
+  /** `gc.keepStorage`: bytes the state directory may hold before a build's collection prunes it; 0: never. */
+  gcKeepStorage?: number;
 }
 
 export class ConfigError extends Error {
@@ -62,13 +68,44 @@ export function parseConfig(text: string, file: string): BuilderConfig {
   if (typeof data !== 'object' || data === null || Array.isArray(data)) throw new ConfigError(file, 'expected a JSON object');
   const config: BuilderConfig = { insecureRegistries: [], registryMirrors: [] };
   for (const [key, value] of Object.entries(data)) {
-    if (!(key in KEYS)) throw new ConfigError(file, `unknown setting "${key}" (known: ${Object.keys(KEYS).join(', ')})`);
+    if (key === 'gc') {
+      config.gcKeepStorage = parseGc(value, file);
+      continue;
+    }
+    if (!(key in KEYS)) throw new ConfigError(file, `unknown setting "${key}" (known: ${[...Object.keys(KEYS), 'gc'].join(', ')})`);
     if (!Array.isArray(value) || !value.every((v) => typeof v === 'string' && v !== '')) {
       throw new ConfigError(file, `"${key}" must be a list of non-empty strings`);
     }
     config[KEYS[key as keyof typeof KEYS]] = value as string[];
   }
   return config;
+}
+
+function parseGc(value: unknown, file: string): number | undefined {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new ConfigError(file, '"gc" must be an object such as {"keepStorage": "5GB"}');
+  let keep: number | undefined;
+  for (const [key, v] of Object.entries(value)) {
+    if (key !== 'keepStorage') throw new ConfigError(file, `unknown setting "gc.${key}" (known: gc.keepStorage)`);
+    try {
+      keep = parseKeepStorage(v, '"gc.keepStorage"');
+    } catch (err) {
+      throw new ConfigError(file, (err as Error).message);
+    }
+  }
+  return keep;
+}
+
+/** A keep-storage setting: bytes as a number, or a size string (`5GB`, `512m`, `0`). */
+export function parseKeepStorage(value: unknown, where: string): number {
+  if (typeof value === 'number' && Number.isSafeInteger(value) && value >= 0) return value;
+  if (typeof value === 'string') {
+    try {
+      return parseSize(value);
+    } catch (err) {
+      throw new Error(`${where}: ${(err as Error).message}`);
+    }
+  }
+  throw new Error(`${where}: expected a size such as "5GB" or a number of bytes, got ${JSON.stringify(value)}`);
 }
 
 function lineAndColumn(text: string, offset: number): string {

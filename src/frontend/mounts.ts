@@ -6,6 +6,7 @@
 
 import type { ExecMount } from '../definition/index.js';
 import { csvFields } from '../util/csv.js';
+import { parseSize } from '../util/size.js';
 import { cleanPath, isAbsPath, joinPath } from './paths.js';
 import { suggest } from './suggest.js';
 
@@ -57,14 +58,6 @@ function parseNumber(key: string, value: string, radix: 8 | 10): number {
   const n = re.test(value) ? parseInt(value, radix) : NaN;
   if (!(n <= MAX_UINT32)) throw new Error(`invalid value for ${key}: "${value}"${radix === 8 ? ' (an octal mode such as 0644)' : ' (a number)'}`);
   return n;
-}
-
-/** Docker's RAMInBytes: `64m`, `1.5g`, `512MiB`, binary multiples. */
-function parseSize(value: string): number {
-  const m = /^(\d+(?:\.\d+)?) ?([kmgtp]?)i?b?$/i.exec(value);
-  if (!m) throw new Error(`invalid value for size: "${value}" (e.g. 64m)`);
-  const power = ['', 'k', 'm', 'g', 't', 'p'].indexOf((m[2] ?? '').toLowerCase());
-  return Math.round(Number(m[1]) * 1024 ** power);
 }
 
 /** The fields of a spec as [key (aliases resolved), value (undefined when it has no `=`)]. */

@@ -27,6 +27,7 @@ import {
 import { join } from 'node:path';
 import { getAttributeSync, listAttributesSync, setAttributeSync } from 'fs-xattr';
 import { runShort } from '../util/command.js';
+import type { Usage } from './types.js';
 
 export const OVERLAY_OPAQUE_XATTR = 'trusted.overlay.opaque';
 /** overlayfs bookkeeping xattrs: never copied into or out of layers. */
@@ -93,6 +94,29 @@ export function readXattrsSync(path: string, st: Stats | BigIntStats): Array<[st
 export function breather(every = 256): () => Promise<void> | undefined {
   let n = 0;
   return () => (++n % every === 0 ? new Promise<void>((r) => setImmediate(r)) : undefined);
+}
+
+/** Disk use of the tree at `dir` (see Usage): blocks allocated, each inode counted once, without following links. */
+export async function diskUsage(dir: string): Promise<Usage> {
+  const seen = new Set<number>();
+  let size = 0;
+  const pause = breather();
+  const count = (st: Stats): void => {
+    if (seen.has(st.ino)) return;
+    seen.add(st.ino);
+    size += st.blocks * 512;
+  };
+  const walk = async (path: string): Promise<void> => {
+    count(lstatSync(path));
+    for (const entry of readdirSync(path, { withFileTypes: true })) {
+      await pause();
+      const p = join(path, entry.name);
+      if (entry.isDirectory()) await walk(p);
+      else count(lstatSync(p));
+    }
+  };
+  await walk(dir);
+  return { size, inodes: seen.size };
 }
 
 export function writeXattrsSync(path: string, xattrs: ReadonlyArray<readonly [string, Buffer]>): void {

@@ -15,12 +15,12 @@
 // view snapshots record the process that owns them.
 
 import { createHash, randomBytes } from 'node:crypto';
-import { linkSync, lstatSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { linkSync, mkdirSync, readFileSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { chmod, mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { isOwnerAlive, processToken } from '../util/process.js';
 import { listMountPoints, settleUnmount, unmountAll } from './mount.js';
-import { breather } from './fsutil.js';
+import { diskUsage } from './fsutil.js';
 import type { Mount, SnapshotInfo, Snapshotter, Usage } from './types.js';
 
 export class SnapshotNotFoundError extends Error {
@@ -170,31 +170,7 @@ export abstract class BaseSnapshotter implements LocalSnapshotter {
   }
 
   async usage(key: string): Promise<Usage> {
-    const meta = await this.require(key);
-    const seen = new Set<number>();
-    let size = 0;
-    const pause = breather();
-    const walk = async (dir: string): Promise<void> => {
-      const st = lstatSync(dir);
-      if (!seen.has(st.ino)) {
-        seen.add(st.ino);
-        size += st.blocks * 512;
-      }
-      for (const entry of readdirSync(dir, { withFileTypes: true })) {
-        await pause();
-        const p = join(dir, entry.name);
-        if (entry.isDirectory()) {
-          await walk(p);
-          continue;
-        }
-        const c = lstatSync(p);
-        if (seen.has(c.ino)) continue;
-        seen.add(c.ino);
-        size += c.blocks * 512;
-      }
-    };
-    await walk(this.fsDir(meta.id));
-    return { size, inodes: seen.size };
+    return diskUsage(this.fsDir((await this.require(key)).id));
   }
 
   async list(): Promise<SnapshotInfo[]> {
@@ -435,7 +411,7 @@ async function readMetaFile(path: string): Promise<SnapshotMeta | undefined> {
 }
 
 function toInfo(meta: SnapshotMeta): SnapshotInfo {
-  const info: SnapshotInfo = { key: meta.key, kind: meta.kind };
+  const info: SnapshotInfo = { key: meta.key, kind: meta.kind, created: meta.created };
   if (meta.parent !== undefined) info.parent = meta.parent;
   return info;
 }

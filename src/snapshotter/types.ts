@@ -20,6 +20,8 @@ export interface SnapshotInfo {
   key: string;
   kind: 'active' | 'view' | 'committed';
   parent?: string;
+  /** When it was made (committed: when committed), ISO 8601. */
+  created?: string;
 }
 
 /** Disk use of one snapshot's own data (overlay: its diff; native: its full tree), as containerd's Usage. */

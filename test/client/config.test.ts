@@ -19,8 +19,14 @@ describe('the configuration file', () => {
       registryMirrors: ['https://m.lan'],
     });
     expect(() => parseConfig('{\n  "registry-mirrors": ["https://m.lan"]\n  "insecure-registries": []\n}', 'c.json')).toThrow(/^c\.json:3:3: invalid JSON/);
-    expect(() => parseConfig('{"registry-mirror": ["https://m.lan"]}', 'c.json')).toThrow('c.json: unknown setting "registry-mirror" (known: insecure-registries, registry-mirrors)');
+    expect(() => parseConfig('{"registry-mirror": ["https://m.lan"]}', 'c.json')).toThrow('c.json: unknown setting "registry-mirror" (known: insecure-registries, registry-mirrors, gc)');
     expect(() => parseConfig('{"registry-mirrors": "https://m.lan"}', 'c.json')).toThrow('"registry-mirrors" must be a list of non-empty strings');
+    // The collection's limit: a size as --keep-storage takes it, or bytes; 0 turns it off.
+    expect(parseConfig('{"gc": {"keepStorage": "5GB"}}', 'c.json').gcKeepStorage).toBe(5 * 1024 ** 3);
+    expect(parseConfig('{"gc": {"keepStorage": 0}}', 'c.json').gcKeepStorage).toBe(0);
+    expect(() => parseConfig('{"gc": {"keepStorage": "lots"}}', 'c.json')).toThrow('c.json: "gc.keepStorage": invalid value for size: "lots"');
+    expect(() => parseConfig('{"gc": {"keep": "5GB"}}', 'c.json')).toThrow('c.json: unknown setting "gc.keep" (known: gc.keepStorage)');
+    expect(() => parseConfig('{"gc": {"keepStorage": -1}}', 'c.json')).toThrow(/c\.json: "gc\.keepStorage": expected a size/);
 
     // No file where builder looks by default: no settings. A file named explicitly must exist.
     const home = join(fx.work, 'home');

@@ -44,10 +44,10 @@ describe.each(kinds)('%s snapshotter', (kind) => {
     });
     await sn.commit('L1', 'a');
     expect(await sn.stat('a')).toBeUndefined();
-    expect(await sn.stat('L1')).toEqual({ key: 'L1', kind: 'committed' });
+    expect(await sn.stat('L1')).toEqual({ key: 'L1', kind: 'committed', created: expect.any(String) });
 
     const m2 = await sn.prepare('b', 'L1');
-    expect(await sn.stat('b')).toEqual({ key: 'b', kind: 'active', parent: 'L1' });
+    expect(await sn.stat('b')).toEqual({ key: 'b', kind: 'active', parent: 'L1', created: expect.any(String) });
     expect(await sn.mounts('b')).toEqual(m2);
     await withMounts(m2, async (d) => {
       expect(await readFile(join(d, 'base.txt'), 'utf8')).toBe('one');
@@ -97,7 +97,7 @@ describe.each(kinds)('%s snapshotter', (kind) => {
     // Keys are arbitrary strings, ChainIDs included.
     const chain = `sha256:${'ab'.repeat(32)}`;
     await sn.commit(chain, 'a2');
-    expect(await sn.stat(chain)).toEqual({ key: chain, kind: 'committed', parent: 'C' });
+    expect(await sn.stat(chain)).toEqual({ key: chain, kind: 'committed', parent: 'C', created: expect.any(String) });
   });
 
   it('views with no parent are empty and read-only', async () => {
