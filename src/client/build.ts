@@ -19,7 +19,9 @@ import { RuncExecutor } from '../executor/runc.js';
 import { distributable, type LayerCompression } from '../exporter/compress.js';
 import { assembleImage, type BuiltImage } from '../exporter/image.js';
 import { writeOciArchive } from '../exporter/oci-archive.js';
-import { pushImage } from '../exporter/push.js';
+import { pushDocument, pushImage } from '../exporter/push.js';
+import { storeCacheManifest, withInlineCache, writeCacheLayout, type CacheExport } from '../exporter/cache-export.js';
+import { CacheImports, type CacheImport } from '../source/cache-import.js';
 import { compileOptions, readBuildInput, type BuildDefinitionOptions } from './input.js';
 import { compile, DockerfileError, type CompileResult } from '../frontend/index.js';
 import type { ImageConfigFile } from '../oci/types.js';
@@ -77,6 +79,12 @@ export interface BuildOptions extends BuildDefinitionOptions {
   /** Compression of new layers when pushed or exported: gzip (default), zstd or uncompressed. Stored layers stay uncompressed. */
   compression?: LayerCompression;
 
+  // The cache shared with other machines (`--cache-from`, `--cache-to`).
+  /** Read before the build: a hit there counts as cached, its layers fetched only when read. */
+  cacheFrom?: CacheImport[];
+  /** Written after the build (an `inline` cache goes into pushed and exported images). */
+  cacheTo?: CacheExport[];
+
   // What RUN --mount=type=secret and type=ssh steps reach; never part of the image or the cache.
   /** Secrets by id (`--secret`): from a file, an environment variable, or the value itself. */
   secrets?: SecretSpec[];
@@ -131,6 +139,9 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     const compiled: CompileResult = await compile(dockerfile, compileOptions(input, opts, platform, (ref, p) => images.resolve(ref, p)));
     for (const w of compiled.warnings) emit({ type: 'warning', message: w.message, file: w.file, line: w.line, ...(w.rule ? { rule: w.rule } : {}) });
 
+    const imported = opts.cacheFrom?.length
+      ? await CacheImports.read(state.store, opts.cacheFrom, { registry: () => registry.get(), platform: compiled.image.platform, emit })
+      : undefined;
     const solver = new Solver(compiled.definition, {
       store: state.store,
       cache: state.cache,
@@ -147,10 +158,13 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       cacheMounts: new CacheMounts(state.root),
       secrets,
       ssh,
+      importedCache: imported,
     });
     const solved = await solver.solveFilesystem(compiled.root).catch((err: unknown) => {
       throw withSource(err, dockerfileName, dockerfileText);
     });
+    // The image's layers that imported cache hits brought in are needed now, and only those.
+    await imported?.fetch(solved.layers);
 
     const created = new Date(opts.sourceDateEpoch !== undefined ? opts.sourceDateEpoch * 1000 : Date.now()).toISOString();
     const image = await track(emit, { id: 'export', name: 'exporting to image' }, () =>
@@ -158,7 +172,12 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     );
     // What leaves the machine has compressed layers: made on first need, once per build.
     let shipped: Promise<BuiltImage> | undefined;
-    const toShip = () => (shipped ??= distributable(state.store, state.root, image, opts.compression));
+    const cacheTo = opts.cacheTo ?? [];
+    const inline = cacheTo.some((c) => c.type === 'inline');
+    const toShip = () =>
+      (shipped ??= distributable(state.store, state.root, image, opts.compression).then((img) =>
+        inline ? withInlineCache(state.store, img, solver.cacheRecords(compiled.root, 'min'), created) : img,
+      ));
     const names = tags.map((t) => t.toString());
     const exported: BuildResult['exported'] = [];
     for (const out of outputs) {
@@ -179,6 +198,19 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         const digest = await track(emit, { id: `push:${name}`, name: `pushing ${name}` }, () => pushImage(target, shippedImage, tag));
         pushed.push({ ref: name, digest });
       }
+    }
+    for (const to of cacheTo) {
+      if (to.type === 'inline') continue;
+      const where = to.type === 'registry' ? to.ref : to.dest;
+      await track(emit, { id: `cache-to:${where}`, name: `exporting cache to ${where}` }, async () => {
+        const records = solver.cacheRecords(compiled.root, to.mode ?? 'min');
+        // Exported blobs must be here: imported hits that nothing read are fetched now.
+        await imported?.fetch(records.flatMap((r) => r.layers));
+        const cache = await storeCacheManifest(state.store, state.root, records, { compression: to.compression, createdAt: created });
+        if (to.type === 'local') return writeCacheLayout(state.store, cache, to.dest, to.tag ?? 'latest');
+        const target = { store: state.store, registry: await registry.get(), sources: new BlobSources(state.root), signal: opts.signal };
+        await pushDocument(target, cache.blobs, cache.index, parseReference(to.ref));
+      });
     }
     // The commit point: an interrupted build names nothing, so a tag never points at an image
     // whose build or push was cut short.
