@@ -14,6 +14,7 @@ import {
   encodeCacheConfig,
   INLINE_CACHE_KEY,
   UNCOMPRESSED_ANNOTATION,
+  type CacheConfigRecord,
   type RemoteRecord,
 } from '../cache/remote-cache.js';
 import { canonicalJson } from '../oci/digest.js';
@@ -96,18 +97,19 @@ export async function writeCacheLayout(store: ContentStore, cache: CacheManifest
 }
 
 /**
- * `image` (as pushed: layers compressed) with an inline cache of `records` in its config. Only
- * records whose layers are a prefix of the image's can be inline (BuildKit's inline cache is
- * min mode alone): their blobs are the image's.
+ * `image` (as pushed: layers compressed) with an inline cache of `records` in its config. As in
+ * BuildKit, an inline cache is the records alone: their layers are the image's, layer i on top
+ * of layer i-1, so only records whose layers are a prefix of the image's fit (min mode).
  */
 export async function withInlineCache(store: ContentStore, image: BuiltImage, records: readonly RemoteRecord[], createdAt: string): Promise<BuiltImage> {
   const diffIDs = image.config.rootfs.diff_ids;
-  const imageLayers: LayerRecord[] = image.manifest.layers.map((l, i) => ({ ...pick(l), diffID: diffIDs[i]! }));
-  const inline = records
-    .filter((r) => r.layers.length <= imageLayers.length && r.layers.every((l, i) => l.diffID === diffIDs[i]))
-    .map((r) => ({ key: r.key, layers: imageLayers.slice(0, r.layers.length) }));
-  const cacheConfig = Buffer.from(canonicalJson(encodeCacheConfig(inline, createdAt))).toString('base64');
-  const config = { ...image.config, [INLINE_CACHE_KEY]: cacheConfig };
+  const inline = new Map<string, CacheConfigRecord>();
+  for (const r of records) {
+    if (r.layers.length === 0 || r.layers.length > diffIDs.length || !r.layers.every((l, i) => l.diffID === diffIDs[i])) continue;
+    if (!inline.has(r.key)) inline.set(r.key, { digest: r.key, layers: [{ layer: r.layers.length - 1, createdAt }] });
+  }
+  const cacheRecords = Buffer.from(canonicalJson([...inline.values()])).toString('base64');
+  const config = { ...image.config, [INLINE_CACHE_KEY]: cacheRecords };
   const configBlob = await store.putBytes(canonicalJson(config));
   const configDescriptor: Descriptor = { ...image.configDescriptor, ...configBlob };
   const manifest: ImageManifest = { ...image.manifest, config: configDescriptor };

@@ -15,6 +15,7 @@ import {
   INLINE_CACHE_KEY,
   UNCOMPRESSED_ANNOTATION,
   type CacheConfig,
+  type CacheConfigRecord,
 } from '../cache/remote-cache.js';
 import { sha256 } from '../oci/digest.js';
 import { isIndexMediaType, type Descriptor, type Digest, type ImageIndex, type Platform } from '../oci/types.js';
@@ -140,9 +141,12 @@ async function readRegistryCache(refText: string, io: ImportIO): Promise<FoundCa
   const image = await registry.resolve(ref, io.platform);
   const inline = (image.config as unknown as Record<string, unknown>)[INLINE_CACHE_KEY];
   if (typeof inline !== 'string') throw new Error(`${refText} is neither a cache manifest nor an image with an inline cache`);
-  const config = parseCacheConfig(Buffer.from(inline, 'base64'), `${refText} (inline cache)`);
+  // The records alone: their layers are the image's, each on top of the one before (as BuildKit reads them).
+  const records = parseJson(Buffer.from(inline, 'base64'), `${refText} (inline cache)`);
+  if (!Array.isArray(records)) throw new Error(`${refText}: the inline cache is not a list of records`);
   const diffIDs = image.config.rootfs.diff_ids;
   const layers = image.manifest.layers.map((l, i) => ({ ...l, annotations: { ...l.annotations, [UNCOMPRESSED_ANNOTATION]: diffIDs[i] ?? '' } }));
+  const config: CacheConfig = { layers: layers.map((l, i) => ({ blob: l.digest, parent: i - 1 })), records: records as CacheConfigRecord[] };
   return { records: decodeCacheConfig(config, describeFrom(layers)), open: (desc) => registry.fetchBlob(image.ref, desc) };
 }
 
@@ -170,14 +174,17 @@ function describeFrom(descriptors: readonly Descriptor[]): (blob: Digest) => Par
 }
 
 function parseCacheConfig(bytes: Buffer, source: string): CacheConfig {
-  let config: CacheConfig;
+  const config = parseJson(bytes, source) as CacheConfig;
+  if (!Array.isArray(config?.layers) || !Array.isArray(config.records ?? [])) throw new Error(`${source}: the cache config has no layers list`);
+  return config;
+}
+
+function parseJson(bytes: Buffer, source: string): unknown {
   try {
-    config = JSON.parse(bytes.toString('utf8')) as CacheConfig;
+    return JSON.parse(bytes.toString('utf8')) as unknown;
   } catch (err) {
     throw new Error(`${source}: the cache config is not JSON: ${(err as Error).message}`);
   }
-  if (!Array.isArray(config.layers) || !Array.isArray(config.records ?? [])) throw new Error(`${source}: the cache config has no layers list`);
-  return config;
 }
 
 /** Reads a small blob whole and checks it is the one described. */
