@@ -163,8 +163,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     const solved = await solver.solveFilesystem(compiled.root).catch((err: unknown) => {
       throw withSource(err, dockerfileName, dockerfileText);
     });
-    // The image's layers that imported cache hits brought in are needed now, and only those.
-    await imported?.fetch(solved.layers);
+    // The image's layers are needed now (imported cache hits and deferred base pulls), and only those.
+    await solver.fetchBlobs(solved.layers);
 
     const created = new Date(opts.sourceDateEpoch !== undefined ? opts.sourceDateEpoch * 1000 : Date.now()).toISOString();
     const image = await track(emit, { id: 'export', name: 'exporting to image' }, () =>
@@ -205,7 +205,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       await track(emit, { id: `cache-to:${where}`, name: `exporting cache to ${where}` }, async () => {
         const records = solver.cacheRecords(compiled.root, to.mode ?? 'min');
         // Exported blobs must be here: imported hits that nothing read are fetched now.
-        await imported?.fetch(records.flatMap((r) => r.layers));
+        await solver.fetchBlobs(records.flatMap((r) => r.layers));
         const cache = await storeCacheManifest(state.store, state.root, records, { compression: to.compression, createdAt: created });
         if (to.type === 'local') return writeCacheLayout(state.store, cache, to.dest, to.tag ?? 'latest');
         const target = { store: state.store, registry: await registry.get(), sources: new BlobSources(state.root), signal: opts.signal };

@@ -50,6 +50,8 @@ export interface Executor {
 export interface ImageSource {
   /** The layers when the image is already complete in the content store, without any network. */
   local(ref: string): Promise<LayerRecord[] | undefined>;
+  /** The layers of an image whose manifest and config are in the content store, its blobs there or not. */
+  described(ref: string): Promise<LayerRecord[] | undefined>;
   pull(ref: string, platform: Platform, signal?: AbortSignal): Promise<LayerRecord[]>;
 }
 
@@ -153,6 +155,8 @@ export class Solver {
   private readonly layerOrigins = new Map<Digest, { digest: Digest; v: Vertex }>();
   /** The cache keys each keyed step was solved under, and its layers: what a cache export shares. */
   private readonly keyed = new Map<Digest, { keys: Digest[]; layers: LayerRecord[] }>();
+  /** Base images whose pull waits until something reads their layers, by layer blob (see deferPull). */
+  private readonly deferredPulls = new Map<Digest, () => Promise<unknown>>();
   /** Containers and copies running at once; independent stages share these slots. */
   private readonly limit = pLimit(Math.max(1, availableParallelism()));
 
@@ -257,9 +261,40 @@ export class Solver {
   private async solveImage(digest: Digest, v: Vertex, op: ImageOp): Promise<SolvedResult> {
     const cacheKey = sha256(canonicalJson({ op }));
     const local = await this.opts.images.local(op.ref);
-    const layers = local ?? (await this.run(digest, v, () => this.opts.images.pull(op.ref, op.platform, this.opts.signal)));
+    const layers = local ?? (await this.deferPull(digest, v, op)) ?? (await this.run(digest, v, () => this.opts.images.pull(op.ref, op.platform, this.opts.signal)));
     for (const layer of layers) if (!this.layerOrigins.has(layer.digest)) this.layerOrigins.set(layer.digest, { digest, v });
     return local ? this.cachedResult(digest, v, cacheKey, local) : { kind: 'layers', cacheKey, layers };
+  }
+
+  /**
+   * With an imported cache, a base image is pulled only once something reads its layers (as
+   * BuildKit's lazy pulls): a stage whose every step is a hit and whose result nobody unpacks
+   * never pulls its base. The step is reported when the pull runs.
+   */
+  private async deferPull(digest: Digest, v: Vertex, op: ImageOp): Promise<LayerRecord[] | undefined> {
+    if (!this.opts.importedCache) return undefined;
+    const layers = await this.opts.images.described(op.ref);
+    if (!layers) return undefined;
+    let pulled: Promise<unknown> | undefined;
+    const pull = () => (pulled ??= this.run(digest, v, () => this.opts.images.pull(op.ref, op.platform, this.opts.signal)));
+    for (const layer of layers) if (!this.deferredPulls.has(layer.digest)) this.deferredPulls.set(layer.digest, pull);
+    return layers;
+  }
+
+  /**
+   * Brings the blobs of `layers` into the content store when they are not there: a base image
+   * pull that waited, or an imported cache hit's download. The exporter calls it for the image.
+   */
+  async fetchBlobs(layers: LayerRecord[]): Promise<void> {
+    const { store, importedCache } = this.opts;
+    await Promise.all(
+      layers.map(async (layer) => {
+        if (await store.has(layer.digest)) return;
+        const pull = this.deferredPulls.get(layer.digest);
+        if (pull) await pull();
+        else await importedCache?.fetch([layer]);
+      }),
+    );
   }
 
   /**
@@ -608,8 +643,8 @@ export class Solver {
         const parent = i > 0 ? chain[i - 1] : undefined;
         pending = (async () => {
           if (await sn.stat(name)) return;
-          // An imported cache hit's blob is fetched now that its bytes are needed.
-          if (!(await store.has(layer.digest))) await this.opts.importedCache?.fetch([layer]);
+          // A lazily pulled or imported blob is fetched now that its bytes are needed.
+          await this.fetchBlobs([layer]);
           const key = `extract-${randomBytes(8).toString('hex')}`;
           await sn.prepare(key, parent);
           try {

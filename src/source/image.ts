@@ -110,6 +110,14 @@ export class Images implements ImageSource {
     return layerRecords(manifest, config);
   }
 
+  async described(pinned: string): Promise<LayerRecord[] | undefined> {
+    const digest = parseReference(pinned).digest as Digest;
+    if (!(await this.state.store.has(digest))) return undefined;
+    const manifest = await this.state.store.readJson<ImageManifest>(digest);
+    if (!(await this.state.store.has(manifest.config.digest))) return undefined;
+    return layerRecords(manifest, await this.state.store.readJson<ImageConfigFile>(manifest.config.digest));
+  }
+
   async pull(pinned: string, platform: Platform): Promise<LayerRecord[]> {
     const ref = parseReference(pinned);
     const digest = ref.digest as Digest;

@@ -2,14 +2,14 @@
 // on one state directory exports it, a build on a fresh state directory imports it. The fresh
 // build must run no RUN step and download, per the registry's own access log, no blob that its
 // final image does not contain: a first stage's big layer, cached but only read through a
-// COPY --from that is cached too, is never pulled.
+// COPY --from that is cached too, is never pulled, nor is that stage's own base image.
 
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Digest, ImageConfigFile, ImageIndex, ImageManifest } from '../../src/oci/types.js';
-import { pushBusyboxImage } from '../helpers/base-image.js';
+import { BUSYBOX_BIN, BUSYBOX_PATH_ENV, cachedLayout, populateBusybox, pushBusyboxImage, pushLayout } from '../helpers/base-image.js';
 import { run, runBuilder, stepsByStatus } from '../helpers/cli.js';
 import { registryUnavailable, startRegistry, type RunningRegistry } from '../helpers/registry.js';
 
@@ -20,17 +20,30 @@ describe.skipIf(registryUnavailable())('remote cache', () => {
   let work: string;
   let context: string;
   let base: string;
+  /** The first stage's base: busybox with one more file, so its layer is not the final image's. */
+  let stageBase: string;
 
   beforeAll(async () => {
     registry = await startRegistry();
     base = (await pushBusyboxImage(registry.host)).ref;
+    const marked = await cachedLayout({
+      name: 'busybox-marked',
+      inputs: [await readFile(BUSYBOX_BIN), 'marked'],
+      populate: async (rootfs) => {
+        await populateBusybox(rootfs);
+        await writeFile(join(rootfs, 'etc/stage-base'), 'first stage only\n');
+      },
+      cmd: ['sh'],
+      env: [BUSYBOX_PATH_ENV],
+    });
+    stageBase = (await pushLayout(marked, registry.host, 'library/busybox-marked', 'latest')).ref;
     work = await mkdtemp(join(tmpdir(), 'builder-remote-cache-'));
     context = join(work, 'context');
     await mkdir(context);
     await writeFile(
       join(context, 'Dockerfile'),
       [
-        `FROM ${base} AS big`,
+        `FROM ${stageBase} AS big`,
         `RUN head -c ${BIG_BYTES} /dev/urandom > /big && echo small > /small`,
         `FROM ${base}`,
         'COPY --from=big /small /small',
@@ -102,12 +115,14 @@ describe.skipIf(registryUnavailable())('remote cache', () => {
     const fetched = await blobGets(offset);
     const index = rawManifest<ImageIndex>(maxRef());
     const cacheConfig = index.manifests.find((m) => m.mediaType === 'application/vnd.buildkit.cacheconfig.v0')!.digest;
-    const baseConfig = rawManifest<ImageManifest>(base).config.digest;
+    const bases = [rawManifest<ImageManifest>(base), rawManifest<ImageManifest>(stageBase)];
     const finalLayers = new Set<string>(fresh.manifest.layers.map((l) => l.digest));
-    expect([...fetched].filter((d) => !finalLayers.has(d)).sort()).toEqual([cacheConfig, baseConfig].sort());
+    // Besides the final image's layers, only documents: the cache config and the base images' configs.
+    expect([...fetched].filter((d) => !finalLayers.has(d)).sort()).toEqual([cacheConfig, ...bases.map((b) => b.config.digest)].sort());
     for (const layer of finalLayers) expect(fetched.has(layer)).toBe(true);
     const big = index.manifests.find((m) => m.size > BIG_BYTES)!.digest;
     expect(fetched.has(big)).toBe(false);
+    expect(fetched.has(bases[1]!.layers[0]!.digest)).toBe(false);
   }, 180_000);
 
   it('mode=min shares the final stage: only the first stage\'s RUN runs again', async () => {
