@@ -155,6 +155,8 @@ export class Solver {
   private readonly layerOrigins = new Map<Digest, { digest: Digest; v: Vertex }>();
   /** The cache keys each keyed step was solved under, and its layers: what a cache export shares. */
   private readonly keyed = new Map<Digest, { keys: Digest[]; layers: LayerRecord[] }>();
+  /** Imported cache hits whose blobs are not all here yet (see recordImported). */
+  private readonly importedHits = new Map<Digest, LayerRecord[]>();
   /** Base images whose pull waits until something reads their layers, by layer blob (see deferPull). */
   private readonly deferredPulls = new Map<Digest, () => Promise<unknown>>();
   /** Containers and copies running at once; independent stages share these slots. */
@@ -295,6 +297,7 @@ export class Solver {
         else await importedCache?.fetch([layer]);
       }),
     );
+    await this.recordImported();
   }
 
   /**
@@ -567,9 +570,23 @@ export class Solver {
     // A record whose blobs were pruned is a miss, not a broken build.
     if (record && (await everyBlob(record.layers, (d) => this.opts.store.has(d)))) return record.layers;
     const imported = await this.opts.importedCache?.lookup(key);
-    // Kept locally too: once its blobs are here, later builds hit without the import.
-    if (imported) await this.opts.cache.set(key, imported);
+    if (imported) {
+      this.importedHits.set(key, imported);
+      await this.recordImported();
+    }
     return imported;
+  }
+
+  /**
+   * Records imported hits in the local cache index once all their blobs are here, so later builds
+   * hit without the import; never before (a record must name content the store has).
+   */
+  private async recordImported(): Promise<void> {
+    for (const [key, layers] of this.importedHits) {
+      if (!(await everyBlob(layers, (d) => this.opts.store.has(d)))) continue;
+      this.importedHits.delete(key);
+      await this.opts.cache.set(key, layers);
+    }
   }
 
   private cachedResult(digest: Digest, v: Vertex, cacheKey: Digest, layers: LayerRecord[]): SolvedResult {

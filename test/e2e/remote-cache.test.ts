@@ -123,6 +123,13 @@ describe.skipIf(registryUnavailable())('remote cache', () => {
     const big = index.manifests.find((m) => m.size > BIG_BYTES)!.digest;
     expect(fetched.has(big)).toBe(false);
     expect(fetched.has(bases[1]!.layers[0]!.digest)).toBe(false);
+
+    // What was fetched is recorded locally, and only that: the store stays consistent, and the
+    // final stage hits again without the import.
+    const doctor = await runBuilder(['doctor', '--root', join(work, 'fresh-max')]);
+    expect(doctor.code, doctor.stdout + doctor.stderr).toBe(0);
+    const again = await buildIn('fresh-max', []);
+    expect(again.cached).toContain('[stage-1 3/3] RUN cat /small > /built');
   }, 180_000);
 
   it('mode=min shares the final stage: only the first stage\'s RUN runs again', async () => {
