@@ -174,6 +174,9 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     let shipped: Promise<BuiltImage> | undefined;
     const cacheTo = opts.cacheTo ?? [];
     const inline = cacheTo.some((c) => c.type === 'inline');
+    if (inline && !outputs.some((o) => o.type === 'registry' || o.type === 'oci')) {
+      emit({ type: 'warning', message: '--cache-to type=inline: no image is pushed or exported, so the inline cache goes nowhere' });
+    }
     const toShip = () =>
       (shipped ??= distributable(state.store, state.root, image, opts.compression).then((img) =>
         inline ? withInlineCache(state.store, img, solver.cacheRecords(compiled.root, 'min'), created) : img,

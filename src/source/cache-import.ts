@@ -60,6 +60,10 @@ export class CacheImports implements ImportedCache {
             io.emit?.({ type: 'warning', message: `--cache-from ${name}: not found, building without it` });
             return undefined;
           }
+          if (err instanceof NoCacheError) {
+            io.emit?.({ type: 'warning', message: `--cache-from ${name}: ${err.message}, building without it` });
+            return undefined;
+          }
           throw new Error(`--cache-from ${name}: ${(err as Error).message}`, { cause: err });
         },
       );
@@ -111,6 +115,9 @@ export class CacheImports implements ImportedCache {
   }
 }
 
+/** An image that carries no cache: nothing to import, as BuildKit treats it. */
+class NoCacheError extends Error {}
+
 /** What reading from a registry needs: its client (made on first use), the build's platform for an inline cache. */
 export interface ImportIO {
   registry: () => Promise<RegistryClient>;
@@ -140,7 +147,7 @@ async function readRegistryCache(refText: string, io: ImportIO): Promise<FoundCa
   // Not a cache manifest: an image, whose config may carry an inline cache.
   const image = await registry.resolve(ref, io.platform);
   const inline = (image.config as unknown as Record<string, unknown>)[INLINE_CACHE_KEY];
-  if (typeof inline !== 'string') throw new Error(`${refText} is neither a cache manifest nor an image with an inline cache`);
+  if (typeof inline !== 'string') throw new NoCacheError('an image without an inline cache');
   // The records alone: their layers are the image's, each on top of the one before (as BuildKit reads them).
   const records = parseJson(Buffer.from(inline, 'base64'), `${refText} (inline cache)`);
   if (!Array.isArray(records)) throw new Error(`${refText}: the inline cache is not a list of records`);
