@@ -4,7 +4,7 @@
 // final image does not contain: a first stage's big layer, cached but only read through a
 // COPY --from that is cached too, is never pulled, nor is that stage's own base image.
 
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -142,6 +142,19 @@ describe.skipIf(registryUnavailable())('remote cache', () => {
     const fresh = await buildIn('fresh-local', ['--cache-from', `type=local,src=${localDir()}`]);
     expect(fresh.ran.filter(isRun)).toEqual([]);
     expect(fresh.config).toEqual(first.config);
+  }, 180_000);
+
+  it('a cached layer whose bytes do not match its digest fails the build, naming the cache and the blob', async () => {
+    const copy = join(work, 'local-corrupt');
+    await cp(localDir(), copy, { recursive: true });
+    const layout = JSON.parse(await readFile(join(copy, 'index.json'), 'utf8')) as ImageIndex;
+    const blob = (d: string) => join(copy, 'blobs', 'sha256', d.slice(7));
+    const index = JSON.parse(await readFile(blob(layout.manifests[0]!.digest), 'utf8')) as ImageIndex;
+    const layers = index.manifests.filter((m) => m.mediaType.includes('layer'));
+    for (const l of layers) await writeFile(blob(l.digest), Buffer.alloc(l.size, 'x'));
+    const res = await runBuilder(['build', '--network', 'none', '--root', join(work, 'fresh-corrupt'), '--cache-from', `type=local,src=${copy}`, context], { env });
+    expect(res.code).toBe(1);
+    expect(res.stderr).toMatch(new RegExp(`digest mismatch for ${copy}@sha256:[0-9a-f]{64}`));
   }, 180_000);
 
   it('type=inline: the pushed image carries its cache, and a fresh build from it hits the final stage', async () => {
