@@ -72,10 +72,6 @@ export class CacheImports implements ImportedCache {
     return imports;
   }
 
-  get size(): number {
-    return this.records.size;
-  }
-
   private add(records: Map<Digest, LayerRecord[]>, open: BlobOpener, source: string): void {
     for (const [key, layers] of records) {
       if (this.records.has(key)) continue;
