@@ -9,6 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Digest, ImageConfigFile, ImageIndex, ImageManifest } from '../../src/oci/types.js';
+import { build } from '../../src/client/build.js';
+import type { ProgressEvent } from '../../src/progress.js';
 import { BUSYBOX_BIN, BUSYBOX_PATH_ENV, cachedLayout, populateBusybox, pushBusyboxImage, pushLayout } from '../helpers/base-image.js';
 import { run, runBuilder, stepsByStatus } from '../helpers/cli.js';
 import { registryUnavailable, startRegistry, type RunningRegistry } from '../helpers/registry.js';
@@ -142,6 +144,30 @@ describe.skipIf(registryUnavailable())('remote cache', () => {
     const fresh = await buildIn('fresh-local', ['--cache-from', `type=local,src=${localDir()}`]);
     expect(fresh.ran.filter(isRun)).toEqual([]);
     expect(fresh.config).toEqual(first.config);
+  }, 180_000);
+
+  it('the library takes the same options, typed', async () => {
+    const events: ProgressEvent[] = [];
+    const result = await build({
+      context,
+      root: join(work, 'fresh-library'),
+      network: 'none',
+      sourceDateEpoch: 0,
+      cacheFrom: [{ type: 'local', src: localDir() }],
+      cacheTo: [{ type: 'local', dest: join(work, 'library-cache'), mode: 'max' }],
+      onProgress: (e) => events.push(e),
+    });
+    const runs = events.filter((e) => e.type === 'step' && / RUN /.test(e.name));
+    expect(runs.filter((e) => e.type === 'step' && e.status === 'started')).toEqual([]);
+    expect(runs.filter((e) => e.type === 'step' && e.status === 'cached')).toHaveLength(2);
+    expect(result.config).toEqual(first.config);
+    // Exporting what was imported fetches it: the re-export holds every layer the import had.
+    const layerCount = async (dir: string) => {
+      const layout = JSON.parse(await readFile(join(dir, 'index.json'), 'utf8')) as ImageIndex;
+      const index = JSON.parse(await readFile(join(dir, 'blobs', 'sha256', layout.manifests[0]!.digest.slice(7)), 'utf8')) as ImageIndex;
+      return index.manifests.length;
+    };
+    expect(await layerCount(join(work, 'library-cache'))).toBe(await layerCount(localDir()));
   }, 180_000);
 
   it('a cached layer whose bytes do not match its digest fails the build, naming the cache and the blob', async () => {
