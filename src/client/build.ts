@@ -134,13 +134,15 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       await snapshotter.sweep();
       await removeTemporaryFiles(state.root);
     }
-    const images = new Images(state, registry, { forcePull: opts.pull, signal: opts.signal });
+    // One per build: pulls, cache imports and pushes record and read blob sources through it.
+    const blobSources = new BlobSources(state.root);
+    const images = new Images(state, registry, { forcePull: opts.pull, signal: opts.signal, blobSources });
 
     const compiled: CompileResult = await compile(dockerfile, compileOptions(input, opts, platform, (ref, p) => images.resolve(ref, p)));
     for (const w of compiled.warnings) emit({ type: 'warning', message: w.message, file: w.file, line: w.line, ...(w.rule ? { rule: w.rule } : {}) });
 
     const imported = opts.cacheFrom?.length
-      ? await CacheImports.read(state.store, opts.cacheFrom, { registry: () => registry.get(), platform: compiled.image.platform, emit })
+      ? await CacheImports.read(state.store, opts.cacheFrom, { registry: () => registry.get(), blobSources, platform: compiled.image.platform, emit })
       : undefined;
     const solver = new Solver(compiled.definition, {
       store: state.store,
@@ -194,7 +196,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     const pushed: BuildResult['pushed'] = [];
     if (outputs.some((o) => o.type === 'registry')) {
       if (tags.length === 0) throw new Error('--push needs at least one -t name');
-      const target = { store: state.store, registry: await registry.get(), sources: new BlobSources(state.root), signal: opts.signal };
+      const target = { store: state.store, registry: await registry.get(), sources: blobSources, signal: opts.signal };
       const shippedImage = await track(emit, { id: 'compress', name: 'compressing layers' }, toShip);
       for (const tag of tags) {
         const name = tag.toString();
@@ -211,7 +213,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         await solver.fetchBlobs(records.flatMap((r) => r.layers));
         const cache = await storeCacheManifest(state.store, state.root, records, { compression: to.compression, createdAt: created });
         if (to.type === 'local') return writeCacheLayout(state.store, cache, to.dest, to.tag ?? 'latest');
-        const target = { store: state.store, registry: await registry.get(), sources: new BlobSources(state.root), signal: opts.signal };
+        const target = { store: state.store, registry: await registry.get(), sources: blobSources, signal: opts.signal };
         await pushDocument(target, cache.blobs, cache.index, parseReference(to.ref));
       });
     }

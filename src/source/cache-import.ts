@@ -19,6 +19,7 @@ import {
 } from '../cache/remote-cache.js';
 import { sha256 } from '../oci/digest.js';
 import { isIndexMediaType, type Descriptor, type Digest, type ImageIndex, type Platform } from '../oci/types.js';
+import type { BlobSources } from '../registry/blob-sources.js';
 import type { RegistryClient } from '../registry/client.js';
 import { parseReference } from '../registry/reference.js';
 import { track, type ProgressListener } from '../progress.js';
@@ -37,7 +38,7 @@ type BlobOpener = (desc: Descriptor) => Promise<Readable>;
 /** The records of every `--cache-from` source, first source first; blobs fetched on demand. */
 export class CacheImports implements ImportedCache {
   private readonly records = new Map<Digest, LayerRecord[]>();
-  private readonly openers = new Map<Digest, { open: BlobOpener; source: string }>();
+  private readonly openers = new Map<Digest, { from: FoundCache; source: string }>();
   private readonly fetches = new Map<Digest, Promise<void>>();
 
   constructor(
@@ -67,16 +68,16 @@ export class CacheImports implements ImportedCache {
           throw new Error(`--cache-from ${name}: ${(err as Error).message}`, { cause: err });
         },
       );
-      if (found) imports.add(found.records, found.open, name);
+      if (found) imports.add(found, name);
     }
     return imports;
   }
 
-  private add(records: Map<Digest, LayerRecord[]>, open: BlobOpener, source: string): void {
-    for (const [key, layers] of records) {
+  private add(found: FoundCache, source: string): void {
+    for (const [key, layers] of found.records) {
       if (this.records.has(key)) continue;
       this.records.set(key, layers);
-      for (const layer of layers) if (!this.openers.has(layer.digest)) this.openers.set(layer.digest, { open, source });
+      for (const layer of layers) if (!this.openers.has(layer.digest)) this.openers.set(layer.digest, { from: found, source });
     }
   }
 
@@ -96,13 +97,15 @@ export class CacheImports implements ImportedCache {
     if (!pending) {
       pending = (async () => {
         if (await this.store.has(layer.digest)) return;
-        const from = this.openers.get(layer.digest);
-        if (!from) throw new Error(`blob ${layer.digest} is in no imported cache`);
+        const opener = this.openers.get(layer.digest);
+        if (!opener) throw new Error(`blob ${layer.digest} is in no imported cache`);
+        const { from, source } = opener;
         const step = { id: `cache:${layer.digest}`, name: `fetching cached layer ${layer.digest.slice(7, 19)} (${(layer.size / 1e6).toFixed(1)} MB)` };
         await track(this.emit, step, async () => {
           const desc = { mediaType: layer.mediaType, digest: layer.digest, size: layer.size };
-          await this.store.ingest(await from.open(desc), { digest: layer.digest, size: layer.size, source: `${from.source}@${layer.digest}` });
+          await this.store.ingest(await from.open(desc), { digest: layer.digest, size: layer.size, source: `${source}@${layer.digest}` });
         });
+        await from.fetched?.(layer.digest);
       })();
       this.fetches.set(layer.digest, pending);
       pending.catch(() => this.fetches.delete(layer.digest));
@@ -117,6 +120,8 @@ class NoCacheError extends Error {}
 /** What reading from a registry needs: its client (made on first use), the build's platform for an inline cache. */
 export interface ImportIO {
   registry: () => Promise<RegistryClient>;
+  /** Where blobs pulled from a registry are remembered for cross-repository mounts. */
+  blobSources: BlobSources;
   platform: Platform;
   emit?: ProgressListener;
 }
@@ -124,6 +129,8 @@ export interface ImportIO {
 interface FoundCache {
   records: Map<Digest, LayerRecord[]>;
   open: BlobOpener;
+  /** Called once a blob is stored: a registry source remembers it, so a push there mounts it. */
+  fetched?: (digest: Digest) => Promise<void>;
 }
 
 /** Documents read whole: an index or a cache config is small; a bigger one is refused. */
@@ -133,12 +140,13 @@ async function readRegistryCache(refText: string, io: ImportIO): Promise<FoundCa
   const ref = parseReference(refText);
   const registry = await io.registry();
   const open: BlobOpener = (desc) => registry.fetchBlob(ref, desc);
+  const fetched = (digest: Digest) => io.blobSources.record(ref, [digest]);
   const top = await registry.fetchManifest(ref);
   const index = isIndexMediaType(top.mediaType) ? (JSON.parse(top.bytes.toString('utf8')) as ImageIndex) : undefined;
   const configDesc = index?.manifests.find((m) => m.mediaType === CACHE_CONFIG_MEDIA_TYPE);
   if (index && configDesc) {
     const config = parseCacheConfig(await readVerified(await open(configDesc), configDesc), refText);
-    return { records: decodeCacheConfig(config, describeFrom(index.manifests)), open };
+    return { records: decodeCacheConfig(config, describeFrom(index.manifests)), open, fetched };
   }
   // Not a cache manifest: an image, whose config may carry an inline cache.
   const image = await registry.resolve(ref, io.platform);
@@ -150,7 +158,11 @@ async function readRegistryCache(refText: string, io: ImportIO): Promise<FoundCa
   const diffIDs = image.config.rootfs.diff_ids;
   const layers = image.manifest.layers.map((l, i) => ({ ...l, annotations: { ...l.annotations, [UNCOMPRESSED_ANNOTATION]: diffIDs[i] ?? '' } }));
   const config: CacheConfig = { layers: layers.map((l, i) => ({ blob: l.digest, parent: i - 1 })), records: records as CacheConfigRecord[] };
-  return { records: decodeCacheConfig(config, describeFrom(layers)), open: (desc) => registry.fetchBlob(image.ref, desc) };
+  return {
+    records: decodeCacheConfig(config, describeFrom(layers)),
+    open: (desc) => registry.fetchBlob(image.ref, desc),
+    fetched: (digest) => io.blobSources.record(image.ref, [digest]),
+  };
 }
 
 async function readLocalCache(dir: string, tag: string): Promise<FoundCache> {

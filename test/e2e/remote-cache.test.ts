@@ -134,6 +134,19 @@ describe.skipIf(registryUnavailable())('remote cache', () => {
     expect(again.cached).toContain('[stage-1 3/3] RUN cat /small > /built');
   }, 180_000);
 
+  it('a push after importing mounts the fetched layers from the cache repository instead of uploading them', async () => {
+    const offset = await logSize();
+    const ref = `${registry.host}/app/pushed:1`;
+    const fresh = await buildIn('fresh-push', ['--cache-from', maxRef(), '-t', ref, '--push']);
+    expect(fresh.ran.filter(isRun)).toEqual([]);
+    const log = (await readFile(registry.logPath, 'utf8')).slice(offset);
+    const uploaded = [...log.matchAll(/"PUT \/v2\/app\/pushed\/blobs\/uploads\/[^" ]*digest=(sha256(?::|%3A)[0-9a-f]{64})[^"]*" 201/g)].map((m) => m[1]!.replace('%3A', ':'));
+    const mounted = [...log.matchAll(/"POST \/v2\/app\/pushed\/blobs\/uploads\/\?[^"]*mount=(sha256(?::|%3A)[0-9a-f]{64})[^"]*" 201/g)].map((m) => m[1]!.replace('%3A', ':'));
+    const layers = rawManifest<ImageManifest>(ref).layers.map((l) => l.digest);
+    expect(uploaded.filter((d) => layers.includes(d as Digest))).toEqual([]);
+    expect(mounted.sort()).toEqual([...layers].sort());
+  }, 180_000);
+
   it('mode=min shares the final stage: only the first stage\'s RUN runs again', async () => {
     const fresh = await buildIn('fresh-min', ['--cache-from', minRef()]);
     expect(fresh.ran.filter(isRun).map((n) => n.slice(0, n.indexOf(' RUN') + 4))).toEqual([RUNS[0]]);
