@@ -20,3 +20,5 @@ export { SourceNotFoundError } from './util/select.js';
 export { parseReference, RegistryClient } from './registry/index.js';
 export { parseSecretFlag, type SecretSpec } from './source/secrets.js';
 export { parseSshFlag, type SshSpec } from './source/ssh.js';
+export type { CacheExport } from './exporter/cache-export.js';
+export type { CacheImport } from './source/cache-import.js';

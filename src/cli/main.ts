@@ -7,6 +7,7 @@ import type { BuildOptions, Output } from '../client/build.js';
 import { loadConfig } from '../client/config.js';
 import { parseSecretFlag } from '../source/secrets.js';
 import { parseSshFlag } from '../source/ssh.js';
+import { parseCacheFromFlag, parseCacheToFlag } from './cache-flags.js';
 import { createRenderer, type ProgressMode } from './progress.js';
 
 const USAGE = `Usage: builder build [OPTIONS] PATH
@@ -36,6 +37,11 @@ Options:
                             id=ID,env=VAR (repeatable); it never enters the image or the cache
       --ssh ID[=PATHS]      Give RUN --mount=type=ssh steps an SSH agent: default (your
                             SSH_AUTH_SOCK), ID=SOCKET or ID=KEYFILE[,KEYFILE...] (repeatable)
+      --cache-to SPEC       Share the build cache: type=registry,ref=REF[,mode=min|max]
+                            [,compression=gzip|zstd|uncompressed], type=local,dest=DIR[,mode=…]
+                            or type=inline (in the pushed image's config); repeatable
+      --cache-from SPEC     Use a shared cache: type=registry,ref=REF (a cache or an image with
+                            an inline cache), type=local,src=DIR, or REF; repeatable
       --dry-run             Print the stages and steps (with vertex digests) that would run; pull and run nothing
       --no-cache            Run every step even if it is cached
       --pull                Check the registry for newer base images
@@ -209,6 +215,8 @@ function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'sig
     'dry-run': { type: 'boolean' },
     secret: { type: 'string', multiple: true },
     ssh: { type: 'string', multiple: true },
+    'cache-to': { type: 'string', multiple: true },
+    'cache-from': { type: 'string', multiple: true },
     ...COMMON_OPTIONS,
   });
   const v = parsed.values;
@@ -248,6 +256,8 @@ function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'sig
   }
   const secrets = (v.secret ?? []).map((value) => usage(() => parseSecretFlag(value)));
   const ssh = (v.ssh ?? []).map((value) => usage(() => parseSshFlag(value)));
+  const cacheTo = (v['cache-to'] ?? []).map((value) => usage(() => parseCacheToFlag(value)));
+  const cacheFrom = (v['cache-from'] ?? []).map((value) => usage(() => parseCacheFromFlag(value)));
   const epoch = process.env.SOURCE_DATE_EPOCH;
   if (epoch !== undefined && !/^\d+$/.test(epoch)) throw new UsageError(`invalid SOURCE_DATE_EPOCH "${epoch}": expected Unix seconds`);
   const logLimit = process.env.BUILDKIT_STEP_LOG_MAX_SIZE;
@@ -268,6 +278,8 @@ function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'sig
     allow,
     secrets,
     ssh,
+    cacheTo,
+    cacheFrom,
     noCache: v['no-cache'],
     pull: v.pull,
     root: v.root,

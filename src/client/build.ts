@@ -22,7 +22,9 @@ import { RuncExecutor } from '../executor/runc.js';
 import { distributable, type LayerCompression } from '../exporter/compress.js';
 import { assembleImage, type BuiltImage } from '../exporter/image.js';
 import { writeOciArchive } from '../exporter/oci-archive.js';
-import { pushImage } from '../exporter/push.js';
+import { pushDocument, pushImage } from '../exporter/push.js';
+import { storeCacheManifest, withInlineCache, writeCacheLayout, type CacheExport } from '../exporter/cache-export.js';
+import { CacheImports, type CacheImport } from '../source/cache-import.js';
 import { compileOptions, readBuildInput, type BuildDefinitionOptions } from './input.js';
 import { compile, DockerfileError, type CompileResult } from '../frontend/index.js';
 import type { ImageConfigFile } from '../oci/types.js';
@@ -86,6 +88,12 @@ export interface BuildOptions extends BuildDefinitionOptions {
   /** Compression of new layers when pushed or exported: gzip (default), zstd or uncompressed. Stored layers stay uncompressed. */
   compression?: LayerCompression;
 
+  // The cache shared with other machines (`--cache-from`, `--cache-to`).
+  /** Read before the build: a hit there counts as cached, its layers fetched only when read. */
+  cacheFrom?: CacheImport[];
+  /** Written after the build (an `inline` cache goes into pushed and exported images). */
+  cacheTo?: CacheExport[];
+
   // What RUN --mount=type=secret and type=ssh steps reach; never part of the image or the cache.
   /** Secrets by id (`--secret`): from a file, an environment variable, or the value itself. */
   secrets?: SecretSpec[];
@@ -141,11 +149,16 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       await snapshotter.sweep();
       await removeTemporaryFiles(state.root);
     }
-    const images = new Images(state, registry, { forcePull: opts.pull, signal: opts.signal });
+    // One per build: pulls, cache imports and pushes record and read blob sources through it.
+    const blobSources = new BlobSources(state.root);
+    const images = new Images(state, registry, { forcePull: opts.pull, signal: opts.signal, blobSources });
 
     const compiled: CompileResult = await compile(dockerfile, compileOptions(input, opts, platform, (ref, p) => images.resolve(ref, p)));
     for (const w of compiled.warnings) emit({ type: 'warning', message: w.message, file: w.file, line: w.line, ...(w.rule ? { rule: w.rule } : {}) });
 
+    const imported = opts.cacheFrom?.length
+      ? await CacheImports.read(state.store, opts.cacheFrom, { registry: () => registry.get(), blobSources, platform: compiled.image.platform, emit })
+      : undefined;
     const solver = new Solver(compiled.definition, {
       store: state.store,
       cache: state.cache,
@@ -162,10 +175,13 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       cacheMounts: new CacheMounts(state.root),
       secrets,
       ssh,
+      importedCache: imported,
     });
     const solved = await solver.solveFilesystem(compiled.root).catch((err: unknown) => {
       throw withSource(err, dockerfileName, dockerfileText);
     });
+    // The image's layers are needed now (imported cache hits and deferred base pulls), and only those.
+    await solver.fetchBlobs(solved.layers);
 
     const created = new Date(opts.sourceDateEpoch !== undefined ? opts.sourceDateEpoch * 1000 : Date.now()).toISOString();
     const image = await track(emit, { id: 'export', name: 'exporting to image' }, () =>
@@ -173,7 +189,15 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     );
     // What leaves the machine has compressed layers: made on first need, once per build.
     let shipped: Promise<BuiltImage> | undefined;
-    const toShip = () => (shipped ??= distributable(state.store, state.root, image, opts.compression));
+    const cacheTo = opts.cacheTo ?? [];
+    const inline = cacheTo.some((c) => c.type === 'inline');
+    if (inline && !outputs.some((o) => o.type === 'registry' || o.type === 'oci')) {
+      emit({ type: 'warning', message: '--cache-to type=inline: no image is pushed or exported, so the inline cache goes nowhere' });
+    }
+    const toShip = () =>
+      (shipped ??= distributable(state.store, state.root, image, opts.compression).then((img) =>
+        inline ? withInlineCache(state.store, img, solver.cacheRecords(compiled.root, 'min'), created) : img,
+      ));
     const names = tags.map((t) => t.toString());
     const exported: BuildResult['exported'] = [];
     for (const out of outputs) {
@@ -187,13 +211,26 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     const pushed: BuildResult['pushed'] = [];
     if (outputs.some((o) => o.type === 'registry')) {
       if (tags.length === 0) throw new Error('--push needs at least one -t name');
-      const target = { store: state.store, registry: await registry.get(), sources: new BlobSources(state.root), signal: opts.signal };
+      const target = { store: state.store, registry: await registry.get(), sources: blobSources, signal: opts.signal };
       const shippedImage = await track(emit, { id: 'compress', name: 'compressing layers' }, toShip);
       for (const tag of tags) {
         const name = tag.toString();
         const digest = await track(emit, { id: `push:${name}`, name: `pushing ${name}` }, () => pushImage(target, shippedImage, tag));
         pushed.push({ ref: name, digest });
       }
+    }
+    for (const to of cacheTo) {
+      if (to.type === 'inline') continue;
+      const where = to.type === 'registry' ? to.ref : to.dest;
+      await track(emit, { id: `cache-to:${where}`, name: `exporting cache to ${where}` }, async () => {
+        const records = solver.cacheRecords(compiled.root, to.mode ?? 'min');
+        // Exported blobs must be here: imported hits that nothing read are fetched now.
+        await solver.fetchBlobs(records.flatMap((r) => r.layers));
+        const cache = await storeCacheManifest(state.store, state.root, records, { compression: to.compression, createdAt: created });
+        if (to.type === 'local') return writeCacheLayout(state.store, cache, to.dest, to.tag ?? 'latest');
+        const target = { store: state.store, registry: await registry.get(), sources: blobSources, signal: opts.signal };
+        await pushDocument(target, cache.blobs, cache.index, parseReference(to.ref));
+      });
     }
     // The commit point: an interrupted build names nothing, so a tag never points at an image
     // whose build or push was cut short.

@@ -45,12 +45,18 @@ export async function distributable(store: ContentStore, stateRoot: string, imag
     throw new Error(`unknown layer compression ${JSON.stringify(compression)}: use gzip, zstd or uncompressed`);
   }
   if (compression === 'uncompressed' || !image.manifest.layers.some((l) => UNCOMPRESSED_TYPES.has(l.mediaType))) return image;
-  const variants = new CompressedVariants(store, stateRoot, compression);
-  const layers: Descriptor[] = [];
-  for (const layer of image.manifest.layers) layers.push(UNCOMPRESSED_TYPES.has(layer.mediaType) ? await variants.of(layer) : layer);
+  const layers = await compressedLayers(store, stateRoot, image.manifest.layers, compression);
   const manifest: ImageManifest = { ...image.manifest, layers };
   const blob = await store.putBytes(canonicalJson(manifest));
   return { ...image, manifest, manifestDescriptor: { ...image.manifestDescriptor, ...blob } };
+}
+
+/** `layers` as they leave the machine: each uncompressed one replaced by its compressed copy (made once). */
+export async function compressedLayers(store: ContentStore, stateRoot: string, layers: readonly Descriptor[], compression: Exclude<LayerCompression, 'uncompressed'>): Promise<Descriptor[]> {
+  const variants = new CompressedVariants(store, stateRoot, compression);
+  const out: Descriptor[] = [];
+  for (const layer of layers) out.push(UNCOMPRESSED_TYPES.has(layer.mediaType) ? await variants.of(layer) : layer);
+  return out;
 }
 
 /** Compressed copies of uncompressed blobs, one file per blob and algorithm naming the copy's digest. */

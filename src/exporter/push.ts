@@ -6,7 +6,7 @@ import pLimit from 'p-limit';
 import { createReadStream } from 'node:fs';
 import { addAbortSignal } from 'node:stream';
 import type { ContentStore } from '../cache/content-store.js';
-import type { Digest } from '../oci/types.js';
+import type { Descriptor, Digest } from '../oci/types.js';
 import type { BlobSources } from '../registry/blob-sources.js';
 import type { RegistryClient } from '../registry/client.js';
 import type { ImageReference } from '../registry/reference.js';
@@ -27,8 +27,16 @@ export interface PushTarget {
 
 /** Pushes `image` (its layers compressed already) under `tag`; returns the manifest's digest there. */
 export async function pushImage(target: PushTarget, image: BuiltImage, tag: ImageReference): Promise<Digest> {
-  const { store, registry, sources, signal } = target;
   const blobs = [...image.manifest.layers, image.configDescriptor];
+  return pushDocument(target, blobs, image.manifestDescriptor, tag);
+}
+
+/**
+ * Pushes `blobs` from the content store, then the manifest or index `document` (stored too) that
+ * names them, under `tag`; returns its digest there.
+ */
+export async function pushDocument(target: PushTarget, blobs: readonly Descriptor[], document: Descriptor, tag: ImageReference): Promise<Digest> {
+  const { store, registry, sources, signal } = target;
   const limit = pLimit(PARALLEL_BLOBS);
   await Promise.all(
     blobs.map((desc) =>
@@ -44,10 +52,10 @@ export async function pushImage(target: PushTarget, image: BuiltImage, tag: Imag
       }),
     ),
   );
-  const bytes = await store.readBytes(image.manifestDescriptor.digest);
+  const bytes = await store.readBytes(document.digest);
   // The tag moves only once every blob is there, and never for an interrupted build.
   signal?.throwIfAborted();
-  const digest = await registry.pushManifest(tag, image.manifestDescriptor.mediaType, bytes);
+  const digest = await registry.pushManifest(tag, document.mediaType, bytes);
   await sources.record(tag, blobs.map((d) => d.digest));
   return digest;
 }

@@ -20,6 +20,8 @@ const MAX_BLOBS = 20_000;
 export class BlobSources {
   readonly path: string;
   private data: Promise<Map<string, string[]>> | undefined;
+  /** Writes of this instance, one after another: a later one never lands before an earlier one. */
+  private written: Promise<void> = Promise.resolve();
 
   constructor(stateRoot: string) {
     this.path = join(stateRoot, FILE);
@@ -39,14 +41,17 @@ export class BlobSources {
     }
     if (!changed) return;
     while (map.size > MAX_BLOBS) map.delete(map.keys().next().value as string);
-    const tmp = `${this.path}.${randomBytes(6).toString('hex')}`;
-    try {
-      await writeFile(tmp, JSON.stringify(Object.fromEntries(map)));
-      await rename(tmp, this.path);
-    } catch {
-      await rm(tmp, { force: true });
-      // Only an optimisation: a push without it uploads instead of mounting.
-    }
+    this.written = this.written.then(async () => {
+      const tmp = `${this.path}.${randomBytes(6).toString('hex')}`;
+      try {
+        await writeFile(tmp, JSON.stringify(Object.fromEntries(map)));
+        await rename(tmp, this.path);
+      } catch {
+        await rm(tmp, { force: true });
+        // Only an optimisation: a push without it uploads instead of mounting.
+      }
+    });
+    await this.written;
   }
 
   /** A repository on `target`'s registry, other than its own, that the blob came from. */

@@ -50,6 +50,8 @@ export interface Executor {
 export interface ImageSource {
   /** The layers when the image is already complete in the content store, without any network. */
   local(ref: string): Promise<LayerRecord[] | undefined>;
+  /** The layers of an image whose manifest and config are in the content store, its blobs there or not. */
+  described(ref: string): Promise<LayerRecord[] | undefined>;
   pull(ref: string, platform: Platform, signal?: AbortSignal): Promise<LayerRecord[]>;
 }
 
@@ -92,6 +94,17 @@ export interface CacheMountLease {
   release(): Promise<void>;
 }
 
+/**
+ * Cache records from elsewhere (`--cache-from`), consulted on a local miss. Their blobs stay
+ * where they are until something reads them: a hit that nobody unpacks or exports is never fetched.
+ */
+export interface ImportedCache {
+  /** The layers recorded under `key`, each blob in the content store or fetchable; undefined on a miss. */
+  lookup(key: Digest): Promise<LayerRecord[] | undefined>;
+  /** Brings those blobs of `layers` that the content store lacks into it, verified. */
+  fetch(layers: LayerRecord[]): Promise<void>;
+}
+
 export interface SolverOptions {
   store: ContentStore;
   cache: CacheIndex;
@@ -115,6 +128,7 @@ export interface SolverOptions {
   cacheMounts?: CacheMountStore;
   secrets?: SecretProvider;
   ssh?: SshProvider;
+  importedCache?: ImportedCache;
 }
 
 export type SolvedResult =
@@ -139,6 +153,12 @@ export class Solver {
   private readonly byCacheKey = new Map<Digest, Promise<{ layers: LayerRecord[]; ran: boolean }>>();
   /** The image vertex that brought in each base layer (by blob digest): unpacking it is that step's work. */
   private readonly layerOrigins = new Map<Digest, { digest: Digest; v: Vertex }>();
+  /** The cache keys each keyed step was solved under, and its layers: what a cache export shares. */
+  private readonly keyed = new Map<Digest, { keys: Digest[]; layers: LayerRecord[] }>();
+  /** Imported cache hits whose blobs are not all here yet (see recordImported). */
+  private readonly importedHits = new Map<Digest, LayerRecord[]>();
+  /** Base images whose pull waits until something reads their layers, by layer blob (see deferPull). */
+  private readonly deferredPulls = new Map<Digest, () => Promise<unknown>>();
   /** Containers and copies running at once; independent stages share these slots. */
   private readonly limit = pLimit(Math.max(1, availableParallelism()));
 
@@ -194,6 +214,19 @@ export class Solver {
     return { layers: r.layers, addedLayer };
   }
 
+  /**
+   * What a cache export shares once `root` is solved: the cache keys and layers of the steps of
+   * `root`'s own stage (`min`), or of every step it depends on, other stages' included (`max`).
+   */
+  cacheRecords(root: Digest, mode: 'min' | 'max'): Array<{ key: Digest; layers: LayerRecord[] }> {
+    const steps = new Set<Digest>();
+    if (mode === 'max') for (const d of ancestry(this.def, root)) steps.add(d);
+    else for (let d: Digest | undefined = root; d !== undefined; d = this.def.vertices.get(d)?.inputs[0]) steps.add(d);
+    const records: Array<{ key: Digest; layers: LayerRecord[] }> = [];
+    for (const d of steps) for (const key of this.keyed.get(d)?.keys ?? []) records.push({ key, layers: this.keyed.get(d)!.layers });
+    return records;
+  }
+
   private vertex(digest: Digest): Vertex {
     const v = this.def.vertices.get(digest);
     if (!v) throw new Error(`definition has no vertex ${digest}`);
@@ -230,9 +263,41 @@ export class Solver {
   private async solveImage(digest: Digest, v: Vertex, op: ImageOp): Promise<SolvedResult> {
     const cacheKey = sha256(canonicalJson({ op }));
     const local = await this.opts.images.local(op.ref);
-    const layers = local ?? (await this.run(digest, v, () => this.opts.images.pull(op.ref, op.platform, this.opts.signal)));
+    const layers = local ?? (await this.deferPull(digest, v, op)) ?? (await this.run(digest, v, () => this.opts.images.pull(op.ref, op.platform, this.opts.signal)));
     for (const layer of layers) if (!this.layerOrigins.has(layer.digest)) this.layerOrigins.set(layer.digest, { digest, v });
     return local ? this.cachedResult(digest, v, cacheKey, local) : { kind: 'layers', cacheKey, layers };
+  }
+
+  /**
+   * With an imported cache, a base image is pulled only once something reads its layers (as
+   * BuildKit's lazy pulls): a stage whose every step is a hit and whose result nobody unpacks
+   * never pulls its base. The step is reported when the pull runs.
+   */
+  private async deferPull(digest: Digest, v: Vertex, op: ImageOp): Promise<LayerRecord[] | undefined> {
+    if (!this.opts.importedCache) return undefined;
+    const layers = await this.opts.images.described(op.ref);
+    if (!layers) return undefined;
+    let pulled: Promise<unknown> | undefined;
+    const pull = () => (pulled ??= this.run(digest, v, () => this.opts.images.pull(op.ref, op.platform, this.opts.signal)));
+    for (const layer of layers) if (!this.deferredPulls.has(layer.digest)) this.deferredPulls.set(layer.digest, pull);
+    return layers;
+  }
+
+  /**
+   * Brings the blobs of `layers` into the content store when they are not there: a base image
+   * pull that waited, or an imported cache hit's download. The exporter calls it for the image.
+   */
+  async fetchBlobs(layers: LayerRecord[]): Promise<void> {
+    const { store, importedCache } = this.opts;
+    await Promise.all(
+      layers.map(async (layer) => {
+        if (await store.has(layer.digest)) return;
+        const pull = this.deferredPulls.get(layer.digest);
+        if (pull) await pull();
+        else await importedCache?.fetch([layer]);
+      }),
+    );
+    await this.recordImported();
   }
 
   /**
@@ -243,7 +308,10 @@ export class Solver {
     if (op.checksum) {
       const cacheKey = sha256(canonicalJson({ op: { type: 'http', filename: op.filename, checksum: op.checksum } }));
       const cached = await this.lookup(cacheKey);
-      if (cached) return this.cachedResult(digest, v, cacheKey, cached);
+      if (cached) {
+        this.keyed.set(digest, { keys: [cacheKey], layers: cached });
+        return this.cachedResult(digest, v, cacheKey, cached);
+      }
     }
     let contentDigest: Digest | undefined;
     const body = await this.run(digest, v, async () => {
@@ -263,6 +331,7 @@ export class Solver {
         if (body.mtime && !Number.isNaN(body.mtime.getTime())) await utimes(join(rootfs, op.filename), body.mtime, body.mtime);
       }),
     );
+    this.keyed.set(digest, { keys: [cacheKey], layers });
     return { kind: 'layers', cacheKey, layers };
   }
 
@@ -373,10 +442,14 @@ export class Solver {
     const definitionKey = await this.keyOrStepError(digest, v, () => key(false));
     if (byContent) {
       const cached = await this.lookup(definitionKey);
-      if (cached) return this.cachedResult(digest, v, definitionKey, cached);
+      if (cached) {
+        this.keyed.set(digest, { keys: [definitionKey], layers: cached });
+        return this.cachedResult(digest, v, definitionKey, cached);
+      }
     }
     const contentKey = byContent ? await this.keyOrStepError(digest, v, () => key(true)) : definitionKey;
     const { layers, ran } = await this.once(contentKey, miss);
+    this.keyed.set(digest, { keys: [...new Set([definitionKey, contentKey])], layers });
     if (contentKey !== definitionKey) await this.opts.cache.set(definitionKey, layers);
     return ran ? { kind: 'layers', cacheKey: definitionKey, layers } : this.cachedResult(digest, v, definitionKey, layers);
   }
@@ -494,10 +567,26 @@ export class Solver {
   private async lookup(key: Digest): Promise<LayerRecord[] | undefined> {
     if (this.opts.noCache) return undefined;
     const record = await this.opts.cache.get(key);
-    if (!record) return undefined;
     // A record whose blobs were pruned is a miss, not a broken build.
-    for (const layer of record.layers) if (!(await this.opts.store.has(layer.digest))) return undefined;
-    return record.layers;
+    if (record && (await everyBlob(record.layers, (d) => this.opts.store.has(d)))) return record.layers;
+    const imported = await this.opts.importedCache?.lookup(key);
+    if (imported) {
+      this.importedHits.set(key, imported);
+      await this.recordImported();
+    }
+    return imported;
+  }
+
+  /**
+   * Records imported hits in the local cache index once all their blobs are here, so later builds
+   * hit without the import; never before (a record must name content the store has).
+   */
+  private async recordImported(): Promise<void> {
+    for (const [key, layers] of this.importedHits) {
+      if (!(await everyBlob(layers, (d) => this.opts.store.has(d)))) continue;
+      this.importedHits.delete(key);
+      await this.opts.cache.set(key, layers);
+    }
   }
 
   private cachedResult(digest: Digest, v: Vertex, cacheKey: Digest, layers: LayerRecord[]): SolvedResult {
@@ -571,6 +660,8 @@ export class Solver {
         const parent = i > 0 ? chain[i - 1] : undefined;
         pending = (async () => {
           if (await sn.stat(name)) return;
+          // A lazily pulled or imported blob is fetched now that its bytes are needed.
+          await this.fetchBlobs([layer]);
           const key = `extract-${randomBytes(8).toString('hex')}`;
           await sn.prepare(key, parent);
           try {
@@ -645,6 +736,11 @@ export class Solver {
   private mounted<T>(mounts: Mount[], fn: (dir: string) => Promise<T>): Promise<T> {
     return withMounts(mounts, fn, { deferUnmount: true });
   }
+}
+
+async function everyBlob(layers: LayerRecord[], has: (digest: Digest) => Promise<boolean>): Promise<boolean> {
+  for (const layer of layers) if (!(await has(layer.digest))) return false;
+  return true;
 }
 
 /** `root` and every vertex it depends on (iterative: a chain of steps is as deep as the Dockerfile is long). */

@@ -69,6 +69,8 @@ export class Images implements ImageSource {
       signal?: AbortSignal;
       /** Receives a step per layer of a pull: cached when the store has it, else its download. */
       onLayer?: ProgressListener;
+      /** Where pulled blobs are remembered for cross-repository mounts (one per build: its writes are ordered). */
+      blobSources?: BlobSources;
     } = {},
   ) {}
 
@@ -110,6 +112,14 @@ export class Images implements ImageSource {
     return layerRecords(manifest, config);
   }
 
+  async described(pinned: string): Promise<LayerRecord[] | undefined> {
+    const digest = parseReference(pinned).digest as Digest;
+    if (!(await this.state.store.has(digest))) return undefined;
+    const manifest = await this.state.store.readJson<ImageManifest>(digest);
+    if (!(await this.state.store.has(manifest.config.digest))) return undefined;
+    return layerRecords(manifest, await this.state.store.readJson<ImageConfigFile>(manifest.config.digest));
+  }
+
   async pull(pinned: string, platform: Platform): Promise<LayerRecord[]> {
     const ref = parseReference(pinned);
     const digest = ref.digest as Digest;
@@ -144,7 +154,7 @@ export class Images implements ImageSource {
       ),
     );
     // Remembered so a push to another repository of this registry can mount them instead of uploading.
-    await new BlobSources(this.state.root).record(ref, [manifest.config.digest, ...manifest.layers.map((l) => l.digest)]);
+    await (this.opts.blobSources ?? new BlobSources(this.state.root)).record(ref, [manifest.config.digest, ...manifest.layers.map((l) => l.digest)]);
     await this.name(pinned, manifest, config);
     return layerRecords(manifest, config);
   }

@@ -86,6 +86,10 @@ class FakeImages implements ImageSource {
     return this.pulled;
   }
 
+  async described(): Promise<LayerRecord[] | undefined> {
+    return this.pulled;
+  }
+
   async pull(ref: string): Promise<LayerRecord[]> {
     if (ref.split('@')[0] !== BASE) throw new Error(`no image ${ref}`);
     this.pulls++;
