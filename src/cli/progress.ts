@@ -63,6 +63,8 @@ function plainRenderer(out: NodeJS.WritableStream): ProgressListener {
         const n = number(e.id, e.name);
         if (e.status === 'started') {
           started.set(e.id, e.at);
+          // BuildKit-like: the step's line, then why it runs (`#5 cache miss: src/app.js changed`).
+          if (e.reason) out.write(`#${n} cache miss: ${e.reason}\n`);
           return;
         }
         const rest = partial.get(e.id);

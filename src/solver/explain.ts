@@ -1,0 +1,133 @@
+// Why a step missed the cache: its key's ingredients (src/cache/cache-index.ts KeyIngredients)
+// compared with those last recorded for the same step position, naming the first input that
+// differs, in one short line.
+//
+// "Nearest cached key" here means the key this step position had in the latest build that reached
+// it (hit or miss), not the closest of all keys ever recorded: that is the build the user compares
+// with in their head ("what did I change since the last build?"), it costs one small file per step,
+// and it needs no similarity measure between keys (moby/buildkit#2567 weighs the same choice).
+
+import { createHash } from 'node:crypto';
+import type { KeyIngredients } from '../cache/cache-index.js';
+
+/**
+ * Most files listed one by one in a step's ingredients. Past it, one digest per top-level
+ * directory: a dependency tree of 50k files then costs a few entries, and a miss still names the
+ * directory that changed. A thousand paths with their digests is about 100 KB, read once per miss.
+ */
+export const MAX_LISTED_FILES = 1000;
+
+/** Paths shown in a reason before "and N more". */
+const SHOWN_PATHS = 3;
+
+/** Collects the files a key reads (see checksumSources' onEntry), bounded by MAX_LISTED_FILES. */
+export class FileList {
+  private readonly entries = new Map<string, [string, string]>();
+
+  readonly add = (rel: string, kind: string, content: string): void => {
+    this.entries.set(rel, [kind, content.startsWith('sha256:') ? content.slice(0, 'sha256:'.length + 16) : content]);
+  };
+
+  /** The ingredients' `files` and `summarised` fields (none when nothing was read). */
+  result(): Pick<KeyIngredients, 'files' | 'summarised'> {
+    if (this.entries.size === 0) return {};
+    if (this.entries.size <= MAX_LISTED_FILES) return { files: Object.fromEntries([...this.entries].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) };
+    const groups = new Map<string, ReturnType<typeof createHash>>();
+    for (const [rel, [kind, content]] of [...this.entries].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+      const slash = rel.indexOf('/');
+      const top = slash < 0 ? rel : `${rel.slice(0, slash)}/`;
+      let hash = groups.get(top);
+      if (!hash) groups.set(top, (hash = createHash('sha256')));
+      hash.update(`${rel}\0${kind}\0${content}\n`);
+    }
+    const files: Record<string, [string, string]> = {};
+    for (const [top, hash] of groups) files[top] = ['summary', `sha256:${hash.digest('hex').slice(0, 16)}`];
+    return { files, summarised: true };
+  }
+}
+
+/** A digest of a value that may be secret (a build arg): compared, never shown. */
+export function valueDigest(value: string): string {
+  return `sha256:${createHash('sha256').update(value).digest('hex').slice(0, 16)}`;
+}
+
+/** What each op field is called in a reason. */
+const FIELD_NAMES: Record<string, string> = {
+  args: 'command',
+  cwd: 'working directory',
+  user: 'user',
+  network: 'network',
+  security: 'security mode',
+  mounts: 'mounts',
+  scripts: 'heredoc script',
+  actions: 'instruction',
+  ref: 'image reference',
+  platform: 'platform',
+  url: 'URL',
+};
+
+/**
+ * One line saying why `current` missed. `previous` is what the same step position recorded last;
+ * `reRan` tells whether an input step (by name) ran in this build rather than coming from cache.
+ */
+export function explainMiss(previous: KeyIngredients | undefined, current: KeyIngredients, reRan: (step: string) => boolean): string {
+  if (!previous) return 'no cache for this step yet';
+  if (previous.key === current.key) return 'no cache for this step: its cache record was removed';
+  if (previous.image !== current.image && previous.image && current.image) return `base image changed: ${short(previous.image)} → ${short(current.image)}`;
+  const inputs = current.inputs ?? [];
+  for (const [i, input] of inputs.entries()) {
+    const before = previous.inputs?.[i];
+    if (before?.key === input.key) continue;
+    const what = input.role === 'parent' ? 'parent step' : 'source step';
+    return reRan(input.name) ? `${what} ${input.name} re-ran` : `${what} ${input.name} changed`;
+  }
+  const fields = new Set([...Object.keys(previous.op), ...Object.keys(current.op)]);
+  for (const field of fields) {
+    if (previous.op[field] !== current.op[field]) return `instruction changed (${FIELD_NAMES[field] ?? field})`;
+  }
+  const env = changedNames(previous.env ?? {}, current.env ?? {});
+  if (env.length > 0) return `build arg or ENV ${listed(env)} changed`;
+  const files = fileChanges(previous, current);
+  if (files) return files;
+  return 'cache key changed';
+}
+
+function changedNames(before: Record<string, string>, after: Record<string, string>): string[] {
+  const names = new Set([...Object.keys(before), ...Object.keys(after)]);
+  return [...names].filter((n) => before[n] !== after[n]).sort();
+}
+
+function fileChanges(previous: KeyIngredients, current: KeyIngredients): string | undefined {
+  const before = previous.files ?? {};
+  const after = current.files ?? {};
+  if (Boolean(previous.summarised) !== Boolean(current.summarised)) return `files read changed (${Object.keys(after).length > Object.keys(before).length ? 'more' : 'fewer'} files)`;
+  const changes: string[] = [];
+  for (const path of [...new Set([...Object.keys(before), ...Object.keys(after)])].sort()) {
+    const [b, a] = [before[path], after[path]];
+    if (!b) changes.push(`${path} added`);
+    else if (!a) changes.push(`${path} removed`);
+    else if (b[1] !== a[1]) changes.push(current.summarised ? `files under ${path} changed` : `${path} changed`);
+    else if (b[0] !== a[0]) changes.push(`${path} ${metadataChange(b[0], a[0])}`);
+  }
+  if (changes.length === 0) return undefined;
+  const more = changes.length - SHOWN_PATHS;
+  return `${changes.slice(0, SHOWN_PATHS).join(', ')}${more > 0 ? ` and ${more} more` : ''}`;
+}
+
+/** Which of an entry's type, mode and owner (`file 644 0:0`) changed. */
+function metadataChange(before: string, after: string): string {
+  const [bType, bMode] = before.split(' ');
+  const [aType, aMode] = after.split(' ');
+  if (bType !== aType) return 'changed type';
+  return bMode !== aMode ? 'mode changed' : 'owner changed';
+}
+
+function listed(names: string[]): string {
+  const more = names.length - SHOWN_PATHS;
+  return `${names.slice(0, SHOWN_PATHS).join(', ')}${more > 0 ? ` and ${more} more` : ''}`;
+}
+
+/** `sha256:0123456789ab`: enough to tell two digests apart in one line. */
+function short(digest: string): string {
+  return digest.slice(0, 'sha256:'.length + 12);
+}
