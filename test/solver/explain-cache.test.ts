@@ -6,11 +6,12 @@
 
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { build } from '../../src/client/build.js';
+import { MAX_LISTED_FILES } from '../../src/solver/explain.js';
 import type { ProgressEvent, StepEvent } from '../../src/progress.js';
 import { BUSYBOX_BIN, BUSYBOX_PATH_ENV, cachedLayout, populateBusybox, pushLayout } from '../helpers/base-image.js';
 import { DOCKER, dockerSkipReason } from '../helpers/differential.js';
@@ -258,5 +259,26 @@ describe('why a step re-ran', () => {
     await mkdir(join(root, 'cache', 'keys'));
     const pruned = await builderBuild(ctx, root, { buildArgs: { USED: 'two' } });
     expect(pruned.reasons.get(STEP.sources)).toBe('no cache for this step: its cache record was removed');
+  });
+});
+
+describe('a large COPY', () => {
+  it(`past ${MAX_LISTED_FILES} files, records one digest per top directory and names the directory that changed`, { timeout: 120_000 }, async () => {
+    const ctx = join(fx.work, 'large-ctx');
+    const root = join(fx.work, 'large-root');
+    for (const dir of ['lib', 'vendor']) {
+      await mkdir(join(ctx, dir), { recursive: true });
+      await Promise.all(Array.from({ length: 600 }, (_, i) => writeFile(join(ctx, dir, `f${i}.txt`), `${dir} ${i}\n`)));
+    }
+    await writeFile(join(ctx, 'Dockerfile'), `FROM ${fx.base}\nCOPY . /app/\n`);
+    await builderBuild(ctx, root, {});
+    const recorded = await readdir(join(root, 'cache', 'steps'));
+    const sizes = await Promise.all(recorded.map(async (f) => (await stat(join(root, 'cache', 'steps', f))).size));
+    // 1200 paths listed one by one would take tens of kilobytes.
+    expect(Math.max(...sizes)).toBeLessThan(4096);
+
+    await writeFile(join(ctx, 'vendor', 'f7.txt'), 'changed\n');
+    const after = await builderBuild(ctx, root, {});
+    expect(after.reasons.get('[2/2] COPY . /app/')).toBe('files under vendor/ changed');
   });
 });
