@@ -29,7 +29,7 @@ import { parseReference } from '../registry/reference.js';
 import { createSnapshotter } from '../snapshotter/index.js';
 import { track, type ProgressListener } from '../progress.js';
 import { StepError } from '../solver/errors.js';
-import { Solver } from '../solver/solver.js';
+import { Solver, type StepForecast } from '../solver/solver.js';
 import { Images, LazyRegistry } from '../source/image.js';
 
 /**
@@ -100,7 +100,22 @@ export interface BuildResult {
   exported: Array<{ dest: string; digest: Digest }>;
 }
 
+export type { StepForecast } from '../solver/solver.js';
+
 export async function build(opts: BuildOptions): Promise<BuildResult> {
+  return (await runBuild(opts, false)).result!;
+}
+
+/**
+ * `--explain-cache`: which steps of the build `opts` describes would come from the cache and why
+ * the others would not, without running or writing anything (base images are resolved, never
+ * pulled; a step on an image not in the local store would run).
+ */
+export async function explainCache(opts: BuildOptions): Promise<StepForecast[]> {
+  return (await runBuild(opts, true)).forecast!;
+}
+
+async function runBuild(opts: BuildOptions, explainOnly: boolean): Promise<{ result?: BuildResult; forecast?: StepForecast[] }> {
   const emit: ProgressListener = opts.onProgress ?? (() => undefined);
   const platform = opts.platform === undefined ? undefined : toPlatform(opts.platform);
   const tags = (opts.tags ?? []).map((t) => parseReference(t));
@@ -147,7 +162,15 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       cacheMounts: new CacheMounts(state.root),
       secrets,
       ssh,
+      explainOnly,
     });
+    if (explainOnly) {
+      await solver.solve(compiled.root).catch((err: unknown) => {
+        throw withSource(err, dockerfileName, dockerfileText);
+      });
+      finished = true;
+      return { forecast: solver.forecast() };
+    }
     const solved = await solver.solveFilesystem(compiled.root).catch((err: unknown) => {
       throw withSource(err, dockerfileName, dockerfileText);
     });
@@ -187,12 +210,14 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     for (const name of stored) await state.images.tag(name, { ...image.manifestDescriptor, platform: compiled.image.platform });
     finished = true;
     return {
-      manifestDigest: image.manifestDescriptor.digest,
-      configDigest: image.configDescriptor.digest,
-      config: image.config,
-      tags: stored,
-      pushed,
-      exported,
+      result: {
+        manifestDigest: image.manifestDescriptor.digest,
+        configDigest: image.configDescriptor.digest,
+        config: image.config,
+        tags: stored,
+        pushed,
+        exported,
+      },
     };
   } finally {
     ssh.close();

@@ -68,9 +68,10 @@ const FIELD_NAMES: Record<string, string> = {
 
 /**
  * One line saying why `current` missed. `previous` is what the same step position recorded last;
- * `reRan` tells whether an input step (by name) ran in this build rather than coming from cache.
+ * `reRan` says how an input step (by name) that ran in this build rather than coming from the
+ * cache is described (`re-ran`, `would re-run`), undefined for one that did not run.
  */
-export function explainMiss(previous: KeyIngredients | undefined, current: KeyIngredients, reRan: (step: string) => boolean): string {
+export function explainMiss(previous: KeyIngredients | undefined, current: KeyIngredients, reRan: (step: string) => string | undefined): string {
   if (!previous) return 'no cache for this step yet';
   if (previous.key === current.key) return 'no cache for this step: its cache record was removed';
   if (previous.image !== current.image && previous.image && current.image) return `base image changed: ${short(previous.image)} → ${short(current.image)}`;
@@ -79,7 +80,7 @@ export function explainMiss(previous: KeyIngredients | undefined, current: KeyIn
     const before = previous.inputs?.[i];
     if (before?.key === input.key) continue;
     const what = input.role === 'parent' ? 'parent step' : 'source step';
-    return reRan(input.name) ? `${what} ${input.name} re-ran` : `${what} ${input.name} changed`;
+    return `${what} ${input.name} ${reRan(input.name) ?? 'changed'}`;
   }
   const fields = new Set([...Object.keys(previous.op), ...Object.keys(current.op)]);
   for (const field of fields) {

@@ -116,6 +116,22 @@ export interface SolverOptions {
   cacheMounts?: CacheMountStore;
   secrets?: SecretProvider;
   ssh?: SshProvider;
+  /**
+   * Run nothing and write nothing: look each step up by its key and note whether it would come
+   * from the cache, and why not (see forecast()). A step after one that would run gets a key of
+   * its own, not in the cache, so it would run too. Stage sources count by key only (their
+   * content is not there to read).
+   */
+  explainOnly?: boolean;
+}
+
+/** Whether a step would come from the cache, and why not (`--explain-cache`). */
+export interface StepForecast {
+  name: string;
+  file?: string;
+  line?: number;
+  cached: boolean;
+  reason?: string;
 }
 
 /** A cache key and what it was made of. */
@@ -152,6 +168,8 @@ export class Solver {
   private readonly reasons = new Map<Digest, string>();
   /** Names of the steps that ran in this build: a step whose parent is one of them says so. */
   private readonly ranSteps = new Set<string>();
+  /** With explainOnly: each step's forecast, by vertex digest. */
+  private readonly forecasts = new Map<Digest, StepForecast>();
 
   constructor(
     private readonly def: Definition,
@@ -205,6 +223,11 @@ export class Solver {
     return { layers: r.layers, addedLayer };
   }
 
+  /** With explainOnly, after solve(): the visible steps, in the definition's order. */
+  forecast(): StepForecast[] {
+    return [...this.def.vertices.keys()].flatMap((d) => this.forecasts.get(d) ?? []);
+  }
+
   private vertex(digest: Digest): Vertex {
     const v = this.def.vertices.get(digest);
     if (!v) throw new Error(`definition has no vertex ${digest}`);
@@ -244,9 +267,10 @@ export class Solver {
     const at = op.ref.lastIndexOf('@');
     const keyed: Keyed = { key: cacheKey, ingredients: { op: { ref: at < 0 ? op.ref : op.ref.slice(0, at), platform: canonicalJson(op.platform) }, image: at < 0 ? op.ref : op.ref.slice(at + 1) } };
     const local = await this.opts.images.local(op.ref);
+    if (!local && this.opts.explainOnly) return this.wouldRun(digest, v, keyed);
     const layers = local ?? (await this.explained(digest, v, keyed, () => this.run(digest, v, () => this.opts.images.pull(op.ref, op.platform, this.opts.signal))));
     for (const layer of layers) if (!this.layerOrigins.has(layer.digest)) this.layerOrigins.set(layer.digest, { digest, v });
-    await this.recordIngredients(v, keyed);
+    if (!this.opts.explainOnly) await this.recordIngredients(v, keyed);
     return local ? this.cachedResult(digest, v, cacheKey, local) : { kind: 'layers', cacheKey, layers };
   }
 
@@ -259,6 +283,10 @@ export class Solver {
       const cacheKey = sha256(canonicalJson({ op: { type: 'http', filename: op.filename, checksum: op.checksum } }));
       const cached = await this.lookup(cacheKey);
       if (cached) return this.cachedResult(digest, v, cacheKey, cached);
+    }
+    if (this.opts.explainOnly) {
+      const keyed: Keyed = { key: sha256(canonicalJson({ op })), ingredients: { op: { url: redactCredentials(op.url) } } };
+      return this.wouldRun(digest, v, keyed, op.checksum ? undefined : 'downloads the URL to know its content (no --checksum)');
     }
     let contentDigest: Digest | undefined;
     const body = await this.run(digest, v, async () => {
@@ -407,6 +435,10 @@ export class Solver {
   ): Promise<SolvedResult> {
     const definition = await this.keyOrStepError(digest, v, () => key(false));
     const definitionKey = definition.key;
+    if (this.opts.explainOnly) {
+      const cached = await this.lookup(definitionKey);
+      return cached ? this.cachedResult(digest, v, definitionKey, cached) : this.wouldRun(digest, v, definition);
+    }
     if (byContent) {
       const cached = await this.lookup(definitionKey);
       if (cached) {
@@ -427,14 +459,28 @@ export class Solver {
    * key that differs from the key its position had last time (see explain.ts).
    */
   private async explained<T>(digest: Digest, v: Vertex, keyed: Keyed, miss: () => Promise<T>): Promise<T> {
-    const position = this.position(v);
-    if (this.opts.noCache) this.reasons.set(digest, '--no-cache');
-    else if (position) {
-      const previous = await this.opts.cache.lastIngredients(position);
-      this.reasons.set(digest, explainMiss(previous, { key: keyed.key, name: v.meta.name, ...keyed.ingredients }, (name) => this.ranSteps.has(name)));
-    }
+    const reason = await this.missReason(v, keyed, 're-ran');
+    if (reason) this.reasons.set(digest, reason);
     this.ranSteps.add(v.meta.name);
     return miss();
+  }
+
+  /** With explainOnly: notes that `v` would run, and why; its result has no layers. */
+  private async wouldRun(digest: Digest, v: Vertex, keyed: Keyed, reason?: string): Promise<SolvedResult> {
+    if (!v.meta.hidden) {
+      const why = reason ?? (await this.missReason(v, keyed, 'would re-run'));
+      this.forecasts.set(digest, { name: v.meta.name, file: v.meta.file, line: v.meta.startLine, cached: false, ...(why ? { reason: why } : {}) });
+    }
+    this.ranSteps.add(v.meta.name);
+    return { kind: 'layers', cacheKey: keyed.key, layers: [] };
+  }
+
+  private async missReason(v: Vertex, keyed: Keyed, reRan: string): Promise<string | undefined> {
+    if (this.opts.noCache) return '--no-cache';
+    const position = this.position(v);
+    if (!position) return undefined;
+    const previous = await this.opts.cache.lastIngredients(position);
+    return explainMiss(previous, { key: keyed.key, name: v.meta.name, ...keyed.ingredients }, (name) => (this.ranSteps.has(name) ? reRan : undefined));
   }
 
   /** Records what `v`'s key was made of, for explaining its next miss. */
@@ -579,6 +625,7 @@ export class Solver {
 
   private cachedResult(digest: Digest, v: Vertex, cacheKey: Digest, layers: LayerRecord[]): SolvedResult {
     if (!v.meta.hidden) this.opts.progress({ type: 'step', ...this.step(digest, v), status: 'cached', at: Date.now() });
+    if (!v.meta.hidden && this.opts.explainOnly) this.forecasts.set(digest, { name: v.meta.name, file: v.meta.file, line: v.meta.startLine, cached: true });
     return { kind: 'layers', cacheKey, layers };
   }
 

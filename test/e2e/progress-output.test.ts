@@ -71,6 +71,19 @@ describe('why a step re-ran', () => {
     ]);
     expect(json.stderr).not.toContain(secret);
 
+    // --explain-cache says the same without running anything (and --dry-run --explain-cache too).
+    for (const extra of [[], ['--dry-run']]) {
+      const explained = await runBuilder(build('reason-root', dir, '--explain-cache', ...extra, '--build-arg', `TOKEN=${secret}-4`));
+      expect(explained.code, explained.stderr).toBe(0);
+      expect(explained.stdout).toMatch(/^\[1\/3\] FROM .*: cached$/m);
+      expect(explained.stdout).toContain(
+        '[2/3] RUN echo $TOKEN > /token: would run: build arg or ENV TOKEN changed\n' +
+          '[3/3] RUN echo next: would run: parent step [2/3] RUN echo $TOKEN > /token would re-run\n' +
+          '2 of 3 steps would run\n',
+      );
+      expect(explained.stdout + explained.stderr).not.toContain(secret);
+    }
+
     // Nothing changed: every step CACHED, no reason printed.
     const again = await runBuilder(build('reason-root', dir, '--progress', 'plain', '--build-arg', `TOKEN=${secret}-3`));
     expect(again.code, again.stderr).toBe(0);

@@ -10,7 +10,7 @@ import { chmod, mkdir, readdir, readFile, rm, stat, utimes, writeFile } from 'no
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
-import { build } from '../../src/client/build.js';
+import { build, explainCache } from '../../src/client/build.js';
 import { MAX_LISTED_FILES } from '../../src/solver/explain.js';
 import type { ProgressEvent, StepEvent } from '../../src/progress.js';
 import { BUSYBOX_BIN, BUSYBOX_PATH_ENV, cachedLayout, populateBusybox, pushLayout } from '../helpers/base-image.js';
@@ -280,5 +280,47 @@ describe('a large COPY', () => {
     await writeFile(join(ctx, 'vendor', 'f7.txt'), 'changed\n');
     const after = await builderBuild(ctx, root, {});
     expect(after.reasons.get('[2/2] COPY . /app/')).toBe('files under vendor/ changed');
+  });
+});
+
+/**
+ * Every file of the state directory that holds build results, with its mtime: not the lock, the
+ * digests of context files, nor `oci-layout` (rewritten, the same, each time the state is opened).
+ */
+async function stateFiles(root: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const entry of await readdir(root, { recursive: true, withFileTypes: true })) {
+    const rel = join(entry.parentPath, entry.name).slice(root.length + 1);
+    if (!entry.isFile() || rel.startsWith('lock') || rel === 'clean' || rel === 'oci-layout' || rel.startsWith(join('cache', 'context'))) continue;
+    out.push(`${rel} ${(await stat(join(root, rel))).mtimeMs}`);
+  }
+  return out.sort();
+}
+
+describe('explainCache (--explain-cache)', () => {
+  it('forecasts the steps the next build runs and why, and runs and writes nothing', { timeout: 120_000 }, async () => {
+    const ctx = join(fx.work, 'forecast-ctx');
+    const root = join(fx.work, 'forecast-root');
+    await mkdir(ctx, { recursive: true });
+    await writeFile(join(ctx, 'Dockerfile'), `FROM ${fx.base}\nCOPY a.txt /\nRUN cat /a.txt > /b.txt\nCOPY c.txt /\nRUN echo done > /done\n`);
+    await writeFile(join(ctx, 'a.txt'), 'a\n');
+    await writeFile(join(ctx, 'c.txt'), 'c\n');
+    await builderBuild(ctx, root, {});
+
+    await writeFile(join(ctx, 'c.txt'), 'c, changed\n');
+    const before = await stateFiles(root);
+    const forecast = await explainCache({ context: ctx, root, network: 'none' });
+    expect(await stateFiles(root)).toEqual(before);
+    expect(forecast.map((s) => [s.name.replace(/FROM .*/, 'FROM'), s.cached, s.reason])).toEqual([
+      ['[1/5] FROM', true, undefined],
+      ['[2/5] COPY a.txt /', true, undefined],
+      ['[3/5] RUN cat /a.txt > /b.txt', true, undefined],
+      ['[4/5] COPY c.txt /', false, 'c.txt changed'],
+      ['[5/5] RUN echo done > /done', false, 'parent step [4/5] COPY c.txt / would re-run'],
+    ]);
+
+    // The build itself runs exactly those, for the same reasons.
+    const built = await builderBuild(ctx, root, {});
+    expect([...built.reasons]).toEqual(forecast.filter((s) => !s.cached).map((s) => [s.name, s.reason?.replace('would re-run', 're-ran')]));
   });
 });
