@@ -11,14 +11,19 @@ import { createHash } from 'node:crypto';
 import type { KeyIngredients } from '../cache/cache-index.js';
 
 /**
- * Most files listed one by one in a step's ingredients. Past it, one digest per top-level
- * directory: a dependency tree of 50k files then costs a few entries, and a miss still names the
- * directory that changed. A thousand paths with their digests is about 100 KB, read once per miss.
+ * Most entries in a step's files list. Past it, directories are summarised: each path is cut to
+ * its first d components (the deepest d that keeps the list within the bound), and a cut
+ * directory (`node_modules/left-pad/`) gets one digest of everything under it. A dependency tree
+ * of 50k files costs a thousand entries, and a miss still names the directory that changed. A
+ * thousand entries with their digests is about 100 KB, read once per miss.
  */
 export const MAX_LISTED_FILES = 1000;
 
 /** Paths shown in a reason before "and N more". */
 const SHOWN_PATHS = 3;
+
+/** The `files` key summarising everything when even the top-level entries are too many. */
+const EVERYTHING = './';
 
 /** Collects the files a key reads (see checksumSources' onEntry), bounded by MAX_LISTED_FILES. */
 export class FileList {
@@ -31,19 +36,30 @@ export class FileList {
   /** The ingredients' `files` and `summarised` fields (none when nothing was read). */
   result(): Pick<KeyIngredients, 'files' | 'summarised'> {
     if (this.entries.size === 0) return {};
-    if (this.entries.size <= MAX_LISTED_FILES) return { files: Object.fromEntries([...this.entries].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) };
-    const groups = new Map<string, ReturnType<typeof createHash>>();
-    for (const [rel, [kind, content]] of [...this.entries].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-      const slash = rel.indexOf('/');
-      const top = slash < 0 ? rel : `${rel.slice(0, slash)}/`;
-      let hash = groups.get(top);
-      if (!hash) groups.set(top, (hash = createHash('sha256')));
-      hash.update(`${rel}\0${kind}\0${content}\n`);
+    const sorted = [...this.entries].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    if (sorted.length <= MAX_LISTED_FILES) return { files: Object.fromEntries(sorted) };
+    let depth = 0;
+    while (new Set(sorted.map(([rel]) => cut(rel, depth + 1))).size <= MAX_LISTED_FILES) depth++;
+    const groups = new Map<string, ReturnType<typeof createHash> | [string, string]>();
+    for (const [rel, entry] of sorted) {
+      const key = depth === 0 ? EVERYTHING : cut(rel, depth);
+      if (key === rel) groups.set(key, entry);
+      else {
+        let hash = groups.get(key);
+        if (!hash || Array.isArray(hash)) groups.set(key, (hash = createHash('sha256')));
+        hash.update(`${rel}\0${entry[0]}\0${entry[1]}\n`);
+      }
     }
     const files: Record<string, [string, string]> = {};
-    for (const [top, hash] of groups) files[top] = ['summary', `sha256:${hash.digest('hex').slice(0, 16)}`];
+    for (const [key, value] of groups) files[key] = Array.isArray(value) ? value : ['summary', `sha256:${value.digest('hex').slice(0, 16)}`];
     return { files, summarised: true };
   }
+}
+
+/** `rel` cut to its first `depth` components: `a/b/` for `a/b/c.js` at depth 2, itself when shorter. */
+function cut(rel: string, depth: number): string {
+  const parts = rel.split('/');
+  return parts.length <= depth ? rel : `${parts.slice(0, depth).join('/')}/`;
 }
 
 /** A digest of a value that may be secret (a build arg): compared, never shown. */
@@ -107,7 +123,7 @@ function fileChanges(previous: KeyIngredients, current: KeyIngredients): string 
     const [b, a] = [before[path], after[path]];
     if (!b) changes.push(`${path} added`);
     else if (!a) changes.push(`${path} removed`);
-    else if (b[1] !== a[1]) changes.push(current.summarised ? `files under ${path} changed` : `${path} changed`);
+    else if (b[1] !== a[1]) changes.push(a[0] !== 'summary' ? `${path} changed` : path === EVERYTHING ? 'some of the files read changed' : `files under ${path} changed`);
     else if (b[0] !== a[0]) changes.push(`${path} ${metadataChange(b[0], a[0])}`);
   }
   if (changes.length === 0) return undefined;
