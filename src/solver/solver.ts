@@ -441,10 +441,9 @@ export class Solver {
     }
     if (byContent) {
       const cached = await this.lookup(definitionKey);
-      if (cached) {
-        await this.recordIngredients(v, definition);
-        return this.cachedResult(digest, v, definitionKey, cached);
-      }
+      // Not recorded: the ingredients by content, recorded when it last missed, explain its next
+      // miss (which is by content) better than these would.
+      if (cached) return this.cachedResult(digest, v, definitionKey, cached);
     }
     // By content, a miss names the files that differ rather than the stage that re-ran.
     const content = byContent ? await this.keyOrStepError(digest, v, () => key(true)) : definition;

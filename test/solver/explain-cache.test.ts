@@ -262,6 +262,22 @@ describe('why a step re-ran', () => {
   });
 });
 
+describe('COPY --from a stage', () => {
+  it('names the copied file that changed, also after a build that hit the cache by key', { timeout: 120_000 }, async () => {
+    const ctx = join(fx.work, 'from-ctx');
+    const root = join(fx.work, 'from-root');
+    await mkdir(ctx, { recursive: true });
+    const write = (text: string) => writeFile(join(ctx, 'Dockerfile'), `FROM ${fx.base} AS tools\nRUN echo ${text} > /out\nFROM ${fx.base}\nCOPY --from=tools /out /out\n`);
+    await write('one');
+    await builderBuild(ctx, root, {});
+    await builderBuild(ctx, root, {});
+    await write('two');
+    const after = await builderBuild(ctx, root, {});
+    expect(after.reasons.get('[tools 2/2] RUN echo two > /out')).toBe('instruction changed (command)');
+    expect(after.reasons.get('[stage-1 2/2] COPY --from=tools /out /out')).toBe('out changed');
+  });
+});
+
 describe('a large COPY', () => {
   it(`past ${MAX_LISTED_FILES} files, records a digest per directory at the deepest level that fits and names the directory that changed`, { timeout: 120_000 }, async () => {
     const ctx = join(fx.work, 'large-ctx');
