@@ -1,6 +1,6 @@
 // Public API of builder: build images from Dockerfiles, pull images, or work with the pieces directly.
 
-export { build, type BuildOptions, type BuildResult, type Output } from './client/build.js';
+export { build, explainCache, type BuildOptions, type BuildResult, type Output, type StepForecast } from './client/build.js';
 export { pull, type PullOptions, type PullResult } from './client/pull.js';
 export { doctor, StateInUseError, type DoctorOptions, type DoctorReport, type DoctorIssue } from './client/doctor.js';
 export { du, type DuOptions, type DiskUsage, type StoreEntry } from './client/du.js';

@@ -13,6 +13,11 @@ export interface StepEvent {
   error?: string;
   file?: string;
   line?: number;
+  /**
+   * On `started` of a step that could have come from the cache: why it did not, in one line
+   * (`src/app.js changed`, `parent step [2/4] COPY . . re-ran`, `no cache for this step yet`).
+   */
+  reason?: string;
 }
 
 export interface LogEvent {
@@ -37,17 +42,17 @@ export type ProgressEvent = StepEvent | LogEvent | WarningEvent;
 export type ProgressListener = (event: ProgressEvent) => void;
 
 /**
- * Reports one unit of work: `started`, then `done` with its duration or `error`, whose text is
+ * Reports one unit of work: `started` (with the step's `reason` if it has one), then `done` with its duration or `error`, whose text is
  * `describe(err)` (default: the error's message). The solver's steps and the exporters' work alike.
  */
 export async function track<T>(
   emit: ProgressListener,
-  step: { id: string; name: string; file?: string; line?: number },
+  { reason, ...step }: { id: string; name: string; file?: string; line?: number; reason?: string },
   work: () => Promise<T>,
   describe: (err: unknown) => string = (err) => (err as Error).message,
 ): Promise<T> {
   const start = Date.now();
-  emit({ type: 'step', ...step, status: 'started', at: start });
+  emit({ type: 'step', ...step, status: 'started', at: start, ...(reason ? { reason } : {}) });
   try {
     const result = await work();
     emit({ type: 'step', ...step, status: 'done', at: Date.now(), durationMs: Date.now() - start });

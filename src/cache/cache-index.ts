@@ -1,9 +1,11 @@
 // The cache index: cache key → the layer chain a step produced. One small JSON file per key,
 // written atomically, so concurrent builds sharing a state directory never see a torn record.
 // A record's mtime is when it was last used (written, or found by a lookup), for pruning: a
-// lookup touches it, one utimes call, rather than rewriting it.
+// lookup touches it, one utimes call, rather than rewriting it. Beside it, per step position,
+// what the step's last cache key was made of (its ingredients): what a later miss is explained
+// against.
 
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Digest } from '../oci/types.js';
@@ -29,15 +31,59 @@ export interface StoredCacheRecord extends CacheRecord {
   lastUsed: Date;
 }
 
+/**
+ * What one cache key was made of, small and bounded: enough to name the first input that differs
+ * from another key of the same step. Values that may be secret are kept as digests only.
+ */
+export interface KeyIngredients {
+  key: Digest;
+  /** The step's name when recorded. */
+  name: string;
+  /** The op's fields that count, as text: field → value (command, cwd, user, mounts, actions …). */
+  op: Record<string, string>;
+  /** Environment of a RUN (build args in scope and ENV): name → digest of the value. */
+  env?: Record<string, string>;
+  /** The base image's manifest digest (FROM). */
+  image?: string;
+  /** Inputs counted by cache key: the parent filesystem, stages copied or mounted from. */
+  inputs?: Array<{ role: 'parent' | 'source'; name: string; key: Digest }>;
+  /**
+   * Files read (COPY/ADD sources, bind mounts): path → [type and mode (and owner), content digest
+   * or link target]. Past a bound, one entry per top-level directory (`src/`) whose digest sums
+   * its files, and `summarised` is set.
+   */
+  files?: Record<string, [string, string]>;
+  summarised?: boolean;
+}
+
 export class CacheIndex {
   private readonly dir: string;
+  private readonly stepsDir: string;
 
   constructor(root: string) {
     this.dir = join(root, 'cache', 'keys');
+    this.stepsDir = join(root, 'cache', 'steps');
   }
 
   async init(): Promise<void> {
     await mkdir(this.dir, { recursive: true });
+    await mkdir(this.stepsDir, { recursive: true });
+  }
+
+  /** The ingredients last recorded for step `position` (an opaque id), if any. */
+  async lastIngredients(position: string): Promise<KeyIngredients | undefined> {
+    try {
+      return JSON.parse(await readFile(this.stepFile(position), 'utf8')) as KeyIngredients;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Records `ingredients` as step `position`'s latest; a no-op when its key is recorded already. */
+  async recordIngredients(position: string, ingredients: KeyIngredients, previous?: KeyIngredients): Promise<void> {
+    const last = previous ?? (await this.lastIngredients(position));
+    if (last?.key === ingredients.key) return;
+    await writeAtomically(this.stepFile(position), JSON.stringify(ingredients));
   }
 
   /** The record of `key`, marked as used now. */
@@ -71,12 +117,20 @@ export class CacheIndex {
 
   async set(key: Digest, layers: LayerRecord[]): Promise<void> {
     const record: CacheRecord = { layers, createdAt: new Date().toISOString() };
-    const tmp = `${this.file(key)}.${randomBytes(6).toString('hex')}.tmp`;
-    await writeFile(tmp, JSON.stringify(record));
-    await rename(tmp, this.file(key));
+    await writeAtomically(this.file(key), JSON.stringify(record));
   }
 
   private file(key: Digest): string {
     return join(this.dir, `${key.slice('sha256:'.length)}.json`);
   }
+
+  private stepFile(position: string): string {
+    return join(this.stepsDir, `${createHash('sha256').update(position).digest('hex')}.json`);
+  }
+}
+
+async function writeAtomically(file: string, text: string): Promise<void> {
+  const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
+  await writeFile(tmp, text);
+  await rename(tmp, file);
 }

@@ -71,6 +71,8 @@ export interface ChecksumOptions extends SourceFilter {
   statCache: StatCache;
   /** Owners are kept by the copy (COPY --from another stage): they count. */
   includeOwners: boolean;
+  /** Sees each entry hashed: its path, type and mode (and owner), and content digest or link target. */
+  onEntry?: (rel: string, kind: string, content: string) => void;
 }
 
 /** The checksum of exactly the selected sources (already expanded by selectSources). */
@@ -83,7 +85,9 @@ export async function checksumSources(root: string, sources: readonly Source[], 
       if (e.type === 'file') content = await opts.statCache.fileDigest(e);
       else if (e.type === 'symlink') content = await readlink(e.abs);
       const owner = opts.includeOwners ? `${e.uid}:${e.gid}` : '';
-      hash.update(`${e.rel}\0${e.type}\0${(e.mode & 0o7777).toString(8)}\0${owner}\0${content}\n`);
+      const mode = (e.mode & 0o7777).toString(8);
+      hash.update(`${e.rel}\0${e.type}\0${mode}\0${owner}\0${content}\n`);
+      opts.onEntry?.(e.rel, `${e.type} ${mode}${owner ? ` ${owner}` : ''}`, content);
     }
   }
   return `sha256:${hash.digest('hex')}`;

@@ -4,11 +4,12 @@ import { constants as osConstants } from 'node:os';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 // build.js pulls in the registry client, snapshotter and executor: loaded only when building.
 import type { BuildOptions, Output } from '../client/build.js';
+import type { ProgressEvent } from '../progress.js';
 import { loadConfig } from '../client/config.js';
 import { parseSecretFlag } from '../source/secrets.js';
 import { parseSshFlag } from '../source/ssh.js';
 import { parseCacheFromFlag, parseCacheToFlag } from './cache-flags.js';
-import { createRenderer, type ProgressMode } from './progress.js';
+import { createRenderer, formatForecast, formatWarning, type ProgressMode } from './progress.js';
 
 const USAGE = `Usage: builder build [OPTIONS] PATH
        builder pull [OPTIONS] NAME
@@ -43,6 +44,8 @@ Options:
       --cache-from SPEC     Use a shared cache: type=registry,ref=REF (a cache or an image with
                             an inline cache), type=local,src=DIR, or REF; repeatable
       --dry-run             Print the stages and steps (with vertex digests) that would run; pull and run nothing
+      --explain-cache       Print which steps would come from the cache and why the others would
+                            not; run, pull and write nothing (with --dry-run: the same)
       --no-cache            Run every step even if it is cached
       --pull                Check the registry for newer base images
       --root DIR            State directory (default: $BUILDER_ROOT, /var/lib/builder as root)
@@ -77,8 +80,15 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return 0;
   }
-  const { progress, dryRun, config: configFile, ...flags } = opts;
+  const { progress, dryRun, explain, config: configFile, ...flags } = opts;
   const buildOpts = { ...flags, ...(await registrySettings(configFile, flags)) };
+  if (explain) {
+    return interruptible('build', async (signal) => {
+      const { explainCache } = await import('../client/build.js');
+      const onProgress = (e: ProgressEvent) => (progress !== 'quiet' && e.type === 'warning' ? process.stderr.write(`${formatWarning(e)}\n`) : undefined);
+      process.stdout.write(formatForecast(await explainCache({ ...buildOpts, onProgress, signal }), progress));
+    });
+  }
   if (dryRun) return (await import('./dry-run.js')).runDryRun(buildOpts);
   return interruptible('build', async (signal) => {
     const { build } = await import('../client/build.js');
@@ -197,7 +207,9 @@ function progressMode(text: string | undefined): ProgressMode {
   return mode;
 }
 
-function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'signal'> & { progress: ProgressMode; dryRun: boolean; config?: string }) | undefined {
+function parseBuildArgs(
+  args: string[],
+): (Omit<BuildOptions, 'onProgress' | 'signal'> & { progress: ProgressMode; dryRun: boolean; explain: boolean; config?: string }) | undefined {
   const parsed = parseOptions(args, {
     tag: { type: 'string', short: 't', multiple: true },
     file: { type: 'string', short: 'f' },
@@ -213,6 +225,7 @@ function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'sig
     snapshotter: { type: 'string' },
     compression: { type: 'string' },
     'dry-run': { type: 'boolean' },
+    'explain-cache': { type: 'boolean' },
     secret: { type: 'string', multiple: true },
     ssh: { type: 'string', multiple: true },
     'cache-to': { type: 'string', multiple: true },
@@ -291,6 +304,7 @@ function parseBuildArgs(args: string[]): (Omit<BuildOptions, 'onProgress' | 'sig
     stepLogLimit: logLimit === undefined ? undefined : Number(logLimit),
     progress,
     dryRun: Boolean(v['dry-run']),
+    explain: Boolean(v['explain-cache']),
     config: v.config,
   };
 }

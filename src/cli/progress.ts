@@ -3,6 +3,7 @@
 // `json` writes one event per line for tools.
 
 import type { ProgressEvent, ProgressListener, WarningEvent } from '../progress.js';
+import type { StepForecast } from '../client/build.js';
 
 export type ProgressMode = 'plain' | 'json' | 'quiet';
 
@@ -15,6 +16,17 @@ export function formatWarning(w: Omit<WarningEvent, 'type'>): string {
   const where = w.file && w.line ? `${w.file}:${w.line}` : undefined;
   if (w.rule) return `WARN: ${w.rule}: ${w.message}${where ? ` (${where})` : ''}`;
   return `WARNING: ${where ? `${where}: ` : ''}${w.message}`;
+}
+
+/**
+ * `--explain-cache`: one line per step, `[5/7] COPY src/ ./src/: would run: src/app.js changed`
+ * or `…: cached`, then how many would run; with `json`, one JSON object per step.
+ */
+export function formatForecast(steps: readonly StepForecast[], mode: ProgressMode): string {
+  if (mode === 'json') return steps.map((s) => `${JSON.stringify(s)}\n`).join('');
+  const lines = steps.map((s) => `${s.name}: ${s.cached ? 'cached' : `would run${s.reason ? `: ${s.reason}` : ''}`}\n`);
+  const running = steps.filter((s) => !s.cached).length;
+  return `${lines.join('')}${running} of ${steps.length} steps would run\n`;
 }
 
 export function createRenderer(mode: ProgressMode, out: NodeJS.WritableStream): ProgressListener {
@@ -63,6 +75,8 @@ function plainRenderer(out: NodeJS.WritableStream): ProgressListener {
         const n = number(e.id, e.name);
         if (e.status === 'started') {
           started.set(e.id, e.at);
+          // BuildKit-like: the step's line, then why it runs (`#5 cache miss: src/app.js changed`).
+          if (e.reason) out.write(`#${n} cache miss: ${e.reason}\n`);
           return;
         }
         const rest = partial.get(e.id);

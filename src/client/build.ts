@@ -34,7 +34,7 @@ import { parseReference } from '../registry/reference.js';
 import { createSnapshotter, type LocalSnapshotter } from '../snapshotter/index.js';
 import { track, type ProgressListener } from '../progress.js';
 import { StepError } from '../solver/errors.js';
-import { Solver } from '../solver/solver.js';
+import { Solver, type StepForecast } from '../solver/solver.js';
 import { Images, LazyRegistry } from '../source/image.js';
 
 /**
@@ -117,7 +117,22 @@ export interface BuildResult {
   exported: Array<{ dest: string; digest: Digest }>;
 }
 
+export type { StepForecast } from '../solver/solver.js';
+
 export async function build(opts: BuildOptions): Promise<BuildResult> {
+  return (await runBuild(opts, false)).result!;
+}
+
+/**
+ * `--explain-cache`: which steps of the build `opts` describes would come from the cache and why
+ * the others would not, without running or writing anything (base images are resolved, never
+ * pulled; a step on an image not in the local store would run).
+ */
+export async function explainCache(opts: BuildOptions): Promise<StepForecast[]> {
+  return (await runBuild(opts, true)).forecast!;
+}
+
+async function runBuild(opts: BuildOptions, explainOnly: boolean): Promise<{ result?: BuildResult; forecast?: StepForecast[] }> {
   // Whether anything ran that can grow the store (a step, a pull, compression for a push or
   // export): a fully cached build adds at most a config and manifest, and skips the collection.
   let grew = false;
@@ -176,7 +191,15 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       secrets,
       ssh,
       importedCache: imported,
+      explainOnly,
     });
+    if (explainOnly) {
+      await solver.solve(compiled.root).catch((err: unknown) => {
+        throw withSource(err, dockerfileName, dockerfileText);
+      });
+      finished = true;
+      return { forecast: solver.forecast() };
+    }
     const solved = await solver.solveFilesystem(compiled.root).catch((err: unknown) => {
       throw withSource(err, dockerfileName, dockerfileText);
     });
@@ -241,12 +264,14 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     // Still holding the lock, with the new image named: the collection keeps it and its cache.
     if (grew) await collect(state, snapshotter, opts.gcKeepStorage, emit);
     return {
-      manifestDigest: image.manifestDescriptor.digest,
-      configDigest: image.configDescriptor.digest,
-      config: image.config,
-      tags: stored,
-      pushed,
-      exported,
+      result: {
+        manifestDigest: image.manifestDescriptor.digest,
+        configDigest: image.configDescriptor.digest,
+        config: image.config,
+        tags: stored,
+        pushed,
+        exported,
+      },
     };
   } finally {
     ssh.close();

@@ -220,6 +220,12 @@ export interface VertexMeta {
   endLine?: number;
   /** Exclude the vertex from progress output (internal steps such as the context source). */
   hidden?: boolean;
+  /**
+   * Where the step sits (stage and position, e.g. `builder#2`): stays the same when its text or
+   * the files it reads change, so the solver can find the step's previous cache key and say what
+   * changed.
+   */
+  position?: string;
 }
 
 export interface Vertex {

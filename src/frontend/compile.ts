@@ -363,6 +363,7 @@ class Compiler {
         const resolved = stage.resolved as ResolvedImage;
         const root = this.builder.add({ type: 'image', ref: resolved.ref, platform }, [], {
           name: steps.name(`FROM ${resolved.ref}`),
+          position: steps.position(),
           file: this.opts.file,
           startLine,
           endLine,

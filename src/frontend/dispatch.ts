@@ -196,7 +196,7 @@ export class StageDispatcher {
   }
 
   private meta(cmd: Command, name: string) {
-    return { name, file: this.ctx.file, startLine: cmd.instr.startLine, endLine: cmd.instr.endLine };
+    return { name, file: this.ctx.file, startLine: cmd.instr.startLine, endLine: cmd.instr.endLine, position: this.steps.position() };
   }
 
   private charge(cmd: Command, chars: number): void {

@@ -50,4 +50,9 @@ export class StepCounter {
     const prefix = this.label.display ? `${this.label.display} ` : '';
     return `[${prefix}${String(this.step).padStart(width)}/${this.label.total}] ${onbuild ? 'ONBUILD ' : ''}${text}`;
   }
+
+  /** The last named step's stage and number, without the total (which moves when a step is added). */
+  position(): string {
+    return `${this.label.display}#${this.step}`;
+  }
 }

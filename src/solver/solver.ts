@@ -15,7 +15,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, utimes } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { CacheIndex, LayerRecord } from '../cache/cache-index.js';
+import type { CacheIndex, KeyIngredients, LayerRecord } from '../cache/cache-index.js';
 import { checksumSources, type StatCache } from '../cache/checksum.js';
 import { dockerignoreFilter, selectSources, type Source, type SourceFilter } from '../util/select.js';
 import type { ContentStore } from '../cache/content-store.js';
@@ -40,6 +40,7 @@ import { StepError } from './errors.js';
 import { track, type ProgressListener } from '../progress.js';
 import { StepOutput } from './step-output.js';
 import { bindSources, withExecMounts, type MountFacilities } from './exec-mounts.js';
+import { explainMiss, FileList, valueDigest } from './explain.js';
 
 /** Runs one command in a container (src/executor's RuncExecutor, or another runtime). */
 export interface Executor {
@@ -129,6 +130,28 @@ export interface SolverOptions {
   secrets?: SecretProvider;
   ssh?: SshProvider;
   importedCache?: ImportedCache;
+  /**
+   * Run nothing and write nothing: look each step up by its key and note whether it would come
+   * from the cache, and why not (see forecast()). A step after one that would run gets a key of
+   * its own, not in the cache, so it would run too. Stage sources count by key only (their
+   * content is not there to read).
+   */
+  explainOnly?: boolean;
+}
+
+/** Whether a step would come from the cache, and why not (`--explain-cache`). */
+export interface StepForecast {
+  name: string;
+  file?: string;
+  line?: number;
+  cached: boolean;
+  reason?: string;
+}
+
+/** A cache key and what it was made of. */
+interface Keyed {
+  key: Digest;
+  ingredients: Omit<KeyIngredients, 'key' | 'name'>;
 }
 
 export type SolvedResult =
@@ -161,6 +184,12 @@ export class Solver {
   private readonly deferredPulls = new Map<Digest, () => Promise<unknown>>();
   /** Containers and copies running at once; independent stages share these slots. */
   private readonly limit = pLimit(Math.max(1, availableParallelism()));
+  /** Why each step that runs is not from the cache, by vertex digest (set before it runs). */
+  private readonly reasons = new Map<Digest, string>();
+  /** Names of the steps that ran in this build: a step whose parent is one of them says so. */
+  private readonly ranSteps = new Set<string>();
+  /** With explainOnly: each step's forecast, by vertex digest. */
+  private readonly forecasts = new Map<Digest, StepForecast>();
 
   constructor(
     private readonly def: Definition,
@@ -227,6 +256,11 @@ export class Solver {
     return records;
   }
 
+  /** With explainOnly, after solve(): the visible steps, in the definition's order. */
+  forecast(): StepForecast[] {
+    return [...this.def.vertices.keys()].flatMap((d) => this.forecasts.get(d) ?? []);
+  }
+
   private vertex(digest: Digest): Vertex {
     const v = this.def.vertices.get(digest);
     if (!v) throw new Error(`definition has no vertex ${digest}`);
@@ -257,14 +291,22 @@ export class Solver {
   }
 
   private step(digest: Digest, v: Vertex) {
-    return { id: digest, name: v.meta.name, file: v.meta.file, line: v.meta.startLine, hidden: v.meta.hidden };
+    const reason = this.reasons.get(digest);
+    return { id: digest, name: v.meta.name, file: v.meta.file, line: v.meta.startLine, hidden: v.meta.hidden, ...(reason ? { reason } : {}) };
   }
 
   private async solveImage(digest: Digest, v: Vertex, op: ImageOp): Promise<SolvedResult> {
     const cacheKey = sha256(canonicalJson({ op }));
+    const at = op.ref.lastIndexOf('@');
+    const keyed: Keyed = { key: cacheKey, ingredients: { op: { ref: at < 0 ? op.ref : op.ref.slice(0, at), platform: canonicalJson(op.platform) }, image: at < 0 ? op.ref : op.ref.slice(at + 1) } };
     const local = await this.opts.images.local(op.ref);
-    const layers = local ?? (await this.deferPull(digest, v, op)) ?? (await this.run(digest, v, () => this.opts.images.pull(op.ref, op.platform, this.opts.signal)));
+    if (!local && this.opts.explainOnly) return this.wouldRun(digest, v, keyed);
+    const layers =
+      local ??
+      (await this.deferPull(digest, v, op)) ??
+      (await this.explained(digest, v, keyed, () => this.run(digest, v, () => this.opts.images.pull(op.ref, op.platform, this.opts.signal))));
     for (const layer of layers) if (!this.layerOrigins.has(layer.digest)) this.layerOrigins.set(layer.digest, { digest, v });
+    if (!this.opts.explainOnly) await this.recordIngredients(v, keyed);
     return local ? this.cachedResult(digest, v, cacheKey, local) : { kind: 'layers', cacheKey, layers };
   }
 
@@ -313,6 +355,10 @@ export class Solver {
         return this.cachedResult(digest, v, cacheKey, cached);
       }
     }
+    if (this.opts.explainOnly) {
+      const keyed: Keyed = { key: sha256(canonicalJson({ op })), ingredients: { op: { url: redactCredentials(op.url) } } };
+      return this.wouldRun(digest, v, keyed, op.checksum ? undefined : 'downloads the URL to know its content (no --checksum)');
+    }
     let contentDigest: Digest | undefined;
     const body = await this.run(digest, v, async () => {
       const res = await download(op.url, this.opts.signal);
@@ -339,7 +385,7 @@ export class Solver {
     const parent = layersInput(inputs[0], v);
     // A bind mount from a stage counts by content only after a miss by cache key, as COPY --from.
     const byContent = inputs.some((input, i) => input.kind === 'layers' && bindSources(op, i).length > 0);
-    return this.solveKeyed(digest, v, byContent, (content) => this.execCacheKey(op, inputs, content), () =>
+    return this.solveKeyed(digest, v, byContent, (content) => this.execCacheKey(v, op, inputs, content), () =>
       this.runExec(digest, v, op, parent.layers, inputs),
     );
   }
@@ -349,29 +395,49 @@ export class Solver {
    * the network, not what it builds) and its inputs' keys, where a bind-mounted input counts by
    * the content of what is mounted. Never what a cache mount holds, nor a secret's value.
    */
-  private async execCacheKey(op: ExecOp, inputs: SolvedResult[], byContent: boolean): Promise<Digest> {
+  private async execCacheKey(v: Vertex, op: ExecOp, inputs: SolvedResult[], byContent: boolean): Promise<Keyed> {
     const { proxyEnv: _proxyEnv, ...keyed } = op;
     const keys: string[] = [];
+    const files = new FileList();
+    const keyedInputs: NonNullable<KeyIngredients['inputs']> = [];
     let checksummed = false;
     for (const [i, input] of inputs.entries()) {
       const sources = bindSources(op, i);
       if (input.kind === 'local') {
-        keys.push(await this.checksumPaths(input.dir, sources, input.filter, false));
+        keys.push(await this.checksumPaths(input.dir, sources, input.filter, false, files));
         checksummed = true;
       } else if (byContent && sources.length > 0) {
-        keys.push(await this.withView(input.layers, (dir) => this.checksumPaths(dir, sources, undefined, true)));
+        keys.push(await this.withView(input.layers, (dir) => this.checksumPaths(dir, sources, undefined, true, files)));
       } else {
         keys.push(input.cacheKey);
+        keyedInputs.push(this.keyedInput(v, i, input.cacheKey));
       }
     }
     if (checksummed) await this.opts.statCache.save();
-    return sha256(canonicalJson({ op: keyed, inputs: keys, ...(byContent ? { byContent } : {}) }));
+    const key = sha256(canonicalJson({ op: keyed, inputs: keys, ...(byContent ? { byContent } : {}) }));
+    const fields: Record<string, string> = { args: JSON.stringify(op.args), cwd: op.cwd, user: op.user, network: op.network };
+    if (op.security) fields.security = op.security;
+    if (op.scripts) fields.scripts = valueDigest(canonicalJson(op.scripts));
+    if (op.mounts) fields.mounts = canonicalJson(op.mounts);
+    const env: Record<string, string> = {};
+    for (const entry of op.env) {
+      const eq = entry.indexOf('=');
+      env[eq < 0 ? entry : entry.slice(0, eq)] = valueDigest(eq < 0 ? '' : entry.slice(eq + 1));
+    }
+    return { key, ingredients: { op: fields, env, inputs: keyedInputs, ...files.result() } };
+  }
+
+  /** Input `i` of `v`, counted by its cache key: input 0 is the parent filesystem. */
+  private keyedInput(v: Vertex, i: number, key: Digest): NonNullable<KeyIngredients['inputs']>[number] {
+    const input = v.inputs[i];
+    const name = (input !== undefined && this.def.vertices.get(input)?.meta.name) || 'scratch';
+    return { role: i === 0 ? 'parent' : 'source', name, key };
   }
 
   /** The checksum of bind mount sources `paths` (root-relative, literal; each must exist) in `root`. */
-  private async checksumPaths(root: string, paths: string[], filter: SourceFilter | undefined, includeOwners: boolean): Promise<Digest> {
+  private async checksumPaths(root: string, paths: string[], filter: SourceFilter | undefined, includeOwners: boolean, files: FileList): Promise<Digest> {
     const selected = await selectSources(root, paths, filter, { literal: true });
-    return checksumSources(root, selected, { ...filter, statCache: this.opts.statCache, includeOwners });
+    return checksumSources(root, selected, { ...filter, statCache: this.opts.statCache, includeOwners, onEntry: files.add });
   }
 
   private async runExec(digest: Digest, v: Vertex, op: ExecOp, parent: LayerRecord[], inputs: SolvedResult[]): Promise<LayerRecord[]> {
@@ -421,7 +487,7 @@ export class Solver {
   private async solveFile(digest: Digest, v: Vertex, op: FileOp, inputs: SolvedResult[]): Promise<SolvedResult> {
     const dest = layersInput(inputs[0], v);
     const byContent = inputs.some((i) => i.kind === 'layers') && op.actions.some((a) => a.action === 'copy');
-    return this.solveKeyed(digest, v, byContent, (content) => this.fileCacheKey(op, inputs, dest.cacheKey, content), () =>
+    return this.solveKeyed(digest, v, byContent, (content) => this.fileCacheKey(v, op, inputs, dest.cacheKey, content), () =>
       this.runFile(digest, v, op, inputs, dest.layers),
     );
   }
@@ -436,22 +502,75 @@ export class Solver {
     digest: Digest,
     v: Vertex,
     byContent: boolean,
-    key: (byContent: boolean) => Promise<Digest>,
+    key: (byContent: boolean) => Promise<Keyed>,
     miss: () => Promise<LayerRecord[]>,
   ): Promise<SolvedResult> {
-    const definitionKey = await this.keyOrStepError(digest, v, () => key(false));
+    const definition = await this.keyOrStepError(digest, v, () => key(false));
+    const definitionKey = definition.key;
+    if (this.opts.explainOnly) {
+      const cached = await this.lookup(definitionKey);
+      return cached ? this.cachedResult(digest, v, definitionKey, cached) : this.wouldRun(digest, v, definition);
+    }
     if (byContent) {
       const cached = await this.lookup(definitionKey);
+      // Not recorded: the ingredients by content, recorded when it last missed, explain its next
+      // miss (which is by content) better than these would.
       if (cached) {
         this.keyed.set(digest, { keys: [definitionKey], layers: cached });
         return this.cachedResult(digest, v, definitionKey, cached);
       }
     }
-    const contentKey = byContent ? await this.keyOrStepError(digest, v, () => key(true)) : definitionKey;
-    const { layers, ran } = await this.once(contentKey, miss);
-    this.keyed.set(digest, { keys: [...new Set([definitionKey, contentKey])], layers });
-    if (contentKey !== definitionKey) await this.opts.cache.set(definitionKey, layers);
+    // By content, a miss names the files that differ rather than the stage that re-ran.
+    const content = byContent ? await this.keyOrStepError(digest, v, () => key(true)) : definition;
+    const { layers, ran } = await this.once(content.key, () => this.explained(digest, v, content, miss));
+    this.keyed.set(digest, { keys: [...new Set([definitionKey, content.key])], layers });
+    if (content.key !== definitionKey) await this.opts.cache.set(definitionKey, layers);
+    await this.recordIngredients(v, content);
     return ran ? { kind: 'layers', cacheKey: definitionKey, layers } : this.cachedResult(digest, v, definitionKey, layers);
+  }
+
+  /**
+   * Runs `miss`, a step that is not in the cache, after noting why: the first ingredient of its
+   * key that differs from the key its position had last time (see explain.ts).
+   */
+  private async explained<T>(digest: Digest, v: Vertex, keyed: Keyed, miss: () => Promise<T>): Promise<T> {
+    const reason = await this.missReason(v, keyed, 're-ran');
+    if (reason) this.reasons.set(digest, reason);
+    this.ranSteps.add(v.meta.name);
+    return miss();
+  }
+
+  /** With explainOnly: notes that `v` would run, and why; its result has no layers. */
+  private async wouldRun(digest: Digest, v: Vertex, keyed: Keyed, reason?: string): Promise<SolvedResult> {
+    if (!v.meta.hidden) {
+      const why = reason ?? (await this.missReason(v, keyed, 'would re-run'));
+      this.forecasts.set(digest, { name: v.meta.name, file: v.meta.file, line: v.meta.startLine, cached: false, ...(why ? { reason: why } : {}) });
+    }
+    this.ranSteps.add(v.meta.name);
+    return { kind: 'layers', cacheKey: keyed.key, layers: [] };
+  }
+
+  private async missReason(v: Vertex, keyed: Keyed, reRan: string): Promise<string | undefined> {
+    if (this.opts.noCache) return '--no-cache';
+    const position = this.position(v);
+    if (!position) return undefined;
+    const previous = await this.opts.cache.lastIngredients(position);
+    return explainMiss(previous, { key: keyed.key, name: v.meta.name, ...keyed.ingredients }, (name) => (this.ranSteps.has(name) ? reRan : undefined));
+  }
+
+  /** Records what `v`'s key was made of, for explaining its next miss. */
+  private async recordIngredients(v: Vertex, keyed: Keyed): Promise<void> {
+    const position = this.position(v);
+    if (position) await this.opts.cache.recordIngredients(position, { key: keyed.key, name: v.meta.name, ...keyed.ingredients });
+  }
+
+  /**
+   * Where `v` sits across builds: its Dockerfile position and the directories its build reads
+   * (two projects' `Dockerfile`s have the same positions). Undefined for internal steps.
+   */
+  private position(v: Vertex): string | undefined {
+    if (!v.meta.position) return undefined;
+    return canonicalJson({ dirs: Object.values(this.opts.localDirs).sort(), file: v.meta.file ?? '', position: v.meta.position });
   }
 
   private async runFile(digest: Digest, v: Vertex, op: FileOp, inputs: SolvedResult[], dest: LayerRecord[]): Promise<LayerRecord[]> {
@@ -483,7 +602,7 @@ export class Solver {
    * reported and named like any step that fails while running, as BuildKit's "failed to compute
    * cache key".
    */
-  private async keyOrStepError(digest: Digest, v: Vertex, key: () => Promise<Digest>): Promise<Digest> {
+  private async keyOrStepError<T>(digest: Digest, v: Vertex, key: () => Promise<T>): Promise<T> {
     try {
       return await key();
     } catch (err) {
@@ -500,26 +619,32 @@ export class Solver {
    * The cache key of a file op. Context sources always count by content (the definition does not
    * capture them); stage sources count by cache key, or by content when `byContent`.
    */
-  private async fileCacheKey(op: FileOp, inputs: SolvedResult[], destKey: Digest, byContent: boolean): Promise<Digest> {
+  private async fileCacheKey(v: Vertex, op: FileOp, inputs: SolvedResult[], destKey: Digest, byContent: boolean): Promise<Keyed> {
     const sources: string[] = [];
+    const files = new FileList();
+    const keyedInputs = [this.keyedInput(v, 0, destKey)];
     for (const action of op.actions) {
       if (action.action !== 'copy') continue;
       const src = inputs[action.sourceInput];
       if (!src) throw new Error(`copy source input ${action.sourceInput} missing`);
       if (src.kind === 'local') {
         const { selected, filter } = await selectWithExclude(src.dir, action, src.filter);
-        sources.push(await checksumSources(src.dir, selected, { ...filter, statCache: this.opts.statCache, includeOwners: false }));
+        sources.push(await checksumSources(src.dir, selected, { ...filter, statCache: this.opts.statCache, includeOwners: false, onEntry: files.add }));
       } else if (byContent) {
         sources.push(await this.withView(src.layers, async (dir) => {
           const { selected, filter } = await selectWithExclude(dir, action, undefined);
-          return checksumSources(dir, selected, { ...filter, statCache: this.opts.statCache, includeOwners: true });
+          return checksumSources(dir, selected, { ...filter, statCache: this.opts.statCache, includeOwners: true, onEntry: files.add });
         }));
       } else {
         sources.push(src.cacheKey);
+        keyedInputs.push(this.keyedInput(v, action.sourceInput, src.cacheKey));
       }
     }
     await this.opts.statCache.save();
-    return sha256(canonicalJson({ op, dest: destKey, sources, byContent }));
+    const key = sha256(canonicalJson({ op, dest: destKey, sources, byContent }));
+    // What a file's data says is compared by digest: a heredoc may hold anything.
+    const actions = op.actions.map((a) => (a.action === 'mkfile' ? { ...a, data: valueDigest(a.data) } : a));
+    return { key, ingredients: { op: { actions: canonicalJson(actions) }, inputs: keyedInputs, ...files.result() } };
   }
 
   private async copy(action: CopyAction, inputs: SolvedResult[], rootfs: string, v: Vertex): Promise<void> {
@@ -591,6 +716,7 @@ export class Solver {
 
   private cachedResult(digest: Digest, v: Vertex, cacheKey: Digest, layers: LayerRecord[]): SolvedResult {
     if (!v.meta.hidden) this.opts.progress({ type: 'step', ...this.step(digest, v), status: 'cached', at: Date.now() });
+    if (!v.meta.hidden && this.opts.explainOnly) this.forecasts.set(digest, { name: v.meta.name, file: v.meta.file, line: v.meta.startLine, cached: true });
     return { kind: 'layers', cacheKey, layers };
   }
 

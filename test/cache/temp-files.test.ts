@@ -23,11 +23,12 @@ it('removes what interrupted atomic writes left, and nothing else (records, a li
     'index.json.0123456789ab.tmp',
     'blob-sources.json.0123456789ab',
     `cache/keys/${hex}.json.0123456789ab.tmp`,
+    `cache/steps/${hex}.json.0123456789ab.tmp`,
     `cache/context/${hex.slice(0, 32)}.json.0123456789ab.tmp`,
     `compressed/gzip/${hex}.0123456789ab`,
     'ingest/1234-0123456789abcdef',
   ];
-  const kept = [`ingest/${process.pid}.${ownStart()}-0123456789abcdef`, 'index.json', 'blob-sources.json', `cache/keys/${hex}.json`, `compressed/gzip/${hex}`, 'lock.123.456.0123456789ab/123.456'];
+  const kept = [`ingest/${process.pid}.${ownStart()}-0123456789abcdef`, 'index.json', 'blob-sources.json', `cache/keys/${hex}.json`, `cache/steps/${hex}.json`, `compressed/gzip/${hex}`, 'lock.123.456.0123456789ab/123.456'];
   for (const file of [...leftovers, ...kept]) {
     await mkdir(join(root, file, '..'), { recursive: true });
     await writeFile(join(root, file), '');

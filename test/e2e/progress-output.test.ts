@@ -48,6 +48,49 @@ describe('secrets in progress', () => {
   });
 });
 
+describe('why a step re-ran', () => {
+  it('plain prints the reason on the line after the step, JSON carries it; a changed build arg is named, never its value', async () => {
+    const secret = `s3cret-${randomBytes(6).toString('hex')}`;
+    const dir = await context('reason', `FROM ${fx.base}\nARG TOKEN\nRUN echo $TOKEN > /token\nRUN echo next\n`);
+    const first = await runBuilder(build('reason-root', dir, '--progress', 'plain', '--build-arg', `TOKEN=${secret}`));
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stderr).toMatch(/^#(\d+) \[2\/3\] RUN echo \$TOKEN > \/token\n#\1 cache miss: no cache for this step yet$/m);
+
+    const plain = await runBuilder(build('reason-root', dir, '--progress', 'plain', '--build-arg', `TOKEN=${secret}-2`));
+    expect(plain.code, plain.stderr).toBe(0);
+    expect(plain.stderr).toMatch(/^#(\d+) \[2\/3\] RUN echo \$TOKEN > \/token\n#\1 cache miss: build arg or ENV TOKEN changed$/m);
+    expect(plain.stderr).toMatch(/^#(\d+) \[3\/3\] RUN echo next\n#\1 cache miss: parent step \[2\/3\] RUN echo \$TOKEN > \/token re-ran$/m);
+    expect(plain.stderr).not.toContain(secret);
+
+    const json = await runBuilder(build('reason-root', dir, '--progress', 'json', '--build-arg', `TOKEN=${secret}-3`));
+    expect(json.code, json.stderr).toBe(0);
+    const started = events(json.stderr).filter((e): e is StepEvent => e.type === 'step' && e.status === 'started' && e.name.startsWith('['));
+    expect(started.map((e) => [e.name, e.reason])).toEqual([
+      ['[2/3] RUN echo $TOKEN > /token', 'build arg or ENV TOKEN changed'],
+      ['[3/3] RUN echo next', 'parent step [2/3] RUN echo $TOKEN > /token re-ran'],
+    ]);
+    expect(json.stderr).not.toContain(secret);
+
+    // --explain-cache says the same without running anything (and --dry-run --explain-cache too).
+    for (const extra of [[], ['--dry-run']]) {
+      const explained = await runBuilder(build('reason-root', dir, '--explain-cache', ...extra, '--build-arg', `TOKEN=${secret}-4`));
+      expect(explained.code, explained.stderr).toBe(0);
+      expect(explained.stdout).toMatch(/^\[1\/3\] FROM .*: cached$/m);
+      expect(explained.stdout).toContain(
+        '[2/3] RUN echo $TOKEN > /token: would run: build arg or ENV TOKEN changed\n' +
+          '[3/3] RUN echo next: would run: parent step [2/3] RUN echo $TOKEN > /token would re-run\n' +
+          '2 of 3 steps would run\n',
+      );
+      expect(explained.stdout + explained.stderr).not.toContain(secret);
+    }
+
+    // Nothing changed: every step CACHED, no reason printed.
+    const again = await runBuilder(build('reason-root', dir, '--progress', 'plain', '--build-arg', `TOKEN=${secret}-3`));
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr).not.toContain('cache miss');
+  });
+});
+
 describe('bounded output', () => {
   it('a RUN printing 50 MB shows 2 MiB of it, says it was clipped, and finishes', async () => {
     const dir = await context('loud', `FROM ${fx.base}\nRUN yes 0123456789abcdef | head -c 50000000 && echo printed-$((40+2))\n`);

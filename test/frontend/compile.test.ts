@@ -230,7 +230,7 @@ describe('RUN', () => {
   it('names progress vertices with the instruction as written: a build arg may hold a secret', async () => {
     const text = 'FROM alpine AS builder\nARG PASSWORD\nENV APP=web\nRUN echo "$APP" $PASSWORD $UNKNOWN\nrun  true\nFROM builder';
     const r = await build(text, { buildArgs: { PASSWORD: 's3cret-pw' } });
-    expect(vertexAt(r, 4).meta).toEqual({ name: '[builder 2/3] RUN echo "$APP" $PASSWORD $UNKNOWN', file: 'Dockerfile', startLine: 4, endLine: 4 });
+    expect(vertexAt(r, 4).meta).toEqual({ name: '[builder 2/3] RUN echo "$APP" $PASSWORD $UNKNOWN', file: 'Dockerfile', startLine: 4, endLine: 4, position: 'builder#2' });
     expect(vertexAt(r, 5).meta.name).toBe('[builder 3/3] RUN  true');
     // The command still runs with the value, and history keeps it as BuildKit does.
     expect(envOf(execs(r.definition)[0]!).PASSWORD).toBe('s3cret-pw');

@@ -35,7 +35,7 @@ describe('solver', () => {
       images: unused,
       statCache: unused,
       localDirs: {},
-      cache: { get: async () => ({ layers: [], createdAt: '' }) },
+      cache: { get: async () => ({ layers: [], createdAt: '' }), lastIngredients: async () => undefined, recordIngredients: async () => undefined },
       progress: (e: ProgressEvent) => {
         if (e.type === 'step' && e.status === 'cached') cached.push(e);
       },

@@ -1,0 +1,150 @@
+// Why a step missed the cache: its key's ingredients (src/cache/cache-index.ts KeyIngredients)
+// compared with those last recorded for the same step position, naming the first input that
+// differs, in one short line.
+//
+// "Nearest cached key" here means the key this step position had in the latest build that reached
+// it (hit or miss), not the closest of all keys ever recorded: that is the build the user compares
+// with in their head ("what did I change since the last build?"), it costs one small file per step,
+// and it needs no similarity measure between keys (moby/buildkit#2567 weighs the same choice).
+
+import { createHash } from 'node:crypto';
+import type { KeyIngredients } from '../cache/cache-index.js';
+
+/**
+ * Most entries in a step's files list. Past it, directories are summarised: each path is cut to
+ * its first d components (the deepest d that keeps the list within the bound), and a cut
+ * directory (`node_modules/left-pad/`) gets one digest of everything under it. A dependency tree
+ * of 50k files costs a thousand entries, and a miss still names the directory that changed. A
+ * thousand entries with their digests is about 100 KB, read once per miss.
+ */
+export const MAX_LISTED_FILES = 1000;
+
+/** Paths shown in a reason before "and N more". */
+const SHOWN_PATHS = 3;
+
+/** The `files` key summarising everything when even the top-level entries are too many. */
+const EVERYTHING = './';
+
+/** Collects the files a key reads (see checksumSources' onEntry), bounded by MAX_LISTED_FILES. */
+export class FileList {
+  private readonly entries = new Map<string, [string, string]>();
+
+  readonly add = (rel: string, kind: string, content: string): void => {
+    this.entries.set(rel, [kind, content.startsWith('sha256:') ? content.slice(0, 'sha256:'.length + 16) : content]);
+  };
+
+  /** The ingredients' `files` and `summarised` fields (none when nothing was read). */
+  result(): Pick<KeyIngredients, 'files' | 'summarised'> {
+    if (this.entries.size === 0) return {};
+    const sorted = [...this.entries].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    if (sorted.length <= MAX_LISTED_FILES) return { files: Object.fromEntries(sorted) };
+    let depth = 0;
+    while (new Set(sorted.map(([rel]) => cut(rel, depth + 1))).size <= MAX_LISTED_FILES) depth++;
+    const groups = new Map<string, ReturnType<typeof createHash> | [string, string]>();
+    for (const [rel, entry] of sorted) {
+      const key = depth === 0 ? EVERYTHING : cut(rel, depth);
+      if (key === rel) groups.set(key, entry);
+      else {
+        let hash = groups.get(key);
+        if (!hash || Array.isArray(hash)) groups.set(key, (hash = createHash('sha256')));
+        hash.update(`${rel}\0${entry[0]}\0${entry[1]}\n`);
+      }
+    }
+    const files: Record<string, [string, string]> = {};
+    for (const [key, value] of groups) files[key] = Array.isArray(value) ? value : ['summary', `sha256:${value.digest('hex').slice(0, 16)}`];
+    return { files, summarised: true };
+  }
+}
+
+/** `rel` cut to its first `depth` components: `a/b/` for `a/b/c.js` at depth 2, itself when shorter. */
+function cut(rel: string, depth: number): string {
+  const parts = rel.split('/');
+  return parts.length <= depth ? rel : `${parts.slice(0, depth).join('/')}/`;
+}
+
+/** A digest of a value that may be secret (a build arg): compared, never shown. */
+export function valueDigest(value: string): string {
+  return `sha256:${createHash('sha256').update(value).digest('hex').slice(0, 16)}`;
+}
+
+/** What each op field is called in a reason. */
+const FIELD_NAMES: Record<string, string> = {
+  args: 'command',
+  cwd: 'working directory',
+  user: 'user',
+  network: 'network',
+  security: 'security mode',
+  mounts: 'mounts',
+  scripts: 'heredoc script',
+  actions: 'instruction',
+  ref: 'image reference',
+  platform: 'platform',
+  url: 'URL',
+};
+
+/**
+ * One line saying why `current` missed. `previous` is what the same step position recorded last;
+ * `reRan` says how an input step (by name) that ran in this build rather than coming from the
+ * cache is described (`re-ran`, `would re-run`), undefined for one that did not run.
+ */
+export function explainMiss(previous: KeyIngredients | undefined, current: KeyIngredients, reRan: (step: string) => string | undefined): string {
+  if (!previous) return 'no cache for this step yet';
+  if (previous.key === current.key) return 'no cache for this step: its cache record was removed';
+  if (previous.image !== current.image && previous.image && current.image) return `base image changed: ${short(previous.image)} → ${short(current.image)}`;
+  const inputs = current.inputs ?? [];
+  for (const [i, input] of inputs.entries()) {
+    const before = previous.inputs?.[i];
+    if (before?.key === input.key) continue;
+    const what = input.role === 'parent' ? 'parent step' : 'source step';
+    return `${what} ${input.name} ${reRan(input.name) ?? 'changed'}`;
+  }
+  const fields = new Set([...Object.keys(previous.op), ...Object.keys(current.op)]);
+  for (const field of fields) {
+    if (previous.op[field] !== current.op[field]) return `instruction changed (${FIELD_NAMES[field] ?? field})`;
+  }
+  const env = changedNames(previous.env ?? {}, current.env ?? {});
+  if (env.length > 0) return `build arg or ENV ${listed(env)} changed`;
+  const files = fileChanges(previous, current);
+  if (files) return files;
+  return 'cache key changed';
+}
+
+function changedNames(before: Record<string, string>, after: Record<string, string>): string[] {
+  const names = new Set([...Object.keys(before), ...Object.keys(after)]);
+  return [...names].filter((n) => before[n] !== after[n]).sort();
+}
+
+function fileChanges(previous: KeyIngredients, current: KeyIngredients): string | undefined {
+  const before = previous.files ?? {};
+  const after = current.files ?? {};
+  if (Boolean(previous.summarised) !== Boolean(current.summarised)) return `files read changed (${Object.keys(after).length > Object.keys(before).length ? 'more' : 'fewer'} files)`;
+  const changes: string[] = [];
+  for (const path of [...new Set([...Object.keys(before), ...Object.keys(after)])].sort()) {
+    const [b, a] = [before[path], after[path]];
+    if (!b) changes.push(`${path} added`);
+    else if (!a) changes.push(`${path} removed`);
+    else if (b[1] !== a[1]) changes.push(a[0] !== 'summary' ? `${path} changed` : path === EVERYTHING ? 'some of the files read changed' : `files under ${path} changed`);
+    else if (b[0] !== a[0]) changes.push(`${path} ${metadataChange(b[0], a[0])}`);
+  }
+  if (changes.length === 0) return undefined;
+  const more = changes.length - SHOWN_PATHS;
+  return `${changes.slice(0, SHOWN_PATHS).join(', ')}${more > 0 ? ` and ${more} more` : ''}`;
+}
+
+/** Which of an entry's type, mode and owner (`file 644 0:0`) changed. */
+function metadataChange(before: string, after: string): string {
+  const [bType, bMode] = before.split(' ');
+  const [aType, aMode] = after.split(' ');
+  if (bType !== aType) return 'changed type';
+  return bMode !== aMode ? 'mode changed' : 'owner changed';
+}
+
+function listed(names: string[]): string {
+  const more = names.length - SHOWN_PATHS;
+  return `${names.slice(0, SHOWN_PATHS).join(', ')}${more > 0 ? ` and ${more} more` : ''}`;
+}
+
+/** `sha256:0123456789ab`: enough to tell two digests apart in one line. */
+function short(digest: string): string {
+  return digest.slice(0, 'sha256:'.length + 12);
+}
