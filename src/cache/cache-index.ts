@@ -86,12 +86,12 @@ export class CacheIndex {
     await writeAtomically(this.stepFile(position), JSON.stringify(ingredients));
   }
 
-  /** The record of `key`, marked as used now. */
-  async get(key: Digest): Promise<CacheRecord | undefined> {
+  /** The record of `key`, marked as used now unless `peek` (a look that uses nothing: --explain-cache). */
+  async get(key: Digest, { peek = false } = {}): Promise<CacheRecord | undefined> {
     try {
       const record = JSON.parse(await readFile(this.file(key), 'utf8')) as CacheRecord;
       const now = new Date();
-      await utimes(this.file(key), now, now).catch(() => undefined);
+      if (!peek) await utimes(this.file(key), now, now).catch(() => undefined);
       return record;
     } catch {
       return undefined;

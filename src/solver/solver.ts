@@ -691,7 +691,7 @@ export class Solver {
 
   private async lookup(key: Digest): Promise<LayerRecord[] | undefined> {
     if (this.opts.noCache) return undefined;
-    const record = await this.opts.cache.get(key);
+    const record = await this.opts.cache.get(key, { peek: this.opts.explainOnly });
     // A record whose blobs were pruned is a miss, not a broken build.
     if (record && (await everyBlob(record.layers, (d) => this.opts.store.has(d)))) return record.layers;
     const imported = await this.opts.importedCache?.lookup(key);
