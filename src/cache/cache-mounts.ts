@@ -176,14 +176,19 @@ function lease(cache: string, what: string, request: CacheMountRequest, taken: H
 async function writeRecord(cache: string, request: CacheMountRequest): Promise<void> {
   const file = join(cache, 'cache.json');
   const now = new Date().toISOString();
-  const previous = await readFile(file, 'utf8').then(
-    (text) => JSON.parse(text) as CacheMountRecord,
-    () => undefined,
-  );
+  const previous = await readRecord(cache);
   const record: CacheMountRecord = { id: request.id, ...(request.seedKey !== undefined && { seedKey: request.seedKey }), created: previous?.created ?? now, lastUsed: now };
   // One writer at a time (the lock): a fixed temporary name, overwritten after a crash.
   await writeFile(`${file}.tmp`, JSON.stringify(record));
   await rename(`${file}.tmp`, file);
+}
+
+/** The cache.json of `cache`, if there is a readable one. */
+function readRecord(cache: string): Promise<CacheMountRecord | undefined> {
+  return readFile(join(cache, 'cache.json'), 'utf8').then(
+    (text) => JSON.parse(text) as CacheMountRecord,
+    () => undefined,
+  );
 }
 
 /** A cache as prune and disk usage see it. */
@@ -204,10 +209,7 @@ export async function listCacheMounts(root: string): Promise<StoredCacheMount[]>
   const found: StoredCacheMount[] = [];
   for (const name of await readdir(base).catch(() => [] as string[])) {
     const dir = join(base, name);
-    const record = await readFile(join(dir, 'cache.json'), 'utf8').then(
-      (text) => JSON.parse(text) as CacheMountRecord,
-      () => undefined,
-    );
+    const record = await readRecord(dir);
     const lastUsed = record ? new Date(record.lastUsed) : await stat(dir).then((st) => st.mtime, () => undefined);
     if (lastUsed === undefined) continue; // removed meanwhile
     found.push({ dir, ...(record && { id: record.id }), lastUsed, held: await isHeld(dir) });

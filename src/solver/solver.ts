@@ -400,12 +400,10 @@ export class Solver {
     const keys: string[] = [];
     const files = new FileList();
     const keyedInputs: NonNullable<KeyIngredients['inputs']> = [];
-    let checksummed = false;
     for (const [i, input] of inputs.entries()) {
       const sources = bindSources(op, i);
       if (input.kind === 'local') {
         keys.push(await this.checksumPaths(input.dir, sources, input.filter, false, files));
-        checksummed = true;
       } else if (byContent && sources.length > 0) {
         keys.push(await this.withView(input.layers, (dir) => this.checksumPaths(dir, sources, undefined, true, files)));
       } else {
@@ -413,7 +411,7 @@ export class Solver {
         keyedInputs.push(this.keyedInput(v, i, input.cacheKey));
       }
     }
-    if (checksummed) await this.opts.statCache.save();
+    await this.opts.statCache.save();
     const key = sha256(canonicalJson({ op: keyed, inputs: keys, ...(byContent ? { byContent } : {}) }));
     const fields: Record<string, string> = { args: JSON.stringify(op.args), cwd: op.cwd, user: op.user, network: op.network };
     if (op.security) fields.security = op.security;
@@ -693,7 +691,7 @@ export class Solver {
     if (this.opts.noCache) return undefined;
     const record = await this.opts.cache.get(key, { peek: this.opts.explainOnly });
     // A record whose blobs were pruned is a miss, not a broken build.
-    if (record && (await everyBlob(record.layers, (d) => this.opts.store.has(d)))) return record.layers;
+    if (record && (await this.haveBlobs(record.layers))) return record.layers;
     const imported = await this.opts.importedCache?.lookup(key);
     if (imported) {
       this.importedHits.set(key, imported);
@@ -708,10 +706,16 @@ export class Solver {
    */
   private async recordImported(): Promise<void> {
     for (const [key, layers] of this.importedHits) {
-      if (!(await everyBlob(layers, (d) => this.opts.store.has(d)))) continue;
+      if (!(await this.haveBlobs(layers))) continue;
       this.importedHits.delete(key);
       await this.opts.cache.set(key, layers);
     }
+  }
+
+  /** Whether the content store has every blob of `layers`. */
+  private async haveBlobs(layers: LayerRecord[]): Promise<boolean> {
+    for (const layer of layers) if (!(await this.opts.store.has(layer.digest))) return false;
+    return true;
   }
 
   private cachedResult(digest: Digest, v: Vertex, cacheKey: Digest, layers: LayerRecord[]): SolvedResult {
@@ -862,11 +866,6 @@ export class Solver {
   private mounted<T>(mounts: Mount[], fn: (dir: string) => Promise<T>): Promise<T> {
     return withMounts(mounts, fn, { deferUnmount: true });
   }
-}
-
-async function everyBlob(layers: LayerRecord[], has: (digest: Digest) => Promise<boolean>): Promise<boolean> {
-  for (const layer of layers) if (!(await has(layer.digest))) return false;
-  return true;
 }
 
 /** `root` and every vertex it depends on (iterative: a chain of steps is as deep as the Dockerfile is long). */

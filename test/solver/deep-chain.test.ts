@@ -6,6 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseDockerfile, compile } from '../../src/frontend/index.js';
 import { Solver, type SolverOptions } from '../../src/solver/solver.js';
+import { StatCache } from '../../src/cache/checksum.js';
 import type { ProgressEvent } from '../../src/progress.js';
 
 const unused = new Proxy(
@@ -33,7 +34,8 @@ describe('solver', () => {
       snapshotter: unused,
       executor: unused,
       images: unused,
-      statCache: unused,
+      // Saving a stat cache that hashed nothing writes nothing (a memory one: no file either).
+      statCache: StatCache.memory(),
       localDirs: {},
       cache: { get: async () => ({ layers: [], createdAt: '' }), lastIngredients: async () => undefined, recordIngredients: async () => undefined },
       progress: (e: ProgressEvent) => {
