@@ -194,11 +194,7 @@ async function interruptible(what: string, work: (signal: AbortSignal) => Promis
 }
 
 function parseOptions<T extends ParseArgsConfig['options']>(args: string[], options: T) {
-  try {
-    return parseArgs({ args, allowPositionals: true, options, strict: true });
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
+  return usage(() => parseArgs({ args, allowPositionals: true, options, strict: true }));
 }
 
 function progressMode(text: string | undefined): ProgressMode {

@@ -4,13 +4,13 @@
 // agent served in this process (ssh2 parses the keys and speaks the agent protocol); encrypted
 // keys are refused, as in BuildKit, since a build cannot ask for a passphrase.
 
-import { constants as fsc } from 'node:fs';
-import { open, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { connect as netConnect, type Socket } from 'node:net';
 import { resolve } from 'node:path';
 import { Duplex } from 'node:stream';
 import type { ParsedKey } from 'ssh2';
 import type { AgentConnector } from '../executor/runc.js';
+import { readRegularFile } from '../util/read-file.js';
 import type { SshProvider } from '../solver/solver.js';
 
 /** The agent a `--ssh` flag or a `type=ssh` mount names when it gives no id. */
@@ -142,19 +142,9 @@ async function probeSocket(id: string, path: string): Promise<void> {
 }
 
 async function readKeyFile(id: string, path: string): Promise<Buffer> {
-  try {
-    const file = await open(path, fsc.O_RDONLY);
-    try {
-      const buf = Buffer.alloc(MAX_KEY_FILE + 1);
-      const { bytesRead } = await file.read(buf, 0, buf.length, 0);
-      if (bytesRead > MAX_KEY_FILE) throw new Error(`larger than ${MAX_KEY_FILE / 1024} KiB: not a private key file`);
-      return buf.subarray(0, bytesRead);
-    } finally {
-      await file.close();
-    }
-  } catch (err) {
-    throw new Error(`ssh agent "${id}": ${path}: ${(err as Error).message}`);
-  }
+  return readRegularFile(path, MAX_KEY_FILE).catch((err: Error) => {
+    throw new Error(`ssh agent "${id}": ${path}: ${err.message}`);
+  });
 }
 
 function parseKeyFile(id: string, path: string, data: Buffer, parseKey: (data: Buffer) => ParsedKey | ParsedKey[] | Error): ParsedKey[] {
