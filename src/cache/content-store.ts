@@ -8,7 +8,7 @@ import { close, createReadStream, open, writev } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, type Readable } from 'node:stream';
-import { sha256 } from '../oci/digest.js';
+import { isSha256Digest, sha256 } from '../oci/digest.js';
 import type { Digest } from '../oci/types.js';
 import { isOwnerAlive, processToken } from '../util/process.js';
 
@@ -79,9 +79,8 @@ export class ContentStore {
   }
 
   path(digest: Digest): string {
-    const [algo, hex] = digest.split(':');
-    if (algo !== 'sha256' || !hex || !/^[a-f0-9]{64}$/.test(hex)) throw new Error(`invalid digest ${digest}`);
-    return join(this.blobsDir, hex);
+    if (!isSha256Digest(digest)) throw new Error(`invalid digest ${digest}`);
+    return join(this.blobsDir, digest.slice('sha256:'.length));
   }
 
   async has(digest: Digest): Promise<boolean> {

@@ -17,7 +17,7 @@ import {
   type CacheConfig,
   type CacheConfigRecord,
 } from '../cache/remote-cache.js';
-import { sha256 } from '../oci/digest.js';
+import { isSha256Digest, sha256 } from '../oci/digest.js';
 import { isIndexMediaType, type Descriptor, type Digest, type ImageIndex, type Platform } from '../oci/types.js';
 import type { BlobSources } from '../registry/blob-sources.js';
 import type { RegistryClient } from '../registry/client.js';
@@ -166,7 +166,11 @@ async function readRegistryCache(refText: string, io: ImportIO): Promise<FoundCa
 }
 
 async function readLocalCache(dir: string, tag: string): Promise<FoundCache> {
-  const blobPath = (digest: Digest) => join(dir, 'blobs', 'sha256', digest.slice('sha256:'.length));
+  // A digest from the layout's own files names a file below `dir`, never a path out of it.
+  const blobPath = (digest: Digest) => {
+    if (!isSha256Digest(digest)) throw new Error(`${dir}: ${JSON.stringify(digest)} is not a sha256 digest`);
+    return join(dir, 'blobs', 'sha256', digest.slice('sha256:'.length));
+  };
   const readBlob = async (desc: Descriptor) => readVerified(createReadStream(blobPath(desc.digest)), desc);
   const layout = JSON.parse(await readFile(join(dir, 'index.json'), 'utf8')) as ImageIndex;
   const entry = layout.manifests.find((m) => m.annotations?.['org.opencontainers.image.ref.name'] === tag) ?? (layout.manifests.length === 1 ? layout.manifests[0] : undefined);

@@ -2,7 +2,13 @@
 // way BuildKit writes them (Go omits a zero parent index; older versions put the uncompressed
 // digest only on the index's descriptors).
 
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { ContentStore } from '../../src/cache/content-store.js';
+import { BlobSources } from '../../src/registry/blob-sources.js';
+import { CacheImports } from '../../src/source/cache-import.js';
 import type { LayerRecord } from '../../src/cache/cache-index.js';
 import { decodeCacheConfig, encodeCacheConfig, type CacheConfig } from '../../src/cache/remote-cache.js';
 import type { Digest } from '../../src/oci/types.js';
@@ -64,5 +70,34 @@ describe('remote cache config', () => {
     };
     const records = decodeCacheConfig(config, (blob) => (blob === d('c') ? undefined : { diffID: d('0'), size: 1, mediaType: 'x' }));
     expect([...records.keys()]).toEqual([]);
+  });
+});
+
+describe('--cache-from type=local', () => {
+  it('reads blobs only below the cache directory: a digest that would lead out of it is refused', async () => {
+    const work = await mkdtemp(join(tmpdir(), 'builder-cache-escape-'));
+    try {
+      const dir = join(work, 'cache');
+      await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
+      // An outside file the hostile index points at, by a "digest" that walks up out of blobs/.
+      await writeFile(join(work, 'outside'), '{"manifests":[]}');
+      const escape = 'sha256:../../../outside';
+      await writeFile(join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: 'application/vnd.oci.image.index.v1+json', digest: escape, size: 16 }] }));
+      const store = new ContentStore(join(work, 'state'));
+      await store.init();
+      const warnings: string[] = [];
+      const read = CacheImports.read(store, [{ type: 'local', src: dir }], {
+        registry: () => Promise.reject(new Error('no registry here')),
+        blobSources: new BlobSources(join(work, 'state')),
+        platform: { os: 'linux', architecture: 'amd64' },
+        emit: (e) => {
+          if (e.type === 'warning') warnings.push(e.message);
+        },
+      });
+      await expect(read).rejects.toThrow(`${JSON.stringify(escape)} is not a sha256 digest`);
+      expect(warnings).toEqual([]);
+    } finally {
+      await rm(work, { recursive: true, force: true });
+    }
   });
 });
