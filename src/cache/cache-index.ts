@@ -3,12 +3,14 @@
 // A record's mtime is when it was last used (written, or found by a lookup), for pruning: a
 // lookup touches it, one utimes call, rather than rewriting it. Beside it, per step position,
 // what the step's last cache key was made of (its ingredients): what a later miss is explained
-// against.
+// against. While a step runs, its key is claimed (`cache/running/<key>.lock`): a build that
+// misses the same key meanwhile waits for that result instead of running the step again.
 
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Digest } from '../oci/types.js';
+import { acquireLock } from './lock.js';
 
 export interface LayerRecord {
   /** sha256 of the uncompressed tar. */
@@ -59,15 +61,26 @@ export interface KeyIngredients {
 export class CacheIndex {
   private readonly dir: string;
   private readonly stepsDir: string;
+  private readonly claimsDir: string;
 
   constructor(root: string) {
     this.dir = join(root, 'cache', 'keys');
     this.stepsDir = join(root, 'cache', 'steps');
+    this.claimsDir = join(root, 'cache', 'running');
   }
 
   async init(): Promise<void> {
-    await mkdir(this.dir, { recursive: true });
-    await mkdir(this.stepsDir, { recursive: true });
+    await Promise.all([this.dir, this.stepsDir, this.claimsDir].map((dir) => mkdir(dir, { recursive: true })));
+  }
+
+  /**
+   * Claims `key` for the step about to make it, across the processes sharing this directory:
+   * waits while another holds the claim (`onWait` is told its PID after about a second). The
+   * caller looks the key up again once it has the claim, and lets go when its record is written.
+   */
+  claim(key: Digest, opts: { signal?: AbortSignal; onWait?: (pid: number) => void } = {}): Promise<() => Promise<void>> {
+    const lock = join(this.claimsDir, `${key.slice('sha256:'.length)}.lock`);
+    return acquireLock(lock, `cache key ${key}`, { waitMs: Number.POSITIVE_INFINITY, pollMs: 50, ...opts });
   }
 
   /** The ingredients last recorded for step `position` (an opaque id), if any. */

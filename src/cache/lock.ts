@@ -24,6 +24,18 @@ export interface LockOptions {
 
 const TELL_AFTER_MS = 1000;
 
+/** acquireLock() gave up after `waitMs`: a live process holds the lock. */
+export class LockBusyError extends Error {
+  constructor(
+    what: string,
+    readonly pid: number,
+    waitedMs: number,
+  ) {
+    super(`${what} is in use by PID ${pid}: gave up waiting for its lock after ${Math.round(waitedMs / 1000)}s`);
+    this.name = 'LockBusyError';
+  }
+}
+
 /**
  * Takes the lock `lockDir`; resolves to the function that lets it go. `what` names the locked
  * thing in the error given after `waitMs`. A process waits for its own locks as for any other's.
@@ -55,7 +67,7 @@ export async function acquireLock(lockDir: string, what: string, opts: LockOptio
       }
       const waited = Date.now() - started;
       if (Date.now() >= deadline) {
-        throw new Error(`${what} is in use by PID ${owner.pid}: gave up waiting for its lock after ${Math.round(waited / 1000)}s`);
+        throw new LockBusyError(what, owner.pid, waited);
       }
       if (!told && waited >= TELL_AFTER_MS) {
         told = true;

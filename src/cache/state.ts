@@ -9,16 +9,26 @@
 // The directory holds every image's files (setuid binaries included) and configs, so it is private to its
 // owner (0700, fixed on open), as Docker keeps /var/lib/docker.
 //
-// One build at a time owns it: it holds the lock `lock/` (see lock.ts), taken over from an owner
-// that died. A build that ends cleanly leaves a `clean` mark, which the next one consumes: without it, the
-// next build sweeps what a crash, failure or interruption left behind.
+// Builds share it: each registers as a user (`users/<owner>.<random>`) while it runs, so builds
+// and pulls on one directory run side by side (results meet in the content-addressed stores; a
+// step two of them start runs once, see CacheIndex.claim). Pruning and garbage collection need it
+// alone: they hold the entry lock `lock/` (see lock.ts) until every user has left, so nothing a
+// running build uses is removed, and builds that start meanwhile wait at the entry.
+//
+// A user that ends uncleanly (failed, interrupted) leaves a `dirty` mark, and one that died leaves
+// its `users/` entry, which the next opener turns into the mark. The mark stays until someone
+// holding the directory alone sweeps what was left (containers, mounts, temporary snapshots and
+// files): with other builds running, their leftovers and ours cannot be told apart everywhere.
 
-import { chmod, mkdir, rm, stat, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { isOwnerAlive, processToken } from '../util/process.js';
 import { CacheIndex } from './cache-index.js';
 import { ContentStore } from './content-store.js';
 import { ImageStore } from './image-store.js';
-import { acquireLock } from './lock.js';
+import { acquireLock, LockBusyError } from './lock.js';
 
 export { defaultStateRoot } from './state-root.js';
 
@@ -29,53 +39,153 @@ export interface State {
   cache: CacheIndex;
   /** Where per-context stat caches live. */
   statCacheDir: string;
-  /** Whether the previous owner finished cleanly, leaving no container, mount or temporary snapshot to sweep. */
-  previousClean: boolean;
-  /** Lets go of the directory; `clean`: this build left nothing behind that needs sweeping. */
+  /** Lets go of the directory; `clean`: this user left nothing behind that needs sweeping. */
   release(opts?: { clean?: boolean }): Promise<void>;
 }
 
 export interface OpenStateOptions {
-  /** How long to wait for another build that holds the lock. */
+  /** `shared` (builds, pulls: the default) or `exclusive` (prune, garbage collection). */
+  access?: 'shared' | 'exclusive';
+  /** How long to wait for the entry lock, and (exclusive) for the users to leave; default ten minutes. */
   waitMs?: number;
   signal?: AbortSignal;
-  /** Told once, after about a second, that another live process holds the lock. */
+  /** Told once, after about a second, whom this one waits for. */
   onWait?: (message: string) => void;
+  /**
+   * Removes what users that did not finish left behind. Called when a sweep is due and nobody else
+   * uses the directory; the mark is cleared only when it succeeds.
+   */
+  sweep?: (root: string) => Promise<void>;
 }
+
+/** `open` gave up: another process holds the directory (see LockBusyError for the entry lock). */
+export class StateBusyError extends Error {
+  constructor(
+    readonly root: string,
+    readonly pid: number,
+    waitedMs: number,
+  ) {
+    super(`state directory ${root} is in use by PID ${pid}: gave up waiting for it after ${Math.round(waitedMs / 1000)}s`);
+    this.name = 'StateBusyError';
+  }
+}
+
+const TELL_AFTER_MS = 1000;
 
 export async function openState(root: string, opts: OpenStateOptions = {}): Promise<State> {
   await makePrivate(root);
-  const unlock = await acquireLock(join(root, 'lock'), `state directory ${root}`, {
-    waitMs: opts.waitMs,
+  const started = Date.now();
+  const waitMs = opts.waitMs ?? 10 * 60_000;
+  const letGo = await acquireLock(join(root, 'lock'), `state directory ${root}`, {
+    waitMs,
     signal: opts.signal,
     onWait: (pid) => opts.onWait?.(`waiting for the state directory lock held by PID ${pid} (${root})`),
+  }).catch((err: unknown) => {
+    throw err instanceof LockBusyError ? new StateBusyError(root, err.pid, Date.now() - started) : err;
   });
-  const cleanMark = join(root, 'clean');
+  const dirtyMark = join(root, 'dirty');
+  let user: string | undefined;
   try {
-    const previousClean = await rm(cleanMark).then(
-      () => true,
-      () => false,
-    );
+    await forgetDeadUsers(root, dirtyMark);
+    if (opts.access === 'exclusive') await waitForUsers(root, dirtyMark, started + waitMs, opts);
+    const alone = opts.access === 'exclusive' || (await liveUsers(root)).length === 0;
+    if (alone && opts.sweep && (await exists(dirtyMark))) {
+      await opts.sweep(root);
+      await rm(dirtyMark, { force: true });
+    }
     const store = new ContentStore(root);
     const images = new ImageStore(root);
     const cache = new CacheIndex(root);
     await Promise.all([store.init(), images.init(), cache.init()]);
+    if (opts.access !== 'exclusive') {
+      user = join(root, 'users', `${processToken()}.${randomBytes(6).toString('hex')}`);
+      await writeFile(user, '');
+      await letGo();
+    }
+    let released = false;
     return {
       root,
       store,
       images,
       cache,
       statCacheDir: join(root, 'cache', 'context'),
-      previousClean,
       release: async ({ clean = false } = {}) => {
-        if (clean) await writeFile(cleanMark, '');
-        await unlock();
+        if (released) return;
+        released = true;
+        if (!clean) await writeFile(dirtyMark, '');
+        if (user !== undefined) await rm(user, { force: true });
+        else await letGo();
       },
     };
   } catch (err) {
-    await unlock();
+    if (user !== undefined) await rm(user, { force: true });
+    await letGo();
     throw err;
   }
+}
+
+/** The pids of the processes using state directory `root` now (a process may hold it more than once). */
+export async function liveUsers(root: string): Promise<number[]> {
+  const names = await readdir(join(root, 'users')).catch(() => [] as string[]);
+  return names.flatMap((name) => {
+    const owner = ownerOf(name);
+    return owner !== undefined && isOwnerAlive(owner) ? [Number(owner.split('.')[0])] : [];
+  });
+}
+
+/** `users/` entries of processes that are gone (they did not finish), as absolute paths. */
+export async function deadUsers(root: string): Promise<string[]> {
+  const names = await readdir(join(root, 'users')).catch(() => [] as string[]);
+  return names.filter((name) => !isOwnerAlive(ownerOf(name) ?? '')).map((name) => join(root, 'users', name));
+}
+
+/** `<pid>.<start time>` of a `users/` entry. */
+function ownerOf(name: string): string | undefined {
+  return /^(\d+\.\d+)\./.exec(name)?.[1];
+}
+
+/**
+ * Turns the entries of users that died into the dirty mark. A directory this version never
+ * opened (no `users/`) is trusted only if an older version's `clean` mark vouches for it.
+ */
+async function forgetDeadUsers(root: string, dirtyMark: string): Promise<void> {
+  const users = join(root, 'users');
+  const legacyClean = join(root, 'clean');
+  if (!(await exists(users))) {
+    const vouched = await exists(legacyClean);
+    await mkdir(users);
+    if (!vouched) await writeFile(dirtyMark, '');
+  }
+  await rm(legacyClean, { force: true });
+  const dead = await deadUsers(root);
+  if (dead.length === 0) return;
+  await writeFile(dirtyMark, '');
+  for (const path of dead) await rm(path, { force: true });
+}
+
+/** Holding the entry lock, waits until no other process uses the directory. */
+async function waitForUsers(root: string, dirtyMark: string, deadline: number, opts: OpenStateOptions): Promise<void> {
+  const started = Date.now();
+  let told = false;
+  for (;;) {
+    const live = await liveUsers(root);
+    if (live.length === 0) return;
+    const pid = live[0] as number;
+    if (Date.now() >= deadline) throw new StateBusyError(root, pid, Date.now() - started);
+    if (!told && Date.now() - started >= TELL_AFTER_MS) {
+      told = true;
+      opts.onWait?.(`waiting for ${live.length === 1 ? `the build of PID ${pid}` : `${live.length} builds (PIDs ${[...new Set(live)].join(', ')})`} to finish (${root})`);
+    }
+    await sleep(100, undefined, { signal: opts.signal });
+    await forgetDeadUsers(root, dirtyMark);
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** Creates `root` private to this user, or makes an existing one so (older versions left it 0755). */

@@ -7,16 +7,14 @@
 // stage works inside: parsing, cache keys, snapshots, containers and registry requests belong
 // to their folders.
 
-import { join } from 'node:path';
 import { StatCache } from '../cache/checksum.js';
 import { CacheMounts } from '../cache/cache-mounts.js';
 import { Secrets, type SecretSpec } from '../source/secrets.js';
 import { SshAgents, type SshSpec } from '../source/ssh.js';
 import { collectGarbage, defaultKeepStorage } from '../cache/gc.js';
-import { defaultStateRoot, openState, type State } from '../cache/state.js';
+import { defaultStateRoot, openState, StateBusyError } from '../cache/state.js';
 import { humanSize } from '../util/size.js';
 import { parseKeepStorage } from './config.js';
-import { removeTemporaryFiles } from '../cache/temp-files.js';
 import type { Digest } from '../definition/index.js';
 import { RuncExecutor } from '../executor/runc.js';
 import { distributable, type LayerCompression } from '../exporter/compress.js';
@@ -31,7 +29,9 @@ import type { ImageConfigFile } from '../oci/types.js';
 import { BlobSources } from '../registry/blob-sources.js';
 import { toPlatform } from '../oci/platform.js';
 import { parseReference } from '../registry/reference.js';
-import { createSnapshotter, type LocalSnapshotter } from '../snapshotter/index.js';
+import { createSnapshotter } from '../snapshotter/index.js';
+import { existingSnapshotter } from './du.js';
+import { bundleRoot, sweepLeftovers } from './sweep.js';
 import { track, type ProgressListener } from '../progress.js';
 import { StepError } from '../solver/errors.js';
 import { Solver, type StepForecast } from '../solver/solver.js';
@@ -149,7 +149,11 @@ async function runBuild(opts: BuildOptions, explainOnly: boolean): Promise<{ res
   // Checked before anything else: a bad --secret or --ssh fails naming its id and path.
   const secrets = await Secrets.open(opts.secrets ?? []);
   const ssh = await SshAgents.open(opts.ssh ?? []);
-  const state = await openState(opts.root ?? defaultStateRoot(), { signal: opts.signal, onWait: (message) => emit({ type: 'warning', message }) }).catch((err: unknown) => {
+  const state = await openState(opts.root ?? defaultStateRoot(), {
+    signal: opts.signal,
+    onWait: (message) => emit({ type: 'warning', message }),
+    sweep: (root) => sweepLeftovers(root, opts.snapshotter),
+  }).catch((err: unknown) => {
     ssh.close();
     throw err;
   });
@@ -157,13 +161,7 @@ async function runBuild(opts: BuildOptions, explainOnly: boolean): Promise<{ res
   let finished = false;
   try {
     const snapshotter = await createSnapshotter(state.root, opts.snapshotter ?? 'auto');
-    const executor = new RuncExecutor({ bundleRoot: join(state.root, 'bundles') });
-    if (!state.previousClean) {
-      // Containers first: a leftover container keeps its rootfs mount busy.
-      await executor.sweep();
-      await snapshotter.sweep();
-      await removeTemporaryFiles(state.root);
-    }
+    const executor = new RuncExecutor({ bundleRoot: bundleRoot(state.root) });
     // One per build: pulls, cache imports and pushes record and read blob sources through it.
     const blobSources = new BlobSources(state.root);
     const images = new Images(state, registry, { forcePull: opts.pull, signal: opts.signal, blobSources });
@@ -261,8 +259,6 @@ async function runBuild(opts: BuildOptions, explainOnly: boolean): Promise<{ res
     const stored = outputs.some((o) => o.type === 'image') ? names : [];
     for (const name of stored) await state.images.tag(name, { ...image.manifestDescriptor, platform: compiled.image.platform });
     finished = true;
-    // Still holding the lock, with the new image named: the collection keeps it and its cache.
-    if (grew) await collect(state, snapshotter, opts.gcKeepStorage, emit);
     return {
       result: {
         manifestDigest: image.manifestDescriptor.digest,
@@ -276,26 +272,42 @@ async function runBuild(opts: BuildOptions, explainOnly: boolean): Promise<{ res
   } finally {
     ssh.close();
     await registry.close();
-    // Failed or interrupted builds clean up after themselves too, but the next one checks.
+    // Failed or interrupted builds clean up after themselves too, but a later one checks.
     await state.release({ clean: finished });
+    // With the new image named, the collection keeps it and its cache.
+    if (grew && finished && !explainOnly) await collect(state.root, opts.gcKeepStorage, emit);
   }
 }
 
-/** The collection after a build; a failure is a warning, as the image is built and named. */
-async function collect(state: State, snapshotter: LocalSnapshotter, option: number | undefined, emit: ProgressListener): Promise<void> {
+/**
+ * The collection after a build, when the store is over its limit and nobody else uses it (it
+ * needs the directory alone: with other builds running, the last of them to finish collects). A
+ * failure is a warning, as the image is built and named.
+ */
+async function collect(root: string, option: number | undefined, emit: ProgressListener): Promise<void> {
   try {
     const env = process.env.BUILDER_GC_KEEP_STORAGE;
-    const keep = option ?? (env !== undefined && env !== '' ? parseKeepStorage(env, 'BUILDER_GC_KEEP_STORAGE') : await defaultKeepStorage(state.root));
+    const keep = option ?? (env !== undefined && env !== '' ? parseKeepStorage(env, 'BUILDER_GC_KEEP_STORAGE') : await defaultKeepStorage(root));
     if (keep <= 0) return;
-    const removed = await collectGarbage(state, snapshotter, keep);
-    if (removed.length > 0) {
-      const freed = removed.reduce((n, e) => n + e.size, 0);
-      emit({ type: 'warning', message: `garbage collection: the state directory held more than ${humanSize(keep)}; removed ${removed.length} least recently used entries (${humanSize(freed)})` });
+    const state = await openState(root, { access: 'exclusive', waitMs: 0 }).catch((err: unknown) => {
+      if (err instanceof StateBusyError) return undefined;
+      throw err;
+    });
+    if (!state) return;
+    try {
+      const removed = await collectGarbage(state, await existingSnapshotter(root), keep);
+      if (removed.length > 0) {
+        const freed = removed.reduce((n, e) => n + e.size, 0);
+        emit({ type: 'warning', message: `garbage collection: the state directory held more than ${humanSize(keep)}; removed ${removed.length} least recently used entries (${humanSize(freed)})` });
+      }
+    } finally {
+      await state.release({ clean: true });
     }
   } catch (err) {
     emit({ type: 'warning', message: `garbage collection failed: ${(err as Error).message}` });
   }
 }
+
 
 /**
  * A failed step from this Dockerfile becomes an error that shows its source lines; they show the

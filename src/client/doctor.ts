@@ -12,6 +12,7 @@ import { pipeline } from 'node:stream/promises';
 import pLimit from 'p-limit';
 import { defaultStateRoot } from '../cache/state-root.js';
 import { deadPreparedLocks, lockOwner } from '../cache/lock.js';
+import { deadUsers, liveUsers } from '../cache/state.js';
 import { temporaryFiles } from '../cache/temp-files.js';
 import { RuncExecutor } from '../executor/runc.js';
 import { isIndexMediaType, MediaType, type Descriptor, type Digest, type ImageConfigFile, type ImageIndex, type ImageManifest } from '../oci/types.js';
@@ -64,11 +65,21 @@ export async function doctor(opts: DoctorOptions = {}): Promise<DoctorReport> {
 
   const lock = await lockOwner(join(root, 'lock'));
   if (lock?.alive) throw new StateInUseError(root, lock.pid);
+  const user = (await liveUsers(root))[0];
+  if (user !== undefined) throw new StateInUseError(root, user);
   if (lock) leftover(join(root, 'lock'), `lock of process ${lock.pid || '(unknown)'}, which is gone`);
+  for (const path of await deadUsers(root)) leftover(path, 'a build or pull of a process that is gone');
   // The image index's lock is held for a moment by whoever names an image; the next one takes over a dead owner's.
   const indexLock = await lockOwner(join(root, 'index.lock'));
   if (indexLock && !indexLock.alive) leftover(join(root, 'index.lock'), `image index lock of process ${indexLock.pid}, which is gone`);
   for (const dead of await deadPreparedLocks(root)) leftover(dead, 'prepared lock of a process that is gone');
+  const claims = join(root, 'cache', 'running');
+  for (const name of await readdir(claims).catch(() => [] as string[])) {
+    if (!name.endsWith('.lock')) continue;
+    const claim = await lockOwner(join(claims, name));
+    if (claim && !claim.alive) leftover(join(claims, name), `claim on a cache key by process ${claim.pid}, which is gone`);
+  }
+  for (const dead of await deadPreparedLocks(claims).catch(() => [] as string[])) leftover(dead, 'prepared lock of a process that is gone');
 
   const blobs = await checkBlobs(root, problem);
   const referenced = new Refs(root, blobs.good, problem);

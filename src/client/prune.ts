@@ -1,11 +1,12 @@
 // `prune()`: removes what no image name needs from the state directory (see src/cache/gc.ts for
-// what goes and in which order). It takes the state lock, so it waits for a running build and no
-// build starts while it runs: nothing a build uses is removed under it.
+// what goes and in which order). It needs the state directory alone, so it waits for running
+// builds and no build starts while it runs: nothing a build uses is removed under it.
 
 import { resolve } from 'node:path';
 import { pruneStore, type PruneOptions as StorePruneOptions, type StoreEntry } from '../cache/gc.js';
 import { defaultStateRoot, openState } from '../cache/state.js';
 import { existingSnapshotter } from './du.js';
+import { sweepLeftovers } from './sweep.js';
 
 export interface PruneOptions extends StorePruneOptions {
   /** State directory; default as for `build()`. */
@@ -22,12 +23,12 @@ export interface PruneResult {
 }
 
 export async function prune(opts: PruneOptions = {}): Promise<PruneResult> {
-  const state = await openState(resolve(opts.root ?? defaultStateRoot()), { onWait: opts.onWait, signal: opts.signal });
+  // Alone, it also sweeps what unfinished builds left, as the next build would.
+  const state = await openState(resolve(opts.root ?? defaultStateRoot()), { access: 'exclusive', onWait: opts.onWait, signal: opts.signal, sweep: (root) => sweepLeftovers(root) });
   try {
     const { removed } = await pruneStore(state, await existingSnapshotter(state.root), opts);
     return { removed, freed: removed.reduce((n, e) => n + e.size, 0) };
   } finally {
-    // Pruning leaves nothing to sweep: the next build sweeps only if the last one did not finish.
-    await state.release({ clean: state.previousClean });
+    await state.release({ clean: true });
   }
 }

@@ -46,7 +46,7 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
     return { ref, manifestDigest, configDigest: manifest.config.digest };
   } finally {
     await registry.close();
-    // A pull starts no container and mounts nothing: whether a sweep is due is as it was.
-    await state.release({ clean: state.previousClean });
+    // A pull starts no container and mounts nothing: it leaves nothing to sweep.
+    await state.release({ clean: true });
   }
 }

@@ -299,12 +299,19 @@ export class Solver {
     const cacheKey = sha256(canonicalJson({ op }));
     const at = op.ref.lastIndexOf('@');
     const keyed: Keyed = { key: cacheKey, ingredients: { op: { ref: at < 0 ? op.ref : op.ref.slice(0, at), platform: canonicalJson(op.platform) }, image: at < 0 ? op.ref : op.ref.slice(at + 1) } };
-    const local = await this.opts.images.local(op.ref);
+    let local = await this.opts.images.local(op.ref);
     if (!local && this.opts.explainOnly) return this.wouldRun(digest, v, keyed);
-    const layers =
-      local ??
-      (await this.deferPull(digest, v, op)) ??
-      (await this.explained(digest, v, keyed, () => this.run(digest, v, () => this.opts.images.pull(op.ref, op.platform, this.opts.signal))));
+    let layers = local ?? (await this.deferPull(digest, v, op));
+    if (!layers) {
+      // Claimed as a step's key is: two builds that need the same base pull it once.
+      const letGo = await this.opts.cache.claim(cacheKey, { signal: this.opts.signal });
+      try {
+        local = await this.opts.images.local(op.ref);
+        layers = local ?? (await this.explained(digest, v, keyed, () => this.run(digest, v, () => this.opts.images.pull(op.ref, op.platform, this.opts.signal))));
+      } finally {
+        await letGo();
+      }
+    }
     for (const layer of layers) if (!this.layerOrigins.has(layer.digest)) this.layerOrigins.set(layer.digest, { digest, v });
     if (!this.opts.explainOnly) await this.recordIngredients(v, keyed);
     return local ? this.cachedResult(digest, v, cacheKey, local) : { kind: 'layers', cacheKey, layers };
@@ -371,7 +378,7 @@ export class Solver {
       return { data: res.data, mtime: res.lastModified ? new Date(res.lastModified) : undefined };
     });
     const cacheKey = sha256(canonicalJson({ op: { type: 'http', filename: op.filename, checksum: contentDigest } }));
-    const { layers } = await this.once(cacheKey, () =>
+    const { layers } = await this.once(cacheKey, v.meta.name, () =>
       this.mutate([], async (rootfs) => {
         await makeFile(rootfs, `/${op.filename}`, body.data, 0o600, { uid: 0, gid: 0 });
         if (body.mtime && !Number.isNaN(body.mtime.getTime())) await utimes(join(rootfs, op.filename), body.mtime, body.mtime);
@@ -520,7 +527,7 @@ export class Solver {
     }
     // By content, a miss names the files that differ rather than the stage that re-ran.
     const content = byContent ? await this.keyOrStepError(digest, v, () => key(true)) : definition;
-    const { layers, ran } = await this.once(content.key, () => this.explained(digest, v, content, miss));
+    const { layers, ran } = await this.once(content.key, v.meta.name, () => this.explained(digest, v, content, miss));
     this.keyed.set(digest, { keys: [...new Set([definitionKey, content.key])], layers });
     if (content.key !== definitionKey) await this.opts.cache.set(definitionKey, layers);
     await this.recordIngredients(v, content);
@@ -671,17 +678,27 @@ export class Solver {
    * The layers for cache key `key`: from the cache index, or made by `miss` and recorded there.
    * Vertices that differ but share a cache key (one download with and without --checksum, COPY
    * of identical files from two stages) run `miss` once per build: the others wait for it and
-   * reuse its layers, as a cache hit (`ran` is false for them).
+   * reuse its layers, as a cache hit (`ran` is false for them). Across builds sharing the state
+   * directory, the key is claimed while `miss` runs: a build that misses it meanwhile waits for
+   * the record, as BuildKit's solver shares a vertex between concurrent builds.
    */
-  private once(key: Digest, miss: () => Promise<LayerRecord[]>): Promise<{ layers: LayerRecord[]; ran: boolean }> {
+  private once(key: Digest, step: string, miss: () => Promise<LayerRecord[]>): Promise<{ layers: LayerRecord[]; ran: boolean }> {
     let pending = this.byCacheKey.get(key);
     if (pending) return pending.then(({ layers }) => ({ layers, ran: false }));
     pending = (async () => {
       const cached = await this.lookup(key);
       if (cached) return { layers: cached, ran: false };
-      const layers = await miss();
-      await this.opts.cache.set(key, layers);
-      return { layers, ran: true };
+      const onWait = (pid: number) => this.opts.progress({ type: 'warning', message: `${step}: the same step is running in another build (PID ${pid}); waiting for its result` });
+      const letGo = this.opts.noCache ? undefined : await this.opts.cache.claim(key, { signal: this.opts.signal, onWait });
+      try {
+        const madeMeanwhile = letGo && (await this.lookup(key));
+        if (madeMeanwhile) return { layers: madeMeanwhile, ran: false };
+        const layers = await miss();
+        await this.opts.cache.set(key, layers);
+        return { layers, ran: true };
+      } finally {
+        await letGo?.();
+      }
     })();
     this.byCacheKey.set(key, pending);
     return pending;

@@ -3,7 +3,7 @@ import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, expect, it } from 'vitest';
-import { openState } from '../../src/cache/state.js';
+import { openState, StateBusyError } from '../../src/cache/state.js';
 import { processToken } from '../../src/util/process.js';
 
 let root: string;
@@ -14,28 +14,61 @@ afterEach(async () => {
   await rm(root, { recursive: true, force: true });
 });
 
-it('tells the next owner whether the previous one finished cleanly (so it knows when to sweep)', async () => {
+it('sweeps what an unfinished build left, once, and only while nobody else uses the directory', async () => {
+  let sweeps = 0;
+  const sweep = async () => void sweeps++;
   // A fresh directory: nobody vouches for it.
-  let state = await openState(root);
-  expect(state.previousClean).toBe(false);
+  let state = await openState(root, { sweep });
+  expect(sweeps).toBe(1);
   await state.release({ clean: true });
-
-  state = await openState(root);
-  expect(state.previousClean).toBe(true);
+  state = await openState(root, { sweep });
+  expect(sweeps).toBe(1);
   await state.release(); // a failed or interrupted build
 
-  state = await openState(root);
-  expect(state.previousClean).toBe(false);
+  // Another build is running: its containers and ours cannot be told apart, so the sweep waits.
+  const other = await openState(root);
+  state = await openState(root, { sweep });
+  expect(sweeps).toBe(1);
+  await Promise.all([other.release({ clean: true }), state.release({ clean: true })]);
+  // The first one alone sweeps, and the mark is gone.
+  state = await openState(root, { sweep });
+  expect(sweeps).toBe(2);
+  await state.release({ clean: true });
+  state = await openState(root, { sweep });
+  expect(sweeps).toBe(2);
   await state.release({ clean: true });
 
-  // An owner that died while holding the lock: its lock is taken over and nothing is trusted,
-  // although the build before it had finished cleanly.
-  state = await openState(root);
-  await rm(join(root, 'lock'), { recursive: true });
-  await lockAs(`${deadPid()}.1`);
-  state = await openState(root, { waitMs: 0 });
-  expect(state.previousClean).toBe(false);
-  await state.release();
+  // A build that died while running: its entry becomes the mark, and is removed.
+  await writeFile(join(root, 'users', `${deadPid()}.1.0123456789ab`), '');
+  state = await openState(root, { sweep });
+  expect(sweeps).toBe(3);
+  expect(await readdir(join(root, 'users'))).toHaveLength(1);
+  await state.release({ clean: true });
+  expect(await readdir(join(root, 'users'))).toEqual([]);
+  expect(await readdir(root)).not.toContain('dirty');
+});
+
+it('lets builds share the directory, while prune waits for them all and holds new ones at the door', async () => {
+  const a = await openState(root);
+  const b = await openState(root);
+  const told: string[] = [];
+  let alone: Awaited<ReturnType<typeof openState>> | undefined;
+  let toldOnce: () => void;
+  const saidSo = new Promise<void>((resolve) => (toldOnce = resolve));
+  const exclusive = openState(root, { access: 'exclusive', onWait: (m) => (told.push(m), toldOnce()) }).then((s) => (alone = s));
+  await saidSo;
+  expect(told).toEqual([`waiting for 2 builds (PIDs ${process.pid}) to finish (${root})`]);
+  // A build that starts now waits for the prune, and gives up when told to.
+  await expect(openState(root, { waitMs: 300 })).rejects.toThrow(`state directory ${root} is in use by PID ${process.pid}`);
+  await a.release({ clean: true });
+  expect(alone).toBeUndefined();
+  await b.release({ clean: true });
+  await exclusive;
+  await expect(openState(root, { access: 'exclusive', waitMs: 0 })).rejects.toBeInstanceOf(StateBusyError);
+  await alone!.release({ clean: true });
+  const c = await openState(root, { access: 'exclusive', waitMs: 0 });
+  await c.release({ clean: true });
+  expect((await readdir(root)).filter((n) => n.startsWith('lock'))).toEqual([]);
 });
 
 /** A pid that no process has any more. */
@@ -62,9 +95,8 @@ it('takes over at once a lock whose pid now belongs to another process (a reused
     // The pid is alive, but the process that took the lock started at another time.
     await lockAs(`${other.pid}.${start - 1}`);
     const told: string[] = [];
-    const state = await openState(root, { waitMs: 60_000, onWait: (m) => told.push(m) });
+    const state = await openState(root, { access: 'exclusive', waitMs: 60_000, onWait: (m) => told.push(m) });
     expect(told).toEqual([]);
-    expect(state.previousClean).toBe(false);
     expect(await readdir(join(root, 'lock'))).toEqual([processToken()]);
     await state.release({ clean: true });
     expect(await readdir(root)).not.toContain('lock');
@@ -74,7 +106,7 @@ it('takes over at once a lock whose pid now belongs to another process (a reused
 });
 
 it('waits for a live owner, says so after about a second, and gets the lock when it is let go', async () => {
-  const first = await openState(root);
+  const first = await openState(root, { access: 'exclusive' });
   const told: string[] = [];
   let second: Awaited<ReturnType<typeof openState>> | undefined;
   let toldOnce: () => void;
@@ -85,7 +117,6 @@ it('waits for a live owner, says so after about a second, and gets the lock when
   expect(told).toEqual([`waiting for the state directory lock held by PID ${process.pid} (${root})`]);
   await first.release({ clean: true });
   await waiting;
-  expect(second!.previousClean).toBe(true);
   await second!.release();
   // Nothing of the wait is left behind: no lock, no prepared lock directory.
   expect((await readdir(root)).filter((n) => n.startsWith('lock'))).toEqual([]);
@@ -145,7 +176,7 @@ it('honours the lock file of an older version: waits while its pid lives, takes 
     holder.kill();
   }
   await writeFile(join(root, 'lock'), String(deadPid()));
-  const state = await openState(root, { waitMs: 0 });
+  const state = await openState(root, { access: 'exclusive', waitMs: 0 });
   expect(await readdir(join(root, 'lock'))).toEqual([processToken()]);
   await state.release();
 });

@@ -309,7 +309,7 @@ async function stateFiles(root: string): Promise<string[]> {
   const out: string[] = [];
   for (const entry of await readdir(root, { recursive: true, withFileTypes: true })) {
     const rel = join(entry.parentPath, entry.name).slice(root.length + 1);
-    if (!entry.isFile() || rel.startsWith('lock') || rel === 'clean' || rel === 'oci-layout' || rel.startsWith(join('cache', 'context'))) continue;
+    if (!entry.isFile() || rel.startsWith('lock') || rel === 'dirty' || rel === 'oci-layout' || rel.startsWith(join('cache', 'context'))) continue;
     out.push(`${rel} ${(await stat(join(root, rel))).mtimeMs}`);
   }
   return out.sort();
