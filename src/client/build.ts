@@ -192,7 +192,7 @@ async function runBuild(opts: BuildOptions, explainOnly: boolean): Promise<{ res
       explainOnly,
     });
     if (explainOnly) {
-      await solver.solve(compiled.root).catch((err: unknown) => {
+      await solver.solveFilesystem(compiled.root).catch((err: unknown) => {
         throw withSource(err, dockerfileName, dockerfileText);
       });
       finished = true;

@@ -27,6 +27,8 @@ import {
   type FileOp,
   type HttpOp,
   type ImageOp,
+  type LocalOp,
+  type ScratchOp,
   type Platform,
   type Vertex,
   redactCredentials,
@@ -154,6 +156,9 @@ interface Keyed {
   ingredients: Omit<KeyIngredients, 'key' | 'name'>;
 }
 
+/** A step's result as far as its key goes: no layers yet, and (exec, file) what the key was made of. */
+type KeyStub = SolvedResult & { keyed?: Keyed; byContent?: boolean };
+
 export type SolvedResult =
   | { kind: 'layers'; cacheKey: Digest; layers: LayerRecord[] }
   | { kind: 'local'; dir: string; filter: SourceFilter | undefined };
@@ -188,6 +193,10 @@ export class Solver {
   private readonly reasons = new Map<Digest, string>();
   /** Names of the steps that ran in this build: a step whose parent is one of them says so. */
   private readonly ranSteps = new Set<string>();
+  /** Steps never loaded because a later step of theirs hit the cache (see skipAncestors). */
+  private readonly skipped = new Set<Digest>();
+  /** Keys from the definition, computed before (or instead of) solving, by vertex digest (see stub). */
+  private readonly stubs = new Map<Digest, Promise<KeyStub | undefined>>();
   /** With explainOnly: each step's forecast, by vertex digest. */
   private readonly forecasts = new Map<Digest, StepForecast>();
 
@@ -199,46 +208,29 @@ export class Solver {
   solve(digest: Digest): Promise<SolvedResult> {
     let pending = this.results.get(digest);
     if (!pending) {
-      // Start the unsolved ancestors first, inputs before their readers: each solveVertex then
-      // finds its inputs started, instead of recursing once per step of a long chain.
-      for (const d of this.unstarted(digest)) this.results.set(d, this.solveVertex(d));
-      pending = this.results.get(digest) as Promise<SolvedResult>;
+      pending = this.solveVertex(digest);
+      this.results.set(digest, pending);
     }
     return pending;
-  }
-
-  /** `root` and its ancestors that have no result yet, each after its inputs (iterative). */
-  private unstarted(root: Digest): Digest[] {
-    const order: Digest[] = [];
-    const seen = new Set<Digest>([root]);
-    const frames = [{ digest: root, next: 0 }];
-    while (frames.length > 0) {
-      const frame = frames[frames.length - 1] as (typeof frames)[number];
-      const input = this.def.vertices.get(frame.digest)?.inputs[frame.next++];
-      if (input === undefined) {
-        frames.pop();
-        order.push(frame.digest);
-      } else if (!seen.has(input) && !this.results.has(input)) {
-        seen.add(input);
-        frames.push({ digest: input, next: 0 });
-      }
-    }
-    return order;
   }
 
   /** Solves `root`, a filesystem, for export: its layers, and which steps added one. */
   async solveFilesystem(root: Digest): Promise<SolvedFilesystem> {
     const r = await this.solve(root);
     if (r.kind !== 'layers') throw new Error(`vertex ${root} is not a filesystem`);
-    // Every ancestor is solved by now.
-    const count = async (d: Digest) => {
-      const solved = await this.solve(d);
-      return solved.kind === 'layers' ? solved.layers.length : 0;
+    // How many layers a step's filesystem has, where known: a skipped step without a record
+    // counts as adding one, as every step does today.
+    const count = async (d: Digest): Promise<number | undefined> => {
+      const solved = this.results.has(d) ? await this.results.get(d) : undefined;
+      if (solved) return solved.kind === 'layers' ? solved.layers.length : 0;
+      return this.keyed.get(d)?.layers.length;
     };
     const addedLayer = new Set<Digest>();
     for (const d of ancestry(this.def, root)) {
       const parent = this.def.vertices.get(d)?.inputs[0];
-      if ((await count(d)) > (parent === undefined ? 0 : await count(parent))) addedLayer.add(d);
+      const [mine, before] = [await count(d), parent === undefined ? 0 : await count(parent)];
+      const makesLayer = ['exec', 'file', 'http'].includes(this.vertex(d).op.type);
+      if (mine === undefined || before === undefined ? makesLayer : mine > before) addedLayer.add(d);
     }
     return { layers: r.layers, addedLayer };
   }
@@ -269,16 +261,17 @@ export class Solver {
 
   private async solveVertex(digest: Digest): Promise<SolvedResult> {
     const v = this.vertex(digest);
+    // Looked up before its inputs are solved: a hit needs none of them (an awaited check also
+    // keeps a long chain from recursing on the stack).
+    const hit = await this.hitByDefinition(digest, v);
+    if (hit) return hit;
     const inputs = await Promise.all(v.inputs.map((i) => this.solve(i)));
     this.opts.signal?.throwIfAborted();
     switch (v.op.type) {
       case 'scratch':
-        return { kind: 'layers', cacheKey: sha256(canonicalJson({ op: v.op })), layers: [] };
-      case 'local': {
-        const dir = this.opts.localDirs[v.op.name];
-        if (!dir) throw new Error(`no local directory named ${v.op.name}`);
-        return { kind: 'local', dir, filter: dockerignoreFilter(v.op.exclude) };
-      }
+        return scratchResult(v.op);
+      case 'local':
+        return this.localResult(v.op);
       case 'image':
         return this.solveImage(digest, v, v.op);
       case 'exec':
@@ -290,13 +283,92 @@ export class Solver {
     }
   }
 
+  private localResult(op: LocalOp): SolvedResult {
+    const dir = this.opts.localDirs[op.name];
+    if (!dir) throw new Error(`no local directory named ${op.name}`);
+    return { kind: 'local', dir, filter: dockerignoreFilter(op.exclude) };
+  }
+
+  /**
+   * A step found in the cache by its key from the definition, computed from its inputs' keys
+   * without solving them (as BuildKit's cache keys come before results): a stage whose result
+   * only feeds cached steps never runs, and an imported cache hit pulls nothing it does not need.
+   */
+  private async hitByDefinition(digest: Digest, v: Vertex): Promise<SolvedResult | undefined> {
+    if (this.opts.noCache || (v.op.type !== 'exec' && v.op.type !== 'file')) return undefined;
+    const stub = await this.stub(digest);
+    const cached = stub?.keyed && (await this.lookup(stub.keyed.key));
+    if (!stub?.keyed || !cached) return undefined;
+    this.keyed.set(digest, { keys: [stub.keyed.key], layers: cached });
+    // As solveKeyed: a step keyed by content has its last miss's ingredients, which explain its next one better.
+    if (!stub.byContent && !this.opts.explainOnly) await this.recordIngredients(v, stub.keyed);
+    await this.skipAncestors(digest);
+    return this.cachedResult(digest, v, stub.keyed.key, cached);
+  }
+
+  /**
+   * The ancestors of a step that hit the cache before its inputs were solved, and that nothing
+   * solved meanwhile: never loaded (BuildKit does not load them either), they are reported
+   * cached, before it, and a cache export shares those that have a record.
+   */
+  private async skipAncestors(digest: Digest): Promise<void> {
+    const skipped = postorder(this.def, digest, (d) => this.results.has(d) || this.skipped.has(d)).slice(0, -1);
+    for (const d of skipped) this.skipped.add(d);
+    for (const d of skipped) {
+      const key = (await this.stubs.get(d))?.keyed?.key;
+      const layers = key === undefined ? undefined : await this.lookup(key);
+      if (key !== undefined && layers) this.keyed.set(d, { keys: [key], layers });
+      this.cachedResult(d, this.vertex(d), key ?? d, layers ?? []);
+    }
+  }
+
+  /**
+   * The key of `root` from the definition, and what it was made of, with those of its ancestors
+   * (memoised): the local contexts' files count by content, everything else by key. Undefined
+   * where a key needs a result (a download without a checksum) or cannot be computed (a missing
+   * COPY source: solving reports that).
+   */
+  private stub(root: Digest): Promise<KeyStub | undefined> {
+    if (!this.stubs.has(root)) {
+      for (const d of postorder(this.def, root, (d) => this.stubs.has(d))) this.stubs.set(d, this.computeStub(d).catch(() => undefined));
+    }
+    return this.stubs.get(root) as Promise<KeyStub | undefined>;
+  }
+
+  private async computeStub(digest: Digest): Promise<KeyStub | undefined> {
+    const v = this.vertex(digest);
+    const op = v.op;
+    switch (op.type) {
+      case 'scratch':
+        return scratchResult(op);
+      case 'local':
+        return this.localResult(op);
+      case 'image':
+        return { kind: 'layers', cacheKey: imageCacheKey(op), layers: [] };
+      case 'http':
+        return op.checksum ? { kind: 'layers', cacheKey: httpCacheKey(op.filename, op.checksum), layers: [] } : undefined;
+      case 'exec':
+      case 'file': {
+        const inputs: SolvedResult[] = [];
+        for (const i of v.inputs) {
+          const input = await this.stubs.get(i);
+          if (!input) return undefined;
+          inputs.push(input);
+        }
+        const keyed = op.type === 'exec' ? await this.execCacheKey(v, op, inputs, false) : await this.fileCacheKey(v, op, inputs, layersInput(inputs[0], v).cacheKey, false);
+        const byContent = op.type === 'exec' ? execByContent(op, inputs) : fileByContent(op, inputs);
+        return { kind: 'layers', cacheKey: keyed.key, layers: [], keyed, byContent };
+      }
+    }
+  }
+
   private step(digest: Digest, v: Vertex) {
     const reason = this.reasons.get(digest);
     return { id: digest, name: v.meta.name, file: v.meta.file, line: v.meta.startLine, hidden: v.meta.hidden, ...(reason ? { reason } : {}) };
   }
 
   private async solveImage(digest: Digest, v: Vertex, op: ImageOp): Promise<SolvedResult> {
-    const cacheKey = sha256(canonicalJson({ op }));
+    const cacheKey = imageCacheKey(op);
     const at = op.ref.lastIndexOf('@');
     const keyed: Keyed = { key: cacheKey, ingredients: { op: { ref: at < 0 ? op.ref : op.ref.slice(0, at), platform: canonicalJson(op.platform) }, image: at < 0 ? op.ref : op.ref.slice(at + 1) } };
     let local = await this.opts.images.local(op.ref);
@@ -355,7 +427,7 @@ export class Solver {
    */
   private async solveHttp(digest: Digest, v: Vertex, op: HttpOp): Promise<SolvedResult> {
     if (op.checksum) {
-      const cacheKey = sha256(canonicalJson({ op: { type: 'http', filename: op.filename, checksum: op.checksum } }));
+      const cacheKey = httpCacheKey(op.filename, op.checksum);
       const cached = await this.lookup(cacheKey);
       if (cached) {
         this.keyed.set(digest, { keys: [cacheKey], layers: cached });
@@ -377,7 +449,7 @@ export class Solver {
       }
       return { data: res.data, mtime: res.lastModified ? new Date(res.lastModified) : undefined };
     });
-    const cacheKey = sha256(canonicalJson({ op: { type: 'http', filename: op.filename, checksum: contentDigest } }));
+    const cacheKey = httpCacheKey(op.filename, contentDigest!);
     const { layers } = await this.once(cacheKey, v.meta.name, () =>
       this.mutate([], async (rootfs) => {
         await makeFile(rootfs, `/${op.filename}`, body.data, 0o600, { uid: 0, gid: 0 });
@@ -391,7 +463,7 @@ export class Solver {
   private async solveExec(digest: Digest, v: Vertex, op: ExecOp, inputs: SolvedResult[]): Promise<SolvedResult> {
     const parent = layersInput(inputs[0], v);
     // A bind mount from a stage counts by content only after a miss by cache key, as COPY --from.
-    const byContent = inputs.some((input, i) => input.kind === 'layers' && bindSources(op, i).length > 0);
+    const byContent = execByContent(op, inputs);
     return this.solveKeyed(digest, v, byContent, (content) => this.execCacheKey(v, op, inputs, content), () =>
       this.runExec(digest, v, op, parent.layers, inputs),
     );
@@ -491,7 +563,7 @@ export class Solver {
 
   private async solveFile(digest: Digest, v: Vertex, op: FileOp, inputs: SolvedResult[]): Promise<SolvedResult> {
     const dest = layersInput(inputs[0], v);
-    const byContent = inputs.some((i) => i.kind === 'layers') && op.actions.some((a) => a.action === 'copy');
+    const byContent = fileByContent(op, inputs);
     return this.solveKeyed(digest, v, byContent, (content) => this.fileCacheKey(v, op, inputs, dest.cacheKey, content), () =>
       this.runFile(digest, v, op, inputs, dest.layers),
     );
@@ -510,7 +582,8 @@ export class Solver {
     key: (byContent: boolean) => Promise<Keyed>,
     miss: () => Promise<LayerRecord[]>,
   ): Promise<SolvedResult> {
-    const definition = await this.keyOrStepError(digest, v, () => key(false));
+    // Computed already when the step was looked up before its inputs were solved.
+    const definition = (await this.stubs.get(digest))?.keyed ?? (await this.keyOrStepError(digest, v, () => key(false)));
     const definitionKey = definition.key;
     if (this.opts.explainOnly) {
       const cached = await this.lookup(definitionKey);
@@ -883,6 +956,49 @@ export class Solver {
   private mounted<T>(mounts: Mount[], fn: (dir: string) => Promise<T>): Promise<T> {
     return withMounts(mounts, fn, { deferUnmount: true });
   }
+}
+
+/** Whether a RUN's key counts a stage it bind-mounts by content (after a miss by key). */
+function execByContent(op: ExecOp, inputs: SolvedResult[]): boolean {
+  return inputs.some((input, i) => input.kind === 'layers' && bindSources(op, i).length > 0);
+}
+
+/** Whether a file op's key counts what it copies by content (after a miss by key). */
+function fileByContent(op: FileOp, inputs: SolvedResult[]): boolean {
+  return inputs.some((i) => i.kind === 'layers') && op.actions.some((a) => a.action === 'copy');
+}
+
+/** A scratch filesystem: no layers. */
+function scratchResult(op: ScratchOp): SolvedResult {
+  return { kind: 'layers', cacheKey: sha256(canonicalJson({ op })), layers: [] };
+}
+
+function imageCacheKey(op: ImageOp): Digest {
+  return sha256(canonicalJson({ op }));
+}
+
+/** A download's key: its file name and content digest (known up front from a checksum). */
+function httpCacheKey(filename: string, checksum: Digest): Digest {
+  return sha256(canonicalJson({ op: { type: 'http', filename, checksum } }));
+}
+
+/** `root` and those of its ancestors for which `done` is false, each after its inputs (iterative). */
+function postorder(def: Definition, root: Digest, done: (d: Digest) => boolean): Digest[] {
+  const order: Digest[] = [];
+  const seen = new Set<Digest>([root]);
+  const frames = [{ digest: root, next: 0 }];
+  while (frames.length > 0) {
+    const frame = frames[frames.length - 1] as (typeof frames)[number];
+    const input = def.vertices.get(frame.digest)?.inputs[frame.next++];
+    if (input === undefined) {
+      frames.pop();
+      order.push(frame.digest);
+    } else if (!seen.has(input) && !done(input)) {
+      seen.add(input);
+      frames.push({ digest: input, next: 0 });
+    }
+  }
+  return order;
 }
 
 /** `root` and every vertex it depends on (iterative: a chain of steps is as deep as the Dockerfile is long). */
