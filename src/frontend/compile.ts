@@ -3,7 +3,7 @@
 // their base images (through the injected resolver: the frontend itself does no I/O), then
 // compile the stages in order into one deduplicated DAG plus the target's image config.
 
-import { DefinitionBuilder, type Definition, type Digest, type ImageSpec, type Platform } from '../definition/index.js';
+import { DefinitionBuilder, type Definition, type Digest, type ExecOp, type ImageSpec, type Platform } from '../definition/index.js';
 import type { ImageConfigFile } from '../oci/types.js';
 import { StageDispatcher, type DispatchContext } from './dispatch.js';
 import { DockerfileError, messageOf } from './errors.js';
@@ -56,7 +56,12 @@ export interface CompileOptions {
   defaultNetwork?: 'none' | 'host';
   /** What RUN steps may ask for beyond the sandbox (BuildKit's `--allow`); none by default. */
   allow?: readonly Entitlement[];
+  /** Given to every RUN step; a setting left out leaves the steps' digests as they were. */
+  runSettings?: RunSettings;
 }
+
+/** The build's settings for every RUN step (`--add-host`, `--ulimit`, `--shm-size`), as in ExecOp. */
+export type RunSettings = Pick<ExecOp, 'extraHosts' | 'ulimits' | 'shmSize'>;
 
 /** A privilege a Dockerfile can only use when the build grants it: RUN --network=host, RUN --security=insecure. */
 export type Entitlement = 'network.host' | 'security.insecure';
@@ -323,6 +328,7 @@ class Compiler {
       buildArgs: this.opts.buildArgs,
       defaultNetwork: this.opts.defaultNetwork ?? 'host',
       allow: this.opts.allow ?? [],
+      ...(this.opts.runSettings ? { runSettings: this.opts.runSettings } : {}),
       ...(this.createdAt !== undefined ? { created: this.createdAt } : {}),
       contextDigest: () => this.contextDigest(),
       fromSource: (cmd: Command, from: string) => this.graph.fromSource(cmd, from),

@@ -40,7 +40,7 @@ import { chompHeredoc, parseHeredocMarker, type Heredoc } from './parser.js';
 import type { ShellLex } from './shell-lexer.js';
 import { PROXY_ARGS, defaultShell, envKey, setKey, type ArgValue, type HistoryItem, type StageState } from './stage-state.js';
 import { displayText, summarizeHeredoc, type StepCounter } from './step-names.js';
-import type { Entitlement } from './compile.js';
+import type { Entitlement, RunSettings } from './compile.js';
 import type { FromSource } from './stages.js';
 
 /** What the dispatcher needs from the whole compilation. */
@@ -57,6 +57,8 @@ export interface DispatchContext {
   defaultNetwork: 'none' | 'host';
   /** Entitlements the build grants. */
   allow: readonly Entitlement[];
+  /** What every RUN step gets from the build's `--add-host`, `--ulimit` and `--shm-size`. */
+  runSettings?: RunSettings;
   /** Fixed `created` time for new history entries (SOURCE_DATE_EPOCH), if any. */
   created?: string;
   contextDigest(): Digest;
@@ -341,6 +343,7 @@ export class StageDispatcher {
       ...(security === 'insecure' ? { security: 'insecure' as const } : {}),
       ...(scripts.length > 0 ? { scripts } : {}),
       ...(mounts.length > 0 ? { mounts } : {}),
+      ...this.ctx.runSettings,
     };
     const proxyEnv = PROXY_ARGS.filter(
       (key) => Object.hasOwn(this.ctx.buildArgs, key) && !this.state.env.has(key) && !this.state.buildArgs.some((a) => a.key === key),
