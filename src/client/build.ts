@@ -15,6 +15,7 @@ import { SshAgents, type SshSpec } from '../source/ssh.js';
 import { collectGarbage, defaultKeepStorage } from '../cache/gc.js';
 import { defaultStateRoot, openState, type State } from '../cache/state.js';
 import { humanSize } from '../util/size.js';
+import { writeFileAtomic } from '../util/write-file.js';
 import { parseKeepStorage } from './config.js';
 import { removeTemporaryFiles } from '../cache/temp-files.js';
 import type { Digest } from '../definition/index.js';
@@ -27,7 +28,7 @@ import { storeCacheManifest, withInlineCache, writeCacheLayout, type CacheExport
 import { CacheImports, type CacheImport } from '../source/cache-import.js';
 import { compileOptions, readBuildInput, type BuildDefinitionOptions } from './input.js';
 import { compile, DockerfileError, type CompileResult } from '../frontend/index.js';
-import type { ImageConfigFile } from '../oci/types.js';
+import type { Descriptor, ImageConfigFile } from '../oci/types.js';
 import { BlobSources } from '../registry/blob-sources.js';
 import { toPlatform } from '../oci/platform.js';
 import { parseReference } from '../registry/reference.js';
@@ -100,6 +101,12 @@ export interface BuildOptions extends BuildDefinitionOptions {
   /** SSH agents by id (`--ssh`): an agent socket (default: the caller's SSH_AUTH_SOCK) or private key files. */
   ssh?: SshSpec[];
 
+  // Files about the result, written (atomically) once the image is built and named.
+  /** The image ID (the config digest, `sha256:…`, no newline), as `docker build --iidfile`. */
+  iidFile?: string;
+  /** BuildMetadata as JSON, as `docker buildx build --metadata-file`. */
+  metadataFile?: string;
+
   // What the caller watches.
   onProgress?: ProgressListener;
   signal?: AbortSignal;
@@ -115,6 +122,30 @@ export interface BuildResult {
   pushed: Array<{ ref: string; digest: Digest }>;
   /** The OCI archives written, with the manifest digest of the image in them (layers compressed). */
   exported: Array<{ dest: string; digest: Digest }>;
+  /** The manifest pushed (layers compressed) when the image was pushed, else the one stored. */
+  descriptor: Descriptor;
+}
+
+/**
+ * What `--metadata-file` holds, with BuildKit's image exporter keys as buildx writes them:
+ * the manifest digest and descriptor (of the pushed image when pushed), the config digest (the
+ * image ID), and the names, comma-separated, when the image has any.
+ */
+export interface BuildMetadata {
+  'containerimage.digest': Digest;
+  'containerimage.config.digest': Digest;
+  'containerimage.descriptor': Descriptor;
+  'image.name'?: string;
+}
+
+export function buildMetadata(result: BuildResult): BuildMetadata {
+  const names = [...new Set([...result.tags, ...result.pushed.map((p) => p.ref)])];
+  return {
+    'containerimage.config.digest': result.configDigest,
+    'containerimage.descriptor': result.descriptor,
+    'containerimage.digest': result.descriptor.digest,
+    ...(names.length > 0 ? { 'image.name': names.join(',') } : {}),
+  };
 }
 
 export type { StepForecast } from '../solver/solver.js';
@@ -143,7 +174,7 @@ async function runBuild(opts: BuildOptions, explainOnly: boolean): Promise<{ res
   const platform = opts.platform === undefined ? undefined : toPlatform(opts.platform);
   const tags = (opts.tags ?? []).map((t) => parseReference(t));
   const outputs = [...(opts.outputs ?? [{ type: 'image' }]), ...(opts.push ? [{ type: 'registry' } as const] : [])];
-  const input = await readBuildInput(opts.context, opts.dockerfile);
+  const input = await readBuildInput(opts.context, opts.dockerfile, opts.dockerfileText);
   const { context, dockerfileName, text: dockerfileText, dockerfile } = input;
 
   // Checked before anything else: a bad --secret or --ssh fails naming its id and path.
@@ -232,10 +263,12 @@ async function runBuild(opts: BuildOptions, explainOnly: boolean): Promise<{ res
       });
     }
     const pushed: BuildResult['pushed'] = [];
+    let descriptor = image.manifestDescriptor;
     if (outputs.some((o) => o.type === 'registry')) {
       if (tags.length === 0) throw new Error('--push needs at least one -t name');
       const target = { store: state.store, registry: await registry.get(), sources: blobSources, signal: opts.signal };
       const shippedImage = await track(emit, { id: 'compress', name: 'compressing layers' }, toShip);
+      descriptor = shippedImage.manifestDescriptor;
       for (const tag of tags) {
         const name = tag.toString();
         const digest = await track(emit, { id: `push:${name}`, name: `pushing ${name}` }, () => pushImage(target, shippedImage, tag));
@@ -260,25 +293,34 @@ async function runBuild(opts: BuildOptions, explainOnly: boolean): Promise<{ res
     opts.signal?.throwIfAborted();
     const stored = outputs.some((o) => o.type === 'image') ? names : [];
     for (const name of stored) await state.images.tag(name, { ...image.manifestDescriptor, platform: compiled.image.platform });
+    const result: BuildResult = {
+      manifestDigest: image.manifestDescriptor.digest,
+      configDigest: image.configDescriptor.digest,
+      config: image.config,
+      tags: stored,
+      pushed,
+      exported,
+      descriptor: { mediaType: descriptor.mediaType, digest: descriptor.digest, size: descriptor.size },
+    };
+    if (opts.iidFile !== undefined) await writeResultFile(opts.iidFile, '--iidfile', result.configDigest);
+    if (opts.metadataFile !== undefined) await writeResultFile(opts.metadataFile, '--metadata-file', `${JSON.stringify(buildMetadata(result), null, 2)}\n`);
     finished = true;
     // Still holding the lock, with the new image named: the collection keeps it and its cache.
     if (grew) await collect(state, snapshotter, opts.gcKeepStorage, emit);
-    return {
-      result: {
-        manifestDigest: image.manifestDescriptor.digest,
-        configDigest: image.configDescriptor.digest,
-        config: image.config,
-        tags: stored,
-        pushed,
-        exported,
-      },
-    };
+    return { result };
   } finally {
     ssh.close();
     await registry.close();
     // Failed or interrupted builds clean up after themselves too, but the next one checks.
     await state.release({ clean: finished });
   }
+}
+
+/** A file about the result; a failure names the flag and the file. */
+async function writeResultFile(file: string, flag: string, text: string): Promise<void> {
+  await writeFileAtomic(file, text).catch((err: NodeJS.ErrnoException) => {
+    throw new Error(`${flag} ${file}: ${err.code === 'ENOENT' ? 'no such directory' : err.message}`);
+  });
 }
 
 /** The collection after a build; a failure is a warning, as the image is built and named. */

@@ -58,7 +58,7 @@ function placeholderDigest(ref: string): Digest {
 /** Compiles without any network or execution. */
 export async function plan(opts: PlanOptions): Promise<PlanResult> {
   const platform = opts.platform === undefined ? undefined : toPlatform(opts.platform);
-  const input = await readBuildInput(opts.context, opts.dockerfile);
+  const input = await readBuildInput(opts.context, opts.dockerfile, opts.dockerfileText);
   const root = opts.root ?? defaultStateRoot();
   // Read only: neither store is initialised, and reads take no lock.
   const images = new ImageStore(root);
