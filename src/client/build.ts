@@ -30,13 +30,15 @@ import { compileOptions, readBuildInput, type BuildDefinitionOptions } from './i
 import { compile, DockerfileError, type CompileResult } from '../frontend/index.js';
 import type { Descriptor, ImageConfigFile } from '../oci/types.js';
 import { BlobSources } from '../registry/blob-sources.js';
-import { toPlatform } from '../oci/platform.js';
+import { hostPlatform, toPlatform } from '../oci/platform.js';
 import { parseReference } from '../registry/reference.js';
 import { createSnapshotter, type LocalSnapshotter } from '../snapshotter/index.js';
 import { track, type ProgressListener } from '../progress.js';
 import { StepError } from '../solver/errors.js';
 import { Solver, type StepForecast } from '../solver/solver.js';
 import { Images, LazyRegistry } from '../source/image.js';
+import { importLayoutImage, OciLayout } from '../source/oci-layout.js';
+import { openNamedContexts } from './build-contexts.js';
 
 /**
  * Where the built image goes, as BuildKit's exporters (`SolveOpt.Exports`). A build runs them in a
@@ -199,7 +201,11 @@ async function runBuild(opts: BuildOptions, explainOnly: boolean): Promise<{ res
     const blobSources = new BlobSources(state.root);
     const images = new Images(state, registry, { forcePull: opts.pull, signal: opts.signal, blobSources });
 
-    const compiled: CompileResult = await compile(dockerfile, compileOptions(input, opts, platform, (ref, p) => images.resolve(ref, p)));
+    // An OCI layout's image is copied into the content store, then resolved as any stored image.
+    const named = opts.buildContexts
+      ? await openNamedContexts(opts.buildContexts, (path, pick) => importLayoutImage(state.store, new OciLayout(path), pick, platform ?? hostPlatform()))
+      : undefined;
+    const compiled: CompileResult = await compile(dockerfile, compileOptions(input, opts, platform, (ref, p) => images.resolve(ref, p), named));
     for (const w of compiled.warnings) emit({ type: 'warning', message: w.message, file: w.file, line: w.line, ...(w.rule ? { rule: w.rule } : {}) });
 
     const imported = opts.cacheFrom?.length
@@ -211,7 +217,7 @@ async function runBuild(opts: BuildOptions, explainOnly: boolean): Promise<{ res
       snapshotter,
       executor,
       images,
-      localDirs: { context },
+      localDirs: { context, ...named?.localDirs },
       statCache: await StatCache.load(state.statCacheDir, context),
       progress: emit,
       signal: opts.signal,

@@ -7,7 +7,8 @@ import { parseDockerfile, parseDockerignore, type CompileOptions, type Dockerfil
 import { hostPlatform } from '../oci/platform.js';
 import { readRegularFile } from '../util/read-file.js';
 import { runSettings } from './run-settings.js';
-import { unsupportedContext } from './remote-context.js';
+import { unsupportedContext, type BuildContextSource } from './context-sources.js';
+import type { NamedContexts } from './build-contexts.js';
 
 export interface BuildInput {
   /** Absolute path of the build context. */
@@ -58,7 +59,7 @@ async function readInputFile(path: string): Promise<string> {
 }
 
 /** `<Dockerfile>.dockerignore` beside the Dockerfile wins over the context's `.dockerignore`. */
-async function readDockerignore(dockerfilePath: string | undefined, context: string): Promise<string> {
+export async function readDockerignore(dockerfilePath: string | undefined, context: string): Promise<string> {
   const beside = dockerfilePath === undefined ? [] : [join(dirname(dockerfilePath), `${basename(dockerfilePath)}.dockerignore`)];
   for (const candidate of [...beside, join(context, '.dockerignore')]) {
     try {
@@ -101,10 +102,21 @@ export interface BuildDefinitionOptions {
   ulimits?: Ulimit[];
   /** Bytes of RUN steps' /dev/shm (`--shm-size`; default 64 MiB); part of their cache keys. */
   shmSize?: number;
+  /**
+   * Named build contexts (`--build-context`), by stage or image name: a stage of that name is
+   * replaced by the context, and a FROM, COPY --from or RUN --mount from= naming it reads it.
+   */
+  buildContexts?: Record<string, BuildContextSource>;
 }
 
 /** `platform`: the target asked for, if any (see CompileOptions.platform). */
-export function compileOptions(input: BuildInput, settings: BuildDefinitionOptions, platform: Platform | undefined, resolveImage: ImageResolver): CompileOptions {
+export function compileOptions(
+  input: BuildInput,
+  settings: BuildDefinitionOptions,
+  platform: Platform | undefined,
+  resolveImage: ImageResolver,
+  namedContexts?: NamedContexts,
+): CompileOptions {
   const run = runSettings(settings);
   return {
     file: input.dockerfileName,
@@ -119,6 +131,7 @@ export function compileOptions(input: BuildInput, settings: BuildDefinitionOptio
     defaultNetwork: settings.network,
     ...(settings.allow ? { allow: settings.allow } : {}),
     ...(run ? { runSettings: run } : {}),
+    ...(namedContexts ? { namedContext: namedContexts.lookup } : {}),
     resolveImage,
   };
 }
