@@ -2,13 +2,16 @@
 // --shm-size as a RUN step sees them (and what they do to its cache key), --iidfile and
 // --metadata-file against what the build stored, the Dockerfile given as text (`-f -`).
 
+import { spawnSync } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { build, type BuildOptions } from '../../src/client/build.js';
 import { openState } from '../../src/cache/state.js';
 import type { ProgressEvent } from '../../src/progress.js';
+import { DOCKER, dockerSkipReason } from '../helpers/differential.js';
 import { useBuildFixture } from '../helpers/fixture.js';
+import { parseAddHost } from '../../src/client/run-settings.js';
 
 const fx = useBuildFixture('build-flags');
 
@@ -110,5 +113,41 @@ describe('the Dockerfile as text (-f -)', () => {
     });
     expect(events.flatMap((e) => (e.type === 'log' ? [e.data] : [])).join('')).toBe('from the context\n');
     await expect(build({ context: ctx, root: join(fx.work, 'root'), dockerfile: 'stdin', dockerfileText: `FROM ${fx.base}\nNOPE x\n` })).rejects.toThrow(/stdin:2/);
+  });
+});
+
+const dockerMissing = dockerSkipReason();
+
+describe.skipIf(Boolean(dockerMissing))(`the same flags with Docker 20.10's BuildKit${dockerMissing ? ` (skipped: ${dockerMissing})` : ''}`, () => {
+  it('--add-host: the same /etc/hosts; the same cache hit for a new address and miss for a new name', async () => {
+    const ctx = join(fx.work, 'docker-hosts');
+    await mkdir(ctx, { recursive: true });
+    // A per-run token keeps Docker's cache of earlier runs out of it.
+    await writeFile(join(ctx, 'Dockerfile'), `FROM ${fx.base}\nRUN echo ${Date.now()} >/dev/null && cat /etc/hosts\n`);
+    const docker = (hosts: string[]) => {
+      const r = spawnSync(DOCKER, ['build', '--network=none', '--progress=plain', ...hosts.flatMap((h) => ['--add-host', h]), ctx], { encoding: 'utf8', env: { ...process.env, DOCKER_BUILDKIT: '1' } });
+      if (r.status !== 0) throw new Error(r.stderr);
+      // Plain progress: `#5 0.766 <line>` for what the step printed, `#5 CACHED` for a hit.
+      const step = /^#(\d+) \[2\/2\] RUN/m.exec(r.stderr)![1];
+      const lines = r.stderr.split('\n').filter((l) => l.startsWith(`#${step} `));
+      return { cached: lines.some((l) => l === `#${step} CACHED`), stdout: lines.flatMap((l) => (/^#\d+ \d+\.\d+ /.test(l) ? [`${l.replace(/^#\d+ \d+\.\d+ /, '')}\n`] : [])).join('') };
+    };
+    const ours = async (hosts: string[]) => {
+      const events: ProgressEvent[] = [];
+      await build({ context: ctx, root: join(fx.work, 'docker-hosts-root'), network: 'none', extraHosts: hosts.map(parseAddHost), onProgress: (e) => events.push(e) });
+      return {
+        cached: !events.some((e) => e.type === 'step' && e.status === 'started' && e.name.includes('RUN')),
+        stdout: events.flatMap((e) => (e.type === 'log' ? [e.data] : [])).join(''),
+      };
+    };
+    const hits: boolean[] = [];
+    for (const hosts of [['db.internal:10.1.2.3', 'v6.internal:fd00::1'], ['db.internal:10.9.9.9', 'v6.internal:fd00::2'], ['cache.internal:10.1.2.3', 'v6.internal:fd00::2']]) {
+      const theirs = docker(hosts);
+      const mine = await ours(hosts);
+      expect(mine.cached, hosts.join(' ')).toBe(theirs.cached);
+      if (!theirs.cached) expect(mine.stdout).toBe(theirs.stdout);
+      hits.push(theirs.cached);
+    }
+    expect(hits).toEqual([false, true, false]);
   });
 });
