@@ -409,7 +409,7 @@ class Compiler {
         const scratch = this.builder.add({ type: 'scratch' }, [], { name: 'FROM scratch', hidden: true });
         const files = this.localDigest(stage.base.context);
         const root = this.builder.add({ type: 'file', actions: [{ action: 'copy', sourceInput: 1, src: ['.'], dest: '/' }] }, [scratch, files], {
-          name: steps.name(`FROM ${stage.baseName} (${stage.base.context.name})`),
+          name: steps.name(`FROM ${stage.base.context.name}`),
           position: steps.position(),
           file: this.opts.file,
           startLine,
