@@ -10,13 +10,14 @@ import { openState } from '../../src/cache/state.js';
 import type { ImageConfigFile } from '../../src/oci/types.js';
 import { unsupportedContext } from '../../src/client/context-sources.js';
 import { parseAddHost, parseShmSize, parseUlimit } from '../../src/client/run-settings.js';
-import { BUILDER_BIN, runBuilder } from '../helpers/cli.js';
+import { BUILDER_BIN, run, runBuilder } from '../helpers/cli.js';
 import { useBuildFixture } from '../helpers/fixture.js';
 
 const fx = useBuildFixture('cli-build-flags');
+const tag = () => `${fx.registry.host}/cli/flags:1`;
 
 describe('builder build flags', () => {
-  it('-q prints only the image ID, as --iidfile writes it; -f - reads the Dockerfile from stdin; --label and --metadata-file', async () => {
+  it('-q prints only the image ID, as --iidfile writes it; -f - reads the Dockerfile from stdin; --label; --metadata-file describes the pushed image', async () => {
     const ctx = join(fx.work, 'ctx');
     const root = join(fx.work, 'root');
     await mkdir(ctx, { recursive: true });
@@ -24,7 +25,7 @@ describe('builder build flags', () => {
     await writeFile(join(ctx, 'hello.txt'), 'hello\n');
     const iid = join(fx.work, 'iid');
     const meta = join(fx.work, 'meta.json');
-    const args = ['build', '-q', '--root', root, '--network', 'none', '-t', 'cli/flags:1', '--label', 'org.example.team=build', '--iidfile', iid, '--metadata-file', meta, '-f', '-', ctx];
+    const args = ['build', '-q', '--root', root, '--network', 'none', '-t', tag(), '--push', '--label', 'org.example.team=build', '--iidfile', iid, '--metadata-file', meta, '-f', '-', ctx];
     const r = spawnSync(BUILDER_BIN, args, { input: `FROM ${fx.base}\nCOPY hello.txt /\nRUN cat /hello.txt\n`, encoding: 'utf8' });
     expect(r.status, r.stderr).toBe(0);
     expect(r.stderr).toBe('');
@@ -34,11 +35,15 @@ describe('builder build flags', () => {
 
     const metadata = JSON.parse(await readFile(meta, 'utf8')) as Record<string, unknown>;
     expect(metadata['containerimage.config.digest']).toBe(id);
-    expect(metadata['image.name']).toBe('docker.io/cli/flags:1');
+    expect(metadata['image.name']).toBe(tag());
+    // The pushed manifest (compressed layers), as skopeo sees it, not the one stored locally.
+    const pushed = JSON.parse(run('skopeo', ['inspect', '--tls-verify=false', `docker://${tag()}`])) as { Digest: string };
+    expect(metadata['containerimage.digest']).toBe(pushed.Digest);
+    expect((metadata['containerimage.descriptor'] as { digest: string }).digest).toBe(pushed.Digest);
     const state = await openState(root);
     try {
-      const named = await state.images.get('docker.io/cli/flags:1');
-      expect(metadata['containerimage.digest']).toBe(named?.digest);
+      const named = await state.images.get(tag());
+      expect(named?.digest).not.toBe(pushed.Digest);
       const config = await state.store.readJson<ImageConfigFile>(id as `sha256:${string}`);
       expect(config.config?.Labels).toEqual({ 'org.example.team': 'build' });
     } finally {
