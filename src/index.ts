@@ -1,6 +1,8 @@
 // Public API of builder: build images from Dockerfiles, pull images, or work with the pieces directly.
 
-export { build, explainCache, type BuildOptions, type BuildResult, type Output, type StepForecast } from './client/build.js';
+export { build, buildMetadata, explainCache, type BuildMetadata, type BuildOptions, type BuildResult, type Output, type StepForecast } from './client/build.js';
+export { parseAddHost, parseShmSize, parseUlimit } from './client/run-settings.js';
+export { parseBuildContext, type BuildContextSource } from './client/context-sources.js';
 export { pull, type PullOptions, type PullResult } from './client/pull.js';
 export { doctor, StateInUseError, type DoctorOptions, type DoctorReport, type DoctorIssue } from './client/doctor.js';
 export { du, type DuOptions, type DiskUsage, type StoreEntry } from './client/du.js';

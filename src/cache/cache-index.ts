@@ -6,10 +6,11 @@
 // against. While a step runs, its key is claimed (`cache/running/<key>.lock`): a build that
 // misses the same key meanwhile waits for that result instead of running the step again.
 
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, rename, stat, utimes, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdir, readdir, readFile, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Digest } from '../oci/types.js';
+import { writeFileAtomic } from '../util/write-file.js';
 import { acquireLock } from './lock.js';
 
 export interface LayerRecord {
@@ -96,7 +97,7 @@ export class CacheIndex {
   async recordIngredients(position: string, ingredients: KeyIngredients, previous?: KeyIngredients): Promise<void> {
     const last = previous ?? (await this.lastIngredients(position));
     if (last?.key === ingredients.key) return;
-    await writeAtomically(this.stepFile(position), JSON.stringify(ingredients));
+    await writeFileAtomic(this.stepFile(position), JSON.stringify(ingredients));
   }
 
   /** The record of `key`, marked as used now unless `peek` (a look that uses nothing: --explain-cache). */
@@ -130,7 +131,7 @@ export class CacheIndex {
 
   async set(key: Digest, layers: LayerRecord[]): Promise<void> {
     const record: CacheRecord = { layers, createdAt: new Date().toISOString() };
-    await writeAtomically(this.file(key), JSON.stringify(record));
+    await writeFileAtomic(this.file(key), JSON.stringify(record));
   }
 
   private file(key: Digest): string {
@@ -140,10 +141,4 @@ export class CacheIndex {
   private stepFile(position: string): string {
     return join(this.stepsDir, `${createHash('sha256').update(position).digest('hex')}.json`);
   }
-}
-
-async function writeAtomically(file: string, text: string): Promise<void> {
-  const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
-  await writeFile(tmp, text);
-  await rename(tmp, file);
 }

@@ -9,6 +9,11 @@ export async function runDryRun(opts: Omit<BuildOptions, 'onProgress' | 'signal'
   const result = await plan({
     context: opts.context,
     ...(opts.dockerfile !== undefined ? { dockerfile: opts.dockerfile } : {}),
+    ...(opts.dockerfileText !== undefined ? { dockerfileText: opts.dockerfileText } : {}),
+    ...(opts.buildContexts ? { buildContexts: opts.buildContexts } : {}),
+    ...(opts.extraHosts ? { extraHosts: opts.extraHosts } : {}),
+    ...(opts.ulimits ? { ulimits: opts.ulimits } : {}),
+    ...(opts.shmSize !== undefined ? { shmSize: opts.shmSize } : {}),
     ...(opts.buildArgs ? { buildArgs: opts.buildArgs } : {}),
     ...(opts.target !== undefined ? { target: opts.target } : {}),
     ...(opts.platform ? { platform: opts.platform } : {}),

@@ -9,6 +9,8 @@ import { loadConfig } from '../client/config.js';
 import { parseSecretFlag } from '../source/secrets.js';
 import { parseSshFlag } from '../source/ssh.js';
 import { parseCacheFromFlag, parseCacheToFlag } from './cache-flags.js';
+import { parseAddHost, parseShmSize, parseUlimit } from '../client/run-settings.js';
+import { parseBuildContext, unsupportedContext, type BuildContextSource } from '../client/context-sources.js';
 import { createRenderer, formatForecast, formatWarning, type ProgressMode } from './progress.js';
 
 const USAGE = `Usage: builder build [OPTIONS] PATH
@@ -23,14 +25,21 @@ Build an image from a Dockerfile and a build context, without a daemon.
 
 Options:
   -t, --tag NAME            Name the image (repeatable), e.g. user/app:1.2
-  -f, --file FILE           Dockerfile to use (default: PATH/Dockerfile)
+  -f, --file FILE           Dockerfile to use (default: PATH/Dockerfile; - reads it from stdin)
       --target STAGE        Build this stage (default: the last one)
       --build-arg K=V       Set a build argument (repeatable; K alone takes it from the environment)
       --label K=V           Set a label on the image, over the Dockerfile's (repeatable)
+      --build-context NAME=SOURCE
+                            Give a stage or image NAME another source: a directory,
+                            docker-image://REF or oci-layout://DIR[:TAG|@DIGEST] (repeatable)
       --push                Push every tag to its registry
   -o, --output SPEC         Also export: type=oci,dest=FILE.tar
       --platform OS/ARCH    Target platform (default: this machine's)
       --network MODE        Network for RUN steps: host (default) or none
+      --add-host HOST:IP    Add a line to RUN steps' /etc/hosts (repeatable)
+      --ulimit NAME=SOFT[:HARD]
+                            Resource limit of RUN steps, e.g. nofile=1024:2048 (repeatable)
+      --shm-size SIZE       Size of RUN steps' /dev/shm, e.g. 256m (default: 64m)
       --allow ENTITLEMENT   Let the Dockerfile use network.host (RUN --network=host) or
                             security.insecure (RUN --security=insecure, privileged); repeatable
                             or comma-separated
@@ -58,7 +67,13 @@ Options:
                             "registry-mirrors") and the GC limit ("gc": {"keepStorage": "20GB"});
                             default $BUILDER_CONFIG, else ~/.config/builder/config.json
       --progress MODE       plain, json or quiet (default: plain)
+  -q, --quiet               Print only the image ID (no progress)
+      --iidfile FILE        Write the image ID (sha256:… of its config) to FILE
+      --metadata-file FILE  Write the result as JSON to FILE (containerimage.digest,
+                            containerimage.config.digest, containerimage.descriptor, image.name)
   -h, --help                Show this help
+
+PATH is a directory; a tar on stdin (-), a Git repository or a URL is not supported yet.
 `;
 
 class UsageError extends Error {}
@@ -80,7 +95,8 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return 0;
   }
-  const { progress, dryRun, explain, config: configFile, ...flags } = opts;
+  const { progress, dryRun, explain, quiet, config: configFile, ...flags } = opts;
+  if (flags.dockerfileText === STDIN) flags.dockerfileText = await readDockerfileFromStdin();
   const buildOpts = { ...flags, ...(await registrySettings(configFile, flags)) };
   if (explain) {
     return interruptible('build', async (signal) => {
@@ -93,6 +109,10 @@ export async function main(argv: string[]): Promise<number> {
   return interruptible('build', async (signal) => {
     const { build } = await import('../client/build.js');
     const result = await build({ ...buildOpts, onProgress: createRenderer(progress, process.stderr), signal });
+    if (quiet) {
+      process.stdout.write(`${result.configDigest}\n`);
+      return;
+    }
     for (const p of result.pushed) process.stdout.write(`pushed ${p.ref}@${p.digest}\n`);
     for (const e of result.exported) process.stdout.write(`exported ${e.dest} ${e.digest}\n`);
     process.stdout.write(`${result.manifestDigest}\n`);
@@ -205,7 +225,7 @@ function progressMode(text: string | undefined): ProgressMode {
 
 function parseBuildArgs(
   args: string[],
-): (Omit<BuildOptions, 'onProgress' | 'signal'> & { progress: ProgressMode; dryRun: boolean; explain: boolean; config?: string }) | undefined {
+): (Omit<BuildOptions, 'onProgress' | 'signal'> & { progress: ProgressMode; dryRun: boolean; explain: boolean; quiet: boolean; config?: string }) | undefined {
   const parsed = parseOptions(args, {
     tag: { type: 'string', short: 't', multiple: true },
     file: { type: 'string', short: 'f' },
@@ -226,11 +246,20 @@ function parseBuildArgs(
     ssh: { type: 'string', multiple: true },
     'cache-to': { type: 'string', multiple: true },
     'cache-from': { type: 'string', multiple: true },
+    'build-context': { type: 'string', multiple: true },
+    'add-host': { type: 'string', multiple: true },
+    ulimit: { type: 'string', multiple: true },
+    'shm-size': { type: 'string' },
+    iidfile: { type: 'string' },
+    'metadata-file': { type: 'string' },
+    quiet: { type: 'boolean', short: 'q' },
     ...COMMON_OPTIONS,
   });
   const v = parsed.values;
   if (v.help) return undefined;
   if (parsed.positionals.length !== 1) throw new UsageError('"builder build" requires exactly 1 argument: the build context PATH');
+  const remote = unsupportedContext(parsed.positionals[0]!);
+  if (remote) throw new UsageError(remote);
 
   const buildArgs: Record<string, string> = {};
   for (const kv of v['build-arg'] ?? []) {
@@ -246,7 +275,8 @@ function parseBuildArgs(
     // As docker: a name alone is a label with an empty value.
     labels[eq < 0 ? kv : kv.slice(0, eq)] = eq < 0 ? '' : kv.slice(eq + 1);
   }
-  const progress = progressMode(v.progress);
+  // As docker build -q: no progress, only the image ID on stdout.
+  const progress = v.quiet ? 'quiet' : progressMode(v.progress);
   const snapshotter = v.snapshotter ?? 'auto';
   if (snapshotter !== 'auto' && snapshotter !== 'overlayfs' && snapshotter !== 'native') {
     throw new UsageError(`invalid --snapshotter "${snapshotter}": use auto, overlayfs or native`);
@@ -274,7 +304,15 @@ function parseBuildArgs(
 
   return {
     context: parsed.positionals[0]!,
-    dockerfile: v.file,
+    // `-f -`: the Dockerfile is read from stdin (once the flags are all checked).
+    ...(v.file === '-' ? { dockerfile: 'stdin', dockerfileText: STDIN } : { dockerfile: v.file }),
+    buildContexts: buildContexts(v['build-context'] ?? []),
+    extraHosts: (v['add-host'] ?? []).map((value) => usage(() => parseAddHost(value))),
+    ulimits: (v.ulimit ?? []).map((value) => usage(() => parseUlimit(value))),
+    ...(v['shm-size'] !== undefined ? { shmSize: usage(() => parseShmSize(v['shm-size']!)) } : {}),
+    iidFile: v.iidfile,
+    metadataFile: v['metadata-file'],
+    quiet: Boolean(v.quiet),
     tags: v.tag,
     buildArgs,
     labels,
@@ -303,6 +341,33 @@ function parseBuildArgs(
     explain: Boolean(v['explain-cache']),
     config: v.config,
   };
+}
+
+/** `--build-context NAME=SOURCE` flags by name; a name given twice is refused. */
+function buildContexts(values: string[]): Record<string, BuildContextSource> {
+  const contexts: Record<string, BuildContextSource> = {};
+  for (const value of values) {
+    const { name, source } = usage(() => parseBuildContext(value));
+    if (Object.hasOwn(contexts, name)) throw new UsageError(`--build-context ${name} is given twice`);
+    contexts[name] = source;
+  }
+  return contexts;
+}
+
+/** Stands for the Dockerfile text until stdin is read (`-f -`). */
+const STDIN = '\u0000stdin';
+
+/** `-f -`: the Dockerfile from stdin, bounded as one read from a file. */
+async function readDockerfileFromStdin(): Promise<string> {
+  const { MAX_INPUT_FILE_BYTES } = await import('../client/input.js');
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of process.stdin as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_INPUT_FILE_BYTES) throw new UsageError(`-f -: the Dockerfile on stdin is larger than ${MAX_INPUT_FILE_BYTES} bytes`);
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
 }
 
 /** `parse()`, its error a usage error. */

@@ -14,6 +14,7 @@ import { SshAgents, type SshSpec } from '../source/ssh.js';
 import { collectGarbage, defaultKeepStorage } from '../cache/gc.js';
 import { defaultStateRoot, openState, StateBusyError } from '../cache/state.js';
 import { humanSize } from '../util/size.js';
+import { writeFileAtomic } from '../util/write-file.js';
 import { parseKeepStorage } from './config.js';
 import type { Digest } from '../definition/index.js';
 import { RuncExecutor } from '../executor/runc.js';
@@ -25,9 +26,9 @@ import { storeCacheManifest, withInlineCache, writeCacheLayout, type CacheExport
 import { CacheImports, type CacheImport } from '../source/cache-import.js';
 import { compileOptions, readBuildInput, type BuildDefinitionOptions } from './input.js';
 import { compile, DockerfileError, type CompileResult } from '../frontend/index.js';
-import type { ImageConfigFile } from '../oci/types.js';
+import type { Descriptor, ImageConfigFile } from '../oci/types.js';
 import { BlobSources } from '../registry/blob-sources.js';
-import { toPlatform } from '../oci/platform.js';
+import { hostPlatform, toPlatform } from '../oci/platform.js';
 import { parseReference } from '../registry/reference.js';
 import { createSnapshotter } from '../snapshotter/index.js';
 import { existingSnapshotter } from './du.js';
@@ -36,6 +37,8 @@ import { track, type ProgressListener } from '../progress.js';
 import { StepError } from '../solver/errors.js';
 import { Solver, type StepForecast } from '../solver/solver.js';
 import { Images, LazyRegistry } from '../source/image.js';
+import { importLayoutImage, OciLayout } from '../source/oci-layout.js';
+import { openNamedContexts } from './build-contexts.js';
 
 /**
  * Where the built image goes, as BuildKit's exporters (`SolveOpt.Exports`). A build runs them in a
@@ -100,6 +103,12 @@ export interface BuildOptions extends BuildDefinitionOptions {
   /** SSH agents by id (`--ssh`): an agent socket (default: the caller's SSH_AUTH_SOCK) or private key files. */
   ssh?: SshSpec[];
 
+  // Files about the result, written (atomically) once the image is built and named.
+  /** The image ID (the config digest, `sha256:…`, no newline), as `docker build --iidfile`. */
+  iidFile?: string;
+  /** BuildMetadata as JSON, as `docker buildx build --metadata-file`. */
+  metadataFile?: string;
+
   // What the caller watches.
   onProgress?: ProgressListener;
   signal?: AbortSignal;
@@ -115,6 +124,30 @@ export interface BuildResult {
   pushed: Array<{ ref: string; digest: Digest }>;
   /** The OCI archives written, with the manifest digest of the image in them (layers compressed). */
   exported: Array<{ dest: string; digest: Digest }>;
+  /** The manifest pushed (layers compressed) when the image was pushed, else the one stored. */
+  descriptor: Descriptor;
+}
+
+/**
+ * What `--metadata-file` holds, with BuildKit's image exporter keys as buildx writes them:
+ * the manifest digest and descriptor (of the pushed image when pushed), the config digest (the
+ * image ID), and the names, comma-separated, when the image has any.
+ */
+export interface BuildMetadata {
+  'containerimage.digest': Digest;
+  'containerimage.config.digest': Digest;
+  'containerimage.descriptor': Descriptor;
+  'image.name'?: string;
+}
+
+export function buildMetadata(result: BuildResult): BuildMetadata {
+  const names = [...new Set([...result.tags, ...result.pushed.map((p) => p.ref)])];
+  return {
+    'containerimage.config.digest': result.configDigest,
+    'containerimage.descriptor': result.descriptor,
+    'containerimage.digest': result.descriptor.digest,
+    ...(names.length > 0 ? { 'image.name': names.join(',') } : {}),
+  };
 }
 
 export type { StepForecast } from '../solver/solver.js';
@@ -143,7 +176,7 @@ async function runBuild(opts: BuildOptions, explainOnly: boolean): Promise<{ res
   const platform = opts.platform === undefined ? undefined : toPlatform(opts.platform);
   const tags = (opts.tags ?? []).map((t) => parseReference(t));
   const outputs = [...(opts.outputs ?? [{ type: 'image' }]), ...(opts.push ? [{ type: 'registry' } as const] : [])];
-  const input = await readBuildInput(opts.context, opts.dockerfile);
+  const input = await readBuildInput(opts.context, opts.dockerfile, opts.dockerfileText);
   const { context, dockerfileName, text: dockerfileText, dockerfile } = input;
 
   // Checked before anything else: a bad --secret or --ssh fails naming its id and path.
@@ -166,7 +199,11 @@ async function runBuild(opts: BuildOptions, explainOnly: boolean): Promise<{ res
     const blobSources = new BlobSources(state.root);
     const images = new Images(state, registry, { forcePull: opts.pull, signal: opts.signal, blobSources });
 
-    const compiled: CompileResult = await compile(dockerfile, compileOptions(input, opts, platform, (ref, p) => images.resolve(ref, p)));
+    // An OCI layout's image is copied into the content store, then resolved as any stored image.
+    const named = opts.buildContexts
+      ? await openNamedContexts(opts.buildContexts, (path, pick) => importLayoutImage(state.store, new OciLayout(path), pick, platform ?? hostPlatform()))
+      : undefined;
+    const compiled: CompileResult = await compile(dockerfile, compileOptions(input, opts, platform, (ref, p) => images.resolve(ref, p), named));
     for (const w of compiled.warnings) emit({ type: 'warning', message: w.message, file: w.file, line: w.line, ...(w.rule ? { rule: w.rule } : {}) });
 
     const imported = opts.cacheFrom?.length
@@ -178,7 +215,7 @@ async function runBuild(opts: BuildOptions, explainOnly: boolean): Promise<{ res
       snapshotter,
       executor,
       images,
-      localDirs: { context },
+      localDirs: { context, ...named?.localDirs },
       statCache: await StatCache.load(state.statCacheDir, context),
       progress: emit,
       signal: opts.signal,
@@ -230,10 +267,12 @@ async function runBuild(opts: BuildOptions, explainOnly: boolean): Promise<{ res
       });
     }
     const pushed: BuildResult['pushed'] = [];
+    let descriptor = image.manifestDescriptor;
     if (outputs.some((o) => o.type === 'registry')) {
       if (tags.length === 0) throw new Error('--push needs at least one -t name');
       const target = { store: state.store, registry: await registry.get(), sources: blobSources, signal: opts.signal };
       const shippedImage = await track(emit, { id: 'compress', name: 'compressing layers' }, toShip);
+      descriptor = shippedImage.manifestDescriptor;
       for (const tag of tags) {
         const name = tag.toString();
         const digest = await track(emit, { id: `push:${name}`, name: `pushing ${name}` }, () => pushImage(target, shippedImage, tag));
@@ -258,17 +297,19 @@ async function runBuild(opts: BuildOptions, explainOnly: boolean): Promise<{ res
     opts.signal?.throwIfAborted();
     const stored = outputs.some((o) => o.type === 'image') ? names : [];
     for (const name of stored) await state.images.tag(name, { ...image.manifestDescriptor, platform: compiled.image.platform });
-    finished = true;
-    return {
-      result: {
-        manifestDigest: image.manifestDescriptor.digest,
-        configDigest: image.configDescriptor.digest,
-        config: image.config,
-        tags: stored,
-        pushed,
-        exported,
-      },
+    const result: BuildResult = {
+      manifestDigest: image.manifestDescriptor.digest,
+      configDigest: image.configDescriptor.digest,
+      config: image.config,
+      tags: stored,
+      pushed,
+      exported,
+      descriptor: { mediaType: descriptor.mediaType, digest: descriptor.digest, size: descriptor.size },
     };
+    if (opts.iidFile !== undefined) await writeResultFile(opts.iidFile, '--iidfile', result.configDigest);
+    if (opts.metadataFile !== undefined) await writeResultFile(opts.metadataFile, '--metadata-file', `${JSON.stringify(buildMetadata(result), null, 2)}\n`);
+    finished = true;
+    return { result };
   } finally {
     ssh.close();
     await registry.close();
@@ -277,6 +318,13 @@ async function runBuild(opts: BuildOptions, explainOnly: boolean): Promise<{ res
     // With the new image named, the collection keeps it and its cache.
     if (grew && finished && !explainOnly) await collect(state.root, opts.gcKeepStorage, emit);
   }
+}
+
+/** A file about the result; a failure names the flag and the file. */
+async function writeResultFile(file: string, flag: string, text: string): Promise<void> {
+  await writeFileAtomic(file, text).catch((err: NodeJS.ErrnoException) => {
+    throw new Error(`${flag} ${file}: ${err.code === 'ENOENT' ? 'no such directory' : err.message}`);
+  });
 }
 
 /**
@@ -307,7 +355,6 @@ async function collect(root: string, option: number | undefined, emit: ProgressL
     emit({ type: 'warning', message: `garbage collection failed: ${(err as Error).message}` });
   }
 }
-
 
 /**
  * A failed step from this Dockerfile becomes an error that shows its source lines; they show the

@@ -2,10 +2,13 @@
 // `build()` and `plan()`; the frontend itself never touches the filesystem.
 
 import { basename, dirname, join, resolve } from 'node:path';
-import type { Platform } from '../definition/index.js';
+import type { ExtraHost, Platform, Ulimit } from '../definition/index.js';
 import { parseDockerfile, parseDockerignore, type CompileOptions, type Dockerfile, type Entitlement, type ImageResolver } from '../frontend/index.js';
 import { hostPlatform } from '../oci/platform.js';
 import { readRegularFile } from '../util/read-file.js';
+import { runSettings } from './run-settings.js';
+import { unsupportedContext, type BuildContextSource } from './context-sources.js';
+import type { NamedContexts } from './build-contexts.js';
 
 export interface BuildInput {
   /** Absolute path of the build context. */
@@ -19,13 +22,21 @@ export interface BuildInput {
   dockerignore: string[];
 }
 
-export async function readBuildInput(contextDir: string, dockerfile?: string): Promise<BuildInput> {
+/**
+ * `dockerfileText`: the Dockerfile itself (`-f -`), named `dockerfile` (default `Dockerfile`) in
+ * messages; only the context's `.dockerignore` applies to it.
+ */
+export async function readBuildInput(contextDir: string, dockerfile?: string, dockerfileText?: string): Promise<BuildInput> {
+  const remote = unsupportedContext(contextDir);
+  if (remote) throw new Error(remote);
   const context = resolve(contextDir);
-  const dockerfilePath = resolve(dockerfile ?? join(context, 'Dockerfile'));
   const dockerfileName = dockerfile ?? 'Dockerfile';
-  const text = await readInputFile(dockerfilePath).catch((err: NodeJS.ErrnoException) => {
-    throw new Error(`failed to read Dockerfile ${dockerfileName}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`);
-  });
+  const dockerfilePath = dockerfileText === undefined ? resolve(dockerfile ?? join(context, 'Dockerfile')) : undefined;
+  const text =
+    dockerfileText ??
+    (await readInputFile(dockerfilePath!).catch((err: NodeJS.ErrnoException) => {
+      throw new Error(`failed to read Dockerfile ${dockerfileName}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`);
+    }));
   return {
     context,
     dockerfileName,
@@ -34,6 +45,7 @@ export async function readBuildInput(contextDir: string, dockerfile?: string): P
     dockerignore: parseDockerignore(await readDockerignore(dockerfilePath, context)),
   };
 }
+
 
 /**
  * Largest Dockerfile or `.dockerignore` read. BuildKit has no setting for it, but its frontend
@@ -47,8 +59,9 @@ async function readInputFile(path: string): Promise<string> {
 }
 
 /** `<Dockerfile>.dockerignore` beside the Dockerfile wins over the context's `.dockerignore`. */
-async function readDockerignore(dockerfilePath: string, context: string): Promise<string> {
-  for (const candidate of [join(dirname(dockerfilePath), `${basename(dockerfilePath)}.dockerignore`), join(context, '.dockerignore')]) {
+export async function readDockerignore(dockerfilePath: string | undefined, context: string): Promise<string> {
+  const beside = dockerfilePath === undefined ? [] : [join(dirname(dockerfilePath), `${basename(dockerfilePath)}.dockerignore`)];
+  for (const candidate of [...beside, join(context, '.dockerignore')]) {
     try {
       return await readInputFile(candidate);
     } catch (err) {
@@ -65,6 +78,8 @@ export interface BuildDefinitionOptions {
   context: string;
   /** Path of the Dockerfile; default `<context>/Dockerfile`. */
   dockerfile?: string;
+  /** The Dockerfile's text instead (`-f -`); `dockerfile` then only names it in messages. */
+  dockerfileText?: string;
   buildArgs?: Record<string, string>;
   /** Labels set on the image after the Dockerfile's own (`docker build --label`). */
   labels?: Record<string, string>;
@@ -81,10 +96,28 @@ export interface BuildDefinitionOptions {
   allow?: Entitlement[];
   /** Unix seconds: fixes `created` times and clamps file mtimes in layers, for reproducible images. */
   sourceDateEpoch?: number;
+  /** Lines added to RUN steps' /etc/hosts (`--add-host`); their names are part of the steps' cache keys. */
+  extraHosts?: ExtraHost[];
+  /** Resource limits of RUN steps (`--ulimit`); part of their cache keys. */
+  ulimits?: Ulimit[];
+  /** Bytes of RUN steps' /dev/shm (`--shm-size`; default 64 MiB); part of their cache keys. */
+  shmSize?: number;
+  /**
+   * Named build contexts (`--build-context`), by stage or image name: a stage of that name is
+   * replaced by the context, and a FROM, COPY --from or RUN --mount from= naming it reads it.
+   */
+  buildContexts?: Record<string, BuildContextSource>;
 }
 
 /** `platform`: the target asked for, if any (see CompileOptions.platform). */
-export function compileOptions(input: BuildInput, settings: BuildDefinitionOptions, platform: Platform | undefined, resolveImage: ImageResolver): CompileOptions {
+export function compileOptions(
+  input: BuildInput,
+  settings: BuildDefinitionOptions,
+  platform: Platform | undefined,
+  resolveImage: ImageResolver,
+  namedContexts?: NamedContexts,
+): CompileOptions {
+  const run = runSettings(settings);
   return {
     file: input.dockerfileName,
     buildArgs: settings.buildArgs ?? {},
@@ -97,6 +130,8 @@ export function compileOptions(input: BuildInput, settings: BuildDefinitionOptio
     sourceDateEpoch: settings.sourceDateEpoch,
     defaultNetwork: settings.network,
     ...(settings.allow ? { allow: settings.allow } : {}),
+    ...(run ? { runSettings: run } : {}),
+    ...(namedContexts ? { namedContext: namedContexts.lookup } : {}),
     resolveImage,
   };
 }

@@ -16,6 +16,8 @@ import { ImageStore } from '../cache/image-store.js';
 import type { ImageConfigFile, ImageManifest } from '../oci/types.js';
 import { parseReference } from '../registry/reference.js';
 import { toPlatform } from '../oci/platform.js';
+import { OciLayout } from '../source/oci-layout.js';
+import { openNamedContexts } from './build-contexts.js';
 
 export interface PlanOptions extends BuildDefinitionOptions {
   /** State directory whose local image store may know the base images (never written). */
@@ -58,7 +60,7 @@ function placeholderDigest(ref: string): Digest {
 /** Compiles without any network or execution. */
 export async function plan(opts: PlanOptions): Promise<PlanResult> {
   const platform = opts.platform === undefined ? undefined : toPlatform(opts.platform);
-  const input = await readBuildInput(opts.context, opts.dockerfile);
+  const input = await readBuildInput(opts.context, opts.dockerfile, opts.dockerfileText);
   const root = opts.root ?? defaultStateRoot();
   // Read only: neither store is initialised, and reads take no lock.
   const images = new ImageStore(root);
@@ -84,7 +86,16 @@ export async function plan(opts: PlanOptions): Promise<PlanResult> {
     return { ref: pinned, config };
   };
 
-  const compiled = await compile(input.dockerfile, compileOptions(input, opts, platform, resolveLocal));
+  // Read only: an OCI layout's image is named by its digest there (unresolved unless a build stored it).
+  const named = opts.buildContexts
+    ? await openNamedContexts(opts.buildContexts, async (path, pick) => {
+        if ('digest' in pick) return pick.digest;
+        const entry = await new OciLayout(path).entry(pick.tag, true);
+        if (!entry) throw new Error(`OCI layout ${path}:${pick.tag}: no image by that tag in index.json`);
+        return entry.digest;
+      })
+    : undefined;
+  const compiled = await compile(input.dockerfile, compileOptions(input, opts, platform, resolveLocal, named));
 
   // A vertex is listed under the first stage that needs it, dependencies first (a stage comes
   // after the stages its root depends on in a post-order walk), then the stages are printed in

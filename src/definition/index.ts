@@ -64,6 +64,28 @@ export interface ExecOp {
   proxyEnv?: string[];
   /** Filesystems, secrets and sockets mounted for the command only (RUN --mount). Absent when none. */
   mounts?: ExecMount[];
+  /**
+   * Lines added to the command's /etc/hosts (`--add-host`). As in BuildKit, the cache key holds
+   * the host names only: the same build pointed at another address still hits.
+   */
+  extraHosts?: ExtraHost[];
+  /** Resource limits of the command (`--ulimit`), in the cache key as in BuildKit. */
+  ulimits?: Ulimit[];
+  /** Size of the command's /dev/shm in bytes (`--shm-size`; default 64 MiB), in the cache key. */
+  shmSize?: number;
+}
+
+/** An /etc/hosts entry: `ip` is an IPv4 or IPv6 address. */
+export interface ExtraHost {
+  host: string;
+  ip: string;
+}
+
+/** A POSIX resource limit: `name` as `ulimit` spells it (`nofile`, `nproc`, `core` …). */
+export interface Ulimit {
+  name: string;
+  soft: number;
+  hard: number;
 }
 
 /**

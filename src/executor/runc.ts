@@ -14,6 +14,7 @@ import { access, readFile, readdir } from 'node:fs/promises';
 import { constants as osc, tmpdir } from 'node:os';
 import { dirname, join, posix, resolve } from 'node:path';
 import type { Duplex } from 'node:stream';
+import type { ExtraHost, Ulimit } from '../definition/index.js';
 import { isMountPoint, unmountAll } from '../snapshotter/mount.js';
 import { CommandError, runCommand } from '../util/command.js';
 import { isOwnerAlive, processToken } from '../util/process.js';
@@ -41,6 +42,12 @@ export interface RunSpec {
    * a disk, logged or reported.
    */
   secretEnv?: string[];
+  /** Lines added to /etc/hosts. */
+  extraHosts?: ExtraHost[];
+  /** Resource limits of the process. */
+  ulimits?: Ulimit[];
+  /** Bytes of /dev/shm (default 64 MiB, as Docker). */
+  shmSize?: number;
   stdout(chunk: Buffer): void;
   stderr(chunk: Buffer): void;
   signal?: AbortSignal;
@@ -235,7 +242,7 @@ export class RuncExecutor {
     } catch {
       // none on the host: an empty one
     }
-    writeFileSync(etcFiles.hosts, hostsFile(hostname), { mode: 0o644 });
+    writeFileSync(etcFiles.hosts, hostsFile(hostname, spec.extraHosts), { mode: 0o644 });
     writeFileSync(etcFiles.resolvConf, resolvConf(hostResolv, spec.network), { mode: 0o644 });
     writeFileSync(etcFiles.hostname, `${hostname}\n`, { mode: 0o644 });
     const prepared = await prepareMounts(bundle, spec.mounts ?? []);
@@ -251,6 +258,8 @@ export class RuncExecutor {
       ...(spec.security === 'insecure' ? { security: 'insecure' as const, hostCapabilities: ownCapabilities() } : {}),
       etcFiles,
       mounts: prepared.mounts,
+      ...(spec.ulimits ? { ulimits: spec.ulimits } : {}),
+      ...(spec.shmSize !== undefined ? { shmSize: spec.shmSize } : {}),
       annotations: { [OWNER_ANNOTATION]: processToken() },
     });
     try {

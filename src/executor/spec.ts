@@ -2,6 +2,7 @@
 // oci/defaults.go and caps/defaults.go): capabilities, seccomp, masked and read-only paths,
 // mounts. `RUN --security=insecure` gets BuildKit's insecure spec instead.
 
+import type { ExtraHost, Ulimit } from '../definition/index.js';
 import { DEFAULT_PATH } from '../oci/types.js';
 import { defaultSeccompProfile, type LinuxSeccomp } from './seccomp.js';
 import type { ResolvedUser } from './user.js';
@@ -130,6 +131,10 @@ export interface SpecInput {
   /** Mounted after the standard ones, in order (RUN --mount): a target may be under an earlier one. */
   mounts?: OciMount[];
   annotations?: Record<string, string>;
+  /** Resource limits of the process (`nofile` …); without them it inherits the builder's. */
+  ulimits?: Ulimit[];
+  /** Bytes of /dev/shm (default 64 MiB, as Docker). */
+  shmSize?: number;
 }
 
 /** Fills in PATH and HOME when the environment does not set them (as Docker does). */
@@ -157,6 +162,7 @@ export function buildSpec(input: SpecInput): OciRuntimeSpec {
       // insecure mode grants them all in every set.
       capabilities: { bounding: caps, effective: caps, permitted: caps, inheritable: insecure ? caps : [], ambient: insecure ? caps : [] },
       noNewPrivileges: true,
+      ...(input.ulimits ? { rlimits: input.ulimits.map((u) => ({ type: `RLIMIT_${u.name.toUpperCase()}`, soft: u.soft, hard: u.hard })) } : {}),
     },
     root: { path: input.rootfs, readonly: false },
     hostname: input.hostname,
@@ -167,7 +173,7 @@ export function buildSpec(input: SpecInput): OciRuntimeSpec {
       { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
       { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['ro', 'nosuid', 'noexec', 'nodev', 'relatime'] },
       { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
-      { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
+      { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', input.shmSize !== undefined ? `size=${input.shmSize}` : 'size=65536k'] },
       { destination: '/etc/hosts', type: 'bind', source: input.etcFiles.hosts, options: ['rbind', 'ro'] },
       { destination: '/etc/resolv.conf', type: 'bind', source: input.etcFiles.resolvConf, options: ['rbind', 'ro'] },
       { destination: '/etc/hostname', type: 'bind', source: input.etcFiles.hostname, options: ['rbind', 'ro'] },
@@ -197,9 +203,10 @@ export function buildSpec(input: SpecInput): OciRuntimeSpec {
   return spec;
 }
 
-/** /etc/hosts as BuildKit writes it. */
-export function hostsFile(hostname: string): string {
-  return `127.0.0.1\tlocalhost ${hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n`;
+/** /etc/hosts as BuildKit writes it: its two lines, then one per `--add-host`. */
+export function hostsFile(hostname: string, extraHosts: readonly ExtraHost[] = []): string {
+  const extra = extraHosts.map((h) => `${h.ip}\t${h.host}\n`).join('');
+  return `127.0.0.1\tlocalhost ${hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n${extra}`;
 }
 
 /**

@@ -3,7 +3,7 @@
 // their base images (through the injected resolver: the frontend itself does no I/O), then
 // compile the stages in order into one deduplicated DAG plus the target's image config.
 
-import { DefinitionBuilder, type Definition, type Digest, type ImageSpec, type Platform } from '../definition/index.js';
+import { DefinitionBuilder, type Definition, type Digest, type ExecOp, type ImageSpec, type Platform } from '../definition/index.js';
 import type { ImageConfigFile } from '../oci/types.js';
 import { StageDispatcher, type DispatchContext } from './dispatch.js';
 import { DockerfileError, messageOf } from './errors.js';
@@ -56,7 +56,27 @@ export interface CompileOptions {
   defaultNetwork?: 'none' | 'host';
   /** What RUN steps may ask for beyond the sandbox (BuildKit's `--allow`); none by default. */
   allow?: readonly Entitlement[];
+  /** Given to every RUN step; a setting left out leaves the steps' digests as they were. */
+  runSettings?: RunSettings;
+  /**
+   * The named build context for a name (`--build-context NAME=…`), if there is one: a stage of
+   * that name is replaced by it, and a FROM, COPY --from or RUN --mount from= naming it (and no
+   * stage) reads it instead of an image. Names arrive as written (a caller normalises image names).
+   */
+  namedContext?: (name: string) => NamedContext | undefined;
 }
+
+/** What a named build context stands for: a local directory (a local source) or an image. */
+export type NamedContext = ({ type: 'local' } & LocalContext) | { type: 'image'; ref: string };
+
+/** A local source other than the build context: its name (where the solver finds it) and its `.dockerignore` patterns. */
+export interface LocalContext {
+  name: string;
+  exclude: string[];
+}
+
+/** The build's settings for every RUN step (`--add-host`, `--ulimit`, `--shm-size`), as in ExecOp. */
+export type RunSettings = Pick<ExecOp, 'extraHosts' | 'ulimits' | 'shmSize'>;
 
 /** A privilege a Dockerfile can only use when the build grants it: RUN --network=host, RUN --security=insecure. */
 export type Entitlement = 'network.host' | 'security.insecure';
@@ -128,7 +148,7 @@ class Compiler {
     this.buildPlatform = toPlatform(opts.buildPlatform ?? opts.platform ?? hostPlatform());
     this.targetPlatform = opts.platform ? toPlatform(opts.platform) : this.buildPlatform;
     for (const w of df.warnings ?? []) this.lint.warn(w.line, w.message, w.rule);
-    this.graph = new StageGraph(df.instructions, this.decodeCtx, this.lex, this.lint);
+    this.graph = new StageGraph(df.instructions, this.decodeCtx, this.lex, this.lint, (name) => opts.namedContext?.(name));
   }
 
   async run(): Promise<CompileResult> {
@@ -196,6 +216,12 @@ class Compiler {
       throw errorAt(from.instr, this.decodeCtx, `FROM ${from.baseName}: the base name is empty after expansion (ARGs used in FROM must be declared before the first FROM and have a value)`);
     }
     stage.baseName = baseName;
+    // A named context of the stage's own name replaces the stage, its instructions unused (BuildKit).
+    const replacement = stage.name !== undefined ? this.opts.namedContext?.(stage.name) : undefined;
+    if (replacement) {
+      stage.commands = [];
+      stage.triggers = [];
+    }
     if (from.platform !== undefined) {
       const spec = this.expandGlobal(from, from.platform);
       if (spec === '') throw errorAt(from.instr, this.decodeCtx, `FROM --platform=${from.platform}: empty platform value`);
@@ -208,7 +234,9 @@ class Compiler {
     const lower = baseName.toLowerCase();
     const named = this.graph.named(lower);
     const earlier = named && named.index < stage.index ? named : undefined;
-    if (earlier) stage.base = { kind: 'stage', stage: earlier };
+    const context = replacement ?? (earlier || lower === 'scratch' ? undefined : this.opts.namedContext?.(baseName));
+    if (context) stage.base = context.type === 'local' ? { kind: 'local', context } : { kind: 'image', ref: context.ref };
+    else if (earlier) stage.base = { kind: 'stage', stage: earlier };
     else if (lower === 'scratch') stage.base = { kind: 'scratch' };
     else {
       stage.base = { kind: 'image', ref: baseName };
@@ -323,8 +351,10 @@ class Compiler {
       buildArgs: this.opts.buildArgs,
       defaultNetwork: this.opts.defaultNetwork ?? 'host',
       allow: this.opts.allow ?? [],
+      ...(this.opts.runSettings ? { runSettings: this.opts.runSettings } : {}),
       ...(this.createdAt !== undefined ? { created: this.createdAt } : {}),
       contextDigest: () => this.contextDigest(),
+      localDigest: (local: LocalContext) => this.localDigest(local),
       fromSource: (cmd: Command, from: string) => this.graph.fromSource(cmd, from),
       declaredArgs: this.declaredArgs,
       lint: this.lint,
@@ -334,19 +364,21 @@ class Compiler {
 
   /** The build context is a single source vertex, added when first used. */
   private contextDigest(): Digest {
-    this.context ??= this.builder.add(
-      { type: 'local', name: this.opts.contextName ?? 'context', exclude: [...this.opts.dockerignore] },
-      [],
-      { name: '[internal] load build context', hidden: true },
-    );
+    this.context ??= this.localDigest({ name: this.opts.contextName ?? 'context', exclude: this.opts.dockerignore });
     return this.context;
+  }
+
+  /** A local source: the build context or a named one. */
+  private localDigest(local: LocalContext): Digest {
+    const name = local.name === (this.opts.contextName ?? 'context') ? '[internal] load build context' : `[internal] load build context ${local.name}`;
+    return this.builder.add({ type: 'local', name: local.name, exclude: [...local.exclude] }, [], { name, hidden: true });
   }
 
   private compileStage(stage: Stage): void {
     const ctx = this.dispatchContext();
     const triggers = stage.triggers ?? [];
     const total =
-      (stage.base.kind === 'image' ? 1 : 0) + triggers.length + stage.commands.filter((c) => NUMBERED.has(c.kind)).length;
+      (stage.base.kind === 'image' || stage.base.kind === 'local' ? 1 : 0) + triggers.length + stage.commands.filter((c) => NUMBERED.has(c.kind)).length;
     const steps = new StepCounter({ display: this.graph.stages.length === 1 ? '' : this.graph.label(stage), total });
     const { startLine, endLine } = stage.from.instr;
     const platform = this.stagePlatform(stage);
@@ -370,6 +402,21 @@ class Compiler {
         });
         state = imageState(root, platform, resolved.config);
         stage.imagePlatform = resolved.config.os && resolved.config.architecture ? platformOf(resolved.config) : platform;
+        break;
+      }
+      case 'local': {
+        // A directory as a base: its files copied onto an empty filesystem, as COPY . / would; an empty config.
+        const scratch = this.builder.add({ type: 'scratch' }, [], { name: 'FROM scratch', hidden: true });
+        const files = this.localDigest(stage.base.context);
+        const root = this.builder.add({ type: 'file', actions: [{ action: 'copy', sourceInput: 1, src: ['.'], dest: '/' }] }, [scratch, files], {
+          name: steps.name(`FROM ${stage.base.context.name}`),
+          position: steps.position(),
+          file: this.opts.file,
+          startLine,
+          endLine,
+        });
+        state = scratchState(root, platform);
+        stage.imagePlatform = this.targetPlatform;
         break;
       }
       case 'stage': {
@@ -400,6 +447,8 @@ class Compiler {
         return this.graph.label(stage.base.stage);
       case 'image':
         return stage.resolved?.ref ?? stage.base.ref;
+      case 'local':
+        return stage.base.context.name;
     }
   }
 

@@ -40,7 +40,7 @@ import { chompHeredoc, parseHeredocMarker, type Heredoc } from './parser.js';
 import type { ShellLex } from './shell-lexer.js';
 import { PROXY_ARGS, defaultShell, envKey, setKey, type ArgValue, type HistoryItem, type StageState } from './stage-state.js';
 import { displayText, summarizeHeredoc, type StepCounter } from './step-names.js';
-import type { Entitlement } from './compile.js';
+import type { Entitlement, LocalContext, RunSettings } from './compile.js';
 import type { FromSource } from './stages.js';
 
 /** What the dispatcher needs from the whole compilation. */
@@ -57,9 +57,13 @@ export interface DispatchContext {
   defaultNetwork: 'none' | 'host';
   /** Entitlements the build grants. */
   allow: readonly Entitlement[];
+  /** What every RUN step gets from the build's `--add-host`, `--ulimit` and `--shm-size`. */
+  runSettings?: RunSettings;
   /** Fixed `created` time for new history entries (SOURCE_DATE_EPOCH), if any. */
   created?: string;
   contextDigest(): Digest;
+  /** The source vertex of a named local build context. */
+  localDigest(local: LocalContext): Digest;
   /** What a COPY --from or a RUN --mount from= of `cmd` names (`from` as written). */
   fromSource(cmd: Command, from: string): FromSource | undefined;
   /** Records the ARG names declared by dispatched stages (to warn about unused --build-arg). */
@@ -341,6 +345,7 @@ export class StageDispatcher {
       ...(security === 'insecure' ? { security: 'insecure' as const } : {}),
       ...(scripts.length > 0 ? { scripts } : {}),
       ...(mounts.length > 0 ? { mounts } : {}),
+      ...this.ctx.runSettings,
     };
     const proxyEnv = PROXY_ARGS.filter(
       (key) => Object.hasOwn(this.ctx.buildArgs, key) && !this.state.env.has(key) && !this.state.buildArgs.some((a) => a.key === key),
@@ -552,6 +557,7 @@ export class StageDispatcher {
           : `cannot mount from stage "${from}" to "${mountTarget}", stage needs to be defined before current command`,
       );
     }
+    if (source.kind === 'local') return this.ctx.localDigest(source.context);
     if (source.resolved) {
       return this.ctx.builder.add({ type: 'image', ref: source.resolved.ref, platform: source.resolved.platform }, [], {
         name: `[internal] load image ${source.resolved.ref}`,

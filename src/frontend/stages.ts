@@ -5,7 +5,7 @@
 // of stages. Knows which instruction refers to which stage, not what any instruction does.
 
 import type { Platform } from '../definition/index.js';
-import type { ResolvedImage } from './compile.js';
+import type { LocalContext, NamedContext, ResolvedImage } from './compile.js';
 import { DockerfileError } from './errors.js';
 import { decodeInstruction, errorAt, type ArgCommand, type Command, type DecodeContext, type FromCommand } from './instructions.js';
 import type { Linter } from './lint.js';
@@ -28,9 +28,11 @@ export type FromSource =
       resolved?: { ref: string; platform: Platform };
       /** Why it could not be resolved. */
       error?: string;
-    };
+    }
+  /** A named build context that is a local directory. */
+  | { kind: 'local'; context: LocalContext };
 
-export type StageBase = { kind: 'scratch' } | { kind: 'stage'; stage: Stage } | { kind: 'image'; ref: string };
+export type StageBase = { kind: 'scratch' } | { kind: 'stage'; stage: Stage } | { kind: 'image'; ref: string } | { kind: 'local'; context: LocalContext };
 
 export interface Stage {
   index: number;
@@ -67,6 +69,7 @@ export class StageGraph {
     private readonly ctx: DecodeContext,
     private readonly lex: ShellLex,
     private readonly lint: Linter,
+    private readonly namedContext: (name: string) => NamedContext | undefined = () => undefined,
   ) {
     this.decode(instructions);
   }
@@ -185,6 +188,12 @@ export class StageGraph {
     const stage = this.byName.get(from.toLowerCase());
     if (stage) {
       sources.set(from, this.stageSource(stage));
+      return;
+    }
+    // As BuildKit: a name that is no stage is looked up among the named contexts before it is taken as an image.
+    const named = this.namedContext(from);
+    if (named) {
+      sources.set(from, named.type === 'local' ? { kind: 'local', context: named } : { kind: 'image', ref: named.ref });
       return;
     }
     const hint = suggest(from, this.stageNames());

@@ -475,7 +475,9 @@ export class Solver {
    * the content of what is mounted. Never what a cache mount holds, nor a secret's value.
    */
   private async execCacheKey(v: Vertex, op: ExecOp, inputs: SolvedResult[], byContent: boolean): Promise<Keyed> {
-    const { proxyEnv: _proxyEnv, ...keyed } = op;
+    const { proxyEnv: _proxyEnv, ...rest } = op;
+    // As BuildKit: an --add-host counts by its name; where it points may change between builds.
+    const keyed = rest.extraHosts ? { ...rest, extraHosts: rest.extraHosts.map((h) => ({ host: h.host, ip: '' })) } : rest;
     const keys: string[] = [];
     const files = new FileList();
     const keyedInputs: NonNullable<KeyIngredients['inputs']> = [];
@@ -496,6 +498,9 @@ export class Solver {
     if (op.security) fields.security = op.security;
     if (op.scripts) fields.scripts = valueDigest(canonicalJson(op.scripts));
     if (op.mounts) fields.mounts = canonicalJson(op.mounts);
+    if (op.extraHosts) fields.extraHosts = op.extraHosts.map((h) => h.host).join(',');
+    if (op.ulimits) fields.ulimits = op.ulimits.map((u) => `${u.name}=${u.soft}:${u.hard}`).join(',');
+    if (op.shmSize !== undefined) fields.shmSize = String(op.shmSize);
     const env: Record<string, string> = {};
     for (const entry of op.env) {
       const eq = entry.indexOf('=');
@@ -544,6 +549,9 @@ export class Solver {
             ...(op.security ? { security: op.security } : {}),
             ...(mounts.length > 0 ? { mounts } : {}),
             ...(secretEnv.length > 0 ? { secretEnv } : {}),
+            ...(op.extraHosts ? { extraHosts: op.extraHosts } : {}),
+            ...(op.ulimits ? { ulimits: op.ulimits } : {}),
+            ...(op.shmSize !== undefined ? { shmSize: op.shmSize } : {}),
             stdout: (chunk) => output.write('stdout', chunk),
             stderr: (chunk) => output.write('stderr', chunk),
             signal: this.opts.signal,

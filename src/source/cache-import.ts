@@ -3,8 +3,6 @@
 // config for an inline cache); each layer blob is fetched, verified, the first time the solver or
 // the exporter needs its bytes, from the source that listed it.
 
-import { createReadStream } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { LayerRecord } from '../cache/cache-index.js';
@@ -17,13 +15,13 @@ import {
   type CacheConfig,
   type CacheConfigRecord,
 } from '../cache/remote-cache.js';
-import { isSha256Digest, sha256 } from '../oci/digest.js';
 import { isIndexMediaType, type Descriptor, type Digest, type ImageIndex, type Platform } from '../oci/types.js';
 import type { BlobSources } from '../registry/blob-sources.js';
 import type { RegistryClient } from '../registry/client.js';
 import { parseReference } from '../registry/reference.js';
 import { track, type ProgressListener } from '../progress.js';
 import type { ImportedCache } from '../solver/solver.js';
+import { OciLayout, readVerified } from './oci-layout.js';
 
 /**
  * Where a build reads shared cache from. `registry`: a cache manifest pushed with
@@ -133,9 +131,6 @@ interface FoundCache {
   fetched?: (digest: Digest) => Promise<void>;
 }
 
-/** Documents read whole: an index or a cache config is small; a bigger one is refused. */
-const MAX_DOCUMENT_BYTES = 16 * 1024 * 1024;
-
 async function readRegistryCache(refText: string, io: ImportIO): Promise<FoundCache> {
   const ref = parseReference(refText);
   const registry = await io.registry();
@@ -166,20 +161,14 @@ async function readRegistryCache(refText: string, io: ImportIO): Promise<FoundCa
 }
 
 async function readLocalCache(dir: string, tag: string): Promise<FoundCache> {
-  // A digest from the layout's own files names a file below `dir`, never a path out of it.
-  const blobPath = (digest: Digest) => {
-    if (!isSha256Digest(digest)) throw new Error(`${dir}: ${JSON.stringify(digest)} is not a sha256 digest`);
-    return join(dir, 'blobs', 'sha256', digest.slice('sha256:'.length));
-  };
-  const readBlob = async (desc: Descriptor) => readVerified(createReadStream(blobPath(desc.digest)), desc);
-  const layout = JSON.parse(await readFile(join(dir, 'index.json'), 'utf8')) as ImageIndex;
-  const entry = layout.manifests.find((m) => m.annotations?.['org.opencontainers.image.ref.name'] === tag) ?? (layout.manifests.length === 1 ? layout.manifests[0] : undefined);
+  const layout = new OciLayout(dir);
+  const entry = await layout.entry(tag);
   if (!entry) throw new Error(`${join(dir, 'index.json')} names no cache "${tag}"`);
-  const index = JSON.parse((await readBlob(entry)).toString('utf8')) as ImageIndex;
+  const index = JSON.parse((await layout.readDocument(entry)).toString('utf8')) as ImageIndex;
   const configDesc = index.manifests.find((m) => m.mediaType === CACHE_CONFIG_MEDIA_TYPE);
   if (!configDesc) throw new Error(`${dir}: the index of "${tag}" has no ${CACHE_CONFIG_MEDIA_TYPE}`);
-  const config = parseCacheConfig(await readBlob(configDesc), dir);
-  return { records: decodeCacheConfig(config, describeFrom(index.manifests)), open: async (desc) => createReadStream(blobPath(desc.digest)) };
+  const config = parseCacheConfig(await layout.readDocument(configDesc), dir);
+  return { records: decodeCacheConfig(config, describeFrom(index.manifests)), open: async (desc) => layout.open(desc) };
 }
 
 /** Layer facts from the descriptors that list the blobs (older BuildKit configs carry none). */
@@ -205,21 +194,3 @@ function parseJson(bytes: Buffer, source: string): unknown {
     throw new Error(`${source}: the cache config is not JSON: ${(err as Error).message}`);
   }
 }
-
-/** Reads a small blob whole and checks it is the one described. */
-async function readVerified(stream: Readable, desc: Descriptor): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of stream as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > MAX_DOCUMENT_BYTES || size > desc.size) {
-      stream.destroy();
-      throw new Error(`blob ${desc.digest} is larger than its ${desc.size} bytes`);
-    }
-    chunks.push(chunk);
-  }
-  const bytes = Buffer.concat(chunks);
-  if (sha256(bytes) !== desc.digest) throw new Error(`blob ${desc.digest} does not match its digest`);
-  return bytes;
-}
-
