@@ -166,7 +166,9 @@ async function runBuild(opts: BuildOptions, explainOnly: boolean): Promise<{ res
     }
     // One per build: pulls, cache imports and pushes record and read blob sources through it.
     const blobSources = new BlobSources(state.root);
-    const images = new Images(state, registry, { forcePull: opts.pull, signal: opts.signal, blobSources });
+    // A base image's layers are part of its FROM step: only their download bytes are reported.
+    const onLayer: ProgressListener = (e) => void (e.type === 'bytes' && emit(e));
+    const images = new Images(state, registry, { forcePull: opts.pull, signal: opts.signal, blobSources, onLayer });
 
     const compiled: CompileResult = await compile(dockerfile, compileOptions(input, opts, platform, (ref, p) => images.resolve(ref, p)));
     for (const w of compiled.warnings) emit({ type: 'warning', message: w.message, file: w.file, line: w.line, ...(w.rule ? { rule: w.rule } : {}) });
