@@ -19,6 +19,8 @@ import type { ProgressOutput, ProgressSummary, Renderer } from './progress.js';
 const REPAINT_MS = 100;
 /** Lines of a running step's output shown under it. */
 const TAIL_LINES = 6;
+/** Characters kept of a line a step has not finished. */
+const MAX_LINE_CHARS = 1024;
 /** Used when the output does not say (not a terminal). */
 const DEFAULT_COLUMNS = 80;
 const DEFAULT_ROWS = 24;
@@ -94,9 +96,11 @@ export class TtyProgress implements Renderer {
         const step = this.steps.get(e.id);
         if (!step) return;
         const lines = (step.partial[e.stream] + e.data).split('\n');
-        step.partial[e.stream] = lines.pop() ?? '';
-        // A progress bar redraws its line with \r: only what it drew last counts.
-        step.tail.push(...lines.slice(-TAIL_LINES).map((l) => l.slice(l.lastIndexOf('\r') + 1)));
+        // A progress bar redraws its line with \r: only what it drew last counts. An unfinished
+        // line is kept up to what a screen can show.
+        const redrawn = (l: string) => l.slice(l.lastIndexOf('\r') + 1);
+        step.partial[e.stream] = redrawn(lines.pop() ?? '').slice(0, MAX_LINE_CHARS);
+        step.tail.push(...lines.slice(-TAIL_LINES).map(redrawn));
         step.tail.splice(0, step.tail.length - TAIL_LINES);
         return;
       }
