@@ -172,7 +172,7 @@ async function runPull(args: string[]): Promise<number> {
       renderer.end();
       throw err;
     });
-    renderer.end({ names: [result.ref], digest: result.manifestDigest });
+    renderer.end({ names: [result.ref.slice(0, result.ref.lastIndexOf('@'))], digest: result.manifestDigest, pulled: true });
     process.stdout.write(`${result.ref}\n`);
   });
 }

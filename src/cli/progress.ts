@@ -14,10 +14,12 @@ export type ProgressMode = (typeof PROGRESS_MODES)[number];
 /** What a renderer draws progress on: stderr, usually. */
 export type ProgressOutput = NodeJS.WritableStream & { isTTY?: boolean; columns?: number; rows?: number };
 
-/** What was made, for the last lines of the live view. */
+/** What was made or pulled, for the last lines of the live view. */
 export interface ProgressSummary {
   names: readonly string[];
+  /** The image's manifest digest. */
   digest: string;
+  pulled?: boolean;
 }
 
 export interface Renderer {

@@ -75,7 +75,7 @@ export class TtyProgress implements Renderer {
     const failed = [...this.steps.values()].some((s) => s.status === 'error');
     const lines = this.frame(Date.now(), { final: true, finished: !failed && summary !== undefined });
     if (summary) {
-      const done: Line[] = [{ text: ` => => writing image ${summary.digest.slice(0, 19)}`, colour: 'blue' }];
+      const done: Line[] = [{ text: ` => => ${summary.pulled ? 'pulled' : 'writing'} image ${summary.digest.slice(0, 19)}`, colour: 'blue' }];
       for (const name of summary.names) done.push({ text: ` => => naming to ${name}`, colour: 'blue' });
       const exportAt = lines.findIndex((l) => l.text.startsWith(' => exporting to image'));
       lines.splice(exportAt < 0 ? lines.length : exportAt + 1, 0, ...done);
@@ -158,7 +158,7 @@ export class TtyProgress implements Renderer {
       }
       lines = lines.slice(-room);
     }
-    return [{ text: header, colour: finished ? 'blue' : undefined }, ...lines];
+    return [{ text: header }, ...lines];
   }
 
   /** `text` and, at the right edge, `time`. */

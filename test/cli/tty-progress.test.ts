@@ -78,4 +78,26 @@ describe('the live view', () => {
     ]);
     expect(screen.text).toContain('a notice\n');
   });
+
+  it('shows a download under its step (a pull) or on its own (a base image in a build), with bytes and rate, until it is complete', async () => {
+    const screen = new Screen(80, 30);
+    const view = new TtyProgress(screen, { title: 'Pulling', color: false });
+    const at = Date.now();
+    const layer = `sha256:${'1'.repeat(64)}`;
+    const base = `sha256:${'2'.repeat(64)}`;
+    view.onProgress({ type: 'step', id: layer, name: 'layer 111111111111 (3.4 MB)', status: 'started', at });
+    view.onProgress({ type: 'bytes', id: layer, current: 1_200_000, total: 3_400_000, started: at - 2000, at });
+    view.onProgress({ type: 'bytes', id: base, current: 500_000, total: 1_000_000, started: at - 1000, at });
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    const frame = screen.text.replace(OWN, '').split('\n');
+    const step = frame.findIndex((l) => l.startsWith(' => layer 111111111111 (3.4 MB)'));
+    expect(frame[step + 1]).toMatch(/^ => => 1\.2MB \/ 3\.4MB \d+(\.\d+)?kB\/s$/);
+    expect(frame).toContainEqual(expect.stringMatching(/^ => => sha256:222222222222 500kB \/ 1MB \d+(\.\d+)?kB\/s$/));
+
+    view.onProgress({ type: 'bytes', id: layer, current: 3_400_000, total: 3_400_000, started: at - 2000, at });
+    view.onProgress({ type: 'step', id: layer, name: 'layer 111111111111 (3.4 MB)', status: 'done', at, durationMs: 2000 });
+    const before = screen.text.length;
+    view.end();
+    expect(screen.text.slice(before)).not.toContain('MB /');
+  });
 });
