@@ -28,15 +28,16 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   // A build still running (a failed expectation) is stopped as a user would, so it cleans up.
-  if (term && !exited(term.screen())) {
+  if (term && !term.screen().some((l) => l.startsWith('EXIT('))) {
     term.interrupt();
-    await term.waitFor(exited, 'the end of the build').catch(() => undefined);
+    await term.waitFor((lines) => lines.some((l) => l.startsWith('EXIT(')), 'the end of the build').catch(() => undefined);
   }
   term?.close();
   await new Promise((resolve) => gate?.server.close(resolve));
 });
 
-const exited = (lines: string[]) => lines.some((l) => l.startsWith('EXIT='));
+/** Whether run `run` has ended: go.sh prints `EXIT(run)=CODE` after the build. */
+const exited = (run: string) => (lines: string[]) => lines.some((l) => l.startsWith(`EXIT(${run})=`));
 const wide = (lines: string[]) => lines.filter((l) => [...l].length > COLUMNS);
 
 describe.skipIf(noTmux)('--progress auto on a terminal', () => {
@@ -50,10 +51,10 @@ describe.skipIf(noTmux)('--progress auto on a terminal', () => {
     // The command stays short (no wrapped command line on the screen): a script runs the build.
     await writeFile(
       join(fx.work, 'go.sh'),
-      `cd ${JSON.stringify(fx.work)}\n${JSON.stringify(BUILDER_BIN)} build --root root --network host -t ${name} "$@" ctx\necho EXIT=$?\n`,
+      `run=$1; shift\ncd ${JSON.stringify(fx.work)}\n${JSON.stringify(BUILDER_BIN)} build --root root --network host -t ${name} "$@" ctx\necho "EXIT($run)=$?"\n`,
     );
     term = await Terminal.start({ columns: COLUMNS, rows: 30 }, { HOME: fx.work });
-    term.type(`clear; bash ${fx.work}/go.sh`);
+    term.type(`clear; bash ${fx.work}/go.sh first`);
 
     // While the RUN waits: the header counts steps, the running step shows its output below it.
     const tail = [' => => # first line', ' => => # waiting-for-the-test'];
@@ -67,10 +68,10 @@ describe.skipIf(noTmux)('--progress auto on a terminal', () => {
     expect(wide(running)).toEqual([]);
 
     gate.opened = true;
-    const done = await term.waitFor(exited, 'the end of the build');
+    const done = await term.waitFor(exited('first'), 'the end of the build');
     const digest = done.find((l) => /^sha256:[0-9a-f]{64}$/.test(l))!;
     expect(digest, done.join('\n')).toBeDefined();
-    expect(done).toContain('EXIT=0');
+    expect(done).toContain('EXIT(first)=0');
     const frame = done.slice(0, done.indexOf(digest));
     expect(frame[0]).toMatch(/^\[\+\] Building \d+\.\d+s \((\d+)\/\1\) FINISHED$/);
     expect(frame.slice(1).map((l) => l.replace(/ +\d+\.\d+s$/, ' <time>'))).toEqual([
@@ -87,9 +88,9 @@ describe.skipIf(noTmux)('--progress auto on a terminal', () => {
     expect(term.screen({ escapes: true }).join('\n')).toMatch(/\x1b\[[0-9;]*m/);
 
     // The same build again, with NO_COLOR: every step CACHED, and no escape sequence on the screen.
-    term.type(`clear; NO_COLOR=1 bash ${fx.work}/go.sh`);
-    const cached = await term.waitFor(exited, 'the end of the cached build');
-    expect(cached).toContain('EXIT=0');
+    term.type(`clear; NO_COLOR=1 bash ${fx.work}/go.sh cached`);
+    const cached = await term.waitFor(exited('cached'), 'the end of the cached build');
+    expect(cached).toContain('EXIT(cached)=0');
     expect(cached.filter((l) => l.startsWith(' => CACHED ')).map((l) => l.replace(/ +\d+\.\d+s$/, ''))).toEqual([
       expect.stringMatching(/^ => CACHED \[1\/3\] FROM /),
       expect.stringMatching(/^ => CACHED \[2\/3\] RUN echo first line;/),
@@ -102,11 +103,11 @@ describe.skipIf(noTmux)('--progress auto on a terminal', () => {
 
     // Ctrl-C while the step runs: the notice is not painted over, the view ends once, the code is 130.
     gate.opened = false;
-    term.type(`clear; bash ${fx.work}/go.sh --no-cache`);
+    term.type(`clear; bash ${fx.work}/go.sh stopped --no-cache`);
     await term.waitFor((lines) => lines.includes(' => => # waiting-for-the-test'), 'the running step again');
     term.interrupt();
-    const stopped = await term.waitFor(exited, 'the end of the interrupted build');
-    expect(stopped).toContain('EXIT=130');
+    const stopped = await term.waitFor(exited('stopped'), 'the end of the interrupted build');
+    expect(stopped).toContain('EXIT(stopped)=130');
     expect(stopped).toContain('interrupted: stopping the build and cleaning up');
     expect(stopped.filter((l) => l.startsWith('[+] Building'))).toHaveLength(1);
     expect(wide(stopped)).toEqual([]);
