@@ -9,7 +9,7 @@ export { du, type DuOptions, type DiskUsage, type StoreEntry } from './client/du
 export { prune, type PruneOptions, type PruneResult } from './client/prune.js';
 export { plan, formatPlan, type PlanOptions, type PlanResult, type PlannedStage, type PlannedStep } from './client/plan.js';
 export type { BuildDefinitionOptions } from './client/input.js';
-export type { ProgressEvent, ProgressListener, StepEvent, LogEvent, WarningEvent } from './progress.js';
+export type { ProgressEvent, ProgressListener, StepEvent, LogEvent, WarningEvent, BytesEvent } from './progress.js';
 export { defaultStateRoot } from './cache/state.js';
 export { loadConfig, defaultConfigPath, ConfigError, type BuilderConfig } from './client/config.js';
 export * from './definition/index.js';

@@ -37,7 +37,24 @@ export interface WarningEvent {
   rule?: string;
 }
 
-export type ProgressEvent = StepEvent | LogEvent | WarningEvent;
+/**
+ * How much of a download has arrived: a layer of a base image. Sent at most every
+ * BYTES_INTERVAL_MS per download, and once when it is complete (`current` = `total`).
+ */
+export interface BytesEvent {
+  type: 'bytes';
+  /** The blob's digest (in `builder pull`, also the id of the layer's step). */
+  id: string;
+  current: number;
+  total: number;
+  /** Milliseconds since the epoch: when the download started, and now. */
+  started: number;
+  at: number;
+}
+
+export const BYTES_INTERVAL_MS = 100;
+
+export type ProgressEvent = StepEvent | LogEvent | WarningEvent | BytesEvent;
 
 export type ProgressListener = (event: ProgressEvent) => void;
 

@@ -1,6 +1,7 @@
 // `builder doctor`: prints what the integrity check found; exits 1 when it found anything.
 
 import { parseArgs } from 'node:util';
+import { UsageError } from './exit-codes.js';
 
 const USAGE = `Usage: builder doctor [--root DIR]
 
@@ -20,7 +21,7 @@ export async function runDoctorCommand(args: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return 0;
   }
-  if (positionals.length > 0) throw new Error(`"builder doctor" takes no arguments (got ${positionals.join(' ')})`);
+  if (positionals.length > 0) throw new UsageError(`"builder doctor" takes no arguments (got ${positionals.join(' ')})`);
   const { doctor } = await import('../client/doctor.js');
   const report = await doctor({ root: values.root });
   const problems = report.issues.filter((i) => !i.leftover);

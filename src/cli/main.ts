@@ -6,14 +6,16 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { BuildOptions, Output } from '../client/build.js';
 import type { ProgressEvent } from '../progress.js';
 import { loadConfig } from '../client/config.js';
+import { toPlatform } from '../oci/platform.js';
 import { parseSecretFlag } from '../source/secrets.js';
 import { parseSshFlag } from '../source/ssh.js';
 import { parseCacheFromFlag, parseCacheToFlag } from './cache-flags.js';
 import { parseAddHost, parseShmSize, parseUlimit } from '../client/run-settings.js';
 import { parseBuildContext, unsupportedContext, type BuildContextSource } from '../client/context-sources.js';
-import { createRenderer, formatForecast, formatWarning, type ProgressMode } from './progress.js';
+import { causes, exitCodeOf, UsageError } from './exit-codes.js';
+import { createRenderer, formatForecast, formatWarning, PROGRESS_MODES, type ProgressMode, type Renderer } from './progress.js';
 
-const USAGE = `Usage: builder build [OPTIONS] PATH
+const USAGE = `Usage: builder [--debug] build [OPTIONS] PATH
        builder pull [OPTIONS] NAME
        builder login [-u USER] [--password-stdin] [SERVER]
        builder logout [SERVER]
@@ -66,19 +68,32 @@ Options:
       --config FILE         Registry settings as in dockerd's daemon.json ("insecure-registries",
                             "registry-mirrors") and the GC limit ("gc": {"keepStorage": "20GB"});
                             default $BUILDER_CONFIG, else ~/.config/builder/config.json
-      --progress MODE       plain, json or quiet (default: plain)
+      --progress MODE       auto (default: tty on a terminal, else plain), tty (a live view),
+                            plain, json (builder's events), rawjson (BuildKit's SolveStatus) or quiet
   -q, --quiet               Print only the image ID (no progress)
       --iidfile FILE        Write the image ID (sha256:… of its config) to FILE
       --metadata-file FILE  Write the result as JSON to FILE (containerimage.digest,
                             containerimage.config.digest, containerimage.descriptor, image.name)
+  -D, --debug               Print the stack trace of an error (also: BUILDER_DEBUG=1)
   -h, --help                Show this help
 
 PATH is a directory; a tar on stdin (-), a Git repository or a URL is not supported yet.
+
+Exit codes: 0 done; 1 the build failed (a step failed, or another error); 2 bad usage (a bad
+command line, or a Dockerfile that does not parse); 3 a registry error (unreachable, refused
+credentials, no such image, push refused); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 `;
 
-class UsageError extends Error {}
+/** `--debug` anywhere a command takes it, or BUILDER_DEBUG: errors come with their stack traces. */
+let debug = Boolean(process.env.BUILDER_DEBUG);
 
-export async function main(argv: string[]): Promise<number> {
+export async function main(args: string[]): Promise<number> {
+  // Global flags come before the command, as docker's do.
+  let argv = args;
+  while (argv[0] === '--debug' || argv[0] === '-D') {
+    debug = true;
+    argv = argv.slice(1);
+  }
   const [command, ...rest] = argv;
   if (!command || command === '-h' || command === '--help' || command === 'help') {
     process.stdout.write(USAGE);
@@ -95,20 +110,26 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return 0;
   }
-  const { progress, dryRun, explain, quiet, config: configFile, ...flags } = opts;
+  const { progress, dryRun, explain, quiet, config: configFile, debug: wantsDebug, ...flags } = opts;
+  debug ||= wantsDebug;
   if (flags.dockerfileText === STDIN) flags.dockerfileText = await readDockerfileFromStdin();
   const buildOpts = { ...flags, ...(await registrySettings(configFile, flags)) };
   if (explain) {
-    return interruptible('build', async (signal) => {
+    return interruptible('build', undefined, async (signal) => {
       const { explainCache } = await import('../client/build.js');
       const onProgress = (e: ProgressEvent) => (progress !== 'quiet' && e.type === 'warning' ? process.stderr.write(`${formatWarning(e)}\n`) : undefined);
       process.stdout.write(formatForecast(await explainCache({ ...buildOpts, onProgress, signal }), progress));
     });
   }
   if (dryRun) return (await import('./dry-run.js')).runDryRun(buildOpts);
-  return interruptible('build', async (signal) => {
+  const renderer = createRenderer(progress, process.stderr, 'Building');
+  return interruptible('build', renderer, async (signal) => {
     const { build } = await import('../client/build.js');
-    const result = await build({ ...buildOpts, onProgress: createRenderer(progress, process.stderr), signal });
+    const result = await build({ ...buildOpts, onProgress: renderer.onProgress, signal }).catch((err: unknown) => {
+      renderer.end();
+      throw err;
+    });
+    renderer.end({ names: result.tags, digest: result.manifestDigest });
     if (quiet) {
       process.stdout.write(`${result.configDigest}\n`);
       return;
@@ -130,8 +151,11 @@ Options:
       --insecure-registry H Use plain HTTP for registry H (loopback ones always are)
       --registry-mirror URL Pull Docker Hub images through this mirror first (repeatable)
       --config FILE         Registry settings, as for builder build
-      --progress MODE       plain, json or quiet (default: plain)
+      --progress MODE       auto, tty, plain, json, rawjson or quiet, as for builder build
+  -D, --debug               Print the stack trace of an error
   -h, --help                Show this help
+
+Exit codes as for builder build: 0 pulled, 2 bad usage, 3 a registry error, 130 interrupted.
 `;
 
 /** Options `build` and `pull` share. */
@@ -142,6 +166,7 @@ const COMMON_OPTIONS = {
   'registry-mirror': { type: 'string', multiple: true },
   config: { type: 'string' },
   progress: { type: 'string' },
+  debug: { type: 'boolean', short: 'D' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -151,18 +176,23 @@ async function runPull(args: string[]): Promise<number> {
     process.stdout.write(PULL_USAGE);
     return 0;
   }
+  debug ||= Boolean(v.values.debug);
   if (v.positionals.length !== 1) throw new UsageError('"builder pull" requires exactly 1 argument: the image NAME');
   const flags = { insecureRegistries: v.values['insecure-registry'], registryMirrors: v.values['registry-mirror'] };
   const pullOpts = {
     ref: v.positionals[0]!,
-    platform: v.values.platform,
+    platform: platformFlag(v.values.platform),
     root: v.values.root,
     ...(await registrySettings(v.values.config, flags)),
-    onProgress: createRenderer(progressMode(v.values.progress), process.stderr),
   };
-  return interruptible('pull', async (signal) => {
+  const renderer = createRenderer(progressMode(v.values.progress), process.stderr, 'Pulling');
+  return interruptible('pull', renderer, async (signal) => {
     const { pull } = await import('../client/pull.js');
-    const result = await pull({ ...pullOpts, signal });
+    const result = await pull({ ...pullOpts, onProgress: renderer.onProgress, signal }).catch((err: unknown) => {
+      renderer.end();
+      throw err;
+    });
+    renderer.end({ names: [result.ref.slice(0, result.ref.lastIndexOf('@'))], digest: result.manifestDigest, pulled: true });
     process.stdout.write(`${result.ref}\n`);
   });
 }
@@ -183,18 +213,20 @@ async function registrySettings(
 /**
  * Runs `work` with an AbortSignal that the first Ctrl-C (or SIGTERM) fires. An interrupted run
  * always fails, with the shell's code for the signal (130 SIGINT, 143 SIGTERM), even when the
- * work got past its last abort check before the signal arrived.
+ * work got past its last abort check before the signal arrived. Notices go through `renderer`
+ * when there is one, so that a live view does not paint over them.
  */
-async function interruptible(what: string, work: (signal: AbortSignal) => Promise<void>): Promise<number> {
+async function interruptible(what: string, renderer: Renderer | undefined, work: (signal: AbortSignal) => Promise<void>): Promise<number> {
+  const say = (text: string) => (renderer ? renderer.say(text) : process.stderr.write(text));
   const controller = new AbortController();
   let interrupted: NodeJS.Signals | undefined;
   const onSignal = (signal: NodeJS.Signals) => {
     if (interrupted) {
-      process.stderr.write('still cleaning up, please wait\n');
+      say('still cleaning up, please wait\n');
       return;
     }
     interrupted = signal;
-    process.stderr.write(`\n${signal === 'SIGINT' ? 'interrupted' : 'terminated'}: stopping the ${what} and cleaning up\n`);
+    say(`\n${signal === 'SIGINT' ? 'interrupted' : 'terminated'}: stopping the ${what} and cleaning up\n`);
     controller.abort(new Error(`${what} cancelled by ${signal}`));
   };
   process.on('SIGINT', onSignal);
@@ -218,14 +250,14 @@ function parseOptions<T extends ParseArgsConfig['options']>(args: string[], opti
 }
 
 function progressMode(text: string | undefined): ProgressMode {
-  const mode = text ?? 'plain';
-  if (mode !== 'plain' && mode !== 'json' && mode !== 'quiet') throw new UsageError(`invalid --progress "${mode}": use plain, json or quiet`);
-  return mode;
+  const mode = text ?? 'auto';
+  if (!(PROGRESS_MODES as readonly string[]).includes(mode)) throw new UsageError(`invalid --progress "${mode}": use ${PROGRESS_MODES.join(', ')}`);
+  return mode as ProgressMode;
 }
 
 function parseBuildArgs(
   args: string[],
-): (Omit<BuildOptions, 'onProgress' | 'signal'> & { progress: ProgressMode; dryRun: boolean; explain: boolean; quiet: boolean; config?: string }) | undefined {
+): (Omit<BuildOptions, 'onProgress' | 'signal'> & { progress: ProgressMode; dryRun: boolean; explain: boolean; quiet: boolean; config?: string; debug: boolean }) | undefined {
   const parsed = parseOptions(args, {
     tag: { type: 'string', short: 't', multiple: true },
     file: { type: 'string', short: 'f' },
@@ -320,7 +352,7 @@ function parseBuildArgs(
     push: v.push,
     // As docker build: the image is always named in the local store, whatever else it is exported to.
     outputs: [{ type: 'image' }, ...(v.output ?? []).map(parseOutput)],
-    platform: v.platform,
+    platform: platformFlag(v.platform),
     network,
     allow,
     secrets,
@@ -340,6 +372,7 @@ function parseBuildArgs(
     dryRun: Boolean(v['dry-run']),
     explain: Boolean(v['explain-cache']),
     config: v.config,
+    debug: Boolean(v.debug),
   };
 }
 
@@ -370,6 +403,12 @@ async function readDockerfileFromStdin(): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
+/** `--platform`, checked here: a bad value is a usage error. */
+function platformFlag(value: string | undefined): string | undefined {
+  if (value !== undefined) usage(() => toPlatform(value));
+  return value;
+}
+
 /** `parse()`, its error a usage error. */
 function usage<T>(parse: () => T): T {
   try {
@@ -385,19 +424,20 @@ function parseOutput(spec: string): Output {
   return { type: 'oci', dest: fields.dest };
 }
 
-/** Prints a user error the way a person can act on it: no stack trace. */
+/**
+ * Prints an error the way a person can act on it, and returns its exit code (exit-codes.ts).
+ * Stack traces (of the error and its causes) only with --debug.
+ */
 function report(err: unknown): number {
   const e = err as Error & { format?: () => string };
   const tail = ((e.cause ?? e) as { outputTail?: readonly string[] }).outputTail;
-  if (err instanceof UsageError) {
-    process.stderr.write(`ERROR: ${e.message}\n`);
-    return 2;
-  }
   const text = typeof e.format === 'function' ? e.format() : (e?.message ?? String(err));
   if (tail?.length) process.stderr.write(`------\n${tail.map((l) => ` > ${l}`).join('\n')}\n------\n`);
   process.stderr.write(`ERROR: ${text}\n`);
-  if (process.env.BUILDER_DEBUG) process.stderr.write(`${e.stack ?? ''}\n`);
-  return 1;
+  if (debug) {
+    for (const cause of causes(err)) process.stderr.write(`${(cause as Error)?.stack ?? String(cause)}\n`);
+  }
+  return exitCodeOf(err);
 }
 
 main(process.argv.slice(2)).then(exit, (err: unknown) => exit(report(err)));

@@ -2,6 +2,7 @@
 
 import { createInterface } from 'node:readline/promises';
 import { parseArgs } from 'node:util';
+import { UsageError } from './exit-codes.js';
 import { humanSize, parseDuration, parseSize } from '../util/size.js';
 
 const DU_USAGE = `Usage: builder du [--verbose] [--root DIR]
@@ -44,7 +45,7 @@ export async function runDuCommand(args: string[]): Promise<number> {
     process.stdout.write(DU_USAGE);
     return 0;
   }
-  if (positionals.length > 0) throw new Error(`"builder du" takes no arguments (got ${positionals.join(' ')})`);
+  if (positionals.length > 0) throw new UsageError(`"builder du" takes no arguments (got ${positionals.join(' ')})`);
   const { du } = await import('../client/du.js');
   const u = await du({ root: values.root });
   const out: string[] = [];
@@ -88,14 +89,14 @@ export async function runPruneCommand(args: string[]): Promise<number> {
     process.stdout.write(PRUNE_USAGE);
     return 0;
   }
-  if (positionals.length > 0) throw new Error(`"builder prune" takes no arguments (got ${positionals.join(' ')})`);
+  if (positionals.length > 0) throw new UsageError(`"builder prune" takes no arguments (got ${positionals.join(' ')})`);
   const keepStorage = values['keep-storage'] === undefined ? undefined : flag('--keep-storage', () => parseSize(values['keep-storage']!));
   let until: number | undefined;
   for (const f of values.filter ?? []) {
     const eq = f.indexOf('=');
     const key = eq < 0 ? f : f.slice(0, eq);
-    if (key !== 'until') throw new Error(`invalid --filter "${f}": the only filter is until=DURATION (e.g. until=24h)`);
-    if (until !== undefined) throw new Error('"until" filter expects only one value');
+    if (key !== 'until') throw new UsageError(`invalid --filter "${f}": the only filter is until=DURATION (e.g. until=24h)`);
+    if (until !== undefined) throw new UsageError('"until" filter expects only one value');
     until = flag('--filter until', () => parseDuration(f.slice(eq + 1)));
   }
   if (!values.force && !(await confirm(values.all ? 'WARNING! This will remove all build cache.' : 'WARNING! This will remove all dangling build cache.'))) return 1;
@@ -119,7 +120,7 @@ function flag<T>(name: string, parse: () => T): T {
   try {
     return parse();
   } catch (err) {
-    throw new Error(`invalid ${name}: ${(err as Error).message}`);
+    throw new UsageError(`invalid ${name}: ${(err as Error).message}`);
   }
 }
 

@@ -197,7 +197,9 @@ async function runBuild(opts: BuildOptions, explainOnly: boolean): Promise<{ res
     const executor = new RuncExecutor({ bundleRoot: bundleRoot(state.root) });
     // One per build: pulls, cache imports and pushes record and read blob sources through it.
     const blobSources = new BlobSources(state.root);
-    const images = new Images(state, registry, { forcePull: opts.pull, signal: opts.signal, blobSources });
+    // A base image's layers are part of its FROM step: only their download bytes are reported.
+    const onLayer: ProgressListener = (e) => void (e.type === 'bytes' && emit(e));
+    const images = new Images(state, registry, { forcePull: opts.pull, signal: opts.signal, blobSources, onLayer });
 
     // An OCI layout's image is copied into the content store, then resolved as any stored image.
     const named = opts.buildContexts

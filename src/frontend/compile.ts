@@ -276,7 +276,7 @@ class Compiler {
       const resolved = await this.resolveOnce(source.ref, platform);
       source.resolved = { ref: resolved.ref, platform };
     } catch (err) {
-      source.error = messageOf(err);
+      source.error = err;
     }
   }
 

@@ -566,7 +566,8 @@ export class StageDispatcher {
     const hint = source.hint ? ` (did you mean the stage "${source.hint}"?)` : '';
     throw this.error(
       cmd,
-      `${what}: there is no stage named "${source.ref}"${hint}, so it was taken as an image, which could not be resolved: ${source.error ?? 'unknown error'}`,
+      `${what}: there is no stage named "${source.ref}"${hint}, so it was taken as an image, which could not be resolved: ${source.error ? messageOf(source.error) : 'unknown error'}`,
+      source.error,
     );
   }
 

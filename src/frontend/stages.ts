@@ -26,8 +26,8 @@ export type FromSource =
       hint?: string;
       /** Set once resolved (compile resolves every image a needed stage copies or mounts from). */
       resolved?: { ref: string; platform: Platform };
-      /** Why it could not be resolved. */
-      error?: string;
+      /** Why it could not be resolved: the resolver's error, kept as the cause of the one reported. */
+      error?: unknown;
     }
   /** A named build context that is a local directory. */
   | { kind: 'local'; context: LocalContext };

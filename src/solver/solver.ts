@@ -831,7 +831,8 @@ export class Solver {
         // The step is named already: its error line says what went wrong (BuildKit's `#5 ERROR: …`).
         return await track(hidden ? () => undefined : this.opts.progress, step, work, (err) => (err instanceof StepError ? err.reason : (err as Error).message));
       } catch (err) {
-        throw err instanceof StepError || (err as Error).name === 'AbortError' ? err : new StepError(v.meta, (err as Error).message);
+        // The cause stays: callers tell a registry's refusal from a failed command by it.
+        throw err instanceof StepError || (err as Error).name === 'AbortError' ? err : new StepError(v.meta, (err as Error).message, [], { cause: err });
       }
     });
   }
@@ -922,7 +923,7 @@ export class Solver {
     const message = `failed to unpack layer ${layer.digest}: ${reason}`; // the step's name names the image
     const { hidden, ...step } = this.step(origin.digest, origin.v);
     if (!hidden) this.opts.progress({ type: 'step', ...step, status: 'error', at: Date.now(), error: message });
-    return new StepError(origin.v.meta, message);
+    return new StepError(origin.v.meta, message, [], { cause: err });
   }
 
   /** Runs `fn` on the filesystem of `layers`: read-only, or a writable copy that is thrown away. */

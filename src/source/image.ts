@@ -5,6 +5,7 @@
 // their registry) and `ADD <url>` downloads (http.ts). It must not know Dockerfile syntax, nor
 // how the solver keys or runs what it provides.
 
+import { pipeline, Transform, type Readable } from 'node:stream';
 import pLimit from 'p-limit';
 import type { LayerRecord } from '../cache/cache-index.js';
 import type { State } from '../cache/state.js';
@@ -14,7 +15,7 @@ import { MediaType, type ImageConfigFile, type ImageIndex, type ImageManifest } 
 import { BlobSources } from '../registry/blob-sources.js';
 import type { ContentCache, RegistryClient, RegistryClientOptions } from '../registry/client.js';
 import { parseReference, type ImageReference } from '../registry/reference.js';
-import { track, type ProgressListener } from '../progress.js';
+import { BYTES_INTERVAL_MS, track, type ProgressListener } from '../progress.js';
 import type { ImageSource } from '../solver/solver.js';
 
 /**
@@ -67,7 +68,7 @@ export class Images implements ImageSource {
       /** Resolve tags at the registry even when the local store has them. */
       forcePull?: boolean;
       signal?: AbortSignal;
-      /** Receives a step per layer of a pull: cached when the store has it, else its download. */
+      /** Receives a step per layer of a pull (cached when the store has it, else its download) and the download's bytes. */
       onLayer?: ProgressListener;
       /** Where pulled blobs are remembered for cross-repository mounts (one per build: its writes are ordered). */
       blobSources?: BlobSources;
@@ -138,7 +139,8 @@ export class Images implements ImageSource {
           const step = { id: layer.digest, name: `layer ${layer.digest.slice(7, 19)} (${(layer.size / 1e6).toFixed(1)} MB)` };
           if (await this.state.store.has(layer.digest)) return emit({ type: 'step', ...step, status: 'cached', at: Date.now() });
           await track(emit, step, async () => {
-            const body = await (await this.registry.get()).fetchBlob(ref, layer);
+            const download = await (await this.registry.get()).fetchBlob(ref, layer);
+            const body = this.opts.onLayer ? reportBytes(download, layer.digest, layer.size, this.opts.onLayer) : download;
             // Ctrl-C stops a download midway; the content store drops what it had written.
             const signal = this.opts.signal;
             const stop = (): void => void body.destroy(signal?.reason as Error);
@@ -181,6 +183,26 @@ export class Images implements ImageSource {
     const manifest = await this.state.store.readJson<ImageManifest>(manifestDigest);
     return this.state.store.readJson<ImageConfigFile>(manifest.config.digest);
   }
+}
+
+/** `body`, passed through, its bytes reported at most every BYTES_INTERVAL_MS and when the last arrive. */
+function reportBytes(body: Readable, id: string, total: number, emit: ProgressListener): Readable {
+  const started = Date.now();
+  let current = 0;
+  let reported = 0;
+  const counter = new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      current += chunk.length;
+      const at = Date.now();
+      if (current === total || at - reported >= BYTES_INTERVAL_MS) {
+        reported = at;
+        emit({ type: 'bytes', id, current, total, started, at });
+      }
+      done(null, chunk);
+    },
+  });
+  // An error or destroy() of either side ends both: the store sees a failed download, never a short one.
+  return pipeline(body, counter, () => undefined);
 }
 
 function layerRecords(manifest: ImageManifest, config: ImageConfigFile): LayerRecord[] {

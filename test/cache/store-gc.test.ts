@@ -174,7 +174,7 @@ it('refuses bad prune flags naming them, and prunes nothing unconfirmed', async 
   ];
   for (const [args, message] of cases) {
     const r = await runBuilder(['prune', '-f', '--root', root, ...args]);
-    expect(r.code, args.join(' ')).toBe(1);
+    expect(r.code, args.join(' ')).toBe(2);
     expect(r.stderr).toMatch(message);
   }
   // Without -f and without a terminal to ask on: nothing happens.

@@ -74,7 +74,7 @@ describe('builder login / logout', () => {
     const dir = await configDir({ auths: { 'other.example.com': { auth: b64('a:b') } }, psFormat: 'table {{.ID}}' });
 
     const wrong = await builder(['login', '-u', USER, '--password-stdin', basic.host], { DOCKER_CONFIG: dir }, 'nope\n');
-    expect(wrong.code).toBe(1);
+    expect(wrong.code).toBe(3);
     expect(wrong.stderr).toContain(`authentication failed for ${basic.host}: 401 Unauthorized`);
     expect(wrong.stderr).not.toContain('nope');
     expect((await readConfig(dir)).auths).toEqual({ 'other.example.com': { auth: b64('a:b') } });
@@ -108,7 +108,7 @@ describe('builder login / logout', () => {
     expect(token.tokenRequests.at(-1)).toEqual({ user: USER, scopes: [], status: 200 });
 
     const bad = await builder(['login', '-u', USER, '--password-stdin', token.host], { DOCKER_CONFIG: dir }, 'wrong');
-    expect(bad.code).toBe(1);
+    expect(bad.code).toBe(3);
     expect(bad.stderr).toContain(`authentication failed for ${token.host}: 401`);
 
     const noUser = await builder(['login', '--password-stdin', token.host], { DOCKER_CONFIG: dir }, PASSWORD);
@@ -253,7 +253,7 @@ describe('builder pull', () => {
     const dockerConfig = await configDir({ auths: { [basic.host]: { auth: b64(`${USER}:${PASSWORD}`) } } });
     const root = join(work, 'pull-errors');
     const missing = await builder(['pull', '--root', root, `${basic.host}/library/busybox:nope`], { DOCKER_CONFIG: dockerConfig });
-    expect(missing.code).toBe(1);
+    expect(missing.code).toBe(3);
     expect(missing.stderr).toContain(`not found: ${basic.host}/library/busybox:nope`);
     expect(missing.stdout).toBe('');
 

@@ -117,14 +117,14 @@ describe.skipIf(Boolean(skip))(`platform ARGs and config fields as Docker has th
     const ctx = await context('list', `FROM ${base}\n`);
     const root = join(work, 'list-root');
     const r = await runBuilder(['build', '--root', root, '--platform', 'linux/amd64,linux/arm64', ctx]);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(2);
     expect(r.stderr).toContain(
       'invalid platform "linux/amd64,linux/arm64": a list of platforms needs a multi-platform build, which builder does not do yet: give one platform, e.g. linux/arm64',
     );
     expect(existsSync(root)).toBe(false);
     await writeFile(join(ctx, 'Dockerfile'), `ARG P=linux/amd64,linux/arm64\nFROM --platform=$P ${base}\n`);
     const from = await runBuilder(['build', '--root', root, ctx]);
-    expect(from.code).toBe(1);
+    expect(from.code).toBe(2);
     expect(from.stderr).toContain('Dockerfile:2');
     expect(from.stderr).toContain('FROM --platform=$P: invalid platform "linux/amd64,linux/arm64": a list of platforms');
   });

@@ -185,3 +185,73 @@ describe('--progress json to a slow reader', () => {
     expect(printed).toBe(Array.from({ length: lines }, (_, i) => `${i + 1}\n`).join(''));
   });
 });
+
+describe('plain output, line by line', () => {
+  it('numbers the steps; a step keeps its stdout and stderr lines apart, and ends an unfinished line when it ends', async () => {
+    // Both streams write half a line, then finish it later: they must not share a line.
+    const run = `printf 'out-a '; printf 'err-a ' >&2; sleep 0.2; printf 'out-b\\n'; printf 'err-b\\n' >&2; printf out-tail`;
+    const dir = await context('plain-lines', `FROM ${fx.base}\nRUN ${run}\nCOPY Dockerfile /copied\n`);
+    const r = await runBuilder(build('plain-lines-root', dir, '--progress', 'plain'));
+    expect(r.code, r.stderr).toBe(0);
+    const lines = r.stderr.trimEnd().split('\n').map((l) => l.replace(/^(#\d+) \d+\.\d{3} /, '$1 <t> ').replace(/ DONE \d+\.\ds$/, ' DONE <t>'));
+    // The two streams reach builder through two pipes: their lines may come in either order.
+    const logs = lines.filter((l) => l.startsWith('#2 <t> '));
+    expect(logs.slice(0, 2).sort()).toEqual(['#2 <t> err-a err-b', '#2 <t> out-a out-b']);
+    expect(lines).toEqual([
+      expect.stringMatching(/^#1 \[1\/3\] FROM 127\.0\.0\.1:\d+\/library\/busybox:latest@sha256:[0-9a-f]{64}$/),
+      '#1 cache miss: no cache for this step yet',
+      '#1 DONE <t>',
+      '',
+      `#2 [2/3] RUN ${run}`,
+      '#2 cache miss: no cache for this step yet',
+      ...logs.slice(0, 2),
+      '#2 <t> out-tail',
+      '#2 DONE <t>',
+      '',
+      '#3 [3/3] COPY Dockerfile /copied',
+      '#3 cache miss: no cache for this step yet',
+      '#3 DONE <t>',
+      '',
+      '#4 exporting to image',
+      '#4 DONE <t>',
+    ]);
+    expect(r.stdout).toMatch(/^sha256:[0-9a-f]{64}\n$/);
+  });
+});
+
+describe('--progress rawjson', () => {
+  it("prints BuildKit's SolveStatus per line: vertexes with start, completion and cached, logs by stream in base64", async () => {
+    const dir = await context('rawjson', `FROM ${fx.base}\nRUN echo to-stdout; echo to-stderr >&2\n`);
+    const statuses = (stderr: string) => stderr.trimEnd().split('\n').map((l) => JSON.parse(l) as SolveStatus);
+    const first = await runBuilder(build('rawjson-root', dir, '--progress', 'rawjson'));
+    expect(first.code, first.stderr).toBe(0);
+    const all = statuses(first.stderr);
+    const vertexes = all.flatMap((s) => s.vertexes ?? []);
+    const run = vertexes.filter((v) => v.name === '[2/2] RUN echo to-stdout; echo to-stderr >&2');
+    expect(run).toEqual([
+      { digest: expect.stringMatching(/^sha256:[0-9a-f]{64}$/), name: run[0]!.name, started: expect.any(String) },
+      { digest: run[0]!.digest, name: run[0]!.name, started: run[0]!.started, completed: expect.any(String) },
+    ]);
+    expect(Date.parse(run[1]!.completed!)).toBeGreaterThanOrEqual(Date.parse(run[1]!.started!));
+    const logs = all.flatMap((s) => s.logs ?? []).filter((l) => l.vertex === run[0]!.digest);
+    const text = (stream: number) => logs.filter((l) => l.stream === stream).map((l) => Buffer.from(l.data, 'base64').toString()).join('');
+    expect([text(1), text(2)]).toEqual(['to-stdout\n', 'to-stderr\n']);
+    // Steps outside the Dockerfile get a digest too.
+    expect(vertexes.find((v) => v.name === 'exporting to image')?.digest).toMatch(/^sha256:[0-9a-f]{64}$/);
+
+    const again = await runBuilder(build('rawjson-root', dir, '--progress', 'rawjson'));
+    expect(again.code, again.stderr).toBe(0);
+    const cached = statuses(again.stderr).flatMap((s) => s.vertexes ?? []).filter((v) => v.name.startsWith('['));
+    expect(cached.map((v) => [v.name.slice(0, 5), v.cached, typeof v.completed])).toEqual([
+      ['[1/2]', true, 'string'],
+      ['[2/2]', true, 'string'],
+    ]);
+  });
+});
+
+/** moby/buildkit client.SolveStatus, as JSON. */
+interface SolveStatus {
+  vertexes?: Array<{ digest: string; name: string; started?: string; completed?: string; cached?: boolean; error?: string }>;
+  statuses?: Array<{ id: string; vertex?: string; current: number; total?: number }>;
+  logs?: Array<{ vertex: string; stream: number; data: string; timestamp: string }>;
+}

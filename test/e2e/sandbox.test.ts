@@ -66,13 +66,13 @@ RUN mkdir -p /m && unshare -Urm sh -c 'mount -t tmpfs t /m && echo ESCAPED_$((1+
     const dir = await context('host-refused', `FROM ${fx.base}\nRUN echo first\nRUN --network=host wget -q -O- ${url}\n`);
     for (const flags of [['--network', 'none'], [], ['--allow', 'security.insecure']]) {
       const r = await runBuilder(['build', '--root', root, '--progress', 'json', ...flags, dir]);
-      expect(r.code, flags.join(' ')).toBe(1);
+      expect(r.code, flags.join(' ')).toBe(2); // refused by the Dockerfile's compilation: nothing ran
       expect(r.stderr).toContain('Dockerfile:3: RUN --network=host is not allowed: the build must grant the network.host entitlement (builder build --allow network.host)');
       expect(events(r.stderr).filter((e) => e.type === 'step' && e.name.includes('RUN'))).toEqual([]);
     }
     // The plan says so too.
     const plan = await build(dir, '--network', 'none', '--dry-run');
-    expect(plan.code).toBe(1);
+    expect(plan.code).toBe(2);
     expect(plan.stderr).toContain('Dockerfile:3: RUN --network=host is not allowed');
     expect(requests).toBe(0);
   });
@@ -95,7 +95,7 @@ RUN mkdir -p /m && unshare -Urm sh -c 'mount -t tmpfs t /m && echo ESCAPED_$((1+
       `FROM ${fx.base}\nRUN --security=insecure mkdir -p /m && mount -t tmpfs t /m && grep '^Seccomp:' /proc/self/status && echo PRIVILEGED_$((1+1))\n`,
     );
     const refused = await build(dir, '--network', 'none');
-    expect(refused.code).toBe(1);
+    expect(refused.code).toBe(2);
     expect(refused.stderr).toContain('Dockerfile:2: RUN --security=insecure is not allowed: the build must grant the security.insecure entitlement (builder build --allow security.insecure)');
     const r = await build(dir, '--network', 'none', '--allow', 'network.host,security.insecure');
     expect(r.code, r.stderr).toBe(0);

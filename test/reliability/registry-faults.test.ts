@@ -83,7 +83,7 @@ describe('pushes through faults', () => {
 
   it('fails clearly when the registry refuses an upload whose bytes were corrupted, and tags nothing', async () => {
     const { r, remote, local, left } = await buildThrough('faults/push-flip', (req) => (isUpload(req) ? { flipRequestAt: 500_000 } : undefined));
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(3);
     expect(r.stderr).toMatch(/ERROR: .*uploading blob sha256:[0-9a-f]{64} to [0-9.:]+\/faults\/push-flip failed: 400 Bad Request \(DIGEST_INVALID/);
     expect(remote).toBeUndefined();
     expect(local).toBe(false);
@@ -92,7 +92,7 @@ describe('pushes through faults', () => {
 
   it('gives up on a registry that keeps failing, with the status in the error, and tags nothing', async () => {
     const { r, log, remote, local, left } = await buildThrough('faults/push-down', (req) => (isUpload(req) ? { status: 500 } : undefined));
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(3);
     expect(r.stderr).toMatch(/ERROR: .*uploading blob sha256:[0-9a-f]{64} to [0-9.:]+\/faults\/push-down failed: 500 Internal Server Error/);
     expect(faults(log).length).toBeGreaterThan(1);
     expect(remote).toBeUndefined();
