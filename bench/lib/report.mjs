@@ -26,7 +26,7 @@ export function ratio(builder, peer) {
 }
 
 const seconds = (ms) => (ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(2)} s`);
-const spread = (s) => `${seconds(s.median)} (${seconds(s.min)}–${seconds(s.max)})`;
+const spread = (s) => (s.min === s.max ? seconds(s.median) : `${seconds(s.median)} (${seconds(s.min)}–${seconds(s.max)})`);
 const times = (r) => (r === undefined ? '–' : `${r.toFixed(2)}×`);
 
 /** One cell per tool: its time, or why it has none. */
@@ -70,7 +70,9 @@ export function svgChart(result) {
   const peers = result.peers.filter((p) => result.scenarios.some((s) => s.ratios[p] !== undefined));
   const bar = 14;
   const gap = 10;
-  const labelWidth = 330;
+  const label = (title) => (title.length > 64 ? `${title.slice(0, 62)}…` : title);
+  // About 6.6 px per character of 12 px sans-serif.
+  const labelWidth = 20 + Math.ceil(Math.max(...result.scenarios.map((s) => label(s.title).length)) * 6.6);
   const plotWidth = 460;
   const top = 50;
   const groupHeight = Math.max(1, peers.length) * bar + gap;
@@ -87,10 +89,14 @@ export function svgChart(result) {
     const lx = 10 + i * 120;
     out.push(`<rect x="${lx}" y="30" width="12" height="12" fill="${COLORS[p] ?? '#777'}"/>`, `<text x="${lx + 16}" y="40">vs ${escapeXml(PEER_LABELS[p] ?? p)}</text>`);
   });
-  out.push(`<text x="${10 + peers.length * 120}" y="40">| goal</text>`);
+  const legendX = 10 + peers.length * 120;
+  out.push(`<line x1="${legendX + 6}" x2="${legendX + 6}" y1="29" y2="43" stroke="black" stroke-width="2"/>`, `<text x="${legendX + 16}" y="40">goal (vs BuildKit)</text>`);
+  // Bars first, goal ticks over them, the figures last (with a white halo) so nothing hides them.
+  const ticks = [];
+  const figures = [];
   result.scenarios.forEach((s, i) => {
     const y = top + i * groupHeight;
-    out.push(`<text x="${labelWidth - 8}" y="${y + (groupHeight - gap) / 2 + 4}" text-anchor="end">${escapeXml(s.title.length > 52 ? `${s.title.slice(0, 50)}…` : s.title)}</text>`);
+    out.push(`<text x="${labelWidth - 8}" y="${y + (groupHeight - gap) / 2 + 4}" text-anchor="end">${escapeXml(label(s.title))}</text>`);
     if (peers.every((p) => s.ratios[p] === undefined)) {
       out.push(`<text x="${labelWidth + 4}" y="${y + bar - 3}" fill="#777">no peer</text>`);
     }
@@ -98,15 +104,14 @@ export function svgChart(result) {
       const r = s.ratios[p];
       if (r === undefined) return;
       const by = y + j * bar;
-      out.push(
-        `<rect x="${labelWidth}" y="${by}" width="${(x(r) - labelWidth).toFixed(1)}" height="${bar - 2}" fill="${COLORS[p] ?? '#777'}"/>`,
-        `<text x="${(x(r) + 4).toFixed(1)}" y="${by + bar - 4}">${r.toFixed(2)}×</text>`,
-      );
+      out.push(`<rect x="${labelWidth}" y="${by}" width="${(x(r) - labelWidth).toFixed(1)}" height="${bar - 2}" fill="${COLORS[p] ?? '#777'}"/>`);
+      figures.push(`<text x="${(x(r) + 4).toFixed(1)}" y="${by + bar - 4}" stroke="white" stroke-width="3" paint-order="stroke">${r.toFixed(2)}×</text>`);
     });
     if (s.goal !== undefined) {
-      out.push(`<line x1="${x(s.goal).toFixed(1)}" x2="${x(s.goal).toFixed(1)}" y1="${y - 2}" y2="${y + groupHeight - gap + 2}" stroke="black" stroke-width="2"/>`);
+      ticks.push(`<line x1="${x(s.goal).toFixed(1)}" x2="${x(s.goal).toFixed(1)}" y1="${y - 2}" y2="${y + groupHeight - gap + 2}" stroke="black" stroke-width="2"/>`);
     }
   });
+  out.push(...ticks, ...figures);
   const bottom = top + result.scenarios.length * groupHeight;
   out.push(
     `<line x1="${x(1)}" x2="${x(1)}" y1="${top - 6}" y2="${bottom}" stroke="#c00" stroke-dasharray="4 3"/>`,

@@ -47,7 +47,7 @@ export function buildahHits(output) {
   let cached = 0;
   let current;
   for (const line of output.split('\n')) {
-    const step = /^STEP \d+\/\d+: (.*)$/.exec(line);
+    const step = /^(?:\[\d+\/\d+\] )?STEP \d+\/\d+: (.*)$/.exec(line);
     if (step) {
       current = LAYER_STEP.test(step[1]);
       if (current) steps++;

@@ -24,7 +24,7 @@ const edit = (env, round) => writeFileSync(join(env.work, 'contexts', 'node-app'
 
 export const orderBad = buildScenario({
   name: 'order-copy-all-first',
-  title: 'Node app, COPY . . before the install: after a source edit',
+  title: 'Node app, COPY . . before the install, after a source edit',
   state: 'edit',
   context,
   edit,
@@ -33,7 +33,7 @@ export const orderBad = buildScenario({
 
 export const orderGood = buildScenario({
   name: 'order-package-json-first',
-  title: 'Node app, COPY package.json + install, then COPY . .: after a source edit',
+  title: 'Node app, package.json + install first, after a source edit',
   state: 'edit',
   context,
   edit,

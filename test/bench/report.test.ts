@@ -4,6 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { markdownTable, median, ratio, summarize, svgChart } from '../../bench/lib/report.mjs';
 import { scenarios, selectScenarios } from '../../bench/scenarios/index.mjs';
+import { buildahHits, builderHits, buildkitHits } from '../../bench/lib/tools.mjs';
 
 const result = {
   runs: 5,
@@ -60,6 +61,8 @@ describe('bench report', () => {
       '| copy <big> & edit | 320 ms (300 ms–400 ms) | 200 ms (200 ms–210 ms) | 1.60× | failed: buildah: exit 125 | – | ≤ 0.5× not met | builder 2/3, BuildKit 1/3 | 92 MB | 31 % |',
     );
     expect(second).toBe('| builder only | 1.10 s (1.00 s–1.20 s) | – | – | – | – |  | – | – | 18 % |');
+    // One run: no range to show; a peer with no figure in any scenario has no columns.
+    expect(markdownTable({ ...result, scenarios: [{ ...result.scenarios[1]!, tools: { builder: summarize([1500]) } }] })).toContain('| builder only | 1.50 s |  | – | – | 0 % |');
   });
 
   it('draws a well-formed chart with one bar per peer ratio, the 1.0 line and escaped labels', () => {
@@ -73,6 +76,53 @@ describe('bench report', () => {
     expect(svg).toContain('no peer');
     const one = /<text x="([\d.]+)"[^>]*fill="#c00">1\.0<\/text>/.exec(svg)?.[1];
     expect(svg).toContain(`<line x1="${one}" x2="${one}"`);
+  });
+});
+
+describe('bench cache-hit counts', () => {
+  // Two stages: WORKDIR and FROM are not counted (they make no layer of their own in every tool).
+  it("count RUN, COPY and ADD steps and their hits in builder's JSON progress", () => {
+    const events = [
+      { type: 'step', id: 'v1', name: '[build 1/3] FROM 127.0.0.1:5000/bench/busybox:1', status: 'cached' },
+      { type: 'step', id: 'v2', name: '[build 2/3] WORKDIR /src', status: 'cached' },
+      { type: 'step', id: 'v3', name: '[build 3/3] COPY app.sh .', status: 'cached' },
+      { type: 'step', id: 'v4', name: '[stage-1 2/2] RUN sh app.sh', status: 'started' },
+      { type: 'log', id: 'v4', stream: 'stdout', data: 'RUN x\n' },
+      { type: 'step', id: 'v4', name: '[stage-1 2/2] RUN sh app.sh', status: 'done' },
+      { type: 'step', id: 'export', name: 'exporting to image', status: 'done' },
+    ];
+    expect(builderHits(`${events.map((e) => JSON.stringify(e)).join('\n')}\npeak-rss-kb 9000\n`)).toEqual({ steps: 2, cached: 1 });
+  });
+
+  it("count them from BuildKit's plain progress", () => {
+    const plain = [
+      '#5 [build 1/3] FROM 127.0.0.1:5000/bench/busybox:1@sha256:ab',
+      '#6 [build 2/3] WORKDIR /src',
+      '#6 CACHED',
+      '#7 [build 3/3] COPY app.sh .',
+      '#7 CACHED',
+      '#8 [stage-1 2/2] RUN sh app.sh',
+      '#8 0.210 line 1',
+      '#8 DONE 0.3s',
+      '#9 exporting to image',
+    ].join('\n');
+    expect(buildkitHits(plain)).toEqual({ steps: 2, cached: 1 });
+  });
+
+  it("count them from buildah's output, with or without a stage prefix", () => {
+    const out = [
+      '[1/2] STEP 1/3: FROM 127.0.0.1:5000/bench/busybox:1 AS build',
+      '[1/2] STEP 2/3: COPY app.sh .',
+      '--> Using cache 9ec3b15095782a2715513d0a8dc3e6544ddbfba1f088d03e734de0b922c10f06',
+      '[1/2] STEP 3/3: RUN sh app.sh',
+      'line 1',
+      '--> 1f023f85a53',
+      '[2/2] STEP 1/2: FROM 127.0.0.1:5000/bench/busybox:1',
+      '[2/2] STEP 2/2: COPY --from=build /out.txt /out.txt',
+      '--> 4b1e0d3c2a1',
+    ].join('\n');
+    expect(buildahHits(out)).toEqual({ steps: 3, cached: 1 });
+    expect(buildahHits('STEP 1/2: FROM x\nSTEP 2/2: RUN true\n--> Using cache 1\n')).toEqual({ steps: 1, cached: 1 });
   });
 });
 
