@@ -79,6 +79,7 @@ function cleanup() {
       log(`cleanup: ${err.message}`);
     }
   }
+  unmountUnder(work);
   rmSync(work, { recursive: true, force: true });
 }
 for (const signal of ['SIGINT', 'SIGTERM']) {
@@ -93,7 +94,10 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
 function aptInstall(pkg, cmd) {
   if (has(cmd)) return;
   log(`installing ${pkg}`);
-  const r = spawnSync('apt-get', ['install', '-y', '-q', pkg], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+  const apt = (...args) => spawnSync('apt-get', args, { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+  let r = apt('install', '-y', '-q', pkg);
+  // A fresh machine may have no package lists yet.
+  if (r.status !== 0 && apt('update', '-q').status === 0) r = apt('install', '-y', '-q', pkg);
   if (r.status !== 0) log(`${pkg} could not be installed (${(r.stderr || '').trim().split('\n').at(-1)}): going on without it`);
 }
 
@@ -125,10 +129,11 @@ function startPeers() {
       log('BuildKit: dockerd is not installed (npm run bench -- --install-peers installs docker.io): going on without it');
     } else {
       const dir = join(work, 'dockerd');
+      // Stopping also clears what a start that failed half-way left.
+      cleanups.push(() => spawnSync('bash', [join(HERE, '../scripts/reference-dockerd.sh'), 'stop', dir], { stdio: 'ignore' }));
       const r = spawnSync('bash', [join(HERE, '../scripts/reference-dockerd.sh'), 'start', dir], { encoding: 'utf8' });
       host = /DOCKER_HOST=(\S+)/.exec(r.stdout)?.[1];
-      if (host) cleanups.push(() => spawnSync('bash', [join(HERE, '../scripts/reference-dockerd.sh'), 'stop', dir], { stdio: 'ignore' }));
-      else log(`BuildKit: the private Docker engine did not start (${r.stderr.trim().split('\n').at(-1)}): going on without it`);
+      if (!host) log(`BuildKit: the private Docker engine did not start (${r.stderr.trim().split('\n').at(-1)}): going on without it`);
     }
     if (host !== undefined) {
       tools.buildkit = buildkitTool(host || undefined);
@@ -254,9 +259,11 @@ async function main() {
   }
   result.minutes = (performance.now() - started) / 60000;
   const table = markdownTable(result);
+  result.peakRssMB = Math.max(0, ...result.scenarios.map((s) => s.tools.builder?.peakRssMB ?? 0));
   const heading =
     `builder ${result.builder} beside ${result.peers.map((p) => `${PEER_LABELS[p]} (${versions[p]})`).join(' and ') || 'no peer'}, ${result.machine.cpus} cores; ` +
-    `medians of ${runs} interleaved run${runs > 1 ? 's' : ''} (min–max)${warmups ? ` after ${warmups} warm-up` : ', no warm-up'}; ${result.minutes.toFixed(1)} min in all.`;
+    `medians of ${runs} interleaved run${runs > 1 ? 's' : ''} (min–max)${warmups ? ` after ${warmups} warm-up` : ', no warm-up'}; ` +
+    `builder's peak RSS ${Math.round(result.peakRssMB)} MB at most; ${result.minutes.toFixed(1)} min in all.`;
   console.log(`\n${heading}\n\n${table}`);
   mkdirSync(options.out, { recursive: true });
   // A smoke run (--quick) does not replace the figures of the last real one.
