@@ -26,7 +26,9 @@ import { DOCKER, buildahTool, builderTool, buildkitTool } from './lib/tools.mjs'
 import { scenarios, selectScenarios } from './scenarios/index.mjs';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url));
-const PEERS = ['buildkit', 'buildah'];
+const PEERS = ['buildkit', 'buildah', 'skopeo'];
+/** The peers that build: a scenario that names no peers of its own runs beside these. */
+const BUILD_PEERS = ['buildkit', 'buildah'];
 
 function usage(message) {
   log(`bench: ${message}\nusage: npm run bench [-- --scenario NAME …] [--runs N] [--quick] [--install-peers] [--peers ${PEERS.join(',')}] [--docker private|running] [--out DIR]`);
@@ -152,6 +154,11 @@ function startPeers() {
       });
     }
   }
+  if (wantedPeers.includes('skopeo')) {
+    // Only the transfer scenarios run it (skopeo copy is a floor for moving layers, not a builder).
+    tools.skopeo = { name: 'skopeo', reset: () => {} };
+    versions.skopeo = sh('skopeo', ['--version']).stdout.trim();
+  }
   return { tools, versions };
 }
 
@@ -182,7 +189,7 @@ function makeEnv(registry) {
 
 /** Runs one scenario: setup, a warm-up round, then `runs` interleaved rounds; returns its figures. */
 async function runScenario(scenario, env, peers) {
-  const tools = [builderTool(join(work, 'state', scenario.name)), ...Object.values(peers).filter((t) => !scenario.peers || scenario.peers.includes(t.name))];
+  const tools = [builderTool(join(work, 'state', scenario.name)), ...Object.values(peers).filter((t) => (scenario.peers ?? BUILD_PEERS).includes(t.name))];
   const figures = Object.fromEntries(tools.map((t) => [t.name, { runs: [], hits: undefined, peakBytes: 0 }]));
   const failed = (tool) => figures[tool.name].error !== undefined;
   const attempt = async (tool, work) => {
@@ -214,6 +221,7 @@ async function runScenario(scenario, env, peers) {
     }
     log(`  ${round < 1 ? 'warm-up' : `run ${round}/${runs}`}: ${tools.map((t) => `${t.name} ${failed(t) ? 'failed' : figures[t.name].runs.length ? `${(figures[t.name].runs.at(-1) / 1000).toFixed(2)} s` : 'done'}`).join(', ')}`);
   }
+  await plan.teardown?.();
   for (const tool of tools) await attempt(tool, () => tool.reset());
   const summaries = {};
   for (const [name, f] of Object.entries(figures)) {

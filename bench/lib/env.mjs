@@ -4,7 +4,7 @@
 
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, createWriteStream, mkdirSync, readdirSync, readFileSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, createWriteStream, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { Transform } from 'node:stream';
@@ -52,7 +52,7 @@ export async function startRegistry(dir) {
 // ---------------------------------------------------------------------------------------------
 // Base images
 
-const ARCH = { x64: 'amd64', arm64: 'arm64', arm: 'arm' }[process.arch] ?? process.arch;
+export const ARCH = { x64: 'amd64', arm64: 'arm64', arm: 'arm' }[process.arch] ?? process.arch;
 
 /** A root filesystem with the static busybox (applets as symlinks), root's passwd entry and /tmp. */
 function populateBusybox(rootfs) {
@@ -74,46 +74,62 @@ const sha256Tap = (hash) =>
   });
 
 /**
- * Makes a one-layer image of busybox (plus, with `filler`, a generated tree under /usr/share)
- * as an OCI layout in `dir`, and pushes it to `ref` with skopeo. The layer is a reproducible tar
- * (sorted, owner 0, mtime 0), gzipped at level 6 as registries' images usually are.
+ * Writes an OCI layout to `dir` (image tagged `latest`) with one layer per root filesystem in
+ * `rootfsList`, each a reproducible tar (sorted, owner 0, mtime 0) gzipped at level 6, as
+ * registries' images usually are. Returns its path and the compressed size in MiB.
  */
-export async function pushBaseImage({ dir, ref, filler }) {
-  const rootfs = join(dir, 'rootfs');
-  populateBusybox(rootfs);
-  if (filler) writeTree(join(rootfs, 'usr/share/filler'), filler);
-  sh('chmod', ['1777', join(rootfs, 'tmp')]);
-  const blobs = join(dir, 'layout/blobs/sha256');
+export async function writeLayout(dir, rootfsList) {
+  const blobs = join(dir, 'blobs/sha256');
   mkdirSync(blobs, { recursive: true });
-  const diffId = createHash('sha256');
-  const digest = createHash('sha256');
-  const tar = spawn('tar', ['--sort=name', '--owner=0', '--group=0', '--numeric-owner', '--mtime=@0', '-C', rootfs, '-cf', '-', '.'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const tmp = join(blobs, 'layer.tmp');
-  await pipeline(tar.stdout, sha256Tap(diffId), createGzip({ level: 6 }), sha256Tap(digest), createWriteStream(tmp));
-  const layerHex = digest.digest('hex');
-  renameSync(tmp, join(blobs, layerHex));
+  const layers = [];
+  const diffIds = [];
+  for (const rootfs of rootfsList) {
+    const diffId = createHash('sha256');
+    const digest = createHash('sha256');
+    const tar = spawn('tar', ['--sort=name', '--owner=0', '--group=0', '--numeric-owner', '--mtime=@0', '-C', rootfs, '-cf', '-', '.'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const tmp = join(blobs, 'layer.tmp');
+    await pipeline(tar.stdout, sha256Tap(diffId), createGzip({ level: 6 }), sha256Tap(digest), createWriteStream(tmp));
+    const hex = digest.digest('hex');
+    renameSync(tmp, join(blobs, hex));
+    layers.push({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: `sha256:${hex}`, size: statSync(join(blobs, hex)).size });
+    diffIds.push(`sha256:${diffId.digest('hex')}`);
+  }
   const put = (value, mediaType) => {
     const bytes = Buffer.from(JSON.stringify(value));
     const hex = createHash('sha256').update(bytes).digest('hex');
     writeFileSync(join(blobs, hex), bytes);
     return { mediaType, digest: `sha256:${hex}`, size: bytes.length };
   };
-  const layer = { mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: `sha256:${layerHex}`, size: readFileSync(join(blobs, layerHex)).length };
   const config = put(
     {
       architecture: ARCH,
       os: 'linux',
       config: { Env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'], Cmd: ['sh'] },
-      rootfs: { type: 'layers', diff_ids: [`sha256:${diffId.digest('hex')}`] },
-      history: [{ created_by: 'bench base image' }],
+      rootfs: { type: 'layers', diff_ids: diffIds },
+      history: layers.map(() => ({ created_by: 'bench' })),
     },
     'application/vnd.oci.image.config.v1+json',
   );
-  const manifest = put({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config, layers: [layer] }, 'application/vnd.oci.image.manifest.v1+json');
-  writeFileSync(join(dir, 'layout/oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
-  writeFileSync(join(dir, 'layout/index.json'), JSON.stringify({ schemaVersion: 2, manifests: [{ ...manifest, annotations: { 'org.opencontainers.image.ref.name': 'latest' } }] }));
-  sh('skopeo', ['copy', '--quiet', '--dest-tls-verify=false', `oci:${join(dir, 'layout')}:latest`, `docker://${ref}`]);
-  return { ref, compressedMB: layer.size / 2 ** 20 };
+  const manifest = put({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config, layers }, 'application/vnd.oci.image.manifest.v1+json');
+  writeFileSync(join(dir, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+  writeFileSync(join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: [{ ...manifest, annotations: { 'org.opencontainers.image.ref.name': 'latest' } }] }));
+  return { layout: dir, compressedMB: layers.reduce((n, l) => n + l.size, 0) / 2 ** 20 };
+}
+
+/** Pushes the image tagged `latest` in the OCI layout `layout` to `ref` with skopeo. */
+export function pushLayout(layout, ref) {
+  sh('skopeo', ['copy', '--quiet', '--dest-tls-verify=false', `oci:${layout}:latest`, `docker://${ref}`]);
+}
+
+/** Makes a one-layer busybox image (plus, with `filler`, a generated tree under /usr/share) and pushes it to `ref`. */
+export async function pushBaseImage({ dir, ref, filler }) {
+  const rootfs = join(dir, 'rootfs');
+  populateBusybox(rootfs);
+  if (filler) writeTree(join(rootfs, 'usr/share/filler'), filler);
+  sh('chmod', ['1777', join(rootfs, 'tmp')]);
+  const { layout } = await writeLayout(join(dir, 'layout'), [rootfs]);
+  pushLayout(layout, ref);
+  return { ref };
 }
 
 // ---------------------------------------------------------------------------------------------

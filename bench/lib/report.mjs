@@ -2,7 +2,7 @@
 // min–max, noise), builder/peer ratios, a Markdown table and an SVG bar chart. Pure functions of
 // the result object, so they can be tested without running anything.
 
-export const PEER_LABELS = { buildkit: 'BuildKit', buildah: 'buildah' };
+export const PEER_LABELS = { buildkit: 'BuildKit', buildah: 'buildah', skopeo: 'skopeo copy' };
 
 /** The middle value (the mean of the two middle ones for an even count). */
 export function median(xs) {
@@ -59,7 +59,7 @@ export function markdownTable(result) {
 }
 
 const escapeXml = (s) => String(s).replace(/[<>&"']/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;', '"': '&quot;', "'": '&apos;' })[c]);
-const COLORS = { buildkit: '#2f6db5', buildah: '#c7702a' };
+const COLORS = { buildkit: '#2f6db5', buildah: '#c7702a', skopeo: '#4a9c5d' };
 
 /**
  * A horizontal bar chart: one group per scenario, one bar per peer (builder's time over the

@@ -15,18 +15,19 @@ import { join } from 'node:path';
  * @property {string} title the row's label
  * @property {number} [goal] the builder / BuildKit ratio to reach
  * @property {boolean} [extra] runs only when named
- * @property {string[]} [peers] the peers it applies to (default: all)
+ * @property {string[]} [peers] the peers it runs beside (default: BuildKit and buildah)
  * @property {(env: any) => Promise<Plan>} prepare writes its inputs; run.mjs passes the env
  */
 
 /**
  * How to run a scenario: `run` is timed, the rest not. `setup` runs once per tool, `beforeRound`
- * once per round before any tool's run, `before` before each run.
+ * once per round before any tool's run, `before` before each run, `teardown` once at the end.
  * @typedef {object} Plan
  * @property {(tool: any, round: number) => Promise<{ ms: number, steps?: number, cached?: number, peakBytes?: number }>} run
  * @property {(tool: any) => Promise<unknown>} [setup]
  * @property {(round: number) => unknown} [beforeRound]
  * @property {(tool: any, round: number) => unknown} [before]
+ * @property {() => unknown} [teardown] after the last run
  */
 
 /** Writes `text` as the Dockerfile of scenario `name`, outside any context; returns its path. */

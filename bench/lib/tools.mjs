@@ -10,8 +10,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { sh, timed } from './env.mjs';
 
-const BUILDER = fileURLToPath(new URL('../../bin/builder', import.meta.url));
-const PEAK_RSS = fileURLToPath(new URL('../peak-rss.cjs', import.meta.url));
+export const BUILDER = fileURLToPath(new URL('../../bin/builder', import.meta.url));
+export const PEAK_RSS = fileURLToPath(new URL('../peak-rss.cjs', import.meta.url));
 export const DOCKER = '/usr/bin/docker';
 
 const LAYER_STEP = /^(RUN|COPY|ADD)\b/;

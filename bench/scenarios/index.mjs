@@ -10,6 +10,7 @@ import { remoteCache, remoteCacheInline } from './remote-cache.mjs';
 import runSteps from './run-steps.mjs';
 import { sourceTreeCold, sourceTreeEdit, sourceTreeNoop } from './source-tree.mjs';
 import stop from './stop.mjs';
+import { transferPull, transferPush } from './transfer.mjs';
 import { twoStageCached, twoStageCold } from './two-stage.mjs';
 
 /** @type {import('../lib/scenario.mjs').Scenario[]} */
@@ -30,6 +31,8 @@ export const scenarios = [
   stop,
   bigRun,
   dryRun,
+  transferPush,
+  transferPull,
 ];
 
 /** The scenarios `names` select (none: every one not marked extra; `all`: every one), in run order. */
