@@ -192,16 +192,23 @@ async function runScenario(scenario, env, peers) {
   const tools = [builderTool(join(work, 'state', scenario.name)), ...Object.values(peers).filter((t) => (scenario.peers ?? BUILD_PEERS).includes(t.name))];
   const figures = Object.fromEntries(tools.map((t) => [t.name, { runs: [], hits: undefined, peakBytes: 0 }]));
   const failed = (tool) => figures[tool.name].error !== undefined;
-  const attempt = async (tool, work) => {
+  const attempt = async (tool, step) => {
     try {
-      return await work();
+      return await step();
     } catch (err) {
       figures[tool.name].error = err.message;
       log(`  ${tool.name} failed: ${err.message.split('\n').slice(0, 3).join(' / ')}`);
     }
   };
   for (const tool of tools) await attempt(tool, () => tool.reset());
-  const plan = await scenario.prepare(env);
+  let plan;
+  try {
+    plan = await scenario.prepare(env);
+  } catch (err) {
+    // Its inputs could not be made: every tool fails the scenario, the bench goes on.
+    log(`  preparing failed: ${err.message}`);
+    plan = { run: () => Promise.reject(err) };
+  }
   for (const tool of tools) if (plan.setup && !failed(tool)) await attempt(tool, () => plan.setup(tool));
   for (let round = 1 - warmups; round <= runs; round++) {
     await plan.beforeRound?.(round);
