@@ -21,7 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { has, log, pushBaseImage, sh, startRegistry } from './lib/env.mjs';
 import { DISTRO_FILLER, SOURCE_TREE, writeTree } from './lib/fixtures.mjs';
-import { PEER_LABELS, markdownTable, ratio, summarize, svgChart } from './lib/report.mjs';
+import { PEER_LABELS, markdownTable, orderingLesson, ratio, summarize, svgChart } from './lib/report.mjs';
 import { DOCKER, buildahTool, builderTool, buildkitTool } from './lib/tools.mjs';
 import { scenarios, selectScenarios } from './scenarios/index.mjs';
 
@@ -273,7 +273,8 @@ async function main() {
     result.scenarios.push({ ...figures, seconds: Math.round((performance.now() - t0) / 1000) });
   }
   result.minutes = (performance.now() - started) / 60000;
-  const table = markdownTable(result);
+  const lesson = orderingLesson(result);
+  const table = `${markdownTable(result)}${lesson ? `\n\n${lesson}` : ''}`;
   result.peakRssMB = Math.max(0, ...result.scenarios.map((s) => s.tools.builder?.peakRssMB ?? 0));
   const heading =
     `builder ${result.builder} beside ${result.peers.map((p) => `${PEER_LABELS[p]} (${versions[p]})`).join(' and ') || 'no peer'}, ${result.machine.cpus} cores; ` +

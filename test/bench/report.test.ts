@@ -2,7 +2,7 @@
 // Nothing here runs a build; `npm run bench -- --quick` is the smoke test of the rest.
 
 import { describe, expect, it } from 'vitest';
-import { markdownTable, median, ratio, summarize, svgChart } from '../../bench/lib/report.mjs';
+import { markdownTable, median, orderingLesson, ratio, summarize, svgChart } from '../../bench/lib/report.mjs';
 import { scenarios, selectScenarios } from '../../bench/scenarios/index.mjs';
 import { buildahHits, builderHits, buildkitHits } from '../../bench/lib/tools.mjs';
 
@@ -63,6 +63,13 @@ describe('bench report', () => {
     expect(second).toBe('| builder only | 1.10 s (1.00 s–1.20 s) | – | – | – | – |  | – | – | 18 % |');
     // One run: no range to show; a peer with no figure in any scenario has no columns.
     expect(markdownTable({ ...result, scenarios: [{ ...result.scenarios[1]!, tools: { builder: summarize([1500]) } }] })).toContain('| builder only | 1.50 s |  | – | – | 0 % |');
+  });
+
+  it('states the instruction-ordering lesson per tool when both orders ran', () => {
+    const order = (name: string, builder: number, buildkit: number) => ({ name, title: name, tools: { builder: summarize([builder]), buildkit: summarize([buildkit]) }, ratios: {} });
+    const both = { ...result, scenarios: [order('order-copy-all-first', 4000, 3000), order('order-package-json-first', 1000, 1500)] };
+    expect(orderingLesson(both)).toContain('builder 25 %, BuildKit 50 %.');
+    expect(orderingLesson(result)).toBeUndefined();
   });
 
   it('draws a well-formed chart with one bar per peer ratio, the 1.0 line and escaped labels', () => {
