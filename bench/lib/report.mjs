@@ -98,14 +98,14 @@ export function svgChart(result) {
   const out = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${labelWidth + plotWidth + 60}" height="${height}" font-family="sans-serif" font-size="12">`,
     '<rect width="100%" height="100%" fill="white"/>',
-    `<text x="10" y="20" font-size="14" font-weight="bold">builder's time / peer's time (median of ${result.runs} runs): below 1.0 builder is faster</text>`,
+    `<text x="10" y="20" font-size="14" font-weight="bold">builder's time / peer's time (median of ${result.runs} run${result.runs === 1 ? '' : 's'}): below 1.0 builder is faster</text>`,
   ];
   peers.forEach((p, i) => {
     const lx = 10 + i * 120;
     out.push(`<rect x="${lx}" y="30" width="12" height="12" fill="${COLORS[p] ?? '#777'}"/>`, `<text x="${lx + 16}" y="40">vs ${escapeXml(PEER_LABELS[p] ?? p)}</text>`);
   });
   const legendX = 10 + peers.length * 120;
-  out.push(`<line x1="${legendX + 6}" x2="${legendX + 6}" y1="29" y2="43" stroke="black" stroke-width="2"/>`, `<text x="${legendX + 16}" y="40">goal (vs BuildKit)</text>`);
+  if (result.scenarios.some((s) => s.goal !== undefined)) out.push(`<line x1="${legendX + 6}" x2="${legendX + 6}" y1="29" y2="43" stroke="black" stroke-width="2"/>`, `<text x="${legendX + 16}" y="40">goal (vs BuildKit)</text>`);
   // Bars first, goal ticks over them, the figures last (with a white halo) so nothing hides them.
   const ticks = [];
   const figures = [];
