@@ -1,7 +1,7 @@
 // The corpus: Dockerfiles in the style of widely used official images (multi-stage builds,
 // heredocs, long continued RUN lines, ARG-parametrised FROMs, escape directives …). Each one must
 // parse and compile, and `builder build --dry-run` must print its plan. (Their CPU cost is a
-// figure for bench/dry-run.mjs, not a test: a budget fails on a busy machine.)
+// figure for `npm run bench -- --scenario dry-run`, not a test: a budget fails on a busy machine.)
 
 import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
