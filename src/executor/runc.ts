@@ -13,7 +13,8 @@ import { lstatSync, mkdirSync, readFileSync, rmSync, rmdirSync, unlinkSync, writ
 import { access, readFile, readdir } from 'node:fs/promises';
 import { constants as osc, tmpdir } from 'node:os';
 import { dirname, join, posix, resolve } from 'node:path';
-import type { Duplex } from 'node:stream';
+import type { Duplex, Readable, Writable } from 'node:stream';
+import { ReadStream } from 'node:tty';
 import { isMountPoint, unmountAll } from '../snapshotter/mount.js';
 import { CommandError, runCommand } from '../util/command.js';
 import { isOwnerAlive, processToken } from '../util/process.js';
@@ -41,10 +42,25 @@ export interface RunSpec {
    * a disk, logged or reported.
    */
   secretEnv?: string[];
-  stdout(chunk: Buffer): void;
-  stderr(chunk: Buffer): void;
+  stdout: Output;
+  stderr: Output;
+  /**
+   * What the process reads (`builder run -i`); without it, nothing (/dev/null). A terminal
+   * (a tty.ReadStream) is handed over as it is, so that raw mode and its window size reach the container.
+   */
+  stdin?: Readable;
+  /**
+   * Give the process a pseudo-terminal as stdin, stdout and stderr (`builder run -t`); its output
+   * all comes on `stdout`. Needs util-linux's `script`, which gives runc the terminal it wants.
+   */
+  terminal?: boolean;
+  /** Told when the container is being started, with a way to send its process a signal (Ctrl-C forwarded). */
+  onStart?(kill: (signal: NodeJS.Signals) => Promise<void>): void;
   signal?: AbortSignal;
 }
+
+/** Where a stream of the process goes: a function given each chunk, or a stream written with backpressure. */
+export type Output = ((chunk: Buffer) => void) | Writable;
 
 /**
  * Something the container sees besides its root filesystem. A target missing from the root
@@ -252,6 +268,7 @@ export class RuncExecutor {
       etcFiles,
       mounts: prepared.mounts,
       annotations: { [OWNER_ANNOTATION]: processToken() },
+      ...(spec.terminal ? { terminal: true } : {}),
     });
     try {
       writeFileSync(join(bundle, 'config.json'), JSON.stringify(config));
@@ -266,11 +283,26 @@ export class RuncExecutor {
   private runContainer(id: string, bundle: string, spec: RunSpec): Promise<{ code: number | null; signal: string | null; aborted: boolean }> {
     return new Promise((resolvePromise, reject) => {
       const args = [...this.rootArgs(), '--log', join(bundle, 'runc.log'), '--log-format', 'json', 'run', '--bundle', bundle, id];
-      const child = spawn(this.runc, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      const inputFd = spec.stdin instanceof ReadStream ? (spec.stdin as ReadStream & { fd: number }).fd : undefined;
+      // runc in the foreground wants a terminal of its own to hand a pseudo-terminal to the
+      // container: `script` runs it in one (and sets the caller's terminal raw, as docker -t does).
+      const [command, commandArgs] = spec.terminal
+        ? ['script', ['--quiet', '--return', '--echo', 'never', '--command', [this.runc, ...args].map(shellQuote).join(' '), '/dev/null']]
+        : [this.runc, args];
+      const child = spawn(command, commandArgs, {
+        // Without -i, a terminal's input stays open and silent, as docker's.
+        stdio: [inputFd ?? (spec.stdin || spec.terminal ? 'pipe' : 'ignore'), 'pipe', 'pipe'],
+        ...(spec.terminal ? { env: { ...process.env, SHELL: '/bin/sh' } } : {}),
+      });
       let aborted = false;
       let exited = false;
-      child.stdout.on('data', (chunk: Buffer) => spec.stdout(chunk));
-      child.stderr.on('data', (chunk: Buffer) => spec.stderr(chunk));
+      if (child.stdin) {
+        child.stdin.on('error', () => undefined); // the process did not read it all
+        if (inputFd === undefined) spec.stdin?.pipe(child.stdin);
+      }
+      attach(child.stdout!, spec.stdout);
+      attach(child.stderr!, spec.stderr);
+      spec.onStart?.(async (signal) => void (await this.signalContainer(id, signal, () => exited)));
       const onAbort = (): void => {
         if (aborted) return;
         aborted = true;
@@ -284,6 +316,7 @@ export class RuncExecutor {
       });
       child.on('close', (code, signal) => {
         exited = true;
+        if (child.stdin && inputFd === undefined) spec.stdin?.unpipe(child.stdin);
         spec.signal?.removeEventListener('abort', onAbort);
         resolvePromise({ code, signal, aborted });
       });
@@ -296,15 +329,20 @@ export class RuncExecutor {
    * As a last resort kill runc itself (the container is then deleted with --force).
    */
   private async killContainer(id: string, exited: () => boolean, killRunc: () => void): Promise<void> {
+    if (!(await this.signalContainer(id, 'SIGKILL', exited)) && !exited()) killRunc();
+  }
+
+  /** Sends the container's process `signal` (retrying until runc has created it); false if it never could. */
+  private async signalContainer(id: string, signal: NodeJS.Signals, exited: () => boolean): Promise<boolean> {
     for (let i = 0; i < 200 && !exited(); i++) {
       try {
-        await runCommand(this.runc, [...this.rootArgs(), 'kill', id, 'KILL']);
-        return;
+        await runCommand(this.runc, [...this.rootArgs(), 'kill', id, signal]);
+        return true;
       } catch {
         await new Promise((r) => setTimeout(r, 25));
       }
     }
-    if (!exited()) killRunc();
+    return false;
   }
 
   /** `runc run` removes its container when it exits normally; make sure of it otherwise. */
@@ -320,6 +358,16 @@ export class RuncExecutor {
 function ownCapabilities(): string[] | undefined {
   const mask = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
   return mask ? capabilitiesInMask(mask) : undefined;
+}
+
+function attach(from: Readable, to: Output): void {
+  if (typeof to === 'function') from.on('data', to);
+  else from.pipe(to, { end: false });
+}
+
+/** `arg` as one word for /bin/sh. */
+function shellQuote(arg: string): string {
+  return `'${arg.replaceAll("'", `'\\''`)}'`;
 }
 
 function toResult(code: number): RunResult {

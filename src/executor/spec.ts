@@ -130,6 +130,8 @@ export interface SpecInput {
   /** Mounted after the standard ones, in order (RUN --mount): a target may be under an earlier one. */
   mounts?: OciMount[];
   annotations?: Record<string, string>;
+  /** A pseudo-terminal for the process (`builder run -t`). */
+  terminal?: boolean;
 }
 
 /** Fills in PATH and HOME when the environment does not set them (as Docker does). */
@@ -148,7 +150,7 @@ export function buildSpec(input: SpecInput): OciRuntimeSpec {
   const spec: OciRuntimeSpec = {
     ociVersion: '1.0.2',
     process: {
-      terminal: false,
+      terminal: input.terminal === true,
       user: { uid: input.user.uid, gid: input.user.gid, ...(input.user.additionalGids.length ? { additionalGids: input.user.additionalGids } : {}) },
       args: input.args,
       env: input.env,
