@@ -13,6 +13,9 @@ import { createRenderer, formatForecast, formatWarning, type ProgressMode } from
 
 const USAGE = `Usage: builder build [OPTIONS] PATH
        builder pull [OPTIONS] NAME
+       builder run [OPTIONS] IMAGE [COMMAND] [ARG...]
+       builder ps [-a] [-q]
+       builder rm CONTAINER...
        builder login [-u USER] [--password-stdin] [SERVER]
        builder logout [SERVER]
        builder doctor [--root DIR]
@@ -71,6 +74,9 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (command === 'login' || command === 'logout') return (await import('./login.js')).runLoginCommand(command, rest);
   if (command === 'pull') return runPull(rest);
+  if (command === 'run') return (await import('./run.js')).runRunCommand(rest);
+  if (command === 'ps') return (await import('./run.js')).runPsCommand(rest);
+  if (command === 'rm') return (await import('./run.js')).runRmCommand(rest);
   if (command === 'doctor') return (await import('./doctor.js')).runDoctorCommand(rest);
   if (command === 'du') return (await import('./store.js')).runDuCommand(rest);
   if (command === 'prune') return (await import('./store.js')).runPruneCommand(rest);
