@@ -42,6 +42,13 @@ export interface RunSpec {
    * a disk, logged or reported.
    */
   secretEnv?: string[];
+  stdout(chunk: Buffer): void;
+  stderr(chunk: Buffer): void;
+  signal?: AbortSignal;
+}
+
+/** A RunSpec attached to the caller as `builder run` is: streams in and out, a terminal, signals. */
+export interface ContainerSpec extends Omit<RunSpec, 'stdout' | 'stderr'> {
   stdout: Output;
   stderr: Output;
   /**
@@ -56,7 +63,6 @@ export interface RunSpec {
   terminal?: boolean;
   /** Told when the container is being started, with a way to send its process a signal (Ctrl-C forwarded). */
   onStart?(kill: (signal: NodeJS.Signals) => Promise<void>): void;
-  signal?: AbortSignal;
 }
 
 /** Where a stream of the process goes: a function given each chunk, or a stream written with backpressure. */
@@ -141,7 +147,7 @@ export class RuncExecutor {
     this.hostname = opts.hostname ?? 'buildkitsandbox';
   }
 
-  async run(spec: RunSpec): Promise<RunResult> {
+  async run(spec: RunSpec | ContainerSpec): Promise<RunResult> {
     if (spec.signal?.aborted) throw new AbortError({ cause: spec.signal.reason });
     const id = `${CONTAINER_PREFIX}${randomBytes(8).toString('hex')}`;
     const rootfs = resolve(spec.rootfs);
@@ -236,7 +242,7 @@ export class RuncExecutor {
     rootfs: string,
     cwd: string,
     user: Awaited<ReturnType<typeof resolveUser>>,
-    spec: RunSpec,
+    spec: ContainerSpec,
     inMemory: boolean,
   ): Promise<PreparedMounts> {
     // Synchronous: a few small files, where thread-pool round trips cost more than the writes.
@@ -280,7 +286,7 @@ export class RuncExecutor {
   }
 
   /** `runc run` in the foreground; on abort, kills the container and waits for runc to exit. */
-  private runContainer(id: string, bundle: string, spec: RunSpec): Promise<{ code: number | null; signal: string | null; aborted: boolean }> {
+  private runContainer(id: string, bundle: string, spec: ContainerSpec): Promise<{ code: number | null; signal: string | null; aborted: boolean }> {
     return new Promise((resolvePromise, reject) => {
       const args = [...this.rootArgs(), '--log', join(bundle, 'runc.log'), '--log-format', 'json', 'run', '--bundle', bundle, id];
       const inputFd = spec.stdin instanceof ReadStream ? (spec.stdin as ReadStream & { fd: number }).fd : undefined;
