@@ -22,7 +22,8 @@ const USAGE = `Usage: builder build [OPTIONS] PATH
        builder du [--verbose] [--root DIR]
        builder prune [--all] [--keep-storage SIZE] [--filter until=DURATION] [--cache-mounts] [-f]
 
-Build an image from a Dockerfile and a build context, without a daemon.
+Build an image from a Dockerfile and a build context, without a daemon; run it (builder run),
+and more: "builder COMMAND --help" for each command. The options of builder build:
 
 Options:
   -t, --tag NAME            Name the image (repeatable), e.g. user/app:1.2
