@@ -12,8 +12,8 @@ const RUN_USAGE = `Usage: builder run [OPTIONS] IMAGE [COMMAND] [ARG...]
 Run a command in a new container from an image of the local store, under runc, as docker run
 does: the image's ENTRYPOINT, CMD, ENV, USER and WORKDIR, overridden by the options. Exits with
 the command's exit code; 125 when builder itself fails, 126 when the command cannot be invoked,
-127 when it is not found. Ctrl-C (SIGINT) and SIGTERM go to the container's process; one that
-has not exited --stop-timeout seconds later, or at a second Ctrl-C, is killed (exit 130, 143).
+127 when it is not found. Ctrl-C (SIGINT), SIGTERM and SIGHUP go to the container's process; one
+that has not exited --stop-timeout seconds later, or at a second Ctrl-C, is killed (exit 128+n).
 
 Options:
       --rm                  Remove the container (and its writable layer) when it exits
@@ -106,8 +106,11 @@ export async function runRunCommand(args: string[]): Promise<number> {
     void container.kill(signal);
     deadline = setTimeout(() => controller.abort(new Error(`container did not stop within ${opts.stopTimeout}s`)), opts.stopTimeout * 1000);
   };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  // SIGHUP too: a terminal closed under it must not leave the container behind.
+  const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+  for (const s of signals) process.on(s, onSignal);
+  // A terminal that went away fails writes (EIO): that must not stop the clean-up.
+  for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
   try {
     const { exitCode } = await run({
       ...opts,
@@ -125,8 +128,7 @@ export async function runRunCommand(args: string[]): Promise<number> {
     return OWN_FAILURE;
   } finally {
     clearTimeout(deadline);
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    for (const s of signals) process.off(s, onSignal);
   }
 }
 

@@ -1,7 +1,7 @@
 // `builder run`, `ps` and `rm` as a user runs them: the real CLI and real runc, on busybox images
 // built into a state directory of the test's own (from scratch: no registry needed).
 
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -115,6 +115,32 @@ describe('builder run', () => {
     expect(await runIn(['--rm', '-i', IMAGE, 'sh', '-c', 'tr a-z A-Z'], 'hello\nworld\n')).toMatchObject({ code: 0, stdout: 'HELLO\nWORLD\n' });
     const tty = await runIn(['--rm', '-t', IMAGE, 'sh', '-c', '[ -t 0 ] && [ -t 1 ] && echo "tty $TERM"; exit 4']);
     expect(tty).toMatchObject({ code: 4, stdout: 'tty xterm\r\n' });
+  });
+
+  it('-it in a real terminal (tmux): an interactive shell with the window size, resized with it', async () => {
+    const socket = `builder-run-test-${process.pid}`;
+    const tmux = (...args: string[]) => spawnSync('tmux', ['-L', socket, ...args], { encoding: 'utf8' });
+    const screen = () => tmux('capture-pane', '-p').stdout;
+    const waitFor = async (pattern: RegExp) => {
+      const t0 = Date.now();
+      while (!pattern.test(screen()) && Date.now() - t0 < 60_000) await new Promise((r) => setTimeout(r, 100));
+      expect(screen()).toMatch(pattern);
+    };
+    const command = `${BUILDER_BIN} run --root ${root} --rm -it ${IMAGE} sh; echo "exit=$?"; sleep 60`;
+    expect(tmux('new-session', '-d', '-x', '80', '-y', '24', command).status).toBe(0);
+    try {
+      await waitFor(/^\/home #/m);
+      tmux('send-keys', 'stty size; echo $((6*7))', 'Enter');
+      await waitFor(/^24 80\n42$/m);
+      tmux('resize-window', '-x', '100', '-y', '30');
+      tmux('send-keys', 'stty size', 'Enter');
+      await waitFor(/^30 100$/m);
+      tmux('send-keys', 'exit 3', 'Enter');
+      await waitFor(/^exit=3$/m);
+    } finally {
+      tmux('kill-server');
+    }
+    await expectNothingLeft();
   });
 
   it('bind-mounts a host directory with -v; :ro refuses writes', async () => {
