@@ -150,6 +150,7 @@ export async function run(opts: RunOptions): Promise<RunResult> {
         env,
         cwd: opts.workdir ?? (config.WorkingDir || '/'),
         user: opts.user ?? config.User ?? '',
+        primaryGroupInGroups: true,
         network,
         hostname,
         mounts: binds,

@@ -61,6 +61,8 @@ export interface ContainerSpec extends Omit<RunSpec, 'stdout' | 'stderr'> {
    * all comes on `stdout`. Needs util-linux's `script`, which gives runc the terminal it wants.
    */
   terminal?: boolean;
+  /** List the primary group among the supplementary ones too, as docker run does (BuildKit's RUN does not). */
+  primaryGroupInGroups?: boolean;
   /** Told when the container is being started, with a way to send its process a signal (Ctrl-C forwarded). */
   onStart?(kill: (signal: NodeJS.Signals) => Promise<void>): void;
 }
@@ -152,6 +154,7 @@ export class RuncExecutor {
     const id = `${CONTAINER_PREFIX}${randomBytes(8).toString('hex')}`;
     const rootfs = resolve(spec.rootfs);
     const user = await resolveUser(rootfs, spec.user);
+    if ('primaryGroupInGroups' in spec && spec.primaryGroupInGroups && !user.additionalGids.includes(user.gid)) user.additionalGids.unshift(user.gid);
     const cwd = posix.resolve('/', spec.cwd || '/');
     // Inside the container /proc is procfs: a working directory like /proc/self/fd/N would be
     // one of runc's own (host) file descriptors (CVE-2024-21626). Refused, as is anything that
