@@ -45,7 +45,7 @@ describe.skipIf(skip !== undefined)(`builder run vs docker run${skip ? ` (skippe
   let root: string;
   let envFile: string;
   const dockerTag = `builder-run-diff-${process.pid}`;
-  const env = { ...process.env, HOST_VAR: 'from-host' };
+  const env: NodeJS.ProcessEnv = { ...process.env, HOST_VAR: 'from-host' };
   delete env.HOST_UNSET;
 
   beforeAll(async () => {
