@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSnapshotter } from '../../src/snapshotter/index.js';
+import { BUSYBOX_BIN, BUSYBOX_FROM_SCRATCH } from '../helpers/base-image.js';
 import { BUILDER_BIN, leftoverContainers, mountsUnder, runBuilder, startBuilder, type CliResult } from '../helpers/cli.js';
 
 let work: string;
@@ -41,17 +42,10 @@ beforeAll(async () => {
   root = join(work, 'root');
   const ctx = join(work, 'ctx');
   await mkdir(ctx);
-  await copyFile('/bin/busybox', join(ctx, 'busybox'));
+  await copyFile(BUSYBOX_BIN, join(ctx, 'busybox'));
   await writeFile(
     join(ctx, 'Dockerfile.dev'),
-    `FROM scratch
-COPY busybox /bin/busybox
-RUN ["/bin/busybox", "--install", "-s", "/bin"]
-RUN mkdir -p /etc /tmp /home/app && chmod 1777 /tmp \\
- && echo 'root:x:0:0:root:/root:/bin/sh' > /etc/passwd \\
- && echo 'app:x:1000:1000:app:/home/app:/bin/sh' >> /etc/passwd \\
- && printf 'root:x:0:\\napp:x:1000:\\n' > /etc/group
-ENV PATH=/bin FOO=image KEEP=kept
+    `${BUSYBOX_FROM_SCRATCH}ENV PATH=/bin FOO=image KEEP=kept
 WORKDIR /home
 CMD ["sh"]
 `,

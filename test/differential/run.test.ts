@@ -7,18 +7,12 @@ import { copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BUSYBOX_BIN, BUSYBOX_FROM_SCRATCH } from '../helpers/base-image.js';
 import { BUILDER_BIN } from '../helpers/cli.js';
 import { DOCKER, dockerSkipReason, tool } from '../helpers/differential.js';
 
 const skip = dockerSkipReason();
-const DOCKERFILE = `FROM scratch
-COPY busybox /bin/busybox
-RUN ["/bin/busybox", "--install", "-s", "/bin"]
-RUN mkdir -p /etc /tmp /home/app && chmod 1777 /tmp \\
- && echo 'root:x:0:0:root:/root:/bin/sh' > /etc/passwd \\
- && echo 'app:x:1000:1000:app:/home/app:/bin/sh' >> /etc/passwd \\
- && printf 'root:x:0:\\napp:x:1000:\\n' > /etc/group
-ENV PATH=/bin FOO=image KEEP=kept
+const DOCKERFILE = `${BUSYBOX_FROM_SCRATCH}ENV PATH=/bin FOO=image KEEP=kept
 WORKDIR /home
 ENTRYPOINT ["sh", "-c", "echo \\"entry $0 $*\\"; [ -z \\"$STATUS\\" ] || exit $STATUS", "first"]
 CMD ["default", "cmd"]
@@ -51,7 +45,7 @@ describe.skipIf(skip !== undefined)(`builder run vs docker run${skip ? ` (skippe
   beforeAll(async () => {
     work = await mkdtemp(join(tmpdir(), 'builder-run-diff-'));
     root = join(work, 'root');
-    await copyFile('/bin/busybox', join(work, 'busybox'));
+    await copyFile(BUSYBOX_BIN, join(work, 'busybox'));
     await writeFile(join(work, 'Dockerfile'), DOCKERFILE);
     envFile = join(work, 'app.env');
     await writeFile(envFile, '# comment\nFROMFILE=file value \nHOST_VAR\nHOST_UNSET\n');
