@@ -104,11 +104,10 @@ export async function run(opts: RunOptions): Promise<RunResult> {
 
   const state = await openRunState(opts.root, opts);
   let held = true;
-  const release = async (): Promise<void> => {
+  const release = async (clean: boolean): Promise<void> => {
     if (!held) return;
     held = false;
-    // Not clean while a container may still run: should this process die, the next build sweeps.
-    await state.release({ clean: false });
+    await state.release({ clean });
   };
   const containers = new ContainerStore(state.root);
   let record: ContainerRecord | undefined;
@@ -138,7 +137,8 @@ export async function run(opts: RunOptions): Promise<RunResult> {
     const parent = await unpackImage(sn, state, image.manifest, image.config, opts.signal);
     const mounts = await sn.prepare(record.snapshot, parent);
     if (!record.remove) await sn.keep(record.snapshot);
-    await release();
+    // Not clean while the container runs: should this process die, the next build sweeps.
+    await release(false);
 
     const executor = new RuncExecutor({ bundleRoot: join(state.root, 'bundles') });
     const { name } = created;
@@ -170,8 +170,12 @@ export async function run(opts: RunOptions): Promise<RunResult> {
     if (record && record.exitCode === undefined) record.exitCode = err instanceof ContainerStartError ? err.exitCode : 125;
     throw err;
   } finally {
-    if (record) await settle(containers, sn, record, started);
-    await release();
+    try {
+      if (record) await settle(containers, sn, record, started);
+    } finally {
+      // Failed before the container started: what it made is gone again, as it was.
+      await release(state.previousClean);
+    }
   }
 }
 
