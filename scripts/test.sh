@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh runc docker-registry skopeo umoci \
-  busybox-static apache2-utils openssl iproute2 docker.io openssh-client
+  busybox-static apache2-utils openssl iproute2 docker.io openssh-client tmux
 npm ci --no-audit --no-fund
 npm run build
 # The tests are type-checked too: a test importing a name a module no longer exports fails here.
