@@ -4,6 +4,8 @@ export { build, buildMetadata, explainCache, type BuildMetadata, type BuildOptio
 export { parseAddHost, parseShmSize, parseUlimit } from './client/run-settings.js';
 export { parseBuildContext, type BuildContextSource } from './client/context-sources.js';
 export { pull, type PullOptions, type PullResult } from './client/pull.js';
+export { run, ContainerStartError, parseVolumeFlag, RunConfigError, type RunOptions, type RunResult, type RunningContainer, type Volume } from './client/run.js';
+export { listContainers, removeContainers, type ContainerInfo, type ContainerRecord } from './client/containers.js';
 export { doctor, StateInUseError, type DoctorOptions, type DoctorReport, type DoctorIssue } from './client/doctor.js';
 export { du, type DuOptions, type DiskUsage, type StoreEntry } from './client/du.js';
 export { prune, type PruneOptions, type PruneResult } from './client/prune.js';

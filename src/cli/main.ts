@@ -17,13 +17,17 @@ import { createRenderer, formatForecast, formatWarning, PROGRESS_MODES, type Pro
 
 const USAGE = `Usage: builder [--debug] build [OPTIONS] PATH
        builder pull [OPTIONS] NAME
+       builder run [OPTIONS] IMAGE [COMMAND] [ARG...]
+       builder ps [-a] [-q]
+       builder rm CONTAINER...
        builder login [-u USER] [--password-stdin] [SERVER]
        builder logout [SERVER]
        builder doctor [--root DIR]
        builder du [--verbose] [--root DIR]
        builder prune [--all] [--keep-storage SIZE] [--filter until=DURATION] [--cache-mounts] [-f]
 
-Build an image from a Dockerfile and a build context, without a daemon.
+Build an image from a Dockerfile and a build context, without a daemon; run it (builder run),
+and more: "builder COMMAND --help" for each command. The options of builder build:
 
 Options:
   -t, --tag NAME            Name the image (repeatable), e.g. user/app:1.2
@@ -101,6 +105,9 @@ export async function main(args: string[]): Promise<number> {
   }
   if (command === 'login' || command === 'logout') return (await import('./login.js')).runLoginCommand(command, rest);
   if (command === 'pull') return runPull(rest);
+  if (command === 'run') return (await import('./run.js')).runRunCommand(rest);
+  if (command === 'ps') return (await import('./run.js')).runPsCommand(rest);
+  if (command === 'rm') return (await import('./run.js')).runRmCommand(rest);
   if (command === 'doctor') return (await import('./doctor.js')).runDoctorCommand(rest);
   if (command === 'du') return (await import('./store.js')).runDuCommand(rest);
   if (command === 'prune') return (await import('./store.js')).runPruneCommand(rest);

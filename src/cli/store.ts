@@ -138,13 +138,13 @@ async function confirm(warning: string): Promise<boolean> {
   }
 }
 
-function table(rows: string[][]): string {
+export function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]! + 2))).join('').trimEnd()).join('\n');
 }
 
 /** How long ago, as docker prints it (go-units HumanDuration, short). */
-function ago(when: Date): string {
+export function ago(when: Date): string {
   const s = Math.max(0, (Date.now() - when.getTime()) / 1000);
   if (s < 60) return `${Math.round(s)} seconds ago`;
   if (s < 3600) return `${Math.round(s / 60)} minutes ago`;

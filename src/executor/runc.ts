@@ -13,7 +13,8 @@ import { lstatSync, mkdirSync, readFileSync, rmSync, rmdirSync, unlinkSync, writ
 import { access, readFile, readdir } from 'node:fs/promises';
 import { constants as osc, tmpdir } from 'node:os';
 import { dirname, join, posix, resolve } from 'node:path';
-import type { Duplex } from 'node:stream';
+import type { Duplex, Readable, Writable } from 'node:stream';
+import { ReadStream } from 'node:tty';
 import type { ExtraHost, Ulimit } from '../definition/index.js';
 import { isMountPoint, unmountAll } from '../snapshotter/mount.js';
 import { CommandError, runCommand } from '../util/command.js';
@@ -52,6 +53,29 @@ export interface RunSpec {
   stderr(chunk: Buffer): void;
   signal?: AbortSignal;
 }
+
+/** A RunSpec attached to the caller as `builder run` is: streams in and out, a terminal, signals. */
+export interface ContainerSpec extends Omit<RunSpec, 'stdout' | 'stderr'> {
+  stdout: Output;
+  stderr: Output;
+  /**
+   * What the process reads (`builder run -i`); without it, nothing (/dev/null). A terminal
+   * (a tty.ReadStream) is handed over as it is, so that raw mode and its window size reach the container.
+   */
+  stdin?: Readable;
+  /**
+   * Give the process a pseudo-terminal as stdin, stdout and stderr (`builder run -t`); its output
+   * all comes on `stdout`. Needs util-linux's `script`, which gives runc the terminal it wants.
+   */
+  terminal?: boolean;
+  /** List the primary group among the supplementary ones too, as docker run does (BuildKit's RUN does not). */
+  primaryGroupInGroups?: boolean;
+  /** Told when the container is being started, with a way to send its process a signal (Ctrl-C forwarded). */
+  onStart?(kill: (signal: NodeJS.Signals) => Promise<void>): void;
+}
+
+/** Where a stream of the process goes: a function given each chunk, or a stream written with backpressure. */
+export type Output = ((chunk: Buffer) => void) | Writable;
 
 /**
  * Something the container sees besides its root filesystem. A target missing from the root
@@ -132,11 +156,12 @@ export class RuncExecutor {
     this.hostname = opts.hostname ?? 'buildkitsandbox';
   }
 
-  async run(spec: RunSpec): Promise<RunResult> {
+  async run(spec: RunSpec | ContainerSpec): Promise<RunResult> {
     if (spec.signal?.aborted) throw new AbortError({ cause: spec.signal.reason });
     const id = `${CONTAINER_PREFIX}${randomBytes(8).toString('hex')}`;
     const rootfs = resolve(spec.rootfs);
     const user = await resolveUser(rootfs, spec.user);
+    if ('primaryGroupInGroups' in spec && spec.primaryGroupInGroups && !user.additionalGids.includes(user.gid)) user.additionalGids.unshift(user.gid);
     const cwd = posix.resolve('/', spec.cwd || '/');
     // Inside the container /proc is procfs: a working directory like /proc/self/fd/N would be
     // one of runc's own (host) file descriptors (CVE-2024-21626). Refused, as is anything that
@@ -227,7 +252,7 @@ export class RuncExecutor {
     rootfs: string,
     cwd: string,
     user: Awaited<ReturnType<typeof resolveUser>>,
-    spec: RunSpec,
+    spec: ContainerSpec,
     inMemory: boolean,
   ): Promise<PreparedMounts> {
     // Synchronous: a few small files, where thread-pool round trips cost more than the writes.
@@ -261,6 +286,7 @@ export class RuncExecutor {
       ...(spec.ulimits ? { ulimits: spec.ulimits } : {}),
       ...(spec.shmSize !== undefined ? { shmSize: spec.shmSize } : {}),
       annotations: { [OWNER_ANNOTATION]: processToken() },
+      ...(spec.terminal ? { terminal: true } : {}),
     });
     try {
       writeFileSync(join(bundle, 'config.json'), JSON.stringify(config));
@@ -272,14 +298,29 @@ export class RuncExecutor {
   }
 
   /** `runc run` in the foreground; on abort, kills the container and waits for runc to exit. */
-  private runContainer(id: string, bundle: string, spec: RunSpec): Promise<{ code: number | null; signal: string | null; aborted: boolean }> {
+  private runContainer(id: string, bundle: string, spec: ContainerSpec): Promise<{ code: number | null; signal: string | null; aborted: boolean }> {
     return new Promise((resolvePromise, reject) => {
       const args = [...this.rootArgs(), '--log', join(bundle, 'runc.log'), '--log-format', 'json', 'run', '--bundle', bundle, id];
-      const child = spawn(this.runc, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      const inputFd = spec.stdin instanceof ReadStream ? (spec.stdin as ReadStream & { fd: number }).fd : undefined;
+      // runc in the foreground wants a terminal of its own to hand a pseudo-terminal to the
+      // container: `script` runs it in one (and sets the caller's terminal raw, as docker -t does).
+      const [command, commandArgs] = spec.terminal
+        ? ['script', ['--quiet', '--return', '--echo', 'never', '--command', [this.runc, ...args].map(shellQuote).join(' '), '/dev/null']]
+        : [this.runc, args];
+      const child = spawn(command, commandArgs, {
+        // Without -i, a terminal's input stays open and silent, as docker's.
+        stdio: [inputFd ?? (spec.stdin || spec.terminal ? 'pipe' : 'ignore'), 'pipe', 'pipe'],
+        ...(spec.terminal ? { env: { ...process.env, SHELL: '/bin/sh' } } : {}),
+      });
       let aborted = false;
       let exited = false;
-      child.stdout.on('data', (chunk: Buffer) => spec.stdout(chunk));
-      child.stderr.on('data', (chunk: Buffer) => spec.stderr(chunk));
+      if (child.stdin) {
+        child.stdin.on('error', () => undefined); // the process did not read it all
+        if (inputFd === undefined) spec.stdin?.pipe(child.stdin);
+      }
+      attach(child.stdout!, spec.stdout);
+      attach(child.stderr!, spec.stderr);
+      spec.onStart?.(async (signal) => void (await this.signalContainer(id, signal, () => exited)));
       const onAbort = (): void => {
         if (aborted) return;
         aborted = true;
@@ -293,6 +334,7 @@ export class RuncExecutor {
       });
       child.on('close', (code, signal) => {
         exited = true;
+        if (child.stdin && inputFd === undefined) spec.stdin?.unpipe(child.stdin);
         spec.signal?.removeEventListener('abort', onAbort);
         resolvePromise({ code, signal, aborted });
       });
@@ -305,15 +347,20 @@ export class RuncExecutor {
    * As a last resort kill runc itself (the container is then deleted with --force).
    */
   private async killContainer(id: string, exited: () => boolean, killRunc: () => void): Promise<void> {
+    if (!(await this.signalContainer(id, 'SIGKILL', exited)) && !exited()) killRunc();
+  }
+
+  /** Sends the container's process `signal` (retrying until runc has created it); false if it never could. */
+  private async signalContainer(id: string, signal: NodeJS.Signals, exited: () => boolean): Promise<boolean> {
     for (let i = 0; i < 200 && !exited(); i++) {
       try {
-        await runCommand(this.runc, [...this.rootArgs(), 'kill', id, 'KILL']);
-        return;
+        await runCommand(this.runc, [...this.rootArgs(), 'kill', id, signal]);
+        return true;
       } catch {
         await new Promise((r) => setTimeout(r, 25));
       }
     }
-    if (!exited()) killRunc();
+    return false;
   }
 
   /** `runc run` removes its container when it exits normally; make sure of it otherwise. */
@@ -329,6 +376,16 @@ export class RuncExecutor {
 function ownCapabilities(): string[] | undefined {
   const mask = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
   return mask ? capabilitiesInMask(mask) : undefined;
+}
+
+function attach(from: Readable, to: Output): void {
+  if (typeof to === 'function') from.on('data', to);
+  else from.pipe(to, { end: false });
+}
+
+/** `arg` as one word for /bin/sh. */
+function shellQuote(arg: string): string {
+  return `'${arg.replaceAll("'", `'\\''`)}'`;
 }
 
 function toResult(code: number): RunResult {

@@ -135,6 +135,8 @@ export interface SpecInput {
   ulimits?: Ulimit[];
   /** Bytes of /dev/shm (default 64 MiB, as Docker). */
   shmSize?: number;
+  /** A pseudo-terminal for the process (`builder run -t`). */
+  terminal?: boolean;
 }
 
 /** Fills in PATH and HOME when the environment does not set them (as Docker does). */
@@ -153,7 +155,7 @@ export function buildSpec(input: SpecInput): OciRuntimeSpec {
   const spec: OciRuntimeSpec = {
     ociVersion: '1.0.2',
     process: {
-      terminal: false,
+      terminal: input.terminal === true,
       user: { uid: input.user.uid, gid: input.user.gid, ...(input.user.additionalGids.length ? { additionalGids: input.user.additionalGids } : {}) },
       args: input.args,
       env: input.env,

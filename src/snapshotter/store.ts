@@ -12,7 +12,7 @@
 // Ids are short random names so overlay lowerdir lists stay short. The metadata file is
 // written before the snapshot dir exists and removed before the dir goes, so a dir without
 // metadata is always garbage, and `sweep()` can tell crash leftovers apart safely: active and
-// view snapshots record the process that owns them.
+// view snapshots record the process that owns them, unless keep() handed them to the store.
 
 import { createHash, randomBytes } from 'node:crypto';
 import { linkSync, mkdirSync, readFileSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
@@ -56,6 +56,8 @@ export interface SnapshotMeta {
   lowers: string[];
   /** Owning process of an active or view snapshot (crash cleanup), see processToken(). */
   owner?: string;
+  /** An active snapshot handed over to the store by keep(): no owner, never swept. */
+  kept?: true;
   created: string;
 }
 
@@ -90,6 +92,11 @@ export interface LocalSnapshotter extends Snapshotter {
   readonly root: string;
   layout(key: string): Promise<SnapshotLayout>;
   list(): Promise<SnapshotInfo[]>;
+  /**
+   * Makes active snapshot `key` outlive its owner process: sweep() leaves it until remove(). A
+   * container kept after `builder run` (its writable layer) is one.
+   */
+  keep(key: string): Promise<void>;
   /** Unmounts and removes what a crashed earlier run left behind (dead owners only). */
   sweep(): Promise<SweepReport>;
   /** Reports, without changing anything, what sweep() would remove and snapshots that lost their data. */
@@ -153,6 +160,12 @@ export abstract class BaseSnapshotter implements LocalSnapshotter {
     await this.afterCommit(this.snapshotDir(meta.id));
   }
 
+  async keep(key: string): Promise<void> {
+    const { owner: _owner, ...meta } = await this.require(key);
+    if (meta.kind !== 'active') throw new SnapshotStateError(`snapshot ${JSON.stringify(key)} is a ${meta.kind} snapshot, not active`);
+    await this.writeMeta({ ...meta, kept: true }, 'replace');
+  }
+
   async remove(key: string): Promise<void> {
     const meta = await this.require(key);
     if (meta.kind === 'committed') {
@@ -203,7 +216,7 @@ export abstract class BaseSnapshotter implements LocalSnapshotter {
     const committedIds = new Set(metas.filter((m) => m.kind === 'committed').map((m) => m.id));
     const discarded = new Set<string>();
     for (const m of metas) {
-      if (m.kind === 'committed' || (m.owner !== undefined && isOwnerAlive(m.owner))) continue;
+      if (m.kind === 'committed' || m.kept || (m.owner !== undefined && isOwnerAlive(m.owner))) continue;
       await this.forget(m, report);
       // A crash between the two steps of commit leaves the active entry sharing the committed dir.
       if (!committedIds.has(m.id)) {
@@ -260,6 +273,7 @@ export abstract class BaseSnapshotter implements LocalSnapshotter {
     for (const m of metas) {
       const path = this.metaPath(m.key);
       if (m.kind !== 'committed') {
+        if (m.kept) continue;
         if (m.owner === undefined || !isOwnerAlive(m.owner)) problems.push({ path, message: `${m.kind} snapshot ${JSON.stringify(m.key)} of a process that is gone`, leftover: true });
         continue;
       }

@@ -35,7 +35,7 @@ import {
 } from '../definition/index.js';
 import { canonicalJson, chainIDs, sha256 } from '../oci/digest.js';
 import type { AgentConnector, RunResult, RunSpec } from '../executor/runc.js';
-import { applyLayer, SnapshotExistsError, withMounts, writeLayer, type LocalSnapshotter, type Mount } from '../snapshotter/index.js';
+import { SnapshotExistsError, unpackLayer, withMounts, writeLayer, type LocalSnapshotter, type Mount } from '../snapshotter/index.js';
 import { copyAction, makeFile, mkdirAll, resolveOwner, selectWithExclude, writeScripts, type Owner } from './file/index.js';
 import { download } from '../source/http.js';
 import { StepError } from './errors.js';
@@ -891,16 +891,9 @@ export class Solver {
           if (await sn.stat(name)) return;
           // A lazily pulled or imported blob is fetched now that its bytes are needed.
           await this.fetchBlobs([layer]);
-          const key = `extract-${randomBytes(8).toString('hex')}`;
-          await sn.prepare(key, parent);
-          try {
-            const { diffID } = await applyLayer(await sn.layout(key), store.read(layer.digest), layer.mediaType);
-            if (diffID !== layer.diffID) throw new Error(`layer ${layer.digest}: uncompressed digest ${diffID} does not match ${layer.diffID}`);
-            if (!(await this.commit(name, key))) await sn.remove(key);
-          } catch (err) {
-            await sn.remove(key).catch(() => undefined);
+          await unpackLayer(sn, name, parent, layer, () => store.read(layer.digest)).catch((err: unknown) => {
             throw this.unpackError(layer, err);
-          }
+          });
         })();
         this.snapshots.set(name, pending);
         pending.catch(() => this.snapshots.delete(name));

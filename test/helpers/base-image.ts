@@ -27,6 +27,20 @@ const run = promisify(execFile);
 const LAYOUT_VERSION = 1;
 
 export const BUSYBOX_BIN = '/bin/busybox';
+
+/**
+ * The start of a Dockerfile that makes a busybox image from scratch, for a context holding a copy
+ * of BUSYBOX_BIN named `busybox`: applets in /bin, /tmp, users root and app (1000:1000, home
+ * /home/app). No registry needed, by builder and docker alike.
+ */
+export const BUSYBOX_FROM_SCRATCH = `FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+RUN mkdir -p /etc /tmp /home/app && chmod 1777 /tmp \\
+ && echo 'root:x:0:0:root:/root:/bin/sh' > /etc/passwd \\
+ && echo 'app:x:1000:1000:app:/home/app:/bin/sh' >> /etc/passwd \\
+ && printf 'root:x:0:\\napp:x:1000:\\n' > /etc/group
+`;
 export const BUSYBOX_PATH_ENV = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 export interface PushOptions {

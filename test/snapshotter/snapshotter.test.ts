@@ -202,6 +202,22 @@ describe.each(kinds)('%s snapshotter', (kind) => {
     expect((await sn.list()).map((i) => i.key).sort()).toEqual(['C', 'mine']);
     expect((await readdir(join(sn.root, 'snapshots'))).length).toBe(2);
   });
+
+  it('a kept active snapshot outlives its owner: sweep and check leave it, remove takes it', async () => {
+    await sn.prepare('base');
+    await sn.commit('C', 'base');
+    await withMounts(await sn.prepare('container', 'C'), (d) => writeFile(join(d, 'data'), 'written'));
+    await sn.keep('container');
+    // As a later process sees it: the owner that kept it is gone.
+    const meta = JSON.parse(await readFile(join(sn.root, 'metadata', `${createHash('sha256').update('container').digest('hex')}.json`), 'utf8')) as { owner?: string };
+    expect(meta.owner).toBeUndefined();
+    expect((await sn.sweep()).removedSnapshots).toEqual([]);
+    expect(await sn.check()).toEqual([]);
+    await withMounts(await sn.mounts('container'), async (d) => expect(await readFile(join(d, 'data'), 'utf8')).toBe('written'));
+    await expect(sn.keep('C')).rejects.toThrow(/not active/);
+    await sn.remove('container');
+    expect((await sn.list()).map((i) => i.key)).toEqual(['C']);
+  });
 });
 
 describe('snapshotter selection', () => {
