@@ -129,6 +129,18 @@ function rawPaxXattrs(buf: Buffer): Map<string, Buffer> {
 }
 
 /** Reads the first `n` bytes without losing them: returns them and a stream of the whole input. */
+/**
+ * A layer blob's uncompressed tar stream and its compression (told by its bytes): what loading an
+ * archive and `import` need to know a layer's diffID and media type.
+ */
+export async function uncompressedLayer(layer: Readable | NodeJS.ReadableStream, mediaType: string): Promise<{ tar: Readable; compression?: 'gzip' | 'zstd' }> {
+  const { head, stream } = await peekHead(layer, 4);
+  const decompressor = decompressorFor(head, mediaType);
+  if (!decompressor) return { tar: stream };
+  stream.once('error', (err) => decompressor.destroy(err));
+  return { tar: stream.pipe(decompressor) as Readable, compression: head[0] === 0x1f ? 'gzip' : 'zstd' };
+}
+
 async function peekHead(src: Readable | NodeJS.ReadableStream, n: number): Promise<{ head: Buffer; stream: Readable }> {
   const it = src[Symbol.asyncIterator]() as AsyncIterator<Buffer | string>;
   const chunks: Buffer[] = [];
