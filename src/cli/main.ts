@@ -10,6 +10,7 @@ import { parseSecretFlag } from '../source/secrets.js';
 import { parseSshFlag } from '../source/ssh.js';
 import { parseCacheFromFlag, parseCacheToFlag } from './cache-flags.js';
 import { createRenderer, formatForecast, formatWarning, type ProgressMode } from './progress.js';
+import { UsageError } from './usage.js';
 
 const USAGE = `Usage: builder build [OPTIONS] PATH
        builder pull [OPTIONS] NAME
@@ -18,6 +19,15 @@ const USAGE = `Usage: builder build [OPTIONS] PATH
        builder doctor [--root DIR]
        builder du [--verbose] [--root DIR]
        builder prune [--all] [--keep-storage SIZE] [--filter until=DURATION] [--cache-mounts] [-f]
+       builder images [-q] [--digests] [--no-trunc] [REPOSITORY[:TAG]]
+       builder tag SOURCE TARGET
+       builder rmi [-f] IMAGE...
+       builder push NAME[:TAG]
+       builder inspect IMAGE...
+       builder history [--no-trunc] IMAGE
+       builder save [-o FILE] IMAGE...
+       builder load [-i FILE]
+       builder import FILE|DIR|- [REPOSITORY[:TAG]]
 
 Build an image from a Dockerfile and a build context, without a daemon.
 
@@ -28,7 +38,11 @@ Options:
       --build-arg K=V       Set a build argument (repeatable; K alone takes it from the environment)
       --label K=V           Set a label on the image, over the Dockerfile's (repeatable)
       --push                Push every tag to its registry
-  -o, --output SPEC         Also export: type=oci,dest=FILE.tar
+  -o, --output SPEC         Also export (repeatable): type=oci|docker,dest=FILE.tar (docker: for
+                            docker load), type=local,dest=DIR or DIR (the image's filesystem),
+                            type=tar,dest=FILE (the same as a tar), type=registry (= --push),
+                            type=image (the default); dest=- is stdout for oci, docker and tar
+      --load                Load the image into the Docker engine (docker load) (= -o type=docker)
       --platform OS/ARCH    Target platform (default: this machine's)
       --network MODE        Network for RUN steps: host (default) or none
       --allow ENTITLEMENT   Let the Dockerfile use network.host (RUN --network=host) or
@@ -61,8 +75,6 @@ Options:
   -h, --help                Show this help
 `;
 
-class UsageError extends Error {}
-
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   if (!command || command === '-h' || command === '--help' || command === 'help') {
@@ -74,6 +86,8 @@ export async function main(argv: string[]): Promise<number> {
   if (command === 'doctor') return (await import('./doctor.js')).runDoctorCommand(rest);
   if (command === 'du') return (await import('./store.js')).runDuCommand(rest);
   if (command === 'prune') return (await import('./store.js')).runPruneCommand(rest);
+  const images = await import('./images.js');
+  if (images.IMAGE_COMMANDS.has(command)) return interruptible(command, (signal) => images.runImageCommand(command, rest, signal));
   if (command !== 'build') throw new UsageError(`unknown command "${command}" (try: builder build --help)`);
   const opts = parseBuildArgs(rest);
   if (!opts) {
@@ -90,12 +104,17 @@ export async function main(argv: string[]): Promise<number> {
     });
   }
   if (dryRun) return (await import('./dry-run.js')).runDryRun(buildOpts);
+  if ((buildOpts.outputs ?? []).some((o) => 'dest' in o && o.dest === '-') && process.stdout.isTTY) {
+    throw new UsageError('--output dest=- writes a tar archive to stdout, which is a terminal: redirect it or give a file');
+  }
   return interruptible('build', async (signal) => {
     const { build } = await import('../client/build.js');
     const result = await build({ ...buildOpts, onProgress: createRenderer(progress, process.stderr), signal });
-    for (const p of result.pushed) process.stdout.write(`pushed ${p.ref}@${p.digest}\n`);
-    for (const e of result.exported) process.stdout.write(`exported ${e.dest} ${e.digest}\n`);
-    process.stdout.write(`${result.manifestDigest}\n`);
+    // An archive written to stdout owns it: the summary goes to stderr then.
+    const summary = (buildOpts.outputs ?? []).some((o) => 'dest' in o && o.dest === '-') ? process.stderr : process.stdout;
+    for (const p of result.pushed) summary.write(`pushed ${p.ref}@${p.digest}\n`);
+    for (const e of result.exported) summary.write(`exported ${e.dest} ${e.digest}\n`);
+    summary.write(`${result.manifestDigest}\n`);
   });
 }
 
@@ -213,6 +232,7 @@ function parseBuildArgs(
     'build-arg': { type: 'string', multiple: true },
     label: { type: 'string', multiple: true },
     push: { type: 'boolean' },
+    load: { type: 'boolean' },
     output: { type: 'string', short: 'o', multiple: true },
     network: { type: 'string' },
     allow: { type: 'string', multiple: true },
@@ -281,7 +301,7 @@ function parseBuildArgs(
     target: v.target,
     push: v.push,
     // As docker build: the image is always named in the local store, whatever else it is exported to.
-    outputs: [{ type: 'image' }, ...(v.output ?? []).map(parseOutput)],
+    outputs: [{ type: 'image' }, ...(v.output ?? []).map(parseOutput), ...(v.load ? [{ type: 'docker' } as const] : [])],
     platform: v.platform,
     network,
     allow,
@@ -314,10 +334,34 @@ function usage<T>(parse: () => T): T {
   }
 }
 
+/** BuildKit's `--output` forms: `type=T[,dest=D]`, or a bare directory (`-o out` = type=local,dest=out). */
 function parseOutput(spec: string): Output {
-  const fields = Object.fromEntries(spec.split(',').map((kv) => kv.split('=', 2) as [string, string]));
-  if (fields.type !== 'oci' || !fields.dest) throw new UsageError(`unsupported --output "${spec}": expected type=oci,dest=FILE.tar`);
-  return { type: 'oci', dest: fields.dest };
+  if (!spec.includes('=')) return spec === '-' ? { type: 'tar', dest: '-' } : { type: 'local', dest: spec };
+  const fields: Record<string, string> = {};
+  for (const kv of spec.split(',')) {
+    const eq = kv.indexOf('=');
+    if (eq <= 0) throw new UsageError(`invalid --output "${spec}": "${kv}" is not KEY=VALUE`);
+    fields[kv.slice(0, eq).trim()] = kv.slice(eq + 1);
+  }
+  const { type, dest, ...rest } = fields;
+  const unknown = Object.keys(rest);
+  if (unknown.length > 0) throw new UsageError(`invalid --output "${spec}": unsupported field ${unknown.join(', ')}`);
+  switch (type) {
+    case 'image':
+    case 'registry':
+      if (dest !== undefined) throw new UsageError(`invalid --output "${spec}": type=${type} takes no dest`);
+      return { type };
+    case 'docker':
+      return dest === undefined ? { type } : { type, dest };
+    case 'oci':
+    case 'tar':
+    case 'local':
+      if (!dest) throw new UsageError(`invalid --output "${spec}": type=${type} needs dest=${type === 'local' ? 'DIR' : 'FILE'}`);
+      if (type === 'local' && dest === '-') throw new UsageError(`invalid --output "${spec}": type=local writes a directory, not stdout (use type=tar,dest=-)`);
+      return { type, dest };
+    default:
+      throw new UsageError(`invalid --output "${spec}": type must be image, registry, oci, docker, local or tar`);
+  }
 }
 
 /** Prints a user error the way a person can act on it: no stack trace. */
