@@ -39,12 +39,7 @@ export async function save(opts: SaveOptions): Promise<void> {
     for (const name of byName ? [image.name] : names) if (!entry.names.includes(name)) entry.names.push(name);
     images.set(image.manifestDescriptor.digest, entry);
   }
-  await writeOutputFile(opts.dest, (out) => {
-    opts.signal?.throwIfAborted();
-    const done = writeImageArchive(store.store, [...images.values()], out, opts.format ?? 'docker');
-    opts.signal?.addEventListener('abort', () => out.destroy(opts.signal!.reason as Error), { once: true });
-    return done;
-  });
+  await writeOutputFile(opts.dest, (out) => writeImageArchive(store.store, [...images.values()], out, opts.format ?? 'docker'), opts.signal);
 }
 
 export interface LoadOptions extends ImagesOptions {

@@ -244,7 +244,7 @@ async function runBuild(opts: BuildOptions, explainOnly: boolean): Promise<{ res
       await track(emit, { id: `output:${out.type}:${dest}`, name: exportName(out) }, async () => {
         if (out.type === 'local' || out.type === 'tar') {
           const layers = { layers: image.manifest.layers, diffIDs: image.config.rootfs.diff_ids };
-          await (out.type === 'local' ? writeLocalDirectory(state.store, layers, dest) : writeFilesystemTar(state.store, layers, dest));
+          await (out.type === 'local' ? writeLocalDirectory(state.store, layers, dest, opts.signal) : writeFilesystemTar(state.store, layers, dest, opts.signal));
           exported.push({ type: out.type, dest, digest: image.manifestDescriptor.digest });
           return;
         }
@@ -252,10 +252,10 @@ async function runBuild(opts: BuildOptions, explainOnly: boolean): Promise<{ res
         const archived = [{ manifestDescriptor: shippedImage.manifestDescriptor, manifest: shippedImage.manifest, names }];
         const write = (stream: Writable) => writeImageArchive(state.store, archived, stream, out.type);
         if (out.type === 'docker' && out.dest === undefined) {
-          const loaded = await loadIntoDocker(write);
+          const loaded = await loadIntoDocker(write, opts.signal);
           if (loaded) emit({ type: 'log', id: `output:${out.type}:${dest}`, stream: 'stdout', data: `${loaded}\n`, at: Date.now() });
         } else {
-          await writeOutputFile(dest, write);
+          await writeOutputFile(dest, write, opts.signal);
         }
         exported.push({ type: out.type, dest, digest: shippedImage.manifestDescriptor.digest });
       });

@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
-import type { Writable } from 'node:stream';
+import { addAbortSignal, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { pack as tarPack } from 'tar-stream';
 import type { ContentStore } from '../cache/content-store.js';
@@ -63,15 +63,18 @@ export async function writeImageArchive(store: ContentStore, images: readonly Ar
 
 /**
  * Runs `write` on `dest`: `-` is stdout; a file is written under a temporary name beside it and
- * renamed when complete, so a failed or interrupted export leaves no partial file.
+ * renamed when complete, so a failed or interrupted export leaves no partial file. `signal`
+ * stops writing a file (its stream is destroyed); stdout is left to the process's exit.
  */
-export async function writeOutputFile(dest: string, write: (out: Writable) => Promise<void>): Promise<void> {
+export async function writeOutputFile(dest: string, write: (out: Writable) => Promise<void>, signal?: AbortSignal): Promise<void> {
+  signal?.throwIfAborted();
   if (dest === '-') {
     await write(process.stdout);
     return;
   }
   const tmp = `${dest}.${randomBytes(6).toString('hex')}.tmp`;
   const file = createWriteStream(tmp);
+  if (signal) addAbortSignal(signal, file);
   const closed = new Promise<void>((resolve, reject) => {
     file.once('close', resolve);
     file.once('error', reject);

@@ -3,10 +3,11 @@
 // settings apply, as for any docker command.
 
 import { spawn } from 'node:child_process';
-import type { Writable } from 'node:stream';
+import { addAbortSignal, type Writable } from 'node:stream';
 
-/** Runs `write` into the stdin of `docker load`; returns what docker printed (`Loaded image: …`). */
-export async function loadIntoDocker(write: (out: Writable) => Promise<void>): Promise<string> {
+/** Runs `write` into the stdin of `docker load` (`signal` cuts it short, and docker loads nothing); returns what docker printed (`Loaded image: …`). */
+export async function loadIntoDocker(write: (out: Writable) => Promise<void>, signal?: AbortSignal): Promise<string> {
+  signal?.throwIfAborted();
   const docker = 'docker';
   const child = spawn(docker, ['load'], { stdio: ['pipe', 'pipe', 'pipe'] });
   let stdout = '';
@@ -22,6 +23,7 @@ export async function loadIntoDocker(write: (out: Writable) => Promise<void>): P
   exited.catch(() => undefined);
   // docker leaving early (no engine) closes the pipe: its own message says why, below.
   child.stdin.on('error', () => undefined);
+  if (signal) addAbortSignal(signal, child.stdin);
   try {
     await write(child.stdin);
   } catch (err) {

@@ -22,12 +22,12 @@ export interface ImageLayers {
   diffIDs: readonly Digest[];
 }
 
-/** Writes the image's filesystem into `dest`, a new or existing directory (entries of the same name are replaced). */
-export async function writeLocalDirectory(store: ContentStore, image: ImageLayers, dest: string): Promise<void> {
+/** Writes the image's filesystem into `dest` (`signal` stops it between layers), a new or existing directory (entries of the same name are replaced). */
+export async function writeLocalDirectory(store: ContentStore, image: ImageLayers, dest: string, signal?: AbortSignal): Promise<void> {
   dest = resolve(dest);
   const work = `${dest}.${randomBytes(6).toString('hex')}.tmp`;
   try {
-    const tree = await unpack(store, image, work);
+    const tree = await unpack(store, image, work, signal);
     await ownAll(tree, process.getuid?.() ?? 0, process.getgid?.() ?? 0);
     const existing = await stat(dest).catch(() => undefined);
     if (!existing) {
@@ -45,27 +45,28 @@ export async function writeLocalDirectory(store: ContentStore, image: ImageLayer
 }
 
 /** Writes the image's filesystem as one tar to `dest` (`-`: stdout). */
-export async function writeFilesystemTar(store: ContentStore, image: ImageLayers, dest: string): Promise<void> {
+export async function writeFilesystemTar(store: ContentStore, image: ImageLayers, dest: string, signal?: AbortSignal): Promise<void> {
   const work = join(dest === '-' ? tmpdir() : dirname(resolve(dest)), `.builder-tar-${randomBytes(6).toString('hex')}.tmp`);
   try {
-    const tree = await unpack(store, image, work);
+    const tree = await unpack(store, image, work, signal);
     // The tree, packed as a layer would be (deterministic order, numeric owners), in a store of its own.
     const scratchStore = new ContentStore(join(work, 'store'));
     await scratchStore.init();
     const tar = await writeLayer(layoutOf(tree, work), scratchStore);
-    await writeOutputFile(dest, (out) => pipeline(createReadStream(scratchStore.path(tar.digest)), out, { end: dest !== '-' }));
+    await writeOutputFile(dest, (out) => pipeline(createReadStream(scratchStore.path(tar.digest)), out, { end: dest !== '-' }), signal);
   } finally {
     await rm(work, { recursive: true, force: true });
   }
 }
 
 /** Applies the layers into `work/rootfs` and returns that directory. */
-async function unpack(store: ContentStore, image: ImageLayers, work: string): Promise<string> {
+async function unpack(store: ContentStore, image: ImageLayers, work: string, signal: AbortSignal | undefined): Promise<string> {
   const tree = join(work, 'rootfs');
   await mkdir(join(work, 'scratch'), { recursive: true });
   await mkdir(tree, { mode: 0o755 });
   const layout = layoutOf(tree, work);
   for (const [i, layer] of image.layers.entries()) {
+    signal?.throwIfAborted();
     await applyLayer(layout, store.read(layer.digest), layer.mediaType, { diffID: image.diffIDs[i], layerName: layer.digest });
   }
   return tree;
