@@ -181,7 +181,8 @@ class ArchiveContents {
     const { tar: stream, compression } = await uncompressedLayer(this.store.read(digest), path);
     const counter = new DigestCounter();
     for await (const chunk of stream.pipe(counter)) void chunk;
-    if (counter.digest() !== diffID) throw new ArchiveError(this.archive, `${path}: uncompressed digest ${counter.digest()} does not match diff_id ${diffID}`);
+    const actual = counter.digest();
+    if (actual !== diffID) throw new ArchiveError(this.archive, `${path}: uncompressed digest ${actual} does not match diff_id ${diffID}`);
     return compression === 'gzip' ? MediaType.OciLayerGzip : compression === 'zstd' ? MediaType.OciLayerZstd : MediaType.OciLayer;
   }
 
