@@ -4,7 +4,7 @@
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { run, runBuilder } from '../helpers/cli.js';
@@ -205,6 +205,15 @@ describe('builder images, tag, rmi, save, load, push, inspect, history', () => {
     run('umoci', ['unpack', '--image', `${root}:docker.io/library/imported:1`, bundle]);
     expect(await readFile(join(bundle, 'rootfs/etc/motd'), 'utf8')).toBe('imported\n');
     expect(await builder('history', 'imported:1')).toContain(`Imported from ${dir}`);
+    // A save that fails halfway (a blob gone from the store) leaves no archive, not even a partial one.
+    const layer = (JSON.parse(await builder('inspect', 'imported:1')) as Array<{ Manifest: { layers: Array<{ digest: string }> } }>)[0]!.Manifest.layers[0]!.digest;
+    await rm(join(root, 'blobs/sha256', layer.slice('sha256:'.length)));
+    const outDir = join(fx.work, 'failed-save');
+    await mkdir(outDir);
+    const r = await runBuilder(['save', '--root', root, '-o', join(outDir, 'x.tar'), 'imported:1']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('ENOENT');
+    expect(await readdir(outDir)).toEqual([]);
   });
 });
 
