@@ -86,9 +86,11 @@ export async function main(argv: string[]): Promise<number> {
   if (command === 'doctor') return (await import('./doctor.js')).runDoctorCommand(rest);
   if (command === 'du') return (await import('./store.js')).runDuCommand(rest);
   if (command === 'prune') return (await import('./store.js')).runPruneCommand(rest);
-  const images = await import('./images.js');
-  if (images.IMAGE_COMMANDS.has(command)) return interruptible(command, (signal) => images.runImageCommand(command, rest, signal));
-  if (command !== 'build') throw new UsageError(`unknown command "${command}" (try: builder build --help)`);
+  if (command !== 'build') {
+    const images = await import('./images.js');
+    if (images.IMAGE_COMMANDS.has(command)) return interruptible(command, (signal) => images.runImageCommand(command, rest, signal));
+    throw new UsageError(`unknown command "${command}" (try: builder build --help)`);
+  }
   const opts = parseBuildArgs(rest);
   if (!opts) {
     process.stdout.write(USAGE);
@@ -104,14 +106,15 @@ export async function main(argv: string[]): Promise<number> {
     });
   }
   if (dryRun) return (await import('./dry-run.js')).runDryRun(buildOpts);
-  if ((buildOpts.outputs ?? []).some((o) => 'dest' in o && o.dest === '-') && process.stdout.isTTY) {
+  // An archive written to stdout owns it: the build's summary goes to stderr then.
+  const archiveToStdout = (buildOpts.outputs ?? []).some((o) => 'dest' in o && o.dest === '-');
+  if (archiveToStdout && process.stdout.isTTY) {
     throw new UsageError('--output dest=- writes a tar archive to stdout, which is a terminal: redirect it or give a file');
   }
   return interruptible('build', async (signal) => {
     const { build } = await import('../client/build.js');
     const result = await build({ ...buildOpts, onProgress: createRenderer(progress, process.stderr), signal });
-    // An archive written to stdout owns it: the summary goes to stderr then.
-    const summary = (buildOpts.outputs ?? []).some((o) => 'dest' in o && o.dest === '-') ? process.stderr : process.stdout;
+    const summary = archiveToStdout ? process.stderr : process.stdout;
     for (const p of result.pushed) summary.write(`pushed ${p.ref}@${p.digest}\n`);
     for (const e of result.exported) summary.write(`exported ${e.dest} ${e.digest}\n`);
     summary.write(`${result.manifestDigest}\n`);
