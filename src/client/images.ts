@@ -9,7 +9,7 @@ import { ContentStore } from '../cache/content-store.js';
 import { ImageStore } from '../cache/image-store.js';
 import { defaultStateRoot } from '../cache/state-root.js';
 import { hostPlatform, platformOf } from '../oci/platform.js';
-import type { Descriptor, Digest, HistoryEntry, ImageConfigFile, ImageManifest } from '../oci/types.js';
+import { isIndexMediaType, type Descriptor, type Digest, type HistoryEntry, type ImageConfigFile, type ImageManifest } from '../oci/types.js';
 import { parseReference } from '../registry/reference.js';
 
 export interface ImagesOptions {
@@ -187,7 +187,7 @@ export class LocalStore {
 
   /** A name with no image for this machine's platform: its first manifest. */
   private async anyManifest(target: Descriptor): Promise<Descriptor> {
-    if (target.platform || !target.mediaType.includes('index')) return target;
+    if (!isIndexMediaType(target.mediaType)) return target;
     const index = await this.store.readJson<{ manifests: Descriptor[] }>(target.digest);
     const first = index.manifests[0];
     if (!first) throw new Error(`image index ${target.digest} lists no manifest`);
