@@ -2,10 +2,9 @@
 // formats `docker save` / `docker load` / `docker import` use.
 
 import { createReadStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
-import { mkdir, rm } from 'node:fs/promises';
+import { access, mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { defaultStateRoot, openState, type State } from '../cache/state.js';
 import { writeImageArchive, writeOutputFile, type ArchiveFormat, type ArchiveImage } from '../exporter/archive.js';
@@ -60,9 +59,10 @@ export interface LoadedImage {
 
 /** Reads a `docker save` or OCI archive into the local store and names its images (names are written only once every blob checked out). */
 export async function load(opts: LoadOptions): Promise<LoadedImage[]> {
-  const input = opts.input === '-' ? process.stdin : createReadStream(opts.input);
-  if (opts.signal) opts.signal.addEventListener('abort', () => input.destroy(opts.signal!.reason as Error), { once: true });
+  if (opts.input !== '-') await access(opts.input).catch(() => Promise.reject(new Error(`${opts.input}: no such file`)));
   return withState(opts, async (state) => {
+    const input = opts.input === '-' ? process.stdin : createReadStream(opts.input);
+    if (opts.signal) opts.signal.addEventListener('abort', () => input.destroy(opts.signal!.reason as Error), { once: true });
     const images = await readImageArchive(state.store, input, opts.input === '-' ? 'stdin' : opts.input);
     opts.signal?.throwIfAborted();
     for (const image of images) for (const name of image.names) await state.images.tag(name, image.manifestDescriptor);

@@ -49,23 +49,29 @@ export async function readImageArchive(store: ContentStore, input: Readable, arc
   const extract = tar.extract();
   input.once('error', (err) => extract.destroy(err));
   input.pipe(extract as unknown as NodeJS.WritableStream);
-  for await (const entry of extract) {
-    const name = posix.normalize(entry.header.name).replace(/^(\.\/)+|\/+$/g, '');
-    if (entry.header.type === 'symlink' || entry.header.type === 'link') {
-      const target = entry.header.linkname ?? '';
-      files.set(name, { link: entry.header.type === 'symlink' ? posix.join(posix.dirname(name), target) : posix.normalize(target) });
-      entry.resume();
-    } else if (entry.header.type !== 'file' && entry.header.type !== 'contiguous-file') {
-      entry.resume();
-    } else if (INDEX_FILES.has(name)) {
-      indexFiles.set(name, await readSmall(entry, archive, name));
-    } else if (/(^|\/)(json|VERSION)$/.test(name)) {
-      entry.resume(); // Docker's legacy per-layer metadata: nothing loads it
-    } else {
-      const hex = /^blobs\/sha256\/([0-9a-f]{64})$/.exec(name)?.[1];
-      const stored = await store.ingest(Readable.from(entry), { ...(hex ? { digest: `sha256:${hex}` as Digest } : {}), source: `${archive}: ${name}` });
-      files.set(name, stored);
+  try {
+    for await (const entry of extract) {
+      const name = posix.normalize(entry.header.name).replace(/^(\.\/)+|\/+$/g, '');
+      if (entry.header.type === 'symlink' || entry.header.type === 'link') {
+        const target = entry.header.linkname ?? '';
+        files.set(name, { link: entry.header.type === 'symlink' ? posix.join(posix.dirname(name), target) : posix.normalize(target) });
+        entry.resume();
+      } else if (entry.header.type !== 'file' && entry.header.type !== 'contiguous-file') {
+        entry.resume();
+      } else if (INDEX_FILES.has(name)) {
+        indexFiles.set(name, await readSmall(entry, archive, name));
+      } else if (/(^|\/)(json|VERSION)$/.test(name)) {
+        entry.resume(); // Docker's legacy per-layer metadata: nothing loads it
+      } else {
+        const hex = /^blobs\/sha256\/([0-9a-f]{64})$/.exec(name)?.[1];
+        const stored = await store.ingest(Readable.from(entry), { ...(hex ? { digest: `sha256:${hex}` as Digest } : {}), source: `${archive}: ${name}` });
+        files.set(name, stored);
+      }
     }
+  } catch (err) {
+    // A tar error says nothing of which file: name it (a digest mismatch already does).
+    if (err instanceof Error && !err.message.includes(archive)) throw new ArchiveError(archive, `not a readable image archive: ${err.message}`);
+    throw err;
   }
   const reader = new ArchiveContents(store, archive, files);
   if (indexFiles.has('manifest.json')) return reader.dockerImages(parseJson(indexFiles.get('manifest.json')!, archive, 'manifest.json'));

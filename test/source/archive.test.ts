@@ -79,6 +79,7 @@ describe('readImageArchive', () => {
     await expect(readImageArchive(store, swapped, 'swapped.tar')).rejects.toThrow(/^swapped\.tar: l\/layer\.tar: uncompressed digest .* does not match diff_id/);
     const none = await tarOf({ 'hello.txt': 'hi' });
     await expect(readImageArchive(store, none, 'none.tar')).rejects.toThrow('none.tar: not an image archive');
+    await expect(readImageArchive(store, stream(Buffer.from('not a tar\n')), 'notes.txt')).rejects.toThrow(/^notes\.txt: not a readable image archive: /);
   });
 
   it('reads back what writeImageArchive writes, by manifest.json and, without it, by index.json', async () => {
