@@ -82,9 +82,11 @@ ${ROOT_HELP}`,
   import: `Usage: builder import [OPTIONS] FILE|DIR|- [REPOSITORY[:TAG]]
 
 Make an image of one layer from a root filesystem: a tar (plain, gzip or zstd; - reads stdin) or a
-directory, as "docker import" does. The image has no Cmd, Env or other settings.
+directory, as "docker import" does. The image's config is empty but for the changes given.
 
 Options:
+  -c, --change INSTRUCTION  Apply a Dockerfile instruction to the config (repeatable): CMD,
+                            ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, USER, VOLUME or WORKDIR
   -m, --message TEXT        Comment for the history entry (default: "Imported from SOURCE")
 ${ROOT_HELP}`,
 };
@@ -216,11 +218,11 @@ export async function runImageCommand(command: string, args: string[], signal: A
       return;
     }
     case 'import': {
-      const { values: v, positionals } = parse({ message: { type: 'string', short: 'm' } });
+      const { values: v, positionals } = parse({ message: { type: 'string', short: 'm' }, change: { type: 'string', short: 'c', multiple: true } });
       if (help(v)) return;
       count(positionals, 1, 2, 'a FILE, DIR or -, and optionally REPOSITORY[:TAG]');
       const { importImage } = await import('../client/archive.js');
-      const image = await importImage({ source: positionals[0]!, name: positionals[1], message: v.message, root: v.root, onWait: (m) => process.stderr.write(`${m}\n`) });
+      const image = await importImage({ source: positionals[0]!, name: positionals[1], message: v.message, changes: v.change, root: v.root, onWait: (m) => process.stderr.write(`${m}\n`) });
       return void out(`${image.id}\n`);
     }
     default:

@@ -27,7 +27,7 @@ const USAGE = `Usage: builder build [OPTIONS] PATH
        builder history [--no-trunc] IMAGE
        builder save [-o FILE] IMAGE...
        builder load [-i FILE]
-       builder import FILE|DIR|- [REPOSITORY[:TAG]]
+       builder import [-c INSTRUCTION] FILE|DIR|- [REPOSITORY[:TAG]]
 
 Build an image from a Dockerfile and a build context, without a daemon.
 

@@ -8,6 +8,7 @@ import { access, mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { defaultStateRoot, openState, type State } from '../cache/state.js';
 import { writeImageArchive, writeOutputFile, type ArchiveFormat, type ArchiveImage } from '../exporter/archive.js';
+import { configFromChanges } from '../frontend/changes.js';
 import { canonicalJson } from '../oci/digest.js';
 import { hostPlatform } from '../oci/platform.js';
 import { MediaType, type Digest, type ImageConfigFile, type ImageManifest } from '../oci/types.js';
@@ -77,23 +78,27 @@ export interface ImportOptions extends ImagesOptions {
   name?: string;
   /** The history entry's comment (docker's `--message`); default `Imported from SOURCE`. */
   message?: string;
+  /** Dockerfile instructions for the config (docker's `--change`): CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, USER, VOLUME, WORKDIR. */
+  changes?: string[];
   onWait?: (message: string) => void;
 }
 
-/** `docker import`: an image of one layer holding `source`, for this machine's platform and with an empty config. */
+/** `docker import`: an image of one layer holding `source`, for this machine's platform, its config empty but for `changes`. */
 export async function importImage(opts: ImportOptions): Promise<LoadedImage> {
   const name = opts.name === undefined ? undefined : parseReference(opts.name).toString();
+  const platform = hostPlatform();
+  // Checked before anything is stored: a bad change fails naming it.
+  const containerConfig = opts.changes?.length ? await configFromChanges(opts.changes, platform) : {};
   const isDir = opts.source !== '-' && (await stat(opts.source)).isDirectory();
   return withState(opts, async (state) => {
     const layer = isDir ? await layerFromDirectory(state, opts.source) : await layerFromTar(state, opts.source);
     const created = new Date().toISOString();
-    const platform = hostPlatform();
     const config: ImageConfigFile = {
       created,
       architecture: platform.architecture,
       os: platform.os,
       ...(platform.variant ? { variant: platform.variant } : {}),
-      config: {},
+      config: containerConfig,
       rootfs: { type: 'layers', diff_ids: [layer.digest] },
       history: [{ created, created_by: '', comment: opts.message ?? `Imported from ${opts.source}` }],
     };

@@ -205,6 +205,13 @@ describe('builder images, tag, rmi, save, load, push, inspect, history', () => {
     run('umoci', ['unpack', '--image', `${root}:docker.io/library/imported:1`, bundle]);
     expect(await readFile(join(bundle, 'rootfs/etc/motd'), 'utf8')).toBe('imported\n');
     expect(await builder('history', 'imported:1')).toContain(`Imported from ${dir}`);
+    // --change sets the config as docker import -c does: only what the changes say (no default PATH).
+    await builder('import', '-c', 'CMD ["cat", "/etc/motd"]', '-c', 'ENV MODE=imported', dir, 'imported:2');
+    const changed = (JSON.parse(await builder('inspect', 'imported:2')) as Array<{ Config: { Cmd?: string[]; Env?: string[] } }>)[0]!.Config;
+    expect(changed).toMatchObject({ Cmd: ['cat', '/etc/motd'], Env: ['MODE=imported'] });
+    const bad = await runBuilder(['import', '--root', root, '-c', 'CMD ["x"]', '-c', 'RUN rm -rf /', dir, 'imported:3']);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain('--change:2: RUN is not a valid change command');
     // A save that fails halfway (a blob gone from the store) leaves no archive, not even a partial one.
     const layer = (JSON.parse(await builder('inspect', 'imported:1')) as Array<{ Manifest: { layers: Array<{ digest: string }> } }>)[0]!.Manifest.layers[0]!.digest;
     await rm(join(root, 'blobs/sha256', layer.slice('sha256:'.length)));
