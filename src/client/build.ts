@@ -91,7 +91,7 @@ export interface BuildOptions extends BuildDefinitionOptions {
   registryMirrors?: string[];
 
   // Where the image goes.
-  /** Names for the image (`user/app:1.2`), used by the `image`, `registry` and `oci` outputs. */
+  /** Names for the image (`user/app:1.2`), used by the `image`, `registry`, `oci` and `docker` outputs. */
   tags?: string[];
   /** Default: `[{ type: 'image' }]`, the local image store. */
   outputs?: Output[];
@@ -126,8 +126,9 @@ export interface BuildResult {
   tags: string[];
   pushed: Array<{ ref: string; digest: Digest }>;
   /**
-   * The archives and directories written (`docker` for `docker load`), with the manifest digest
-   * of the image in the archives (layers compressed).
+   * The archives and directories written (dest `docker` for `--load`), each with the manifest
+   * digest of the image exported: in `oci` and `docker` archives its layers are compressed; for
+   * `local` and `tar`, the stored image's.
    */
   exported: Array<{ type: Output['type']; dest: string; digest: Digest }>;
 }
