@@ -301,7 +301,8 @@ describe('build --output', () => {
   it('--load without an engine fails with docker\'s reason', async () => {
     const r = await runBuilder(['build', '--network', 'none', '--root', root, '--progress', 'quiet', '--load', ctx], { env: { DOCKER_HOST: 'unix:///nonexistent/docker.sock' } });
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/--load: docker load failed.*(Cannot connect|nonexistent)/s);
+    // docker's own reason, or that there is no docker command at all.
+    expect(r.stderr).toMatch(/--load: docker load failed.*(Cannot connect|nonexistent)|--load needs the docker command/s);
   });
 });
 
