@@ -16,6 +16,7 @@ import { parseReference } from '../registry/reference.js';
 import { writeLayer } from '../snapshotter/index.js';
 import { uncompressedLayer } from '../snapshotter/layer-reader.js';
 import { readImageArchive } from '../source/archive.js';
+import { readFileHead } from '../util/read-file.js';
 import { openStore, type ImagesOptions } from './images.js';
 
 export interface SaveOptions extends ImagesOptions {
@@ -131,14 +132,9 @@ async function layerFromDirectory(state: State, dir: string): Promise<{ digest: 
 async function layerFromTar(state: State, file: string): Promise<{ digest: Digest; size: number }> {
   const { tar } = await uncompressedLayer(file === '-' ? process.stdin : createReadStream(file), file);
   const layer = await state.store.ingest(tar as Readable, { source: file });
-  const head = await readHead(state, layer.digest);
+  const head = await readFileHead(state.store.path(layer.digest), 512);
   if (layer.size > 0 && head.toString('latin1', 257, 262) !== 'ustar') throw new Error(`${file}: not a tar archive`);
   return layer;
-}
-
-async function readHead(state: State, digest: Digest): Promise<Buffer> {
-  for await (const chunk of createReadStream(state.store.path(digest), { start: 0, end: 511 })) return chunk as Buffer;
-  return Buffer.alloc(0);
 }
 
 async function withState<T>(opts: ImagesOptions & { signal?: AbortSignal; onWait?: (message: string) => void }, work: (state: State) => Promise<T>): Promise<T> {

@@ -17,7 +17,8 @@ import { canonicalJson, isSha256Digest } from '../oci/digest.js';
 import { hostPlatform, platformOf, selectManifest } from '../oci/platform.js';
 import { MediaType, isIndexMediaType, type Descriptor, type Digest, type ImageConfigFile, type ImageIndex, type ImageManifest } from '../oci/types.js';
 import { parseReference } from '../registry/reference.js';
-import { uncompressedLayer } from '../snapshotter/layer-reader.js';
+import { layerCompression, uncompressedLayer } from '../snapshotter/layer-reader.js';
+import { readFileHead } from '../util/read-file.js';
 
 const REF_NAME = 'org.opencontainers.image.ref.name';
 const CONTAINERD_NAME = 'io.containerd.image.name';
@@ -184,10 +185,14 @@ class ArchiveContents {
 
   /** Checks that the stored layer unpacks to `diffID`; returns its media type (by its compression). */
   private async checkLayer(digest: Digest, diffID: Digest, path: string): Promise<string> {
-    const { tar: stream, compression } = await uncompressedLayer(this.store.read(digest), path);
-    const counter = new DigestCounter();
-    for await (const chunk of stream.pipe(counter)) void chunk;
-    const actual = counter.digest();
+    // An uncompressed layer's digest is its diffID: only a compressed one is read again.
+    const compression = layerCompression(await readFileHead(this.store.path(digest), 4));
+    let actual = digest;
+    if (compression) {
+      const counter = new DigestCounter();
+      for await (const chunk of (await uncompressedLayer(this.store.read(digest), path)).tar.pipe(counter)) void chunk;
+      actual = counter.digest();
+    }
     if (actual !== diffID) throw new ArchiveError(this.archive, `${path}: uncompressed digest ${actual} does not match diff_id ${diffID}`);
     return compression === 'gzip' ? MediaType.OciLayerGzip : compression === 'zstd' ? MediaType.OciLayerZstd : MediaType.OciLayer;
   }
