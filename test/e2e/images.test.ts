@@ -52,7 +52,7 @@ describe('builder images, tag, rmi, save, load, push, inspect, history', () => {
     expect(lines[0]).toMatch(/^REPOSITORY {3,}TAG {7,}IMAGE ID {7}CREATED {3,}SIZE$/);
     const rows = lines.slice(1).map((l) => l.split(/ {2,}/));
     const short = id.slice('sha256:'.length, 'sha256:'.length + 12);
-    expect(rows).toContainEqual(['app', '1', short, expect.stringMatching(/^(\d+ seconds|About a minute|\d+ minutes) ago$/), expect.stringMatching(/^\d+(\.\d+)?[kM]B$/)]);
+    expect(rows).toContainEqual(['app', '1', short, expect.stringMatching(/^(Less than a second|1 second|\d+ seconds|About a minute|\d+ minutes) ago$/), expect.stringMatching(/^\d+(\.\d+)?[kM]B$/)]);
     expect(rows.find((r) => r[0] === 'team/app')?.slice(1, 3)).toEqual(['2', short]);
     expect(rows.find((r) => r[0] === '127.0.0.1' || r[0]!.endsWith('/library/busybox'))?.[1]).toBe('latest');
     expect((await builder('images', '-q', 'team/app')).trim()).toBe(short);
