@@ -6,6 +6,22 @@ export { parseBuildContext, type BuildContextSource } from './client/context-sou
 export { pull, type PullOptions, type PullResult } from './client/pull.js';
 export { run, ContainerStartError, parseVolumeFlag, RunConfigError, type RunOptions, type RunResult, type RunningContainer, type Volume } from './client/run.js';
 export { listContainers, removeContainers, type ContainerInfo, type ContainerRecord } from './client/containers.js';
+export { push, type PushOptions, type PushResult } from './client/push.js';
+export {
+  listImages,
+  inspectImage,
+  tagImage,
+  removeImages,
+  imageHistory,
+  shortId,
+  NoSuchImageError,
+  type ImagesOptions,
+  type LocalImage,
+  type RemovedImage,
+  type HistoryRow,
+} from './client/images.js';
+export { save, load, importImage, type SaveOptions, type LoadOptions, type LoadedImage, type ImportOptions } from './client/archive.js';
+export { ArchiveError } from './source/archive.js';
 export { doctor, StateInUseError, type DoctorOptions, type DoctorReport, type DoctorIssue } from './client/doctor.js';
 export { du, type DuOptions, type DiskUsage, type StoreEntry } from './client/du.js';
 export { prune, type PruneOptions, type PruneResult } from './client/prune.js';

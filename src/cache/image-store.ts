@@ -78,9 +78,22 @@ export class ImageStore {
     }
   }
 
-  /** Points `name` at one image, replacing whatever it named before (every platform): a build's result. */
-  async tag(name: string, manifest: PlatformManifest): Promise<void> {
-    await this.update((index) => named(index, name, manifest));
+  /**
+   * Points `name` at one image (a manifest with its platform) or at what another name points at
+   * (`builder tag`), replacing whatever it named before (every platform): a build's result.
+   */
+  async tag(name: string, target: PlatformManifest | Descriptor): Promise<void> {
+    await this.update((index) => named(index, name, target));
+  }
+
+  /** Removes `name`; whether it was there. Its blobs stay, for prune to collect once nothing names them. */
+  async untag(name: string): Promise<boolean> {
+    let found = false;
+    await this.update((index) => {
+      found = entryOf(index, name) !== undefined;
+      return { ...index, manifests: index.manifests.filter((d) => d.annotations?.[REF_NAME] !== name) };
+    });
+    return found;
   }
 
   /**

@@ -25,6 +25,15 @@ const USAGE = `Usage: builder [--debug] build [OPTIONS] PATH
        builder doctor [--root DIR]
        builder du [--verbose] [--root DIR]
        builder prune [--all] [--keep-storage SIZE] [--filter until=DURATION] [--cache-mounts] [-f]
+       builder images [-q] [--digests] [--no-trunc] [REPOSITORY[:TAG]]
+       builder tag SOURCE TARGET
+       builder rmi [-f] IMAGE...
+       builder push NAME[:TAG]
+       builder inspect IMAGE...
+       builder history [--no-trunc] IMAGE
+       builder save [-o FILE] IMAGE...
+       builder load [-i FILE]
+       builder import [-c INSTRUCTION] FILE|DIR|- [REPOSITORY[:TAG]]
 
 Build an image from a Dockerfile and a build context, without a daemon; run it (builder run),
 and more: "builder COMMAND --help" for each command. The options of builder build:
@@ -39,7 +48,11 @@ Options:
                             Give a stage or image NAME another source: a directory,
                             docker-image://REF or oci-layout://DIR[:TAG|@DIGEST] (repeatable)
       --push                Push every tag to its registry
-  -o, --output SPEC         Also export: type=oci,dest=FILE.tar
+  -o, --output SPEC         Also export (repeatable): type=oci|docker,dest=FILE.tar (docker: for
+                            docker load), type=local,dest=DIR or DIR (the image's filesystem),
+                            type=tar,dest=FILE (the same as a tar), type=registry (= --push),
+                            type=image (the default); dest=- is stdout for oci, docker and tar
+      --load                Load the image into the Docker engine (docker load) (= -o type=docker)
       --platform OS/ARCH    Target platform (default: this machine's)
       --network MODE        Network for RUN steps: host (default) or none
       --add-host HOST:IP    Add a line to RUN steps' /etc/hosts (repeatable)
@@ -111,7 +124,11 @@ export async function main(args: string[]): Promise<number> {
   if (command === 'doctor') return (await import('./doctor.js')).runDoctorCommand(rest);
   if (command === 'du') return (await import('./store.js')).runDuCommand(rest);
   if (command === 'prune') return (await import('./store.js')).runPruneCommand(rest);
-  if (command !== 'build') throw new UsageError(`unknown command "${command}" (try: builder build --help)`);
+  if (command !== 'build') {
+    const images = await import('./images.js');
+    if (images.IMAGE_COMMANDS.has(command)) return interruptible(command, undefined, (signal) => images.runImageCommand(command, rest, signal));
+    throw new UsageError(`unknown command "${command}" (try: builder build --help)`);
+  }
   const opts = parseBuildArgs(rest);
   if (!opts) {
     process.stdout.write(USAGE);
@@ -129,6 +146,11 @@ export async function main(args: string[]): Promise<number> {
     });
   }
   if (dryRun) return (await import('./dry-run.js')).runDryRun(buildOpts);
+  // An archive written to stdout owns it: the build's summary goes to stderr then.
+  const archiveToStdout = (buildOpts.outputs ?? []).some((o) => 'dest' in o && o.dest === '-');
+  if (archiveToStdout && process.stdout.isTTY) {
+    throw new UsageError('--output dest=- writes a tar archive to stdout, which is a terminal: redirect it or give a file');
+  }
   const renderer = createRenderer(progress, process.stderr, 'Building');
   return interruptible('build', renderer, async (signal) => {
     const { build } = await import('../client/build.js');
@@ -137,13 +159,14 @@ export async function main(args: string[]): Promise<number> {
       throw err;
     });
     renderer.end({ names: result.tags, digest: result.manifestDigest });
+    const summary = archiveToStdout ? process.stderr : process.stdout;
     if (quiet) {
-      process.stdout.write(`${result.configDigest}\n`);
+      summary.write(`${result.configDigest}\n`);
       return;
     }
-    for (const p of result.pushed) process.stdout.write(`pushed ${p.ref}@${p.digest}\n`);
-    for (const e of result.exported) process.stdout.write(`exported ${e.dest} ${e.digest}\n`);
-    process.stdout.write(`${result.manifestDigest}\n`);
+    for (const p of result.pushed) summary.write(`pushed ${p.ref}@${p.digest}\n`);
+    for (const e of result.exported) summary.write(`exported ${e.dest} ${e.digest}\n`);
+    summary.write(`${result.manifestDigest}\n`);
   });
 }
 
@@ -272,6 +295,7 @@ function parseBuildArgs(
     'build-arg': { type: 'string', multiple: true },
     label: { type: 'string', multiple: true },
     push: { type: 'boolean' },
+    load: { type: 'boolean' },
     output: { type: 'string', short: 'o', multiple: true },
     network: { type: 'string' },
     allow: { type: 'string', multiple: true },
@@ -358,7 +382,7 @@ function parseBuildArgs(
     target: v.target,
     push: v.push,
     // As docker build: the image is always named in the local store, whatever else it is exported to.
-    outputs: [{ type: 'image' }, ...(v.output ?? []).map(parseOutput)],
+    outputs: [{ type: 'image' }, ...(v.output ?? []).map(parseOutput), ...(v.load ? [{ type: 'docker' } as const] : [])],
     platform: platformFlag(v.platform),
     network,
     allow,
@@ -425,10 +449,34 @@ function usage<T>(parse: () => T): T {
   }
 }
 
+/** BuildKit's `--output` forms: `type=T[,dest=D]`, or a bare directory (`-o out` = type=local,dest=out). */
 function parseOutput(spec: string): Output {
-  const fields = Object.fromEntries(spec.split(',').map((kv) => kv.split('=', 2) as [string, string]));
-  if (fields.type !== 'oci' || !fields.dest) throw new UsageError(`unsupported --output "${spec}": expected type=oci,dest=FILE.tar`);
-  return { type: 'oci', dest: fields.dest };
+  if (!spec.includes('=')) return spec === '-' ? { type: 'tar', dest: '-' } : { type: 'local', dest: spec };
+  const fields: Record<string, string> = {};
+  for (const kv of spec.split(',')) {
+    const eq = kv.indexOf('=');
+    if (eq <= 0) throw new UsageError(`invalid --output "${spec}": "${kv}" is not KEY=VALUE`);
+    fields[kv.slice(0, eq).trim()] = kv.slice(eq + 1);
+  }
+  const { type, dest, ...rest } = fields;
+  const unknown = Object.keys(rest);
+  if (unknown.length > 0) throw new UsageError(`invalid --output "${spec}": unsupported field ${unknown.join(', ')}`);
+  switch (type) {
+    case 'image':
+    case 'registry':
+      if (dest !== undefined) throw new UsageError(`invalid --output "${spec}": type=${type} takes no dest`);
+      return { type };
+    case 'docker':
+      return dest === undefined ? { type } : { type, dest };
+    case 'oci':
+    case 'tar':
+    case 'local':
+      if (!dest) throw new UsageError(`invalid --output "${spec}": type=${type} needs dest=${type === 'local' ? 'DIR' : 'FILE'}`);
+      if (type === 'local' && dest === '-') throw new UsageError(`invalid --output "${spec}": type=local writes a directory, not stdout (use type=tar,dest=-)`);
+      return { type, dest };
+    default:
+      throw new UsageError(`invalid --output "${spec}": type must be image, registry, oci, docker, local or tar`);
+  }
 }
 
 /**

@@ -5,7 +5,8 @@ import { constants as osConstants } from 'node:os';
 import { parseArgs } from 'node:util';
 import { parseVolumeFlag } from '../client/run-config.js';
 import type { RunningContainer, RunOptions } from '../client/run.js';
-import { ago, table } from './store.js';
+import { ago } from './store.js';
+import { table } from './table.js';
 
 const RUN_USAGE = `Usage: builder run [OPTIONS] IMAGE [COMMAND] [ARG...]
 

@@ -4,6 +4,7 @@ import { createInterface } from 'node:readline/promises';
 import { parseArgs } from 'node:util';
 import { UsageError } from './exit-codes.js';
 import { humanSize, parseDuration, parseSize } from '../util/size.js';
+import { table } from './table.js';
 
 const DU_USAGE = `Usage: builder du [--verbose] [--root DIR]
 
@@ -136,11 +137,6 @@ async function confirm(warning: string): Promise<boolean> {
   } finally {
     rl.close();
   }
-}
-
-export function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]! + 2))).join('').trimEnd()).join('\n');
 }
 
 /** How long ago, as docker prints it (go-units HumanDuration, short). */

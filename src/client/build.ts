@@ -7,6 +7,7 @@
 // stage works inside: parsing, cache keys, snapshots, containers and registry requests belong
 // to their folders.
 
+import type { Writable } from 'node:stream';
 import { StatCache } from '../cache/checksum.js';
 import { CacheMounts } from '../cache/cache-mounts.js';
 import { Secrets, type SecretSpec } from '../source/secrets.js';
@@ -20,7 +21,9 @@ import type { Digest } from '../definition/index.js';
 import { RuncExecutor } from '../executor/runc.js';
 import { distributable, type LayerCompression } from '../exporter/compress.js';
 import { assembleImage, type BuiltImage } from '../exporter/image.js';
-import { writeOciArchive } from '../exporter/oci-archive.js';
+import { writeImageArchive, writeOutputFile } from '../exporter/archive.js';
+import { loadIntoDocker } from '../exporter/docker-load.js';
+import { writeFilesystemTar, writeLocalDirectory } from '../exporter/filesystem.js';
 import { pushDocument, pushImage } from '../exporter/push.js';
 import { storeCacheManifest, withInlineCache, writeCacheLayout, type CacheExport } from '../exporter/cache-export.js';
 import { CacheImports, type CacheImport } from '../source/cache-import.js';
@@ -50,8 +53,17 @@ export type Output =
   | { type: 'image' }
   /** Every tag's registry (`--push`). */
   | { type: 'registry' }
-  /** An OCI image layout as a tar file (`--output type=oci,dest=FILE.tar`), naming every tag. */
-  | { type: 'oci'; dest: string };
+  /** An OCI image layout as a tar file (`--output type=oci,dest=FILE.tar`; `-`: stdout), naming every tag. */
+  | { type: 'oci'; dest: string }
+  /**
+   * The same plus `docker load`'s manifest.json (`type=docker,dest=FILE.tar`, as `builder save`
+   * writes); without `dest`, loaded into the Docker engine through `docker load` (`--load`).
+   */
+  | { type: 'docker'; dest?: string }
+  /** The image's filesystem in a directory (`type=local,dest=DIR`), owned by the user running the build. */
+  | { type: 'local'; dest: string }
+  /** The image's filesystem as one tar file (`type=tar,dest=FILE`; `-`: stdout), with the image's owners. */
+  | { type: 'tar'; dest: string };
 
 /**
  * What to build and where it goes. Only `context` is required; the fields come in groups: what is
@@ -82,7 +94,7 @@ export interface BuildOptions extends BuildDefinitionOptions {
   registryMirrors?: string[];
 
   // Where the image goes.
-  /** Names for the image (`user/app:1.2`), used by the `image`, `registry` and `oci` outputs. */
+  /** Names for the image (`user/app:1.2`), used by the `image`, `registry`, `oci` and `docker` outputs. */
   tags?: string[];
   /** Default: `[{ type: 'image' }]`, the local image store. */
   outputs?: Output[];
@@ -122,8 +134,12 @@ export interface BuildResult {
   /** Full names the image was stored under. */
   tags: string[];
   pushed: Array<{ ref: string; digest: Digest }>;
-  /** The OCI archives written, with the manifest digest of the image in them (layers compressed). */
-  exported: Array<{ dest: string; digest: Digest }>;
+  /**
+   * The archives and directories written (dest `docker` for `--load`), each with the manifest
+   * digest of the image exported: in `oci` and `docker` archives its layers are compressed; for
+   * `local` and `tar`, the stored image's.
+   */
+  exported: Array<{ type: Output['type']; dest: string; digest: Digest }>;
   /** The manifest pushed (layers compressed) when the image was pushed, else the one stored. */
   descriptor: Descriptor;
 }
@@ -251,7 +267,7 @@ async function runBuild(opts: BuildOptions, explainOnly: boolean): Promise<{ res
     let shipped: Promise<BuiltImage> | undefined;
     const cacheTo = opts.cacheTo ?? [];
     const inline = cacheTo.some((c) => c.type === 'inline');
-    if (inline && !outputs.some((o) => o.type === 'registry' || o.type === 'oci')) {
+    if (inline && !outputs.some((o) => o.type === 'registry' || o.type === 'oci' || o.type === 'docker')) {
       emit({ type: 'warning', message: '--cache-to type=inline: no image is pushed or exported, so the inline cache goes nowhere' });
     }
     const toShip = () =>
@@ -261,11 +277,25 @@ async function runBuild(opts: BuildOptions, explainOnly: boolean): Promise<{ res
     const names = tags.map((t) => t.toString());
     const exported: BuildResult['exported'] = [];
     for (const out of outputs) {
-      if (out.type !== 'oci') continue;
-      await track(emit, { id: `output:${out.dest}`, name: `exporting OCI archive to ${out.dest}` }, async () => {
+      if (out.type === 'image' || out.type === 'registry') continue;
+      const dest = out.dest ?? 'docker';
+      await track(emit, { id: `output:${out.type}:${dest}`, name: exportName(out) }, async () => {
+        if (out.type === 'local' || out.type === 'tar') {
+          const layers = { layers: image.manifest.layers, diffIDs: image.config.rootfs.diff_ids };
+          await (out.type === 'local' ? writeLocalDirectory(state.store, layers, dest, opts.signal) : writeFilesystemTar(state.store, layers, dest, opts.signal));
+          exported.push({ type: out.type, dest, digest: image.manifestDescriptor.digest });
+          return;
+        }
         const shippedImage = await toShip();
-        await writeOciArchive(state.store, shippedImage, out.dest, names);
-        exported.push({ dest: out.dest, digest: shippedImage.manifestDescriptor.digest });
+        const archived = [{ manifestDescriptor: shippedImage.manifestDescriptor, manifest: shippedImage.manifest, names }];
+        const write = (stream: Writable) => writeImageArchive(state.store, archived, stream, out.type);
+        if (out.type === 'docker' && out.dest === undefined) {
+          const loaded = await loadIntoDocker(write, opts.signal);
+          if (loaded) emit({ type: 'log', id: `output:${out.type}:${dest}`, stream: 'stdout', data: `${loaded}\n`, at: Date.now() });
+        } else {
+          await writeOutputFile(dest, write, opts.signal);
+        }
+        exported.push({ type: out.type, dest, digest: shippedImage.manifestDescriptor.digest });
       });
     }
     const pushed: BuildResult['pushed'] = [];
@@ -321,6 +351,13 @@ async function runBuild(opts: BuildOptions, explainOnly: boolean): Promise<{ res
     if (grew && finished && !explainOnly) await collect(state.root, opts.gcKeepStorage, emit);
   }
 }
+
+function exportName(out: Exclude<Output, { type: 'image' | 'registry' }>): string {
+  if (out.type === 'docker' && out.dest === undefined) return 'loading the image into docker';
+  const what = { oci: 'OCI archive', docker: 'docker archive', local: 'filesystem', tar: 'filesystem tar' }[out.type];
+  return `exporting ${what} to ${out.dest === '-' ? 'stdout' : out.dest}`;
+}
+
 
 /** A file about the result; a failure names the flag and the file. */
 async function writeResultFile(file: string, flag: string, text: string): Promise<void> {

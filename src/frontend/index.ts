@@ -24,6 +24,7 @@ export type { EnvLookup, EnvSource, LexOptions, ProcessResult } from './shell-le
 export { DockerfileError, isDockerfileError } from './errors.js';
 export type { ErrorLocation } from './errors.js';
 export { compile } from './compile.js';
+export { configFromChanges } from './changes.js';
 export type { CompileOptions, CompileResult, Entitlement, ImageResolver, LocalContext, NamedContext, ResolvedImage, RunSettings, StageInfo } from './compile.js';
 export type { CompileWarning } from './lint.js';
 export { parseDockerignore } from './dockerignore.js';

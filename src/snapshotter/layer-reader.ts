@@ -129,6 +129,25 @@ function rawPaxXattrs(buf: Buffer): Map<string, Buffer> {
 }
 
 /** Reads the first `n` bytes without losing them: returns them and a stream of the whole input. */
+/**
+ * A layer blob's uncompressed tar stream and its compression (told by its bytes): what loading an
+ * archive and `import` need to know a layer's diffID and media type.
+ */
+export async function uncompressedLayer(layer: Readable | NodeJS.ReadableStream, mediaType: string): Promise<{ tar: Readable; compression?: 'gzip' | 'zstd' }> {
+  const { head, stream } = await peekHead(layer, 4);
+  const decompressor = decompressorFor(head, mediaType);
+  if (!decompressor) return { tar: stream };
+  stream.once('error', (err) => decompressor.destroy(err));
+  return { tar: stream.pipe(decompressor) as Readable, compression: layerCompression(head) };
+}
+
+/** The compression a layer's first bytes show: gzip, zstd, or none. */
+export function layerCompression(head: Buffer): 'gzip' | 'zstd' | undefined {
+  if (head[0] === 0x1f && head[1] === 0x8b) return 'gzip';
+  if (head.length >= 4 && head.readUInt32LE(0) === 0xfd2fb528) return 'zstd';
+  return undefined;
+}
+
 async function peekHead(src: Readable | NodeJS.ReadableStream, n: number): Promise<{ head: Buffer; stream: Readable }> {
   const it = src[Symbol.asyncIterator]() as AsyncIterator<Buffer | string>;
   const chunks: Buffer[] = [];
@@ -162,8 +181,9 @@ async function peekHead(src: Readable | NodeJS.ReadableStream, n: number): Promi
 
 /** The compression is told by the bytes (as containerd does); the media type only names it. */
 function decompressorFor(head: Buffer, mediaType: string): Transform | Duplex | undefined {
-  if (head[0] === 0x1f && head[1] === 0x8b) return createGunzip();
-  if (head.length >= 4 && head.readUInt32LE(0) === 0xfd2fb528) return zstdDecompressor();
+  const compression = layerCompression(head);
+  if (compression === 'gzip') return createGunzip();
+  if (compression === 'zstd') return zstdDecompressor();
   if (head[0] === 0x42 && head[1] === 0x5a && head[2] === 0x68) throw new Error(`unsupported layer compression (bzip2) for ${mediaType}`);
   if (head[0] === 0xfd && head[1] === 0x37 && head[2] === 0x7a) throw new Error(`unsupported layer compression (xz) for ${mediaType}`);
   return undefined;

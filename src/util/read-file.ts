@@ -52,3 +52,14 @@ function formatLimit(bytes: number): string {
   if (bytes >= 1024 && bytes % 1024 === 0) return `${bytes / 1024} KiB`;
   return `${bytes} byte${bytes === 1 ? '' : 's'}`;
 }
+
+/** Up to `length` first bytes of a file (its magic number, a tar header): fewer when it is shorter. */
+export async function readFileHead(path: string, length: number): Promise<Buffer> {
+  const file = await open(path);
+  try {
+    const { buffer, bytesRead } = await file.read(Buffer.alloc(length), 0, length, 0);
+    return buffer.subarray(0, bytesRead);
+  } finally {
+    await file.close();
+  }
+}

@@ -1,7 +1,7 @@
 // Sizes and durations as Docker's flags read them (`--keep-storage 5GB`, `--filter until=2h30m`).
 
-import { expect, it } from 'vitest';
-import { humanSize, parseDuration, parseSize } from '../../src/util/size.js';
+import { describe, expect, it } from 'vitest';
+import { humanDuration, humanSize, parseDuration, parseSize } from '../../src/util/size.js';
 
 it('reads sizes with binary multiples, as docker --keep-storage does', () => {
   expect(parseSize('0')).toBe(0);
@@ -28,4 +28,23 @@ it('prints sizes as docker does: decimal units, three significant digits', () =>
   expect(humanSize(999)).toBe('999B');
   expect(humanSize(20270)).toBe('20.3kB');
   expect(humanSize(5 * 1024 ** 3)).toBe('5.37GB');
+});
+
+describe('humanDuration (ages as docker images and docker history print them)', () => {
+  it.each([
+    [500, 'Less than a second'],
+    [1_000, '1 second'],
+    [59_000, '59 seconds'],
+    [90_000, 'About a minute'],
+    [45 * 60_000, '45 minutes'],
+    [89 * 60_000, 'About an hour'],
+    [90 * 60_000, '2 hours'],
+    [47 * 3_600_000, '47 hours'],
+    [3 * 86_400_000, '3 days'],
+    [20 * 86_400_000, '2 weeks'],
+    [100 * 86_400_000, '3 months'],
+    [3 * 365 * 86_400_000, '3 years'],
+  ])('%d ms → %s', (ms, text) => {
+    expect(humanDuration(ms)).toBe(text);
+  });
 });
