@@ -149,7 +149,8 @@ async function isDirectory(path: string): Promise<boolean> {
  * names hardlinked to the old one keep their content (Docker replaces the file as well).
  */
 function clearForFileSync(path: string): void {
-  rmSync(path, { recursive: true, force: true });
+  // Most paths are new: one lstat is far cheaper than rmSync's walk of nothing.
+  if (lstatSync(path, { throwIfNoEntry: false })) rmSync(path, { recursive: true, force: true });
 }
 
 function ensureDirectorySync(path: string): void {
