@@ -153,6 +153,8 @@ export interface StepForecast {
 interface Keyed {
   key: Digest;
   ingredients: Omit<KeyIngredients, 'key' | 'name'>;
+  /** The files read, summarised only when a miss is explained or a new key recorded (costly for a large context). */
+  files?: FileList;
 }
 
 export type SolvedResult =
@@ -423,7 +425,7 @@ export class Solver {
       const eq = entry.indexOf('=');
       env[eq < 0 ? entry : entry.slice(0, eq)] = valueDigest(eq < 0 ? '' : entry.slice(eq + 1));
     }
-    return { key, ingredients: { op: fields, env, inputs: keyedInputs, ...files.result() } };
+    return { key, ingredients: { op: fields, env, inputs: keyedInputs }, files };
   }
 
   /** Input `i` of `v`, counted by its cache key: input 0 is the parent filesystem. */
@@ -554,13 +556,16 @@ export class Solver {
     const position = this.position(v);
     if (!position) return undefined;
     const previous = await this.opts.cache.lastIngredients(position);
-    return explainMiss(previous, { key: keyed.key, name: v.meta.name, ...keyed.ingredients }, (name) => (this.ranSteps.has(name) ? reRan : undefined));
+    return explainMiss(previous, { key: keyed.key, name: v.meta.name, ...keyed.ingredients, ...keyed.files?.result() }, (name) => (this.ranSteps.has(name) ? reRan : undefined));
   }
 
   /** Records what `v`'s key was made of, for explaining its next miss. */
   private async recordIngredients(v: Vertex, keyed: Keyed): Promise<void> {
     const position = this.position(v);
-    if (position) await this.opts.cache.recordIngredients(position, { key: keyed.key, name: v.meta.name, ...keyed.ingredients });
+    if (!position) return;
+    const last = await this.opts.cache.lastIngredients(position);
+    if (last?.key === keyed.key) return;
+    await this.opts.cache.recordIngredients(position, { key: keyed.key, name: v.meta.name, ...keyed.ingredients, ...keyed.files?.result() }, last);
   }
 
   /**
@@ -666,7 +671,7 @@ export class Solver {
     const key = sha256(canonicalJson({ op, dest: destKey, sources, byContent }));
     // What a file's data says is compared by digest: a heredoc may hold anything.
     const actions = op.actions.map((a) => (a.action === 'mkfile' ? { ...a, data: valueDigest(a.data) } : a));
-    return { key, ingredients: { op: { actions: canonicalJson(actions) }, inputs: keyedInputs, ...files.result() } };
+    return { key, ingredients: { op: { actions: canonicalJson(actions) }, inputs: keyedInputs }, files };
   }
 
   private async copy(action: CopyAction, inputs: SolvedResult[], rootfs: string, v: Vertex, reuse?: CopyReuse): Promise<void> {
