@@ -107,8 +107,8 @@ export async function copySources(p: CopyParams): Promise<void> {
             break;
           }
           if (inode) copiedInodes.set(inode, hostPath);
-          // Files hardlinked in the source are copied: a placeholder would split their group.
-          else if (reuse?.placeholder(relative(p.destRoot, hostPath), hostPath, entry, st, owner, mode)) break;
+          // Files hardlinked in the source are copied: linking one later would split their group.
+          else if (reuse?.defer(relative(p.destRoot, hostPath), hostPath, entry, st, owner, mode)) break;
           writeCopiedFile(entry.abs, st, hostPath, owner, mode);
           break;
         }

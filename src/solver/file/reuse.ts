@@ -10,18 +10,20 @@
 // mode, owner and times are already what a fresh copy would give it (they are part of the match).
 //
 // A hard link cannot cross the snapshot's mount, so the copy runs as usual through the mount but
-// leaves an empty placeholder where a re-usable file goes (creating it makes overlayfs copy up
-// the parent directories, exactly as a real copy would); once the snapshot is unmounted, each
-// placeholder is replaced by a link to the earlier file in the snapshot's own directory, and the
-// parent directories get their times back. The resulting tree, and so its layer, is the one a
-// fresh copy makes.
+// skips the re-usable files: it only clears their paths (removing what the parent had there
+// leaves an overlay whiteout, as a real copy would first) and creates and removes a probe file
+// once in each of their directories, so that overlayfs copies those up as a real copy would.
+// Once the snapshot is unmounted, each such file is linked to the earlier one in the snapshot's
+// own directory, and the parent directories get their times back. The resulting tree, and so
+// its layer, is the one a fresh copy makes.
 
 import type { Stats } from 'node:fs';
-import { linkSync, lstatSync, realpathSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { linkSync, lstatSync, realpathSync, rmSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Owner } from './copy.js';
 
-/** A file left as a placeholder, with what a fresh copy would have written there. */
+/** A file left for later, with what a fresh copy would have written there. */
 interface Deferred {
   /** Path below the snapshot's root, as resolved in the mounted tree. */
   rel: string;
@@ -35,9 +37,11 @@ interface Deferred {
 export type FileWriter = (src: string, st: Stats, dest: string, owner: Owner, mode: number) => void;
 
 export class CopyReuse {
-  /** What this copy wrote: destination path (below the root) → its origin (see origin()). */
+  /** What this copy wrote: destination path (below the root) → where it came from. */
   readonly written = new Map<string, string>();
   private readonly deferred: Deferred[] = [];
+  /** Host directories (in the mounted tree) that hold deferred files, probed once each. */
+  private readonly probed = new Set<string>();
 
   /**
    * `earlier`: the directory of the earlier result's snapshot (overlay: its diff; native: its
@@ -47,21 +51,28 @@ export class CopyReuse {
 
   /**
    * Called by the copy for a regular file it is about to write at `hostPath` (`rel` below the
-   * root); true when the file was left as a placeholder for an earlier copy of it.
+   * root), whose path it has cleared; true when the file is left for finish() to link.
    */
-  placeholder(rel: string, hostPath: string, src: { rel: string; abs: string; statKey: string }, st: Stats, owner: Owner, mode: number): boolean {
+  defer(rel: string, hostPath: string, src: { rel: string; abs: string; statKey: string }, st: Stats, owner: Owner, mode: number): boolean {
     const origin = `${src.rel}\0${src.statKey}\0${mode.toString(8)}\0${owner.uid}:${owner.gid}`;
     this.written.set(rel, origin);
     if (this.earlier?.files.get(rel) !== origin) return false;
-    writeFileSync(hostPath, '', { flag: 'wx' });
+    const dir = dirname(hostPath);
+    if (!this.probed.has(dir)) {
+      const probe = join(dir, `.builder-probe-${randomBytes(6).toString('hex')}`);
+      writeFileSync(probe, '', { flag: 'wx' });
+      unlinkSync(probe);
+      this.probed.add(dir);
+    }
     this.deferred.push({ rel, src: src.abs, st, owner, mode });
     return true;
   }
 
   /**
-   * Once the snapshot is unmounted, replaces the placeholders in its directory `dir` with links
-   * to the earlier files; a file that is not there as expected is copied from its source by
-   * `write` instead. Parent directories keep the times the copy gave them.
+   * Once the snapshot is unmounted, links the deferred files in its directory `dir` to the
+   * earlier ones (replacing the whiteout a cleared path may have left); a file that is not there
+   * as expected is copied from its source by `write` instead. Parent directories keep the times
+   * the copy gave them.
    */
   finish(dir: string, write: FileWriter): void {
     if (this.deferred.length === 0) return;
@@ -72,7 +83,7 @@ export class CopyReuse {
       const path = join(dir, d.rel);
       const parent = dirname(path);
       if (!parentTimes.has(parent)) parentTimes.set(parent, lstatSync(parent));
-      unlinkSync(path);
+      if (lstatSync(path, { throwIfNoEntry: false })) rmSync(path, { recursive: true, force: true });
       const earlier = earlierRoot !== undefined ? linkable(earlierRoot, d, safeParents) : undefined;
       if (earlier !== undefined) linkSync(earlier, path);
       else write(d.src, d.st, path, d.owner, d.mode);
