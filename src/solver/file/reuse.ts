@@ -76,7 +76,7 @@ export class CopyReuse {
    */
   finish(dir: string, write: FileWriter): void {
     if (this.deferred.length === 0) return;
-    const earlierRoot = this.earlier ? realpathSync(this.earlier.dir) : undefined;
+    const earlierRoot = this.earlier ? realpathOrUndefined(this.earlier.dir) : undefined;
     const parentTimes = new Map<string, Stats>();
     const safeParents = new Map<string, boolean>();
     for (const d of this.deferred) {
@@ -85,8 +85,7 @@ export class CopyReuse {
       if (!parentTimes.has(parent)) parentTimes.set(parent, lstatSync(parent));
       if (lstatSync(path, { throwIfNoEntry: false })) rmSync(path, { recursive: true, force: true });
       const earlier = earlierRoot !== undefined ? linkable(earlierRoot, d, safeParents) : undefined;
-      if (earlier !== undefined) linkSync(earlier, path);
-      else write(d.src, d.st, path, d.owner, d.mode);
+      if (earlier === undefined || !tryLink(earlier, path)) write(d.src, d.st, path, d.owner, d.mode);
     }
     for (const [parent, st] of parentTimes) utimesSync(parent, st.atime, st.mtime);
   }
@@ -100,14 +99,7 @@ function linkable(root: string, d: Deferred, safeParents: Map<string, boolean>):
   const path = join(root, d.rel);
   const parent = dirname(path);
   let safe = safeParents.get(parent);
-  if (safe === undefined) {
-    try {
-      safe = realpathSync(parent) === parent;
-    } catch {
-      safe = false;
-    }
-    safeParents.set(parent, safe);
-  }
+  if (safe === undefined) safeParents.set(parent, (safe = realpathOrUndefined(parent) === parent));
   if (!safe) return undefined;
   const st = lstatSync(path, { throwIfNoEntry: false });
   const same =
@@ -118,4 +110,23 @@ function linkable(root: string, d: Deferred, safeParents: Map<string, boolean>):
     st.gid === d.owner.gid &&
     Math.abs(st.mtimeMs - d.st.mtimeMs) < 1;
   return same ? path : undefined;
+}
+
+function realpathOrUndefined(path: string): string | undefined {
+  try {
+    return realpathSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Links `path` to `earlier`; false when `earlier` went meanwhile (its snapshot was removed). */
+function tryLink(earlier: string, path: string): boolean {
+  try {
+    linkSync(earlier, path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
 }
