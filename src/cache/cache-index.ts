@@ -59,19 +59,33 @@ export interface KeyIngredients {
   summarised?: boolean;
 }
 
+/**
+ * The latest result of a COPY step position, for re-using its unchanged files on its next miss
+ * (src/solver/file/reuse.ts): valid only for the same `family` (instruction and parent snapshot).
+ */
+export interface CopyRecord {
+  family: Digest;
+  /** The committed snapshot holding the result. */
+  snapshot: string;
+  /** Destination path → where the file came from (source path, stat key, mode, owner). */
+  files: Record<string, string>;
+}
+
 export class CacheIndex {
   private readonly dir: string;
   private readonly stepsDir: string;
   private readonly claimsDir: string;
+  private readonly copiesDir: string;
 
   constructor(root: string) {
     this.dir = join(root, 'cache', 'keys');
     this.stepsDir = join(root, 'cache', 'steps');
     this.claimsDir = join(root, 'cache', 'running');
+    this.copiesDir = join(root, 'cache', 'copies');
   }
 
   async init(): Promise<void> {
-    await Promise.all([this.dir, this.stepsDir, this.claimsDir].map((dir) => mkdir(dir, { recursive: true })));
+    await Promise.all([this.dir, this.stepsDir, this.claimsDir, this.copiesDir].map((dir) => mkdir(dir, { recursive: true })));
   }
 
   /**
@@ -82,6 +96,20 @@ export class CacheIndex {
   claim(key: Digest, opts: { signal?: AbortSignal; onWait?: (pid: number) => void } = {}): Promise<() => Promise<void>> {
     const lock = join(this.claimsDir, `${key.slice('sha256:'.length)}.lock`);
     return acquireLock(lock, `cache key ${key}`, { waitMs: Number.POSITIVE_INFINITY, pollMs: 50, ...opts });
+  }
+
+  /** The latest COPY result recorded for step `position`, if any (see CopyRecord). */
+  async lastCopy(position: string): Promise<CopyRecord | undefined> {
+    try {
+      return JSON.parse(await readFile(this.positionFile(this.copiesDir, position), 'utf8')) as CopyRecord;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Records `copy` as step `position`'s latest COPY result (one per position: the last one wins). */
+  async recordCopy(position: string, copy: CopyRecord): Promise<void> {
+    await writeFileAtomic(this.positionFile(this.copiesDir, position), JSON.stringify(copy));
   }
 
   /** The ingredients last recorded for step `position` (an opaque id), if any. */
@@ -139,6 +167,10 @@ export class CacheIndex {
   }
 
   private stepFile(position: string): string {
-    return join(this.stepsDir, `${createHash('sha256').update(position).digest('hex')}.json`);
+    return this.positionFile(this.stepsDir, position);
+  }
+
+  private positionFile(dir: string, position: string): string {
+    return join(dir, `${createHash('sha256').update(position).digest('hex')}.json`);
   }
 }

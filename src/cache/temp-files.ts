@@ -14,7 +14,7 @@ const TEMP_NAME = /\.[0-9a-f]{12}(\.tmp)?$/;
 export async function temporaryFiles(root: string): Promise<string[]> {
   const list = async (dir: string): Promise<string[]> => readdir(dir).catch(() => [] as string[]);
   const compressed = join(root, 'compressed');
-  const dirs = [root, join(root, 'cache', 'keys'), join(root, 'cache', 'steps'), join(root, 'cache', 'context'), join(root, 'containers'), ...(await list(compressed)).map((d) => join(compressed, d))];
+  const dirs = [root, join(root, 'cache', 'keys'), join(root, 'cache', 'steps'), join(root, 'cache', 'copies'), join(root, 'cache', 'context'), join(root, 'containers'), ...(await list(compressed)).map((d) => join(compressed, d))];
   const found: string[] = [];
   for (const dir of dirs) for (const name of await list(dir)) if (TEMP_NAME.test(name) && !isPreparedLock(name)) found.push(join(dir, name));
   // Blob writes of a writer that is gone (the content store also clears these when it opens).

@@ -86,7 +86,7 @@ export async function doctor(opts: DoctorOptions = {}): Promise<DoctorReport> {
   const images = await checkImageIndex(root, referenced, problem);
   const cacheRecords = await checkCacheRecords(root, referenced, problem);
   await checkCompressedRecords(root, referenced, problem);
-  for (const file of ['blob-sources.json', join('cache', 'context'), join('cache', 'steps')]) await checkJsonFiles(join(root, file), problem);
+  for (const file of ['blob-sources.json', join('cache', 'context'), join('cache', 'steps'), join('cache', 'copies')]) await checkJsonFiles(join(root, file), problem);
 
   for (const path of await temporaryFiles(root)) leftover(path, 'temporary file of an interrupted write');
 

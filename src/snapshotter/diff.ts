@@ -19,7 +19,6 @@ import {
   WHITEOUT_OPAQUE,
   WHITEOUT_PREFIX,
   breather,
-  compareNames,
   dataRanges,
   devMajor,
   devMinor,
@@ -31,6 +30,7 @@ import {
   writeSparseSync,
   xattrsEqual,
 } from './fsutil.js';
+import { compareBytes } from '../util/select.js';
 import type { SnapshotLayout } from './store.js';
 import { TarPacker, type TarEntry } from './tar-writer.js';
 
@@ -184,7 +184,7 @@ function* upperChanges(dir: string, rel: string, lowers: readonly string[], pend
     const st = lstatSync(path);
     return { name, path, st, out: isOverlayWhiteout(st) ? WHITEOUT_PREFIX + name : name };
   });
-  items.sort((a, b) => compareNames(a.out, b.out));
+  items.sort((a, b) => compareBytes(a.out, b.out));
   for (const it of items) {
     const r = joinRel(rel, it.out);
     // Checked before anything else: the kernel hardlinks whiteouts to one shared inode.
@@ -261,7 +261,7 @@ function* treeChanges(upper: string, lower: string | undefined, rel: string, pen
     const b = low === undefined ? undefined : lstatOrUndefinedSync(low);
     return { up, low, a, b, out: a ? name : WHITEOUT_PREFIX + name };
   });
-  items.sort((x, y) => compareNames(x.out, y.out));
+  items.sort((x, y) => compareBytes(x.out, y.out));
 
   for (const { up, low, a, b, out } of items) {
     const r = joinRel(rel, out);

@@ -150,10 +150,6 @@ function statAttrs(st: Stats): Parameters<typeof applyAttrsSync>[1] {
   return { uid: st.uid, gid: st.gid, mode: st.mode, atimeMs: st.atimeMs, mtimeMs: st.mtimeMs, symlink: st.isSymbolicLink() };
 }
 
-/** Bytewise order of names (what tar readers and Go's filepath.Walk produce). */
-export function compareNames(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a), Buffer.from(b));
-}
 
 /**
  * Copies the tree `src` into the new directory `dst` preserving types, modes, owners, times,

@@ -27,7 +27,7 @@ export {
   type SnapshotProblem,
   type SweepReport,
 } from './store.js';
-export { isMountPoint, mountAll, unmountAll, withMounts, type WithMountsOptions } from './mount.js';
+export { isMountPoint, mountAll, settleUnmount, unmountAll, withMounts, type WithMountsOptions } from './mount.js';
 export { NativeSnapshotter } from './native.js';
 export { OverlaySnapshotter } from './overlay.js';
 export { applyLayer, DiffIDMismatchError, LayerSecurityError, type ApplyLayerOptions } from './apply.js';

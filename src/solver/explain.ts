@@ -33,8 +33,15 @@ export class FileList {
     this.entries.set(rel, [kind, content.startsWith('sha256:') ? content.slice(0, 'sha256:'.length + 16) : content]);
   };
 
-  /** The ingredients' `files` and `summarised` fields (none when nothing was read). */
+  private summary: Pick<KeyIngredients, 'files' | 'summarised'> | undefined;
+
+  /** The ingredients' `files` and `summarised` fields (none when nothing was read); computed once. */
   result(): Pick<KeyIngredients, 'files' | 'summarised'> {
+    this.summary ??= this.summarise();
+    return this.summary;
+  }
+
+  private summarise(): Pick<KeyIngredients, 'files' | 'summarised'> {
     if (this.entries.size === 0) return {};
     const sorted = [...this.entries].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
     if (sorted.length <= MAX_LISTED_FILES) return { files: Object.fromEntries(sorted) };

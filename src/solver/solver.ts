@@ -35,8 +35,9 @@ import {
 } from '../definition/index.js';
 import { canonicalJson, chainIDs, sha256 } from '../oci/digest.js';
 import type { AgentConnector, RunResult, RunSpec } from '../executor/runc.js';
-import { SnapshotExistsError, unpackLayer, withMounts, writeLayer, type LocalSnapshotter, type Mount } from '../snapshotter/index.js';
-import { copyAction, makeFile, mkdirAll, resolveOwner, selectWithExclude, writeScripts, type Owner } from './file/index.js';
+import { settleUnmount, SnapshotExistsError, unpackLayer, withMounts, writeLayer, type LocalSnapshotter, type Mount } from '../snapshotter/index.js';
+import { copyAction, makeFile, mkdirAll, resolveOwner, selectWithExclude, writeCopiedFile, writeScripts, type CopyReuse, type Owner } from './file/index.js';
+import { copyFamily, earlierCopy, recordCopy, type CopyHistory } from './copy-history.js';
 import { download } from '../source/http.js';
 import { StepError } from './errors.js';
 import { track, type ProgressListener } from '../progress.js';
@@ -154,6 +155,8 @@ export interface StepForecast {
 interface Keyed {
   key: Digest;
   ingredients: Omit<KeyIngredients, 'key' | 'name'>;
+  /** The files read, summarised only when a miss is explained or a new key recorded (costly for a large context). */
+  files?: FileList;
 }
 
 /** A step's result as far as its key goes: no layers yet, and (exec, file) what the key was made of. */
@@ -506,7 +509,7 @@ export class Solver {
       const eq = entry.indexOf('=');
       env[eq < 0 ? entry : entry.slice(0, eq)] = valueDigest(eq < 0 ? '' : entry.slice(eq + 1));
     }
-    return { key, ingredients: { op: fields, env, inputs: keyedInputs, ...files.result() } };
+    return { key, ingredients: { op: fields, env, inputs: keyedInputs }, files };
   }
 
   /** Input `i` of `v`, counted by its cache key: input 0 is the parent filesystem. */
@@ -641,13 +644,16 @@ export class Solver {
     const position = this.position(v);
     if (!position) return undefined;
     const previous = await this.opts.cache.lastIngredients(position);
-    return explainMiss(previous, { key: keyed.key, name: v.meta.name, ...keyed.ingredients }, (name) => (this.ranSteps.has(name) ? reRan : undefined));
+    return explainMiss(previous, { key: keyed.key, name: v.meta.name, ...keyed.ingredients, ...keyed.files?.result() }, (name) => (this.ranSteps.has(name) ? reRan : undefined));
   }
 
   /** Records what `v`'s key was made of, for explaining its next miss. */
   private async recordIngredients(v: Vertex, keyed: Keyed): Promise<void> {
     const position = this.position(v);
-    if (position) await this.opts.cache.recordIngredients(position, { key: keyed.key, name: v.meta.name, ...keyed.ingredients });
+    if (!position) return;
+    const last = await this.opts.cache.lastIngredients(position);
+    if (last?.key === keyed.key) return;
+    await this.opts.cache.recordIngredients(position, { key: keyed.key, name: v.meta.name, ...keyed.ingredients, ...keyed.files?.result() }, last);
   }
 
   /**
@@ -666,21 +672,44 @@ export class Solver {
       const src = action.action === 'copy' ? inputs[action.sourceInput] : undefined;
       if (src?.kind === 'layers') await this.ensureSnapshot(src.layers);
     }
-    return this.run(digest, v, () =>
-      this.mutate(dest, async (rootfs) => {
-        for (const action of op.actions) {
-          if (action.action === 'mkdir') {
-            const owner = action.chown ? await resolveOwner(rootfs, action.chown) : { uid: 0, gid: 0 };
-            await mkdirAll(rootfs, action.path, action.mode, owner);
-          } else if (action.action === 'mkfile') {
-            const owner = action.chown ? await resolveOwner(rootfs, action.chown) : { uid: 0, gid: 0 };
-            await makeFile(rootfs, action.path, action.data, action.mode, owner);
-          } else {
-            await this.copy(action, inputs, rootfs, v);
+    const incremental = await this.incrementalCopy(v, op, inputs, dest);
+    const layers = await this.run(digest, v, () =>
+      this.mutate(
+        dest,
+        async (rootfs) => {
+          for (const action of op.actions) {
+            if (action.action === 'mkdir') {
+              const owner = action.chown ? await resolveOwner(rootfs, action.chown) : { uid: 0, gid: 0 };
+              await mkdirAll(rootfs, action.path, action.mode, owner);
+            } else if (action.action === 'mkfile') {
+              const owner = action.chown ? await resolveOwner(rootfs, action.chown) : { uid: 0, gid: 0 };
+              await makeFile(rootfs, action.path, action.data, action.mode, owner);
+            } else {
+              await this.copy(action, inputs, rootfs, v, incremental?.reuse);
+            }
           }
-        }
-      }),
+        },
+        incremental && ((dir) => incremental.reuse.finish(dir, writeCopiedFile)),
+      ),
     );
+    if (incremental) await recordCopy(incremental.history, incremental.family, chainIDs(layers.map((l) => l.diffID)).at(-1)!, incremental.reuse);
+    return layers;
+  }
+
+  /**
+   * A COPY of the build context alone (one copy action, no archive extraction) re-uses the
+   * unchanged files of its step's earlier result on the same parent (see copy-history.ts).
+   */
+  private async incrementalCopy(v: Vertex, op: FileOp, inputs: SolvedResult[], dest: LayerRecord[]) {
+    const action = op.actions[0];
+    const position = this.position(v);
+    if (this.opts.noCache || !position || op.actions.length !== 1 || action?.action !== 'copy' || action.unpack) return undefined;
+    const src = inputs[action.sourceInput];
+    if (src?.kind !== 'local') return undefined;
+    const history: CopyHistory = { cache: this.opts.cache, snapshotter: this.opts.snapshotter, position };
+    const parent = dest.length > 0 ? chainIDs(dest.map((l) => l.diffID)).at(-1) : undefined;
+    const family = copyFamily(op, src.dir, parent);
+    return { history, family, reuse: await earlierCopy(history, family, parent) };
   }
 
   /**
@@ -730,10 +759,10 @@ export class Solver {
     const key = sha256(canonicalJson({ op, dest: destKey, sources, byContent }));
     // What a file's data says is compared by digest: a heredoc may hold anything.
     const actions = op.actions.map((a) => (a.action === 'mkfile' ? { ...a, data: valueDigest(a.data) } : a));
-    return { key, ingredients: { op: { actions: canonicalJson(actions) }, inputs: keyedInputs, ...files.result() } };
+    return { key, ingredients: { op: { actions: canonicalJson(actions) }, inputs: keyedInputs }, files };
   }
 
-  private async copy(action: CopyAction, inputs: SolvedResult[], rootfs: string, v: Vertex): Promise<void> {
+  private async copy(action: CopyAction, inputs: SolvedResult[], rootfs: string, v: Vertex, reuse?: CopyReuse): Promise<void> {
     const src = inputs[action.sourceInput];
     if (!src) throw new Error(`copy source input ${action.sourceInput} missing`);
     const owner: Owner | undefined = action.chown
@@ -749,7 +778,7 @@ export class Solver {
       } catch (err) {
         throw new StepError(v.meta, `failed to compute cache key: ${(err as Error).message}`, [], { cause: err });
       }
-      await copyAction(action, { srcRoot, sources, filter, destRoot: rootfs, owner });
+      await copyAction(action, { srcRoot, sources, filter, destRoot: rootfs, owner, reuse });
     };
     if (src.kind === 'local') await doCopy(src.dir, src.filter);
     else await this.withView(src.layers, (dir) => doCopy(dir, undefined));
@@ -838,10 +867,10 @@ export class Solver {
   }
 
   /**
-   * Runs `change` on a writable snapshot on top of `parent`, then records the difference as a new
-   * layer. The snapshot becomes the committed snapshot of the new chain, so the next step reuses it.
+   * Runs `change` on a writable snapshot on top of `parent` (then `unmounted` on the snapshot's own
+   * directory, once unmounted), then records the difference as a new layer. The snapshot becomes the committed snapshot of the new chain, so the next step reuses it.
    */
-  private async mutate(parent: LayerRecord[], change: (rootfs: string) => Promise<void>): Promise<LayerRecord[]> {
+  private async mutate(parent: LayerRecord[], change: (rootfs: string) => Promise<void>, unmounted?: (dir: string) => void): Promise<LayerRecord[]> {
     const sn = this.opts.snapshotter;
     const parentChain = await this.ensureSnapshot(parent);
     const key = `active-${randomBytes(8).toString('hex')}`;
@@ -850,7 +879,12 @@ export class Solver {
     try {
       await this.mounted(mounts, change);
       this.opts.signal?.throwIfAborted();
-      const layer = await writeLayer(await sn.layout(key), this.opts.store, { sourceDateEpoch: this.opts.sourceDateEpoch });
+      const layout = await sn.layout(key);
+      if (unmounted) {
+        await settleUnmount(layout.dir);
+        unmounted(layout.dir);
+      }
+      const layer = await writeLayer(layout, this.opts.store, { sourceDateEpoch: this.opts.sourceDateEpoch });
       // A step that changed nothing still adds its (empty) layer, as in BuildKit's images.
       const { empty: _empty, ...record } = layer;
       const layers = [...parent, record];

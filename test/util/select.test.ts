@@ -2,7 +2,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { dockerignoreFilter, selectSources, SourceNotFoundError, walk } from '../../src/util/select.js';
+import { compareBytes, dockerignoreFilter, selectSources, SourceNotFoundError, walk } from '../../src/util/select.js';
 
 let dir: string;
 const TREE = { 'src/a.js': 'a', 'src/lib/b.js': 'b', 'package.json': '{}', 'debug.log': 'log' };
@@ -34,5 +34,15 @@ describe('selecting COPY sources', () => {
     }
     const count = [...walk(dir, '.')].length;
     expect(count).toBe(1 + 4 + 1500 + 2);
+  });
+});
+
+describe('compareBytes', () => {
+  it('orders names by their UTF-8 bytes, past U+D800 too (where UTF-16 order differs)', () => {
+    const names = ['b', '\u{1F600}', 'a-b', '\uE000', 'a', 'A', 'é', 'a.b', '\uFFFD'];
+    const byBytes = [...names].sort((x, y) => Buffer.compare(Buffer.from(x), Buffer.from(y)));
+    expect([...names].sort(compareBytes)).toEqual(byBytes);
+    expect(byBytes.indexOf('\uE000')).toBeLessThan(byBytes.indexOf('\u{1F600}'));
+    expect(compareBytes('x', 'x')).toBe(0);
   });
 });

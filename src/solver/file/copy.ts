@@ -3,6 +3,7 @@
 // an existing directory, or there are several sources; ownership is 0:0 from the context and
 // preserved from another stage unless --chown says otherwise; modes are kept unless --chmod.
 
+import type { Stats } from 'node:fs';
 import {
   chmodSync,
   chownSync,
@@ -17,11 +18,12 @@ import {
   utimesSync,
 } from 'node:fs';
 import { chmod, chown, lstat, mkdir, rm, writeFile } from 'node:fs/promises';
-import { join, posix } from 'node:path';
+import { join, posix, relative } from 'node:path';
 import { setImmediate } from 'node:timers/promises';
 import { walk, type Source, type SourceFilter } from '../../util/select.js';
 import { resolveInRoot, resolveInRootSync } from '../../util/scoped-path.js';
 import { copyFileKeepingHoles } from '../../snapshotter/fsutil.js';
+import type { CopyReuse } from './reuse.js';
 
 export interface Owner {
   uid: number;
@@ -41,6 +43,8 @@ export interface CopyParams {
   chmod?: number;
   /** Keep each source's path (its parent directories) under `dest` (COPY --parents). */
   parents?: boolean;
+  /** An earlier run of this copy whose unchanged files are re-used (see reuse.ts). */
+  reuse?: CopyReuse;
 }
 
 export async function copySources(p: CopyParams): Promise<void> {
@@ -57,6 +61,8 @@ export async function copySources(p: CopyParams): Promise<void> {
     return host;
   };
   let copied = 0;
+  // One source writes each destination path once: a placeholder is never overwritten later on.
+  const reuse = p.sources.length === 1 ? p.reuse : undefined;
   for (const src of p.sources) {
     const srcAbs = src.path === '.' ? p.srcRoot : join(p.srcRoot, src.path);
     const srcStat = await lstat(srcAbs);
@@ -101,10 +107,9 @@ export async function copySources(p: CopyParams): Promise<void> {
             break;
           }
           if (inode) copiedInodes.set(inode, hostPath);
-          copyFileKeepingHoles(entry.abs, hostPath, st);
-          chownSync(hostPath, owner.uid, owner.gid);
-          chmodSync(hostPath, mode);
-          utimesSync(hostPath, st.atime, st.mtime);
+          // Files hardlinked in the source are copied: linking one later would split their group.
+          else if (reuse?.defer(relative(p.destRoot, hostPath), hostPath, entry, st, owner, mode)) break;
+          writeCopiedFile(entry.abs, st, hostPath, owner, mode);
           break;
         }
         case 'symlink':
@@ -123,6 +128,14 @@ export async function copySources(p: CopyParams): Promise<void> {
   for (const d of dirTimes.reverse()) utimesSync(d.path, d.atime, d.mtime);
 }
 
+/** Writes regular file `dest` as a copy of `src` (whose lstat is `st`) with `owner` and `mode`. */
+export function writeCopiedFile(src: string, st: Stats, dest: string, owner: Owner, mode: number): void {
+  copyFileKeepingHoles(src, dest, st);
+  chownSync(dest, owner.uid, owner.gid);
+  chmodSync(dest, mode);
+  utimesSync(dest, st.atime, st.mtime);
+}
+
 async function isDirectory(path: string): Promise<boolean> {
   try {
     return (await lstat(path)).isDirectory();
@@ -136,7 +149,8 @@ async function isDirectory(path: string): Promise<boolean> {
  * names hardlinked to the old one keep their content (Docker replaces the file as well).
  */
 function clearForFileSync(path: string): void {
-  rmSync(path, { recursive: true, force: true });
+  // Most paths are new: one lstat is far cheaper than rmSync's walk of nothing.
+  if (lstatSync(path, { throwIfNoEntry: false })) rmSync(path, { recursive: true, force: true });
 }
 
 function ensureDirectorySync(path: string): void {

@@ -1,6 +1,6 @@
 // The solver's file operations, applied to mounted roots: COPY and ADD (copy.ts, with ADD's
 // archive extraction in unpack.ts), a copy's file selection (select.ts), --chown owners
-// (owner.ts), and the files and directories of mkfile/mkdir actions and RUN heredocs. They work
+// (owner.ts), re-using an earlier result's unchanged files (reuse.ts), and the files and directories of mkfile/mkdir actions and RUN heredocs. They work
 // on directories only: they must not know snapshots, mounts, cache keys or Dockerfile syntax.
 
 import { lstat } from 'node:fs/promises';
@@ -8,9 +8,11 @@ import { join } from 'node:path';
 import type { CopyAction } from '../../definition/index.js';
 import type { Source, SourceFilter } from '../../util/select.js';
 import { copySources, type Owner } from './copy.js';
+import type { CopyReuse } from './reuse.js';
 import { archiveKind, extractArchive } from './unpack.js';
 
-export { makeFile, mkdirAll, writeScripts, type Owner } from './copy.js';
+export { makeFile, mkdirAll, writeCopiedFile, writeScripts, type Owner } from './copy.js';
+export { CopyReuse } from './reuse.js';
 export { resolveOwner } from './owner.js';
 export { selectWithExclude } from './select.js';
 
@@ -21,11 +23,11 @@ export { selectWithExclude } from './select.js';
  */
 export async function copyAction(
   action: CopyAction,
-  p: { srcRoot: string; sources: readonly Source[]; filter: SourceFilter | undefined; destRoot: string; owner: Owner | undefined },
+  p: { srcRoot: string; sources: readonly Source[]; filter: SourceFilter | undefined; destRoot: string; owner: Owner | undefined; reuse?: CopyReuse },
 ): Promise<void> {
-  const { srcRoot, sources, filter, destRoot, owner } = p;
+  const { srcRoot, sources, filter, destRoot, owner, reuse } = p;
   if (!action.unpack) {
-    await copySources({ srcRoot, sources, filter, destRoot, dest: action.dest, owner, chmod: action.chmod, parents: action.parents });
+    await copySources({ srcRoot, sources, filter, destRoot, dest: action.dest, owner, chmod: action.chmod, parents: action.parents, reuse });
     return;
   }
   const dest = sources.length > 1 && !action.dest.endsWith('/') ? `${action.dest}/` : action.dest;

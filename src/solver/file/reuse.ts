@@ -1,0 +1,132 @@
+// Incremental COPY: a COPY that missed the cache but ran before on the same parent snapshot
+// re-uses the files of that earlier result which came from source files that have not changed
+// since (same path, stat key, mode and owner), instead of copying their bytes again.
+//
+// Snapshots are immutable once committed, so the new snapshot gets hard links to the earlier
+// snapshot's files. That is safe because nothing writes a committed snapshot's files in place:
+// overlayfs only reads lower dirs (a write copies the file up first), the native snapshotter
+// copies a parent's tree before changing it, and COPY itself replaces a file (unlink, then
+// create) rather than rewriting it. Within this copy, a linked file is never touched again: its
+// mode, owner and times are already what a fresh copy would give it (they are part of the match).
+//
+// A hard link cannot cross the snapshot's mount, so the copy runs as usual through the mount but
+// skips the re-usable files: it only clears their paths (removing what the parent had there
+// leaves an overlay whiteout, as a real copy would first) and creates and removes a probe file
+// once in each of their directories, so that overlayfs copies those up as a real copy would.
+// Once the snapshot is unmounted, each such file is linked to the earlier one in the snapshot's
+// own directory, and the parent directories get their times back. The resulting tree, and so
+// its layer, is the one a fresh copy makes.
+
+import type { Stats } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { linkSync, lstatSync, realpathSync, rmSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import type { Owner } from './copy.js';
+
+/** A file left for later, with what a fresh copy would have written there. */
+interface Deferred {
+  /** Path below the snapshot's root, as resolved in the mounted tree. */
+  rel: string;
+  src: string;
+  st: Stats;
+  owner: Owner;
+  mode: number;
+}
+
+/** How copySources writes a regular file; used again when an earlier file cannot be linked. */
+export type FileWriter = (src: string, st: Stats, dest: string, owner: Owner, mode: number) => void;
+
+export class CopyReuse {
+  /** What this copy wrote: destination path (below the root) → where it came from. */
+  readonly written = new Map<string, string>();
+  private readonly deferred: Deferred[] = [];
+  /** Host directories (in the mounted tree) that hold deferred files, probed once each. */
+  private readonly probed = new Set<string>();
+
+  /**
+   * `earlier`: the directory of the earlier result's snapshot (overlay: its diff; native: its
+   * tree) and the origins of the files it wrote; none when there is no earlier result to use.
+   */
+  constructor(private readonly earlier?: { dir: string; files: ReadonlyMap<string, string> }) {}
+
+  /**
+   * Called by the copy for a regular file it is about to write at `hostPath` (`rel` below the
+   * root), whose path it has cleared; true when the file is left for finish() to link.
+   */
+  defer(rel: string, hostPath: string, src: { rel: string; abs: string; statKey: string }, st: Stats, owner: Owner, mode: number): boolean {
+    const origin = `${src.rel}\0${src.statKey}\0${mode.toString(8)}\0${owner.uid}:${owner.gid}`;
+    this.written.set(rel, origin);
+    if (this.earlier?.files.get(rel) !== origin) return false;
+    const dir = dirname(hostPath);
+    if (!this.probed.has(dir)) {
+      const probe = join(dir, `.builder-probe-${randomBytes(6).toString('hex')}`);
+      writeFileSync(probe, '', { flag: 'wx' });
+      unlinkSync(probe);
+      this.probed.add(dir);
+    }
+    this.deferred.push({ rel, src: src.abs, st, owner, mode });
+    return true;
+  }
+
+  /**
+   * Once the snapshot is unmounted, links the deferred files in its directory `dir` to the
+   * earlier ones (replacing the whiteout a cleared path may have left); a file that is not there
+   * as expected is copied from its source by `write` instead. Parent directories keep the times
+   * the copy gave them.
+   */
+  finish(dir: string, write: FileWriter): void {
+    if (this.deferred.length === 0) return;
+    const earlierRoot = this.earlier ? realpathOrUndefined(this.earlier.dir) : undefined;
+    const parentTimes = new Map<string, Stats>();
+    const safeParents = new Map<string, boolean>();
+    for (const d of this.deferred) {
+      const path = join(dir, d.rel);
+      const parent = dirname(path);
+      if (!parentTimes.has(parent)) parentTimes.set(parent, lstatSync(parent));
+      if (lstatSync(path, { throwIfNoEntry: false })) rmSync(path, { recursive: true, force: true });
+      const earlier = earlierRoot !== undefined ? linkable(earlierRoot, d, safeParents) : undefined;
+      if (earlier === undefined || !tryLink(earlier, path)) write(d.src, d.st, path, d.owner, d.mode);
+    }
+    for (const [parent, st] of parentTimes) utimesSync(parent, st.atime, st.mtime);
+  }
+}
+
+/**
+ * The earlier file for `d` when it is a regular file with the size, mode, owner and mtime a
+ * fresh copy gives it, reached without a symlink (its parent resolves to itself inside `root`).
+ */
+function linkable(root: string, d: Deferred, safeParents: Map<string, boolean>): string | undefined {
+  const path = join(root, d.rel);
+  const parent = dirname(path);
+  let safe = safeParents.get(parent);
+  if (safe === undefined) safeParents.set(parent, (safe = realpathOrUndefined(parent) === parent));
+  if (!safe) return undefined;
+  const st = lstatSync(path, { throwIfNoEntry: false });
+  const same =
+    st?.isFile() &&
+    st.size === d.st.size &&
+    (st.mode & 0o7777) === d.mode &&
+    st.uid === d.owner.uid &&
+    st.gid === d.owner.gid &&
+    Math.abs(st.mtimeMs - d.st.mtimeMs) < 1;
+  return same ? path : undefined;
+}
+
+function realpathOrUndefined(path: string): string | undefined {
+  try {
+    return realpathSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Links `path` to `earlier`; false when `earlier` went meanwhile (its snapshot was removed). */
+function tryLink(earlier: string, path: string): boolean {
+  try {
+    linkSync(earlier, path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
+}
