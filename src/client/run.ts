@@ -15,10 +15,10 @@ import type { Readable, Writable } from 'node:stream';
 import { ContainerStore, type ContainerRecord } from '../cache/containers.js';
 import { defaultStateRoot, openState, type State } from '../cache/state.js';
 import { bundleRoot, sweepLeftovers } from './sweep.js';
+import { LocalStore, NoSuchImageError } from './images.js';
 import { RuncError, RuncExecutor, type ContainerMount } from '../executor/runc.js';
 import { chainIDs } from '../oci/digest.js';
-import { hostPlatform } from '../oci/platform.js';
-import type { Digest, ImageConfigFile, ImageManifest } from '../oci/types.js';
+import type { ImageConfigFile, ImageManifest } from '../oci/types.js';
 import { parseReference } from '../registry/reference.js';
 import { createSnapshotter, unpackLayer, withMounts, type LocalSnapshotter, type SnapshotterKind } from '../snapshotter/index.js';
 import { processToken } from '../util/process.js';
@@ -198,36 +198,25 @@ async function settle(containers: ContainerStore, sn: LocalSnapshotter | undefin
 
 /** The image `ref` names in the local store, for this machine's platform. */
 async function findImage(state: State, ref: string): Promise<{ manifest: ImageManifest; config: ImageConfigFile }> {
-  const platform = hostPlatform();
-  const load = async (digest: Digest) => {
-    const manifest = await state.store.readJson<ImageManifest>(digest);
-    return { manifest, config: await state.store.readJson<ImageConfigFile>(manifest.config.digest) };
-  };
-  let name: string | undefined;
-  try {
-    const parsed = parseReference(ref);
-    if (parsed.digest && (await state.store.has(parsed.digest))) return await load(parsed.digest);
-    name = parsed.toString();
-  } catch {
-    // not a name: maybe an ID
-  }
-  const named = name && (await state.images.resolve(name, platform, state.store));
-  if (named) return load(named.digest);
-  // An image ID (the config digest) or a unique prefix of its hex digits, as docker takes them.
-  const hex = /^(?:sha256:)?([0-9a-f]{1,64})$/.exec(ref)?.[1];
-  if (hex) {
-    const found = new Map<Digest, Digest>();
-    for (const entry of await state.images.list()) {
-      const manifest = await state.images.resolve(entry.name, platform, state.store);
-      if (!manifest) continue;
-      const config = (await state.store.readJson<ImageManifest>(manifest.digest)).config.digest;
-      if (config.slice('sha256:'.length).startsWith(hex)) found.set(config, manifest.digest);
+  // `name@sha256:…` whose manifest is here, named or not.
+  const pinned = (() => {
+    try {
+      return parseReference(ref).digest;
+    } catch {
+      return undefined; // not a name: maybe an ID
     }
-    if (found.size > 1) throw new RunConfigError(`more than one image ID starts with ${ref}: give more of it`);
-    const [manifest] = found.values();
-    if (manifest) return load(manifest);
+  })();
+  if (pinned && (await state.store.has(pinned))) {
+    const manifest = await state.store.readJson<ImageManifest>(pinned);
+    return { manifest, config: await state.store.readJson<ImageConfigFile>(manifest.config.digest) };
   }
-  throw new RunConfigError(`no such image in the local store: ${ref} (build or pull it first)`);
+  try {
+    const { image } = await new LocalStore(state.root, false).find(ref);
+    return { manifest: image.manifest, config: image.config };
+  } catch (err) {
+    if (err instanceof NoSuchImageError) throw new RunConfigError(`no such image in the local store: ${ref} (build or pull it first)`);
+    throw new RunConfigError((err as Error).message);
+  }
 }
 
 /** Unpacks the image's layers (those not unpacked yet); returns the snapshot of the whole chain. */
