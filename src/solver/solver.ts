@@ -10,10 +10,9 @@
 // vertex, snapshots being unpacked, work per cache key, the step slots); the file ops themselves
 // live in solver/file/.
 
-import pLimit from 'p-limit';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, utimes } from 'node:fs/promises';
-import { availableParallelism, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { CacheIndex, KeyIngredients, LayerRecord } from '../cache/cache-index.js';
 import { checksumSources, type StatCache } from '../cache/checksum.js';
@@ -37,6 +36,7 @@ import { applyLayer, SnapshotExistsError, withMounts, writeLayer, type LocalSnap
 import { copyAction, makeFile, mkdirAll, resolveOwner, selectWithExclude, writeScripts, type Owner } from './file/index.js';
 import { download } from '../source/http.js';
 import { StepError } from './errors.js';
+import { Scheduler, type StepKind } from './scheduler.js';
 import { track, type ProgressListener } from '../progress.js';
 import { StepOutput } from './step-output.js';
 import { bindSources, withExecMounts, type MountFacilities } from './exec-mounts.js';
@@ -182,8 +182,8 @@ export class Solver {
   private readonly importedHits = new Map<Digest, LayerRecord[]>();
   /** Base images whose pull waits until something reads their layers, by layer blob (see deferPull). */
   private readonly deferredPulls = new Map<Digest, () => Promise<unknown>>();
-  /** Containers and copies running at once; independent stages share these slots. */
-  private readonly limit = pLimit(Math.max(1, availableParallelism()));
+  /** Step slots by what steps wait on; independent stages share them. */
+  private readonly scheduler = new Scheduler();
   /** Why each step that runs is not from the cache, by vertex digest (set before it runs). */
   private readonly reasons = new Map<Digest, string>();
   /** Names of the steps that ran in this build: a step whose parent is one of them says so. */
@@ -304,7 +304,7 @@ export class Solver {
     const layers =
       local ??
       (await this.deferPull(digest, v, op)) ??
-      (await this.explained(digest, v, keyed, () => this.run(digest, v, () => this.opts.images.pull(op.ref, op.platform, this.opts.signal))));
+      (await this.explained(digest, v, keyed, () => this.run(digest, v, 'network', () => this.opts.images.pull(op.ref, op.platform, this.opts.signal))));
     for (const layer of layers) if (!this.layerOrigins.has(layer.digest)) this.layerOrigins.set(layer.digest, { digest, v });
     if (!this.opts.explainOnly) await this.recordIngredients(v, keyed);
     return local ? this.cachedResult(digest, v, cacheKey, local) : { kind: 'layers', cacheKey, layers };
@@ -320,7 +320,7 @@ export class Solver {
     const layers = await this.opts.images.described(op.ref);
     if (!layers) return undefined;
     let pulled: Promise<unknown> | undefined;
-    const pull = () => (pulled ??= this.run(digest, v, () => this.opts.images.pull(op.ref, op.platform, this.opts.signal)));
+    const pull = () => (pulled ??= this.run(digest, v, 'network', () => this.opts.images.pull(op.ref, op.platform, this.opts.signal)));
     for (const layer of layers) if (!this.deferredPulls.has(layer.digest)) this.deferredPulls.set(layer.digest, pull);
     return layers;
   }
@@ -360,7 +360,7 @@ export class Solver {
       return this.wouldRun(digest, v, keyed, op.checksum ? undefined : 'downloads the URL to know its content (no --checksum)');
     }
     let contentDigest: Digest | undefined;
-    const body = await this.run(digest, v, async () => {
+    const body = await this.run(digest, v, 'network', async () => {
       const res = await download(op.url, this.opts.signal);
       const url = redactCredentials(op.url);
       if (res.status < 200 || res.status >= 300) throw new StepError(v.meta, `failed to download ${url}: HTTP ${res.status} ${res.statusText}`);
@@ -372,7 +372,7 @@ export class Solver {
     });
     const cacheKey = sha256(canonicalJson({ op: { type: 'http', filename: op.filename, checksum: contentDigest } }));
     const { layers } = await this.once(cacheKey, () =>
-      this.mutate([], async (rootfs) => {
+      this.mutate([], {}, async (rootfs) => {
         await makeFile(rootfs, `/${op.filename}`, body.data, 0o600, { uid: 0, gid: 0 });
         if (body.mtime && !Number.isNaN(body.mtime.getTime())) await utimes(join(rootfs, op.filename), body.mtime, body.mtime);
       }),
@@ -449,8 +449,8 @@ export class Solver {
       ssh: this.opts.ssh,
       signal: this.opts.signal,
     };
-    return this.run(digest, v, () =>
-      this.mutate(parent, (rootfs) =>
+    return this.run(digest, v, 'container', () =>
+      this.mutate(parent, { diffSlot: true }, (rootfs) =>
         withExecMounts(op, inputs, facilities, async ({ mounts, secretEnv, secretValues }) => {
           // What the step prints shows any secret it can see as ***.
           const output = new StepOutput(digest, this.opts.progress, this.opts.stepLogLimit, secretValues);
@@ -578,8 +578,8 @@ export class Solver {
       const src = action.action === 'copy' ? inputs[action.sourceInput] : undefined;
       if (src?.kind === 'layers') await this.ensureSnapshot(src.layers);
     }
-    return this.run(digest, v, () =>
-      this.mutate(dest, async (rootfs) => {
+    return this.run(digest, v, 'cpu', () =>
+      this.mutate(dest, {}, async (rootfs) => {
         for (const action of op.actions) {
           if (action.action === 'mkdir') {
             const owner = action.chown ? await resolveOwner(rootfs, action.chown) : { uid: 0, gid: 0 };
@@ -724,9 +724,9 @@ export class Solver {
     return { kind: 'layers', cacheKey, layers };
   }
 
-  /** Runs a step's work in a slot, reported as the step; any failure becomes a StepError. */
-  private async run<T>(digest: Digest, v: Vertex, work: () => Promise<T>): Promise<T> {
-    return this.limit(async () => {
+  /** Runs a step's work in a slot of its kind, reported as the step; any failure becomes a StepError. */
+  private async run<T>(digest: Digest, v: Vertex, kind: StepKind, work: () => Promise<T>): Promise<T> {
+    return this.scheduler.step(kind, async () => {
       this.opts.signal?.throwIfAborted();
       const { hidden, ...step } = this.step(digest, v);
       try {
@@ -742,7 +742,7 @@ export class Solver {
    * Runs `change` on a writable snapshot on top of `parent`, then records the difference as a new
    * layer. The snapshot becomes the committed snapshot of the new chain, so the next step reuses it.
    */
-  private async mutate(parent: LayerRecord[], change: (rootfs: string) => Promise<void>): Promise<LayerRecord[]> {
+  private async mutate(parent: LayerRecord[], opts: { diffSlot?: boolean }, change: (rootfs: string) => Promise<void>): Promise<LayerRecord[]> {
     const sn = this.opts.snapshotter;
     const parentChain = await this.ensureSnapshot(parent);
     const key = `active-${randomBytes(8).toString('hex')}`;
@@ -751,7 +751,9 @@ export class Solver {
     try {
       await this.mounted(mounts, change);
       this.opts.signal?.throwIfAborted();
-      const layer = await writeLayer(await sn.layout(key), this.opts.store, { sourceDateEpoch: this.opts.sourceDateEpoch });
+      const diff = async () => writeLayer(await sn.layout(key), this.opts.store, { sourceDateEpoch: this.opts.sourceDateEpoch });
+      // A step that holds no cpu slot (a container's) takes one to diff.
+      const layer = opts.diffSlot ? await this.scheduler.cpu(diff) : await diff();
       // A step that changed nothing still adds its (empty) layer, as in BuildKit's images.
       const { empty: _empty, ...record } = layer;
       const layers = [...parent, record];
