@@ -13,6 +13,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, utimes } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import type { Readable } from 'node:stream';
 import { join } from 'node:path';
 import type { CacheIndex, KeyIngredients, LayerRecord } from '../cache/cache-index.js';
 import { checksumSources, type StatCache } from '../cache/checksum.js';
@@ -53,7 +54,30 @@ export interface ImageSource {
   local(ref: string): Promise<LayerRecord[] | undefined>;
   /** The layers of an image whose manifest and config are in the content store, its blobs there or not. */
   described(ref: string): Promise<LayerRecord[] | undefined>;
-  pull(ref: string, platform: Platform, signal?: AbortSignal): Promise<LayerRecord[]>;
+  /** Brings the image's blobs into the content store, and its layers into snapshots through `unpack` when given. */
+  pull(ref: string, platform: Platform, signal?: AbortSignal, unpack?: PullUnpacker): Promise<LayerRecord[]>;
+}
+
+/**
+ * Unpacks a base image's layers while it is pulled. Called once, before any download, with the
+ * image's layers; answers, per layer, how to unpack it, or undefined when that layer needs nothing.
+ */
+export interface PullUnpacker {
+  accept(layers: LayerRecord[]): Array<LayerUnpack | undefined>;
+}
+
+/**
+ * One layer's unpack. The puller calls `give` once with the layer's bytes (a download as it
+ * arrives, or the stored blob), or `fail` when it has none; `done` settles once the layer is
+ * unpacked or has failed to be. Layers apply in order: a download can be unpacked as it arrives
+ * only while `ready` (the layer below is complete); otherwise it is given once stored.
+ */
+export interface LayerUnpack {
+  readonly ready: boolean;
+  /** `stored` settles once the same bytes are in the content store, verified: nothing is committed unless it fulfils. */
+  give(blob: Readable, stored: Promise<unknown>): void;
+  fail(err: unknown): void;
+  readonly done: Promise<void>;
 }
 
 /** The secrets a build was given, by id (see src/source/secrets.ts). */
@@ -304,7 +328,7 @@ export class Solver {
     const layers =
       local ??
       (await this.deferPull(digest, v, op)) ??
-      (await this.explained(digest, v, keyed, () => this.run(digest, v, 'network', () => this.opts.images.pull(op.ref, op.platform, this.opts.signal))));
+      (await this.explained(digest, v, keyed, () => this.run(digest, v, 'network', () => this.opts.images.pull(op.ref, op.platform, this.opts.signal, this.unpackWhilePulling))));
     for (const layer of layers) if (!this.layerOrigins.has(layer.digest)) this.layerOrigins.set(layer.digest, { digest, v });
     if (!this.opts.explainOnly) await this.recordIngredients(v, keyed);
     return local ? this.cachedResult(digest, v, cacheKey, local) : { kind: 'layers', cacheKey, layers };
@@ -320,7 +344,7 @@ export class Solver {
     const layers = await this.opts.images.described(op.ref);
     if (!layers) return undefined;
     let pulled: Promise<unknown> | undefined;
-    const pull = () => (pulled ??= this.run(digest, v, 'network', () => this.opts.images.pull(op.ref, op.platform, this.opts.signal)));
+    const pull = () => (pulled ??= this.run(digest, v, 'network', () => this.opts.images.pull(op.ref, op.platform, this.opts.signal, this.unpackWhilePulling)));
     for (const layer of layers) if (!this.deferredPulls.has(layer.digest)) this.deferredPulls.set(layer.digest, pull);
     return layers;
   }
@@ -794,23 +818,105 @@ export class Solver {
           if (await sn.stat(name)) return;
           // A lazily pulled or imported blob is fetched now that its bytes are needed.
           await this.fetchBlobs([layer]);
-          const key = `extract-${randomBytes(8).toString('hex')}`;
-          await sn.prepare(key, parent);
-          try {
-            const { diffID } = await applyLayer(await sn.layout(key), store.read(layer.digest), layer.mediaType);
-            if (diffID !== layer.diffID) throw new Error(`layer ${layer.digest}: uncompressed digest ${diffID} does not match ${layer.diffID}`);
-            if (!(await this.commit(name, key))) await sn.remove(key);
-          } catch (err) {
-            await sn.remove(key).catch(() => undefined);
-            throw this.unpackError(layer, err);
-          }
+          await this.unpackLayer(name, parent, layer, store.read(layer.digest));
         })();
-        this.snapshots.set(name, pending);
-        pending.catch(() => this.snapshots.delete(name));
+        this.unpacking(name, pending);
       }
       await pending;
     }
     return chain.at(-1);
+  }
+
+  /** Remembers the unpack under way of snapshot `name`, forgotten if it fails (a later step tries again). */
+  private unpacking(name: string, pending: Promise<void>): void {
+    this.snapshots.set(name, pending);
+    pending.catch(() => this.snapshots.delete(name));
+  }
+
+  /**
+   * A pull unpacks its layers while it downloads them: each in order, as soon as its bytes and
+   * the layer below are there, in one pass from the socket into the store and the snapshot when
+   * the layer below is complete as its download starts. A later step finds them under way.
+   */
+  private readonly unpackWhilePulling: PullUnpacker = {
+    accept: (layers) => {
+      const chain = chainIDs(layers.map((l) => l.diffID));
+      let below: Promise<void> | undefined;
+      return layers.map((layer, i) => {
+        const name = chain[i]!;
+        const underWay = this.snapshots.get(name);
+        if (underWay) {
+          below = underWay;
+          return undefined;
+        }
+        const unpack = this.layerUnpack(name, i > 0 ? chain[i - 1] : undefined, layer, below);
+        this.unpacking(name, unpack.done);
+        below = unpack.done;
+        return unpack;
+      });
+    },
+  };
+
+  /** The unpack of `layer` as snapshot `name`, once its bytes are given and `below` (the unpack of its parent) is done. */
+  private layerUnpack(name: string, parent: string | undefined, layer: LayerRecord, below: Promise<void> | undefined): LayerUnpack {
+    let give!: LayerUnpack['give'];
+    let fail!: LayerUnpack['fail'];
+    const given = new Promise<{ blob: Readable; stored: Promise<unknown> }>((resolve, reject) => {
+      give = (blob, stored) => resolve({ blob, stored });
+      fail = reject;
+    });
+    let ready = below === undefined;
+    below?.then(
+      () => (ready = true),
+      () => (ready = true),
+    );
+    const done = (async () => {
+      const { blob, stored } = await given;
+      try {
+        await below;
+        // Made meanwhile (by an earlier build, or another image with these layers).
+        if (await this.opts.snapshotter.stat(name)) return void blob.destroy();
+      } catch (err) {
+        blob.destroy();
+        throw err;
+      }
+      await this.unpackLayer(name, parent, layer, blob, stored);
+    })();
+    return {
+      get ready() {
+        return ready;
+      },
+      give,
+      fail,
+      done,
+    };
+  }
+
+  /**
+   * Unpacks `layer` from `blob` on top of committed snapshot `parent` and commits it as `name`.
+   * A download unpacked as it arrives passes `stored`: the snapshot is committed only once the
+   * blob is verified and stored; on any failure it is removed.
+   */
+  private async unpackLayer(name: string, parent: string | undefined, layer: LayerRecord, blob: Readable, stored?: Promise<unknown>): Promise<void> {
+    const sn = this.opts.snapshotter;
+    const key = `extract-${randomBytes(8).toString('hex')}`;
+    // Ctrl-C stops an unpack midway, as it stops a download.
+    const signal = this.opts.signal;
+    const stop = (): void => void blob.destroy(signal?.reason as Error);
+    signal?.addEventListener('abort', stop, { once: true });
+    try {
+      signal?.throwIfAborted();
+      await sn.prepare(key, parent);
+      await applyLayer(await sn.layout(key), blob, layer.mediaType, { layerName: layer.digest, diffID: layer.diffID });
+      await stored;
+      if (!(await this.commit(name, key))) await sn.remove(key);
+    } catch (err) {
+      blob.destroy();
+      await sn.remove(key).catch(() => undefined);
+      throw this.unpackError(layer, err);
+    } finally {
+      signal?.removeEventListener('abort', stop);
+    }
   }
 
   /**
@@ -819,11 +925,13 @@ export class Solver {
    * and the error names the image and the layer.
    */
   private unpackError(layer: LayerRecord, err: unknown): unknown {
-    const origin = this.layerOrigins.get(layer.digest);
-    if (!origin || (err as Error).name === 'AbortError') return err;
+    if ((err as Error).name === 'AbortError') return err;
     const text = (err as Error).message;
     const reason = text.startsWith(`layer ${layer.digest}: `) ? text.slice(`layer ${layer.digest}: `.length) : text;
     const message = `failed to unpack layer ${layer.digest}: ${reason}`; // the step's name names the image
+    const origin = this.layerOrigins.get(layer.digest);
+    // Unpacked while pulled: the FROM step running the pull reports it as its own failure.
+    if (!origin) return new Error(message);
     const { hidden, ...step } = this.step(origin.digest, origin.v);
     if (!hidden) this.opts.progress({ type: 'step', ...step, status: 'error', at: Date.now(), error: message });
     return new StepError(origin.v.meta, message);
