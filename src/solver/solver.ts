@@ -344,7 +344,9 @@ export class Solver {
     const layers = await this.opts.images.described(op.ref);
     if (!layers) return undefined;
     let pulled: Promise<unknown> | undefined;
-    const pull = () => (pulled ??= this.run(digest, v, 'network', () => this.opts.images.pull(op.ref, op.platform, this.opts.signal, this.unpackWhilePulling)));
+    // Without unpacking: an export may be what needs the blobs, and a step that needs a snapshot
+    // is unpacking it already (it asked for the pull).
+    const pull = () => (pulled ??= this.run(digest, v, 'network', () => this.opts.images.pull(op.ref, op.platform, this.opts.signal)));
     for (const layer of layers) if (!this.deferredPulls.has(layer.digest)) this.deferredPulls.set(layer.digest, pull);
     return layers;
   }
