@@ -229,7 +229,7 @@ async function unpackImage(sn: LocalSnapshotter, state: State, manifest: ImageMa
     if (!(await sn.stat(chain[i]!)) && !(await state.store.has(layer.digest))) {
       throw new Error(`layer ${layer.digest} of the image is not in the local store: pull the image again`);
     }
-    await unpackLayer(sn, chain[i]!, chain[i - 1], { ...layer, diffID: diffIDs[i]! }, () => state.store.read(layer.digest));
+    if (!(await sn.stat(chain[i]!))) await unpackLayer(sn, chain[i]!, chain[i - 1], { ...layer, diffID: diffIDs[i]! }, state.store.read(layer.digest), { signal });
   }
   return chain.at(-1);
 }

@@ -1,5 +1,6 @@
 // Unpacking one layer of a chain into its committed snapshot: what a build does before a step
-// needs its parent's filesystem, and `builder run` before it starts a container on an image.
+// needs its parent's filesystem (or while it pulls the layer), and `builder run` before it starts
+// a container on an image.
 
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
@@ -14,21 +15,37 @@ export interface UnpackableLayer {
   mediaType: string;
 }
 
+export interface UnpackOptions {
+  /**
+   * For a blob unpacked as it downloads: settles once the blob is verified and stored. The
+   * snapshot is committed only then.
+   */
+  stored?: Promise<unknown>;
+  /** Stops the unpack midway, as it stops a download. */
+  signal?: AbortSignal;
+}
+
 /**
- * Makes committed snapshot `name` (the layer's ChainID) by applying `layer` on top of committed
- * `parent`, unless it exists. Another process unpacking the same chain meanwhile is fine: a
- * ChainID names content, so its snapshot serves as well. Nothing is left on failure.
+ * Makes committed snapshot `name` (the layer's ChainID) by applying `blob` on top of committed
+ * `parent`, checking the layer's diffID. Another process unpacking the same chain meanwhile is
+ * fine: a ChainID names content, so its snapshot serves as well. Nothing is left on failure.
  */
-export async function unpackLayer(sn: LocalSnapshotter, name: string, parent: string | undefined, layer: UnpackableLayer, blob: () => Readable): Promise<void> {
-  if (await sn.stat(name)) return;
+export async function unpackLayer(sn: LocalSnapshotter, name: string, parent: string | undefined, layer: UnpackableLayer, blob: Readable, opts: UnpackOptions = {}): Promise<void> {
   const key = `extract-${randomBytes(8).toString('hex')}`;
-  await sn.prepare(key, parent);
+  const { signal } = opts;
+  const stop = (): void => void blob.destroy(signal?.reason as Error);
+  signal?.addEventListener('abort', stop, { once: true });
   try {
-    const { diffID } = await applyLayer(await sn.layout(key), blob(), layer.mediaType);
-    if (diffID !== layer.diffID) throw new Error(`layer ${layer.digest}: uncompressed digest ${diffID} does not match ${layer.diffID}`);
+    signal?.throwIfAborted();
+    await sn.prepare(key, parent);
+    await applyLayer(await sn.layout(key), blob, layer.mediaType, { layerName: layer.digest, diffID: layer.diffID });
+    await opts.stored;
     await sn.commit(name, key);
   } catch (err) {
+    blob.destroy();
     await sn.remove(key).catch(() => undefined);
     if (!(err instanceof SnapshotExistsError)) throw err;
+  } finally {
+    signal?.removeEventListener('abort', stop);
   }
 }

@@ -10,10 +10,10 @@
 // vertex, snapshots being unpacked, work per cache key, the step slots); the file ops themselves
 // live in solver/file/.
 
-import pLimit from 'p-limit';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, utimes } from 'node:fs/promises';
-import { availableParallelism, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
+import type { Readable } from 'node:stream';
 import { join } from 'node:path';
 import type { CacheIndex, KeyIngredients, LayerRecord } from '../cache/cache-index.js';
 import { checksumSources, type StatCache } from '../cache/checksum.js';
@@ -40,6 +40,7 @@ import { copyAction, makeFile, mkdirAll, resolveOwner, selectWithExclude, writeC
 import { copyFamily, earlierCopy, recordCopy, type CopyHistory } from './copy-history.js';
 import { download } from '../source/http.js';
 import { StepError } from './errors.js';
+import { Scheduler, type StepKind } from './scheduler.js';
 import { track, type ProgressListener } from '../progress.js';
 import { StepOutput } from './step-output.js';
 import { bindSources, withExecMounts, type MountFacilities } from './exec-mounts.js';
@@ -56,7 +57,30 @@ export interface ImageSource {
   local(ref: string): Promise<LayerRecord[] | undefined>;
   /** The layers of an image whose manifest and config are in the content store, its blobs there or not. */
   described(ref: string): Promise<LayerRecord[] | undefined>;
-  pull(ref: string, platform: Platform, signal?: AbortSignal): Promise<LayerRecord[]>;
+  /** Brings the image's blobs into the content store, and its layers into snapshots through `unpack` when given. */
+  pull(ref: string, platform: Platform, signal?: AbortSignal, unpack?: PullUnpacker): Promise<LayerRecord[]>;
+}
+
+/**
+ * Unpacks a base image's layers while it is pulled. Called once, before any download, with the
+ * image's layers; answers, per layer, how to unpack it, or undefined when that layer needs nothing.
+ */
+export interface PullUnpacker {
+  accept(layers: LayerRecord[]): Array<LayerUnpack | undefined>;
+}
+
+/**
+ * One layer's unpack. The puller calls `give` once with the layer's bytes (a download as it
+ * arrives, or the stored blob), or `fail` when it has none; `done` settles once the layer is
+ * unpacked or has failed to be. Layers apply in order: a download can be unpacked as it arrives
+ * only while `ready` (the layer below is complete); otherwise it is given once stored.
+ */
+export interface LayerUnpack {
+  readonly ready: boolean;
+  /** `stored` settles once the same bytes are in the content store, verified: nothing is committed unless it fulfils. */
+  give(blob: Readable, stored: Promise<unknown>): void;
+  fail(err: unknown): void;
+  readonly done: Promise<void>;
 }
 
 /** The secrets a build was given, by id (see src/source/secrets.ts). */
@@ -190,8 +214,8 @@ export class Solver {
   private readonly importedHits = new Map<Digest, LayerRecord[]>();
   /** Base images whose pull waits until something reads their layers, by layer blob (see deferPull). */
   private readonly deferredPulls = new Map<Digest, () => Promise<unknown>>();
-  /** Containers and copies running at once; independent stages share these slots. */
-  private readonly limit = pLimit(Math.max(1, availableParallelism()));
+  /** Step slots by what steps wait on; independent stages share them. */
+  private readonly scheduler = new Scheduler();
   /** Why each step that runs is not from the cache, by vertex digest (set before it runs). */
   private readonly reasons = new Map<Digest, string>();
   /** Names of the steps that ran in this build: a step whose parent is one of them says so. */
@@ -382,7 +406,9 @@ export class Solver {
       const letGo = await this.opts.cache.claim(cacheKey, { signal: this.opts.signal });
       try {
         local = await this.opts.images.local(op.ref);
-        layers = local ?? (await this.explained(digest, v, keyed, () => this.run(digest, v, () => this.opts.images.pull(op.ref, op.platform, this.opts.signal))));
+        layers =
+          local ??
+          (await this.explained(digest, v, keyed, () => this.run(digest, v, 'network', () => this.opts.images.pull(op.ref, op.platform, this.opts.signal, this.unpackWhilePulling))));
       } finally {
         await letGo();
       }
@@ -402,7 +428,9 @@ export class Solver {
     const layers = await this.opts.images.described(op.ref);
     if (!layers) return undefined;
     let pulled: Promise<unknown> | undefined;
-    const pull = () => (pulled ??= this.run(digest, v, () => this.opts.images.pull(op.ref, op.platform, this.opts.signal)));
+    // Without unpacking: an export may be what needs the blobs, and a step that needs a snapshot
+    // is unpacking it already (it asked for the pull).
+    const pull = () => (pulled ??= this.run(digest, v, 'network', () => this.opts.images.pull(op.ref, op.platform, this.opts.signal)));
     for (const layer of layers) if (!this.deferredPulls.has(layer.digest)) this.deferredPulls.set(layer.digest, pull);
     return layers;
   }
@@ -442,7 +470,7 @@ export class Solver {
       return this.wouldRun(digest, v, keyed, op.checksum ? undefined : 'downloads the URL to know its content (no --checksum)');
     }
     let contentDigest: Digest | undefined;
-    const body = await this.run(digest, v, async () => {
+    const body = await this.run(digest, v, 'network', async () => {
       const res = await download(op.url, this.opts.signal);
       const url = redactCredentials(op.url);
       if (res.status < 200 || res.status >= 300) throw new StepError(v.meta, `failed to download ${url}: HTTP ${res.status} ${res.statusText}`);
@@ -454,7 +482,7 @@ export class Solver {
     });
     const cacheKey = httpCacheKey(op.filename, contentDigest!);
     const { layers } = await this.once(cacheKey, v.meta.name, () =>
-      this.mutate([], async (rootfs) => {
+      this.mutate([], {}, async (rootfs) => {
         await makeFile(rootfs, `/${op.filename}`, body.data, 0o600, { uid: 0, gid: 0 });
         if (body.mtime && !Number.isNaN(body.mtime.getTime())) await utimes(join(rootfs, op.filename), body.mtime, body.mtime);
       }),
@@ -536,8 +564,8 @@ export class Solver {
       ssh: this.opts.ssh,
       signal: this.opts.signal,
     };
-    return this.run(digest, v, () =>
-      this.mutate(parent, (rootfs) =>
+    return this.run(digest, v, 'container', () =>
+      this.mutate(parent, { diffSlot: true }, (rootfs) =>
         withExecMounts(op, inputs, facilities, async ({ mounts, secretEnv, secretValues }) => {
           // What the step prints shows any secret it can see as ***.
           const output = new StepOutput(digest, this.opts.progress, this.opts.stepLogLimit, secretValues);
@@ -673,9 +701,10 @@ export class Solver {
       if (src?.kind === 'layers') await this.ensureSnapshot(src.layers);
     }
     const incremental = await this.incrementalCopy(v, op, inputs, dest);
-    const layers = await this.run(digest, v, () =>
+    const layers = await this.run(digest, v, 'cpu', () =>
       this.mutate(
         dest,
+        { unmounted: incremental && ((dir) => incremental.reuse.finish(dir, writeCopiedFile)) },
         async (rootfs) => {
           for (const action of op.actions) {
             if (action.action === 'mkdir') {
@@ -689,7 +718,6 @@ export class Solver {
             }
           }
         },
-        incremental && ((dir) => incremental.reuse.finish(dir, writeCopiedFile)),
       ),
     );
     if (incremental) await recordCopy(incremental.history, incremental.family, chainIDs(layers.map((l) => l.diffID)).at(-1)!, incremental.reuse);
@@ -851,9 +879,9 @@ export class Solver {
     return { kind: 'layers', cacheKey, layers };
   }
 
-  /** Runs a step's work in a slot, reported as the step; any failure becomes a StepError. */
-  private async run<T>(digest: Digest, v: Vertex, work: () => Promise<T>): Promise<T> {
-    return this.limit(async () => {
+  /** Runs a step's work in a slot of its kind, reported as the step; any failure becomes a StepError. */
+  private async run<T>(digest: Digest, v: Vertex, kind: StepKind, work: () => Promise<T>): Promise<T> {
+    return this.scheduler.step(kind, async () => {
       this.opts.signal?.throwIfAborted();
       const { hidden, ...step } = this.step(digest, v);
       try {
@@ -870,7 +898,11 @@ export class Solver {
    * Runs `change` on a writable snapshot on top of `parent` (then `unmounted` on the snapshot's own
    * directory, once unmounted), then records the difference as a new layer. The snapshot becomes the committed snapshot of the new chain, so the next step reuses it.
    */
-  private async mutate(parent: LayerRecord[], change: (rootfs: string) => Promise<void>, unmounted?: (dir: string) => void): Promise<LayerRecord[]> {
+  private async mutate(
+    parent: LayerRecord[],
+    opts: { diffSlot?: boolean; unmounted?: ((dir: string) => void) | undefined },
+    change: (rootfs: string) => Promise<void>,
+  ): Promise<LayerRecord[]> {
     const sn = this.opts.snapshotter;
     const parentChain = await this.ensureSnapshot(parent);
     const key = `active-${randomBytes(8).toString('hex')}`;
@@ -880,11 +912,13 @@ export class Solver {
       await this.mounted(mounts, change);
       this.opts.signal?.throwIfAborted();
       const layout = await sn.layout(key);
-      if (unmounted) {
+      if (opts.unmounted) {
         await settleUnmount(layout.dir);
-        unmounted(layout.dir);
+        opts.unmounted(layout.dir);
       }
-      const layer = await writeLayer(layout, this.opts.store, { sourceDateEpoch: this.opts.sourceDateEpoch });
+      const diff = async () => writeLayer(layout, this.opts.store, { sourceDateEpoch: this.opts.sourceDateEpoch });
+      // A step that holds no cpu slot (a container's) takes one to diff.
+      const layer = opts.diffSlot ? await this.scheduler.cpu(diff) : await diff();
       // A step that changed nothing still adds its (empty) layer, as in BuildKit's images.
       const { empty: _empty, ...record } = layer;
       const layers = [...parent, record];
@@ -925,16 +959,89 @@ export class Solver {
           if (await sn.stat(name)) return;
           // A lazily pulled or imported blob is fetched now that its bytes are needed.
           await this.fetchBlobs([layer]);
-          await unpackLayer(sn, name, parent, layer, () => store.read(layer.digest)).catch((err: unknown) => {
-            throw this.unpackError(layer, err);
-          });
+          await this.unpackLayer(name, parent, layer, store.read(layer.digest));
         })();
-        this.snapshots.set(name, pending);
-        pending.catch(() => this.snapshots.delete(name));
+        this.unpacking(name, pending);
       }
       await pending;
     }
     return chain.at(-1);
+  }
+
+  /** Remembers the unpack under way of snapshot `name`, forgotten if it fails (a later step tries again). */
+  private unpacking(name: string, pending: Promise<void>): void {
+    this.snapshots.set(name, pending);
+    pending.catch(() => this.snapshots.delete(name));
+  }
+
+  /**
+   * A pull unpacks its layers while it downloads them: each in order, as soon as its bytes and
+   * the layer below are there, in one pass from the socket into the store and the snapshot when
+   * the layer below is complete as its download starts. A later step finds them under way.
+   */
+  private readonly unpackWhilePulling: PullUnpacker = {
+    accept: (layers) => {
+      const chain = chainIDs(layers.map((l) => l.diffID));
+      let below: Promise<void> | undefined;
+      return layers.map((layer, i) => {
+        const name = chain[i]!;
+        const underWay = this.snapshots.get(name);
+        if (underWay) {
+          below = underWay;
+          return undefined;
+        }
+        const unpack = this.layerUnpack(name, i > 0 ? chain[i - 1] : undefined, layer, below);
+        this.unpacking(name, unpack.done);
+        below = unpack.done;
+        return unpack;
+      });
+    },
+  };
+
+  /** The unpack of `layer` as snapshot `name`, once its bytes are given and `below` (the unpack of its parent) is done. */
+  private layerUnpack(name: string, parent: string | undefined, layer: LayerRecord, below: Promise<void> | undefined): LayerUnpack {
+    let give!: LayerUnpack['give'];
+    let fail!: LayerUnpack['fail'];
+    const given = new Promise<{ blob: Readable; stored: Promise<unknown> }>((resolve, reject) => {
+      give = (blob, stored) => resolve({ blob, stored });
+      fail = reject;
+    });
+    let ready = below === undefined;
+    below?.then(
+      () => (ready = true),
+      () => (ready = true),
+    );
+    const done = (async () => {
+      const { blob, stored } = await given;
+      try {
+        await below;
+        // Made meanwhile (by an earlier build, or another image with these layers).
+        if (await this.opts.snapshotter.stat(name)) return void blob.destroy();
+      } catch (err) {
+        blob.destroy();
+        throw err;
+      }
+      await this.unpackLayer(name, parent, layer, blob, stored);
+    })();
+    return {
+      get ready() {
+        return ready;
+      },
+      give,
+      fail,
+      done,
+    };
+  }
+
+  /**
+   * Unpacks `layer` from `blob` on top of committed snapshot `parent` and commits it as `name`.
+   * A download unpacked as it arrives passes `stored`: the snapshot is committed only once the
+   * blob is verified and stored; on any failure it is removed.
+   */
+  private async unpackLayer(name: string, parent: string | undefined, layer: LayerRecord, blob: Readable, stored?: Promise<unknown>): Promise<void> {
+    await unpackLayer(this.opts.snapshotter, name, parent, layer, blob, { stored, signal: this.opts.signal }).catch((err: unknown) => {
+      throw this.unpackError(layer, err);
+    });
   }
 
   /**
@@ -943,11 +1050,13 @@ export class Solver {
    * and the error names the image and the layer.
    */
   private unpackError(layer: LayerRecord, err: unknown): unknown {
-    const origin = this.layerOrigins.get(layer.digest);
-    if (!origin || (err as Error).name === 'AbortError') return err;
+    if ((err as Error).name === 'AbortError') return err;
     const text = (err as Error).message;
     const reason = text.startsWith(`layer ${layer.digest}: `) ? text.slice(`layer ${layer.digest}: `.length) : text;
     const message = `failed to unpack layer ${layer.digest}: ${reason}`; // the step's name names the image
+    const origin = this.layerOrigins.get(layer.digest);
+    // Unpacked while pulled: the FROM step running the pull reports it as its own failure.
+    if (!origin) return new Error(message);
     const { hidden, ...step } = this.step(origin.digest, origin.v);
     if (!hidden) this.opts.progress({ type: 'step', ...step, status: 'error', at: Date.now(), error: message });
     return new StepError(origin.v.meta, message, [], { cause: err });

@@ -11,12 +11,13 @@ import type { LayerRecord } from '../cache/cache-index.js';
 import type { State } from '../cache/state.js';
 import type { Digest, Platform } from '../definition/index.js';
 import { platformOf } from '../oci/platform.js';
-import { MediaType, type ImageConfigFile, type ImageIndex, type ImageManifest } from '../oci/types.js';
+import { MediaType, type Descriptor, type ImageConfigFile, type ImageIndex, type ImageManifest } from '../oci/types.js';
 import { BlobSources } from '../registry/blob-sources.js';
 import type { ContentCache, RegistryClient, RegistryClientOptions } from '../registry/client.js';
 import { parseReference, type ImageReference } from '../registry/reference.js';
 import { BYTES_INTERVAL_MS, track, type ProgressListener } from '../progress.js';
-import type { ImageSource } from '../solver/solver.js';
+import type { ImageSource, LayerUnpack, PullUnpacker } from '../solver/solver.js';
+import { tee } from '../util/tee.js';
 
 /**
  * The registry client, created on first use: a build whose base images are all local (and that
@@ -121,7 +122,13 @@ export class Images implements ImageSource {
     return layerRecords(manifest, await this.state.store.readJson<ImageConfigFile>(manifest.config.digest));
   }
 
-  async pull(pinned: string, platform: Platform): Promise<LayerRecord[]> {
+  /**
+   * Brings the image's layers into the content store, downloading a few at once, and with
+   * `unpack` into snapshots: a layer it can take as its bytes arrive goes from the socket to the
+   * store and the snapshot in one pass, the others from the store once downloaded. Returns once
+   * every unpack has settled, so a failed pull leaves no snapshot half made.
+   */
+  async pull(pinned: string, platform: Platform, _signal?: AbortSignal, unpack?: PullUnpacker): Promise<LayerRecord[]> {
     const ref = parseReference(pinned);
     const digest = ref.digest as Digest;
     if (!(await this.state.store.has(digest))) {
@@ -131,34 +138,70 @@ export class Images implements ImageSource {
     }
     const manifest = await this.state.store.readJson<ImageManifest>(digest);
     const config = await this.state.store.readJson<ImageConfigFile>(manifest.config.digest);
-    const emit = this.opts.onLayer ?? (() => undefined);
-    await Promise.all(
-      manifest.layers.map((layer) =>
+    const records = layerRecords(manifest, config);
+    const unpacks = unpack?.accept(records) ?? [];
+    const downloads = await Promise.allSettled(
+      manifest.layers.map((layer, index) =>
         this.fetches(async () => {
-          this.opts.signal?.throwIfAborted();
-          const step = { id: layer.digest, name: `layer ${layer.digest.slice(7, 19)} (${(layer.size / 1e6).toFixed(1)} MB)` };
-          if (await this.state.store.has(layer.digest)) return emit({ type: 'step', ...step, status: 'cached', at: Date.now() });
-          await track(emit, step, async () => {
-            const download = await (await this.registry.get()).fetchBlob(ref, layer);
-            const body = this.opts.onLayer ? reportBytes(download, layer.digest, layer.size, this.opts.onLayer) : download;
-            // Ctrl-C stops a download midway; the content store drops what it had written.
-            const signal = this.opts.signal;
-            const stop = (): void => void body.destroy(signal?.reason as Error);
-            signal?.addEventListener('abort', stop, { once: true });
-            if (signal?.aborted) stop();
-            try {
-              await this.state.store.ingest(body, { digest: layer.digest, size: layer.size, source: `${nameOf(ref)}@${layer.digest}` });
-            } finally {
-              signal?.removeEventListener('abort', stop);
-            }
-          });
+          try {
+            await this.fetchLayer(ref, layer, unpacks[index]);
+          } catch (err) {
+            unpacks[index]?.fail(err);
+            throw err;
+          }
         }),
       ),
     );
+    const unpacked = await Promise.allSettled(unpacks.map((u) => u?.done));
+    // A download's error first: a corrupt blob explains its failed unpack.
+    for (const r of [...downloads, ...unpacked]) if (r.status === 'rejected') throw r.reason;
     // Remembered so a push to another repository of this registry can mount them instead of uploading.
     await (this.opts.blobSources ?? new BlobSources(this.state.root)).record(ref, [manifest.config.digest, ...manifest.layers.map((l) => l.digest)]);
     await this.name(pinned, manifest, config);
-    return layerRecords(manifest, config);
+    return records;
+  }
+
+  /** Brings one layer's blob into the store (reported as a step of its own), and gives it to `unpack`. */
+  private async fetchLayer(ref: ImageReference, layer: Descriptor, unpack: LayerUnpack | undefined): Promise<void> {
+    this.opts.signal?.throwIfAborted();
+    const emit = this.opts.onLayer ?? (() => undefined);
+    const step = { id: layer.digest, name: `layer ${layer.digest.slice(7, 19)} (${(layer.size / 1e6).toFixed(1)} MB)` };
+    if (await this.state.store.has(layer.digest)) {
+      unpack?.give(this.state.store.read(layer.digest), Promise.resolve());
+      return emit({ type: 'step', ...step, status: 'cached', at: Date.now() });
+    }
+    await track(emit, step, async () => {
+      const download = await (await this.registry.get()).fetchBlob(ref, layer);
+      const body = this.opts.onLayer ? reportBytes(download, layer.digest, layer.size, this.opts.onLayer) : download;
+      // Ctrl-C stops a download midway; the content store drops what it had written.
+      const signal = this.opts.signal;
+      const stop = (): void => void body.destroy(signal?.reason as Error);
+      signal?.addEventListener('abort', stop, { once: true });
+      if (signal?.aborted) stop();
+      try {
+        await this.ingest(body, layer, `${nameOf(ref)}@${layer.digest}`, unpack);
+      } finally {
+        signal?.removeEventListener('abort', stop);
+      }
+    });
+  }
+
+  /**
+   * Stores a layer's bytes, verified, and gives them to `unpack`: as they arrive when it is
+   * ready for them, else once stored. A blob that does not match its digest is kept nowhere (its
+   * unpack waits for the store's verdict before it commits).
+   */
+  private async ingest(body: Readable, layer: Descriptor, source: string, unpack?: LayerUnpack): Promise<void> {
+    const expected = { digest: layer.digest, size: layer.size, source };
+    if (!unpack?.ready) {
+      await this.state.store.ingest(body, expected);
+      unpack?.give(this.state.store.read(layer.digest), Promise.resolve());
+      return;
+    }
+    const [toStore, toSnapshot] = tee(body);
+    const stored = this.state.store.ingest(toStore, expected);
+    unpack.give(toSnapshot, stored);
+    await stored;
   }
 
   /**

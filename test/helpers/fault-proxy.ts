@@ -30,6 +30,8 @@ export type Fault =
   | { cutResponseAfter: number }
   /** One byte of the request body, at this offset, is flipped on its way. */
   | { flipRequestAt: number }
+  /** One byte of the response, at this offset (its head included), is flipped on its way. */
+  | { flipResponseAt: number }
   /** Held (nothing relayed) until release() is called. */
   | { stall: true };
 
@@ -69,8 +71,16 @@ export async function startFaultProxy(target: string, pick: (req: ProxiedRequest
     let fault: Fault | undefined;
     let waiting = false;
     let responseLeft: number | undefined;
+    let responseOffset = 0;
 
-    up.on('data', (chunk: Buffer) => {
+    up.on('data', (raw: Buffer) => {
+      let chunk = raw;
+      const flip = fault && 'flipResponseAt' in fault ? fault.flipResponseAt - responseOffset : -1;
+      responseOffset += chunk.length;
+      if (flip >= 0 && flip < chunk.length) {
+        chunk = Buffer.from(chunk);
+        chunk[flip]! ^= 0xff;
+      }
       if (responseLeft === undefined) return void down.write(chunk);
       if (chunk.length <= responseLeft) {
         responseLeft -= chunk.length;
@@ -133,6 +143,7 @@ export async function startFaultProxy(target: string, pick: (req: ProxiedRequest
     const forward = (head: Buffer, length: number, f: Fault | undefined): void => {
       fault = f;
       responseLeft = fault && 'cutResponseAfter' in fault ? fault.cutResponseAfter : undefined;
+      responseOffset = 0;
       up.write(head);
       bodyLeft = length;
       bodyOffset = 0;
