@@ -119,7 +119,7 @@ describe('builder images, tag, rmi, save, load, push, inspect, history', () => {
     expect(await readFile(join(bundle, 'rootfs/srv/hello'), 'utf8')).toBe('hello from builder\n');
   });
 
-  it.skipIf(noDocker)(`load reads what docker save (the engine's own layout) writes (${noDocker ?? 'engine present'})`, async () => {
+  it.skipIf(noDocker)(`load reads what docker save (the engine's own layout) writes, and builder run runs it (${noDocker ?? 'engine present'})`, async () => {
     const name = `builder-test-load-${process.pid}:1`;
     await builder('tag', 'app:1', name);
     const archive = join(fx.work, 'from-builder.tar');
@@ -135,6 +135,9 @@ describe('builder images, tag, rmi, save, load, push, inspect, history', () => {
     const r = await runBuilder(['load', '--root', fresh, '-i', saved]);
     expect(r.stdout, r.stderr).toBe(`Loaded image: ${name}\n`);
     expect((JSON.parse((await runBuilder(['inspect', '--root', fresh, name])).stdout) as Inspected[])[0]!.Id).toBe((await inspect('app:1')).Id);
+    // And it runs, with its CMD.
+    const ran = await runBuilder(['run', '--rm', '--network', 'none', '--root', fresh, name]);
+    expect(ran, ran.stderr).toMatchObject({ code: 0, stdout: 'hello from builder\n' });
   });
 
   it('load refuses an archive whose layer does not match its digest, and names nothing', async () => {
