@@ -213,7 +213,7 @@ describe('builder images, tag, rmi, save, load, push, inspect, history', () => {
     const changed = (JSON.parse(await builder('inspect', 'imported:2')) as Array<{ Config: { Cmd?: string[]; Env?: string[] } }>)[0]!.Config;
     expect(changed).toMatchObject({ Cmd: ['cat', '/etc/motd'], Env: ['MODE=imported'] });
     const bad = await runBuilder(['import', '--root', root, '-c', 'CMD ["x"]', '-c', 'RUN rm -rf /', dir, 'imported:3']);
-    expect(bad.code).toBe(1);
+    expect(bad.code).toBe(2); // bad usage, as a Dockerfile that does not compile
     expect(bad.stderr).toContain('--change:2: RUN is not a valid change command');
     // A save that fails halfway (a blob gone from the store) leaves no archive, not even a partial one.
     const layer = (JSON.parse(await builder('inspect', 'imported:1')) as Array<{ Manifest: { layers: Array<{ digest: string }> } }>)[0]!.Manifest.layers[0]!.digest;
