@@ -4,12 +4,13 @@
 // Re-hashing a large context costs about one lstat per file: file digests are remembered by
 // (size, mtime, ctime, inode) in a StatCache. Which files are selected is src/util/select.ts.
 
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { createReadStream, readFileSync, readlinkSync } from 'node:fs';
-import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Digest } from '../oci/types.js';
 import { walk, type Source, type SourceFilter, type WalkEntry } from '../util/select.js';
+import { writeFileAtomic } from '../util/write-file.js';
 
 /** Remembers file digests by stat fields; persisted as one JSON file per source root. */
 export class StatCache {
@@ -50,9 +51,7 @@ export class StatCache {
   async save(): Promise<void> {
     if (!this.file || !this.dirty) return;
     await mkdir(dirname(this.file), { recursive: true });
-    const tmp = `${this.file}.${randomBytes(6).toString('hex')}.tmp`;
-    await writeFile(tmp, JSON.stringify(Object.fromEntries(this.entries)));
-    await rename(tmp, this.file);
+    await writeFileAtomic(this.file, JSON.stringify(Object.fromEntries(this.entries)));
     this.dirty = false;
   }
 }

@@ -22,11 +22,10 @@
 // mtime (CacheIndex touches it on every hit), a snapshot's commit time or the last use of a record
 // or snapshot built on it, a cache mount's cache.json, a loose blob's mtime.
 //
-// Callers of pruneStore hold the state directory's lock: no build is running, so nothing in use is
+// Callers of pruneStore hold the state directory alone (openState exclusive): no build is running, so nothing in use is
 // removed. Disk usage only reads.
 
-import { randomBytes } from 'node:crypto';
-import { readdir, readFile, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rm, stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { chainIDs } from '../oci/digest.js';
 import { isIndexMediaType, type Descriptor, type Digest, type ImageConfigFile, type ImageIndex, type ImageManifest } from '../oci/types.js';
@@ -35,6 +34,7 @@ import type { LocalSnapshotter } from '../snapshotter/index.js';
 import type { StoredCacheRecord } from './cache-index.js';
 import { listCacheMounts, removeCacheMount } from './cache-mounts.js';
 import type { State } from './state.js';
+import { writeFileAtomic } from '../util/write-file.js';
 
 export type EntryKind = 'blob' | 'cache-record' | 'snapshot' | 'cache-mount';
 
@@ -386,8 +386,6 @@ class MeasuredSizes {
   /** Writes what was seen (forgetting what is gone), atomically; a temporary file left by a crash is swept. */
   async save(): Promise<void> {
     if (!this.measured && Object.keys(this.seen).length === Object.keys(this.known).length) return;
-    const tmp = `${this.file}.${randomBytes(6).toString('hex')}.tmp`;
-    await writeFile(tmp, JSON.stringify(this.seen));
-    await rename(tmp, this.file);
+    await writeFileAtomic(this.file, JSON.stringify(this.seen));
   }
 }

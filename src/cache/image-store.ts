@@ -13,13 +13,14 @@
 // turn within a process (two bases pulled by parallel stages, a pull and the final tag): no
 // update is lost to another.
 
-import { randomBytes } from 'node:crypto';
-import { access, readFile, rename, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { platformOf, platformRank, selectManifest } from '../oci/platform.js';
 import type { Descriptor, Digest, ImageConfigFile, ImageIndex, ImageManifest, Platform } from '../oci/types.js';
 import { isIndexMediaType, MediaType } from '../oci/types.js';
 import { acquireLock } from './lock.js';
+import { writeFileAtomic } from '../util/write-file.js';
+import { pathExists } from '../util/path-exists.js';
 
 const REF_NAME = 'org.opencontainers.image.ref.name';
 
@@ -48,7 +49,7 @@ export class ImageStore {
     await writeFile(join(this.root, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
     // Created under the lock: a second process starting at the same moment must not write an
     // empty index over a name the first one has just added.
-    if (!(await access(this.indexFile).then(() => true, () => false))) await this.update((index) => index);
+    if (!(await pathExists(this.indexFile))) await this.update((index) => index);
   }
 
   async list(): Promise<Array<{ name: string; descriptor: Descriptor }>> {
@@ -150,9 +151,7 @@ export class ImageStore {
   }
 
   private async write(index: ImageIndex): Promise<void> {
-    const tmp = `${this.indexFile}.${randomBytes(6).toString('hex')}.tmp`;
-    await writeFile(tmp, JSON.stringify(index, null, 2));
-    await rename(tmp, this.indexFile);
+    await writeFileAtomic(this.indexFile, JSON.stringify(index, null, 2));
   }
 }
 

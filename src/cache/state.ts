@@ -29,6 +29,7 @@ import { CacheIndex } from './cache-index.js';
 import { ContentStore } from './content-store.js';
 import { ImageStore } from './image-store.js';
 import { acquireLock, LockBusyError } from './lock.js';
+import { pathExists } from '../util/path-exists.js';
 
 export { defaultStateRoot } from './state-root.js';
 
@@ -89,7 +90,7 @@ export async function openState(root: string, opts: OpenStateOptions = {}): Prom
     await forgetDeadUsers(root, dirtyMark);
     if (opts.access === 'exclusive') await waitForUsers(root, dirtyMark, started + waitMs, opts);
     const alone = opts.access === 'exclusive' || (await liveUsers(root)).length === 0;
-    if (alone && opts.sweep && (await exists(dirtyMark))) {
+    if (alone && opts.sweep && (await pathExists(dirtyMark))) {
       await opts.sweep(root);
       await rm(dirtyMark, { force: true });
     }
@@ -151,8 +152,8 @@ function ownerOf(name: string): string | undefined {
 async function forgetDeadUsers(root: string, dirtyMark: string): Promise<void> {
   const users = join(root, 'users');
   const legacyClean = join(root, 'clean');
-  if (!(await exists(users))) {
-    const vouched = await exists(legacyClean);
+  if (!(await pathExists(users))) {
+    const vouched = await pathExists(legacyClean);
     await mkdir(users);
     if (!vouched) await writeFile(dirtyMark, '');
   }
@@ -181,12 +182,6 @@ async function waitForUsers(root: string, dirtyMark: string, deadline: number, o
   }
 }
 
-async function exists(path: string): Promise<boolean> {
-  return stat(path).then(
-    () => true,
-    () => false,
-  );
-}
 
 /** Creates `root` private to this user, or makes an existing one so (older versions left it 0755). */
 async function makePrivate(root: string): Promise<void> {

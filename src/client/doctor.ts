@@ -19,6 +19,7 @@ import { isIndexMediaType, MediaType, type Descriptor, type Digest, type ImageCo
 import { createSnapshotter, probeDirs } from '../snapshotter/index.js';
 import { listMountPoints } from '../snapshotter/mount.js';
 import { isOwnerAlive } from '../util/process.js';
+import { pathExists } from '../util/path-exists.js';
 
 export interface DoctorOptions {
   /** State directory; default as for `build()`. */
@@ -58,7 +59,7 @@ const HEX64 = /^[0-9a-f]{64}$/;
 
 export async function doctor(opts: DoctorOptions = {}): Promise<DoctorReport> {
   const root = resolve(opts.root ?? defaultStateRoot());
-  if (!(await exists(root))) throw new Error(`state directory ${root} does not exist`);
+  if (!(await pathExists(root))) throw new Error(`state directory ${root} does not exist`);
   const issues: DoctorIssue[] = [];
   const problem = (path: string, message: string): void => void issues.push({ path, message, leftover: false });
   const leftover = (path: string, message: string): void => void issues.push({ path, message, leftover: true });
@@ -92,7 +93,7 @@ export async function doctor(opts: DoctorOptions = {}): Promise<DoctorReport> {
 
   for (const dir of await probeDirs(root)) leftover(dir, 'overlayfs probe of a process that is gone');
   let snapshots = 0;
-  if (await exists(join(root, 'driver'))) {
+  if (await pathExists(join(root, 'driver'))) {
     const sn = await createSnapshotter(root);
     snapshots = (await sn.list()).length;
     for (const p of await sn.check()) (p.leftover ? leftover : problem)(p.path, p.message);
@@ -289,9 +290,3 @@ async function checkJsonFiles(path: string, problem: Report): Promise<void> {
 }
 
 
-async function exists(path: string): Promise<boolean> {
-  return stat(path).then(
-    () => true,
-    () => false,
-  );
-}

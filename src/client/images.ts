@@ -3,7 +3,6 @@
 // image index's own lock, and blobs are never removed here: an image whose last name goes is left
 // to `prune`, as any other blob nothing names.
 
-import { access } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { ContentStore } from '../cache/content-store.js';
 import { ImageStore } from '../cache/image-store.js';
@@ -11,6 +10,7 @@ import { defaultStateRoot } from '../cache/state-root.js';
 import { hostPlatform, platformOf } from '../oci/platform.js';
 import { isIndexMediaType, type Descriptor, type Digest, type HistoryEntry, type ImageConfigFile, type ImageManifest } from '../oci/types.js';
 import { parseReference } from '../registry/reference.js';
+import { pathExists } from '../util/path-exists.js';
 
 export interface ImagesOptions {
   /** State directory; default as for `build()`. */
@@ -123,7 +123,7 @@ export function shortId(digest: Digest): string {
 /** The state directory's stores, for reading images by name or ID. */
 export async function openStore(root: string | undefined): Promise<LocalStore> {
   const dir = resolve(root ?? defaultStateRoot());
-  if (!(await access(join(dir, 'index.json')).then(() => true, () => false))) return new LocalStore(dir, true);
+  if (!(await pathExists(join(dir, 'index.json')))) return new LocalStore(dir, true);
   return new LocalStore(dir, false);
 }
 

@@ -10,7 +10,7 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { lstatSync, mkdirSync, readFileSync, rmSync, rmdirSync, unlinkSync, writeFileSync } from 'node:fs';
-import { access, readFile, readdir } from 'node:fs/promises';
+import { readFile, readdir } from 'node:fs/promises';
 import { constants as osc, tmpdir } from 'node:os';
 import { dirname, join, posix, resolve } from 'node:path';
 import type { Duplex, Readable, Writable } from 'node:stream';
@@ -23,6 +23,7 @@ import { resolveComponents, resolveInRootSync } from '../util/scoped-path.js';
 import { hasSecrets, mountMemoryBundle, prepareMounts, type PreparedMounts } from './mounts.js';
 import { buildSpec, capabilitiesInMask, hostsFile, resolvConf, withDefaultEnv } from './spec.js';
 import { resolveUser } from './user.js';
+import { pathExists } from '../util/path-exists.js';
 
 export interface RunSpec {
   /** The container's root filesystem: a mounted snapshot (written to by the step). */
@@ -366,7 +367,7 @@ export class RuncExecutor {
   /** `runc run` removes its container when it exits normally; make sure of it otherwise. */
   private async deleteContainer(id: string, force: boolean): Promise<void> {
     const stateDir = join(this.stateRoot ?? '/run/runc', id);
-    const exists = await access(stateDir).then(() => true, () => false);
+    const exists = await pathExists(stateDir);
     if (exists || force) await runCommand(this.runc, [...this.rootArgs(), 'delete', '--force', id]).catch(() => undefined);
   }
 

@@ -21,6 +21,7 @@ import { canonicalJson } from '../oci/digest.js';
 import { MediaType, type Descriptor, type ImageIndex, type ImageManifest } from '../oci/types.js';
 import { compressedLayers, type LayerCompression } from './compress.js';
 import type { BuiltImage } from './image.js';
+import { writeFileAtomic } from '../util/write-file.js';
 
 /**
  * Where a build shares its cache. `mode` `min` (default) shares the final stage's steps, `max`
@@ -91,9 +92,7 @@ export async function writeCacheLayout(store: ContentStore, cache: CacheManifest
   const REF_NAME = 'org.opencontainers.image.ref.name';
   const others = (previous?.manifests ?? []).filter((m) => m.annotations?.[REF_NAME] !== tag);
   const layout: ImageIndex = { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [...others, { ...cache.index, annotations: { [REF_NAME]: tag } }] };
-  const tmp = `${indexPath}.${randomBytes(6).toString('hex')}.tmp`;
-  await writeFile(tmp, JSON.stringify(layout));
-  await rename(tmp, indexPath);
+  await writeFileAtomic(indexPath, JSON.stringify(layout));
 }
 
 /**

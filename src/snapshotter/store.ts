@@ -16,12 +16,13 @@
 
 import { createHash, randomBytes } from 'node:crypto';
 import { linkSync, mkdirSync, readFileSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
-import { chmod, mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { chmod, mkdir, readdir, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { isOwnerAlive, processToken } from '../util/process.js';
 import { listMountPoints, settleUnmount, unmountAll } from './mount.js';
 import { diskUsage } from './fsutil.js';
 import type { Mount, SnapshotInfo, Snapshotter, Usage } from './types.js';
+import { pathExists } from '../util/path-exists.js';
 
 export class SnapshotNotFoundError extends Error {
   readonly code = 'ENOENT';
@@ -230,7 +231,7 @@ export abstract class BaseSnapshotter implements LocalSnapshotter {
       changed = false;
       const keys = new Set(metas.map((m) => m.key));
       for (const m of metas) {
-        const broken = (m.parent !== undefined && !keys.has(m.parent)) || !(await exists(this.fsDir(m.id)));
+        const broken = (m.parent !== undefined && !keys.has(m.parent)) || !(await pathExists(this.fsDir(m.id)));
         if (broken && m.kind === 'committed') {
           await this.forget(m, report);
           changed = true;
@@ -277,7 +278,7 @@ export abstract class BaseSnapshotter implements LocalSnapshotter {
         if (m.owner === undefined || !isOwnerAlive(m.owner)) problems.push({ path, message: `${m.kind} snapshot ${JSON.stringify(m.key)} of a process that is gone`, leftover: true });
         continue;
       }
-      if (!(await exists(this.fsDir(m.id)))) problems.push({ path, message: `committed snapshot ${JSON.stringify(m.key)} lost its data (${this.fsDir(m.id)})`, leftover: false });
+      if (!(await pathExists(this.fsDir(m.id)))) problems.push({ path, message: `committed snapshot ${JSON.stringify(m.key)} lost its data (${this.fsDir(m.id)})`, leftover: false });
       if (m.parent !== undefined && !keys.has(m.parent)) problems.push({ path, message: `committed snapshot ${JSON.stringify(m.key)} lost its parent ${JSON.stringify(m.parent)}`, leftover: false });
     }
     const referenced = new Set(metas.map((m) => m.id));
@@ -439,11 +440,3 @@ function newId(): string {
   return id;
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
