@@ -20,6 +20,11 @@ export interface LayerRecord {
   digest: Digest;
   size: number;
   mediaType: string;
+  /**
+   * When the layer was made (BuildKit's `buildkit/createdat`). The image's history takes a new
+   * layer's time from here, so a rebuild from the cache gives the same config, and image ID.
+   */
+  createdAt?: string;
 }
 
 export interface CacheRecord {
@@ -131,7 +136,7 @@ export class CacheIndex {
   /** The record of `key`, marked as used now unless `peek` (a look that uses nothing: --explain-cache). */
   async get(key: Digest, { peek = false } = {}): Promise<CacheRecord | undefined> {
     try {
-      const record = JSON.parse(await readFile(this.file(key), 'utf8')) as CacheRecord;
+      const record = withLayerTimes(JSON.parse(await readFile(this.file(key), 'utf8')) as CacheRecord);
       const now = new Date();
       if (!peek) await utimes(this.file(key), now, now).catch(() => undefined);
       return record;
@@ -173,4 +178,11 @@ export class CacheIndex {
   private positionFile(dir: string, position: string): string {
     return join(dir, `${createHash('sha256').update(position).digest('hex')}.json`);
   }
+}
+
+/** A record of an older version has no layer times: its own layer was made with the record. */
+function withLayerTimes(record: CacheRecord): CacheRecord {
+  const top = record.layers?.at(-1);
+  if (top && top.createdAt === undefined && record.createdAt) record.layers = [...record.layers.slice(0, -1), { ...top, createdAt: record.createdAt }];
+  return record;
 }

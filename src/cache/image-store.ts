@@ -46,7 +46,8 @@ export class ImageStore {
   }
 
   async init(): Promise<void> {
-    await writeFile(join(this.root, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
+    const layout = join(this.root, 'oci-layout');
+    if (!(await pathExists(layout))) await writeFile(layout, JSON.stringify({ imageLayoutVersion: '1.0.0' }));
     // Created under the lock: a second process starting at the same moment must not write an
     // empty index over a name the first one has just added.
     if (!(await pathExists(this.indexFile))) await this.update((index) => index);
@@ -84,6 +85,9 @@ export class ImageStore {
    * (`builder tag`), replacing whatever it named before (every platform): a build's result.
    */
   async tag(name: string, target: PlatformManifest | Descriptor): Promise<void> {
+    // A rebuild from the cache names the same image again: nothing to write.
+    const current = entryOf(await this.read(), name);
+    if (current && JSON.stringify(current) === JSON.stringify(entryFor(name, target))) return;
     await this.update((index) => named(index, name, target));
   }
 
@@ -162,14 +166,18 @@ function entryOf(index: ImageIndex, name: string): Descriptor | undefined {
 /** `index` with `name` pointing at `target` alone. */
 function named(index: ImageIndex, name: string, target: Descriptor): ImageIndex {
   const others = index.manifests.filter((d) => d.annotations?.[REF_NAME] !== name);
-  const entry: Descriptor = {
+  return { ...index, manifests: [...others, entryFor(name, target)] };
+}
+
+/** The index entry naming `target` `name`. */
+function entryFor(name: string, target: Descriptor): Descriptor {
+  return {
     mediaType: target.mediaType,
     digest: target.digest,
     size: target.size,
     ...(target.platform ? { platform: target.platform } : {}),
     annotations: { [REF_NAME]: name },
   };
-  return { ...index, manifests: [...others, entry] };
 }
 
 /** The platform manifests a name's target stands for: itself, or the entries of its index. */

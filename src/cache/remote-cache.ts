@@ -53,7 +53,7 @@ export function encodeCacheConfig(records: readonly RemoteRecord[], createdAt: s
       if (index === undefined) {
         index = layers.length;
         indexOf.set(id, index);
-        layers.push({ blob: layer.digest, parent, annotations: { mediaType: layer.mediaType, diffID: layer.diffID, size: layer.size, createdAt } });
+        layers.push({ blob: layer.digest, parent, annotations: { mediaType: layer.mediaType, diffID: layer.diffID, size: layer.size, createdAt: layer.createdAt ?? createdAt } });
       }
       parent = index;
     }
@@ -65,7 +65,7 @@ export function encodeCacheConfig(records: readonly RemoteRecord[], createdAt: s
     // A step with no layers (scratch) has nothing to share.
     if (seen.has(key) || chain.length === 0) continue;
     seen.add(key);
-    out.push({ digest: key, layers: [{ layer: chainTop(chain), createdAt }] });
+    out.push({ digest: key, layers: [{ layer: chainTop(chain), createdAt: chain.at(-1)?.createdAt ?? createdAt }] });
   }
   return { layers, records: out };
 }
@@ -85,7 +85,13 @@ export function decodeCacheConfig(config: CacheConfig, describe: (blob: Digest) 
     if (layer && depth <= config.layers.length) {
       const known = describe(layer.blob) ?? {};
       const a = layer.annotations ?? {};
-      const record = { digest: layer.blob, diffID: a.diffID ?? known.diffID, size: a.size ?? known.size, mediaType: a.mediaType ?? known.mediaType };
+      const record = {
+        digest: layer.blob,
+        diffID: a.diffID ?? known.diffID,
+        size: a.size ?? known.size,
+        mediaType: a.mediaType ?? known.mediaType,
+        ...(typeof a.createdAt === 'string' && { createdAt: a.createdAt }),
+      };
       const parent = layer.parent ?? 0;
       const below = parent < 0 ? [] : chainOf(parent, depth + 1);
       if (below && record.diffID && record.size !== undefined && record.mediaType) chain = [...below, record as LayerRecord];
@@ -96,7 +102,10 @@ export function decodeCacheConfig(config: CacheConfig, describe: (blob: Digest) 
   const records = new Map<Digest, LayerRecord[]>();
   for (const record of config.records ?? []) {
     const top = record.layers?.[0]?.layer;
-    const chain = top === undefined ? undefined : chainOf(top);
+    let chain = top === undefined ? undefined : chainOf(top);
+    // An inline cache's layers have no annotations: the record says when its result was made.
+    const made = record.layers?.[0]?.createdAt;
+    if (chain && chain.at(-1)!.createdAt === undefined && typeof made === 'string') chain = [...chain.slice(0, -1), { ...chain.at(-1)!, createdAt: made }];
     if (chain && !records.has(record.digest)) records.set(record.digest, chain);
   }
   return records;

@@ -261,7 +261,7 @@ async function runBuild(opts: BuildOptions, explainOnly: boolean): Promise<{ res
 
     const created = new Date(opts.sourceDateEpoch !== undefined ? opts.sourceDateEpoch * 1000 : Date.now()).toISOString();
     const image = await track(emit, { id: 'export', name: 'exporting to image' }, () =>
-      assembleImage(state.store, { spec: compiled.image, layers: solved.layers, addedLayer: solved.addedLayer, created }),
+      assembleImage(state.store, { spec: compiled.image, layers: solved.layers, addedLayer: solved.addedLayer, created, fixed: opts.sourceDateEpoch !== undefined }),
     );
     // What leaves the machine has compressed layers: made on first need, once per build.
     let shipped: Promise<BuiltImage> | undefined;

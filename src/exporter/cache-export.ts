@@ -105,7 +105,7 @@ export async function withInlineCache(store: ContentStore, image: BuiltImage, re
   const inline = new Map<string, CacheConfigRecord>();
   for (const r of records) {
     if (r.layers.length === 0 || r.layers.length > diffIDs.length || !r.layers.every((l, i) => l.diffID === diffIDs[i])) continue;
-    if (!inline.has(r.key)) inline.set(r.key, { digest: r.key, layers: [{ layer: r.layers.length - 1, createdAt }] });
+    if (!inline.has(r.key)) inline.set(r.key, { digest: r.key, layers: [{ layer: r.layers.length - 1, createdAt: r.layers.at(-1)!.createdAt ?? createdAt }] });
   }
   const cacheRecords = Buffer.from(canonicalJson([...inline.values()])).toString('base64');
   const config = { ...image.config, [INLINE_CACHE_KEY]: cacheRecords };

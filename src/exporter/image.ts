@@ -24,8 +24,13 @@ export interface AssembleOptions {
   layers: LayerRecord[];
   /** The steps (vertices) that added a layer on top of their parent's; other steps' history entries are empty_layer. */
   addedLayer: ReadonlySet<Digest>;
-  /** RFC 3339 time for `created` of the image and of new history entries. */
+  /**
+   * RFC 3339 time of the image and of history entries that get no other (SOURCE_DATE_EPOCH, or
+   * the build's time). With `fixed` (SOURCE_DATE_EPOCH) it is the image's time; otherwise the
+   * image takes its last history entry's time, as BuildKit's does.
+   */
   created: string;
+  fixed?: boolean;
 }
 
 /** Registries and `docker load` want one family of media types per manifest: use OCI's. */
@@ -34,17 +39,12 @@ const OCI_LAYER_TYPES: Record<string, string> = {
 };
 
 export async function assembleImage(store: ContentStore, opts: AssembleOptions): Promise<BuiltImage> {
-  const history: HistoryEntry[] = [];
-  for (const { vertex, ...entry } of opts.spec.history) {
-    const h: HistoryEntry = { created: opts.created, ...entry };
-    if (vertex && opts.addedLayer.has(vertex)) delete h.empty_layer;
-    else if (vertex) h.empty_layer = true;
-    history.push(h);
-  }
+  const history = historyOf(opts);
+  const created = (opts.fixed ? undefined : history.findLast((h) => h.created !== undefined)?.created) ?? opts.created;
 
   const { platform } = opts.spec;
   const config: ImageConfigFile = {
-    created: opts.created,
+    created,
     ...(opts.spec.author ? { author: opts.spec.author } : {}),
     architecture: platform.architecture,
     os: platform.os,
@@ -65,4 +65,40 @@ export async function assembleImage(store: ContentStore, opts: AssembleOptions):
   const manifestBlob = await store.putBytes(canonicalJson(manifest));
   const manifestDescriptor: Descriptor = { mediaType: MediaType.OciManifest, ...manifestBlob };
   return { config, configDescriptor, manifest, manifestDescriptor };
+}
+
+/**
+ * The image's history, times filled in as BuildKit's exporter does: an entry that added a layer
+ * and has no time takes its layer's (when it was made, so a build from the cache keeps it; the
+ * build's time for a layer that does not say); an
+ * entry without a layer takes that of the last layer before it, or, before the first new one,
+ * of the first new one. Base image entries keep their own.
+ */
+function historyOf(opts: AssembleOptions): HistoryEntry[] {
+  const history = opts.spec.history.map(({ vertex, ...entry }): HistoryEntry => {
+    const h: HistoryEntry = { ...entry };
+    if (vertex && opts.addedLayer.has(vertex)) delete h.empty_layer;
+    else if (vertex) h.empty_layer = true;
+    return h;
+  });
+  // History entries name the image's layers bottom up; extra layers (a base image without
+  // history for all of its own) are the lowest ones.
+  let layer = Math.max(0, opts.layers.length - history.filter((h) => !h.empty_layer).length);
+  for (const h of history) {
+    if (h.empty_layer) continue;
+    h.created ??= opts.layers[layer]?.createdAt ?? opts.created;
+    layer++;
+  }
+
+  // Before the first entry without a time: the first time after it; then the previous entry's.
+  const firstMissing = history.findIndex((h) => h.created === undefined);
+  let fill = firstMissing < 0 ? undefined : (history.slice(firstMissing).find((h) => h.created !== undefined) ?? history.findLast((h) => h.created !== undefined))?.created;
+  let missingSeen = false;
+  for (const h of history) {
+    if (h.created === undefined) {
+      missingSeen = true;
+      h.created = fill ?? opts.created;
+    } else if (missingSeen) fill = h.created;
+  }
+  return history;
 }

@@ -920,8 +920,8 @@ export class Solver {
       // A step that holds no cpu slot (a container's) takes one to diff.
       const layer = opts.diffSlot ? await this.scheduler.cpu(diff) : await diff();
       // A step that changed nothing still adds its (empty) layer, as in BuildKit's images.
-      const { empty: _empty, ...record } = layer;
-      const layers = [...parent, record];
+      const { empty: _empty, ...written } = layer;
+      const layers = [...parent, { ...written, createdAt: new Date().toISOString() }];
       committed = await this.commit(chainIDs(layers.map((l) => l.diffID)).at(-1)!, key);
       return layers;
     } finally {

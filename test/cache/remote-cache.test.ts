@@ -29,7 +29,17 @@ describe('remote cache config', () => {
     expect(config.layers).toHaveLength(3);
     expect(config.records.map((r) => r.digest)).toEqual([d('1'), d('2'), d('3'), d('4')]);
     const back = decodeCacheConfig(config, () => undefined);
-    for (const r of records) expect(back.get(r.key)).toEqual(r.layers);
+    // Layers without a time of their own get the export's.
+    for (const r of records) expect(back.get(r.key)).toEqual(r.layers.map((l) => ({ ...l, createdAt: '1970-01-01T00:00:00Z' })));
+  });
+
+  it('keeps the time each layer was made (the image history of a build from the cache takes it)', () => {
+    const made = { ...layer('a'), createdAt: '2026-01-02T03:04:05.000Z' };
+    const config = encodeCacheConfig([{ key: d('1'), layers: [made] }], '2027-01-01T00:00:00Z');
+    expect(decodeCacheConfig(config, () => undefined).get(d('1'))).toEqual([made]);
+    // An inline cache: no layer annotations, the record's time.
+    const inline: CacheConfig = { layers: [{ blob: d('a'), parent: -1 }], records: [{ digest: d('2'), layers: [{ layer: 0, createdAt: '2026-05-05T00:00:00Z' }] }] };
+    expect(decodeCacheConfig(inline, () => layer('a')).get(d('2'))?.[0]?.createdAt).toBe('2026-05-05T00:00:00Z');
   });
 
   it('leaves out a step without layers', () => {

@@ -42,6 +42,8 @@ describe('builder build: the seed multi-stage example', () => {
   let ctx: string;
   let root: string;
   const tag = () => `${fx.registry.host}/user/app:1.2`;
+  const pushedDigest = (stdout: string) => /@(sha256:[a-f0-9]{64})/.exec(stdout)?.[1];
+  let firstPush: string | undefined;
   const buildArgs = () => ['build', '--network', 'none', '--root', root, '--progress', 'json', '-t', tag(), '-f', join(ctx, 'Dockerfile.dev'), '--push', ctx];
 
   beforeAll(async () => {
@@ -64,8 +66,8 @@ describe('builder build: the seed multi-stage example', () => {
     expect(r.stdout).toMatch(new RegExp(`pushed ${tag().replace(/[.]/g, '\\.')}@sha256:[a-f0-9]{64}`));
 
     const inspect = JSON.parse(run('skopeo', ['inspect', '--tls-verify=false', `docker://${tag()}`])) as { Digest: string; Layers: string[] };
-    const pushedDigest = r.stdout.match(/@(sha256:[a-f0-9]{64})/)![1];
-    expect(inspect.Digest).toBe(pushedDigest);
+    firstPush = pushedDigest(r.stdout);
+    expect(inspect.Digest).toBe(firstPush);
 
     const layout = join(fx.work, 'seed-layout');
     run('skopeo', ['copy', '--src-tls-verify=false', `docker://${tag()}`, `oci:${layout}:app`]);
@@ -86,9 +88,12 @@ describe('builder build: the seed multi-stage example', () => {
     expect(config.process.env.some((e) => e.startsWith('PATH='))).toBe(true);
   });
 
-  it('rebuilding with nothing changed reports every step CACHED and starts no container', async () => {
+  it('rebuilding with nothing changed reports every step CACHED, starts no container and pushes the same image', async () => {
     const r = await runBuilder(buildArgs());
     expect(r.code, r.stderr).toBe(0);
+    // As with BuildKit, the image's times are those of its layers, so a build from the cache is
+    // the same image (the same ID and manifest), not a copy with a new date.
+    expect(pushedDigest(r.stdout)).toBe(firstPush);
     const { ran, cached } = stepsByStatus(r.stderr);
     expect(ran.filter((n) => !/FROM /.test(n))).toEqual([]);
     expect(cached.filter((n) => /RUN /.test(n))).toHaveLength(2);
