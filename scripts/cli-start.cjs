@@ -22,7 +22,8 @@ if (process.env.BUILDER_DEBUG || argv.includes('--debug') || argv.includes('-D')
 }
 
 function run() {
-  const source = readFileSync(script, 'utf8');
+  // ASCII only (scripts/bundle.mjs sees to it): as Latin-1 it is one byte per character for V8.
+  const source = readFileSync(script, 'latin1');
   const compiled = new vm.Script(Module.wrap(source), { filename: script, cachedData: cachedData() });
   // `npm run build` only: the functions this run compiled become the cache.
   const out = process.env.BUILDER_CODE_CACHE_OUT;

@@ -56,6 +56,19 @@ describe('bin/builder start-up', () => {
     expect(r.stdout.startsWith('Usage: BUILDER [--debug] build')).toBe(true);
   });
 
+  it('reads the bundle as the source means it: µs and μs (escaped in the bundle) are microseconds', () => {
+    work = mkdtempSync(join(tmpdir(), 'builder-start-'));
+    writeFileSync(join(work, 'Dockerfile'), 'FROM scratch\nHEALTHCHECK --interval=1500µs --timeout=2000μs CMD ["true"]\n');
+    const root = join(work, 'root');
+    const built = spawnSync(BUILDER_BIN, ['build', '--root', root, '-q', '-t', 'health:1', work], { encoding: 'utf8' });
+    expect(built.stderr).toBe('');
+    expect(built.status).toBe(0);
+    const inspected = spawnSync(BUILDER_BIN, ['inspect', '--root', root, 'health:1'], { encoding: 'utf8' });
+    expect(inspected.status).toBe(0);
+    const [image] = JSON.parse(inspected.stdout) as Array<{ Config: { Healthcheck: { Interval: number; Timeout: number } } }>;
+    expect(image!.Config.Healthcheck).toMatchObject({ Interval: 1_500_000, Timeout: 2_000_000 });
+  });
+
   it('works with a damaged code cache', () => {
     const dir = copyOfBundle();
     truncateSync(join(dir, 'builder.cjs.cache'), 1000);
