@@ -4,7 +4,7 @@
 // Modules behind dynamic imports (the build machinery, the registry client, login) are still
 // evaluated only when a command needs them.
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { build } from 'esbuild';
@@ -62,11 +62,14 @@ function train() {
     writeFileSync(join(context, 'hello.txt'), 'hello\n');
     writeFileSync(join(context, 'Dockerfile'), 'FROM scratch AS base\nCOPY hello.txt /\n\nFROM base\nCOPY --from=base /hello.txt /copy.txt\nENV GREETING=hello\n');
     const args = ['build', '--root', join(dir, 'state'), '--progress', 'plain', '-t', 'bundle-training:1', context];
-    const first = spawnSync('bin/builder', args, { encoding: 'utf8' });
-    const cached = first.status === 0 && spawnSync('bin/builder', args, { encoding: 'utf8', env: { ...process.env, BUILDER_CODE_CACHE_OUT: `${SCRIPT}.cache` } });
-    if (!cached || cached.status !== 0) {
-      const failed = cached || first;
-      console.warn(`bundle: no code cache (the training build failed: ${(failed.stderr || String(failed.error)).trim()})`);
+    // Under --debug the starter loads the script without the cache, and would make none.
+    const { BUILDER_DEBUG: _, ...env } = process.env;
+    const first = spawnSync('bin/builder', args, { encoding: 'utf8', env });
+    const cached = first.status === 0 && spawnSync('bin/builder', args, { encoding: 'utf8', env: { ...env, BUILDER_CODE_CACHE_OUT: `${SCRIPT}.cache` } });
+    const failed = !cached ? first : cached.status !== 0 ? cached : undefined;
+    if (failed || !existsSync(`${SCRIPT}.cache`)) {
+      const reason = failed ? `the training build failed: ${(failed.stderr || String(failed.error)).trim()}` : 'the training build wrote none';
+      console.warn(`bundle: no code cache (${reason})`);
       rmSync(`${SCRIPT}.cache`, { force: true });
     }
   } finally {
