@@ -1,6 +1,6 @@
 // Starts the bundled command line (builder.cjs, one CommonJS file: no ESM loader, one read) from
 // V8's code cache (builder.cjs.cache, made by `npm run build` from a training run), so that V8
-// neither parses the megabyte of script nor compiles the functions a build runs. The cache is
+// neither parses the whole script nor compiles the functions a build runs. The cache is
 // used only when it is at least as new as the script: V8 checks its version and flags, but of the
 // source only its length. V8 refuses a cache made by another Node version, and then compiles
 // as usual.
@@ -35,7 +35,6 @@ function run() {
   }
   const mod = new Module(script, module);
   mod.filename = script;
-  mod.paths = Module._nodeModulePaths(__dirname);
   compiled.runInThisContext().call(mod.exports, mod.exports, Module.createRequire(script), mod, script, __dirname);
 }
 
