@@ -65,7 +65,7 @@ const warmups = options.quick ? 0 : 1;
 const wantedPeers = options.peers.split(',').filter(Boolean);
 for (const p of wantedPeers) if (!PEERS.includes(p)) usage(`unknown peer "${p}" (known: ${PEERS.join(', ')})`);
 if (!['private', 'running'].includes(options.docker)) usage(`--docker must be private or running, not "${options.docker}"`);
-if (!existsSync(join(HERE, '../dist/cli-bundle/main.js'))) usage('builder is not compiled: run npm run build first');
+if (!existsSync(join(HERE, '../dist/cli-bundle/start.cjs'))) usage('builder is not compiled: run npm run build first');
 for (const cmd of ['runc', 'docker-registry', 'skopeo', 'busybox', 'tar']) {
   if (!has(cmd)) usage(`${cmd} is not installed (bash scripts/test.sh installs what the bench needs)`);
 }

@@ -48,10 +48,10 @@ import {
   isOpaqueDirSync,
   isOverlayWhiteout,
   lstatOrUndefinedSync,
+  setAttributeSync,
   writeSparseSync,
   writeXattrsSync,
 } from './fsutil.js';
-import { setAttributeSync } from 'fs-xattr';
 import { entryXattrs, type EntryBody, type EntryHeader } from './layer-reader.js';
 import type { SnapshotLayout } from './store.js';
 

@@ -24,10 +24,21 @@ import {
   utimesSync,
   writeSync,
 } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import { getAttributeSync, listAttributesSync, setAttributeSync } from 'fs-xattr';
 import { runShort } from '../util/command.js';
 import type { Usage } from './types.js';
+
+type Xattr = typeof import('fs-xattr');
+let xattrModule: Xattr | undefined;
+/** fs-xattr, loaded on first use: loading the native addon is a cost a fully cached build need not pay. */
+function xattr(): Xattr {
+  return (xattrModule ??= createRequire(import.meta.url)('fs-xattr') as Xattr);
+}
+export const getAttributeSync: Xattr['getAttributeSync'] = (path, attr) => xattr().getAttributeSync(path, attr);
+export const listAttributesSync: Xattr['listAttributesSync'] = (path) => xattr().listAttributesSync(path);
+export const setAttributeSync: Xattr['setAttributeSync'] = (path, attr, value) => xattr().setAttributeSync(path, attr, value);
+export const setAttribute: Xattr['setAttribute'] = (path, attr, value) => xattr().setAttribute(path, attr, value);
 
 export const OVERLAY_OPAQUE_XATTR = 'trusted.overlay.opaque';
 /** overlayfs bookkeeping xattrs: never copied into or out of layers. */

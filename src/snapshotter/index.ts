@@ -9,9 +9,8 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { setAttribute } from 'fs-xattr';
 import { processToken } from '../util/process.js';
-import { mknod, OVERLAY_OPAQUE_XATTR } from './fsutil.js';
+import { mknod, OVERLAY_OPAQUE_XATTR, setAttribute } from './fsutil.js';
 import { mountAll, unmountAll } from './mount.js';
 import { NativeSnapshotter } from './native.js';
 import { OVERLAY_OPTIONS, OverlaySnapshotter } from './overlay.js';

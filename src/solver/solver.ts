@@ -38,7 +38,6 @@ import type { AgentConnector, RunResult, RunSpec } from '../executor/runc.js';
 import { settleUnmount, SnapshotExistsError, unpackLayer, withMounts, writeLayer, type LocalSnapshotter, type Mount } from '../snapshotter/index.js';
 import { copyAction, makeFile, mkdirAll, resolveOwner, selectWithExclude, writeCopiedFile, writeScripts, type CopyReuse, type Owner } from './file/index.js';
 import { copyFamily, earlierCopy, recordCopy, type CopyHistory } from './copy-history.js';
-import { download } from '../source/http.js';
 import { StepError } from './errors.js';
 import { Scheduler, type StepKind } from './scheduler.js';
 import { track, type ProgressListener } from '../progress.js';
@@ -471,6 +470,8 @@ export class Solver {
     }
     let contentDigest: Digest | undefined;
     const body = await this.run(digest, v, 'network', async () => {
+      // The HTTP client (http, https, tls) is loaded only by a build that downloads.
+      const { download } = await import('../source/http.js');
       const res = await download(op.url, this.opts.signal);
       const url = redactCredentials(op.url);
       if (res.status < 200 || res.status >= 300) throw new StepError(v.meta, `failed to download ${url}: HTTP ${res.status} ${res.statusText}`);
