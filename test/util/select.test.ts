@@ -1,4 +1,5 @@
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { lstatSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -34,6 +35,22 @@ describe('selecting COPY sources', () => {
     }
     const count = [...walk(dir, '.')].length;
     expect(count).toBe(1 + 4 + 1500 + 2);
+  });
+});
+
+describe('walking a source', () => {
+  it('lists entries in byte order, names past U+D7FF too, each with its lstat', async () => {
+    const names = ['b', '\u{1F600}', '\uE000', 'a', 'A', 'é'];
+    await mkdir(join(dir, 'n'));
+    for (const n of names) await writeFile(join(dir, 'n', n), n);
+    await symlink('a', join(dir, 'n', 'link'));
+    const entries = [...walk(dir, 'n')];
+    const byBytes = [...names, 'link'].sort((x, y) => Buffer.compare(Buffer.from(x), Buffer.from(y)));
+    expect(entries.map((e) => e.rel)).toEqual(['n', ...byBytes.map((n) => `n/${n}`)]);
+    for (const e of entries) {
+      const st = lstatSync(join(dir, e.rel));
+      expect([e.abs, e.type, e.stats.ino, e.size, e.mode]).toEqual([join(dir, e.rel), e.rel === 'n' ? 'dir' : e.rel === 'n/link' ? 'symlink' : 'file', st.ino, st.size, st.mode]);
+    }
   });
 });
 
