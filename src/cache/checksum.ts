@@ -80,10 +80,11 @@ export class StatCache {
 
   async save(): Promise<void> {
     if (!this.file || !this.dirty) return;
-    const entries = new Map(this.stored.kept());
+    // Loaded entries are copied from the loaded columns as they are: no round trip through hex.
+    const entries = new Map<string, Remembered | number>(this.stored.kept());
     for (const [abs, e] of this.hashed) entries.set(abs, e);
     await mkdir(dirname(this.file), { recursive: true });
-    await writeFileAtomic(this.file, encode(entries, this.prefix));
+    await writeFileAtomic(this.file, encode(entries, this.prefix, this.stored));
     // The JSON file of earlier versions, keyed by the same root.
     await rm(this.file.replace(/\.stat$/, '.json'), { force: true });
     this.dirty = false;
@@ -158,18 +159,20 @@ class Stored {
     return `sha256:${this.digests.toString('hex', i * SHA256, (i + 1) * SHA256)}`;
   }
 
-  /** The entries to save again: those under the root, and those outside it that were used. */
-  *kept(): Generator<[string, Remembered]> {
-    const n = this.numbers;
-    for (const [abs, i] of this.index) {
-      if (this.outside.has(abs) && !this.used.has(abs)) continue;
-      const o = i * NUMBERS;
-      yield [abs, { size: n[o]!, mtimeMs: n[o + 1]!, ctimeMs: n[o + 2]!, ino: n[o + 3]!, hex: this.digests.toString('hex', i * SHA256, (i + 1) * SHA256) }];
-    }
+  /** The entries to save again, by index: those under the root, and those outside it that were used. */
+  *kept(): Generator<[string, number]> {
+    for (const [abs, i] of this.index) if (!this.outside.has(abs) || this.used.has(abs)) yield [abs, i];
+  }
+
+  /** Copies entry `i`'s stat fields and digest to position `j` of another file's columns. */
+  copy(i: number, numbers: Float64Array, digests: Buffer, j: number): void {
+    numbers.set(this.numbers.subarray(i * NUMBERS, (i + 1) * NUMBERS), j * NUMBERS);
+    this.digests.copy(digests, j * SHA256, i * SHA256, (i + 1) * SHA256);
   }
 }
 
-function encode(entries: ReadonlyMap<string, Remembered>, prefix: string): Buffer {
+/** The file's bytes for `entries`: each either new, or the index of a loaded one in `stored`. */
+function encode(entries: ReadonlyMap<string, Remembered | number>, prefix: string, stored: Stored): Buffer {
   const paths = [...entries.keys()].map((abs) => (abs.startsWith(prefix) ? abs.slice(prefix.length) : abs)).sort();
   const count = paths.length;
   const numbers = new Float64Array(count * NUMBERS);
@@ -177,16 +180,23 @@ function encode(entries: ReadonlyMap<string, Remembered>, prefix: string): Buffe
   const shared = new Uint16Array(count);
   const rests: string[] = [];
   let previous = '';
-  paths.forEach((path, i) => {
+  paths.forEach((path, j) => {
     const e = entries.get(path.startsWith('/') ? path : prefix + path)!;
-    numbers.set([e.size, e.mtimeMs, e.ctimeMs, e.ino], i * NUMBERS);
-    digests.write(e.hex, i * SHA256, 'hex');
+    if (typeof e === 'number') stored.copy(e, numbers, digests, j);
+    else {
+      const o = j * NUMBERS;
+      numbers[o] = e.size;
+      numbers[o + 1] = e.mtimeMs;
+      numbers[o + 2] = e.ctimeMs;
+      numbers[o + 3] = e.ino;
+      digests.write(e.hex, j * SHA256, 'hex');
+    }
     let same = 0;
     const most = Math.min(path.length, previous.length, 0xffff);
     while (same < most && path.charCodeAt(same) === previous.charCodeAt(same)) same++;
     // Never between the two halves of a surrogate pair: a lone half does not survive UTF-8.
     if (same > 0 && (path.charCodeAt(same - 1) & 0xfc00) === 0xd800) same--;
-    shared[i] = same;
+    shared[j] = same;
     rests.push(path.slice(same));
     previous = path;
   });

@@ -131,7 +131,11 @@ describe('content checksums of COPY sources', () => {
       await third.save();
       const fourth = await StatCache.load(cacheDir, dir);
       expect(fourth.cached(otherFile())).toBeUndefined();
-      expect(fourth.cached([...walk(dir, 'new.txt')][0]!)).toMatch(/^sha256:/);
+      // What was loaded and saved again is remembered as it was.
+      for (const name of ['new.txt', 'package.json', 'src/lib/b.js']) {
+        const entry = [...walk(dir, name)][0]!;
+        expect(fourth.cached(entry)).toBe(await StatCache.memory().fileDigest(entry));
+      }
     } finally {
       await rm(other, { recursive: true, force: true });
       await rm(cacheDir, { recursive: true, force: true });
