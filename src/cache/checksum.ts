@@ -5,19 +5,15 @@
 // (size, mtime, ctime, inode) in a StatCache. Which files are selected is src/util/select.ts.
 
 import { createHash } from 'node:crypto';
-import { createReadStream, readFileSync, readlinkSync, statSync, type Stats } from 'node:fs';
+import { createReadStream, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Digest } from '../oci/types.js';
-import { rootPrefix, sameStatKey, walk, type Source, type SourceFilter, type WalkEntry } from '../util/select.js';
+import { rootPrefix, sameStatKey, walk, type Source, type SourceFilter, type StatKeyFields, type WalkEntry } from '../util/select.js';
 import { writeFileAtomic } from '../util/write-file.js';
 
 /** What the cache remembers of a file: the stat fields of the version it hashed, and the digest. */
-interface Remembered {
-  size: number;
-  mtimeMs: number;
-  ctimeMs: number;
-  ino: number;
+interface Remembered extends StatKeyFields {
   /** The sha256 digest, hex. */
   hex: string;
 }
@@ -62,7 +58,7 @@ export class StatCache {
     const st = entry.stats;
     const h = this.hashed.get(entry.abs);
     if (h === undefined) return this.stored.digest(entry.abs, st);
-    return h.size === st.size && h.mtimeMs === st.mtimeMs && h.ctimeMs === st.ctimeMs && h.ino === st.ino ? `sha256:${h.hex}` : undefined;
+    return sameStatKey(h, st) ? `sha256:${h.hex}` : undefined;
   }
 
   async fileDigest(entry: WalkEntry): Promise<Digest> {
@@ -149,7 +145,7 @@ class Stored {
     return new Stored(index, numbers, digests, outside);
   }
 
-  digest(abs: string, st: Stats): Digest | undefined {
+  digest(abs: string, st: StatKeyFields): Digest | undefined {
     const i = this.index.get(abs);
     if (i === undefined) return undefined;
     const n = this.numbers;
@@ -242,7 +238,7 @@ export async function checksumSources(root: string, sources: readonly Source[], 
       if (e.type === 'file') content = opts.statCache.cached(e) ?? (await opts.statCache.fileDigest(e));
       // Synchronous: microseconds, where a thread-pool round trip per link costs more.
       else if (e.type === 'symlink') content = readlinkSync(e.abs);
-      const st: Stats = e.stats;
+      const st = e.stats;
       const owner = opts.includeOwners ? `${st.uid}:${st.gid}` : '';
       const mode = (st.mode & 0o7777).toString(8);
       lines += `${e.rel}\0${e.type}\0${mode}\0${owner}\0${content}\n`;

@@ -139,11 +139,14 @@ export interface WalkEntry {
   readonly statKey: string;
 }
 
+/** The fields of an lstat that tell one version of a file from another. */
+export type StatKeyFields = Pick<Stats, 'size' | 'mtimeMs' | 'ctimeMs' | 'ino'>;
+
 /**
  * Whether two lstats of one path show the same file version: size, mtime, ctime and inode. The
  * milliseconds are floats with sub-microsecond precision, and any write moves ctime as well.
  */
-export function sameStatKey(a: Stats, b: Stats): boolean {
+export function sameStatKey(a: StatKeyFields, b: StatKeyFields): boolean {
   return a.size === b.size && a.mtimeMs === b.mtimeMs && a.ctimeMs === b.ctimeMs && a.ino === b.ino;
 }
 
@@ -198,7 +201,8 @@ export function* walk(root: string, rel: string, filter: SourceFilter = {}): Gen
     const current = pending.pop()!;
     const abs = current === '.' ? root : prefix + current;
     // Synchronous: one lstat costs microseconds, a thread-pool round trip per file much more.
-    // Not bigint: those stats cost several times more to make, and floats tell changes as well.
+    // Not bigint: BigInt fields cost more to make and to format, and float milliseconds tell a
+    // change as well (see sameStatKey).
     const st = lstatSync(abs);
     const type: EntryType = st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'other';
     const excluded = current !== '.' && excludes !== undefined && excludes(current);
