@@ -169,7 +169,8 @@ class Stored {
 
 /** The file's bytes for `entries`: each either new, or the index of a loaded one in `stored`. */
 function encode(entries: ReadonlyMap<string, Remembered | number>, prefix: string, stored: Stored): Buffer {
-  const paths = [...entries.keys()].map((abs) => (abs.startsWith(prefix) ? abs.slice(prefix.length) : abs)).sort();
+  // A relative path outside the root could not be told from one below it: not kept.
+  const paths = [...entries.keys()].flatMap((abs) => (abs.startsWith(prefix) ? [abs.slice(prefix.length)] : abs.startsWith('/') ? [abs] : [])).sort();
   const count = paths.length;
   const numbers = new Float64Array(count * NUMBERS);
   const digests = Buffer.alloc(count * SHA256);
