@@ -16,11 +16,39 @@ const ignore = createRequire(import.meta.url)('@balena/dockerignore') as (option
 export type PathFilter = (relPath: string) => boolean;
 
 /** A `.dockerignore` matcher with Docker's rules; `undefined` when nothing is excluded. */
-export function dockerignoreFilter(patterns: readonly string[]): { excluded: PathFilter; hasExceptions: boolean } | undefined {
+export function dockerignoreFilter(patterns: readonly string[]): Required<SourceFilter> | undefined {
   if (patterns.length === 0) return undefined;
   const ig = ignore({ ignorecase: false }).add([...patterns]);
-  return { excluded: (p) => ig.ignores(p), hasExceptions: patterns.some((p) => p.startsWith('!')) };
+  return { excluded: (p) => ig.ignores(p), hasExceptions: patterns.some((p) => p.startsWith('!')), settled: settledBelow(patterns) };
 }
+
+/**
+ * For `settled` (see SourceFilter): Docker matches a rule of k components against a path and
+ * against the first k components of its parent, so below a directory of m ≥ k components such a
+ * rule decides as it did for the directory. A rule of more components can only differ there if
+ * the directory's components match its first ones. Only rules whose components are plain globs
+ * (`*`, `?`, and characters that mean themselves in the matcher's regexp) are reasoned about;
+ * with any other rule nothing is settled.
+ */
+function settledBelow(patterns: readonly string[]): (dir: string) => boolean {
+  const rules: RegExp[][] = [];
+  for (const pattern of patterns) {
+    // The matcher's own test for a line that is no rule.
+    if (!pattern || pattern.indexOf('#') === 0 || pattern.trim() === '') continue;
+    let p = pattern.trim();
+    if (p.startsWith('!')) p = p.slice(1).trim();
+    const parts = posix.normalize(p).replace(/\/+$/, '').replace(/^\/+/, '').split('/');
+    if (parts.some((c) => c === '.' || c === '..' || c.includes('**') || !PLAIN_GLOB.test(c))) return () => false;
+    rules.push(parts.map((c) => new RegExp(`^${c.replace(/\./g, '\\.').replace(/\*/g, '[^/]*').replace(/\?/g, '[^/]')}$`)));
+  }
+  return (dir) => {
+    const parts = dir.split('/');
+    return rules.every((globs) => globs.length <= parts.length || parts.some((c, i) => !globs[i]!.test(c)));
+  };
+}
+
+/** A pattern component the walk can reason about: no `**`, classes, escapes or regexp syntax. */
+const PLAIN_GLOB = /^[\w.*?@%~,:= -]+$/;
 
 /** A COPY/ADD source that is not there; `path` is relative to the source's root, as written. */
 export class SourceNotFoundError extends Error {
@@ -43,6 +71,11 @@ export interface SourceFilter {
   excluded?: PathFilter;
   /** With `!` exceptions an excluded directory may still hold included files: descend anyway. */
   hasExceptions?: boolean;
+  /**
+   * True when every path below directory `dir` is excluded exactly when `dir` is: the walk then
+   * asks `excluded` nothing more below it (and skips it whole when it is excluded).
+   */
+  settled?: (dir: string) => boolean;
 }
 
 /**
@@ -195,23 +228,31 @@ export function rootPrefix(root: string): string {
  */
 export function* walk(root: string, rel: string, filter: SourceFilter = {}): Generator<WalkEntry> {
   const prefix = rootPrefix(root);
-  const excludes = filter.excluded;
+  const { excluded: excludes, settled } = filter;
   const pending = [rel];
+  // Beside each pending path: whether it is excluded, when a settled directory above decided it.
+  const decided: Array<boolean | undefined> = [undefined];
   while (pending.length > 0) {
     const current = pending.pop()!;
+    const inherited = decided.pop();
     const abs = current === '.' ? root : prefix + current;
     // Synchronous: one lstat costs microseconds, a thread-pool round trip per file much more.
     // Not bigint: BigInt fields cost more to make and to format, and float milliseconds tell a
     // change as well (see sameStatKey).
     const st = lstatSync(abs);
     const type: EntryType = st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'other';
-    const excluded = current !== '.' && excludes !== undefined && excludes(current);
+    const excluded = current !== '.' && excludes !== undefined && (inherited ?? excludes(current));
     if (!excluded) yield new Entry(current, abs, type, st);
     if (type !== 'dir' || (excluded && !filter.hasExceptions)) continue;
+    const below = inherited ?? (current !== '.' && settled?.(current) ? excluded : undefined);
+    if (below === true) continue;
     const names = childNames(abs, current, filter);
     const dir = current === '.' ? '' : `${current}/`;
     // Pushed last first, so that they come off the stack in byte order.
-    for (let i = names.length - 1; i >= 0; i--) pending.push(dir + names[i]!);
+    for (let i = names.length - 1; i >= 0; i--) {
+      pending.push(dir + names[i]!);
+      decided.push(below);
+    }
   }
 }
 

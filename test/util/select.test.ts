@@ -54,6 +54,37 @@ describe('walking a source', () => {
   });
 });
 
+describe('.dockerignore in a walk', () => {
+  it('excludes what the matcher excludes path by path, also where a directory settles its subtree', async () => {
+    const files = ['a/b/c.txt', 'a/b/keep', 'a/x.log', 'a/b/d/e.log', 'node_modules/m/index.js', 'node_modules/m/x.log', 'src/main.log', 'src/b/c', 'd/e/f/g', 'd/e/h', 'xy', 'important.txt', 'docs/a b/c.md'];
+    for (const f of files) {
+      await mkdir(dirname(join(dir, f)), { recursive: true });
+      await writeFile(join(dir, f), f);
+    }
+    const patternSets = [
+      ['node_modules', '*.log'],
+      ['*/b', '!a/b/keep'],
+      ['a', '!a/b/c.txt'],
+      ['a/*/c*', 'x?'],
+      ['**/*.log', '!src/**'],
+      ['d/e', '!d/e/f/g'],
+      ['src/', '/node_modules/m', '# a comment', ' #not a comment'],
+      ['*.txt', '!important.txt', 'docs/a b'],
+      ['a|b', '*/*/d'],
+      ['!', 'a/[b]/c.txt', 'src\\/b'],
+      ['./a/../src/b', 'node_modules/*/x.log', '!node_modules/m'],
+    ];
+    for (const patterns of patternSets) {
+      const filter = dockerignoreFilter(patterns)!;
+      const walked = [...walk(dir, '.', filter)].map((e) => e.rel);
+      // Each path on its own: excluded by the matcher, or below a directory excluded without exceptions.
+      const all = [...walk(dir, '.')].map((e) => e.rel).filter((rel) => rel !== '.');
+      const expected = all.filter((rel) => !filter.excluded(rel) && (filter.hasExceptions || !rel.split('/').some((_, i, parts) => i > 0 && filter.excluded(parts.slice(0, i).join('/')))));
+      expect({ patterns, walked }).toEqual({ patterns, walked: ['.', ...expected] });
+    }
+  });
+});
+
 describe('compareBytes', () => {
   it('orders names by their UTF-8 bytes, past U+D800 too (where UTF-16 order differs)', () => {
     const names = ['b', '\u{1F600}', 'a-b', '\uE000', 'a', 'A', 'é', 'a.b', '\uFFFD'];
