@@ -5,65 +5,215 @@
 // (size, mtime, ctime, inode) in a StatCache. Which files are selected is src/util/select.ts.
 
 import { createHash } from 'node:crypto';
-import { createReadStream, readFileSync, readlinkSync } from 'node:fs';
-import { mkdir, readFile, stat } from 'node:fs/promises';
+import { createReadStream, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Digest } from '../oci/types.js';
-import { walk, type Source, type SourceFilter, type WalkEntry } from '../util/select.js';
+import { rootPrefix, sameStatKey, walk, type Source, type SourceFilter, type StatKeyFields, type WalkEntry } from '../util/select.js';
 import { writeFileAtomic } from '../util/write-file.js';
 
-/** Remembers file digests by stat fields; persisted as one JSON file per source root. */
+/** What the cache remembers of a file: the stat fields of the version it hashed, and the digest. */
+interface Remembered extends StatKeyFields {
+  /** The sha256 digest, hex. */
+  hex: string;
+}
+
+/**
+ * Remembers file digests by stat fields, by absolute path; persisted as one file per source
+ * root. Files outside the root (another context, a stage's files) are kept only while builds use
+ * them: a stage's files are read at a new path each time and would otherwise pile up.
+ */
 export class StatCache {
-  private entries = new Map<string, { k: string; d: Digest }>();
+  /** Digests hashed by this process. */
+  private readonly hashed = new Map<string, Remembered>();
   private dirty = false;
 
-  private constructor(private readonly file: string | undefined) {}
+  private constructor(
+    private readonly file: string | undefined,
+    /** The source root's path with a trailing `/` (see rootPrefix): stored paths are relative to it. */
+    private readonly prefix: string,
+    /** What the file held when loaded. */
+    private readonly stored: Stored = Stored.EMPTY,
+  ) {}
 
   static memory(): StatCache {
-    return new StatCache(undefined);
+    return new StatCache(undefined, '/');
   }
 
   static async load(cacheDir: string, sourceRoot: string): Promise<StatCache> {
     const id = createHash('sha256').update(sourceRoot).digest('hex').slice(0, 32);
-    const cache = new StatCache(join(cacheDir, `${id}.json`));
+    const file = join(cacheDir, `${id}.stat`);
+    const prefix = rootPrefix(sourceRoot);
+    let stored: Stored | undefined;
     try {
-      const data = JSON.parse(await readFile(cache.file!, 'utf8')) as Record<string, { k: string; d: Digest }>;
-      cache.entries = new Map(Object.entries(data));
+      stored = Stored.decode(await readFile(file), prefix);
     } catch {
       // no cache yet, or unreadable: start empty
     }
-    return cache;
+    return new StatCache(file, prefix, stored);
+  }
+
+  /** The digest remembered for `entry` (a regular file) when its stat fields still match. */
+  cached(entry: WalkEntry): Digest | undefined {
+    const st = entry.stats;
+    const h = this.hashed.get(entry.abs);
+    if (h === undefined) return this.stored.digest(entry.abs, st);
+    return sameStatKey(h, st) ? `sha256:${h.hex}` : undefined;
   }
 
   async fileDigest(entry: WalkEntry): Promise<Digest> {
-    const hit = this.entries.get(entry.abs);
-    if (hit && hit.k === entry.statKey) return hit.d;
-    const digest = await hashFile(entry.abs, entry.size);
+    const cached = this.cached(entry);
+    if (cached !== undefined) return cached;
+    const hex = await hashFile(entry.abs, entry.size);
     // A file changed while being hashed gets a new ctime: only remember stable reads.
-    const after = await stat(entry.abs, { bigint: true });
-    if (`${after.size}:${after.mtimeNs}:${after.ctimeNs}:${after.ino}` === entry.statKey) {
-      this.entries.set(entry.abs, { k: entry.statKey, d: digest });
+    const st = entry.stats;
+    if (sameStatKey(statSync(entry.abs), st)) {
+      this.hashed.set(entry.abs, { size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, ino: st.ino, hex });
       this.dirty = true;
     }
-    return digest;
+    return `sha256:${hex}`;
   }
 
   async save(): Promise<void> {
     if (!this.file || !this.dirty) return;
+    // Loaded entries are copied from the loaded columns as they are: no round trip through hex.
+    const entries = new Map<string, Remembered | number>(this.stored.kept());
+    for (const [abs, e] of this.hashed) entries.set(abs, e);
     await mkdir(dirname(this.file), { recursive: true });
-    await writeFileAtomic(this.file, JSON.stringify(Object.fromEntries(this.entries)));
+    await writeFileAtomic(this.file, encode(entries, this.prefix, this.stored));
+    // The JSON file of earlier versions, keyed by the same root.
+    await rm(this.file.replace(/\.stat$/, '.json'), { force: true });
     this.dirty = false;
   }
 }
 
+// The file: HEADER (16 bytes), u32 count, u32 bytes of paths, then one column per field, so
+// that loading is one pass over the paths and the rest is read in place:
+//   f64 × 4 per file: size, mtimeMs, ctimeMs, ino (native byte order: a foreign file only misses)
+//   32 bytes per file: the sha256
+//   u16 per file: UTF-16 units of the path shared with the previous one (paths are sorted)
+//   the rest of each path, UTF-8, NUL-separated
+// Paths are relative to the root; files outside it are absolute. A 7.5k-file context's cache
+// loads in a few milliseconds (its JSON took tens to parse) and is less than half the size.
+const HEADER = Buffer.from('builder stat v2\n');
+const TOP = HEADER.length + 8;
+const NUMBERS = 4;
+const SHA256 = 32;
+
+/** The entries a cache file held: stat fields and digests stay in the file's bytes until asked for. */
+class Stored {
+  static readonly EMPTY = new Stored(new Map(), new Float64Array(0), Buffer.alloc(0), new Set());
+  /** Entries outside the root that were used, and so are saved again. */
+  private readonly used = new Set<string>();
+
+  private constructor(
+    /** Absolute path → index in the columns. */
+    private readonly index: ReadonlyMap<string, number>,
+    private readonly numbers: Float64Array,
+    private readonly digests: Buffer,
+    /** The absolute paths of entries outside the root. */
+    private readonly outside: ReadonlySet<string>,
+  ) {}
+
+  /** Reads a file that encode() wrote; throws when it is not one. */
+  static decode(file: Buffer, prefix: string): Stored {
+    if (file.length < TOP || !file.subarray(0, HEADER.length).equals(HEADER)) throw new Error('not a stat cache of this version');
+    const count = file.readUInt32LE(HEADER.length);
+    const pathBytes = file.readUInt32LE(HEADER.length + 4);
+    if (file.length !== TOP + count * (NUMBERS * 8 + SHA256 + 2) + pathBytes) throw new Error('truncated stat cache');
+    // Typed arrays need aligned offsets: a copy starts at offset 0 of its own memory.
+    const data = file.byteOffset % 8 === 0 ? file : Buffer.from(new Uint8Array(file));
+    let at = data.byteOffset + TOP;
+    const numbers = new Float64Array(data.buffer, at, count * NUMBERS);
+    at += count * NUMBERS * 8;
+    const digests = Buffer.from(data.buffer, at, count * SHA256);
+    at += count * SHA256;
+    const shared = new Uint16Array(data.buffer, at, count);
+    at += count * 2;
+    const rests = count === 0 ? [] : Buffer.from(data.buffer, at, pathBytes).toString('utf8').split('\0');
+    if (rests.length !== count) throw new Error('corrupt stat cache');
+    const index = new Map<string, number>();
+    const outside = new Set<string>();
+    let path = '';
+    for (let i = 0; i < count; i++) {
+      path = path.slice(0, shared[i]) + rests[i];
+      if (path.startsWith('/')) {
+        index.set(path, i);
+        outside.add(path);
+      } else index.set(prefix + path, i);
+    }
+    return new Stored(index, numbers, digests, outside);
+  }
+
+  digest(abs: string, st: StatKeyFields): Digest | undefined {
+    const i = this.index.get(abs);
+    if (i === undefined) return undefined;
+    const n = this.numbers;
+    const o = i * NUMBERS;
+    if (n[o] !== st.size || n[o + 1] !== st.mtimeMs || n[o + 2] !== st.ctimeMs || n[o + 3] !== st.ino) return undefined;
+    if (this.outside.size > 0 && this.outside.has(abs)) this.used.add(abs);
+    return `sha256:${this.digests.toString('hex', i * SHA256, (i + 1) * SHA256)}`;
+  }
+
+  /** The entries to save again, by index: those under the root, and those outside it that were used. */
+  *kept(): Generator<[string, number]> {
+    for (const [abs, i] of this.index) if (!this.outside.has(abs) || this.used.has(abs)) yield [abs, i];
+  }
+
+  /** Copies entry `i`'s stat fields and digest to position `j` of another file's columns. */
+  copy(i: number, numbers: Float64Array, digests: Buffer, j: number): void {
+    numbers.set(this.numbers.subarray(i * NUMBERS, (i + 1) * NUMBERS), j * NUMBERS);
+    this.digests.copy(digests, j * SHA256, i * SHA256, (i + 1) * SHA256);
+  }
+}
+
+/** The file's bytes for `entries`: each either new, or the index of a loaded one in `stored`. */
+function encode(entries: ReadonlyMap<string, Remembered | number>, prefix: string, stored: Stored): Buffer {
+  // A relative path outside the root could not be told from one below it: not kept.
+  const paths = [...entries.keys()].flatMap((abs) => (abs.startsWith(prefix) ? [abs.slice(prefix.length)] : abs.startsWith('/') ? [abs] : [])).sort();
+  const count = paths.length;
+  const numbers = new Float64Array(count * NUMBERS);
+  const digests = Buffer.alloc(count * SHA256);
+  const shared = new Uint16Array(count);
+  const rests: string[] = [];
+  let previous = '';
+  paths.forEach((path, j) => {
+    const e = entries.get(path.startsWith('/') ? path : prefix + path)!;
+    if (typeof e === 'number') stored.copy(e, numbers, digests, j);
+    else {
+      const o = j * NUMBERS;
+      numbers[o] = e.size;
+      numbers[o + 1] = e.mtimeMs;
+      numbers[o + 2] = e.ctimeMs;
+      numbers[o + 3] = e.ino;
+      digests.write(e.hex, j * SHA256, 'hex');
+    }
+    let same = 0;
+    const most = Math.min(path.length, previous.length, 0xffff);
+    while (same < most && path.charCodeAt(same) === previous.charCodeAt(same)) same++;
+    // Never between the two halves of a surrogate pair: a lone half does not survive UTF-8.
+    if (same > 0 && (path.charCodeAt(same - 1) & 0xfc00) === 0xd800) same--;
+    shared[j] = same;
+    rests.push(path.slice(same));
+    previous = path;
+  });
+  const pathBytes = Buffer.from(rests.join('\0'));
+  const head = Buffer.alloc(TOP);
+  HEADER.copy(head);
+  head.writeUInt32LE(count, HEADER.length);
+  head.writeUInt32LE(pathBytes.length, HEADER.length + 4);
+  return Buffer.concat([head, new Uint8Array(numbers.buffer), digests, new Uint8Array(shared.buffer), pathBytes]);
+}
+
 const SMALL_FILE = 1 << 20;
 
-async function hashFile(path: string, size: number): Promise<Digest> {
+/** The sha256 of a file's bytes, hex. */
+async function hashFile(path: string, size: number): Promise<string> {
   const hash = createHash('sha256');
   // Most context files are small: one read beats a stream's setup; large ones are streamed.
   if (size < SMALL_FILE) hash.update(readFileSync(path));
   else for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-  return `sha256:${hash.digest('hex')}`;
+  return hash.digest('hex');
 }
 
 export interface ChecksumOptions extends SourceFilter {
@@ -74,21 +224,31 @@ export interface ChecksumOptions extends SourceFilter {
   onEntry?: (rel: string, kind: string, content: string) => void;
 }
 
+/** Bytes of hashed lines gathered before one hash update: one call per line cost more than the hashing. */
+const BATCH = 1 << 16;
+
 /** The checksum of exactly the selected sources (already expanded by selectSources). */
 export async function checksumSources(root: string, sources: readonly Source[], opts: ChecksumOptions): Promise<Digest> {
   const hash = createHash('sha256');
+  let lines = '';
   for (const source of sources) {
-    hash.update(`source\0${source.name}\0${source.path}\n`);
+    lines += `source\0${source.name}\0${source.path}\n`;
     for (const e of walk(root, source.path, opts)) {
       let content = '';
-      if (e.type === 'file') content = await opts.statCache.fileDigest(e);
+      // Awaited only on a miss: a remembered digest costs no trip through the event loop.
+      if (e.type === 'file') content = opts.statCache.cached(e) ?? (await opts.statCache.fileDigest(e));
       // Synchronous: microseconds, where a thread-pool round trip per link costs more.
       else if (e.type === 'symlink') content = readlinkSync(e.abs);
-      const owner = opts.includeOwners ? `${e.uid}:${e.gid}` : '';
-      const mode = (e.mode & 0o7777).toString(8);
-      hash.update(`${e.rel}\0${e.type}\0${mode}\0${owner}\0${content}\n`);
+      const st = e.stats;
+      const owner = opts.includeOwners ? `${st.uid}:${st.gid}` : '';
+      const mode = (st.mode & 0o7777).toString(8);
+      lines += `${e.rel}\0${e.type}\0${mode}\0${owner}\0${content}\n`;
+      if (lines.length >= BATCH) {
+        hash.update(lines);
+        lines = '';
+      }
       opts.onEntry?.(e.rel, `${e.type} ${mode}${owner ? ` ${owner}` : ''}`, content);
     }
   }
-  return `sha256:${hash.digest('hex')}`;
+  return `sha256:${hash.update(lines).digest('hex')}`;
 }

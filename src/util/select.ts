@@ -6,7 +6,7 @@
 
 import type { Ignore } from '@balena/dockerignore';
 import { createRequire } from 'node:module';
-import { lstatSync, readdirSync } from 'node:fs';
+import { lstatSync, readdirSync, type Stats } from 'node:fs';
 import { join, posix } from 'node:path';
 import { resolveComponents } from './scoped-path.js';
 
@@ -16,11 +16,39 @@ const ignore = createRequire(import.meta.url)('@balena/dockerignore') as (option
 export type PathFilter = (relPath: string) => boolean;
 
 /** A `.dockerignore` matcher with Docker's rules; `undefined` when nothing is excluded. */
-export function dockerignoreFilter(patterns: readonly string[]): { excluded: PathFilter; hasExceptions: boolean } | undefined {
+export function dockerignoreFilter(patterns: readonly string[]): Required<SourceFilter> | undefined {
   if (patterns.length === 0) return undefined;
   const ig = ignore({ ignorecase: false }).add([...patterns]);
-  return { excluded: (p) => ig.ignores(p), hasExceptions: patterns.some((p) => p.startsWith('!')) };
+  return { excluded: (p) => ig.ignores(p), hasExceptions: patterns.some((p) => p.startsWith('!')), settled: settledBelow(patterns) };
 }
+
+/**
+ * For `settled` (see SourceFilter): Docker matches a rule of k components against a path and
+ * against the first k components of its parent, so below a directory of m ≥ k components such a
+ * rule decides as it did for the directory. A rule of more components can only differ there if
+ * the directory's components match its first ones. Only rules whose components are plain globs
+ * (`*`, `?`, and characters that mean themselves in the matcher's regexp) are reasoned about;
+ * with any other rule nothing is settled.
+ */
+function settledBelow(patterns: readonly string[]): (dir: string) => boolean {
+  const rules: RegExp[][] = [];
+  for (const pattern of patterns) {
+    // The matcher's own test for a line that is no rule.
+    if (!pattern || pattern.indexOf('#') === 0 || pattern.trim() === '') continue;
+    let p = pattern.trim();
+    if (p.startsWith('!')) p = p.slice(1).trim();
+    const parts = posix.normalize(p).replace(/\/+$/, '').replace(/^\/+/, '').split('/');
+    if (parts.some((c) => c === '.' || c === '..' || c.includes('**') || !PLAIN_GLOB.test(c))) return () => false;
+    rules.push(parts.map((c) => new RegExp(`^${c.replace(/\./g, '\\.').replace(/\*/g, '[^/]*').replace(/\?/g, '[^/]')}$`)));
+  }
+  return (dir) => {
+    const parts = dir.split('/');
+    return rules.every((globs) => globs.length <= parts.length || parts.some((c, i) => !globs[i]!.test(c)));
+  };
+}
+
+/** A pattern component the walk can reason about: no `**`, classes, escapes or regexp syntax. */
+const PLAIN_GLOB = /^[\w.*?@%~,:= -]+$/;
 
 /** A COPY/ADD source that is not there; `path` is relative to the source's root, as written. */
 export class SourceNotFoundError extends Error {
@@ -43,6 +71,11 @@ export interface SourceFilter {
   excluded?: PathFilter;
   /** With `!` exceptions an excluded directory may still hold included files: descend anyway. */
   hasExceptions?: boolean;
+  /**
+   * True when every path below directory `dir` is excluded exactly when `dir` is: the walk then
+   * asks `excluded` nothing more below it (and skips it whole when it is excluded).
+   */
+  settled?: (dir: string) => boolean;
 }
 
 /**
@@ -121,63 +154,129 @@ function errno(err: unknown): string | undefined {
   return (err as NodeJS.ErrnoException | undefined)?.code;
 }
 
+export type EntryType = 'file' | 'dir' | 'symlink' | 'other';
+
+/** One entry of a walk: a path and its lstat (never followed). */
 export interface WalkEntry {
   /** Path relative to the walk root, `/`-separated. */
-  rel: string;
-  abs: string;
-  type: 'file' | 'dir' | 'symlink' | 'other';
-  mode: number;
-  uid: number;
-  gid: number;
-  size: number;
-  /** The stat fields that key the StatCache. */
-  statKey: string;
+  readonly rel: string;
+  readonly abs: string;
+  readonly type: EntryType;
+  /** The entry's lstat, taken once by the walk: callers need not stat it again. */
+  readonly stats: Stats;
+  readonly mode: number;
+  readonly uid: number;
+  readonly gid: number;
+  readonly size: number;
+  /** The stat fields that tell a changed file (see sameStatKey), as one string. */
+  readonly statKey: string;
+}
+
+/** The fields of an lstat that tell one version of a file from another. */
+export type StatKeyFields = Pick<Stats, 'size' | 'mtimeMs' | 'ctimeMs' | 'ino'>;
+
+/**
+ * Whether two lstats of one path show the same file version: size, mtime, ctime and inode. The
+ * milliseconds are floats with sub-microsecond precision, and any write moves ctime as well.
+ */
+export function sameStatKey(a: StatKeyFields, b: StatKeyFields): boolean {
+  return a.size === b.size && a.mtimeMs === b.mtimeMs && a.ctimeMs === b.ctimeMs && a.ino === b.ino;
+}
+
+// A class with getters: an entry costs one small object, and statKey is formatted only when read.
+class Entry implements WalkEntry {
+  constructor(
+    readonly rel: string,
+    readonly abs: string,
+    readonly type: EntryType,
+    readonly stats: Stats,
+  ) {}
+
+  get mode(): number {
+    return this.stats.mode;
+  }
+
+  get uid(): number {
+    return this.stats.uid;
+  }
+
+  get gid(): number {
+    return this.stats.gid;
+  }
+
+  get size(): number {
+    return this.stats.size;
+  }
+
+  get statKey(): string {
+    const st = this.stats;
+    return `${st.size}:${st.mtimeMs}:${st.ctimeMs}:${st.ino}`;
+  }
+}
+
+/** `root` with one trailing `/`: a walk names `root/rel` by concatenation (see StatCache too). */
+export function rootPrefix(root: string): string {
+  return join(root, '/');
 }
 
 /**
  * Walks `rel` (file or directory) under `root` depth-first in byte order, skipping excluded
  * paths. Symlinks below `rel` are entries, never followed, so a walk stays under `rel`: callers
  * pass a resolved Source path. Iterative, so a deep tree costs no stack and no chain of nested
- * generators.
+ * generators. One lstat and (for a directory) one readdir per entry: this is what a rebuild of
+ * an unchanged context costs.
  */
 export function* walk(root: string, rel: string, filter: SourceFilter = {}): Generator<WalkEntry> {
+  const prefix = rootPrefix(root);
+  const { excluded: excludes, settled } = filter;
   const pending = [rel];
+  // Beside each pending path: whether it is excluded, when a settled directory above decided it.
+  const decided: Array<boolean | undefined> = [undefined];
   while (pending.length > 0) {
     const current = pending.pop()!;
-    const abs = current === '.' ? root : join(root, current);
+    const inherited = decided.pop();
+    const abs = current === '.' ? root : prefix + current;
     // Synchronous: one lstat costs microseconds, a thread-pool round trip per file much more.
-    const st = lstatSync(abs, { bigint: true });
-    const type = st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'other';
-    const excluded = current !== '.' && filter.excluded?.(current) === true;
-    if (!excluded) {
-      yield {
-        rel: current,
-        abs,
-        type,
-        mode: Number(st.mode),
-        uid: Number(st.uid),
-        gid: Number(st.gid),
-        size: Number(st.size),
-        statKey: `${st.size}:${st.mtimeNs}:${st.ctimeNs}:${st.ino}`,
-      };
-    }
+    // Not bigint: BigInt fields cost more to make and to format, and float milliseconds tell a
+    // change as well (see sameStatKey).
+    const st = lstatSync(abs);
+    const type: EntryType = st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'other';
+    const excluded = current !== '.' && excludes !== undefined && (inherited ?? excludes(current));
+    if (!excluded) yield new Entry(current, abs, type, st);
     if (type !== 'dir' || (excluded && !filter.hasExceptions)) continue;
-    const children = readdirSync(abs, { encoding: 'buffer' }).map((raw) => childName(current, raw, filter)).filter((c) => c !== undefined);
-    // Reversed onto the stack so that they come off it in byte order.
-    for (const child of children.sort(compareBytes).reverse()) pending.push(child);
+    const below = inherited ?? (current !== '.' && settled?.(current) ? excluded : undefined);
+    if (below === true) continue;
+    const names = childNames(abs, current, filter);
+    const dir = current === '.' ? '' : `${current}/`;
+    // Pushed last first, so that they come off the stack in byte order.
+    for (let i = names.length - 1; i >= 0; i--) {
+      pending.push(dir + names[i]!);
+      decided.push(below);
+    }
   }
 }
 
 /**
- * The relative path of a directory entry. Node can only name files by UTF-8 strings here, so a
- * name that is not valid UTF-8 cannot be read: it is skipped when excluded, and otherwise
- * reported by name instead of failing later with a misleading ENOENT.
+ * The names in directory `abs` (`rel` in the walk) in byte order. Node can only name files by
+ * UTF-8 strings here, so a name that is not valid UTF-8 cannot be read: it is skipped when
+ * excluded, and otherwise reported by name instead of failing later with a misleading ENOENT.
  */
-function childName(parent: string, raw: Buffer, filter: SourceFilter): string | undefined {
+function childNames(abs: string, rel: string, filter: SourceFilter): string[] {
+  let names = readdirSync(abs);
+  // Invalid UTF-8 decodes to U+FFFD; only then are the raw bytes worth reading.
+  if (names.some((n) => n.includes('\uFFFD'))) {
+    names = readdirSync(abs, { encoding: 'buffer' }).flatMap((raw) => validName(rel, raw, filter));
+  }
+  // Most directories hold no name past U+D7FF: then the default (UTF-16) order is byte order.
+  return names.some((n) => BEYOND_D7FF.test(n)) ? names.sort(compareBytes) : names.sort();
+}
+
+/** `raw` as a string when it is valid UTF-8; nothing when it is not but excluded. */
+function validName(parent: string, raw: Buffer, filter: SourceFilter): string[] {
   const name = raw.toString('utf8');
+  if (Buffer.from(name, 'utf8').equals(raw)) return [name];
   const rel = parent === '.' ? name : `${parent}/${name}`;
-  if (Buffer.from(name, 'utf8').equals(raw)) return rel;
-  if (filter.excluded?.(rel) && !filter.hasExceptions) return undefined;
+  if (filter.excluded?.(rel) && !filter.hasExceptions) return [];
   const shown = [...raw].map((b) => (b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : `\\x${b.toString(16).padStart(2, '0')}`)).join('');
   throw new Error(`"${parent === '.' ? '' : `${parent}/`}${shown}": file names that are not valid UTF-8 are not supported; exclude it in .dockerignore`);
 }

@@ -1,10 +1,10 @@
-import { chmod, mkdir, mkdtemp, rm, symlink, utimes, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { writeFileSync } from 'node:fs';
 import { checksumSources, StatCache } from '../../src/cache/checksum.js';
-import { dockerignoreFilter, selectSources } from '../../src/util/select.js';
+import { dockerignoreFilter, selectSources, walk } from '../../src/util/select.js';
 
 let dir: string;
 beforeEach(async () => {
@@ -77,5 +77,68 @@ describe('content checksums of COPY sources', () => {
     writeFileSync(bad, 'x');
     expect(await sum(['.'], ['src/*.log'])).toBe(await sum(['.'], ['src/*.log', 'never']));
     await expect(sum(['.'])).rejects.toThrow(/"src\/f\\xff\.log": file names that are not valid UTF-8/);
+  });
+
+  it('the stat cache file keeps every digest it remembered, names past U+FFFF and shared prefixes too', async () => {
+    for (const name of ['src/\u{1F600}a.js', 'src/\u{1F600}b.js', 'src/\u{1F601}.js', 'src/lib/é.js']) await writeFile(join(dir, name), name);
+    const cacheDir = join(dir, '..', `${dir.split('/').pop()}-stat`);
+    const first = await StatCache.load(cacheDir, dir);
+    const before = await sum(['.'], [], first);
+    await first.save();
+    const second = await StatCache.load(cacheDir, dir);
+    const files = [...walk(dir, '.')].filter((e) => e.type === 'file');
+    expect(files.map((e) => [e.rel, second.cached(e)])).toEqual(await Promise.all(files.map(async (e) => [e.rel, await StatCache.memory().fileDigest(e)])));
+    expect(await sum(['.'], [], second)).toBe(before);
+    await rm(cacheDir, { recursive: true, force: true });
+  });
+
+  it('starts empty from a stat cache file it cannot read, and replaces it', async () => {
+    const cacheDir = join(dir, '..', `${dir.split('/').pop()}-stat`);
+    const first = await StatCache.load(cacheDir, dir);
+    const before = await sum(['.'], [], first);
+    await first.save();
+    const [file] = await readdir(cacheDir);
+    await writeFile(join(cacheDir, file!), '{"not":"this format"}');
+    const second = await StatCache.load(cacheDir, dir);
+    expect([...walk(dir, '.')].filter((e) => e.type === 'file').map((e) => second.cached(e))).not.toContainEqual(expect.stringMatching(/^sha256:/));
+    expect(await sum(['.'], [], second)).toBe(before);
+    await second.save();
+    expect(await readdir(cacheDir)).toEqual([file]);
+    expect((await StatCache.load(cacheDir, dir)).cached([...walk(dir, 'package.json')][0]!)).toMatch(/^sha256:/);
+    await rm(cacheDir, { recursive: true, force: true });
+  });
+
+  it('keeps files outside its root only while builds read them', async () => {
+    const cacheDir = join(dir, '..', `${dir.split('/').pop()}-stat`);
+    const other = await mkdtemp(join(tmpdir(), 'builder-checksum-other-'));
+    await writeFile(join(other, 'x.txt'), 'x');
+    const otherFile = () => [...walk(other, 'x.txt')][0]!;
+    const sumOther = (cache: StatCache) => checksumSources(other, [{ name: 'x.txt', path: 'x.txt' }], { statCache: cache, includeOwners: false });
+    try {
+      const first = await StatCache.load(cacheDir, dir);
+      await sumOther(first);
+      await first.save();
+      // Read again by a build that also hashes something new: still remembered.
+      const second = await StatCache.load(cacheDir, dir);
+      expect(second.cached(otherFile())).toMatch(/^sha256:/);
+      await sumOther(second);
+      await sum(['.'], [], second);
+      await second.save();
+      // Not read by the next build that saves: forgotten.
+      const third = await StatCache.load(cacheDir, dir);
+      await writeFile(join(dir, 'new.txt'), 'new');
+      await sum(['.'], [], third);
+      await third.save();
+      const fourth = await StatCache.load(cacheDir, dir);
+      expect(fourth.cached(otherFile())).toBeUndefined();
+      // What was loaded and saved again is remembered as it was.
+      for (const name of ['new.txt', 'package.json', 'src/lib/b.js']) {
+        const entry = [...walk(dir, name)][0]!;
+        expect(fourth.cached(entry)).toBe(await StatCache.memory().fileDigest(entry));
+      }
+    } finally {
+      await rm(other, { recursive: true, force: true });
+      await rm(cacheDir, { recursive: true, force: true });
+    }
   });
 });
