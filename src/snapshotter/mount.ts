@@ -8,7 +8,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { mkdirSync, mkdtempSync, rmdirSync } from 'node:fs';
-import { realpath } from 'node:fs/promises';
+import { realpath, rmdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, sep } from 'node:path';
 import { CommandShell, runShort } from '../util/command.js';
@@ -289,7 +289,7 @@ export async function withMounts<T>(
     const pending = (async () => {
       try {
         await unmountAll(dir);
-        rmdirSync(dir);
+        await rmdir(dir); // in the thread pool: slow on some filesystems, and nobody waits for it but commit
       } finally {
         pendingUnmounts.delete(writable);
       }
