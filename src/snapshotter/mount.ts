@@ -80,11 +80,10 @@ export async function mountAll(mounts: readonly Mount[], target: string): Promis
     for (const m of mounts) {
       clearVolatileMark(m);
       const cmd = mountCommand(m, target);
-      // mountCommand's args end with `-o DATA SOURCE TARGET`.
-      const request = [m.type, cmd.args.at(-2)!, target, cmd.args.at(-3)!];
-      const syscalls = m.type === 'overlay' && m.options.every(isOverlayData) && lineSafe([...request, cmd.cwd ?? '/']) ? mountSyscalls() : undefined;
-      if (syscalls) {
-        await syscalls.run('mount', request, cmd.cwd ?? '/');
+      const request = syscallRequest(m, target, cmd);
+      const syscalls = request && lineSafe([...request.args, cmd.cwd ?? '/']) ? mountSyscalls() : undefined;
+      if (request && syscalls) {
+        await syscalls.run(request.op, request.args, cmd.cwd ?? '/');
       } else {
         const [bin, pre] = m.type === 'overlay' ? mountTool() : ['mount', []];
         await runShort(bin, [...pre, ...cmd.args], cmd.cwd ? { cwd: cmd.cwd } : {});
@@ -97,12 +96,23 @@ export async function mountAll(mounts: readonly Mount[], target: string): Promis
   }
 }
 
+/** The request for the mount syscall server that makes `m`, if it can (see MOUNT_LOOP). */
+function syscallRequest(m: Mount, target: string, cmd: MountCommand): { op: 'mount' | 'bind'; args: string[] } | undefined {
+  // mountCommand's args end with `-o DATA SOURCE TARGET`.
+  if (m.type === 'overlay' && m.options.every(isOverlayData)) return { op: 'mount', args: [m.type, cmd.args.at(-2)!, target, cmd.args.at(-3)!] };
+  if (m.type === 'bind' && m.options.every((o) => ['bind', 'rbind', 'ro', 'rw'].includes(o))) return { op: 'bind', args: [m.source, target, m.options.includes('ro') ? 'ro' : 'rw'] };
+  return undefined;
+}
+
 /**
  * mount(2) and umount2(2) made by one long-lived perl process (perl-base is Essential in Debian),
  * which forks nothing: starting even a static `mount` costs about 10 ms of CPU where process
  * creation is slow (virtual machines), a mount and an unmount per RUN or COPY step. Reads the
- * runShort line protocol: `mount TYPE SOURCE TARGET DATA` (no flags: overlay options are all
- * data) or `umount TARGET`, each in the request's directory (relative overlay paths).
+ * runShort line protocol, each request in its directory (relative overlay paths):
+ *   mount TYPE SOURCE TARGET DATA   no flags (overlay options are all data)
+ *   bind SOURCE TARGET ro|rw        MS_BIND|MS_REC, then read-only by a remount as mount(8) does
+ *                                   (undone if that fails)
+ *   umount TARGET
  */
 const MOUNT_LOOP = `
 my ($MOUNT, $UMOUNT) = @ARGV;
@@ -115,6 +125,13 @@ while (defined(my $n = <STDIN>)) {
   my $r = -1;
   if (!chdir $dir) {}
   elsif ($op eq 'mount' && @a == 4) { $r = syscall($MOUNT, $a[1], $a[2], $a[0], 0, $a[3]) }
+  elsif ($op eq 'bind' && @a == 3) {
+    $r = syscall($MOUNT, $a[0], $a[1], 0, 4096 | 16384, 0);
+    if ($r == 0 && $a[2] eq 'ro') {
+      $r = syscall($MOUNT, $a[0], $a[1], 0, 4096 | 32 | 1, 0);
+      if ($r != 0) { my $e = $! + 0; syscall($UMOUNT, $a[1], 0); $! = $e }
+    }
+  }
   elsif ($op eq 'umount' && @a == 1) { $r = syscall($UMOUNT, $a[0], 0) }
   else { $! = 22 }
   my $out = $r == 0 ? '' : "$op: $!";

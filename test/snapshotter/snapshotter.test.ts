@@ -333,6 +333,29 @@ describe('overlay mounts', () => {
       await dir.cleanup();
     }
   });
+
+  it('a read-only bind refuses writes and a writable one takes them; both unmount', async () => {
+    const dir = await tempDir('builder-sn-bind-');
+    try {
+      const [source, target] = [join(dir.path, 'source'), join(dir.path, 'target')];
+      await mkdir(source);
+      await mkdir(target);
+      await mountAll([{ type: 'bind', source, options: ['rbind', 'ro'] }], target);
+      await expect(writeFile(join(target, 'f'), 'x')).rejects.toMatchObject({ code: 'EROFS' });
+      await unmountAll(target);
+      await mountAll([{ type: 'bind', source, options: ['rbind', 'rw'] }], target);
+      await writeFile(join(target, 'f'), 'x');
+      await unmountAll(target);
+      expect(await readFile(join(source, 'f'), 'utf8')).toBe('x');
+      expect(mountsUnder(dir.path)).toEqual([]);
+      const missing = await mountAll([{ type: 'bind', source: join(dir.path, 'gone'), options: ['rbind', 'ro'] }], target).catch((e: unknown) => e);
+      expect(String(missing)).toMatch(/No such file or directory/);
+      expect(mountsUnder(dir.path)).toEqual([]);
+    } finally {
+      for (const m of mountsUnder(dir.path).reverse()) spawnSync('umount', ['-l', m]);
+      await dir.cleanup();
+    }
+  });
 });
 
 describe('overlay lowerdir length', () => {
