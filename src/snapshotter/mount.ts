@@ -1,8 +1,9 @@
-// Mounting through the `mount`/`umount` commands (Node has no mount syscall).
+// Mounting (Node has no mount syscall): through one long-lived perl process that makes the
+// syscalls (see MOUNT_LOOP), else through the `mount`/`umount` commands.
 //
 // Overlay options travel to the kernel in one page (legacy mount(2) copies at most PAGE_SIZE
 // bytes of data), so a long lowerdir chain can overflow it. Like containerd, when the options
-// get too long we run `mount` from the common parent directory of the layer dirs and pass
+// get too long we mount from the common parent directory of the layer dirs and pass
 // relative paths, which the kernel resolves against the caller's working directory.
 
 import { execFileSync } from 'node:child_process';
@@ -100,7 +101,7 @@ export async function mountAll(mounts: readonly Mount[], target: string): Promis
 function syscallRequest(m: Mount, target: string, cmd: MountCommand): { op: 'mount' | 'bind'; args: string[] } | undefined {
   // mountCommand's args end with `-o DATA SOURCE TARGET`.
   if (m.type === 'overlay' && m.options.every(isOverlayData)) return { op: 'mount', args: [m.type, cmd.args.at(-2)!, target, cmd.args.at(-3)!] };
-  if (m.type === 'bind' && m.options.every((o) => ['bind', 'rbind', 'ro', 'rw'].includes(o))) return { op: 'bind', args: [m.source, target, m.options.includes('ro') ? 'ro' : 'rw'] };
+  if (m.type === 'bind' && m.options.includes('rbind') && m.options.every((o) => ['rbind', 'ro', 'rw'].includes(o))) return { op: 'bind', args: [m.source, target, m.options.includes('ro') ? 'ro' : 'rw'] };
   return undefined;
 }
 
@@ -163,9 +164,8 @@ function isOverlayData(option: string): boolean {
 
 /**
  * The static busybox `mount`/`umount` start in a third of the time of util-linux's (which load
- * libmount and lock utab): a few milliseconds per RUN step. Used for overlay mounts and all
- * unmounts when present; util-linux otherwise, and for bind mounts (read-only binds need its
- * remount step).
+ * libmount and lock utab). Without perl, used for overlay mounts and all unmounts when present;
+ * util-linux otherwise, and for other mounts (read-only binds need its remount step).
  */
 let busybox: string | undefined | null = null;
 function mountTool(): [string, string[]] {
