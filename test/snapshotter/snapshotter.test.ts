@@ -250,10 +250,12 @@ describe('snapshotter selection', () => {
       for (let attempt = 0; attempt < 20 && !leftover; attempt++) {
         const child = spawn(process.execPath, ['--input-type=module', '-e', probeLoop, root], { stdio: 'ignore' });
         const exited = once(child, 'exit');
-        // Freeze the prober and its command shell at random moments until the test mount is up,
-        // then kill them there, as a Ctrl-\ or an OOM kill would.
+        // Freeze the prober and its command shells as soon as the test mount shows (it is up for
+        // only a moment: mount and unmount are syscalls of a helper), or at a random moment,
+        // until one is frozen with it up; then kill them there, as a Ctrl-\ or an OOM kill would.
         for (let i = 0; i < 100 && !leftover; i++) {
-          await sleep(Math.random() * 8);
+          await sleep(Math.random() * 2);
+          for (const until = Date.now() + 8; Date.now() < until && mountsUnder(root).length === 0; );
           const groups = commandShellGroups(child.pid!);
           child.kill('SIGSTOP');
           for (const g of groups) signalGroup(g, 'SIGSTOP');
