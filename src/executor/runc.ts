@@ -9,8 +9,8 @@
 
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { lstatSync, mkdirSync, readFileSync, rmSync, rmdirSync, unlinkSync, writeFileSync } from 'node:fs';
-import { readFile, readdir } from 'node:fs/promises';
+import { lstatSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFile, readdir, rmdir, unlink } from 'node:fs/promises';
 import { constants as osc, tmpdir } from 'node:os';
 import { dirname, join, posix, resolve } from 'node:path';
 import type { Duplex, Readable, Writable } from 'node:stream';
@@ -194,8 +194,8 @@ export class RuncExecutor {
     } finally {
       await this.deleteContainer(id, aborted);
       await prepared?.close();
-      stubs.cleanup();
-      await removeBundle(bundle, inMemory);
+      // Independent: removing directories is slow on some filesystems, the thread pool overlaps them.
+      await Promise.all([stubs.cleanup(), removeBundle(bundle, inMemory)]);
     }
   }
 
@@ -428,7 +428,15 @@ async function removeBundle(bundle: string, inMemory: boolean): Promise<void> {
       throw err;
     }
   }
-  rmSync(bundle, { recursive: true, force: true });
+  // A few flat files (config.json, /etc files, secrets, sockets): unlinked at once, no tree walk.
+  const names = await readdir(bundle).catch(() => undefined);
+  if (names === undefined) return;
+  try {
+    await Promise.all(names.map((name) => unlink(join(bundle, name))));
+    await rmdir(bundle);
+  } catch {
+    rmSync(bundle, { recursive: true, force: true });
+  }
 }
 
 async function bundleOwner(bundle: string): Promise<string | undefined> {
@@ -465,18 +473,26 @@ class MountStubs {
     return new MountStubs(rootfs, [...missing].sort((a, b) => b.length - a.length));
   }
 
-  cleanup(): void {
+  /** Removes the stubs, deepest first; those of one depth (/proc, /dev, /sys…) together. */
+  async cleanup(): Promise<void> {
+    const byDepth = new Map<number, string[]>();
     for (const path of this.created) {
-      try {
-        // The step may have swapped a parent for a symlink: never delete through one.
-        if (resolveInRootSync(this.rootfs, path.slice(this.rootfs.length)) !== path) continue;
-        const st = lstatSync(path, { throwIfNoEntry: false });
-        if (!st) continue;
-        if (st.isDirectory()) rmdirSync(path); // kept if the step put files in it
-        else if (st.isFile() && st.size === 0) unlinkSync(path);
-      } catch {
-        // not empty, gone, or not resolvable any more: leave it
-      }
+      const depth = path.split('/').length;
+      byDepth.set(depth, [...(byDepth.get(depth) ?? []), path]);
+    }
+    for (const depth of [...byDepth.keys()].sort((a, b) => b - a)) await Promise.all(byDepth.get(depth)!.map((path) => this.remove(path)));
+  }
+
+  private async remove(path: string): Promise<void> {
+    try {
+      // The step may have swapped a parent for a symlink: never delete through one.
+      if (resolveInRootSync(this.rootfs, path.slice(this.rootfs.length)) !== path) return;
+      const st = lstatSync(path, { throwIfNoEntry: false });
+      if (!st) return;
+      if (st.isDirectory()) await rmdir(path); // kept if the step put files in it
+      else if (st.isFile() && st.size === 0) await unlink(path);
+    } catch {
+      // not empty, gone, or not resolvable any more: leave it
     }
   }
 }

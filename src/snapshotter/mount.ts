@@ -1,17 +1,18 @@
-// Mounting through the `mount`/`umount` commands (Node has no mount syscall).
+// Mounting (Node has no mount syscall): through one long-lived perl process that makes the
+// syscalls (see MOUNT_LOOP), else through the `mount`/`umount` commands.
 //
 // Overlay options travel to the kernel in one page (legacy mount(2) copies at most PAGE_SIZE
 // bytes of data), so a long lowerdir chain can overflow it. Like containerd, when the options
-// get too long we run `mount` from the common parent directory of the layer dirs and pass
+// get too long we mount from the common parent directory of the layer dirs and pass
 // relative paths, which the kernel resolves against the caller's working directory.
 
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { mkdirSync, mkdtempSync, rmdirSync } from 'node:fs';
-import { realpath } from 'node:fs/promises';
+import { realpath, rmdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, sep } from 'node:path';
-import { runShort } from '../util/command.js';
+import { CommandShell, runShort } from '../util/command.js';
 import { processToken } from '../util/process.js';
 import type { Mount } from './types.js';
 
@@ -80,8 +81,14 @@ export async function mountAll(mounts: readonly Mount[], target: string): Promis
     for (const m of mounts) {
       clearVolatileMark(m);
       const cmd = mountCommand(m, target);
-      const [bin, pre] = m.type === 'overlay' ? mountTool() : ['mount', []];
-      await runShort(bin, [...pre, ...cmd.args], cmd.cwd ? { cwd: cmd.cwd } : {});
+      const request = syscallRequest(m, target, cmd);
+      const syscalls = request && lineSafe([...request.args, cmd.cwd ?? '/']) ? mountSyscalls() : undefined;
+      if (request && syscalls) {
+        await syscalls.run(request.op, request.args, cmd.cwd ?? '/');
+      } else {
+        const [bin, pre] = m.type === 'overlay' ? mountTool() : ['mount', []];
+        await runShort(bin, [...pre, ...cmd.args], cmd.cwd ? { cwd: cmd.cwd } : {});
+      }
       done++;
     }
   } catch (err) {
@@ -90,11 +97,75 @@ export async function mountAll(mounts: readonly Mount[], target: string): Promis
   }
 }
 
+/** The request for the mount syscall server that makes `m`, if it can (see MOUNT_LOOP). */
+function syscallRequest(m: Mount, target: string, cmd: MountCommand): { op: 'mount' | 'bind'; args: string[] } | undefined {
+  // mountCommand's args end with `-o DATA SOURCE TARGET`.
+  if (m.type === 'overlay' && m.options.every(isOverlayData)) return { op: 'mount', args: [m.type, cmd.args.at(-2)!, target, cmd.args.at(-3)!] };
+  if (m.type === 'bind' && m.options.includes('rbind') && m.options.every((o) => ['rbind', 'ro', 'rw'].includes(o))) return { op: 'bind', args: [m.source, target, m.options.includes('ro') ? 'ro' : 'rw'] };
+  return undefined;
+}
+
+/**
+ * mount(2) and umount2(2) made by one long-lived perl process (perl-base is Essential in Debian),
+ * which forks nothing: starting even a static `mount` costs about 10 ms of CPU where process
+ * creation is slow (virtual machines), a mount and an unmount per RUN or COPY step. Reads the
+ * runShort line protocol, each request in its directory (relative overlay paths):
+ *   mount TYPE SOURCE TARGET DATA   no flags (overlay options are all data)
+ *   bind SOURCE TARGET ro|rw        MS_BIND|MS_REC, then read-only by a remount as mount(8) does
+ *                                   (undone if that fails)
+ *   umount TARGET
+ */
+const MOUNT_LOOP = `
+my ($MOUNT, $UMOUNT) = @ARGV;
+$| = 1;
+while (defined(my $n = <STDIN>)) {
+  chomp $n;
+  chomp(my $dir = <STDIN>);
+  my @a = map { my $l = <STDIN>; chomp $l; $l } 1 .. $n;
+  my $op = shift @a;
+  my $r = -1;
+  if (!chdir $dir) {}
+  elsif ($op eq 'mount' && @a == 4) { $r = syscall($MOUNT, $a[1], $a[2], $a[0], 0, $a[3]) }
+  elsif ($op eq 'bind' && @a == 3) {
+    $r = syscall($MOUNT, $a[0], $a[1], 0, 4096 | 16384, 0);
+    if ($r == 0 && $a[2] eq 'ro') {
+      $r = syscall($MOUNT, $a[0], $a[1], 0, 4096 | 32 | 1, 0);
+      if ($r != 0) { my $e = $! + 0; syscall($UMOUNT, $a[1], 0); $! = $e }
+    }
+  }
+  elsif ($op eq 'umount' && @a == 1) { $r = syscall($UMOUNT, $a[0], 0) }
+  else { $! = 22 }
+  my $out = $r == 0 ? '' : "$op: $!";
+  print(($r == 0 ? 0 : 1) . ' ' . length($out) . "\n" . $out);
+}`;
+
+/** Numbers of mount(2) and umount2(2) by Node's process.arch (x86_64, and asm-generic's). */
+const SYSCALL_NUMBERS: Partial<Record<string, [mount: number, umount2: number]>> = { x64: [165, 166], arm64: [40, 39], riscv64: [40, 39] };
+
+let syscallServer: CommandShell | undefined | null = null;
+function mountSyscalls(): CommandShell | undefined {
+  if (syscallServer === null) {
+    const numbers = SYSCALL_NUMBERS[process.arch];
+    const perl = ['/usr/bin/perl', '/bin/perl'].find((p) => existsSync(p));
+    syscallServer = numbers && perl ? new CommandShell(perl, ['-e', MOUNT_LOOP, ...numbers.map(String)]) : undefined;
+  }
+  return syscallServer;
+}
+
+/** Whether `args` can travel over the line protocol. */
+function lineSafe(args: readonly string[]): boolean {
+  return !args.some((a) => a.includes('\n') || a.includes('\0'));
+}
+
+/** An overlay option that is mount data, not a mount flag (`ro`, `nosuid`… need mount's parsing). */
+function isOverlayData(option: string): boolean {
+  return option.includes('=') || option === 'volatile' || option === 'userxattr';
+}
+
 /**
  * The static busybox `mount`/`umount` start in a third of the time of util-linux's (which load
- * libmount and lock utab): a few milliseconds per RUN step. Used for overlay mounts and all
- * unmounts when present; util-linux otherwise, and for bind mounts (read-only binds need its
- * remount step).
+ * libmount and lock utab). Without perl, used for overlay mounts and all unmounts when present;
+ * util-linux otherwise, and for other mounts (read-only binds need its remount step).
  */
 let busybox: string | undefined | null = null;
 function mountTool(): [string, string[]] {
@@ -134,8 +205,12 @@ export async function unmountAll(target: string): Promise<void> {
     if (!known && (await mountCountAt(path)) === 0) return;
     known = false;
     try {
-      const [bin, pre] = umountTool();
-      await runShort(bin, [...pre, path]);
+      const syscalls = mountSyscalls();
+      if (syscalls && lineSafe([path])) await syscalls.run('umount', [path], '/');
+      else {
+        const [bin, pre] = umountTool();
+        await runShort(bin, [...pre, path]);
+      }
       failures = 0;
     } catch (err) {
       if ((await mountCountAt(path)) === 0) return; // it was not mounted (any more)
@@ -231,7 +306,7 @@ export async function withMounts<T>(
     const pending = (async () => {
       try {
         await unmountAll(dir);
-        rmdirSync(dir);
+        await rmdir(dir); // in the thread pool: slow on some filesystems, and nobody waits for it but commit
       } finally {
         pendingUnmounts.delete(writable);
       }

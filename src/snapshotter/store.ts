@@ -133,8 +133,6 @@ export abstract class BaseSnapshotter implements LocalSnapshotter {
   /** Fills the new snapshot dir `dir` (`fs` and anything else the driver needs). */
   protected abstract populate(dir: string, meta: SnapshotMeta): Promise<void>;
   protected abstract mountsOf(meta: SnapshotMeta): Mount[];
-  /** Drops what a committed snapshot no longer needs (e.g. the overlay workdir). */
-  protected async afterCommit(_dir: string): Promise<void> {}
 
   prepare(key: string, parent?: string): Promise<Mount[]> {
     return this.create(key, parent, 'active');
@@ -158,7 +156,6 @@ export abstract class BaseSnapshotter implements LocalSnapshotter {
     if (meta.parent !== undefined) committed.parent = meta.parent;
     await this.writeMeta(committed, 'create');
     unlinkSync(this.metaPath(key));
-    await this.afterCommit(this.snapshotDir(meta.id));
   }
 
   async keep(key: string): Promise<void> {

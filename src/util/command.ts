@@ -46,14 +46,14 @@ export function runShort(command: string, args: readonly string[], opts: { cwd?:
   if ([command, ...args, opts.cwd ?? ''].some((a) => a.includes('\n') || a.includes('\0'))) {
     return runCommand(command, args, opts).then(() => undefined);
   }
-  shell ??= new CommandShell();
+  shell ??= new CommandShell('/bin/sh', ['-c', SHELL_LOOP]);
   return shell.run(command, args, opts.cwd ?? '/');
 }
 
 let shell: CommandShell | undefined;
 
 // Reads "<argc>\n<cwd>\n<arg>\n…" and answers "<status> <output bytes>\n<output>" (stdout and
-// stderr together, trailing newlines dropped).
+// stderr together, trailing newlines dropped). CommandShell speaks this to any program.
 const SHELL_LOOP = `
 while IFS= read -r n; do
   IFS= read -r dir
@@ -70,10 +70,20 @@ interface ShellRequest {
   reject(err: Error): void;
 }
 
-class CommandShell {
+/**
+ * One long-lived process answering requests over the line protocol of SHELL_LOOP: `/bin/sh` for
+ * runShort, or another interpreter that serves requests without forking (see snapshotter/mount.ts).
+ * Arguments must not contain a newline or NUL.
+ */
+export class CommandShell {
   private child: ChildProcessByStdio<Writable, Readable, null> | undefined;
   private readonly waiting: ShellRequest[] = [];
   private received = '';
+
+  constructor(
+    private readonly program: string,
+    private readonly programArgs: readonly string[],
+  ) {}
 
   run(command: string, args: readonly string[], cwd: string): Promise<void> {
     return new Promise((resolve, reject) => {
@@ -87,7 +97,7 @@ class CommandShell {
   private start(): ChildProcessByStdio<Writable, Readable, null> {
     // Its own process group, so a Ctrl-C meant for the build does not kill it before the build
     // has unmounted; it ends when our end of its stdin closes. Bytes are counted in the C locale.
-    const child = spawn('/bin/sh', ['-c', SHELL_LOOP], { stdio: ['pipe', 'pipe', 'ignore'], detached: true, env: { ...process.env, LC_ALL: 'C' } });
+    const child = spawn(this.program, this.programArgs, { stdio: ['pipe', 'pipe', 'ignore'], detached: true, env: { ...process.env, LC_ALL: 'C' } });
     this.child = child;
     child.stdout.setEncoding('latin1');
     child.stdout.on('data', (text: string) => this.onData(text));

@@ -16,7 +16,7 @@ import {
   withMounts,
   type LocalSnapshotter,
 } from '../../src/snapshotter/index.js';
-import { mountCommand } from '../../src/snapshotter/mount.js';
+import { mountCommand, unmountAll } from '../../src/snapshotter/mount.js';
 import { mountsUnder } from '../helpers/cli.js';
 import { tempDir } from './helpers.js';
 
@@ -250,16 +250,18 @@ describe('snapshotter selection', () => {
       for (let attempt = 0; attempt < 20 && !leftover; attempt++) {
         const child = spawn(process.execPath, ['--input-type=module', '-e', probeLoop, root], { stdio: 'ignore' });
         const exited = once(child, 'exit');
-        // Freeze the prober and its command shell at random moments until the test mount is up,
-        // then kill them there, as a Ctrl-\ or an OOM kill would.
+        // Freeze the prober and its command shells as soon as the test mount shows (it is up for
+        // only a moment: mount and unmount are syscalls of a helper), or at a random moment,
+        // until one is frozen with it up; then kill them there, as a Ctrl-\ or an OOM kill would.
         for (let i = 0; i < 100 && !leftover; i++) {
-          await sleep(Math.random() * 8);
-          const group = commandShellGroup(child.pid!);
+          await sleep(Math.random() * 2);
+          for (const until = Date.now() + 8; Date.now() < until && mountsUnder(root).length === 0; );
+          const groups = commandShellGroups(child.pid!);
           child.kill('SIGSTOP');
-          signalGroup(group, 'SIGSTOP');
+          for (const g of groups) signalGroup(g, 'SIGSTOP');
           leftover = mountsUnder(root).length > 0;
           const signal = leftover ? 'SIGKILL' : 'SIGCONT';
-          signalGroup(group, signal);
+          for (const g of groups) signalGroup(g, signal);
           child.kill(signal);
         }
         child.kill('SIGKILL');
@@ -289,25 +291,74 @@ function signalGroup(group: number | undefined, signal: NodeJS.Signals): void {
   }
 }
 
-/** The process group of the command shell (see runShort) that process `pid` started, if any yet. */
-function commandShellGroup(pid: number): number | undefined {
-  try {
-    return findCommandShell(pid);
-  } catch {
-    return undefined; // a child exited while we looked
-  }
-}
-
-function findCommandShell(pid: number): number | undefined {
+/** The process groups of the command shells (runShort's, the mount syscall server) that process `pid` started. */
+function commandShellGroups(pid: number): number[] {
+  const groups: number[] = [];
   for (const task of readdirSync(`/proc/${pid}/task`)) {
     for (const child of readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').split(' ').filter(Boolean)) {
-      // The shell runs in a process group of its own (it leads it); other children do not.
-      const stat = readFileSync(`/proc/${child}/stat`, 'utf8');
-      if (stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2] === child) return Number(child);
+      try {
+        // A command shell runs in a process group of its own (it leads it); other children do not.
+        const stat = readFileSync(`/proc/${child}/stat`, 'utf8');
+        if (stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2] === child) groups.push(Number(child));
+      } catch {
+        // it exited while we looked
+      }
     }
   }
-  return undefined;
+  return groups;
 }
+
+describe('overlay mounts', () => {
+  it('an overlay that cannot be mounted fails naming the target and the reason, and leaves nothing mounted', async () => {
+    const dir = await tempDir('builder-sn-badmount-');
+    try {
+      const target = join(dir.path, 'target');
+      await mkdir(target);
+      const missing = join(dir.path, 'no-such-layer');
+      const err = await mountAll([{ type: 'overlay', source: 'overlay', options: ['index=off', `lowerdir=${missing}:${missing}2`] }], target).catch((e: unknown) => e);
+      expect(String(err)).toContain(target);
+      expect(String(err)).toMatch(/No such file or directory/);
+      expect(mountsUnder(dir.path)).toEqual([]);
+      // A mount stacked over another is unmounted with it.
+      const [a, b] = [join(dir.path, 'a'), join(dir.path, 'b')];
+      await mkdir(a);
+      await mkdir(b);
+      await writeFile(join(a, 'f'), 'a');
+      await writeFile(join(b, 'f'), 'b');
+      await mountAll([{ type: 'overlay', source: 'overlay', options: ['index=off', `lowerdir=${a}:${b}`] }, { type: 'overlay', source: 'overlay', options: ['index=off', `lowerdir=${b}:${a}`] }], target);
+      expect(await readFile(join(target, 'f'), 'utf8')).toBe('b');
+      expect(mountsUnder(dir.path)).toEqual([target, target]);
+      await unmountAll(target);
+      expect(mountsUnder(dir.path)).toEqual([]);
+    } finally {
+      for (const m of mountsUnder(dir.path).reverse()) spawnSync('umount', ['-l', m]);
+      await dir.cleanup();
+    }
+  });
+
+  it('a read-only bind refuses writes and a writable one takes them; both unmount', async () => {
+    const dir = await tempDir('builder-sn-bind-');
+    try {
+      const [source, target] = [join(dir.path, 'source'), join(dir.path, 'target')];
+      await mkdir(source);
+      await mkdir(target);
+      await mountAll([{ type: 'bind', source, options: ['rbind', 'ro'] }], target);
+      await expect(writeFile(join(target, 'f'), 'x')).rejects.toMatchObject({ code: 'EROFS' });
+      await unmountAll(target);
+      await mountAll([{ type: 'bind', source, options: ['rbind', 'rw'] }], target);
+      await writeFile(join(target, 'f'), 'x');
+      await unmountAll(target);
+      expect(await readFile(join(source, 'f'), 'utf8')).toBe('x');
+      expect(mountsUnder(dir.path)).toEqual([]);
+      const missing = await mountAll([{ type: 'bind', source: join(dir.path, 'gone'), options: ['rbind', 'ro'] }], target).catch((e: unknown) => e);
+      expect(String(missing)).toMatch(/No such file or directory/);
+      expect(mountsUnder(dir.path)).toEqual([]);
+    } finally {
+      for (const m of mountsUnder(dir.path).reverse()) spawnSync('umount', ['-l', m]);
+      await dir.cleanup();
+    }
+  });
+});
 
 describe('overlay lowerdir length', () => {
   it('mounts a 150-layer chain under a long root path', async () => {
