@@ -19,7 +19,11 @@ import type { Stats } from 'node:fs';
 import {
   chmodSync,
   closeSync,
+  fchmodSync,
+  fchownSync,
+  fstatSync,
   ftruncateSync,
+  futimesSync,
   lchownSync,
   linkSync,
   lutimesSync,
@@ -212,28 +216,40 @@ export class Applier {
   }
 
   private async file(rel: string, name: string, h: EntryHeader, body: EntryBody): Promise<void> {
-    const abs = await this.prepareTarget(rel, name, false);
     // 'wx' = O_CREAT|O_EXCL: never opens through a symlink planted at this name.
-    const fd = openSync(abs, 'wx', 0o600);
+    const mode = (h.mode ?? 0o644) & 0o7777;
+    const fd = await this.create(rel, name, (abs) => openSync(abs, 'wx', mode));
     try {
       // Runs of zeros become holes: a huge, mostly empty file costs its data, not its size.
       let pos = 0;
+      let written = 0;
       for await (const chunk of body) {
         const buf = chunk as Uint8Array;
-        writeSparseSync(fd, buf, pos);
+        written = writeSparseSync(fd, buf, pos);
         pos += buf.length;
       }
-      ftruncateSync(fd, pos);
+      // Only a file that ends in a hole is shorter than its size.
+      if (written < pos) ftruncateSync(fd, pos);
+      // Owner, then mode (chown clears setuid bits), as setAttrs, but through the descriptor and
+      // only where the new file differs: each change is a journalled inode update, and most files
+      // of a layer are created as root with their final mode already.
+      const st = fstatSync(fd);
+      const chown = st.uid !== (h.uid ?? 0) || st.gid !== (h.gid ?? 0);
+      if (chown) fchownSync(fd, h.uid ?? 0, h.gid ?? 0);
+      if (chown || (st.mode & 0o7777) !== mode) fchmodSync(fd, mode);
+      const xattrs = this.xattrsOf(h);
+      if (xattrs.length > 0) writeXattrsSync(join(this.root, rel), xattrs);
+      futimesSync(fd, mtimeOf(h), mtimeOf(h));
     } finally {
       closeSync(fd);
     }
-    this.setAttrs(abs, h);
-    utimesSync(abs, mtimeOf(h), mtimeOf(h));
   }
 
   private async symlink(rel: string, name: string, h: EntryHeader): Promise<void> {
-    const abs = await this.prepareTarget(rel, name, false);
-    symlinkSync(h.linkname ?? '', abs);
+    const abs = await this.create(rel, name, (path) => {
+      symlinkSync(h.linkname ?? '', path);
+      return path;
+    });
     lchownSync(abs, h.uid ?? 0, h.gid ?? 0);
     lutimesSync(abs, mtimeOf(h), mtimeOf(h));
   }
@@ -249,8 +265,7 @@ export class Applier {
     // overlay, a target from a lower layer is first copied up into this layer (as overlayfs
     // itself does when a file is linked through the merged view).
     const targetAbs = this.overlay ? await this.existingOrCopiedUp(target, name) : await this.existingInTree(target, name);
-    const abs = await this.prepareTarget(rel, name, false);
-    linkSync(targetAbs, abs);
+    await this.create(rel, name, (abs) => linkSync(targetAbs, abs));
   }
 
   private async special(rel: string, name: string, h: EntryHeader): Promise<void> {
@@ -329,6 +344,24 @@ export class Applier {
     }
     this.touch(rel);
     return abs;
+  }
+
+  /**
+   * Creates non-directory `rel` with `make(abs)`, which must fail with EEXIST rather than follow
+   * or reuse whatever is at the name. Most names of a layer are new: only when one is taken is it
+   * looked at and cleared (prepareTarget) before the second attempt.
+   */
+  private async create<T>(rel: string, name: string, make: (abs: string) => T): Promise<T> {
+    await this.ensureDir(parentOf(rel), name, true);
+    const abs = join(this.root, rel);
+    try {
+      const made = make(abs);
+      this.touch(rel);
+      return made;
+    } catch (err) {
+      if (errno(err) !== 'EEXIST') throw err;
+    }
+    return make(await this.prepareTarget(rel, name, false));
   }
 
   /**

@@ -251,13 +251,17 @@ export function dataRanges(data: Uint8Array): Array<[number, number]> {
 
 /**
  * Writes `data` at `position` of a file that reads as zeros wherever nothing was written (a new
- * or truncated file), leaving its zero runs as holes. The caller sets the file's final size with
- * `ftruncate` at the end: a trailing run of zeros is not written either.
+ * or truncated file), leaving its zero runs as holes. A trailing run of zeros is not written
+ * either: returns the offset just past the last byte written (`position` when none was), so the
+ * caller knows whether the file needs an `ftruncate` to its final size.
  */
-export function writeSparseSync(fd: number, data: Uint8Array, position: number): void {
+export function writeSparseSync(fd: number, data: Uint8Array, position: number): number {
+  let last = 0;
   for (const [start, end] of dataRanges(data)) {
     for (let off = start; off < end; ) off += writeSync(fd, data, off, end - off, position + off);
+    last = end;
   }
+  return position + last;
 }
 
 /** Whether a file has holes: fewer bytes allocated than its size. */

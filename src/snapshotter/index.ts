@@ -76,19 +76,23 @@ export async function createSnapshotter(root: string, kind: SnapshotterKind = 'a
 export async function overlaySupported(root: string): Promise<boolean> {
   const dir = join(root, 'mounts', `${processToken()}-probe-${randomBytes(4).toString('hex')}`);
   const [l1, l2, upper, work, merged] = ['l1', 'l2', 'u', 'w', 'm'].map((d) => join(dir, d)) as [string, string, string, string, string];
+  // From the mount attempt until its unmount succeeds, the probe may be mounted.
+  let mounted = false;
   try {
     for (const d of [l1, l2, upper, work, merged]) await mkdir(d, { recursive: true });
     await mknod(join(upper, 'wh'), 'c', 0, 0);
     await setAttribute(l2, OVERLAY_OPAQUE_XATTR, 'y');
     const options = [...OVERLAY_OPTIONS, `workdir=${work}`, `upperdir=${upper}`, `lowerdir=${l2}:${l1}`];
+    mounted = true;
     await mountAll([{ type: 'overlay', source: 'overlay', options }], merged);
     await unmountAll(merged);
+    mounted = false;
     return true;
   } catch {
     return false;
   } finally {
     // Never delete through a mount that would not come off: leave it to a later sweep().
-    const unmounted = await unmountAll(merged).then(() => true, () => false);
+    const unmounted = !mounted || (await unmountAll(merged).then(() => true, () => false));
     if (unmounted) await rm(dir, { recursive: true, force: true }).catch(() => undefined);
   }
 }

@@ -128,7 +128,6 @@ function rawPaxXattrs(buf: Buffer): Map<string, Buffer> {
   return out;
 }
 
-/** Reads the first `n` bytes without losing them: returns them and a stream of the whole input. */
 /**
  * A layer blob's uncompressed tar stream and its compression (told by its bytes): what loading an
  * archive and `import` need to know a layer's diffID and media type.
@@ -148,41 +147,49 @@ export function layerCompression(head: Buffer): 'gzip' | 'zstd' | undefined {
   return undefined;
 }
 
+/**
+ * Reads the first `n` bytes without losing them: returns them and a stream of the whole input.
+ * The bytes are read in flowing mode and put back with `unshift`, so the rest of the input
+ * reaches the decompressor straight from the source, chunk by chunk as it came.
+ */
 async function peekHead(src: Readable | NodeJS.ReadableStream, n: number): Promise<{ head: Buffer; stream: Readable }> {
-  const it = src[Symbol.asyncIterator]() as AsyncIterator<Buffer | string>;
+  const stream = src instanceof Readable ? src : new Readable().wrap(src);
   const chunks: Buffer[] = [];
   let size = 0;
-  let done = false;
-  while (size < n) {
-    const r = await it.next();
-    if (r.done) {
-      done = true;
-      break;
-    }
-    const buf = Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value);
-    chunks.push(buf);
-    size += buf.length;
-  }
-  const head = Buffer.concat(chunks);
-  async function* all(): AsyncGenerator<Buffer> {
-    try {
-      if (head.length > 0) yield head;
-      while (!done) {
-        const r = await it.next();
-        if (r.done) return;
-        yield Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value);
-      }
-    } finally {
-      await it.return?.();
-    }
-  }
-  return { head, stream: Readable.from(all(), { objectMode: false }) };
+  return new Promise((resolve, reject) => {
+    if (stream.destroyed) return reject(stream.errored ?? new Error('layer stream closed before its end'));
+    const stop = (): void => void stream.off('data', onData).off('end', onEnd).off('error', reject).off('close', onClose);
+    const onData = (chunk: Buffer | string): void => {
+      chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk));
+      size += chunks.at(-1)!.length;
+      if (size < n) return;
+      stop();
+      stream.pause();
+      // Put back at once: the source must not see an empty buffer and end meanwhile.
+      const head = Buffer.concat(chunks);
+      stream.unshift(head);
+      resolve({ head: head.subarray(0, n), stream });
+    };
+    // An input shorter than `n` has ended: it cannot take its bytes back.
+    const onEnd = (): void => {
+      stop();
+      const head = Buffer.concat(chunks);
+      resolve({ head, stream: Readable.from(head.length > 0 ? [head] : []) });
+    };
+    const onClose = (): void => reject(stream.errored ?? new Error('layer stream closed before its end'));
+    stream.on('data', onData).once('end', onEnd).once('error', reject).once('close', onClose);
+  });
 }
+
+/** Size of the chunks gunzip puts out. */
+const GUNZIP_CHUNK = 128 * 1024;
 
 /** The compression is told by the bytes (as containerd does); the media type only names it. */
 function decompressorFor(head: Buffer, mediaType: string): Transform | Duplex | undefined {
   const compression = layerCompression(head);
-  if (compression === 'gzip') return createGunzip();
+  // Each output chunk is a round trip to zlib's worker thread and a chunk for the tar parser:
+  // zlib's default (16 KiB) made that per-chunk cost a large share of an unpack.
+  if (compression === 'gzip') return createGunzip({ chunkSize: GUNZIP_CHUNK });
   if (compression === 'zstd') return zstdDecompressor();
   if (head[0] === 0x42 && head[1] === 0x5a && head[2] === 0x68) throw new Error(`unsupported layer compression (bzip2) for ${mediaType}`);
   if (head[0] === 0xfd && head[1] === 0x37 && head[2] === 0x7a) throw new Error(`unsupported layer compression (xz) for ${mediaType}`);

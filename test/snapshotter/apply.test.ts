@@ -119,6 +119,28 @@ describe.each(kinds)('applyLayer (%s)', (kind) => {
     });
   });
 
+  it("gives files exactly their entry's owner, mode and time, whatever the umask or a setgid parent would make of them", async () => {
+    const layer: TestEntry[] = [
+      { name: 'shared/', type: 'directory', mode: 0o2775, gid: 50 },
+      { name: 'shared/root-owned', content: 'r', mode: 0o644 },
+      { name: 'shared/writable', content: 'w', mode: 0o666, uid: 0, gid: 0 },
+      { name: 'open', content: 'o', mode: 0o777 },
+      { name: 'read-only', content: 'n', mode: 0o400, uid: 33, gid: 33 },
+      { name: 'open', content: 'replaced', mode: 0o2751, uid: 5, gid: 6 },
+    ];
+    await commitLayer('L', undefined, layer);
+    const root = (await sn.layout('L')).dir;
+    const attrs = async (rel: string): Promise<[number, number, number, number]> => {
+      const st = await lstat(join(root, rel));
+      return [st.mode & 0o7777, st.uid, st.gid, st.mtimeMs / 1000];
+    };
+    expect(await attrs('shared/root-owned')).toEqual([0o644, 0, 0, T]);
+    expect(await attrs('shared/writable')).toEqual([0o666, 0, 0, T]);
+    expect(await attrs('read-only')).toEqual([0o400, 33, 33, T]);
+    expect(await attrs('open')).toEqual([0o2751, 5, 6, T]);
+    expect(await readFile(join(root, 'open'), 'utf8')).toBe('replaced');
+  });
+
   it('reads plain tar and zstd layers', async () => {
     const tarBytes = await makeTar([{ name: 'a.txt', content: 'plain' }]);
     await sn.prepare('p');
