@@ -125,18 +125,27 @@ export class TarPacker {
     if (size % BLOCK !== 0) this.put(ZERO_BLOCK.subarray(0, padding(size)));
   }
 
-  /** The header already promised `size` bytes, so a file that changed size is an error. */
+  /**
+   * The header already promised `size` bytes, so a file that changed size is an error. The last
+   * read asks for one byte more where the block has room, which tells the end of the file
+   * without another read (the extra byte is not kept).
+   */
   private putFile(path: string, size: number): void {
     const fd = openSync(path, 'r');
     try {
       let read = 0;
+      let ended = false;
       while (read < size) {
-        const n = readSync(fd, this.block, this.used, Math.min(this.blockSize - this.used, size - read), null);
+        const room = this.blockSize - this.used;
+        const want = Math.min(room, size - read + 1);
+        const n = readSync(fd, this.block, this.used, want, null);
         if (n === 0) throw new FileChangedError(path, size, read);
+        if (read + n > size) throw new FileChangedError(path, size, read + n);
+        ended = n < want;
         read += n;
         this.advance(n);
       }
-      if (readSync(fd, Buffer.allocUnsafe(1), 0, 1, null) !== 0) throw new FileChangedError(path, size, read + 1);
+      if (!ended && readSync(fd, Buffer.allocUnsafe(1), 0, 1, null) !== 0) throw new FileChangedError(path, size, read + 1);
     } finally {
       closeSync(fd);
     }
@@ -238,7 +247,7 @@ function header(h: RawHeader): Buffer {
   writeOctal(buf, 337, 8, h.devminor ?? 0);
   buf.fill(0x20, 148, 156); // the checksum is computed with its own field as spaces
   let sum = 0;
-  for (const b of buf) sum += b;
+  for (let i = 0; i < BLOCK; i++) sum += buf[i]!;
   buf.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 8, 'ascii');
   return buf;
 }

@@ -120,7 +120,8 @@ function linkable(root: string, d: Deferred, safeParents: Map<string, boolean>):
 
 function realpathOrUndefined(path: string): string | undefined {
   try {
-    return realpathSync(path);
+    // One realpath(3) call: the JS version lstats each component of the path in turn.
+    return realpathSync.native(path);
   } catch {
     return undefined;
   }
