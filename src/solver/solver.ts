@@ -946,7 +946,7 @@ export class Solver {
       const layer = opts.diffSlot ? await this.scheduler.cpu(diff) : await diff();
       opts.layer?.written(layer);
       // A step that changed nothing still adds its (empty) layer, as in BuildKit's images.
-      const { empty: _empty, ...record } = layer;
+      const { empty: _empty, index: _index, ...record } = layer;
       const layers = [...parent, record];
       committed = await this.commit(chainIDs(layers.map((l) => l.diffID)).at(-1)!, key);
       return layers;
