@@ -74,6 +74,8 @@ export interface CopyRecord {
   snapshot: string;
   /** Destination path → where the file came from (source path, stat key, mode, owner). */
   files: Record<string, string>;
+  /** The result's own layer, and where each file's content lies in it: [header offset, header length, size]. */
+  layer?: { diffID: Digest; index: Record<string, [number, number, number]> };
 }
 
 export class CacheIndex {

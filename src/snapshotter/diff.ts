@@ -32,11 +32,16 @@ import {
 } from './fsutil.js';
 import { compareBytes } from '../util/select.js';
 import type { SnapshotLayout } from './store.js';
-import { TarPacker, type TarEntry } from './tar-writer.js';
+import { EarlierLayerReader, type EarlierLayer, type IndexedEntry, type LayerIndex } from './layer-splice.js';
+import { TarPacker, padding, type TarEntry } from './tar-writer.js';
 
 export interface WriteLayerOptions {
   /** SOURCE_DATE_EPOCH (seconds): later mtimes are clamped to it; whiteouts get it. */
   sourceDateEpoch?: number;
+  /** A layer holding the content of some of the files already (see layer-splice.ts). */
+  earlier?: EarlierLayer;
+  /** Also return where each regular file's content lies in the new layer (WrittenLayer.index). */
+  index?: boolean;
 }
 
 export interface WrittenLayer {
@@ -47,6 +52,8 @@ export interface WrittenLayer {
   mediaType: typeof MediaType.OciLayer;
   /** No changes: the layer is the empty tar (still stored: BuildKit keeps such layers in images). */
   empty: boolean;
+  /** Where each regular file's content lies, when asked for (WriteLayerOptions.index). */
+  index?: LayerIndex;
 }
 
 /** A change found by a walker, before it becomes tar entries. */
@@ -76,18 +83,24 @@ export async function writeLayer(
   const hash = createHash('sha256');
   let size = 0;
   let entries = 0;
+  const index = opts.index ? new Map<string, IndexedEntry>() : undefined;
   const writer = await store.createWriter();
+  const earlier = opts.earlier && EarlierLayerReader.open(store, opts.earlier);
   try {
-    const out = new BlockFileWriter(openSync(writer.path, 'w'));
+    const packer = new TarPacker((block) => {
+      hash.update(block);
+      size += block.length;
+      out.write(block);
+    });
+    const out = new BlockFileWriter(openSync(writer.path, 'w'), (block) => packer.recycle(block));
     try {
-      const packer = new TarPacker((block) => {
-        hash.update(block);
-        size += block.length;
-        out.write(block);
-      });
       const pause = breather();
       for (const entry of tarEntries(changes, epoch)) {
-        packer.add(entry);
+        const at = packer.offset;
+        packer.add(entry, earlier && ((header) => earlier.contentOf(entry.name, header, entry.size)));
+        if (index && entry.type === 'file' && entry.size > 0) {
+          index.set(entry.name, [at, packer.offset - padding(entry.size) - entry.size - at, entry.size]);
+        }
         entries++;
         await (out.busy ? out.drain() : pause());
       }
@@ -98,10 +111,12 @@ export async function writeLayer(
   } catch (err) {
     await writer.abort();
     throw err;
+  } finally {
+    earlier?.close();
   }
   const diffID: Digest = `sha256:${hash.digest('hex')}`;
   await writer.commit(diffID);
-  return { diffID, digest: diffID, size, mediaType: MediaType.OciLayer, empty: entries === 0 };
+  return { diffID, digest: diffID, size, mediaType: MediaType.OciLayer, empty: entries === 0, ...(index && { index }) };
 }
 
 /**
@@ -117,6 +132,8 @@ class BlockFileWriter {
 
   constructor(
     private readonly fd: number,
+    /** Told each block once it is written. */
+    private readonly written: (block: Buffer) => void,
     private readonly limit = 4,
   ) {}
 
@@ -131,9 +148,13 @@ class BlockFileWriter {
     if ((block.length < TAR_BLOCK_SIZE && this.inFlight.size === 0) || this.busy) {
       writeSparseSync(this.fd, block, this.offset);
       this.offset += block.length;
+      this.written(block);
       return;
     }
-    const p = this.writeAt(block, this.offset).catch((err: unknown) => void (this.error ??= err));
+    const p = this.writeAt(block, this.offset).then(
+      () => this.written(block),
+      (err: unknown) => void (this.error ??= err),
+    );
     this.offset += block.length;
     this.inFlight.add(p);
     void p.finally(() => this.inFlight.delete(p));

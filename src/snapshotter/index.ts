@@ -31,6 +31,7 @@ export { NativeSnapshotter } from './native.js';
 export { OverlaySnapshotter } from './overlay.js';
 export { applyLayer, DiffIDMismatchError, LayerSecurityError, type ApplyLayerOptions } from './apply.js';
 export { writeLayer, type WriteLayerOptions, type WrittenLayer } from './diff.js';
+export type { EarlierLayer, IndexedEntry, LayerIndex } from './layer-splice.js';
 export { unpackLayer, type UnpackableLayer } from './unpack.js';
 
 export type SnapshotterKind = 'auto' | 'overlayfs' | 'native';

@@ -45,6 +45,12 @@ const TYPEFLAG: Record<TarEntryType, string> = {
 const MAX_OCTAL_8 = 0o7777777;
 const MAX_OCTAL_12 = 0o77777777777;
 
+/**
+ * Reads up to `length` bytes of an entry's content, from byte `at` of the content on, into
+ * `into` at `offset`; returns how many it read (0: the content ends there).
+ */
+export type ContentReader = (into: Buffer, offset: number, length: number, at: number) => number;
+
 export class FileChangedError extends Error {
   constructor(readonly path: string, expected: number, actual: number) {
     super(`${path} changed while it was being archived (expected ${expected} bytes, read ${actual})`);
@@ -61,6 +67,9 @@ export class FileChangedError extends Error {
 export class TarPacker {
   private block: Buffer;
   private used = 0;
+  private emitted = 0;
+  /** Emitted blocks handed back (recycle): a fresh 1 MiB buffer costs page faults on first touch. */
+  private readonly spare: Buffer[] = [];
 
   constructor(
     private readonly emit: (block: Buffer) => void,
@@ -69,50 +78,37 @@ export class TarPacker {
     this.block = Buffer.allocUnsafe(blockSize);
   }
 
-  add(e: TarEntry): void {
-    const name = e.type === 'dir' ? `${e.name}/` : e.name;
+  /** Bytes packed so far: where the next entry starts in the archive. */
+  get offset(): number {
+    return this.emitted + this.used;
+  }
+
+  /**
+   * Packs `e`. A regular file's bytes come from `e.source`, unless `content`, shown the entry's
+   * header bytes (PAX and ustar), returns a reader of the same bytes from elsewhere.
+   */
+  add(e: TarEntry, content?: (header: Buffer) => ContentReader | undefined): void {
     const size = e.type === 'file' ? e.size : 0;
-    const pax: Array<[string, Buffer]> = [];
-    if (!fitsUstarString(name, 100)) pax.push(['path', Buffer.from(name)]);
-    if (e.linkname !== undefined && !fitsUstarString(e.linkname, 100)) pax.push(['linkpath', Buffer.from(e.linkname)]);
-    if (e.uid > MAX_OCTAL_8) pax.push(['uid', Buffer.from(String(e.uid))]);
-    if (e.gid > MAX_OCTAL_8) pax.push(['gid', Buffer.from(String(e.gid))]);
-    if (size > MAX_OCTAL_12) pax.push(['size', Buffer.from(String(size))]);
-    for (const [k, v] of e.xattrs ?? []) pax.push([`SCHILY.xattr.${k}`, v]);
+    const head = entryHeader(e);
+    const reader = size > 0 ? content?.(head) : undefined;
+    this.put(head);
+    if (size === 0) return;
+    if (reader) this.putContent(reader, e.name, size);
+    else if (e.source === undefined) throw new Error(`tar entry ${e.name} has no content source`);
+    else this.putFile(e.source, size);
+    this.pad(size);
+  }
 
-    if (pax.length > 0) {
-      const records = Buffer.concat(pax.map(([k, v]) => paxRecord(k, v)));
-      this.put(header({ name: paxHeaderName(name), typeflag: 'x', mode: 0o644, uid: 0, gid: 0, size: records.length, mtime: e.mtime }));
-      this.put(records);
-      this.pad(records.length);
-    }
-
-    this.put(
-      header({
-        name: fitsUstarString(name, 100) ? name : asciiPlaceholder(name, 100),
-        typeflag: TYPEFLAG[e.type],
-        mode: e.mode & 0o7777,
-        uid: Math.min(e.uid, MAX_OCTAL_8),
-        gid: Math.min(e.gid, MAX_OCTAL_8),
-        size: Math.min(size, MAX_OCTAL_12),
-        mtime: e.mtime,
-        linkname: e.linkname === undefined ? '' : fitsUstarString(e.linkname, 100) ? e.linkname : asciiPlaceholder(e.linkname, 100),
-        devmajor: e.devmajor ?? 0,
-        devminor: e.devminor ?? 0,
-      }),
-    );
-
-    if (e.type === 'file' && size > 0) {
-      if (e.source === undefined) throw new Error(`tar entry ${e.name} has no content source`);
-      this.putFile(e.source, size);
-      this.pad(size);
-    }
+  /** Takes back an emitted block its receiver is done with, to fill again. */
+  recycle(block: Buffer): void {
+    if (block.length === this.blockSize && this.spare.length < 8) this.spare.push(block);
   }
 
   /** Ends the archive (two zero blocks) and emits what is left. */
   finish(): void {
     this.put(Buffer.alloc(BLOCK * 2));
     if (this.used > 0) this.emit(this.block.subarray(0, this.used));
+    this.emitted += this.used;
     this.used = 0;
   }
 
@@ -126,23 +122,41 @@ export class TarPacker {
   }
 
   private pad(size: number): void {
-    if (size % BLOCK !== 0) this.put(ZERO_BLOCK.subarray(0, BLOCK - (size % BLOCK)));
+    if (size % BLOCK !== 0) this.put(ZERO_BLOCK.subarray(0, padding(size)));
   }
 
-  /** The header already promised `size` bytes, so a file that changed size is an error. */
+  /**
+   * The header already promised `size` bytes, so a file that changed size is an error. The last
+   * read asks for one byte more where the block has room, which tells the end of the file
+   * without another read (the extra byte is not kept).
+   */
   private putFile(path: string, size: number): void {
     const fd = openSync(path, 'r');
     try {
       let read = 0;
+      let ended = false;
       while (read < size) {
-        const n = readSync(fd, this.block, this.used, Math.min(this.blockSize - this.used, size - read), null);
+        const room = this.blockSize - this.used;
+        const want = Math.min(room, size - read + 1);
+        const n = readSync(fd, this.block, this.used, want, null);
         if (n === 0) throw new FileChangedError(path, size, read);
+        if (read + n > size) throw new FileChangedError(path, size, read + n);
+        ended = n < want;
         read += n;
         this.advance(n);
       }
-      if (readSync(fd, Buffer.allocUnsafe(1), 0, 1, null) !== 0) throw new FileChangedError(path, size, read + 1);
+      if (!ended && readSync(fd, Buffer.allocUnsafe(1), 0, 1, null) !== 0) throw new FileChangedError(path, size, read + 1);
     } finally {
       closeSync(fd);
+    }
+  }
+
+  private putContent(read: ContentReader, name: string, size: number): void {
+    for (let done = 0; done < size; ) {
+      const n = read(this.block, this.used, Math.min(this.blockSize - this.used, size - done), done);
+      if (n === 0) throw new FileChangedError(name, size, done);
+      done += n;
+      this.advance(n);
     }
   }
 
@@ -150,9 +164,48 @@ export class TarPacker {
     this.used += n;
     if (this.used < this.blockSize) return;
     this.emit(this.block);
-    this.block = Buffer.allocUnsafe(this.blockSize);
+    this.emitted += this.blockSize;
+    this.block = this.spare.pop() ?? Buffer.allocUnsafe(this.blockSize);
     this.used = 0;
   }
+}
+
+/**
+ * The header bytes of entry `e` (a PAX extended header where ustar cannot hold a value, then the
+ * ustar header): what precedes its content in the archive.
+ */
+export function entryHeader(e: TarEntry): Buffer {
+  const name = e.type === 'dir' ? `${e.name}/` : e.name;
+  const size = e.type === 'file' ? e.size : 0;
+  const pax: Array<[string, Buffer]> = [];
+  if (!fitsUstarString(name, 100)) pax.push(['path', Buffer.from(name)]);
+  if (e.linkname !== undefined && !fitsUstarString(e.linkname, 100)) pax.push(['linkpath', Buffer.from(e.linkname)]);
+  if (e.uid > MAX_OCTAL_8) pax.push(['uid', Buffer.from(String(e.uid))]);
+  if (e.gid > MAX_OCTAL_8) pax.push(['gid', Buffer.from(String(e.gid))]);
+  if (size > MAX_OCTAL_12) pax.push(['size', Buffer.from(String(size))]);
+  for (const [k, v] of e.xattrs ?? []) pax.push([`SCHILY.xattr.${k}`, v]);
+
+  const ustar = header({
+    name: fitsUstarString(name, 100) ? name : asciiPlaceholder(name, 100),
+    typeflag: TYPEFLAG[e.type],
+    mode: e.mode & 0o7777,
+    uid: Math.min(e.uid, MAX_OCTAL_8),
+    gid: Math.min(e.gid, MAX_OCTAL_8),
+    size: Math.min(size, MAX_OCTAL_12),
+    mtime: e.mtime,
+    linkname: e.linkname === undefined ? '' : fitsUstarString(e.linkname, 100) ? e.linkname : asciiPlaceholder(e.linkname, 100),
+    devmajor: e.devmajor ?? 0,
+    devminor: e.devminor ?? 0,
+  });
+  if (pax.length === 0) return ustar;
+  const records = Buffer.concat(pax.map(([k, v]) => paxRecord(k, v)));
+  const paxHeader = header({ name: paxHeaderName(name), typeflag: 'x', mode: 0o644, uid: 0, gid: 0, size: records.length, mtime: e.mtime });
+  return Buffer.concat([paxHeader, records, ZERO_BLOCK.subarray(0, padding(records.length)), ustar]);
+}
+
+/** The zeros that fill `size` bytes of content up to a whole tar block. */
+export function padding(size: number): number {
+  return (BLOCK - (size % BLOCK)) % BLOCK;
 }
 
 /** A whole tar archive in memory (small archives: tests, fixtures). */
@@ -194,7 +247,7 @@ function header(h: RawHeader): Buffer {
   writeOctal(buf, 337, 8, h.devminor ?? 0);
   buf.fill(0x20, 148, 156); // the checksum is computed with its own field as spaces
   let sum = 0;
-  for (const b of buf) sum += b;
+  for (let i = 0; i < BLOCK; i++) sum += buf[i]!;
   buf.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 8, 'ascii');
   return buf;
 }

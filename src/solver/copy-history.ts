@@ -1,13 +1,14 @@
 // Where an incremental COPY finds the earlier result it re-uses (see file/reuse.ts): the latest
 // result of the same step position, recorded in the cache index, used only when it ran the same
 // instruction from the same context directory on the same parent snapshot, and that snapshot
-// is still there.
+// is still there. The record also holds the index of that result's layer, so that the new layer
+// takes the re-used files' content from the earlier one (see snapshotter/layer-splice.ts).
 
 import type { CacheIndex } from '../cache/cache-index.js';
 import type { FileOp } from '../definition/index.js';
 import { canonicalJson, sha256 } from '../oci/digest.js';
 import type { Digest } from '../oci/types.js';
-import type { LocalSnapshotter } from '../snapshotter/index.js';
+import type { EarlierLayer, IndexedEntry, LayerIndex, LocalSnapshotter } from '../snapshotter/index.js';
 import { CopyReuse } from './file/index.js';
 
 export interface CopyHistory {
@@ -17,23 +18,45 @@ export interface CopyHistory {
   position: string;
 }
 
+/** An earlier result to re-use: its files (`reuse`) and, when recorded, its layer. */
+export interface EarlierCopy {
+  reuse: CopyReuse;
+  layer?: { digest: Digest; index: LayerIndex };
+}
+
 /** What makes two COPY results interchangeable file by file: the op, its context dir, its parent snapshot. */
 export function copyFamily(op: FileOp, contextDir: string, parentSnapshot: string | undefined): Digest {
   return sha256(canonicalJson({ op, contextDir, parent: parentSnapshot ?? '' }));
 }
 
-/** A CopyReuse holding the earlier result of `family` at this position, when there is a usable one. */
-export async function earlierCopy(h: CopyHistory, family: Digest, parentSnapshot: string | undefined): Promise<CopyReuse> {
+/** The earlier result of `family` at this position, when there is a usable one. */
+export async function earlierCopy(h: CopyHistory, family: Digest, parentSnapshot: string | undefined): Promise<EarlierCopy> {
   const record = await h.cache.lastCopy(h.position);
-  if (record?.family !== family) return new CopyReuse();
+  if (record?.family !== family) return { reuse: new CopyReuse() };
   const info = await h.snapshotter.stat(record.snapshot);
-  if (info?.kind !== 'committed' || info.parent !== parentSnapshot) return new CopyReuse();
+  if (info?.kind !== 'committed' || info.parent !== parentSnapshot) return { reuse: new CopyReuse() };
   const { dir } = await h.snapshotter.layout(record.snapshot);
-  return new CopyReuse({ dir, files: new Map(Object.entries(record.files)) });
+  const reuse = new CopyReuse({ dir, files: new Map(Object.entries(record.files)) });
+  // The layer named must be the snapshot's own: its ChainID on the parent is the snapshot's name.
+  const diffID = record.layer?.diffID;
+  if (!diffID || (parentSnapshot ? sha256(`${parentSnapshot} ${diffID}`) : diffID) !== record.snapshot) return { reuse };
+  return { reuse, layer: { digest: diffID, index: new Map(Object.entries(record.layer?.index ?? {}) as Array<[string, IndexedEntry]>) } };
 }
 
-/** Records the result of a COPY that ran with `reuse`, committed as `snapshot`. */
-export async function recordCopy(h: CopyHistory, family: Digest, snapshot: string, reuse: CopyReuse): Promise<void> {
+/** What writeLayer is given for a COPY whose re-used files are `linked` (see CopyReuse.finish). */
+export function earlierLayer(earlier: EarlierCopy, linked: ReadonlySet<string>): EarlierLayer | undefined {
+  return earlier.layer && linked.size > 0 ? { ...earlier.layer, same: linked } : undefined;
+}
+
+/** Records the result of a COPY that ran with `reuse`, committed as `snapshot` whose own layer is `layer`. */
+export async function recordCopy(
+  h: CopyHistory,
+  family: Digest,
+  snapshot: string,
+  reuse: CopyReuse,
+  layer: { diffID: Digest; index?: LayerIndex },
+): Promise<void> {
   if (reuse.written.size === 0) return;
-  await h.cache.recordCopy(h.position, { family, snapshot, files: Object.fromEntries(reuse.written) });
+  const index = layer.index && { diffID: layer.diffID, index: Object.fromEntries(layer.index) as Record<string, [number, number, number]> };
+  await h.cache.recordCopy(h.position, { family, snapshot, files: Object.fromEntries(reuse.written), ...(index && { layer: index }) });
 }

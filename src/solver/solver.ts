@@ -35,9 +35,19 @@ import {
 } from '../definition/index.js';
 import { canonicalJson, chainIDs, sha256 } from '../oci/digest.js';
 import type { AgentConnector, RunResult, RunSpec } from '../executor/runc.js';
-import { settleUnmount, SnapshotExistsError, unpackLayer, withMounts, writeLayer, type LocalSnapshotter, type Mount } from '../snapshotter/index.js';
+import {
+  settleUnmount,
+  SnapshotExistsError,
+  unpackLayer,
+  withMounts,
+  writeLayer,
+  type LocalSnapshotter,
+  type Mount,
+  type WriteLayerOptions,
+  type WrittenLayer,
+} from '../snapshotter/index.js';
 import { copyAction, makeFile, mkdirAll, resolveOwner, selectWithExclude, writeCopiedFile, writeScripts, type CopyReuse, type Owner } from './file/index.js';
-import { copyFamily, earlierCopy, recordCopy, type CopyHistory } from './copy-history.js';
+import { copyFamily, earlierCopy, earlierLayer, recordCopy, type CopyHistory } from './copy-history.js';
 import { StepError } from './errors.js';
 import { Scheduler, type StepKind } from './scheduler.js';
 import { track, type ProgressListener } from '../progress.js';
@@ -702,10 +712,17 @@ export class Solver {
       if (src?.kind === 'layers') await this.ensureSnapshot(src.layers);
     }
     const incremental = await this.incrementalCopy(v, op, inputs, dest);
+    let written: WrittenLayer | undefined;
     const layers = await this.run(digest, v, 'cpu', () =>
       this.mutate(
         dest,
-        { unmounted: incremental && ((dir) => incremental.reuse.finish(dir, writeCopiedFile)) },
+        {
+          layer: incremental && {
+            // The linked files' content is the earlier layer's: the new layer copies it from there.
+            unmounted: (dir) => ({ earlier: earlierLayer(incremental.earlier, incremental.earlier.reuse.finish(dir, writeCopiedFile)), index: true }),
+            written: (layer) => (written = layer),
+          },
+        },
         async (rootfs) => {
           for (const action of op.actions) {
             if (action.action === 'mkdir') {
@@ -715,13 +732,15 @@ export class Solver {
               const owner = action.chown ? await resolveOwner(rootfs, action.chown) : { uid: 0, gid: 0 };
               await makeFile(rootfs, action.path, action.data, action.mode, owner);
             } else {
-              await this.copy(action, inputs, rootfs, v, incremental?.reuse);
+              await this.copy(action, inputs, rootfs, v, incremental?.earlier.reuse);
             }
           }
         },
       ),
     );
-    if (incremental) await recordCopy(incremental.history, incremental.family, chainIDs(layers.map((l) => l.diffID)).at(-1)!, incremental.reuse);
+    if (incremental && written) {
+      await recordCopy(incremental.history, incremental.family, chainIDs(layers.map((l) => l.diffID)).at(-1)!, incremental.earlier.reuse, written);
+    }
     return layers;
   }
 
@@ -738,7 +757,7 @@ export class Solver {
     const history: CopyHistory = { cache: this.opts.cache, snapshotter: this.opts.snapshotter, position };
     const parent = dest.length > 0 ? chainIDs(dest.map((l) => l.diffID)).at(-1) : undefined;
     const family = copyFamily(op, src.dir, parent);
-    return { history, family, reuse: await earlierCopy(history, family, parent) };
+    return { history, family, earlier: await earlierCopy(history, family, parent) };
   }
 
   /**
@@ -896,12 +915,17 @@ export class Solver {
   }
 
   /**
-   * Runs `change` on a writable snapshot on top of `parent` (then `unmounted` on the snapshot's own
-   * directory, once unmounted), then records the difference as a new layer. The snapshot becomes the committed snapshot of the new chain, so the next step reuses it.
+   * Runs `change` on a writable snapshot on top of `parent` (then `layer.unmounted` on the snapshot's
+   * own directory, once unmounted, which may tell the layer write more), then records the
+   * difference as a new layer (told to `layer.written`). The snapshot becomes the committed
+   * snapshot of the new chain, so the next step reuses it.
    */
   private async mutate(
     parent: LayerRecord[],
-    opts: { diffSlot?: boolean; unmounted?: ((dir: string) => void) | undefined },
+    opts: {
+      diffSlot?: boolean;
+      layer?: { unmounted: (dir: string) => Omit<WriteLayerOptions, 'sourceDateEpoch'>; written: (layer: WrittenLayer) => void } | undefined;
+    },
     change: (rootfs: string) => Promise<void>,
   ): Promise<LayerRecord[]> {
     const sn = this.opts.snapshotter;
@@ -913,15 +937,17 @@ export class Solver {
       await this.mounted(mounts, change);
       this.opts.signal?.throwIfAborted();
       const layout = await sn.layout(key);
-      if (opts.unmounted) {
+      let extra: Omit<WriteLayerOptions, 'sourceDateEpoch'> = {};
+      if (opts.layer) {
         await settleUnmount(layout.dir);
-        opts.unmounted(layout.dir);
+        extra = opts.layer.unmounted(layout.dir);
       }
-      const diff = async () => writeLayer(layout, this.opts.store, { sourceDateEpoch: this.opts.sourceDateEpoch });
+      const diff = async () => writeLayer(layout, this.opts.store, { ...extra, sourceDateEpoch: this.opts.sourceDateEpoch });
       // A step that holds no cpu slot (a container's) takes one to diff.
       const layer = opts.diffSlot ? await this.scheduler.cpu(diff) : await diff();
+      opts.layer?.written(layer);
       // A step that changed nothing still adds its (empty) layer, as in BuildKit's images.
-      const { empty: _empty, ...written } = layer;
+      const { empty: _empty, index: _index, ...written } = layer;
       const layers = [...parent, { ...written, createdAt: new Date().toISOString() }];
       committed = await this.commit(chainIDs(layers.map((l) => l.diffID)).at(-1)!, key);
       return layers;

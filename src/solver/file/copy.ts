@@ -100,6 +100,9 @@ export async function copySources(p: CopyParams): Promise<void> {
           break;
         case 'file': {
           const inode = st.nlink > 1 ? `${st.dev}:${st.ino}` : undefined;
+          // Files hardlinked in the source are copied: linking one later would split their group.
+          // A deferred file's path is cleared when it is linked (see reuse.ts).
+          if (!inode && reuse?.defer(relative(p.destRoot, hostPath), hostPath, entry, st, owner, mode)) break;
           const first = inode && copiedInodes.get(inode);
           clearForFileSync(hostPath);
           if (first && first !== hostPath) {
@@ -107,8 +110,6 @@ export async function copySources(p: CopyParams): Promise<void> {
             break;
           }
           if (inode) copiedInodes.set(inode, hostPath);
-          // Files hardlinked in the source are copied: linking one later would split their group.
-          else if (reuse?.defer(relative(p.destRoot, hostPath), hostPath, entry, st, owner, mode)) break;
           writeCopiedFile(entry.abs, st, hostPath, owner, mode);
           break;
         }

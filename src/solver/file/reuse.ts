@@ -10,11 +10,12 @@
 // mode, owner and times are already what a fresh copy would give it (they are part of the match).
 //
 // A hard link cannot cross the snapshot's mount, so the copy runs as usual through the mount but
-// skips the re-usable files: it only clears their paths (removing what the parent had there
-// leaves an overlay whiteout, as a real copy would first) and creates and removes a probe file
-// once in each of their directories, so that overlayfs copies those up as a real copy would.
-// Once the snapshot is unmounted, each such file is linked to the earlier one in the snapshot's
-// own directory, and the parent directories get their times back. The resulting tree, and so
+// skips the re-usable files: it only creates and removes a probe file once in each of their
+// directories, so that overlayfs copies those up as a real copy would. Once the snapshot is
+// unmounted, each such file is linked to the earlier one in the snapshot's own directory (in
+// overlayfs' upper dir a file hides whatever the parent had at its path, as the whiteout and the
+// file a real copy leaves there would; the native tree's copy of it is removed first), and the
+// parent directories get their times back. The resulting tree, and so
 // its layer, is the one a fresh copy makes.
 
 import type { Stats } from 'node:fs';
@@ -51,7 +52,7 @@ export class CopyReuse {
 
   /**
    * Called by the copy for a regular file it is about to write at `hostPath` (`rel` below the
-   * root), whose path it has cleared; true when the file is left for finish() to link.
+   * root); true when the file is left for finish() to link (the path is left as it is until then).
    */
   defer(rel: string, hostPath: string, src: { rel: string; abs: string; statKey: string }, st: Stats, owner: Owner, mode: number): boolean {
     const origin = `${src.rel}\0${src.statKey}\0${mode.toString(8)}\0${owner.uid}:${owner.gid}`;
@@ -72,10 +73,11 @@ export class CopyReuse {
    * Once the snapshot is unmounted, links the deferred files in its directory `dir` to the
    * earlier ones (replacing the whiteout a cleared path may have left); a file that is not there
    * as expected is copied from its source by `write` instead. Parent directories keep the times
-   * the copy gave them.
+   * the copy gave them. Returns the paths linked: their content is the earlier file's.
    */
-  finish(dir: string, write: FileWriter): void {
-    if (this.deferred.length === 0) return;
+  finish(dir: string, write: FileWriter): Set<string> {
+    const linked = new Set<string>();
+    if (this.deferred.length === 0) return linked;
     const earlierRoot = this.earlier ? realpathOrUndefined(this.earlier.dir) : undefined;
     const parentTimes = new Map<string, Stats>();
     const safeParents = new Map<string, boolean>();
@@ -83,11 +85,15 @@ export class CopyReuse {
       const path = join(dir, d.rel);
       const parent = dirname(path);
       if (!parentTimes.has(parent)) parentTimes.set(parent, lstatSync(parent));
-      if (lstatSync(path, { throwIfNoEntry: false })) rmSync(path, { recursive: true, force: true });
       const earlier = earlierRoot !== undefined ? linkable(earlierRoot, d, safeParents) : undefined;
-      if (earlier === undefined || !tryLink(earlier, path)) write(d.src, d.st, path, d.owner, d.mode);
+      if (earlier !== undefined && linkReplacing(earlier, path)) linked.add(d.rel);
+      else {
+        rmSync(path, { recursive: true, force: true });
+        write(d.src, d.st, path, d.owner, d.mode);
+      }
     }
     for (const [parent, st] of parentTimes) utimesSync(parent, st.atime, st.mtime);
+    return linked;
   }
 }
 
@@ -114,19 +120,28 @@ function linkable(root: string, d: Deferred, safeParents: Map<string, boolean>):
 
 function realpathOrUndefined(path: string): string | undefined {
   try {
-    return realpathSync(path);
+    // One realpath(3) call: the JS version lstats each component of the path in turn.
+    return realpathSync.native(path);
   } catch {
     return undefined;
   }
 }
 
-/** Links `path` to `earlier`; false when `earlier` went meanwhile (its snapshot was removed). */
-function tryLink(earlier: string, path: string): boolean {
-  try {
-    linkSync(earlier, path);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw err;
+/**
+ * Links `path` to `earlier`, replacing what the parent snapshot has there (native: its copy of
+ * the tree; overlay: nothing, or a whiteout); false when `earlier` went meanwhile (its snapshot
+ * was removed). Most paths are free: the link is tried before anything is removed.
+ */
+function linkReplacing(earlier: string, path: string): boolean {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      linkSync(earlier, path);
+      return true;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return false;
+      if (code !== 'EEXIST' || attempt > 0) throw err;
+      rmSync(path, { recursive: true, force: true });
+    }
   }
 }
