@@ -336,7 +336,8 @@ async function inventory(state: StateParts, sn: LocalSnapshotter | undefined): P
   await sizes.load();
   for (const info of sn ? await sn.list() : []) {
     if (info.kind !== 'committed') continue;
-    const size = await sizes.of(`snapshot ${info.key} ${info.created ?? ''}`, async () => (await sn!.usage(info.key)).size);
+    // Counted when committed (a build's layer), else measured once and remembered.
+    const size = info.usage?.size ?? (await sizes.of(`snapshot ${info.key} ${info.created ?? ''}`, async () => (await sn!.usage(info.key)).size));
     if (size === undefined) continue; // removed meanwhile
     snapshots.push({ key: info.key, ...(info.parent !== undefined && { parent: info.parent }), size, created: new Date(info.created ?? 0) });
   }

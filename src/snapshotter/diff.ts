@@ -27,11 +27,13 @@ import {
   isOverlayWhiteout,
   lstatOrUndefinedSync,
   readXattrsSync,
+  UsageCounter,
   writeSparseSync,
   xattrsEqual,
 } from './fsutil.js';
 import { compareBytes } from '../util/select.js';
 import type { SnapshotLayout } from './store.js';
+import type { Usage } from './types.js';
 import { EarlierLayerReader, type EarlierLayer, type IndexedEntry, type LayerIndex } from './layer-splice.js';
 import { TarPacker, padding, type TarEntry } from './tar-writer.js';
 
@@ -54,6 +56,11 @@ export interface WrittenLayer {
   empty: boolean;
   /** Where each regular file's content lies, when asked for (WriteLayerOptions.index). */
   index?: LayerIndex;
+  /**
+   * overlayfs: the snapshot's own disk use (its diff is all of it), counted on the walk that
+   * found the changes, so the store need not walk it again to know its size.
+   */
+  usage?: Usage;
 }
 
 /** A change found by a walker, before it becomes tar entries. */
@@ -75,10 +82,9 @@ export async function writeLayer(
   const epoch = opts.sourceDateEpoch;
   if (epoch !== undefined && !(Number.isInteger(epoch) && epoch >= 0)) throw new Error(`invalid sourceDateEpoch ${epoch}`);
   if (layout.kind === 'view') throw new Error(`cannot diff view snapshot ${JSON.stringify(layout.key)}`);
-  const changes =
-    layout.snapshotter === 'overlayfs'
-      ? upperChanges(layout.dir, '', layout.parents, [])
-      : treeChanges(layout.dir, layout.parents[0], '', []);
+  const counter = layout.snapshotter === 'overlayfs' ? new UsageCounter() : undefined;
+  counter?.count(lstatSync(layout.dir));
+  const changes = counter ? upperChanges(layout.dir, '', layout.parents, [], counter) : treeChanges(layout.dir, layout.parents[0], '', []);
 
   const hash = createHash('sha256');
   let size = 0;
@@ -116,7 +122,7 @@ export async function writeLayer(
   }
   const diffID: Digest = `sha256:${hash.digest('hex')}`;
   await writer.commit(diffID);
-  return { diffID, digest: diffID, size, mediaType: MediaType.OciLayer, empty: entries === 0, ...(index && { index }) };
+  return { diffID, digest: diffID, size, mediaType: MediaType.OciLayer, empty: entries === 0, ...(index && { index }), ...(counter && { usage: counter.usage }) };
 }
 
 /**
@@ -199,10 +205,11 @@ class BlockFileWriter {
  * mode and xattrs, e.g. because a mount-point stub was created and removed in it) is held back
  * like in the native walk and only emitted as the parent of a real change.
  */
-function* upperChanges(dir: string, rel: string, lowers: readonly string[], pending: PendingDir[]): Generator<Change> {
+function* upperChanges(dir: string, rel: string, lowers: readonly string[], pending: PendingDir[], usage: UsageCounter): Generator<Change> {
   const items = readdirSync(dir).map((name) => {
     const path = join(dir, name);
     const st = lstatSync(path);
+    usage.count(st);
     return { name, path, st, out: isOverlayWhiteout(st) ? WHITEOUT_PREFIX + name : name };
   });
   items.sort((a, b) => compareBytes(a.out, b.out));
@@ -236,7 +243,7 @@ function* upperChanges(dir: string, rel: string, lowers: readonly string[], pend
       if (opaque) yield { kind: 'whiteout', rel: joinRel(r, WHITEOUT_OPAQUE) };
     }
     pending.push(self);
-    yield* upperChanges(it.path, r, below.dirs, pending);
+    yield* upperChanges(it.path, r, below.dirs, pending, usage);
     pending.pop();
   }
 }

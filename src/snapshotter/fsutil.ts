@@ -107,16 +107,27 @@ export function breather(every = 256): () => Promise<void> | undefined {
   return () => (++n % every === 0 ? new Promise<void>((r) => setImmediate(r)) : undefined);
 }
 
+/** Adds up disk use (see Usage) of the entries it is shown: blocks allocated, each inode once. */
+export class UsageCounter {
+  private readonly seen = new Set<number>();
+  private size = 0;
+
+  count(st: Stats): void {
+    if (this.seen.has(st.ino)) return;
+    this.seen.add(st.ino);
+    this.size += st.blocks * 512;
+  }
+
+  get usage(): Usage {
+    return { size: this.size, inodes: this.seen.size };
+  }
+}
+
 /** Disk use of the tree at `dir` (see Usage): blocks allocated, each inode counted once, without following links. */
 export async function diskUsage(dir: string): Promise<Usage> {
-  const seen = new Set<number>();
-  let size = 0;
+  const counter = new UsageCounter();
+  const count = (st: Stats) => counter.count(st);
   const pause = breather();
-  const count = (st: Stats): void => {
-    if (seen.has(st.ino)) return;
-    seen.add(st.ino);
-    size += st.blocks * 512;
-  };
   const walk = async (path: string): Promise<void> => {
     count(lstatSync(path));
     for (const entry of readdirSync(path, { withFileTypes: true })) {
@@ -127,7 +138,7 @@ export async function diskUsage(dir: string): Promise<Usage> {
     }
   };
   await walk(dir);
-  return { size, inodes: seen.size };
+  return counter.usage;
 }
 
 export function writeXattrsSync(path: string, xattrs: ReadonlyArray<readonly [string, Buffer]>): void {

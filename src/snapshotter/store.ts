@@ -60,6 +60,8 @@ export interface SnapshotMeta {
   /** An active snapshot handed over to the store by keep(): no owner, never swept. */
   kept?: true;
   created: string;
+  /** Disk use as the committer counted it (a committed snapshot never changes). */
+  usage?: Usage;
 }
 
 /** Where a snapshot's data lives on disk: what layer apply and diff work on. */
@@ -148,12 +150,14 @@ export abstract class BaseSnapshotter implements LocalSnapshotter {
     return this.mountsOf(meta);
   }
 
-  async commit(name: string, key: string): Promise<void> {
+  /** `usage`: the snapshot's disk use, when the caller counted it (then nobody walks it to know). */
+  async commit(name: string, key: string, opts: { usage?: Usage } = {}): Promise<void> {
     const meta = await this.require(key);
     if (meta.kind !== 'active') throw new SnapshotStateError(`snapshot ${JSON.stringify(key)} is a ${meta.kind} snapshot, not active`);
     await settleUnmount(this.fsDir(meta.id));
     const committed: SnapshotMeta = { v: 1, key: name, id: meta.id, kind: 'committed', lowers: meta.lowers, created: new Date().toISOString() };
     if (meta.parent !== undefined) committed.parent = meta.parent;
+    if (opts.usage) committed.usage = opts.usage;
     await this.writeMeta(committed, 'create');
     unlinkSync(this.metaPath(key));
   }
@@ -425,6 +429,7 @@ async function readMetaFile(path: string): Promise<SnapshotMeta | undefined> {
 function toInfo(meta: SnapshotMeta): SnapshotInfo {
   const info: SnapshotInfo = { key: meta.key, kind: meta.kind, created: meta.created };
   if (meta.parent !== undefined) info.parent = meta.parent;
+  if (meta.usage !== undefined) info.usage = meta.usage;
   return info;
 }
 

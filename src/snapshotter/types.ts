@@ -22,6 +22,8 @@ export interface SnapshotInfo {
   parent?: string;
   /** When it was made (committed: when committed), ISO 8601. */
   created?: string;
+  /** Its disk use, when the committer knew it (see commit). */
+  usage?: Usage;
 }
 
 /** Disk use of one snapshot's own data (overlay: its diff; native: its full tree), as containerd's Usage. */
@@ -45,7 +47,7 @@ export interface Snapshotter {
    * leaving `key` as it was, when `name` exists (as containerd's ErrAlreadyExists: whether that
    * snapshot serves is the caller's call).
    */
-  commit(name: string, key: string): Promise<void>;
+  commit(name: string, key: string, opts?: { usage?: Usage }): Promise<void>;
   /** Removes a snapshot; committed snapshots with children cannot be removed. */
   remove(key: string): Promise<void>;
   stat(key: string): Promise<SnapshotInfo | undefined>;

@@ -43,6 +43,7 @@ import {
   writeLayer,
   type LocalSnapshotter,
   type Mount,
+  type Usage,
   type WriteLayerOptions,
   type WrittenLayer,
 } from '../snapshotter/index.js';
@@ -947,9 +948,9 @@ export class Solver {
       const layer = opts.diffSlot ? await this.scheduler.cpu(diff) : await diff();
       opts.layer?.written(layer);
       // A step that changed nothing still adds its (empty) layer, as in BuildKit's images.
-      const { empty: _empty, index: _index, ...written } = layer;
+      const { empty: _empty, index: _index, usage, ...written } = layer;
       const layers = [...parent, { ...written, createdAt: new Date().toISOString() }];
-      committed = await this.commit(chainIDs(layers.map((l) => l.diffID)).at(-1)!, key);
+      committed = await this.commit(chainIDs(layers.map((l) => l.diffID)).at(-1)!, key, usage);
       return layers;
     } finally {
       if (!committed) await sn.remove(key).catch(() => undefined);
@@ -961,9 +962,9 @@ export class Solver {
    * committed already (another step made the same layers, or unpacked them, meanwhile): a ChainID
    * names content, so that snapshot serves as well, and `key` is left for the caller to remove.
    */
-  private async commit(chain: string, key: string): Promise<boolean> {
+  private async commit(chain: string, key: string, usage?: Usage): Promise<boolean> {
     try {
-      await this.opts.snapshotter.commit(chain, key);
+      await this.opts.snapshotter.commit(chain, key, usage && { usage });
       return true;
     } catch (err) {
       if (err instanceof SnapshotExistsError) return false;

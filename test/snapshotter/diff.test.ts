@@ -79,6 +79,19 @@ describe.each(kinds)('writeLayer (%s)', (kind) => {
     expect(byName.get('new.txt')!.mtime).toBe(EPOCH);
   });
 
+  it('counts an overlay snapshot\'s disk use on its walk (the store then knows it without walking again)', async () => {
+    await change('w');
+    const layer = await writeLayer(await sn.layout('w'), store, { sourceDateEpoch: EPOCH });
+    if (kind !== 'overlayfs') {
+      expect(layer.usage).toBeUndefined(); // a native tree is more than its diff
+      return;
+    }
+    // Whiteouts included (the kernel's shared whiteout inode counts once).
+    expect(layer.usage).toEqual(await sn.usage('w'));
+    await sn.commit('L2', 'w', { usage: layer.usage! });
+    expect((await sn.stat('L2'))?.usage).toEqual(await sn.usage('L2'));
+  });
+
   it('is deterministic', async () => {
     await change('w1');
     const first = await writeLayer(await sn.layout('w1'), store, { sourceDateEpoch: EPOCH });
