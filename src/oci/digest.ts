@@ -34,9 +34,11 @@ export function canonicalJson(value: unknown): string {
  */
 export function chainIDs(diffIDs: readonly Digest[]): Digest[] {
   const out: Digest[] = [];
-  for (const diffID of diffIDs) {
-    const prev = out[out.length - 1];
-    out.push(prev === undefined ? diffID : sha256(`${prev} ${diffID}`));
-  }
+  for (const diffID of diffIDs) out.push(chainID(out.at(-1), diffID));
   return out;
+}
+
+/** The ChainID of layer `diffID` on top of the chain `parent` (none: the bottom layer). */
+export function chainID(parent: string | undefined, diffID: Digest): Digest {
+  return parent === undefined ? diffID : sha256(`${parent} ${diffID}`);
 }

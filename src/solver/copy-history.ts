@@ -6,7 +6,7 @@
 
 import type { CacheIndex } from '../cache/cache-index.js';
 import type { FileOp } from '../definition/index.js';
-import { canonicalJson, sha256 } from '../oci/digest.js';
+import { canonicalJson, chainID, sha256 } from '../oci/digest.js';
 import type { Digest } from '../oci/types.js';
 import type { EarlierLayer, IndexedEntry, LayerIndex, LocalSnapshotter } from '../snapshotter/index.js';
 import { CopyReuse } from './file/index.js';
@@ -39,7 +39,7 @@ export async function earlierCopy(h: CopyHistory, family: Digest, parentSnapshot
   const reuse = new CopyReuse({ dir, files: new Map(Object.entries(record.files)) });
   // The layer named must be the snapshot's own: its ChainID on the parent is the snapshot's name.
   const diffID = record.layer?.diffID;
-  if (!diffID || (parentSnapshot ? sha256(`${parentSnapshot} ${diffID}`) : diffID) !== record.snapshot) return { reuse };
+  if (!diffID || chainID(parentSnapshot, diffID) !== record.snapshot) return { reuse };
   return { reuse, layer: { digest: diffID, index: new Map(Object.entries(record.layer?.index ?? {}) as Array<[string, IndexedEntry]>) } };
 }
 

@@ -33,7 +33,7 @@ import {
   type Vertex,
   redactCredentials,
 } from '../definition/index.js';
-import { canonicalJson, chainIDs, sha256 } from '../oci/digest.js';
+import { canonicalJson, chainID, chainIDs, sha256 } from '../oci/digest.js';
 import type { AgentConnector, RunResult, RunSpec } from '../executor/runc.js';
 import {
   settleUnmount,
@@ -950,7 +950,7 @@ export class Solver {
       // A step that changed nothing still adds its (empty) layer, as in BuildKit's images.
       const { empty: _empty, index: _index, usage, ...written } = layer;
       const layers = [...parent, { ...written, createdAt: new Date().toISOString() }];
-      committed = await this.commit(chainIDs(layers.map((l) => l.diffID)).at(-1)!, key, usage);
+      committed = await this.commit(chainID(parentChain, written.diffID), key, usage);
       return layers;
     } finally {
       if (!committed) await sn.remove(key).catch(() => undefined);
