@@ -3,6 +3,10 @@
 // copy keeps them) owners. What never counts: mtimes, so touching a file keeps the cache.
 // Re-hashing a large context costs about one lstat per file: file digests are remembered by
 // (size, mtime, ctime, inode) in a StatCache. Which files are selected is src/util/select.ts.
+//
+// A file changed within the same timestamp tick as it was hashed keeps its stat key (same size,
+// same coarse mtime and ctime) with new content. As git does with "racily clean" entries, a digest
+// is remembered across builds only when the file's last change is well before it was read.
 
 import { createHash } from 'node:crypto';
 import { createReadStream, readFileSync, readlinkSync, statSync } from 'node:fs';
@@ -16,6 +20,19 @@ import { writeFileAtomic } from '../util/write-file.js';
 interface Remembered extends StatKeyFields {
   /** The sha256 digest, hex. */
   hex: string;
+  /** Changed too shortly before it was read to be told apart from a change right after: not saved. */
+  racy?: boolean;
+}
+
+/**
+ * How long before a read a file's last change (ctime) makes its digest racy. Kernel timestamps
+ * come from a coarse clock (a tick of up to 10 ms), and some file systems keep 1 s or 2 s.
+ */
+const RACY_MS = 2000;
+
+export interface StatCacheOptions {
+  /** The clock reads are compared with (ms since the epoch); tests move it. */
+  now?: () => number;
 }
 
 /**
@@ -34,13 +51,14 @@ export class StatCache {
     private readonly prefix: string,
     /** What the file held when loaded. */
     private readonly stored: Stored = Stored.EMPTY,
+    private readonly now: () => number = Date.now,
   ) {}
 
   static memory(): StatCache {
     return new StatCache(undefined, '/');
   }
 
-  static async load(cacheDir: string, sourceRoot: string): Promise<StatCache> {
+  static async load(cacheDir: string, sourceRoot: string, opts: StatCacheOptions = {}): Promise<StatCache> {
     const id = createHash('sha256').update(sourceRoot).digest('hex').slice(0, 32);
     const file = join(cacheDir, `${id}.stat`);
     const prefix = rootPrefix(sourceRoot);
@@ -50,7 +68,7 @@ export class StatCache {
     } catch {
       // no cache yet, or unreadable: start empty
     }
-    return new StatCache(file, prefix, stored);
+    return new StatCache(file, prefix, stored, opts.now);
   }
 
   /** The digest remembered for `entry` (a regular file) when its stat fields still match. */
@@ -64,12 +82,14 @@ export class StatCache {
   async fileDigest(entry: WalkEntry): Promise<Digest> {
     const cached = this.cached(entry);
     if (cached !== undefined) return cached;
+    const readAt = this.now();
     const hex = await hashFile(entry.abs, entry.size);
     // A file changed while being hashed gets a new ctime: only remember stable reads.
     const st = entry.stats;
     if (sameStatKey(statSync(entry.abs), st)) {
-      this.hashed.set(entry.abs, { size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, ino: st.ino, hex });
-      this.dirty = true;
+      const racy = st.ctimeMs > readAt - RACY_MS;
+      this.hashed.set(entry.abs, { size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, ino: st.ino, hex, ...(racy && { racy }) });
+      if (!racy) this.dirty = true;
     }
     return `sha256:${hex}`;
   }
@@ -78,7 +98,7 @@ export class StatCache {
     if (!this.file || !this.dirty) return;
     // Loaded entries are copied from the loaded columns as they are: no round trip through hex.
     const entries = new Map<string, Remembered | number>(this.stored.kept());
-    for (const [abs, e] of this.hashed) entries.set(abs, e);
+    for (const [abs, e] of this.hashed) if (!e.racy) entries.set(abs, e);
     await mkdir(dirname(this.file), { recursive: true });
     await writeFileAtomic(this.file, encode(entries, this.prefix, this.stored));
     // The JSON file of earlier versions, keyed by the same root.

@@ -234,6 +234,7 @@ async function runBuild(opts: BuildOptions, explainOnly: boolean): Promise<{ res
       executor,
       images,
       localDirs: { context, ...named?.localDirs },
+      dockerfilePath: input.dockerfilePath,
       statCache: await StatCache.load(state.statCacheDir, context),
       progress: emit,
       signal: opts.signal,

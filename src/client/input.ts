@@ -15,6 +15,8 @@ export interface BuildInput {
   context: string;
   /** The Dockerfile as the user named it (for messages). */
   dockerfileName: string;
+  /** Its absolute path, however the user spelled it; undefined when its text was given (`-f -`). */
+  dockerfilePath: string | undefined;
   /** Its text, for showing source lines in errors. */
   text: string;
   dockerfile: Dockerfile;
@@ -40,6 +42,7 @@ export async function readBuildInput(contextDir: string, dockerfile?: string, do
   return {
     context,
     dockerfileName,
+    dockerfilePath,
     text,
     dockerfile: parseDockerfile(text, dockerfileName),
     dockerignore: parseDockerignore(await readDockerignore(dockerfilePath, context)),

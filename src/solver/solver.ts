@@ -155,6 +155,11 @@ export interface SolverOptions {
   images: ImageSource;
   /** Directories of `local` sources, by name (`context`). */
   localDirs: Record<string, string>;
+  /**
+   * The Dockerfile's absolute path: a step's position across builds names it, not the name the
+   * step's metadata carries for messages, which changes with how `-f` was spelled.
+   */
+  dockerfilePath?: string;
   statCache: StatCache;
   progress: ProgressListener;
   signal?: AbortSignal;
@@ -702,7 +707,7 @@ export class Solver {
    */
   private position(v: Vertex): string | undefined {
     if (!v.meta.position) return undefined;
-    return canonicalJson({ dirs: Object.values(this.opts.localDirs).sort(), file: v.meta.file ?? '', position: v.meta.position });
+    return canonicalJson({ dirs: Object.values(this.opts.localDirs).sort(), file: this.opts.dockerfilePath ?? v.meta.file ?? '', position: v.meta.position });
   }
 
   private async runFile(digest: Digest, v: Vertex, op: FileOp, inputs: SolvedResult[], dest: LayerRecord[]): Promise<LayerRecord[]> {

@@ -7,7 +7,7 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { build, explainCache } from '../../src/client/build.js';
@@ -275,6 +275,24 @@ describe('COPY --from a stage', () => {
     const after = await builderBuild(ctx, root, {});
     expect(after.reasons.get('[tools 2/2] RUN echo two > /out')).toBe('instruction changed (command)');
     expect(after.reasons.get('[stage-1 2/2] COPY --from=tools /out /out')).toBe('out changed');
+  });
+});
+
+describe('the Dockerfile named two ways', () => {
+  it('explains the miss the same whether -f names it by an absolute or a relative path', { timeout: 120_000 }, async () => {
+    const ctx = join(fx.work, 'spelling-ctx');
+    const root = join(fx.work, 'spelling-root');
+    await mkdir(ctx, { recursive: true });
+    await writeFile(join(ctx, 'Dockerfile'), `FROM ${fx.base}\nCOPY a.txt /\n`);
+    await writeFile(join(ctx, 'a.txt'), 'a\n');
+    const reasons = async (dockerfile: string) => {
+      const events: ProgressEvent[] = [];
+      await build({ context: ctx, dockerfile, root, network: 'none', onProgress: (e) => events.push(e) });
+      return events.filter((e): e is StepEvent => e.type === 'step' && e.status === 'started').map((e) => [e.name, e.reason]);
+    };
+    await reasons(join(ctx, 'Dockerfile'));
+    await writeFile(join(ctx, 'a.txt'), 'a, changed\n');
+    expect(await reasons(relative(process.cwd(), join(ctx, 'Dockerfile')))).toContainEqual(['[2/2] COPY a.txt /', 'a.txt changed']);
   });
 });
 
