@@ -107,6 +107,11 @@ export class StatCache {
   }
 }
 
+/** Throws, saying what is wrong, unless `file` holds a stat cache this version reads (see `builder doctor`). */
+export function checkStatCacheFile(file: Buffer): void {
+  Stored.decode(file, '/');
+}
+
 // The file: HEADER (16 bytes), u32 count, u32 bytes of paths, then one column per field, so
 // that loading is one pass over the paths and the rest is read in place:
 //   f64 × 4 per file: size, mtimeMs, ctimeMs, ino (native byte order: a foreign file only misses)

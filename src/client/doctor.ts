@@ -10,6 +10,7 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import pLimit from 'p-limit';
+import { checkStatCacheFile } from '../cache/checksum.js';
 import { defaultStateRoot } from '../cache/state-root.js';
 import { deadPreparedLocks, lockOwner } from '../cache/lock.js';
 import { deadUsers, liveUsers } from '../cache/state.js';
@@ -88,6 +89,7 @@ export async function doctor(opts: DoctorOptions = {}): Promise<DoctorReport> {
   const cacheRecords = await checkCacheRecords(root, referenced, problem);
   await checkCompressedRecords(root, referenced, problem);
   for (const file of ['blob-sources.json', join('cache', 'context'), join('cache', 'steps'), join('cache', 'copies')]) await checkJsonFiles(join(root, file), problem);
+  await checkStatCaches(join(root, 'cache', 'context'), problem);
 
   for (const path of await temporaryFiles(root)) leftover(path, 'temporary file of an interrupted write');
 
@@ -271,6 +273,19 @@ async function checkCompressedRecords(root: string, refs: Refs, problem: Report)
       const digest = (await readFile(file, 'utf8')).trim();
       if (!/^sha256:[0-9a-f]{64}$/.test(digest)) problem(file, `compressed-layer record holds ${JSON.stringify(digest)}, not a digest`);
       else refs.check(file, { digest: digest as Digest }, 'compressed layer');
+    }
+  }
+}
+
+/** The context stat caches (`<id>.stat`) must decode: a damaged one only costs a re-hash, but says the disk lied. */
+async function checkStatCaches(dir: string, problem: Report): Promise<void> {
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    if (!name.endsWith('.stat')) continue;
+    const file = join(dir, name);
+    try {
+      checkStatCacheFile(await readFile(file));
+    } catch (err) {
+      problem(file, `unreadable context stat cache: ${(err as Error).message}`);
     }
   }
 }

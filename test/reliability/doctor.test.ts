@@ -3,9 +3,9 @@
 // build apart from damage, and find nothing once the next build has swept them.
 
 import { execFileSync } from 'node:child_process';
-import { readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { doctor } from '../../src/client/doctor.js';
 import { finished, leftoverContainers, mountsUnder, runBuilder, startBuilder, waitForStderr } from '../helpers/cli.js';
@@ -72,12 +72,17 @@ describe('builder doctor', () => {
     const keys = join(root, 'cache', 'keys');
     const record = join(keys, readdirSync(keys)[0]!);
     writeFileSync(record, readFileSync(record, 'utf8').slice(0, 20));
+    // A context's stat cache cut short after its header and counts.
+    const statCache = join(root, 'cache', 'context', `${'0'.repeat(32)}.stat`);
+    mkdirSync(dirname(statCache), { recursive: true });
+    writeFileSync(statCache, Buffer.concat([Buffer.from('builder stat v2\n'), Buffer.from([1, 0, 0, 0, 8, 0, 0, 0])]));
 
     const report = await doctor({ root });
     expect(report.issues).toEqual(
       expect.arrayContaining([
         { path: `${join(root, 'index.json')} (docker.io/local/app:1)`, message: `config ${config} is missing or corrupt (${blob(root, config)})`, leftover: false },
         expect.objectContaining({ path: record, message: expect.stringMatching(/^unreadable cache record: /), leftover: false }),
+        { path: statCache, message: 'unreadable context stat cache: truncated stat cache', leftover: false },
       ]),
     );
   });
