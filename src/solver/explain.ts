@@ -105,6 +105,8 @@ export function explainMiss(previous: KeyIngredients | undefined, current: KeyIn
     const what = input.role === 'parent' ? 'parent step' : 'source step';
     return `${what} ${input.name} ${reRan(input.name) ?? 'changed'}`;
   }
+  const [epochBefore, epoch] = [previous.op.sourceDateEpoch, current.op.sourceDateEpoch];
+  if (epochBefore !== epoch) return `SOURCE_DATE_EPOCH ${epoch === undefined ? 'unset' : epochBefore === undefined ? 'set' : 'changed'} (the layer's file times are clamped to it)`;
   const fields = new Set([...Object.keys(previous.op), ...Object.keys(current.op)]);
   for (const field of fields) {
     if (previous.op[field] !== current.op[field]) return `instruction changed (${FIELD_NAMES[field] ?? field})`;
