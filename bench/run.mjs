@@ -190,7 +190,7 @@ function makeEnv(registry) {
 /** Runs one scenario: setup, a warm-up round, then `runs` interleaved rounds; returns its figures. */
 async function runScenario(scenario, env, peers) {
   const tools = [builderTool(join(work, 'state', scenario.name)), ...Object.values(peers).filter((t) => (scenario.peers ?? BUILD_PEERS).includes(t.name))];
-  const figures = Object.fromEntries(tools.map((t) => [t.name, { runs: [], hits: undefined, peakBytes: 0 }]));
+  const figures = Object.fromEntries(tools.map((t) => [t.name, { runs: [], hits: undefined, peakBytes: 0, peaks: [] }]));
   const failed = (tool) => figures[tool.name].error !== undefined;
   const attempt = async (tool, step) => {
     try {
@@ -224,6 +224,7 @@ async function runScenario(scenario, env, peers) {
         f.runs.push(r.ms);
         if (r.steps !== undefined) f.hits = { cached: r.cached, steps: r.steps };
         f.peakBytes = Math.max(f.peakBytes, r.peakBytes ?? 0);
+        if (r.peakBytes) f.peaks.push(Math.round(r.peakBytes / 2 ** 20));
       });
     }
     log(`  ${round < 1 ? 'warm-up' : `run ${round}/${runs}`}: ${tools.map((t) => `${t.name} ${failed(t) ? 'failed' : figures[t.name].runs.length ? `${(figures[t.name].runs.at(-1) / 1000).toFixed(2)} s` : 'done'}`).join(', ')}`);
@@ -233,7 +234,7 @@ async function runScenario(scenario, env, peers) {
   const summaries = {};
   for (const [name, f] of Object.entries(figures)) {
     if (f.error) summaries[name] = { error: f.error };
-    else summaries[name] = { ...summarize(f.runs), runs: f.runs, ...(f.hits ? { hits: f.hits } : {}), ...(name === 'builder' && f.peakBytes ? { peakRssMB: f.peakBytes / 2 ** 20 } : {}) };
+    else summaries[name] = { ...summarize(f.runs), runs: f.runs, ...(f.hits ? { hits: f.hits } : {}), ...(name === 'builder' && f.peakBytes ? { peakRssMB: f.peakBytes / 2 ** 20, peakRssMBPerRun: f.peaks } : {}) };
   }
   const ratios = {};
   for (const p of PEERS) {
