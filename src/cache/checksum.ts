@@ -6,7 +6,7 @@
 
 import { createHash } from 'node:crypto';
 import { createReadStream, readFileSync, readlinkSync, statSync } from 'node:fs';
-import { mkdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Digest } from '../oci/types.js';
 import { rootPrefix, sameStatKey, walk, type Source, type SourceFilter, type StatKeyFields, type WalkEntry } from '../util/select.js';
@@ -46,7 +46,8 @@ export class StatCache {
     const prefix = rootPrefix(sourceRoot);
     let stored: Stored | undefined;
     try {
-      stored = Stored.decode(await readFile(file), prefix);
+      // Synchronous: one file, read before the walk that needs it can start.
+      stored = Stored.decode(readFileSync(file), prefix);
     } catch {
       // no cache yet, or unreadable: start empty
     }
