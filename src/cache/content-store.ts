@@ -4,8 +4,8 @@
 // named after its writer (see processToken) so that only a dead writer's files are swept.
 
 import { createHash, randomBytes } from 'node:crypto';
-import { close, createReadStream, existsSync, mkdirSync, open, readdirSync, writev } from 'node:fs';
-import { readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { close, createReadStream, existsSync, mkdirSync, open, readdirSync, readFileSync, renameSync, writeFileSync, writev } from 'node:fs';
+import { readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { isSha256Digest, sha256 } from '../oci/digest.js';
@@ -111,18 +111,19 @@ export class ContentStore {
     return readFile(this.path(digest));
   }
 
+  /** A JSON document (manifest, index, config): small, so read synchronously, as every build reads a few. */
   async readJson<T>(digest: Digest): Promise<T> {
-    return JSON.parse((await this.readBytes(digest)).toString('utf8')) as T;
+    return JSON.parse(readFileSync(this.path(digest), 'utf8')) as T;
   }
 
-  /** Stores a small blob held in memory (configs, manifests). */
+  /** Stores a small blob held in memory (configs, manifests): synchronously, as readJson. */
   async putBytes(data: Uint8Array | string): Promise<{ digest: Digest; size: number }> {
     const buf = typeof data === 'string' ? Buffer.from(data) : data;
     const digest = sha256(buf);
     if (!(await this.has(digest))) {
       const tmp = this.tempPath();
-      await writeFile(tmp, buf);
-      await rename(tmp, this.path(digest));
+      writeFileSync(tmp, buf);
+      renameSync(tmp, this.path(digest));
     }
     return { digest, size: buf.length };
   }
