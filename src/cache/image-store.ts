@@ -20,7 +20,7 @@ import { platformOf, platformRank, selectManifest } from '../oci/platform.js';
 import type { Descriptor, Digest, ImageConfigFile, ImageIndex, ImageManifest, Platform } from '../oci/types.js';
 import { isIndexMediaType, MediaType } from '../oci/types.js';
 import { acquireLock } from './lock.js';
-import { writeFileAtomic } from '../util/write-file.js';
+import { writeFileAtomicSync } from '../util/write-file.js';
 
 const REF_NAME = 'org.opencontainers.image.ref.name';
 
@@ -157,7 +157,7 @@ export class ImageStore {
   }
 
   private async write(index: ImageIndex): Promise<void> {
-    await writeFileAtomic(this.indexFile, JSON.stringify(index, null, 2));
+    writeFileAtomicSync(this.indexFile, JSON.stringify(index, null, 2));
   }
 }
 
