@@ -7,7 +7,8 @@
 // misses the same key meanwhile waits for that result instead of running the step again.
 
 import { createHash } from 'node:crypto';
-import { mkdir, readdir, readFile, stat, utimes } from 'node:fs/promises';
+import { mkdirSync, readFileSync, utimesSync } from 'node:fs';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Digest } from '../oci/types.js';
 import { writeFileAtomic } from '../util/write-file.js';
@@ -92,7 +93,8 @@ export class CacheIndex {
   }
 
   async init(): Promise<void> {
-    await Promise.all([this.dir, this.stepsDir, this.claimsDir, this.copiesDir].map((dir) => mkdir(dir, { recursive: true })));
+    // Synchronous, as the state directory's opening (see state.ts): part of every command.
+    for (const dir of [this.dir, this.stepsDir, this.claimsDir, this.copiesDir]) mkdirSync(dir, { recursive: true });
   }
 
   /**
@@ -122,7 +124,8 @@ export class CacheIndex {
   /** The ingredients last recorded for step `position` (an opaque id), if any. */
   async lastIngredients(position: string): Promise<KeyIngredients | undefined> {
     try {
-      return JSON.parse(await readFile(this.stepFile(position), 'utf8')) as KeyIngredients;
+      // Synchronous, as get(): a small file each step of every build reads.
+      return JSON.parse(readFileSync(this.stepFile(position), 'utf8')) as KeyIngredients;
     } catch {
       return undefined;
     }
@@ -137,10 +140,18 @@ export class CacheIndex {
 
   /** The record of `key`, marked as used now unless `peek` (a look that uses nothing: --explain-cache). */
   async get(key: Digest, { peek = false } = {}): Promise<CacheRecord | undefined> {
+    // Synchronous: a small file and a utimes per step of every build, each of microseconds, where
+    // two trips through the thread pool cost more (a cached build is mostly these).
     try {
-      const record = withLayerTimes(JSON.parse(await readFile(this.file(key), 'utf8')) as CacheRecord);
+      const record = withLayerTimes(JSON.parse(readFileSync(this.file(key), 'utf8')) as CacheRecord);
       const now = new Date();
-      if (!peek) await utimes(this.file(key), now, now).catch(() => undefined);
+      if (!peek) {
+        try {
+          utimesSync(this.file(key), now, now);
+        } catch {
+          // removed meanwhile: the record read still holds
+        }
+      }
       return record;
     } catch {
       return undefined;

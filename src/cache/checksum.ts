@@ -10,7 +10,7 @@
 
 import { createHash } from 'node:crypto';
 import { createReadStream, readFileSync, readlinkSync, statSync } from 'node:fs';
-import { mkdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Digest } from '../oci/types.js';
 import { rootPrefix, sameStatKey, walk, type Source, type SourceFilter, type StatKeyFields, type WalkEntry } from '../util/select.js';
@@ -64,7 +64,8 @@ export class StatCache {
     const prefix = rootPrefix(sourceRoot);
     let stored: Stored | undefined;
     try {
-      stored = Stored.decode(await readFile(file), prefix);
+      // Synchronous: one file, read before the walk that needs it can start.
+      stored = Stored.decode(readFileSync(file), prefix);
     } catch {
       // no cache yet, or unreadable: start empty
     }
@@ -249,6 +250,20 @@ export interface ChecksumOptions extends SourceFilter {
   onEntry?: (rel: string, kind: string, content: string) => void;
 }
 
+/** Permission bits in octal, formatted once per value: a context has few distinct modes and many files. */
+const OCTAL = new Array<string | undefined>(0o10000);
+function octal(bits: number): string {
+  return (OCTAL[bits] ??= bits.toString(8));
+}
+
+/** `type mode` (see onEntry) for entries without an owner, made once per pair. */
+const KINDS = new Map<string, Array<string | undefined>>();
+function kindOf(type: string, bits: number): string {
+  let byMode = KINDS.get(type);
+  if (!byMode) KINDS.set(type, (byMode = new Array<string | undefined>(0o10000)));
+  return (byMode[bits] ??= `${type} ${octal(bits)}`);
+}
+
 /** Bytes of hashed lines gathered before one hash update: one call per line cost more than the hashing. */
 const BATCH = 1 << 16;
 
@@ -266,13 +281,14 @@ export async function checksumSources(root: string, sources: readonly Source[], 
       else if (e.type === 'symlink') content = readlinkSync(e.abs);
       const st = e.stats;
       const owner = opts.includeOwners ? `${st.uid}:${st.gid}` : '';
-      const mode = (st.mode & 0o7777).toString(8);
+      const bits = st.mode & 0o7777;
+      const mode = octal(bits);
       lines += `${e.rel}\0${e.type}\0${mode}\0${owner}\0${content}\n`;
       if (lines.length >= BATCH) {
         hash.update(lines);
         lines = '';
       }
-      opts.onEntry?.(e.rel, `${e.type} ${mode}${owner ? ` ${owner}` : ''}`, content);
+      if (opts.onEntry) opts.onEntry(e.rel, owner ? `${e.type} ${mode} ${owner}` : kindOf(e.type, bits), content);
     }
   }
   return `sha256:${hash.update(lines).digest('hex')}`;

@@ -4,8 +4,8 @@
 // named after its writer (see processToken) so that only a dead writer's files are swept.
 
 import { createHash, randomBytes } from 'node:crypto';
-import { close, createReadStream, open, writev } from 'node:fs';
-import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { close, createReadStream, existsSync, mkdirSync, open, readdirSync, readFileSync, renameSync, writeFileSync, writev } from 'node:fs';
+import { readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { isSha256Digest, sha256 } from '../oci/digest.js';
@@ -67,14 +67,21 @@ export class ContentStore {
   }
 
   async init(): Promise<void> {
-    await Promise.all([mkdir(this.blobsDir, { recursive: true }), mkdir(this.ingestDir, { recursive: true })]);
+    // Synchronous, as the state directory's opening (see state.ts): part of every command.
+    mkdirSync(this.blobsDir, { recursive: true });
+    mkdirSync(this.ingestDir, { recursive: true });
     // Leftovers of interrupted writes are never referenced: drop them.
     for (const path of await this.leftoverWrites()) await rm(path, { recursive: true, force: true });
   }
 
   /** Temporary files (absolute paths) of interrupted writes whose writer is gone; a live one may still be writing its own. */
   async leftoverWrites(): Promise<string[]> {
-    const names = await readdir(this.ingestDir).catch(() => [] as string[]);
+    let names: string[] = [];
+    try {
+      names = readdirSync(this.ingestDir);
+    } catch {
+      // not there: nothing left over
+    }
     return names.filter((name) => !isOwnerAlive(/^(\d+\.\d+)-/.exec(name)?.[1] ?? '')).map((name) => join(this.ingestDir, name));
   }
 
@@ -84,11 +91,11 @@ export class ContentStore {
   }
 
   async has(digest: Digest): Promise<boolean> {
+    // Synchronous: one stat, asked for every layer and config of every build.
     try {
-      await stat(this.path(digest));
-      return true;
+      return existsSync(this.path(digest));
     } catch {
-      return false;
+      return false; // not a digest
     }
   }
 
@@ -104,18 +111,19 @@ export class ContentStore {
     return readFile(this.path(digest));
   }
 
+  /** A JSON document (manifest, index, config): small, so read synchronously, as every build reads a few. */
   async readJson<T>(digest: Digest): Promise<T> {
-    return JSON.parse((await this.readBytes(digest)).toString('utf8')) as T;
+    return JSON.parse(readFileSync(this.path(digest), 'utf8')) as T;
   }
 
-  /** Stores a small blob held in memory (configs, manifests). */
+  /** Stores a small blob held in memory (configs, manifests): synchronously, as readJson. */
   async putBytes(data: Uint8Array | string): Promise<{ digest: Digest; size: number }> {
     const buf = typeof data === 'string' ? Buffer.from(data) : data;
     const digest = sha256(buf);
     if (!(await this.has(digest))) {
       const tmp = this.tempPath();
-      await writeFile(tmp, buf);
-      await rename(tmp, this.path(digest));
+      writeFileSync(tmp, buf);
+      renameSync(tmp, this.path(digest));
     }
     return { digest, size: buf.length };
   }

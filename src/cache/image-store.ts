@@ -13,14 +13,14 @@
 // turn within a process (two bases pulled by parallel stages, a pull and the final tag): no
 // update is lost to another.
 
-import { readFile, writeFile } from 'node:fs/promises';
+import { existsSync, readFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { platformOf, platformRank, selectManifest } from '../oci/platform.js';
 import type { Descriptor, Digest, ImageConfigFile, ImageIndex, ImageManifest, Platform } from '../oci/types.js';
 import { isIndexMediaType, MediaType } from '../oci/types.js';
 import { acquireLock } from './lock.js';
-import { writeFileAtomic } from '../util/write-file.js';
-import { pathExists } from '../util/path-exists.js';
+import { writeFileAtomicSync } from '../util/write-file.js';
 
 const REF_NAME = 'org.opencontainers.image.ref.name';
 
@@ -46,11 +46,12 @@ export class ImageStore {
   }
 
   async init(): Promise<void> {
+    // Checked synchronously, as the state directory's opening (see state.ts): part of every command.
     const layout = join(this.root, 'oci-layout');
-    if (!(await pathExists(layout))) await writeFile(layout, JSON.stringify({ imageLayoutVersion: '1.0.0' }));
+    if (!existsSync(layout)) await writeFile(layout, JSON.stringify({ imageLayoutVersion: '1.0.0' }));
     // Created under the lock: a second process starting at the same moment must not write an
     // empty index over a name the first one has just added.
-    if (!(await pathExists(this.indexFile))) await this.update((index) => index);
+    if (!existsSync(this.indexFile)) await this.update((index) => index);
   }
 
   async list(): Promise<Array<{ name: string; descriptor: Descriptor }>> {
@@ -147,7 +148,8 @@ export class ImageStore {
 
   private async read(): Promise<ImageIndex> {
     try {
-      return JSON.parse(await readFile(this.indexFile, 'utf8')) as ImageIndex;
+      // Synchronous: a small file every build reads (base images, the final tag), see state.ts.
+      return JSON.parse(readFileSync(this.indexFile, 'utf8')) as ImageIndex;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
       return { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [] };
@@ -155,7 +157,7 @@ export class ImageStore {
   }
 
   private async write(index: ImageIndex): Promise<void> {
-    await writeFileAtomic(this.indexFile, JSON.stringify(index, null, 2));
+    writeFileAtomicSync(this.indexFile, JSON.stringify(index, null, 2));
   }
 }
 

@@ -5,9 +5,13 @@
 // onto `NAME` (which fails while `NAME` is not empty), and a lock whose owner is gone, or whose
 // pid now names another process, is taken over by renaming that file to ours in place: the lock
 // never empties meanwhile, and of several waiters only one rename can succeed.
+//
+// The file system calls are synchronous: a few metadata calls in the state directory, each of
+// microseconds, where a trip through the thread pool costs more than the call (and taking and
+// letting go of the state lock is part of every command). Only the waiting is asynchronous.
 
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, readdir, rename, rm, rmdir, unlink, writeFile } from 'node:fs/promises';
+import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, rmdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isOwnerAlive, processToken } from '../util/process.js';
@@ -47,13 +51,13 @@ export async function acquireLock(lockDir: string, what: string, opts: LockOptio
   let told = false;
   // Prepared beside the lock, so that the lock appears with its owner already named.
   const prepared = `${lockDir}.${me}.${randomBytes(6).toString('hex')}`;
-  await mkdir(prepared);
-  await writeFile(join(prepared, me), '');
+  mkdirSync(prepared);
+  writeFileSync(join(prepared, me), '');
   try {
-    for (const dead of await deadPreparedLocks(dirname(lockDir))) await rm(dead, { recursive: true, force: true });
+    for (const dead of await deadPreparedLocks(dirname(lockDir))) rmSync(dead, { recursive: true, force: true });
     for (;;) {
       try {
-        await rename(prepared, lockDir);
+        renameSync(prepared, lockDir);
         break;
       } catch (err) {
         // ENOTEMPTY or EEXIST: held; ENOTDIR: a lock file of an older version.
@@ -76,16 +80,20 @@ export async function acquireLock(lockDir: string, what: string, opts: LockOptio
       await sleep(opts.pollMs ?? 100, undefined, { signal: opts.signal });
     }
   } finally {
-    await rm(prepared, { recursive: true, force: true });
+    rmSync(prepared, { recursive: true, force: true });
   }
   let released = false;
   return async () => {
     // Once only: in this process, a later holder has the same name in the lock.
     if (released) return;
     released = true;
-    await rm(join(lockDir, me), { force: true });
+    rmSync(join(lockDir, me), { force: true });
     // Fails (harmlessly) once the next owner has renamed its own lock into place.
-    await rmdir(lockDir).catch(() => undefined);
+    try {
+      rmdirSync(lockDir);
+    } catch {
+      // taken by another
+    }
   };
 }
 
@@ -100,13 +108,19 @@ export interface LockOwner {
 export async function lockOwner(lockDir: string): Promise<LockOwner | undefined> {
   let names: string[];
   try {
-    names = await readdir(lockDir);
+    names = readdirSync(lockDir);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return undefined;
     if (code !== 'ENOTDIR') throw err;
     // An older version's lock: a file holding a pid.
-    const pid = Number((await readFile(lockDir, 'utf8').catch(() => '')).trim());
+    let text = '';
+    try {
+      text = readFileSync(lockDir, 'utf8');
+    } catch {
+      // removed meanwhile
+    }
+    const pid = Number(text.trim());
     return { pid, alive: pid > 0 && pidExists(pid) };
   }
   const entry = names[0];
@@ -119,10 +133,10 @@ async function takeOver(lockDir: string, entry: string | undefined, me: string):
   try {
     if (entry === undefined) {
       // unlink() refuses a directory: it never removes a lock that replaced the old file meanwhile.
-      await unlink(lockDir);
+      unlinkSync(lockDir);
       return false;
     }
-    await rename(join(lockDir, entry), join(lockDir, me));
+    renameSync(join(lockDir, entry), join(lockDir, me));
     return true;
   } catch (err) {
     if (['ENOENT', 'EISDIR', 'EPERM'].includes((err as NodeJS.ErrnoException).code ?? '')) return false;
@@ -141,7 +155,7 @@ export function isPreparedLock(name: string): boolean {
 /** Prepared locks in `dir` (absolute paths) of processes that died before renaming them into place. */
 export async function deadPreparedLocks(dir: string): Promise<string[]> {
   const dead: string[] = [];
-  for (const name of await readdir(dir)) {
+  for (const name of readdirSync(dir)) {
     const owner = PREPARED_LOCK.exec(name)?.[1];
     if (owner !== undefined && !isOwnerAlive(owner)) dead.push(join(dir, name));
   }

@@ -19,9 +19,12 @@
 // its `users/` entry, which the next opener turns into the mark. The mark stays until someone
 // holding the directory alone sweeps what was left (containers, mounts, temporary snapshots and
 // files): with other builds running, their leftovers and ours cannot be told apart everywhere.
+//
+// Opening and releasing are a few dozen metadata calls in the state directory, made synchronously
+// (see lock.ts): every command opens the directory, and a thread-pool trip per call cost more.
 
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { chmodSync, existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isOwnerAlive, processToken } from '../util/process.js';
@@ -29,7 +32,6 @@ import { CacheIndex } from './cache-index.js';
 import { ContentStore } from './content-store.js';
 import { ImageStore } from './image-store.js';
 import { acquireLock, LockBusyError } from './lock.js';
-import { pathExists } from '../util/path-exists.js';
 
 export { defaultStateRoot } from './state-root.js';
 
@@ -74,7 +76,7 @@ export class StateBusyError extends Error {
 const TELL_AFTER_MS = 1000;
 
 export async function openState(root: string, opts: OpenStateOptions = {}): Promise<State> {
-  await makePrivate(root);
+  makePrivate(root);
   const started = Date.now();
   const waitMs = opts.waitMs ?? 10 * 60_000;
   const letGo = await acquireLock(join(root, 'lock'), `state directory ${root}`, {
@@ -90,9 +92,9 @@ export async function openState(root: string, opts: OpenStateOptions = {}): Prom
     await forgetDeadUsers(root, dirtyMark);
     if (opts.access === 'exclusive') await waitForUsers(root, dirtyMark, started + waitMs, opts);
     const alone = opts.access === 'exclusive' || (await liveUsers(root)).length === 0;
-    if (alone && opts.sweep && (await pathExists(dirtyMark))) {
+    if (alone && opts.sweep && existsSync(dirtyMark)) {
       await opts.sweep(root);
-      await rm(dirtyMark, { force: true });
+      rmSync(dirtyMark, { force: true });
     }
     const store = new ContentStore(root);
     const images = new ImageStore(root);
@@ -100,7 +102,7 @@ export async function openState(root: string, opts: OpenStateOptions = {}): Prom
     await Promise.all([store.init(), images.init(), cache.init()]);
     if (opts.access !== 'exclusive') {
       user = join(root, 'users', `${processToken()}.${randomBytes(6).toString('hex')}`);
-      await writeFile(user, '');
+      writeFileSync(user, '');
       await letGo();
     }
     let released = false;
@@ -113,13 +115,13 @@ export async function openState(root: string, opts: OpenStateOptions = {}): Prom
       release: async ({ clean = false } = {}) => {
         if (released) return;
         released = true;
-        if (!clean) await writeFile(dirtyMark, '');
-        if (user !== undefined) await rm(user, { force: true });
+        if (!clean) writeFileSync(dirtyMark, '');
+        if (user !== undefined) rmSync(user, { force: true });
         else await letGo();
       },
     };
   } catch (err) {
-    if (user !== undefined) await rm(user, { force: true });
+    if (user !== undefined) rmSync(user, { force: true });
     await letGo();
     throw err;
   }
@@ -127,7 +129,7 @@ export async function openState(root: string, opts: OpenStateOptions = {}): Prom
 
 /** The pids of the processes using state directory `root` now (a process may hold it more than once). */
 export async function liveUsers(root: string): Promise<number[]> {
-  const names = await readdir(join(root, 'users')).catch(() => [] as string[]);
+  const names = usersIn(root);
   return names.flatMap((name) => {
     const owner = ownerOf(name);
     return owner !== undefined && isOwnerAlive(owner) ? [Number(owner.split('.')[0])] : [];
@@ -136,8 +138,17 @@ export async function liveUsers(root: string): Promise<number[]> {
 
 /** `users/` entries of processes that are gone (they did not finish), as absolute paths. */
 export async function deadUsers(root: string): Promise<string[]> {
-  const names = await readdir(join(root, 'users')).catch(() => [] as string[]);
+  const names = usersIn(root);
   return names.filter((name) => !isOwnerAlive(ownerOf(name) ?? '')).map((name) => join(root, 'users', name));
+}
+
+/** The names in `users/`; none when it is not there. */
+function usersIn(root: string): string[] {
+  try {
+    return readdirSync(join(root, 'users'));
+  } catch {
+    return [];
+  }
 }
 
 /** `<pid>.<start time>` of a `users/` entry. */
@@ -152,16 +163,16 @@ function ownerOf(name: string): string | undefined {
 async function forgetDeadUsers(root: string, dirtyMark: string): Promise<void> {
   const users = join(root, 'users');
   const legacyClean = join(root, 'clean');
-  if (!(await pathExists(users))) {
-    const vouched = await pathExists(legacyClean);
-    await mkdir(users);
-    if (!vouched) await writeFile(dirtyMark, '');
+  if (!existsSync(users)) {
+    const vouched = existsSync(legacyClean);
+    mkdirSync(users);
+    if (!vouched) writeFileSync(dirtyMark, '');
   }
-  await rm(legacyClean, { force: true });
+  rmSync(legacyClean, { force: true });
   const dead = await deadUsers(root);
   if (dead.length === 0) return;
-  await writeFile(dirtyMark, '');
-  for (const path of dead) await rm(path, { force: true });
+  writeFileSync(dirtyMark, '');
+  for (const path of dead) rmSync(path, { force: true });
 }
 
 /** Holding the entry lock, waits until no other process uses the directory. */
@@ -184,9 +195,9 @@ async function waitForUsers(root: string, dirtyMark: string, deadline: number, o
 
 
 /** Creates `root` private to this user, or makes an existing one so (older versions left it 0755). */
-async function makePrivate(root: string): Promise<void> {
-  await mkdir(root, { recursive: true, mode: 0o700 });
-  const st = await stat(root);
+function makePrivate(root: string): void {
+  mkdirSync(root, { recursive: true, mode: 0o700 });
+  const st = statSync(root);
   if (!st.isDirectory()) throw new Error(`state directory ${root} is not a directory`);
-  if ((st.mode & 0o777) !== 0o700) await chmod(root, 0o700);
+  if ((st.mode & 0o777) !== 0o700) chmodSync(root, 0o700);
 }

@@ -27,10 +27,16 @@ const EVERYTHING = './';
 
 /** Collects the files a key reads (see checksumSources' onEntry), bounded by MAX_LISTED_FILES. */
 export class FileList {
-  private readonly entries = new Map<string, [string, string]>();
+  // As added, in columns: most lists are never summarised (the step hit, its key recorded before),
+  // so adding an entry of a large context must cost next to nothing.
+  private readonly rels: string[] = [];
+  private readonly kinds: string[] = [];
+  private readonly contents: string[] = [];
 
   readonly add = (rel: string, kind: string, content: string): void => {
-    this.entries.set(rel, [kind, content.startsWith('sha256:') ? content.slice(0, 'sha256:'.length + 16) : content]);
+    this.rels.push(rel);
+    this.kinds.push(kind);
+    this.contents.push(content);
   };
 
   private summary: Pick<KeyIngredients, 'files' | 'summarised'> | undefined;
@@ -42,8 +48,14 @@ export class FileList {
   }
 
   private summarise(): Pick<KeyIngredients, 'files' | 'summarised'> {
-    if (this.entries.size === 0) return {};
-    const sorted = [...this.entries].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    // A path read twice (two sources naming one file) counts once, as last read.
+    const entries = new Map<string, [string, string]>();
+    this.rels.forEach((rel, i) => {
+      const content = this.contents[i]!;
+      entries.set(rel, [this.kinds[i]!, content.startsWith('sha256:') ? content.slice(0, 'sha256:'.length + 16) : content]);
+    });
+    if (entries.size === 0) return {};
+    const sorted = [...entries].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
     if (sorted.length <= MAX_LISTED_FILES) return { files: Object.fromEntries(sorted) };
     let depth = 0;
     while (new Set(sorted.map(([rel]) => cut(rel, depth + 1))).size <= MAX_LISTED_FILES) depth++;

@@ -4,14 +4,15 @@
 // the selection) and the cache (which checksums it), so it lives below both; it knows nothing
 // of either, nor of Dockerfile syntax.
 
-import type { Ignore } from '@balena/dockerignore';
-import { createRequire } from 'node:module';
+import dockerignore, { type Ignore } from '@balena/dockerignore';
 import { lstatSync, readdirSync, type Stats } from 'node:fs';
 import { join, posix } from 'node:path';
 import { resolveComponents } from './scoped-path.js';
 
-// The package is CommonJS (`module.exports = factory`) but its types declare a default export.
-const ignore = createRequire(import.meta.url)('@balena/dockerignore') as (options?: { ignorecase?: boolean }) => Ignore;
+// The package is CommonJS (`module.exports = factory`), which an import's default is, but its
+// types declare that as a property `default`. Imported rather than required at run time, so
+// that the CLI bundle holds it: no module lookup in node_modules when a build starts.
+const ignore = dockerignore as unknown as (options?: { ignorecase?: boolean }) => Ignore;
 
 export type PathFilter = (relPath: string) => boolean;
 

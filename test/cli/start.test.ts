@@ -5,7 +5,7 @@
 import { spawnSync } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BUILDER_BIN } from '../helpers/cli.js';
@@ -38,6 +38,19 @@ describe('bin/builder start-up', () => {
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
     expect(r.stdout.startsWith(USAGE)).toBe(true);
+  });
+
+  it('runs from a symlinked directory, and as `sh bin/builder` from the package', () => {
+    work = mkdtempSync(join(tmpdir(), 'builder-start-'));
+    // As a workspace or `npm link` leaves it: the package's directory itself is a symlink.
+    const linkedBin = join(work, 'bin');
+    symlinkSync(dirname(BUILDER_BIN), linkedBin);
+    const viaDir = spawnSync(join(linkedBin, 'builder'), ['--help'], { cwd: work, encoding: 'utf8' });
+    expect(viaDir.stderr).toBe('');
+    expect(viaDir.stdout.startsWith(USAGE)).toBe(true);
+    const viaSh = spawnSync('sh', ['bin/builder', '--help'], { cwd: dirname(dirname(BUILDER_BIN)), encoding: 'utf8', env: { ...process.env, CDPATH: '/' } });
+    expect(viaSh.stderr).toBe('');
+    expect(viaSh.stdout.startsWith(USAGE)).toBe(true);
   });
 
   it('comes with a code cache made by npm run build', () => {
