@@ -139,6 +139,8 @@ export class RuncError extends Error {
 }
 
 const CONTAINER_PREFIX = 'builder-';
+/** runc's state directory when run as root without `--root`. */
+const DEFAULT_STATE_ROOT = '/run/runc';
 const OWNER_ANNOTATION = 'dev.builder.owner';
 
 /** Mount points runc creates in the rootfs when missing; removed again so they do not end up in layers. */
@@ -215,9 +217,9 @@ export class RuncExecutor {
 
   /** What sweep() would delete: containers (with bundles in bundleRoot) and bundle dirs of runs whose owner process is gone. */
   async leftovers(): Promise<{ containers: Array<{ id: string; bundle: string }>; bundles: string[] }> {
-    let out: string;
+    let out = '';
     try {
-      out = await runCommand(this.runc, [...this.rootArgs(), 'list', '--format', 'json']);
+      if (await this.mayHaveContainers()) out = await runCommand(this.runc, [...this.rootArgs(), 'list', '--format', 'json']);
     } catch (err) {
       // Without runc there is nothing to sweep (and builds without RUN steps still work).
       if (err instanceof CommandError && err.spawnError === 'ENOENT') return { containers: [], bundles: [] };
@@ -246,6 +248,25 @@ export class RuncExecutor {
 
   private rootArgs(): string[] {
     return this.stateRoot ? ['--root', this.stateRoot] : [];
+  }
+
+  /** runc's state directory: `--root`, else runc's default for root (rootless runc has its own). */
+  private stateDir(): string | undefined {
+    return this.stateRoot ?? (process.getuid?.() === 0 ? DEFAULT_STATE_ROOT : undefined);
+  }
+
+  /**
+   * False when runc's state directory holds no `builder-*` container: every build starts with a
+   * sweep, and `runc list` costs a process start where one directory read tells as much.
+   */
+  private async mayHaveContainers(): Promise<boolean> {
+    const dir = this.stateDir();
+    if (dir === undefined) return true;
+    try {
+      return (await readdir(dir)).some((name) => name.startsWith(CONTAINER_PREFIX));
+    } catch (err) {
+      return (err as NodeJS.ErrnoException).code !== 'ENOENT';
+    }
   }
 
   private async writeBundle(
@@ -366,7 +387,7 @@ export class RuncExecutor {
 
   /** `runc run` removes its container when it exits normally; make sure of it otherwise. */
   private async deleteContainer(id: string, force: boolean): Promise<void> {
-    const stateDir = join(this.stateRoot ?? '/run/runc', id);
+    const stateDir = join(this.stateRoot ?? DEFAULT_STATE_ROOT, id);
     const exists = await pathExists(stateDir);
     if (exists || force) await runCommand(this.runc, [...this.rootArgs(), 'delete', '--force', id]).catch(() => undefined);
   }

@@ -204,6 +204,22 @@ describe('RuncExecutor', () => {
     expect(await new RuncExecutor({ runc: '/nonexistent/runc', bundleRoot: fx.bundleRoot, stateRoot: fx.stateRoot }).sweep()).toEqual([]);
   });
 
+  it('sweeps without asking runc when its state directory holds no container of ours', async () => {
+    // A runc that fails whenever it is run: the sweep must not need it.
+    const failing = new RuncExecutor({ runc: '/bin/false', bundleRoot: fx.bundleRoot, stateRoot: fx.stateRoot });
+    expect(fx.containers()).toEqual([]);
+    expect(await failing.sweep()).toEqual([]);
+    const missingState = new RuncExecutor({ runc: '/bin/false', bundleRoot: fx.bundleRoot, stateRoot: join(fx.dir, 'no-such-state') });
+    expect(await missingState.sweep()).toEqual([]);
+    // With one of ours there, runc is asked (and its failure reported).
+    await mkdir(join(fx.stateRoot, 'builder-listed'), { recursive: true });
+    try {
+      await expect(failing.sweep()).rejects.toThrow(/\/bin\/false .*list/);
+    } finally {
+      await rm(join(fx.stateRoot, 'builder-listed'), { recursive: true });
+    }
+  });
+
   it('sweeps containers left by a dead process', async () => {
     const bundle = join(fx.bundleRoot, 'builder-sweeptest');
     await mkdir(bundle, { recursive: true });
