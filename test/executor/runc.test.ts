@@ -2,6 +2,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdir, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { AbortError, RuncError, RuncExecutor } from '../../src/executor/runc.js';
 import { makeRootfs, useExecutor, writeDeadOwnerBundle } from './rootfs.js';
@@ -16,6 +17,36 @@ describe('RuncExecutor', () => {
     expect(r).toEqual({ exitCode: 3, out: 'out\n', err: 'err\n' });
     expect(await readdir(fx.bundleRoot)).toEqual([]);
     expect(builderContainers()).toEqual([]);
+  });
+
+  it('gives every run no input, the first one and those after it alike', async () => {
+    for (let i = 0; i < 3; i++) {
+      // `cat` ends at once: its input is at its end (an open, silent one would hang the run).
+      const r = await run(['sh', '-c', 'cat; echo "done $0"', `run-${i}`]);
+      expect(r).toEqual({ exitCode: 0, out: `done run-${i}\n`, err: '' });
+    }
+  });
+
+  it('runs from a bundle directory whose path holds spaces, quotes and $', async () => {
+    const bundleRoot = join(fx.dir, `bundles 'with' "odd" $HOME`);
+    const executor = new RuncExecutor({ bundleRoot, stateRoot: fx.stateRoot });
+    for (let i = 0; i < 2; i++) {
+      let out = '';
+      const r = await executor.run({ rootfs: fx.rootfs, args: ['sh', '-c', 'echo ok'], env: [], cwd: '/', user: '', network: 'none', stdout: (c) => (out += c.toString()), stderr: () => undefined });
+      expect({ exitCode: r.exitCode, out }).toEqual({ exitCode: 0, out: 'ok\n' });
+    }
+    expect(await readdir(bundleRoot)).toEqual([]);
+  });
+
+  it('keeps nothing alive after its runs: a program that ran containers exits by itself', () => {
+    // The compiled library (npm run build), as an embedding program loads it.
+    const library = fileURLToPath(new URL('../../dist/executor/runc.js', import.meta.url));
+    const script = `import { RuncExecutor } from ${JSON.stringify(library)};
+const executor = new RuncExecutor({ bundleRoot: ${JSON.stringify(fx.bundleRoot)}, stateRoot: ${JSON.stringify(fx.stateRoot)} });
+for (let i = 0; i < 2; i++) await executor.run({ rootfs: ${JSON.stringify(fx.rootfs)}, args: ['true'], env: [], cwd: '/', user: '', network: 'none', stdout() {}, stderr() {} });
+console.log('ran');`;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 30_000 });
+    expect({ status: r.status, out: r.stdout, err: r.stderr }).toEqual({ status: 0, out: 'ran\n', err: '' });
   });
 
   it('delivers output while the process is still running', async () => {
