@@ -469,11 +469,13 @@ class Launcher {
 }
 
 // The spare's script: "<argc>\n<arg>\n…", then it becomes that command with no input. It exits
-// quietly when its stdin closes first (this process ended without using it).
+// quietly when its stdin closes before a request (this process ended without using it); a cut-off
+// or empty request fails (125), never passes for a step that ran.
 const LAUNCH_SCRIPT = `
 IFS= read -r n || exit 0
 set --
-while [ "$n" -gt 0 ]; do IFS= read -r a || exit 0; set -- "$@" "$a"; n=$((n - 1)); done
+while [ "$n" -gt 0 ]; do IFS= read -r a || exit 125; set -- "$@" "$a"; n=$((n - 1)); done
+[ "$#" -gt 0 ] || exit 125
 exec "$@" </dev/null`;
 
 /** `command`'s absolute path as spawn would find it on PATH (a name with a slash as it is), if executable. */
