@@ -7,9 +7,9 @@
 // what RUN --mount needs: see mounts.ts), `runc run`s it in the foreground with stdio piped to
 // the caller, and always removes the bundle and the container afterwards.
 
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { lstatSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, constants as fsc, lstatSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { readFile, readdir, rmdir, unlink } from 'node:fs/promises';
 import { constants as osc, tmpdir } from 'node:os';
 import { dirname, join, posix, resolve } from 'node:path';
@@ -139,6 +139,8 @@ export class RuncError extends Error {
 }
 
 const CONTAINER_PREFIX = 'builder-';
+/** runc's state directory when run as root without `--root`. */
+const DEFAULT_STATE_ROOT = '/run/runc';
 const OWNER_ANNOTATION = 'dev.builder.owner';
 
 /** Mount points runc creates in the rootfs when missing; removed again so they do not end up in layers. */
@@ -149,9 +151,11 @@ export class RuncExecutor {
   private readonly stateRoot: string | undefined;
   private readonly bundleRoot: string;
   private readonly hostname: string;
+  private readonly launcher: Launcher;
 
   constructor(opts: RuncExecutorOptions = {}) {
     this.runc = opts.runc ?? 'runc';
+    this.launcher = Launcher.for(this.runc);
     this.stateRoot = opts.stateRoot;
     this.bundleRoot = resolve(opts.bundleRoot ?? join(tmpdir(), 'builder-runc'));
     this.hostname = opts.hostname ?? 'buildkitsandbox';
@@ -215,9 +219,9 @@ export class RuncExecutor {
 
   /** What sweep() would delete: containers (with bundles in bundleRoot) and bundle dirs of runs whose owner process is gone. */
   async leftovers(): Promise<{ containers: Array<{ id: string; bundle: string }>; bundles: string[] }> {
-    let out: string;
+    let out = '';
     try {
-      out = await runCommand(this.runc, [...this.rootArgs(), 'list', '--format', 'json']);
+      if (await this.mayHaveContainers()) out = await runCommand(this.runc, [...this.rootArgs(), 'list', '--format', 'json']);
     } catch (err) {
       // Without runc there is nothing to sweep (and builds without RUN steps still work).
       if (err instanceof CommandError && err.spawnError === 'ENOENT') return { containers: [], bundles: [] };
@@ -246,6 +250,25 @@ export class RuncExecutor {
 
   private rootArgs(): string[] {
     return this.stateRoot ? ['--root', this.stateRoot] : [];
+  }
+
+  /** runc's state directory: `--root`, else runc's default for root (rootless runc has its own). */
+  private stateDir(): string | undefined {
+    return this.stateRoot ?? (process.getuid?.() === 0 ? DEFAULT_STATE_ROOT : undefined);
+  }
+
+  /**
+   * False when runc's state directory holds no `builder-*` container: every build starts with a
+   * sweep, and `runc list` costs a process start where one directory read tells as much.
+   */
+  private async mayHaveContainers(): Promise<boolean> {
+    const dir = this.stateDir();
+    if (dir === undefined) return true;
+    try {
+      return (await readdir(dir)).some((name) => name.startsWith(CONTAINER_PREFIX));
+    } catch (err) {
+      return (err as NodeJS.ErrnoException).code !== 'ENOENT';
+    }
   }
 
   private async writeBundle(
@@ -308,11 +331,16 @@ export class RuncExecutor {
       const [command, commandArgs] = spec.terminal
         ? ['script', ['--quiet', '--return', '--echo', 'never', '--command', [this.runc, ...args].map(shellQuote).join(' '), '/dev/null']]
         : [this.runc, args];
-      const child = spawn(command, commandArgs, {
-        // Without -i, a terminal's input stays open and silent, as docker's.
-        stdio: [inputFd ?? (spec.stdin || spec.terminal ? 'pipe' : 'ignore'), 'pipe', 'pipe'],
-        ...(spec.terminal ? { env: { ...process.env, SHELL: '/bin/sh' } } : {}),
-      });
+      // A RUN step (no input, no terminal) starts through a spare process made ahead of time.
+      const attached = spec.stdin !== undefined || spec.terminal === true;
+      const child =
+        (attached ? undefined : this.launcher.launch([this.runc, ...args])) ??
+        spawn(command, commandArgs, {
+          // Without -i, a terminal's input stays open and silent, as docker's.
+          stdio: [inputFd ?? (attached ? 'pipe' : 'ignore'), 'pipe', 'pipe'],
+          ...(spec.terminal ? { env: { ...process.env, SHELL: '/bin/sh' } } : {}),
+        });
+      if (!attached) this.launcher.started();
       let aborted = false;
       let exited = false;
       if (child.stdin) {
@@ -366,11 +394,102 @@ export class RuncExecutor {
 
   /** `runc run` removes its container when it exits normally; make sure of it otherwise. */
   private async deleteContainer(id: string, force: boolean): Promise<void> {
-    const stateDir = join(this.stateRoot ?? '/run/runc', id);
+    const stateDir = join(this.stateRoot ?? DEFAULT_STATE_ROOT, id);
     const exists = await pathExists(stateDir);
     if (exists || force) await runCommand(this.runc, [...this.rootArgs(), 'delete', '--force', id]).catch(() => undefined);
   }
 
+}
+
+/**
+ * Starts `runc run` for RUN steps through a spare `/bin/sh` made ahead of time, which reads the
+ * command line on its stdin and execs it with its stdout and stderr (pipes to us) as they are.
+ * Node spawns by forking itself, which blocks this thread until the child has exec'd: 5-15 ms a
+ * step here, on the critical path between two steps. The spare is forked while the previous step's
+ * container runs and this thread would wait anyway; what it becomes is the same process (its pid
+ * is runc's, kill and exit status are runc's), in our process group as a spawned runc is.
+ */
+class Launcher {
+  private static readonly byCommand = new Map<string, Launcher>();
+  private spare: ChildProcessByStdio<Writable, Readable, Readable> | undefined;
+  /** runc's absolute path; undefined when it cannot be found (then spawn reports it as usual). */
+  private resolved: string | undefined | null = null;
+  private launches = 0;
+
+  private constructor(private readonly command: string) {}
+
+  /** One launcher (one spare at most) per runc command in this process. */
+  static for(command: string): Launcher {
+    let launcher = Launcher.byCommand.get(command);
+    if (!launcher) Launcher.byCommand.set(command, (launcher = new Launcher(command)));
+    return launcher;
+  }
+
+  /** The spare turned into `args` (args[0] is runc), or undefined when there is none ready. */
+  launch(args: string[]): ChildProcessByStdio<Writable, Readable, Readable> | undefined {
+    const child = this.spare;
+    this.spare = undefined;
+    if (!child || child.pid === undefined || child.exitCode !== null || child.signalCode !== null || child.stdin.destroyed) {
+      child?.kill();
+      return undefined;
+    }
+    if (args.some((a) => a.includes('\n') || a.includes('\0'))) {
+      child.kill();
+      return undefined;
+    }
+    child.ref();
+    for (const s of [child.stdin, child.stdout, child.stderr] as Array<{ ref?(): void }>) s.ref?.();
+    child.stdin.end([String(args.length), this.resolved!, ...args.slice(1), ''].join('\n'));
+    return child;
+  }
+
+  /**
+   * Told as a container starts. From the second on (a process that ran one container alone, such
+   * as `builder run` or a build with one RUN, would not use a spare), a spare for the next one is
+   * made meanwhile, when this thread has nothing else to do.
+   */
+  started(): void {
+    if (this.launches++ > 0) setImmediate(() => this.prepare());
+  }
+
+  /** Makes a spare if there is none; it keeps nothing alive while it waits. */
+  private prepare(): void {
+    if (this.spare) return;
+    if (this.resolved === null) this.resolved = findExecutable(this.command);
+    if (this.resolved === undefined) return;
+    const child = spawn('/bin/sh', ['-c', LAUNCH_SCRIPT], { stdio: ['pipe', 'pipe', 'pipe'] });
+    child.on('error', () => {
+      if (this.spare === child) this.spare = undefined;
+    });
+    child.stdin.on('error', () => undefined); // it died before it was used: reported by its exit
+    child.unref();
+    for (const s of [child.stdin, child.stdout, child.stderr] as Array<{ unref?(): void }>) s.unref?.();
+    this.spare = child;
+  }
+}
+
+// The spare's script: "<argc>\n<arg>\n…", then it becomes that command with no input. It exits
+// quietly when its stdin closes before a request (this process ended without using it); a cut-off
+// or empty request fails (125), never passes for a step that ran.
+const LAUNCH_SCRIPT = `
+IFS= read -r n || exit 0
+set --
+while [ "$n" -gt 0 ]; do IFS= read -r a || exit 125; set -- "$@" "$a"; n=$((n - 1)); done
+[ "$#" -gt 0 ] || exit 125
+exec "$@" </dev/null`;
+
+/** `command`'s absolute path as spawn would find it on PATH (a name with a slash as it is), if executable. */
+function findExecutable(command: string): string | undefined {
+  const candidates = command.includes('/') ? [resolve(command)] : (process.env.PATH ?? '').split(':').filter(Boolean).map((dir) => join(resolve(dir), command));
+  for (const path of candidates) {
+    try {
+      accessSync(path, fsc.X_OK);
+      if (statSync(path).isFile()) return path;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
 }
 
 /** The effective capabilities of this process: all an insecure step can be given. */

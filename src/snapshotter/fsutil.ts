@@ -27,6 +27,7 @@ import {
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { runShort } from '../util/command.js';
+import { mknodSyscall } from './mount.js';
 import type { Usage } from './types.js';
 
 type Xattr = typeof import('fs-xattr');
@@ -316,6 +317,7 @@ export function copyFileKeepingHoles(from: string, to: string, st: Stats): void 
 
 /** Creates a device node or fifo (Node has no mknod). */
 export async function mknod(path: string, kind: 'c' | 'b' | 'p', major = 0, minor = 0): Promise<void> {
+  if (await mknodSyscall(path, kind, major, minor)) return;
   const args = kind === 'p' ? [path, 'p'] : [path, kind, String(major), String(minor)];
   await runShort('mknod', args);
 }

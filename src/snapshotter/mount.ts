@@ -11,8 +11,8 @@ import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { mkdirSync, mkdtempSync, rmdirSync } from 'node:fs';
 import { realpath, rmdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join, relative, sep } from 'node:path';
-import { CommandShell, runShort } from '../util/command.js';
+import { dirname, join, relative, resolve, sep } from 'node:path';
+import { CommandError, CommandShell, runShort } from '../util/command.js';
 import { processToken } from '../util/process.js';
 import type { Mount } from './types.js';
 
@@ -106,17 +106,19 @@ function syscallRequest(m: Mount, target: string, cmd: MountCommand): { op: 'mou
 }
 
 /**
- * mount(2) and umount2(2) made by one long-lived perl process (perl-base is Essential in Debian),
- * which forks nothing: starting even a static `mount` costs about 10 ms of CPU where process
- * creation is slow (virtual machines), a mount and an unmount per RUN or COPY step. Reads the
+ * mount(2), umount2(2) and mknodat(2) made by one long-lived perl process (perl-base is Essential
+ * in Debian), which forks nothing: starting even a static `mount` costs about 10 ms of CPU where
+ * process creation is slow (virtual machines), a mount and an unmount per RUN or COPY step; a new
+ * state directory's overlay probe needs a whiteout (mknod), layers with whiteouts one each. Reads the
  * runShort line protocol, each request in its directory (relative overlay paths):
  *   mount TYPE SOURCE TARGET DATA   no flags (overlay options are all data)
  *   bind SOURCE TARGET ro|rw        MS_BIND|MS_REC, then read-only by a remount as mount(8) does
  *                                   (undone if that fails)
  *   umount TARGET
+ *   mknod PATH MODE DEV             mknodat(2) (the umask applies, as to mknod(1))
  */
 const MOUNT_LOOP = `
-my ($MOUNT, $UMOUNT) = @ARGV;
+my ($MOUNT, $UMOUNT, $MKNODAT) = @ARGV;
 $| = 1;
 while (defined(my $n = <STDIN>)) {
   chomp $n;
@@ -134,13 +136,14 @@ while (defined(my $n = <STDIN>)) {
     }
   }
   elsif ($op eq 'umount' && @a == 1) { $r = syscall($UMOUNT, $a[0], 0) }
+  elsif ($op eq 'mknod' && @a == 3) { $r = syscall($MKNODAT, -100, $a[0], $a[1] + 0, $a[2] + 0) }
   else { $! = 22 }
   my $out = $r == 0 ? '' : "$op: $!";
   print(($r == 0 ? 0 : 1) . ' ' . length($out) . "\n" . $out);
 }`;
 
-/** Numbers of mount(2) and umount2(2) by Node's process.arch (x86_64, and asm-generic's). */
-const SYSCALL_NUMBERS: Partial<Record<string, [mount: number, umount2: number]>> = { x64: [165, 166], arm64: [40, 39], riscv64: [40, 39] };
+/** Numbers of mount(2), umount2(2) and mknodat(2) by Node's process.arch (x86_64, and asm-generic's). */
+const SYSCALL_NUMBERS: Partial<Record<string, [mount: number, umount2: number, mknodat: number]>> = { x64: [165, 166, 259], arm64: [40, 39, 33], riscv64: [40, 39, 33] };
 
 let syscallServer: CommandShell | undefined | null = null;
 function mountSyscalls(): CommandShell | undefined {
@@ -150,6 +153,29 @@ function mountSyscalls(): CommandShell | undefined {
     syscallServer = numbers && perl ? new CommandShell(perl, ['-e', MOUNT_LOOP, ...numbers.map(String)]) : undefined;
   }
   return syscallServer;
+}
+
+const FILE_TYPE_BITS = { c: 0o020000, b: 0o060000, p: 0o010000 } as const;
+
+/**
+ * Creates a device node or FIFO at absolute `path` with mode 0666 less the umask, as mknod(1)
+ * does, through the syscall server; false when there is none or the device number does not fit
+ * mknodat's (then the caller runs mknod(1)). Throws the syscall's error.
+ */
+export async function mknodSyscall(path: string, kind: 'c' | 'b' | 'p', major: number, minor: number): Promise<boolean> {
+  // The kernel's 32-bit dev_t encoding (new_encode_dev): 12 bits of major, 20 of minor.
+  if (major > 0xfff || minor > 0xfffff || !lineSafe([resolve(path)])) return false;
+  const syscalls = mountSyscalls();
+  if (!syscalls) return false;
+  const dev = (minor & 0xff) | (major << 8) | ((minor & ~0xff) << 12);
+  try {
+    await syscalls.run('mknod', [resolve(path), String(FILE_TYPE_BITS[kind] | 0o666), String(dev >>> 0)], '/');
+  } catch (err) {
+    // Named as mknod(1) would be: the request's mode and dev numbers say little to a reader.
+    if (err instanceof CommandError) throw new CommandError('mknod', kind === 'p' ? [path, 'p'] : [path, kind, String(major), String(minor)], err.exitCode, err.stderr);
+    throw err;
+  }
+  return true;
 }
 
 /** Whether `args` can travel over the line protocol. */

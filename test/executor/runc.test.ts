@@ -2,6 +2,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdir, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { AbortError, RuncError, RuncExecutor } from '../../src/executor/runc.js';
 import { makeRootfs, useExecutor, writeDeadOwnerBundle } from './rootfs.js';
@@ -16,6 +17,36 @@ describe('RuncExecutor', () => {
     expect(r).toEqual({ exitCode: 3, out: 'out\n', err: 'err\n' });
     expect(await readdir(fx.bundleRoot)).toEqual([]);
     expect(builderContainers()).toEqual([]);
+  });
+
+  it('gives every run no input, the first one and those after it alike', async () => {
+    for (let i = 0; i < 3; i++) {
+      // `cat` ends at once: its input is at its end (an open, silent one would hang the run).
+      const r = await run(['sh', '-c', 'cat; echo "done $0"', `run-${i}`]);
+      expect(r).toEqual({ exitCode: 0, out: `done run-${i}\n`, err: '' });
+    }
+  });
+
+  it('runs from a bundle directory whose path holds spaces, quotes and $', async () => {
+    const bundleRoot = join(fx.dir, `bundles 'with' "odd" $HOME`);
+    const executor = new RuncExecutor({ bundleRoot, stateRoot: fx.stateRoot });
+    for (let i = 0; i < 2; i++) {
+      let out = '';
+      const r = await executor.run({ rootfs: fx.rootfs, args: ['sh', '-c', 'echo ok'], env: [], cwd: '/', user: '', network: 'none', stdout: (c) => (out += c.toString()), stderr: () => undefined });
+      expect({ exitCode: r.exitCode, out }).toEqual({ exitCode: 0, out: 'ok\n' });
+    }
+    expect(await readdir(bundleRoot)).toEqual([]);
+  });
+
+  it('keeps nothing alive after its runs: a program that ran containers exits by itself', () => {
+    // The compiled library (npm run build), as an embedding program loads it.
+    const library = fileURLToPath(new URL('../../dist/executor/runc.js', import.meta.url));
+    const script = `import { RuncExecutor } from ${JSON.stringify(library)};
+const executor = new RuncExecutor({ bundleRoot: ${JSON.stringify(fx.bundleRoot)}, stateRoot: ${JSON.stringify(fx.stateRoot)} });
+for (let i = 0; i < 2; i++) await executor.run({ rootfs: ${JSON.stringify(fx.rootfs)}, args: ['true'], env: [], cwd: '/', user: '', network: 'none', stdout() {}, stderr() {} });
+console.log('ran');`;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 30_000 });
+    expect({ status: r.status, out: r.stdout, err: r.stderr }).toEqual({ status: 0, out: 'ran\n', err: '' });
   });
 
   it('delivers output while the process is still running', async () => {
@@ -202,6 +233,22 @@ describe('RuncExecutor', () => {
 
   it('has nothing to sweep without runc', async () => {
     expect(await new RuncExecutor({ runc: '/nonexistent/runc', bundleRoot: fx.bundleRoot, stateRoot: fx.stateRoot }).sweep()).toEqual([]);
+  });
+
+  it('sweeps without asking runc when its state directory holds no container of ours', async () => {
+    // A runc that fails whenever it is run: the sweep must not need it.
+    const failing = new RuncExecutor({ runc: '/bin/false', bundleRoot: fx.bundleRoot, stateRoot: fx.stateRoot });
+    expect(fx.containers()).toEqual([]);
+    expect(await failing.sweep()).toEqual([]);
+    const missingState = new RuncExecutor({ runc: '/bin/false', bundleRoot: fx.bundleRoot, stateRoot: join(fx.dir, 'no-such-state') });
+    expect(await missingState.sweep()).toEqual([]);
+    // With one of ours there, runc is asked (and its failure reported).
+    await mkdir(join(fx.stateRoot, 'builder-listed'), { recursive: true });
+    try {
+      await expect(failing.sweep()).rejects.toThrow(/\/bin\/false .*list/);
+    } finally {
+      await rm(join(fx.stateRoot, 'builder-listed'), { recursive: true });
+    }
   });
 
   it('sweeps containers left by a dead process', async () => {

@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MediaType, type Digest } from '../../src/oci/types.js';
 import { DiffIDMismatchError, LayerSecurityError, applyLayer, createSnapshotter, withMounts, type LocalSnapshotter } from '../../src/snapshotter/index.js';
 import { packTar } from '../../src/snapshotter/tar-writer.js';
+import { devMajor, devMinor } from '../../src/snapshotter/fsutil.js';
 import { makeTar, stream, tempDir, type TestEntry } from './helpers.js';
 
 const kinds = ['overlayfs', 'native'] as const;
@@ -251,6 +252,8 @@ const CASES: Case[] = [
           { name: 'dev/null', type: 'char', mode: 0o666, uid: 0, gid: 0, mtime: T, size: 0, devmajor: 1, devminor: 3 },
           { name: 'dev/loop9', type: 'block', mode: 0o660, uid: 0, gid: 6, mtime: T, size: 0, devmajor: 7, devminor: 9 },
           { name: 'fifo', type: 'fifo', mode: 0o600, uid: 0, gid: 0, mtime: T, size: 0 },
+          // A minor number past 8 bits and a major past 8 bits (NVMe-style): both halves of dev_t.
+          { name: 'dev/nvme', type: 'block', mode: 0o600, uid: 0, gid: 0, mtime: T, size: 0, devmajor: 259, devminor: 0x12345 },
         ]),
     },
     outcome: async (root) => {
@@ -261,6 +264,8 @@ const CASES: Case[] = [
       const loop = await lstat(join(root, 'dev/loop9'));
       expect([loop.isBlockDevice(), loop.gid]).toEqual([true, 6]);
       expect((await lstat(join(root, 'fifo'))).isFIFO()).toBe(true);
+      const nvme = await lstat(join(root, 'dev/nvme'));
+      expect([nvme.isBlockDevice(), devMajor(nvme.rdev), devMinor(nvme.rdev)]).toEqual([true, 259, 0x12345]);
     },
   },
   {
