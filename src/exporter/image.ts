@@ -6,6 +6,7 @@
 // (compress.ts), registry push (push.ts) and OCI archives (oci-archive.ts). It must not know the
 // frontend or the solver: it gets the image spec, the layers and which steps added one as data.
 
+import { statSync } from 'node:fs';
 import type { LayerRecord } from '../cache/cache-index.js';
 import type { ContentStore } from '../cache/content-store.js';
 import type { Digest, ImageSpec } from '../definition/index.js';
@@ -39,7 +40,7 @@ const OCI_LAYER_TYPES: Record<string, string> = {
 };
 
 export async function assembleImage(store: ContentStore, opts: AssembleOptions): Promise<BuiltImage> {
-  const history = historyOf(opts);
+  const history = historyOf({ ...opts, layers: opts.layers.map((l) => (l.createdAt === undefined ? withStoredTime(store, l) : l)) });
   const created = (opts.fixed ? undefined : history.findLast((h) => h.created !== undefined)?.created) ?? opts.created;
 
   const { platform } = opts.spec;
@@ -65,6 +66,16 @@ export async function assembleImage(store: ContentStore, opts: AssembleOptions):
   const manifestBlob = await store.putBytes(canonicalJson(manifest));
   const manifestDescriptor: Descriptor = { mediaType: MediaType.OciManifest, ...manifestBlob };
   return { config, configDescriptor, manifest, manifestDescriptor };
+}
+
+/**
+ * A layer that does not say when it was made (a base image's) was made here when its blob was
+ * stored: BuildKit takes such a layer's time from its local record, so that a base history entry
+ * without a time gets the same one in every rebuild, and the image keeps its ID.
+ */
+function withStoredTime(store: ContentStore, layer: LayerRecord): LayerRecord {
+  const stored = statSync(store.path(layer.digest), { throwIfNoEntry: false });
+  return stored ? { ...layer, createdAt: stored.mtime.toISOString() } : layer;
 }
 
 /**

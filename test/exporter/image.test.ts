@@ -1,7 +1,7 @@
 // The image config's times, as BuildKit's exporter sets them: a rebuild from the cache must give
 // the same image, so new history entries take the times their layers were made, not the build's.
 
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -71,5 +71,17 @@ describe('assembleImage: times', () => {
     expect(fixed.config.created).toBe(BUILD);
     const untimed = await assembleImage(store, { spec: history, layers: [layer(0), layer(1), layer(2)], addedLayer: added, created: BUILD });
     expect(untimed.config.history!.map((h) => h.created)).toEqual([BASE, BUILD, BUILD, BUILD, BUILD]);
+  });
+
+  it('a base entry without a time takes the time its layer was stored here, the same in every rebuild', async () => {
+    const stored = await store.putBytes('a base layer');
+    const base: LayerRecord = { diffID: stored.digest, ...stored, mediaType: 'application/vnd.oci.image.layer.v1.tar' };
+    const storedAt = (await stat(store.path(stored.digest))).mtime.toISOString();
+    const untimedBase = spec([{ created_by: 'base layer' }, ...history.history.slice(1)] as ImageSpec['history']);
+    const opts = { spec: untimedBase, layers: [base, layer(1, T1), layer(2, T2)], addedLayer: added };
+    const first = await assembleImage(store, { ...opts, created: BUILD });
+    expect(first.config.history!.map((h) => h.created)).toEqual([storedAt, T1, T1, T2, T2]);
+    const later = await assembleImage(store, { ...opts, created: '2027-01-01T00:00:00.000Z' });
+    expect(later.configDescriptor.digest).toBe(first.configDescriptor.digest);
   });
 });
