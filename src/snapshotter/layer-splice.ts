@@ -8,6 +8,7 @@
 // that is missing, stale or corrupt therefore costs speed (those files are read as usual), never
 // a different layer.
 
+import type { Stats } from 'node:fs';
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import type { ContentStore } from '../cache/content-store.js';
 import type { Digest } from '../oci/types.js';
@@ -23,8 +24,13 @@ export interface EarlierLayer {
   /** The earlier layer's blob in the content store (uncompressed). */
   digest: Digest;
   index: LayerIndex;
-  /** Paths whose content is known to be that of the earlier layer's entry of the same path. */
-  same: ReadonlySet<string>;
+  /**
+   * Paths whose content is known to be that of the earlier layer's entry of the same path, each
+   * with an lstat of its file: overlayfs diffs take these instead of a stat and xattr read of
+   * their own, and pack such a file from them only when the earlier layer holds exactly the
+   * header they give (see writeLayer).
+   */
+  same: ReadonlyMap<string, Stats>;
 }
 
 const WINDOW = 1024 * 1024;

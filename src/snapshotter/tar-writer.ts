@@ -88,12 +88,19 @@ export class TarPacker {
    * header bytes (PAX and ustar), returns a reader of the same bytes from elsewhere.
    */
   add(e: TarEntry, content?: (header: Buffer) => ContentReader | undefined): void {
-    const size = e.type === 'file' ? e.size : 0;
     const head = entryHeader(e);
-    const reader = size > 0 ? content?.(head) : undefined;
+    this.addWithHeader(e, head, e.type === 'file' && e.size > 0 ? content?.(head) : undefined);
+  }
+
+  /**
+   * Packs `e` whose header bytes the caller made already (`head`, see entryHeader). A regular
+   * file's bytes come from `content` when given, else from `e.source`.
+   */
+  addWithHeader(e: TarEntry, head: Buffer, content?: ContentReader): void {
+    const size = e.type === 'file' ? e.size : 0;
     this.put(head);
     if (size === 0) return;
-    if (reader) this.putContent(reader, e.name, size);
+    if (content) this.putContent(content, e.name, size);
     else if (e.source === undefined) throw new Error(`tar entry ${e.name} has no content source`);
     else this.putFile(e.source, size);
     this.pad(size);

@@ -4,6 +4,7 @@
 // is still there. The record also holds the index of that result's layer, so that the new layer
 // takes the re-used files' content from the earlier one (see snapshotter/layer-splice.ts).
 
+import type { Stats } from 'node:fs';
 import type { CacheIndex } from '../cache/cache-index.js';
 import type { FileOp } from '../definition/index.js';
 import { canonicalJson, chainID, sha256 } from '../oci/digest.js';
@@ -44,7 +45,7 @@ export async function earlierCopy(h: CopyHistory, family: Digest, parentSnapshot
 }
 
 /** What writeLayer is given for a COPY whose re-used files are `linked` (see CopyReuse.finish). */
-export function earlierLayer(earlier: EarlierCopy, linked: ReadonlySet<string>): EarlierLayer | undefined {
+export function earlierLayer(earlier: EarlierCopy, linked: ReadonlyMap<string, Stats>): EarlierLayer | undefined {
   return earlier.layer && linked.size > 0 ? { ...earlier.layer, same: linked } : undefined;
 }
 

@@ -84,7 +84,7 @@ export async function copySources(p: CopyParams): Promise<void> {
       if (below === '' && entry.type === 'dir') continue;
       const destPath = below ? posix.join(target, below) : target;
       const hostPath = destPath === '/' ? p.destRoot : join(hostDir(posix.dirname(destPath)), posix.basename(destPath));
-      const st = lstatSync(entry.abs);
+      const st = entry.stats;
       const owner = p.owner ?? { uid: entry.uid, gid: entry.gid };
       const mode = p.chmod ?? entry.mode & 0o7777;
       // Synchronous calls: a few microseconds each, where a thread-pool round trip per call made

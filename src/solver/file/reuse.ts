@@ -73,10 +73,12 @@ export class CopyReuse {
    * Once the snapshot is unmounted, links the deferred files in its directory `dir` to the
    * earlier ones (replacing the whiteout a cleared path may have left); a file that is not there
    * as expected is copied from its source by `write` instead. Parent directories keep the times
-   * the copy gave them. Returns the paths linked: their content is the earlier file's.
+   * the copy gave them. Returns the paths linked, each with the lstat of the earlier file taken
+   * just before it was linked (the same inode, so the same type, mode, owner, size and mtime; only
+   * its link count and ctime moved): their content is the earlier file's.
    */
-  finish(dir: string, write: FileWriter): Set<string> {
-    const linked = new Set<string>();
+  finish(dir: string, write: FileWriter): Map<string, Stats> {
+    const linked = new Map<string, Stats>();
     if (this.deferred.length === 0) return linked;
     const earlierRoot = this.earlier ? realpathOrUndefined(this.earlier.dir) : undefined;
     const parentTimes = new Map<string, Stats>();
@@ -86,7 +88,7 @@ export class CopyReuse {
       const parent = dirname(path);
       if (!parentTimes.has(parent)) parentTimes.set(parent, lstatSync(parent));
       const earlier = earlierRoot !== undefined ? linkable(earlierRoot, d, safeParents) : undefined;
-      if (earlier !== undefined && linkReplacing(earlier, path)) linked.add(d.rel);
+      if (earlier !== undefined && linkReplacing(earlier.path, path)) linked.set(d.rel, earlier.st);
       else {
         rmSync(path, { recursive: true, force: true });
         write(d.src, d.st, path, d.owner, d.mode);
@@ -98,24 +100,26 @@ export class CopyReuse {
 }
 
 /**
- * The earlier file for `d` when it is a regular file with the size, mode, owner and mtime a
- * fresh copy gives it, reached without a symlink (its parent resolves to itself inside `root`).
+ * The earlier file for `d` (and its lstat) when it is a regular file with the size, mode, owner
+ * and mtime a fresh copy gives it, reached without a symlink (its parent resolves to itself
+ * inside `root`).
  */
-function linkable(root: string, d: Deferred, safeParents: Map<string, boolean>): string | undefined {
+function linkable(root: string, d: Deferred, safeParents: Map<string, boolean>): { path: string; st: Stats } | undefined {
   const path = join(root, d.rel);
   const parent = dirname(path);
   let safe = safeParents.get(parent);
   if (safe === undefined) safeParents.set(parent, (safe = realpathOrUndefined(parent) === parent));
   if (!safe) return undefined;
   const st = lstatSync(path, { throwIfNoEntry: false });
+  if (!st) return undefined;
   const same =
-    st?.isFile() &&
+    st.isFile() &&
     st.size === d.st.size &&
     (st.mode & 0o7777) === d.mode &&
     st.uid === d.owner.uid &&
     st.gid === d.owner.gid &&
     Math.abs(st.mtimeMs - d.st.mtimeMs) < 1;
-  return same ? path : undefined;
+  return same ? { path, st } : undefined;
 }
 
 function realpathOrUndefined(path: string): string | undefined {
