@@ -106,10 +106,7 @@ export class CopyReuse {
  */
 function linkable(root: string, d: Deferred, safeParents: Map<string, boolean>): { path: string; st: Stats } | undefined {
   const path = join(root, d.rel);
-  const parent = dirname(path);
-  let safe = safeParents.get(parent);
-  if (safe === undefined) safeParents.set(parent, (safe = realpathOrUndefined(parent) === parent));
-  if (!safe) return undefined;
+  if (!reachedWithoutSymlink(root, dirname(path), safeParents)) return undefined;
   const st = lstatSync(path, { throwIfNoEntry: false });
   if (!st) return undefined;
   const same =
@@ -120,6 +117,21 @@ function linkable(root: string, d: Deferred, safeParents: Map<string, boolean>):
     st.gid === d.owner.gid &&
     Math.abs(st.mtimeMs - d.st.mtimeMs) < 1;
   return same ? { path, st } : undefined;
+}
+
+/**
+ * Whether `dir` lies inside `root` (a real path) with no symlink on the way: every directory
+ * from `root` down is a directory itself. One lstat per directory, remembered in `known`, where
+ * a realpath of each would read every component of its path again.
+ */
+function reachedWithoutSymlink(root: string, dir: string, known: Map<string, boolean>): boolean {
+  if (dir === root) return true;
+  let safe = known.get(dir);
+  if (safe === undefined) {
+    safe = dir.startsWith(`${root}/`) && reachedWithoutSymlink(root, dirname(dir), known) && lstatSync(dir, { throwIfNoEntry: false })?.isDirectory() === true;
+    known.set(dir, safe);
+  }
+  return safe;
 }
 
 function realpathOrUndefined(path: string): string | undefined {
