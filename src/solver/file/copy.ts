@@ -60,6 +60,9 @@ export async function copySources(p: CopyParams): Promise<void> {
     if (host === undefined) dirs.set(dir, (host = resolveInRootSync(p.destRoot, dir)));
     return host;
   };
+  // Host paths are made by joining onto the root: the path below it is what follows its prefix.
+  const rootPrefix = join(p.destRoot, '/');
+  const belowRoot = (hostPath: string): string => (hostPath.startsWith(rootPrefix) ? hostPath.slice(rootPrefix.length) : relative(p.destRoot, hostPath));
   let copied = 0;
   // One source writes each destination path once: a placeholder is never overwritten later on.
   const reuse = p.sources.length === 1 ? p.reuse : undefined;
@@ -102,7 +105,7 @@ export async function copySources(p: CopyParams): Promise<void> {
           const inode = st.nlink > 1 ? `${st.dev}:${st.ino}` : undefined;
           // Files hardlinked in the source are copied: linking one later would split their group.
           // A deferred file's path is cleared when it is linked (see reuse.ts).
-          if (!inode && reuse?.defer(relative(p.destRoot, hostPath), hostPath, entry, st, owner, mode)) break;
+          if (!inode && reuse?.defer(belowRoot(hostPath), hostPath, entry, st, owner, mode)) break;
           const first = inode && copiedInodes.get(inode);
           clearForFileSync(hostPath);
           if (first && first !== hostPath) {

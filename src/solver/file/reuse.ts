@@ -24,12 +24,17 @@ import { linkSync, lstatSync, realpathSync, rmSync, unlinkSync, utimesSync, writ
 import { dirname, join } from 'node:path';
 import type { Owner } from './copy.js';
 
-/** A file left for later, with what a fresh copy would have written there. */
+/**
+ * A file left for later, with what a fresh copy would have written there. Only the source's
+ * size and mtime are kept of its lstat: a large context defers thousands of files, and a whole
+ * Stats (with its four Dates) each made the garbage collector copy megabytes more.
+ */
 interface Deferred {
   /** Path below the snapshot's root, as resolved in the mounted tree. */
   rel: string;
   src: string;
-  st: Stats;
+  size: number;
+  mtimeMs: number;
   owner: Owner;
   mode: number;
 }
@@ -65,7 +70,7 @@ export class CopyReuse {
       unlinkSync(probe);
       this.probed.add(dir);
     }
-    this.deferred.push({ rel, src: src.abs, st, owner, mode });
+    this.deferred.push({ rel, src: src.abs, size: st.size, mtimeMs: st.mtimeMs, owner, mode });
     return true;
   }
 
@@ -91,7 +96,7 @@ export class CopyReuse {
       if (earlier !== undefined && linkReplacing(earlier.path, path)) linked.set(d.rel, earlier.st);
       else {
         rmSync(path, { recursive: true, force: true });
-        write(d.src, d.st, path, d.owner, d.mode);
+        write(d.src, lstatSync(d.src), path, d.owner, d.mode);
       }
     }
     for (const [parent, st] of parentTimes) utimesSync(parent, st.atime, st.mtime);
@@ -111,11 +116,11 @@ function linkable(root: string, d: Deferred, safeParents: Map<string, boolean>):
   if (!st) return undefined;
   const same =
     st.isFile() &&
-    st.size === d.st.size &&
+    st.size === d.size &&
     (st.mode & 0o7777) === d.mode &&
     st.uid === d.owner.uid &&
     st.gid === d.owner.gid &&
-    Math.abs(st.mtimeMs - d.st.mtimeMs) < 1;
+    Math.abs(st.mtimeMs - d.mtimeMs) < 1;
   return same ? { path, st } : undefined;
 }
 
