@@ -95,7 +95,7 @@ export async function copySources(p: CopyParams): Promise<void> {
       if (++copied % 256 === 0) await setImmediate();
       switch (entry.type) {
         case 'dir':
-          ensureDirectorySync(hostPath);
+          if (ensureDirectorySync(hostPath)) reuse?.made(hostPath);
           dirs.set(destPath, hostPath);
           chownSync(hostPath, owner.uid, owner.gid);
           chmodSync(hostPath, mode);
@@ -157,12 +157,14 @@ function clearForFileSync(path: string): void {
   if (lstatSync(path, { throwIfNoEntry: false })) rmSync(path, { recursive: true, force: true });
 }
 
-function ensureDirectorySync(path: string): void {
+/** Makes `path` a directory unless it is one; true when it made one. */
+function ensureDirectorySync(path: string): boolean {
   const st = lstatSync(path, { throwIfNoEntry: false });
-  if (st?.isDirectory()) return;
+  if (st?.isDirectory()) return false;
   if (st) rmSync(path, { force: true });
   // Parents exist unless a symlink pointed at a missing directory: create that path too.
   mkdirSync(path, { recursive: true });
+  return true;
 }
 
 /** Creates the missing directories of `dir` (an image path) with `mode`, owned by `owner`. */

@@ -56,6 +56,14 @@ export class CopyReuse {
   constructor(private readonly earlier?: { dir: string; files: ReadonlyMap<string, string> }) {}
 
   /**
+   * Told by the copy of each directory it made (at `hostPath` in the mounted tree): that one is
+   * the snapshot's own already (overlayfs made it in the upper dir), so it needs no probe.
+   */
+  made(hostPath: string): void {
+    this.probed.add(hostPath);
+  }
+
+  /**
    * Called by the copy for a regular file it is about to write at `hostPath` (`rel` below the
    * root); true when the file is left for finish() to link (the path is left as it is until then).
    */
