@@ -78,18 +78,29 @@ export class EarlierLayerReader {
   }
 
   private holds(at: number, bytes: Buffer): boolean {
+    // Compared in the window where it lies there (entries come in the blob's order): no copy.
+    if (bytes.length < WINDOW && this.inWindow(at, bytes.length)) {
+      const from = at - this.windowStart;
+      return this.window.compare(bytes, 0, bytes.length, from, from + bytes.length) === 0;
+    }
     const got = Buffer.allocUnsafe(bytes.length);
     return this.read(got, 0, bytes.length, at) === bytes.length && got.equals(bytes);
+  }
+
+  /** Whether `length` bytes at `position` can be read from the window, filling it from there if need be. */
+  private inWindow(position: number, length: number): boolean {
+    if (position < this.windowStart || position + length > this.windowStart + this.windowLength) {
+      this.windowStart = position;
+      this.windowLength = readFully(this.fd, this.window, 0, Math.min(WINDOW, this.size - position), position);
+    }
+    return position + length <= this.windowStart + this.windowLength;
   }
 
   /** Reads through a window of the blob (entries come in the blob's order); large reads go straight through. */
   private read(into: Buffer, offset: number, length: number, position: number): number {
     if (length <= 0) return 0;
     if (length >= WINDOW) return readFully(this.fd, into, offset, length, position);
-    if (position < this.windowStart || position + length > this.windowStart + this.windowLength) {
-      this.windowStart = position;
-      this.windowLength = readFully(this.fd, this.window, 0, Math.min(WINDOW, this.size - position), position);
-    }
+    this.inWindow(position, length);
     const from = position - this.windowStart;
     return this.window.copy(into, offset, from, Math.min(from + length, this.windowLength));
   }
