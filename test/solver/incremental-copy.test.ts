@@ -60,6 +60,13 @@ const EDITS: Array<[string, (ctx: string) => Promise<void>]> = [
     await rm(join(ctx, 'src', 'lib', 'deep'), { recursive: true });
     await writeFile(join(ctx, 'src', 'lib', 'deep'), 'now a file\n');
   }],
+  ['replace a file with a directory', async (ctx) => {
+    await rm(join(ctx, 'src', 'lib', 'deep'));
+    await mkdir(join(ctx, 'src', 'lib', 'deep'));
+    await writeFile(join(ctx, 'src', 'lib', 'deep', 'again.txt'), 'again\n');
+  }],
+  ['change a file back to what it was first', (ctx) => writeFile(join(ctx, 'src', 'lib', 'm3.js'), 'export const v3 = 3;\n'.repeat(4))],
+  ['delete a directory', (ctx) => rm(join(ctx, 'docs'), { recursive: true })],
 ];
 
 /** A change of metadata that COPY does not carry (mtimes, owners, xattrs) keeps the cache. */
