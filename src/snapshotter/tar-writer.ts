@@ -260,6 +260,16 @@ function header(h: RawHeader): Buffer {
 }
 
 function writeOctal(buf: Buffer, offset: number, width: number, value: number): void {
+  // Digit by digit where the value fits (every header field of a layer): no string per field.
+  if (Number.isSafeInteger(value) && value >= 0 && value < 8 ** (width - 1)) {
+    let rest = value;
+    for (let i = offset + width - 2; i >= offset; i--) {
+      buf[i] = 0x30 + (rest % 8);
+      rest = Math.floor(rest / 8);
+    }
+    buf[offset + width - 1] = 0;
+    return;
+  }
   buf.write(`${value.toString(8).padStart(width - 1, '0')}\0`, offset, width, 'ascii');
 }
 
