@@ -165,9 +165,11 @@ describe.each([
     expect(records.length).toBeGreaterThan(0);
     for (const file of records) {
       const record = JSON.parse(readFileSync(join(kept, 'cache', 'copies', file), 'utf8')) as CopyRecord;
-      expect(Object.keys(record.files).length).toBeGreaterThan(0);
+      expect(record.files.paths.length).toBeGreaterThan(0);
+      expect(record.files.origins.length).toBe(record.files.paths.length);
       // The next edit's layer takes the unchanged files' content from this one (see layer-splice.ts).
-      expect(Object.keys(record.layer?.index ?? {}).length, file).toBeGreaterThan(0);
+      expect(record.layer?.paths.length ?? 0, file).toBeGreaterThan(0);
+      expect(record.layer?.entries.length, file).toBe(3 * (record.layer?.paths.length ?? 0));
     }
   });
 });
