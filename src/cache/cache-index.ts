@@ -68,15 +68,34 @@ export interface KeyIngredients {
 /**
  * The latest result of a COPY step position, for re-using its unchanged files on its next miss
  * (src/solver/file/reuse.ts): valid only for the same `family` (instruction and parent snapshot).
+ * Paths and values are kept in parallel arrays, not objects keyed by path: for a context of
+ * thousands of files such an object cost more to parse and to write than the copy saved.
  */
 export interface CopyRecord {
   family: Digest;
   /** The committed snapshot holding the result. */
   snapshot: string;
-  /** Destination path → where the file came from (source path, stat key, mode, owner). */
-  files: Record<string, string>;
-  /** The result's own layer, and where each file's content lies in it: [header offset, header length, size]. */
-  layer?: { diffID: Digest; index: Record<string, [number, number, number]> };
+  /** Destination paths of the files written, and (at the same position) where each came from: source path, stat key, mode, owner. */
+  files: { paths: string[]; origins: string[] };
+  /**
+   * The result's own layer, and where the content of each of `paths` lies in it: three numbers
+   * per path in `entries` (header offset, header length, size).
+   */
+  layer?: { diffID: Digest; paths: string[]; entries: number[] };
+}
+
+/** Whether `value`, read from a record file, has the shape of a CopyRecord (an older format does not). */
+function isCopyRecord(value: unknown): value is CopyRecord {
+  const r = value as Partial<CopyRecord> | undefined;
+  const layer = r?.layer;
+  return (
+    typeof r?.family === 'string' &&
+    typeof r.snapshot === 'string' &&
+    Array.isArray(r.files?.paths) &&
+    Array.isArray(r.files.origins) &&
+    r.files.paths.length === r.files.origins.length &&
+    (layer === undefined || (Array.isArray(layer.paths) && Array.isArray(layer.entries) && layer.entries.length === layer.paths.length * 3))
+  );
 }
 
 export class CacheIndex {
@@ -110,7 +129,8 @@ export class CacheIndex {
   /** The latest COPY result recorded for step `position`, if any (see CopyRecord). */
   async lastCopy(position: string): Promise<CopyRecord | undefined> {
     try {
-      return JSON.parse(await readFile(this.positionFile(this.copiesDir, position), 'utf8')) as CopyRecord;
+      const record: unknown = JSON.parse(await readFile(this.positionFile(this.copiesDir, position), 'utf8'));
+      return isCopyRecord(record) ? record : undefined;
     } catch {
       return undefined;
     }

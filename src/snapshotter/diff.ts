@@ -35,7 +35,7 @@ import { compareBytes } from '../util/select.js';
 import type { SnapshotLayout } from './store.js';
 import type { Usage } from './types.js';
 import { EarlierLayerReader, type EarlierLayer, type IndexedEntry, type LayerIndex } from './layer-splice.js';
-import { TarPacker, padding, type TarEntry } from './tar-writer.js';
+import { TarPacker, entryHeader, padding, type TarEntry } from './tar-writer.js';
 
 export interface WriteLayerOptions {
   /** SOURCE_DATE_EPOCH (seconds): later mtimes are clamped to it; whiteouts get it. */
@@ -65,7 +65,17 @@ export interface WrittenLayer {
 
 /** A change found by a walker, before it becomes tar entries. */
 type Change =
-  | { kind: 'entry'; rel: string; path: string; st: Stats; xattrs: ReadonlyArray<readonly [string, Buffer]> }
+  | {
+      kind: 'entry';
+      rel: string;
+      path: string;
+      st: Stats;
+      /**
+       * Undefined: not read, for a file whose lstat the caller knew (EarlierLayer.same); its
+       * header is packed without xattrs and kept only if the earlier layer holds the same bytes.
+       */
+      xattrs: ReadonlyArray<readonly [string, Buffer]> | undefined;
+    }
   | { kind: 'whiteout'; rel: string };
 
 /**
@@ -84,7 +94,6 @@ export async function writeLayer(
   if (layout.kind === 'view') throw new Error(`cannot diff view snapshot ${JSON.stringify(layout.key)}`);
   const counter = layout.snapshotter === 'overlayfs' ? new UsageCounter() : undefined;
   counter?.count(lstatSync(layout.dir));
-  const changes = counter ? upperChanges(layout.dir, '', layout.parents, [], counter) : treeChanges(layout.dir, layout.parents[0], '', []);
 
   const hash = createHash('sha256');
   let size = 0;
@@ -92,6 +101,10 @@ export async function writeLayer(
   const index = opts.index ? new Map<string, IndexedEntry>() : undefined;
   const writer = await store.createWriter();
   const earlier = opts.earlier && EarlierLayerReader.open(store, opts.earlier);
+  // The walk takes the lstats it is given only while the earlier layer can vouch for the headers.
+  const known = earlier && opts.earlier?.same;
+  const changes = counter ? upperChanges(layout.dir, '', layout.parents, [], counter, known) : treeChanges(layout.dir, layout.parents[0], '', []);
+  const toEntry = tarEntryMaker(epoch);
   try {
     const packer = new TarPacker((block) => {
       hash.update(block);
@@ -101,9 +114,21 @@ export async function writeLayer(
     const out = new BlockFileWriter(openSync(writer.path, 'w'), (block) => packer.recycle(block));
     try {
       const pause = breather();
-      for (const entry of tarEntries(changes, epoch)) {
+      for (const change of changes) {
+        let entry = toEntry(change);
+        if (entry === undefined) continue;
+        let head = entryHeader(entry);
+        let content = earlier && entry.type === 'file' && entry.size > 0 ? earlier.contentOf(entry.name, head, entry.size) : undefined;
+        if (change.kind === 'entry' && change.xattrs === undefined && content === undefined) {
+          // Not the earlier layer's entry after all: packed from a fresh lstat and xattr read like any other.
+          const st = lstatSync(change.path);
+          entry = toEntry({ ...change, st, xattrs: readXattrsSync(change.path, st) });
+          if (entry === undefined) continue;
+          head = entryHeader(entry);
+          content = earlier && entry.type === 'file' && entry.size > 0 ? earlier.contentOf(entry.name, head, entry.size) : undefined;
+        }
         const at = packer.offset;
-        packer.add(entry, earlier && ((header) => earlier.contentOf(entry.name, header, entry.size)));
+        packer.addWithHeader(entry, head, content);
         if (index && entry.type === 'file' && entry.size > 0) {
           index.set(entry.name, [at, packer.offset - padding(entry.size) - entry.size - at, entry.size]);
         }
@@ -205,12 +230,20 @@ class BlockFileWriter {
  * mode and xattrs, e.g. because a mount-point stub was created and removed in it) is held back
  * like in the native walk and only emitted as the parent of a real change.
  */
-function* upperChanges(dir: string, rel: string, lowers: readonly string[], pending: PendingDir[], usage: UsageCounter): Generator<Change> {
+function* upperChanges(
+  dir: string,
+  rel: string,
+  lowers: readonly string[],
+  pending: PendingDir[],
+  usage: UsageCounter,
+  known: ReadonlyMap<string, Stats> | undefined,
+): Generator<Change> {
   const items = readdirSync(dir).map((name) => {
     const path = join(dir, name);
-    const st = lstatSync(path);
+    const knownSt = known?.get(joinRel(rel, name));
+    const st = knownSt ?? lstatSync(path);
     usage.count(st);
-    return { name, path, st, out: isOverlayWhiteout(st) ? WHITEOUT_PREFIX + name : name };
+    return { name, path, st, known: knownSt !== undefined, out: isOverlayWhiteout(st) ? WHITEOUT_PREFIX + name : name };
   });
   items.sort((a, b) => compareBytes(a.out, b.out));
   for (const it of items) {
@@ -219,6 +252,11 @@ function* upperChanges(dir: string, rel: string, lowers: readonly string[], pend
     if (isOverlayWhiteout(it.st)) {
       yield* flush(pending);
       yield { kind: 'whiteout', rel: r };
+      continue;
+    }
+    if (it.known) {
+      yield* flush(pending);
+      yield { kind: 'entry', rel: r, path: it.path, st: it.st, xattrs: undefined };
       continue;
     }
     const xattrs = readXattrsSync(it.path, it.st);
@@ -243,7 +281,7 @@ function* upperChanges(dir: string, rel: string, lowers: readonly string[], pend
       if (opaque) yield { kind: 'whiteout', rel: joinRel(r, WHITEOUT_OPAQUE) };
     }
     pending.push(self);
-    yield* upperChanges(it.path, r, below.dirs, pending, usage);
+    yield* upperChanges(it.path, r, below.dirs, pending, usage, known);
     pending.pop();
   }
 }
@@ -390,38 +428,33 @@ function joinRel(rel: string, name: string): string {
 
 // --- changes → tar entries ---------------------------------------------------------------------
 
-function* tarEntries(changes: Iterable<Change>, epoch: number | undefined): Generator<TarEntry> {
+/**
+ * Makes the tar entry of each change, in walk order; undefined for what tar cannot hold. Files
+ * seen before under another name (same inode) become hard links to that first name.
+ */
+function tarEntryMaker(epoch: number | undefined): (c: Change) => TarEntry | undefined {
   const clamp = (t: number): number => (epoch !== undefined && t > epoch ? epoch : t);
   const firstNameOfInode = new Map<string, string>();
-  for (const c of changes) {
-    if (c.kind === 'whiteout') {
-      yield { name: c.rel, type: 'file', mode: 0, uid: 0, gid: 0, mtime: epoch ?? 0, size: 0 };
-      continue;
-    }
+  return (c) => {
+    if (c.kind === 'whiteout') return { name: c.rel, type: 'file', mode: 0, uid: 0, gid: 0, mtime: epoch ?? 0, size: 0 };
     const { st } = c;
     const base = { name: c.rel, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtime: clamp(Math.floor(st.mtimeMs / 1000)), size: 0 };
-    let entry: TarEntry;
-    if (st.isDirectory()) {
-      entry = { ...base, type: 'dir', xattrs: c.xattrs };
-    } else if (st.isFile()) {
+    const xattrs = c.xattrs ?? [];
+    if (st.isDirectory()) return { ...base, type: 'dir', xattrs };
+    if (st.isFile()) {
       const inode = `${st.dev}:${st.ino}`;
+      // A change made again from a fresh lstat (see writeLayer) must not become a link to itself.
       const first = st.nlink > 1 ? firstNameOfInode.get(inode) : undefined;
-      if (first !== undefined) {
-        entry = { ...base, type: 'link', linkname: first };
-      } else {
-        if (st.nlink > 1) firstNameOfInode.set(inode, c.rel);
-        entry = { ...base, type: 'file', size: st.size, source: c.path, xattrs: c.xattrs };
-      }
-    } else if (st.isSymbolicLink()) {
-      entry = { ...base, type: 'symlink', linkname: readlinkSync(c.path) };
-    } else if (st.isCharacterDevice() || st.isBlockDevice()) {
-      const type = st.isCharacterDevice() ? 'char' : 'block';
-      entry = { ...base, type, devmajor: devMajor(st.rdev), devminor: devMinor(st.rdev), xattrs: c.xattrs };
-    } else if (st.isFIFO()) {
-      entry = { ...base, type: 'fifo', xattrs: c.xattrs };
-    } else {
-      continue; // sockets have no tar representation
+      if (first !== undefined && first !== c.rel) return { ...base, type: 'link', linkname: first };
+      if (st.nlink > 1) firstNameOfInode.set(inode, c.rel);
+      return { ...base, type: 'file', size: st.size, source: c.path, xattrs };
     }
-    yield entry;
-  }
+    if (st.isSymbolicLink()) return { ...base, type: 'symlink', linkname: readlinkSync(c.path) };
+    if (st.isCharacterDevice() || st.isBlockDevice()) {
+      const type = st.isCharacterDevice() ? 'char' : 'block';
+      return { ...base, type, devmajor: devMajor(st.rdev), devminor: devMinor(st.rdev), xattrs };
+    }
+    if (st.isFIFO()) return { ...base, type: 'fifo', xattrs };
+    return undefined; // sockets have no tar representation
+  };
 }

@@ -8,6 +8,7 @@
 // that is missing, stale or corrupt therefore costs speed (those files are read as usual), never
 // a different layer.
 
+import type { Stats } from 'node:fs';
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import type { ContentStore } from '../cache/content-store.js';
 import type { Digest } from '../oci/types.js';
@@ -23,8 +24,13 @@ export interface EarlierLayer {
   /** The earlier layer's blob in the content store (uncompressed). */
   digest: Digest;
   index: LayerIndex;
-  /** Paths whose content is known to be that of the earlier layer's entry of the same path. */
-  same: ReadonlySet<string>;
+  /**
+   * Paths whose content is known to be that of the earlier layer's entry of the same path, each
+   * with an lstat of its file: overlayfs diffs take these instead of a stat and xattr read of
+   * their own, and pack such a file from them only when the earlier layer holds exactly the
+   * header they give (see writeLayer).
+   */
+  same: ReadonlyMap<string, Stats>;
 }
 
 const WINDOW = 1024 * 1024;
@@ -72,18 +78,29 @@ export class EarlierLayerReader {
   }
 
   private holds(at: number, bytes: Buffer): boolean {
+    // Compared in the window where it lies there (entries come in the blob's order): no copy.
+    if (bytes.length < WINDOW && this.inWindow(at, bytes.length)) {
+      const from = at - this.windowStart;
+      return this.window.compare(bytes, 0, bytes.length, from, from + bytes.length) === 0;
+    }
     const got = Buffer.allocUnsafe(bytes.length);
     return this.read(got, 0, bytes.length, at) === bytes.length && got.equals(bytes);
+  }
+
+  /** Whether `length` bytes at `position` can be read from the window, filling it from there if need be. */
+  private inWindow(position: number, length: number): boolean {
+    if (position < this.windowStart || position + length > this.windowStart + this.windowLength) {
+      this.windowStart = position;
+      this.windowLength = readFully(this.fd, this.window, 0, Math.min(WINDOW, this.size - position), position);
+    }
+    return position + length <= this.windowStart + this.windowLength;
   }
 
   /** Reads through a window of the blob (entries come in the blob's order); large reads go straight through. */
   private read(into: Buffer, offset: number, length: number, position: number): number {
     if (length <= 0) return 0;
     if (length >= WINDOW) return readFully(this.fd, into, offset, length, position);
-    if (position < this.windowStart || position + length > this.windowStart + this.windowLength) {
-      this.windowStart = position;
-      this.windowLength = readFully(this.fd, this.window, 0, Math.min(WINDOW, this.size - position), position);
-    }
+    this.inWindow(position, length);
     const from = position - this.windowStart;
     return this.window.copy(into, offset, from, Math.min(from + length, this.windowLength));
   }

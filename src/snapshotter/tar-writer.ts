@@ -88,12 +88,19 @@ export class TarPacker {
    * header bytes (PAX and ustar), returns a reader of the same bytes from elsewhere.
    */
   add(e: TarEntry, content?: (header: Buffer) => ContentReader | undefined): void {
-    const size = e.type === 'file' ? e.size : 0;
     const head = entryHeader(e);
-    const reader = size > 0 ? content?.(head) : undefined;
+    this.addWithHeader(e, head, e.type === 'file' && e.size > 0 ? content?.(head) : undefined);
+  }
+
+  /**
+   * Packs `e` whose header bytes the caller made already (`head`, see entryHeader). A regular
+   * file's bytes come from `content` when given, else from `e.source`.
+   */
+  addWithHeader(e: TarEntry, head: Buffer, content?: ContentReader): void {
+    const size = e.type === 'file' ? e.size : 0;
     this.put(head);
     if (size === 0) return;
-    if (reader) this.putContent(reader, e.name, size);
+    if (content) this.putContent(content, e.name, size);
     else if (e.source === undefined) throw new Error(`tar entry ${e.name} has no content source`);
     else this.putFile(e.source, size);
     this.pad(size);
@@ -253,6 +260,16 @@ function header(h: RawHeader): Buffer {
 }
 
 function writeOctal(buf: Buffer, offset: number, width: number, value: number): void {
+  // Digit by digit where the value fits (every header field of a layer): no string per field.
+  if (Number.isSafeInteger(value) && value >= 0 && value < 8 ** (width - 1)) {
+    let rest = value;
+    for (let i = offset + width - 2; i >= offset; i--) {
+      buf[i] = 0x30 + (rest % 8);
+      rest = Math.floor(rest / 8);
+    }
+    buf[offset + width - 1] = 0;
+    return;
+  }
   buf.write(`${value.toString(8).padStart(width - 1, '0')}\0`, offset, width, 'ascii');
 }
 

@@ -4,7 +4,8 @@
 // is still there. The record also holds the index of that result's layer, so that the new layer
 // takes the re-used files' content from the earlier one (see snapshotter/layer-splice.ts).
 
-import type { CacheIndex } from '../cache/cache-index.js';
+import type { Stats } from 'node:fs';
+import type { CacheIndex, CopyRecord } from '../cache/cache-index.js';
 import type { FileOp } from '../definition/index.js';
 import { canonicalJson, chainID, sha256 } from '../oci/digest.js';
 import type { Digest } from '../oci/types.js';
@@ -36,15 +37,21 @@ export async function earlierCopy(h: CopyHistory, family: Digest, parentSnapshot
   const info = await h.snapshotter.stat(record.snapshot);
   if (info?.kind !== 'committed' || info.parent !== parentSnapshot) return { reuse: new CopyReuse() };
   const { dir } = await h.snapshotter.layout(record.snapshot);
-  const reuse = new CopyReuse({ dir, files: new Map(Object.entries(record.files)) });
+  const files = new Map<string, string>();
+  const { paths, origins } = record.files;
+  for (let i = 0; i < paths.length; i++) files.set(paths[i]!, origins[i]!);
+  const reuse = new CopyReuse({ dir, files });
   // The layer named must be the snapshot's own: its ChainID on the parent is the snapshot's name.
-  const diffID = record.layer?.diffID;
-  if (!diffID || chainID(parentSnapshot, diffID) !== record.snapshot) return { reuse };
-  return { reuse, layer: { digest: diffID, index: new Map(Object.entries(record.layer?.index ?? {}) as Array<[string, IndexedEntry]>) } };
+  const layer = record.layer;
+  if (!layer || chainID(parentSnapshot, layer.diffID) !== record.snapshot) return { reuse };
+  // Not trusted beyond its shape: the splice checks every entry against the blob (see layer-splice.ts).
+  const index = new Map<string, IndexedEntry>();
+  for (let i = 0; i < layer.paths.length; i++) index.set(layer.paths[i]!, [layer.entries[3 * i]!, layer.entries[3 * i + 1]!, layer.entries[3 * i + 2]!]);
+  return { reuse, layer: { digest: layer.diffID, index } };
 }
 
 /** What writeLayer is given for a COPY whose re-used files are `linked` (see CopyReuse.finish). */
-export function earlierLayer(earlier: EarlierCopy, linked: ReadonlySet<string>): EarlierLayer | undefined {
+export function earlierLayer(earlier: EarlierCopy, linked: ReadonlyMap<string, Stats>): EarlierLayer | undefined {
   return earlier.layer && linked.size > 0 ? { ...earlier.layer, same: linked } : undefined;
 }
 
@@ -57,6 +64,12 @@ export async function recordCopy(
   layer: { diffID: Digest; index?: LayerIndex },
 ): Promise<void> {
   if (reuse.written.size === 0) return;
-  const index = layer.index && { diffID: layer.diffID, index: Object.fromEntries(layer.index) as Record<string, [number, number, number]> };
-  await h.cache.recordCopy(h.position, { family, snapshot, files: Object.fromEntries(reuse.written), ...(index && { layer: index }) });
+  const files = { paths: [...reuse.written.keys()], origins: [...reuse.written.values()] };
+  let indexed: CopyRecord['layer'];
+  if (layer.index) {
+    const entries: number[] = [];
+    for (const entry of layer.index.values()) entries.push(...entry);
+    indexed = { diffID: layer.diffID, paths: [...layer.index.keys()], entries };
+  }
+  await h.cache.recordCopy(h.position, { family, snapshot, files, ...(indexed && { layer: indexed }) });
 }

@@ -75,10 +75,15 @@ export class FileList {
   }
 }
 
-/** `rel` cut to its first `depth` components: `a/b/` for `a/b/c.js` at depth 2, itself when shorter. */
+/** `rel` cut to its first `depth` (at least 1) components: `a/b/` for `a/b/c.js` at depth 2, itself when shorter. */
 function cut(rel: string, depth: number): string {
-  const parts = rel.split('/');
-  return parts.length <= depth ? rel : `${parts.slice(0, depth).join('/')}/`;
+  // By index, not split and join: a large context cuts every path once per depth tried.
+  let slash = -1;
+  for (let d = 0; d < depth; d++) {
+    slash = rel.indexOf('/', slash + 1);
+    if (slash < 0) return rel;
+  }
+  return rel.slice(0, slash + 1);
 }
 
 /** A digest of a value that may be secret (a build arg): compared, never shown. */

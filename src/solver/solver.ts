@@ -1156,9 +1156,13 @@ function execByContent(op: ExecOp, inputs: SolvedResult[]): boolean {
   return inputs.some((input, i) => input.kind === 'layers' && bindSources(op, i).length > 0);
 }
 
-/** Whether a file op's key counts what it copies by content (after a miss by key). */
+/**
+ * Whether a file op's key counts what it copies by content (after a miss by key): when it copies
+ * from another stage. The destination counts by its key either way, and the build context by
+ * content always, so a copy of the context alone would only walk the context a second time.
+ */
 function fileByContent(op: FileOp, inputs: SolvedResult[]): boolean {
-  return inputs.some((i) => i.kind === 'layers') && op.actions.some((a) => a.action === 'copy');
+  return op.actions.some((a) => a.action === 'copy' && inputs[a.sourceInput]?.kind === 'layers');
 }
 
 /** A scratch filesystem: no layers. */

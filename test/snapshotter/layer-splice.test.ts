@@ -1,8 +1,11 @@
 // A layer written with an earlier layer at hand takes the content of the files named unchanged
 // from the earlier blob, and only where the blob holds the very header the new layer gets: a
 // missing, truncated or mis-indexed blob, or a file whose metadata changed, is read from disk,
-// and the layer is then the one a plain write gives.
+// and the layer is then the one a plain write gives. On overlayfs the walk also takes those
+// files' lstats from the caller and does not read their xattrs: a file whose earlier header
+// carried other xattrs is read again in full.
 
+import { lstatSync, type Stats } from 'node:fs';
 import { chmod, link, mkdir, stat, truncate, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setAttribute } from 'fs-xattr';
@@ -15,7 +18,7 @@ import { tempDir } from './helpers.js';
 const EPOCH = 1_600_000_000;
 const LONG = `${'long-name-'.repeat(12)}.txt`;
 
-describe('writeLayer with an earlier layer', () => {
+describe.each(['native', 'overlayfs'] as const)('writeLayer with an earlier layer (%s)', (kind) => {
   let dir: { path: string; cleanup(): Promise<void> };
   let layout: SnapshotLayout;
   let tree: string;
@@ -24,7 +27,7 @@ describe('writeLayer with an earlier layer', () => {
 
   beforeEach(async () => {
     dir = await tempDir('builder-splice-');
-    const sn = await createSnapshotter(join(dir.path, 'root'), 'native');
+    const sn = await createSnapshotter(join(dir.path, 'root'), kind);
     store = new ContentStore(join(dir.path, 'content'));
     await store.init();
     await sn.prepare('w');
@@ -46,7 +49,8 @@ describe('writeLayer with an earlier layer', () => {
     await dir.cleanup();
   });
 
-  const everything = (): ReadonlySet<string> => new Set(first.index.keys());
+  /** Every indexed file, with its lstat now. */
+  const everything = (): Map<string, Stats> => new Map([...first.index.keys()].map((k) => [k, lstatSync(join(tree, k))]));
   const earlier = (over: Partial<EarlierLayer> = {}): EarlierLayer => ({ digest: first.diffID, index: first.index, same: everything(), ...over });
   const write = (e?: EarlierLayer) => writeLayer(layout, store, { sourceDateEpoch: EPOCH, earlier: e, index: true });
 
@@ -73,7 +77,7 @@ describe('writeLayer with an earlier layer', () => {
     // Named unchanged: the earlier bytes (this is how the reads are saved, so the caller must be right).
     expect((await write(earlier())).diffID).toBe(first.diffID);
     // Not named: read from disk.
-    const same = new Set(everything());
+    const same = everything();
     same.delete('src/f3.js');
     same.delete('big.bin');
     expect((await write(earlier({ same }))).diffID).toBe(plain.diffID);
@@ -97,6 +101,17 @@ describe('writeLayer with an earlier layer', () => {
     expect((await write(earlier({ index: garbage }))).diffID).toBe(plain);
     expect((await write(earlier({ index: negative }))).diffID).toBe(plain);
     expect((await write(earlier({ digest: `sha256:${'0'.repeat(64)}` }))).diffID).toBe(plain);
+  });
+
+  it('packs a file named unchanged with its xattrs as they are now when they differ from the earlier header', async () => {
+    await setAttribute(join(tree, 'tagged'), 'user.note', 'changed');
+    await setAttribute(join(tree, 'src', 'f7.js'), 'user.added', 'new');
+    const plain = await write();
+    expect(plain.diffID).not.toBe(first.diffID);
+    const same = everything();
+    // A file with xattrs now and none before is no longer the earlier layer's file: not named.
+    same.delete('src/f7.js');
+    expect((await write(earlier({ same }))).diffID).toBe(plain.diffID);
   });
 
   it('reads the files past the end of an earlier blob cut short', async () => {

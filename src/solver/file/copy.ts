@@ -60,6 +60,9 @@ export async function copySources(p: CopyParams): Promise<void> {
     if (host === undefined) dirs.set(dir, (host = resolveInRootSync(p.destRoot, dir)));
     return host;
   };
+  // Host paths are made by joining onto the root: the path below it is what follows its prefix.
+  const rootPrefix = join(p.destRoot, '/');
+  const belowRoot = (hostPath: string): string => (hostPath.startsWith(rootPrefix) ? hostPath.slice(rootPrefix.length) : relative(p.destRoot, hostPath));
   let copied = 0;
   // One source writes each destination path once: a placeholder is never overwritten later on.
   const reuse = p.sources.length === 1 ? p.reuse : undefined;
@@ -84,7 +87,7 @@ export async function copySources(p: CopyParams): Promise<void> {
       if (below === '' && entry.type === 'dir') continue;
       const destPath = below ? posix.join(target, below) : target;
       const hostPath = destPath === '/' ? p.destRoot : join(hostDir(posix.dirname(destPath)), posix.basename(destPath));
-      const st = lstatSync(entry.abs);
+      const st = entry.stats;
       const owner = p.owner ?? { uid: entry.uid, gid: entry.gid };
       const mode = p.chmod ?? entry.mode & 0o7777;
       // Synchronous calls: a few microseconds each, where a thread-pool round trip per call made
@@ -92,7 +95,7 @@ export async function copySources(p: CopyParams): Promise<void> {
       if (++copied % 256 === 0) await setImmediate();
       switch (entry.type) {
         case 'dir':
-          ensureDirectorySync(hostPath);
+          if (ensureDirectorySync(hostPath)) reuse?.made(hostPath);
           dirs.set(destPath, hostPath);
           chownSync(hostPath, owner.uid, owner.gid);
           chmodSync(hostPath, mode);
@@ -102,7 +105,7 @@ export async function copySources(p: CopyParams): Promise<void> {
           const inode = st.nlink > 1 ? `${st.dev}:${st.ino}` : undefined;
           // Files hardlinked in the source are copied: linking one later would split their group.
           // A deferred file's path is cleared when it is linked (see reuse.ts).
-          if (!inode && reuse?.defer(relative(p.destRoot, hostPath), hostPath, entry, st, owner, mode)) break;
+          if (!inode && reuse?.defer(belowRoot(hostPath), hostPath, entry, st, owner, mode)) break;
           const first = inode && copiedInodes.get(inode);
           clearForFileSync(hostPath);
           if (first && first !== hostPath) {
@@ -154,12 +157,14 @@ function clearForFileSync(path: string): void {
   if (lstatSync(path, { throwIfNoEntry: false })) rmSync(path, { recursive: true, force: true });
 }
 
-function ensureDirectorySync(path: string): void {
+/** Makes `path` a directory unless it is one; true when it made one. */
+function ensureDirectorySync(path: string): boolean {
   const st = lstatSync(path, { throwIfNoEntry: false });
-  if (st?.isDirectory()) return;
+  if (st?.isDirectory()) return false;
   if (st) rmSync(path, { force: true });
   // Parents exist unless a symlink pointed at a missing directory: create that path too.
   mkdirSync(path, { recursive: true });
+  return true;
 }
 
 /** Creates the missing directories of `dir` (an image path) with `mode`, owned by `owner`. */

@@ -24,12 +24,17 @@ import { linkSync, lstatSync, realpathSync, rmSync, unlinkSync, utimesSync, writ
 import { dirname, join } from 'node:path';
 import type { Owner } from './copy.js';
 
-/** A file left for later, with what a fresh copy would have written there. */
+/**
+ * A file left for later, with what a fresh copy would have written there. Only the source's
+ * size and mtime are kept of its lstat: a large context defers thousands of files, and a whole
+ * Stats (with its four Dates) each made the garbage collector copy megabytes more.
+ */
 interface Deferred {
   /** Path below the snapshot's root, as resolved in the mounted tree. */
   rel: string;
   src: string;
-  st: Stats;
+  size: number;
+  mtimeMs: number;
   owner: Owner;
   mode: number;
 }
@@ -51,6 +56,14 @@ export class CopyReuse {
   constructor(private readonly earlier?: { dir: string; files: ReadonlyMap<string, string> }) {}
 
   /**
+   * Told by the copy of each directory it made (at `hostPath` in the mounted tree): that one is
+   * the snapshot's own already (overlayfs made it in the upper dir), so it needs no probe.
+   */
+  made(hostPath: string): void {
+    this.probed.add(hostPath);
+  }
+
+  /**
    * Called by the copy for a regular file it is about to write at `hostPath` (`rel` below the
    * root); true when the file is left for finish() to link (the path is left as it is until then).
    */
@@ -65,7 +78,7 @@ export class CopyReuse {
       unlinkSync(probe);
       this.probed.add(dir);
     }
-    this.deferred.push({ rel, src: src.abs, st, owner, mode });
+    this.deferred.push({ rel, src: src.abs, size: st.size, mtimeMs: st.mtimeMs, owner, mode });
     return true;
   }
 
@@ -73,10 +86,12 @@ export class CopyReuse {
    * Once the snapshot is unmounted, links the deferred files in its directory `dir` to the
    * earlier ones (replacing the whiteout a cleared path may have left); a file that is not there
    * as expected is copied from its source by `write` instead. Parent directories keep the times
-   * the copy gave them. Returns the paths linked: their content is the earlier file's.
+   * the copy gave them. Returns the paths linked, each with the lstat of the earlier file taken
+   * just before it was linked (the same inode, so the same type, mode, owner, size and mtime; only
+   * its link count and ctime moved): their content is the earlier file's.
    */
-  finish(dir: string, write: FileWriter): Set<string> {
-    const linked = new Set<string>();
+  finish(dir: string, write: FileWriter): Map<string, Stats> {
+    const linked = new Map<string, Stats>();
     if (this.deferred.length === 0) return linked;
     const earlierRoot = this.earlier ? realpathOrUndefined(this.earlier.dir) : undefined;
     const parentTimes = new Map<string, Stats>();
@@ -86,10 +101,10 @@ export class CopyReuse {
       const parent = dirname(path);
       if (!parentTimes.has(parent)) parentTimes.set(parent, lstatSync(parent));
       const earlier = earlierRoot !== undefined ? linkable(earlierRoot, d, safeParents) : undefined;
-      if (earlier !== undefined && linkReplacing(earlier, path)) linked.add(d.rel);
+      if (earlier !== undefined && linkReplacing(earlier.path, path)) linked.set(d.rel, earlier.st);
       else {
         rmSync(path, { recursive: true, force: true });
-        write(d.src, d.st, path, d.owner, d.mode);
+        write(d.src, lstatSync(d.src), path, d.owner, d.mode);
       }
     }
     for (const [parent, st] of parentTimes) utimesSync(parent, st.atime, st.mtime);
@@ -98,24 +113,38 @@ export class CopyReuse {
 }
 
 /**
- * The earlier file for `d` when it is a regular file with the size, mode, owner and mtime a
- * fresh copy gives it, reached without a symlink (its parent resolves to itself inside `root`).
+ * The earlier file for `d` (and its lstat) when it is a regular file with the size, mode, owner
+ * and mtime a fresh copy gives it, reached without a symlink (its parent resolves to itself
+ * inside `root`).
  */
-function linkable(root: string, d: Deferred, safeParents: Map<string, boolean>): string | undefined {
+function linkable(root: string, d: Deferred, safeParents: Map<string, boolean>): { path: string; st: Stats } | undefined {
   const path = join(root, d.rel);
-  const parent = dirname(path);
-  let safe = safeParents.get(parent);
-  if (safe === undefined) safeParents.set(parent, (safe = realpathOrUndefined(parent) === parent));
-  if (!safe) return undefined;
+  if (!reachedWithoutSymlink(root, dirname(path), safeParents)) return undefined;
   const st = lstatSync(path, { throwIfNoEntry: false });
+  if (!st) return undefined;
   const same =
-    st?.isFile() &&
-    st.size === d.st.size &&
+    st.isFile() &&
+    st.size === d.size &&
     (st.mode & 0o7777) === d.mode &&
     st.uid === d.owner.uid &&
     st.gid === d.owner.gid &&
-    Math.abs(st.mtimeMs - d.st.mtimeMs) < 1;
-  return same ? path : undefined;
+    Math.abs(st.mtimeMs - d.mtimeMs) < 1;
+  return same ? { path, st } : undefined;
+}
+
+/**
+ * Whether `dir` lies inside `root` (a real path) with no symlink on the way: every directory
+ * from `root` down is a directory itself. One lstat per directory, remembered in `known`, where
+ * a realpath of each would read every component of its path again.
+ */
+function reachedWithoutSymlink(root: string, dir: string, known: Map<string, boolean>): boolean {
+  if (dir === root) return true;
+  let safe = known.get(dir);
+  if (safe === undefined) {
+    safe = dir.startsWith(`${root}/`) && reachedWithoutSymlink(root, dirname(dir), known) && lstatSync(dir, { throwIfNoEntry: false })?.isDirectory() === true;
+    known.set(dir, safe);
+  }
+  return safe;
 }
 
 function realpathOrUndefined(path: string): string | undefined {

@@ -1,7 +1,7 @@
 // CopyReuse on plain directories: which earlier files an incremental COPY links, and what it
 // copies from the source instead (an earlier file that differs, or is reached through a symlink).
 
-import { lstatSync, readFileSync, utimesSync } from 'node:fs';
+import { lstatSync, readFileSync, utimesSync, type Stats } from 'node:fs';
 import { chmod, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,7 +23,7 @@ const ROOT = { uid: 0, gid: 0 };
  * Runs one copy of `src` into `dest` the way copySources does for regular files, with `reuse`;
  * `dirTimes` runs where copySources sets directory times, before the snapshot is unmounted.
  */
-function copyWith(reuse: CopyReuse, src: string, dest: string, dirTimes = () => {}): void {
+function copyWith(reuse: CopyReuse, src: string, dest: string, dirTimes = () => {}): Map<string, Stats> {
   for (const entry of walk(src, '.')) {
     if (entry.type !== 'file') continue;
     const st = lstatSync(entry.abs);
@@ -32,7 +32,7 @@ function copyWith(reuse: CopyReuse, src: string, dest: string, dirTimes = () => 
     if (!reuse.defer(entry.rel, host, entry, st, ROOT, mode)) writeCopiedFile(entry.abs, st, host, ROOT, mode);
   }
   dirTimes();
-  reuse.finish(dest, writeCopiedFile);
+  return reuse.finish(dest, writeCopiedFile);
 }
 
 it('links unchanged files of the earlier copy and copies the rest from the source', async () => {
@@ -51,10 +51,13 @@ it('links unchanged files of the earlier copy and copies the rest from the sourc
   await chmod(join(first, 'sub', 'deep.txt'), 0o600);
   const dirTime = new Date('2020-01-01T00:00:00Z');
   const reuse = new CopyReuse({ dir: first, files: earlier.written });
-  copyWith(reuse, src, second, () => utimesSync(join(second, 'sub'), dirTime, dirTime));
+  const linked = copyWith(reuse, src, second, () => utimesSync(join(second, 'sub'), dirTime, dirTime));
 
   const ino = (p: string) => lstatSync(p).ino;
   expect(ino(join(second, 'same.txt'))).toBe(ino(join(first, 'same.txt')));
+  // Only the linked file is reported, with the lstat of the file it now is.
+  expect([...linked.keys()]).toEqual(['same.txt']);
+  expect(linked.get('same.txt')?.ino).toBe(ino(join(second, 'same.txt')));
   expect(ino(join(second, 'edited.txt'))).not.toBe(ino(join(first, 'edited.txt')));
   expect(readFileSync(join(second, 'edited.txt'), 'utf8')).toBe('v2\n');
   expect(readFileSync(join(first, 'edited.txt'), 'utf8')).toBe('v1\n');
