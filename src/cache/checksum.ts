@@ -13,7 +13,7 @@ import { createReadStream, readFileSync, readlinkSync, statSync } from 'node:fs'
 import { mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Digest } from '../oci/types.js';
-import { rootPrefix, sameStatKey, walk, type Source, type SourceFilter, type StatKeyFields, type WalkEntry } from '../util/select.js';
+import { racyStatKey, rootPrefix, sameStatKey, walk, type Source, type SourceFilter, type StatKeyFields, type WalkEntry } from '../util/select.js';
 import { writeFileAtomic } from '../util/write-file.js';
 
 /** What the cache remembers of a file: the stat fields of the version it hashed, and the digest. */
@@ -23,12 +23,6 @@ interface Remembered extends StatKeyFields {
   /** Changed too shortly before it was read to be told apart from a change right after: not saved. */
   racy?: boolean;
 }
-
-/**
- * How long before a read a file's last change (ctime) makes its digest racy. Kernel timestamps
- * come from a coarse clock (a tick of up to 10 ms), and some file systems keep 1 s or 2 s.
- */
-const RACY_MS = 2000;
 
 export interface StatCacheOptions {
   /** The clock reads are compared with (ms since the epoch); tests move it. */
@@ -88,7 +82,7 @@ export class StatCache {
     // A file changed while being hashed gets a new ctime: only remember stable reads.
     const st = entry.stats;
     if (sameStatKey(statSync(entry.abs), st)) {
-      const racy = st.ctimeMs > readAt - RACY_MS;
+      const racy = racyStatKey(st, readAt);
       this.hashed.set(entry.abs, { size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, ino: st.ino, hex, ...(racy && { racy }) });
       if (!racy) this.dirty = true;
     }

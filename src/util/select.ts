@@ -184,6 +184,21 @@ export function sameStatKey(a: StatKeyFields, b: StatKeyFields): boolean {
   return a.size === b.size && a.mtimeMs === b.mtimeMs && a.ctimeMs === b.ctimeMs && a.ino === b.ino;
 }
 
+/**
+ * How long before a read a file's last change (ctime) leaves its stat key racy. Kernel timestamps
+ * come from a coarse clock (a tick of up to 10 ms), and some file systems keep 1 s or 2 s.
+ */
+const RACY_MS = 2000;
+
+/**
+ * Whether a file read at `readAt` (ms since the epoch) changed too shortly before to be told
+ * apart from a change right after, within the same timestamp tick: same size, mtime and ctime,
+ * other content. As git does with "racily clean" entries, such a stat key is not trusted later.
+ */
+export function racyStatKey(st: Pick<StatKeyFields, 'ctimeMs'>, readAt: number): boolean {
+  return st.ctimeMs > readAt - RACY_MS;
+}
+
 // A class with getters: an entry costs one small object, and statKey is formatted only when read.
 class Entry implements WalkEntry {
   constructor(

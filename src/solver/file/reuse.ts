@@ -23,6 +23,7 @@ import { randomBytes } from 'node:crypto';
 import { linkSync, lstatSync, realpathSync, rmSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Owner } from './copy.js';
+import { racyStatKey } from '../../util/select.js';
 
 /**
  * A file left for later, with what a fresh copy would have written there. Only the source's
@@ -52,8 +53,12 @@ export class CopyReuse {
   /**
    * `earlier`: the directory of the earlier result's snapshot (overlay: its diff; native: its
    * tree) and the origins of the files it wrote; none when there is no earlier result to use.
+   * `now`: the clock reads are compared with (see racyStatKey); tests move it.
    */
-  constructor(private readonly earlier?: { dir: string; files: ReadonlyMap<string, string> }) {}
+  constructor(
+    private readonly earlier?: { dir: string; files: ReadonlyMap<string, string> },
+    private readonly now: () => number = Date.now,
+  ) {}
 
   /**
    * Told by the copy of each directory it made (at `hostPath` in the mounted tree): that one is
@@ -69,7 +74,9 @@ export class CopyReuse {
    */
   defer(rel: string, hostPath: string, src: { rel: string; abs: string; statKey: string }, st: Stats, owner: Owner, mode: number): boolean {
     const origin = `${src.rel}\0${src.statKey}\0${mode.toString(8)}\0${owner.uid}:${owner.gid}`;
-    this.written.set(rel, origin);
+    // A source changed just before this copy could change again within its timestamp's tick and
+    // keep its stat key: its origin is recorded so that it never matches, and it is copied again.
+    this.written.set(rel, racyStatKey(st, this.now()) ? `${origin}\0racy` : origin);
     if (this.earlier?.files.get(rel) !== origin) return false;
     const dir = dirname(hostPath);
     if (!this.probed.has(dir)) {

@@ -18,6 +18,9 @@ afterEach(async () => {
 });
 
 const ROOT = { uid: 0, gid: 0 };
+// The sources are written just before they are copied: seen from a clock a minute later, their
+// stat keys are not racy (see the last test), so an unchanged one is linked.
+const aMinuteLater = () => Date.now() + 60_000;
 
 /**
  * Runs one copy of `src` into `dest` the way copySources does for regular files, with `reuse`;
@@ -43,14 +46,14 @@ it('links unchanged files of the earlier copy and copies the rest from the sourc
   await writeFile(join(src, 'same.txt'), 'same\n');
   await writeFile(join(src, 'edited.txt'), 'v1\n');
   await writeFile(join(src, 'sub', 'deep.txt'), 'deep\n');
-  const earlier = new CopyReuse();
+  const earlier = new CopyReuse(undefined, aMinuteLater);
   copyWith(earlier, src, first);
 
   await writeFile(join(src, 'edited.txt'), 'v2\n');
   // The earlier result lost its mode on one file: it must not be linked (a fresh copy has 0644).
   await chmod(join(first, 'sub', 'deep.txt'), 0o600);
   const dirTime = new Date('2020-01-01T00:00:00Z');
-  const reuse = new CopyReuse({ dir: first, files: earlier.written });
+  const reuse = new CopyReuse({ dir: first, files: earlier.written }, aMinuteLater);
   const linked = copyWith(reuse, src, second, () => utimesSync(join(second, 'sub'), dirTime, dirTime));
 
   const ino = (p: string) => lstatSync(p).ino;
@@ -76,7 +79,7 @@ it('never links an earlier file reached through a symlink, nor one that is gone'
   for (const d of [src, first, elsewhere, second]) await mkdir(join(d, 'sub'), { recursive: true });
   await writeFile(join(src, 'sub', 'a.txt'), 'a\n');
   await writeFile(join(src, 'b.txt'), 'b\n');
-  const earlier = new CopyReuse();
+  const earlier = new CopyReuse(undefined, aMinuteLater);
   copyWith(earlier, src, first);
   // The earlier tree's `sub` now leads outside it, to a file that looks right.
   await rm(join(first, 'sub'), { recursive: true });
@@ -85,8 +88,25 @@ it('never links an earlier file reached through a symlink, nor one that is gone'
   utimesSync(join(elsewhere, 'sub', 'a.txt'), srcTimes.atime, srcTimes.mtime);
   await symlink(join(elsewhere, 'sub'), join(first, 'sub'));
   await rm(join(first, 'b.txt'));
-  copyWith(new CopyReuse({ dir: first, files: earlier.written }), src, second);
+  copyWith(new CopyReuse({ dir: first, files: earlier.written }, aMinuteLater), src, second);
   expect(lstatSync(join(second, 'sub', 'a.txt')).nlink).toBe(1);
   expect(lstatSync(join(second, 'b.txt')).nlink).toBe(1);
   expect(readFileSync(join(second, 'b.txt'), 'utf8')).toBe('b\n');
+});
+
+it('copies again a file that changed just before the earlier copy read it: it may have changed again within the same tick', async () => {
+  const src = join(work, 'src');
+  const first = join(work, 'first');
+  const second = join(work, 'second');
+  for (const d of [src, first, second]) await mkdir(d, { recursive: true });
+  await writeFile(join(src, 'a.txt'), 'v1\n');
+  const earlier = new CopyReuse();
+  copyWith(earlier, src, first);
+  // Same size, and (as a rewrite within one coarse clock tick would leave them) the same stat key.
+  const st = lstatSync(join(src, 'a.txt'));
+  const reuse = new CopyReuse({ dir: first, files: earlier.written });
+  const linked = copyWith(reuse, src, second);
+  expect(lstatSync(join(src, 'a.txt')).ctimeMs).toBe(st.ctimeMs);
+  expect([...linked.keys()]).toEqual([]);
+  expect(lstatSync(join(second, 'a.txt')).ino).not.toBe(lstatSync(join(first, 'a.txt')).ino);
 });
