@@ -141,6 +141,55 @@ describe.each(kinds)('applyLayer (%s)', (kind) => {
     expect(await readFile(join(root, 'open'), 'utf8')).toBe('replaced');
   });
 
+  it('applies entries in layer order when later entries reuse, replace, link or descend into names just written', async () => {
+    const many: TestEntry[] = Array.from({ length: 40 }, (_, i) => ({ name: `d/f${i}`, content: `first ${i}` }));
+    await commitLayer('L1', undefined, [
+      { name: 'old/', type: 'directory' },
+      { name: 'old/inner', content: 'lower' },
+    ]);
+    await commitLayer('L2', 'L1', [
+      { name: 'd/', type: 'directory' },
+      ...many,
+      { name: 'd/f3', content: 'second 3', mode: 0o600 },
+      { name: 'd/hard', type: 'link', linkname: 'd/f39' },
+      { name: 'd/f38', type: 'symlink', linkname: 'f0' },
+      { name: 'x', content: 'a file first' },
+      { name: 'x/', type: 'directory' },
+      { name: 'x/child', content: 'then a dir' },
+      { name: 'y/', type: 'directory' },
+      { name: 'y/child', content: 'a dir first' },
+      { name: 'y', content: 'then a file' },
+      { name: 'old', content: 'a file over a lower dir' },
+      { name: 'last', content: 'end' },
+    ]);
+    await withMounts(await sn.view('v', 'L2'), async (root) => {
+      expect(await readFile(join(root, 'd/f0'), 'utf8')).toBe('first 0');
+      expect(await readFile(join(root, 'd/f37'), 'utf8')).toBe('first 37');
+      expect(await readFile(join(root, 'd/f3'), 'utf8')).toBe('second 3');
+      expect((await stat(join(root, 'd/f3'))).mode & 0o7777).toBe(0o600);
+      expect((await stat(join(root, 'd/hard'))).ino).toBe((await stat(join(root, 'd/f39'))).ino);
+      expect(await readlink(join(root, 'd/f38'))).toBe('f0');
+      expect(await readFile(join(root, 'x/child'), 'utf8')).toBe('then a dir');
+      expect(await readFile(join(root, 'y'), 'utf8')).toBe('then a file');
+      expect(await readFile(join(root, 'old'), 'utf8')).toBe('a file over a lower dir');
+      expect(await readFile(join(root, 'last'), 'utf8')).toBe('end');
+      expect((await readdir(join(root, 'd'))).length).toBe(41);
+      expect((await stat(join(root, 'd/f20'))).mtimeMs / 1000).toBe(T);
+    });
+  });
+
+  it.each([
+    ['in the middle of the layer', [{ name: 'a', content: 'a' }, { name: 'n'.repeat(300), content: 'x' }, { name: 'b', content: 'b' }, { name: 'c/', type: 'directory' }]],
+    ['as its last entry', [{ name: 'a', content: 'a' }, { name: 'n'.repeat(300), content: 'x' }]],
+  ] as Array<[string, TestEntry[]]>)('fails with the error of a file it cannot create %s', async (_label, entries) => {
+    await sn.prepare('long');
+    const err = await applyLayer(await sn.layout('long'), stream(await makeLayer(entries)), MediaType.OciLayerGzip).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect((err as NodeJS.ErrnoException | undefined)?.code).toBe('ENAMETOOLONG');
+  });
+
   it('reads plain tar and zstd layers', async () => {
     const tarBytes = await makeTar([{ name: 'a.txt', content: 'plain' }]);
     await sn.prepare('p');
@@ -198,6 +247,7 @@ describe.each(kinds)('applyLayer (%s)', (kind) => {
       ['a symlinked parent from this layer', [{ name: 'ln', type: 'symlink', linkname: '/' }, { name: 'ln/tmp/pwned', content: 'x' }], /"ln\/tmp\/pwned".*parent directory "ln" is a symlink/],
       ['a symlinked parent from a lower layer', [{ name: 'evil/pwned', content: 'x' }], /"evil\/pwned".*"evil" is a symlink/],
       ['a relative symlinked parent', [{ name: 'up/x', content: 'x' }], /"up\/x".*symlink/],
+      ['a file of this layer as a parent', [{ name: 'f', content: 'x' }, { name: 'f/pwned', content: 'y' }], /"f\/pwned".*parent "f" is not a directory/],
       ['a whiteout through a symlink', [{ name: 'evil/.wh.secret' }], /"evil\/.wh.secret".*symlink/],
       ['a hardlink out of the root', [{ name: 'hl', type: 'link', linkname: '../../outside/secret' }], /"hl".*hardlink target.*escapes the root/],
       ['a hardlink through a symlink', [{ name: 'lnk', type: 'symlink', linkname: outsidePlaceholder }, { name: 'hl', type: 'link', linkname: 'lnk/secret' }], /"hl".*symlink "lnk"/],

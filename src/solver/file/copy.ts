@@ -106,13 +106,17 @@ export async function copySources(p: CopyParams): Promise<void> {
           // Files hardlinked in the source are copied: linking one later would split their group.
           // A deferred file's path is cleared when it is linked (see reuse.ts).
           if (!inode && reuse?.defer(belowRoot(hostPath), hostPath, entry, st, owner, mode)) break;
-          const first = inode && copiedInodes.get(inode);
+          if (!inode) {
+            copyNewFile(entry.abs, st, hostPath, owner, mode);
+            break;
+          }
+          const first = copiedInodes.get(inode);
           clearForFileSync(hostPath);
           if (first && first !== hostPath) {
             linkSync(first, hostPath);
             break;
           }
-          if (inode) copiedInodes.set(inode, hostPath);
+          copiedInodes.set(inode, hostPath);
           writeCopiedFile(entry.abs, st, hostPath, owner, mode);
           break;
         }
@@ -135,6 +139,24 @@ export async function copySources(p: CopyParams): Promise<void> {
 /** Writes regular file `dest` as a copy of `src` (whose lstat is `st`) with `owner` and `mode`. */
 export function writeCopiedFile(src: string, st: Stats, dest: string, owner: Owner, mode: number): void {
   copyFileKeepingHoles(src, dest, st);
+  chownSync(dest, owner.uid, owner.gid);
+  chmodSync(dest, mode);
+  utimesSync(dest, st.atime, st.mtime);
+}
+
+/**
+ * writeCopiedFile for a path that is most likely new: the copy (which never opens an existing
+ * name) is tried first, and only a taken name is cleared before a second try. Spares an lstat
+ * of each path of a cold copy.
+ */
+function copyNewFile(src: string, st: Stats, dest: string, owner: Owner, mode: number): void {
+  try {
+    copyFileKeepingHoles(src, dest, st);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    clearForFileSync(dest);
+    copyFileKeepingHoles(src, dest, st);
+  }
   chownSync(dest, owner.uid, owner.gid);
   chmodSync(dest, mode);
   utimesSync(dest, st.atime, st.mtime);

@@ -1,4 +1,4 @@
-import { link, lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { link, lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -66,6 +66,31 @@ describe('COPY semantics', () => {
     expect([f.uid, f.gid, f.mode & 0o777]).toEqual([1000, 1001, 0o640]);
     const created = await stat(join(dest, 'srv'));
     expect([created.uid, created.gid]).toEqual([1000, 1001]);
+  });
+
+  it('copies many files with their times, a later source overwriting what an earlier one wrote', async () => {
+    const mtime = new Date('2021-05-06T07:08:09Z');
+    await mkdir(join(src, 'a'));
+    await mkdir(join(src, 'b'));
+    for (let i = 0; i < 50; i++) await writeFile(join(src, 'a', `f${i}`), `a${i}`);
+    // The last files of the first source (byte order: …, f8, f9), one of them slow to copy, are
+    // the first the second source overwrites.
+    await writeFile(join(src, 'a/f9'), Buffer.alloc(16 << 20, 1));
+    for (const i of [8, 9]) await writeFile(join(src, 'b', `f${i}`), `b${i}`, { mode: 0o600 });
+    await utimes(join(src, 'a/f7'), mtime, mtime);
+    // A directory whose files are the last of the walk: its time is set once they are all written.
+    await mkdir(join(src, 'b/sub'));
+    for (let i = 0; i < 20; i++) await writeFile(join(src, 'b/sub', `s${i}`), `s${i}`);
+    await utimes(join(src, 'b/sub'), mtime, mtime);
+    await copy(['a', 'b'], '/out/');
+    expect((await stat(join(dest, 'out/sub'))).mtimeMs).toBe(mtime.getTime());
+    expect((await readdir(join(dest, 'out'))).length).toBe(51);
+    expect(await readFile(join(dest, 'out/f1'), 'utf8')).toBe('a1');
+    for (const i of [8, 9]) {
+      expect(await readFile(join(dest, `out/f${i}`), 'utf8')).toBe(`b${i}`);
+      expect((await stat(join(dest, `out/f${i}`))).mode & 0o777).toBe(0o600);
+    }
+    expect((await stat(join(dest, 'out/f7'))).mtimeMs).toBe(mtime.getTime());
   });
 
   it('never follows a symlink of the destination image out of its root', async () => {
