@@ -83,13 +83,25 @@ export class Retries {
   }
 }
 
-/** Runs `attempt` until it succeeds, retrying the failures `transient` accepts while `retries` allows. */
+/**
+ * Runs `attempt` until it succeeds, retrying the failures `transient` accepts while `retries`
+ * allows. When they run out on a failed connection after an attempt that the registry answered
+ * with an HTTP status (a registry that fails a request may also reset it while the body is still
+ * being sent), that answer is the error: it says more than the reset.
+ */
 export async function retrying<T>(retries: Retries, transient: (err: unknown) => boolean, attempt: () => Promise<T>): Promise<T> {
+  let answered: unknown;
   for (;;) {
     try {
       return await attempt();
     } catch (err) {
-      if (!transient(err) || !(await retries.next())) throw err;
+      if (hasStatus(err)) answered = err;
+      if (!transient(err)) throw err;
+      if (!(await retries.next())) throw answered !== undefined && !hasStatus(err) ? answered : err;
     }
   }
+}
+
+function hasStatus(err: unknown): boolean {
+  return typeof (err as { status?: unknown } | undefined)?.status === 'number';
 }

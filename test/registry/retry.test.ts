@@ -17,6 +17,16 @@ describe('retrying', () => {
     expect(calls).toBe(4);
   });
 
+  it('gives up with the registry\'s last answer rather than a reset that followed it', async () => {
+    let calls = 0;
+    const answer = Object.assign(new Error('500 Internal Server Error'), { status: 500 });
+    const failing = retrying(new Retries(FAST), () => true, async () => {
+      throw ++calls % 2 === 1 ? answer : reset();
+    });
+    await expect(failing).rejects.toBe(answer);
+    expect(calls).toBe(4);
+  });
+
   it('returns the first success, and does not retry an error that is not transient', async () => {
     let calls = 0;
     expect(await retrying(new Retries(FAST), isNetworkError, async () => (++calls < 3 ? Promise.reject(reset()) : 'ok'))).toBe('ok');
