@@ -541,8 +541,8 @@ export class Solver {
       }
     }
     await this.opts.statCache.save();
-    const key = sha256(canonicalJson({ op: keyed, inputs: keys, ...(byContent ? { byContent } : {}), ...this.epochKey() }));
-    const fields: Record<string, string> = { args: JSON.stringify(op.args), cwd: op.cwd, user: op.user, network: op.network, ...this.epochField() };
+    const key = sha256(canonicalJson({ op: keyed, inputs: keys, ...(byContent ? { byContent } : {}), ...this.epoch() }));
+    const fields: Record<string, string> = { args: JSON.stringify(op.args), cwd: op.cwd, user: op.user, network: op.network, ...this.epoch() };
     if (op.security) fields.security = op.security;
     if (op.scripts) fields.scripts = valueDigest(canonicalJson(op.scripts));
     if (op.mounts) fields.mounts = canonicalJson(op.mounts);
@@ -810,23 +810,19 @@ export class Solver {
       }
     }
     await this.opts.statCache.save();
-    const key = sha256(canonicalJson({ op, dest: destKey, sources, byContent, ...this.epochKey() }));
+    const key = sha256(canonicalJson({ op, dest: destKey, sources, byContent, ...this.epoch() }));
     // What a file's data says is compared by digest: a heredoc may hold anything.
     const actions = op.actions.map((a) => (a.action === 'mkfile' ? { ...a, data: valueDigest(a.data) } : a));
-    return { key, ingredients: { op: { actions: canonicalJson(actions), ...this.epochField() }, inputs: keyedInputs }, files };
+    return { key, ingredients: { op: { actions: canonicalJson(actions), ...this.epoch() }, inputs: keyedInputs }, files };
   }
 
   /**
    * SOURCE_DATE_EPOCH clamps the times in the layers steps make (see diff.ts): a step's layer
    * made without it, or with another value, is another layer, so the value is part of the key
-   * of every step that makes one. Builds without it keep the keys they always had.
+   * (and of the ingredients that explain a miss) of every step that makes one. Builds without it
+   * keep the keys they always had.
    */
-  private epochKey(): { sourceDateEpoch?: number } {
-    const epoch = this.opts.sourceDateEpoch;
-    return epoch === undefined ? {} : { sourceDateEpoch: epoch };
-  }
-
-  private epochField(): { sourceDateEpoch?: string } {
+  private epoch(): { sourceDateEpoch?: string } {
     const epoch = this.opts.sourceDateEpoch;
     return epoch === undefined ? {} : { sourceDateEpoch: String(epoch) };
   }
