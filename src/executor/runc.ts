@@ -17,7 +17,7 @@ import type { Duplex, Readable, Writable } from 'node:stream';
 import { ReadStream } from 'node:tty';
 import type { ExtraHost, Ulimit } from '../definition/index.js';
 import { isMountPoint, unmountAll } from '../snapshotter/mount.js';
-import { CommandError, runCommand } from '../util/command.js';
+import { CommandError, lineSafe, runCommand } from '../util/command.js';
 import { isOwnerAlive, processToken } from '../util/process.js';
 import { resolveComponents, resolveInRootSync } from '../util/scoped-path.js';
 import { hasSecrets, mountMemoryBundle, prepareMounts, type PreparedMounts } from './mounts.js';
@@ -433,7 +433,7 @@ class Launcher {
       child?.kill();
       return undefined;
     }
-    if (args.some((a) => a.includes('\n') || a.includes('\0'))) {
+    if (!lineSafe(args)) {
       child.kill();
       return undefined;
     }

@@ -12,7 +12,7 @@ import { mkdirSync, mkdtempSync, rmdirSync } from 'node:fs';
 import { realpath, rmdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve, sep } from 'node:path';
-import { CommandError, CommandShell, runShort } from '../util/command.js';
+import { CommandError, CommandShell, lineSafe, runShort } from '../util/command.js';
 import { processToken } from '../util/process.js';
 import type { Mount } from './types.js';
 
@@ -176,11 +176,6 @@ export async function mknodSyscall(path: string, kind: 'c' | 'b' | 'p', major: n
     throw err;
   }
   return true;
-}
-
-/** Whether `args` can travel over the line protocol. */
-function lineSafe(args: readonly string[]): boolean {
-  return !args.some((a) => a.includes('\n') || a.includes('\0'));
 }
 
 /** An overlay option that is mount data, not a mount flag (`ro`, `nosuid`… need mount's parsing). */

@@ -43,7 +43,7 @@ export function runCommand(command: string, args: readonly string[], opts: { cwd
  * through runCommand.
  */
 export function runShort(command: string, args: readonly string[], opts: { cwd?: string } = {}): Promise<void> {
-  if ([command, ...args, opts.cwd ?? ''].some((a) => a.includes('\n') || a.includes('\0'))) {
+  if (!lineSafe([command, ...args, opts.cwd ?? ''])) {
     return runCommand(command, args, opts).then(() => undefined);
   }
   shell ??= new CommandShell('/bin/sh', ['-c', SHELL_LOOP]);
@@ -51,6 +51,11 @@ export function runShort(command: string, args: readonly string[], opts: { cwd?:
 }
 
 let shell: CommandShell | undefined;
+
+/** Whether `args` can travel over a line protocol (CommandShell's): no newline, no NUL. */
+export function lineSafe(args: readonly string[]): boolean {
+  return !args.some((a) => a.includes('\n') || a.includes('\0'));
+}
 
 // Reads "<argc>\n<cwd>\n<arg>\n…" and answers "<status> <output bytes>\n<output>" (stdout and
 // stderr together, trailing newlines dropped). CommandShell speaks this to any program.
