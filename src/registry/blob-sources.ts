@@ -3,12 +3,12 @@
 // uploading the bytes again, as docker's and containerd's distribution source labels do.
 //
 // Kept in one small JSON file in the state directory ({digest: ["registry/repository", …]}), read
-// and written by the build that holds the state lock.
+// and written by every build using that directory (each merges its records into the file as it is).
 
-import { randomBytes } from 'node:crypto';
-import { readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Digest } from '../oci/types.js';
+import { writeFileAtomic } from '../util/write-file.js';
 import type { ImageReference } from './reference.js';
 
 const FILE = 'blob-sources.json';
@@ -29,27 +29,17 @@ export class BlobSources {
 
   /** Records that the blobs came from `ref`'s repository. */
   async record(ref: ImageReference, digests: readonly Digest[]): Promise<void> {
-    const map = await this.load();
     const name = `${ref.registry}/${ref.repository}`;
-    let changed = false;
-    for (const digest of digests) {
-      const list = map.get(digest) ?? [];
-      if (list[0] === name) continue;
-      map.delete(digest); // re-insert: Map order is the eviction order
-      map.set(digest, [name, ...list.filter((n) => n !== name)].slice(0, MAX_SOURCES_PER_BLOB));
-      changed = true;
-    }
-    if (!changed) return;
-    while (map.size > MAX_BLOBS) map.delete(map.keys().next().value as string);
+    const known = await this.load();
+    if (digests.every((digest) => known.get(digest)?.[0] === name)) return;
     this.written = this.written.then(async () => {
-      const tmp = `${this.path}.${randomBytes(6).toString('hex')}`;
-      try {
-        await writeFile(tmp, JSON.stringify(Object.fromEntries(map)));
-        await rename(tmp, this.path);
-      } catch {
-        await rm(tmp, { force: true });
-        // Only an optimisation: a push without it uploads instead of mounting.
-      }
+      // Merged into the file as it is now, not as this instance first read it: builds sharing the
+      // state directory record their pulls in the same file, and would lose each other's.
+      const map = await readSources(this.path);
+      remember(map, name, digests);
+      this.data = Promise.resolve(map);
+      // Only an optimisation: a push without it uploads instead of mounting.
+      await writeFileAtomic(this.path, JSON.stringify(Object.fromEntries(map))).catch(() => {});
     });
     await this.written;
   }
@@ -66,19 +56,27 @@ export class BlobSources {
   }
 
   private load(): Promise<Map<string, string[]>> {
-    this.data ??= readFile(this.path, 'utf8').then(
-      (text) => {
-        try {
-          const obj = JSON.parse(text) as Record<string, unknown>;
-          return new Map(
-            Object.entries(obj).filter((e): e is [string, string[]] => Array.isArray(e[1]) && e[1].every((n) => typeof n === 'string')),
-          );
-        } catch {
-          return new Map<string, string[]>();
-        }
-      },
-      () => new Map<string, string[]>(),
-    );
+    this.data ??= readSources(this.path);
     return this.data;
+  }
+}
+
+/** Puts `name` first in each blob's list; a blob recorded again moves to the end of the eviction order. */
+function remember(map: Map<string, string[]>, name: string, digests: readonly Digest[]): void {
+  for (const digest of digests) {
+    const list = map.get(digest) ?? [];
+    map.delete(digest); // re-insert: Map order is the eviction order
+    map.set(digest, [name, ...list.filter((n) => n !== name)].slice(0, MAX_SOURCES_PER_BLOB));
+  }
+  while (map.size > MAX_BLOBS) map.delete(map.keys().next().value as string);
+}
+
+/** The file's map; empty when it is missing or unreadable. */
+async function readSources(path: string): Promise<Map<string, string[]>> {
+  try {
+    const obj = JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>;
+    return new Map(Object.entries(obj).filter((e): e is [string, string[]] => Array.isArray(e[1]) && e[1].every((n) => typeof n === 'string')));
+  } catch {
+    return new Map<string, string[]>();
   }
 }
