@@ -59,6 +59,11 @@ import { explainMiss, FileList, valueDigest } from './explain.js';
 /** Runs one command in a container (src/executor's RuncExecutor, or another runtime). */
 export interface Executor {
   run(spec: RunSpec): Promise<RunResult>;
+  /**
+   * Told that a step will run a container, before its parent filesystem is unpacked (a base
+   * pull grows this process), so the executor can get ready while that happens.
+   */
+  willRun?(): void;
 }
 
 /** Provides a base image's layers in the content store (see src/registry). */
@@ -571,6 +576,7 @@ export class Solver {
   }
 
   private async runExec(digest: Digest, v: Vertex, op: ExecOp, parent: LayerRecord[], inputs: SolvedResult[]): Promise<LayerRecord[]> {
+    this.opts.executor.willRun?.();
     // Unpacked before the step starts: a base layer that fails to unpack is its FROM's failure.
     await this.ensureSnapshot(parent);
     for (const input of inputs.slice(1)) if (input.kind === 'layers') await this.ensureSnapshot(input.layers);
