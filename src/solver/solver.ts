@@ -60,8 +60,9 @@ import { explainMiss, FileList, valueDigest } from './explain.js';
 export interface Executor {
   run(spec: RunSpec): Promise<RunResult>;
   /**
-   * Told that a step will run a container, before its parent filesystem is unpacked (a base
-   * pull grows this process), so the executor can get ready while that happens.
+   * Told that a step will (likely) run a container soon: before a base image is pulled (which
+   * grows this process) when the build has RUN steps, and before a step's parent is unpacked, so
+   * the executor can get ready while that happens.
    */
   willRun?(): void;
 }
@@ -252,6 +253,12 @@ export class Solver {
     private readonly opts: SolverOptions,
   ) {}
 
+  /** Whether the definition has a step that runs a container. */
+  private get runsContainers(): boolean {
+    for (const v of this.def.vertices.values()) if (v.op.type === 'exec') return true;
+    return false;
+  }
+
   solve(digest: Digest): Promise<SolvedResult> {
     let pending = this.results.get(digest);
     if (!pending) {
@@ -422,6 +429,8 @@ export class Solver {
     if (!local && this.opts.explainOnly) return this.wouldRun(digest, v, keyed);
     let layers = local ?? (await this.deferPull(digest, v, op));
     if (!layers) {
+      // Before the pull grows this process: RUN steps will most likely follow a cold base.
+      if (this.runsContainers) this.opts.executor.willRun?.();
       // Claimed as a step's key is: two builds that need the same base pull it once.
       const letGo = await this.opts.cache.claim(cacheKey, { signal: this.opts.signal });
       try {
