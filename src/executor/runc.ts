@@ -162,8 +162,9 @@ export class RuncExecutor {
   }
 
   /**
-   * Told that a RUN step will start a container soon (the solver says so before it unpacks the
-   * step's base image): the spare that will start runc is made now, while this process is small.
+   * Told that a RUN step will start a container soon (the solver says so before it pulls or
+   * unpacks the step's base image): the spare that will start runc is made now, while this
+   * process is small.
    * Forked later from a process grown by a pull, its copy of our pages is briefly counted twice
    * by anything that sums the tree's resident memory, and the fork itself takes longer.
    */
