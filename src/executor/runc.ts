@@ -16,7 +16,7 @@ import { dirname, join, posix, resolve } from 'node:path';
 import type { Duplex, Readable, Writable } from 'node:stream';
 import { ReadStream } from 'node:tty';
 import type { ExtraHost, Ulimit } from '../definition/index.js';
-import { isMountPoint, unmountAll } from '../snapshotter/mount.js';
+import { isMountPoint, sealedCopy, unmountAll } from '../snapshotter/mount.js';
 import { CommandError, lineSafe, runCommand } from '../util/command.js';
 import { isOwnerAlive, processToken } from '../util/process.js';
 import { resolveComponents, resolveInRootSync } from '../util/scoped-path.js';
@@ -159,6 +159,17 @@ export class RuncExecutor {
     this.stateRoot = opts.stateRoot;
     this.bundleRoot = resolve(opts.bundleRoot ?? join(tmpdir(), 'builder-runc'));
     this.hostname = opts.hostname ?? 'buildkitsandbox';
+  }
+
+  /**
+   * Told that a RUN step will start a container soon (the solver says so before it pulls or
+   * unpacks the step's base image): the spare that will start runc is made now, while this
+   * process is small.
+   * Forked later from a process grown by a pull, its copy of our pages is briefly counted twice
+   * by anything that sums the tree's resident memory, and the fork itself takes longer.
+   */
+  willRun(): void {
+    this.launcher.warm();
   }
 
   async run(spec: RunSpec | ContainerSpec): Promise<RunResult> {
@@ -334,8 +345,8 @@ export class RuncExecutor {
       // A RUN step (no input, no terminal) starts through a spare process made ahead of time.
       const attached = spec.stdin !== undefined || spec.terminal === true;
       const child =
-        (attached ? undefined : this.launcher.launch([this.runc, ...args])) ??
-        spawn(command, commandArgs, {
+        (attached ? undefined : this.launcher.launch(args)) ??
+        spawn(attached ? command : this.launcher.executable() ?? command, commandArgs, {
           // Without -i, a terminal's input stays open and silent, as docker's.
           stdio: [inputFd ?? (attached ? 'pipe' : 'ignore'), 'pipe', 'pipe'],
           ...(spec.terminal ? { env: { ...process.env, SHELL: '/bin/sh' } } : {}),
@@ -414,6 +425,8 @@ class Launcher {
   private spare: ChildProcessByStdio<Writable, Readable, Readable> | undefined;
   /** runc's absolute path; undefined when it cannot be found (then spawn reports it as usual). */
   private resolved: string | undefined | null = null;
+  private sealing: Promise<void> | undefined;
+  private sealed: string | undefined;
   private launches = 0;
 
   private constructor(private readonly command: string) {}
@@ -425,7 +438,21 @@ class Launcher {
     return launcher;
   }
 
-  /** The spare turned into `args` (args[0] is runc), or undefined when there is none ready. */
+  /**
+   * Gets ready for a container: a spare now, and runc's sealed copy (see sealedCopy) for this and
+   * later runs once it is made; until then runc starts from its file.
+   */
+  warm(): void {
+    this.prepare();
+    if (this.resolved && !this.sealing) this.sealing = sealedCopy(this.resolved).then((path) => void (this.sealed = path));
+  }
+
+  /** What to exec as runc: its sealed copy when made, else undefined (the command as given). */
+  executable(): string | undefined {
+    return this.sealed;
+  }
+
+  /** The spare turned into runc with `args`, or undefined when there is none ready. */
   launch(args: string[]): ChildProcessByStdio<Writable, Readable, Readable> | undefined {
     const child = this.spare;
     this.spare = undefined;
@@ -433,13 +460,13 @@ class Launcher {
       child?.kill();
       return undefined;
     }
-    if (!lineSafe(args)) {
+    if (!lineSafe([this.sealed ?? this.resolved!, ...args])) {
       child.kill();
       return undefined;
     }
     child.ref();
     for (const s of [child.stdin, child.stdout, child.stderr] as Array<{ ref?(): void }>) s.ref?.();
-    child.stdin.end([String(args.length), this.resolved!, ...args.slice(1), ''].join('\n'));
+    child.stdin.end([String(args.length + 1), this.sealed ?? this.resolved!, ...args, ''].join('\n'));
     return child;
   }
 

@@ -7,7 +7,7 @@
 // relative paths, which the kernel resolves against the caller's working directory.
 
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { mkdirSync, mkdtempSync, rmdirSync } from 'node:fs';
 import { realpath, rmdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -116,16 +116,47 @@ function syscallRequest(m: Mount, target: string, cmd: MountCommand): { op: 'mou
  *                                   (undone if that fails)
  *   umount TARGET
  *   mknod PATH MODE DEV             mknodat(2) (the umask applies, as to mknod(1))
+ *   seal PATH                       copies a file into a memfd sealed against any change
+ *                                   (F_SEAL_SEAL|SHRINK|GROW|WRITE), kept open here; answers
+ *                                   /proc/<pid>/fd/<n> (see sealedCopy)
  */
 const MOUNT_LOOP = `
-my ($MOUNT, $UMOUNT, $MKNODAT) = @ARGV;
+my ($MOUNT, $UMOUNT, $MKNODAT, $MEMFD) = @ARGV;
 $| = 1;
+my @sealed;
+sub seal {
+  my ($path) = @_;
+  open(my $in, '<:raw', $path) or return -1;
+  # MFD_ALLOW_SEALING|MFD_EXEC, or without MFD_EXEC on kernels before 6.3 (EINVAL).
+  my $name = 'sealed';
+  my $fd = syscall($MEMFD, $name, 2 | 16);
+  $fd = syscall($MEMFD, $name, 2) if $fd < 0 && $! == 22;
+  return -1 if $fd < 0;
+  open(my $mem, '+<&=', $fd) or return -1;
+  binmode $mem;
+  # In pieces: this process stays small.
+  while (1) {
+    my $got = sysread($in, my $buf, 262144);
+    return -1 unless defined $got;
+    last if $got == 0;
+    for (my $off = 0; $off < $got;) {
+      my $w = syswrite($mem, $buf, $got - $off, $off);
+      return -1 unless $w;
+      $off += $w;
+    }
+  }
+  # Exactly these seals, and executable: anything else (vm.memfd_noexec) is refused.
+  return -1 unless fcntl($mem, 1033, 15) && fcntl($mem, 1034, 0) == 15 && -x "/proc/self/fd/$fd";
+  push @sealed, $mem;
+  return $fd;
+}
 while (defined(my $n = <STDIN>)) {
   chomp $n;
   chomp(my $dir = <STDIN>);
   my @a = map { my $l = <STDIN>; chomp $l; $l } 1 .. $n;
   my $op = shift @a;
   my $r = -1;
+  my $answer = '';
   if (!chdir $dir) {}
   elsif ($op eq 'mount' && @a == 4) { $r = syscall($MOUNT, $a[1], $a[2], $a[0], 0, $a[3]) }
   elsif ($op eq 'bind' && @a == 3) {
@@ -137,13 +168,18 @@ while (defined(my $n = <STDIN>)) {
   }
   elsif ($op eq 'umount' && @a == 1) { $r = syscall($UMOUNT, $a[0], 0) }
   elsif ($op eq 'mknod' && @a == 3) { $r = syscall($MKNODAT, -100, $a[0], $a[1] + 0, $a[2] + 0) }
+  elsif ($op eq 'seal' && @a == 1) { my $fd = seal($a[0]); $r = $fd < 0 ? -1 : 0; $answer = "/proc/$$/fd/$fd" }
   else { $! = 22 }
-  my $out = $r == 0 ? '' : "$op: $!";
+  my $out = $r == 0 ? $answer : "$op: $!";
   print(($r == 0 ? 0 : 1) . ' ' . length($out) . "\n" . $out);
 }`;
 
-/** Numbers of mount(2), umount2(2) and mknodat(2) by Node's process.arch (x86_64, and asm-generic's). */
-const SYSCALL_NUMBERS: Partial<Record<string, [mount: number, umount2: number, mknodat: number]>> = { x64: [165, 166, 259], arm64: [40, 39, 33], riscv64: [40, 39, 33] };
+/** Numbers of mount(2), umount2(2), mknodat(2) and memfd_create(2) by Node's process.arch (x86_64, and asm-generic's). */
+const SYSCALL_NUMBERS: Partial<Record<string, [mount: number, umount2: number, mknodat: number, memfdCreate: number]>> = {
+  x64: [165, 166, 259, 319],
+  arm64: [40, 39, 33, 279],
+  riscv64: [40, 39, 33, 279],
+};
 
 let syscallServer: CommandShell | undefined | null = null;
 function mountSyscalls(): CommandShell | undefined {
@@ -176,6 +212,32 @@ export async function mknodSyscall(path: string, kind: 'c' | 'b' | 'p', major: n
     throw err;
   }
   return true;
+}
+
+/**
+ * An executable path to a copy of file `path` that nothing can change: a memfd sealed against
+ * writes, resizes and further seals, held open for the life of this process. runc execs itself
+ * into every container's init and, to keep a container from overwriting the host's runc through
+ * /proc/self/exe, first clones itself (a bind mount dance and a second exec) unless it already
+ * runs from such a memfd; started from one, it skips that on every run. Undefined when it cannot
+ * be made here (no syscall server, no memfd_create, unreadable file).
+ */
+export async function sealedCopy(path: string): Promise<string | undefined> {
+  const syscalls = lineSafe([path]) ? mountSyscalls() : undefined;
+  if (!syscalls) return undefined;
+  let served: string;
+  try {
+    served = await syscalls.run('seal', [path], '/');
+  } catch {
+    return undefined;
+  }
+  // Our own descriptor: the copy outlives the syscall server (and is ours to hand out).
+  try {
+    const fd = openSync(served, 'r');
+    return `/proc/${process.pid}/fd/${fd}`;
+  } catch {
+    return undefined;
+  }
 }
 
 /** An overlay option that is mount data, not a mount flag (`ro`, `nosuid`… need mount's parsing). */

@@ -59,6 +59,12 @@ import { explainMiss, FileList, valueDigest } from './explain.js';
 /** Runs one command in a container (src/executor's RuncExecutor, or another runtime). */
 export interface Executor {
   run(spec: RunSpec): Promise<RunResult>;
+  /**
+   * Told that a step will (likely) run a container soon: before a base image is pulled (which
+   * grows this process) when the build has RUN steps, and before a step's parent is unpacked, so
+   * the executor can get ready while that happens.
+   */
+  willRun?(): void;
 }
 
 /** Provides a base image's layers in the content store (see src/registry). */
@@ -247,6 +253,12 @@ export class Solver {
     private readonly opts: SolverOptions,
   ) {}
 
+  /** Whether the definition has a step that runs a container. */
+  private get runsContainers(): boolean {
+    for (const v of this.def.vertices.values()) if (v.op.type === 'exec') return true;
+    return false;
+  }
+
   solve(digest: Digest): Promise<SolvedResult> {
     let pending = this.results.get(digest);
     if (!pending) {
@@ -417,6 +429,8 @@ export class Solver {
     if (!local && this.opts.explainOnly) return this.wouldRun(digest, v, keyed);
     let layers = local ?? (await this.deferPull(digest, v, op));
     if (!layers) {
+      // Before the pull grows this process: RUN steps will most likely follow a cold base.
+      if (this.runsContainers) this.opts.executor.willRun?.();
       // Claimed as a step's key is: two builds that need the same base pull it once.
       const letGo = await this.opts.cache.claim(cacheKey, { signal: this.opts.signal });
       try {
@@ -571,6 +585,7 @@ export class Solver {
   }
 
   private async runExec(digest: Digest, v: Vertex, op: ExecOp, parent: LayerRecord[], inputs: SolvedResult[]): Promise<LayerRecord[]> {
+    this.opts.executor.willRun?.();
     // Unpacked before the step starts: a base layer that fails to unpack is its FROM's failure.
     await this.ensureSnapshot(parent);
     for (const input of inputs.slice(1)) if (input.kind === 'layers') await this.ensureSnapshot(input.layers);

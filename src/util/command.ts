@@ -47,7 +47,7 @@ export function runShort(command: string, args: readonly string[], opts: { cwd?:
     return runCommand(command, args, opts).then(() => undefined);
   }
   shell ??= new CommandShell('/bin/sh', ['-c', SHELL_LOOP]);
-  return shell.run(command, args, opts.cwd ?? '/');
+  return shell.run(command, args, opts.cwd ?? '/').then(() => undefined);
 }
 
 let shell: CommandShell | undefined;
@@ -71,7 +71,7 @@ done`;
 interface ShellRequest {
   command: string;
   args: readonly string[];
-  resolve(): void;
+  resolve(output: string): void;
   reject(err: Error): void;
 }
 
@@ -90,7 +90,8 @@ export class CommandShell {
     private readonly programArgs: readonly string[],
   ) {}
 
-  run(command: string, args: readonly string[], cwd: string): Promise<void> {
+  /** Runs one request; resolves with what it printed (a successful request usually prints nothing). */
+  run(command: string, args: readonly string[], cwd: string): Promise<string> {
     return new Promise((resolve, reject) => {
       const child = this.child ?? this.start();
       this.waiting.push({ command, args, resolve, reject });
@@ -131,7 +132,7 @@ export class CommandShell {
       if (this.waiting.length === 0) this.setRef(false);
       if (!r) continue;
       const status = Number(m[1]);
-      if (status === 0) r.resolve();
+      if (status === 0) r.resolve(output);
       else r.reject(new CommandError(r.command, r.args, status, output || (status === 127 ? `${r.command}: not found` : ''), status === 127 ? 'ENOENT' : undefined));
     }
   }

@@ -49,6 +49,23 @@ console.log('ran');`;
     expect({ status: r.status, out: r.stdout, err: r.stderr }).toEqual({ status: 0, out: 'ran\n', err: '' });
   });
 
+  it('runs steps it was told of ahead of time, the first one and those after it, and keeps nothing alive', () => {
+    // willRun() makes the spare and runc's sealed copy; a program that used them still exits by itself.
+    const library = fileURLToPath(new URL('../../dist/executor/runc.js', import.meta.url));
+    const script = `import { RuncExecutor } from ${JSON.stringify(library)};
+const executor = new RuncExecutor({ bundleRoot: ${JSON.stringify(fx.bundleRoot)}, stateRoot: ${JSON.stringify(fx.stateRoot)} });
+for (let i = 0; i < 3; i++) {
+  executor.willRun();
+  if (i === 1) await new Promise((r) => setTimeout(r, 200)); // the sealed copy is ready by now
+  let out = '';
+  const r = await executor.run({ rootfs: ${JSON.stringify(fx.rootfs)}, args: ['sh', '-c', 'cat; echo "run $0"', String(i)], env: [], cwd: '/', user: '', network: 'none', stdout(c) { out += c; }, stderr(c) { out += c; } });
+  process.stdout.write(r.exitCode + ' ' + out);
+}`;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 30_000 });
+    expect({ status: r.status, out: r.stdout, err: r.stderr }).toEqual({ status: 0, out: '0 run 0\n0 run 1\n0 run 2\n', err: '' });
+    expect(builderContainers()).toEqual([]);
+  });
+
   it('delivers output while the process is still running', async () => {
     // The command goes on only once the test has seen its first line: output held back until
     // the process exits would never let it (it gives up after a minute, and says so).

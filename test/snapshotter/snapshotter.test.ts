@@ -1,7 +1,7 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync, readdirSync, truncateSync, writeFileSync } from 'node:fs';
 import { link, lstat, mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -16,7 +16,7 @@ import {
   withMounts,
   type LocalSnapshotter,
 } from '../../src/snapshotter/index.js';
-import { mountCommand, unmountAll } from '../../src/snapshotter/mount.js';
+import { mountCommand, sealedCopy, unmountAll } from '../../src/snapshotter/mount.js';
 import { mountsUnder } from '../helpers/cli.js';
 import { tempDir } from './helpers.js';
 
@@ -355,6 +355,30 @@ describe('overlay mounts', () => {
       expect(mountsUnder(dir.path)).toEqual([]);
     } finally {
       for (const m of mountsUnder(dir.path).reverse()) spawnSync('umount', ['-l', m]);
+      await dir.cleanup();
+    }
+  });
+});
+
+describe('sealed copies', () => {
+  it('a sealed copy has the file\'s bytes, runs, and refuses every change', async () => {
+    const dir = await tempDir('builder-sn-sealed-');
+    try {
+      const source = join(dir.path, 'echo');
+      await writeFile(source, readFileSync('/bin/echo'), { mode: 0o755 });
+      const copy = await sealedCopy(source);
+      expect(copy).toMatch(/^\/proc\/\d+\/fd\/\d+$/);
+      expect(readFileSync(copy!).equals(readFileSync(source))).toBe(true);
+      expect(execFileSync(copy!, ['sealed'], { encoding: 'utf8' })).toBe('sealed\n');
+      // Neither through a new descriptor nor by resizing: what runs is what was copied.
+      expect(() => writeFileSync(copy!, 'x', { flag: 'r+' })).toThrow(/EPERM/);
+      expect(() => truncateSync(copy!, 0)).toThrow(/EPERM/);
+      expect(() => appendFileSync(copy!, 'x')).toThrow(/EPERM/);
+      // Changing the file afterwards leaves the copy as it was.
+      await writeFile(source, 'changed');
+      expect(readFileSync(copy!).equals(readFileSync('/bin/echo'))).toBe(true);
+      expect(await sealedCopy(join(dir.path, 'missing'))).toBeUndefined();
+    } finally {
       await dir.cleanup();
     }
   });

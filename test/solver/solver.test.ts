@@ -34,10 +34,16 @@ const BASE = 'example.test/base:1';
  */
 class FakeExecutor implements Executor {
   readonly ran: string[] = [];
+  /** For each willRun(): how many pulls the base images had had by then. */
+  readonly told: number[] = [];
   private readonly started = new Set<string>();
   private readonly waiting: Array<() => void> = [];
 
   constructor(private readonly meetCount = 2) {}
+
+  willRun(): void {
+    this.told.push(images.pulls);
+  }
 
   async run(spec: RunSpec): Promise<RunResult> {
     const [, flag, command = ''] = spec.args;
@@ -194,6 +200,28 @@ describe('Solver', () => {
     expect(images.pulls).toBe(1);
     expect(warm.cached).toEqual([expect.stringMatching(/^\[1\/3\] FROM example\.test\/base:1@sha256:/), '[2/3] RUN echo one > /one.txt', '[3/3] RUN cat /one.txt > /copy.txt']);
     expect(warm.solved!.layers).toEqual(cold.solved!.layers);
+  });
+
+  it('tells the executor that containers will run before it pulls a cold base and before each step that runs, and not when all is cached', async () => {
+    const shared = images;
+    images = new FakeImages(store);
+    try {
+      const text = `FROM ${BASE}\nRUN echo ahead > /ahead.txt\n`;
+      const cold = new FakeExecutor();
+      expect((await solve(text, cold)).error).toBeUndefined();
+      expect(cold.told).toEqual([0, 1]);
+      const warm = new FakeExecutor();
+      expect((await solve(text, warm)).cached).toHaveLength(2);
+      expect(warm.told).toEqual([]);
+      // A build without RUN steps is told nothing, even when it pulls.
+      images = new FakeImages(store);
+      const copyOnly = new FakeExecutor();
+      expect((await solve(`FROM ${BASE}\nENV A=1\n`, copyOnly)).error).toBeUndefined();
+      expect(copyOnly.told).toEqual([]);
+      expect(images.pulls).toBe(1);
+    } finally {
+      images = shared;
+    }
   });
 
   it('misses from a changed step on, and hits the steps before it', async () => {
