@@ -28,6 +28,7 @@ import {
   lstatOrUndefinedSync,
   readXattrsSync,
   UsageCounter,
+  childPath,
   writeSparseSync,
   xattrsEqual,
 } from './fsutil.js';
@@ -239,7 +240,7 @@ function* upperChanges(
   known: ReadonlyMap<string, Stats> | undefined,
 ): Generator<Change> {
   const items = readdirSync(dir).map((name) => {
-    const path = join(dir, name);
+    const path = childPath(dir, name);
     const knownSt = known?.get(joinRel(rel, name));
     const st = knownSt ?? lstatSync(path);
     usage.count(st);
@@ -442,12 +443,15 @@ function tarEntryMaker(epoch: number | undefined): (c: Change) => TarEntry | und
     const xattrs = c.xattrs ?? [];
     if (st.isDirectory()) return { ...base, type: 'dir', xattrs };
     if (st.isFile()) {
-      const inode = `${st.dev}:${st.ino}`;
-      // A change made again from a fresh lstat (see writeLayer) must not become a link to itself.
-      const first = st.nlink > 1 ? firstNameOfInode.get(inode) : undefined;
-      if (first !== undefined && first !== c.rel) return { ...base, type: 'link', linkname: first };
-      if (st.nlink > 1) firstNameOfInode.set(inode, c.rel);
-      return { ...base, type: 'file', size: st.size, source: c.path, xattrs };
+      if (st.nlink > 1) {
+        const inode = `${st.dev}:${st.ino}`;
+        // A change made again from a fresh lstat (see writeLayer) must not become a link to itself.
+        const first = firstNameOfInode.get(inode);
+        if (first !== undefined && first !== c.rel) return { ...base, type: 'link', linkname: first };
+        firstNameOfInode.set(inode, c.rel);
+      }
+      // Spelt out, not spread from `base`: the common case, made once per file of a layer.
+      return { name: c.rel, type: 'file', mode: base.mode, uid: base.uid, gid: base.gid, mtime: base.mtime, size: st.size, source: c.path, xattrs };
     }
     if (st.isSymbolicLink()) return { ...base, type: 'symlink', linkname: readlinkSync(c.path) };
     if (st.isCharacterDevice() || st.isBlockDevice()) {

@@ -22,7 +22,7 @@ import { join, posix, relative } from 'node:path';
 import { setImmediate } from 'node:timers/promises';
 import { walk, type Source, type SourceFilter } from '../../util/select.js';
 import { resolveInRoot, resolveInRootSync } from '../../util/scoped-path.js';
-import { copyFileKeepingHoles } from '../../snapshotter/fsutil.js';
+import { childPath, copyFileKeepingHoles } from '../../snapshotter/fsutil.js';
 import type { CopyReuse } from './reuse.js';
 
 export interface Owner {
@@ -81,12 +81,14 @@ export async function copySources(p: CopyParams): Promise<void> {
     }
     await mkdirAll(p.destRoot, srcIsDir ? target : posix.dirname(target), 0o755, p.owner ?? { uid: 0, gid: 0 });
     dirs.clear();
+    // The target, normalised, with one trailing `/`: the walk's paths below it are clean already.
+    const targetDir = posix.join(target, '/');
     for (const entry of walk(p.srcRoot, src.path, p.filter)) {
       const below = entry.rel === src.path ? '' : src.path === '.' ? entry.rel : entry.rel.slice(src.path.length + 1);
       // A directory source copies its contents: the destination directory keeps its own metadata.
       if (below === '' && entry.type === 'dir') continue;
-      const destPath = below ? posix.join(target, below) : target;
-      const hostPath = destPath === '/' ? p.destRoot : join(hostDir(posix.dirname(destPath)), posix.basename(destPath));
+      const destPath = below ? targetDir + below : target;
+      const hostPath = destPath === '/' ? p.destRoot : childPath(hostDir(posix.dirname(destPath)), posix.basename(destPath));
       const st = entry.stats;
       const owner = p.owner ?? { uid: entry.uid, gid: entry.gid };
       const mode = p.chmod ?? entry.mode & 0o7777;

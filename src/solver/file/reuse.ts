@@ -22,6 +22,7 @@ import type { Stats } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { linkSync, lstatSync, realpathSync, rmSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { childPath } from '../../snapshotter/fsutil.js';
 import type { Owner } from './copy.js';
 import { racyStatKey } from '../../util/select.js';
 
@@ -104,7 +105,7 @@ export class CopyReuse {
     const parentTimes = new Map<string, Stats>();
     const safeParents = new Map<string, boolean>();
     for (const d of this.deferred) {
-      const path = join(dir, d.rel);
+      const path = childPath(dir, d.rel);
       const parent = dirname(path);
       if (!parentTimes.has(parent)) parentTimes.set(parent, lstatSync(parent));
       const earlier = earlierRoot !== undefined ? linkable(earlierRoot, d, safeParents) : undefined;
@@ -125,7 +126,7 @@ export class CopyReuse {
  * inside `root`).
  */
 function linkable(root: string, d: Deferred, safeParents: Map<string, boolean>): { path: string; st: Stats } | undefined {
-  const path = join(root, d.rel);
+  const path = childPath(root, d.rel);
   if (!reachedWithoutSymlink(root, dirname(path), safeParents)) return undefined;
   const st = lstatSync(path, { throwIfNoEntry: false });
   if (!st) return undefined;
