@@ -50,6 +50,7 @@ export class CopyReuse {
   private readonly deferred: Deferred[] = [];
   /** Host directories (in the mounted tree) that hold deferred files, probed once each. */
   private readonly probed = new Set<string>();
+  private lastSuffix: { mode: number; uid: number; gid: number; text: string } | undefined;
 
   /**
    * `earlier`: the directory of the earlier result's snapshot (overlay: its diff; native: its
@@ -74,7 +75,7 @@ export class CopyReuse {
    * root); true when the file is left for finish() to link (the path is left as it is until then).
    */
   defer(rel: string, hostPath: string, src: { rel: string; abs: string; statKey: string }, st: Stats, owner: Owner, mode: number): boolean {
-    const origin = `${src.rel}\0${src.statKey}\0${mode.toString(8)}\0${owner.uid}:${owner.gid}`;
+    const origin = `${src.rel}\0${src.statKey}${this.originSuffix(mode, owner)}`;
     // A source changed just before this copy could change again within its timestamp's tick and
     // keep its stat key: its origin is recorded so that it never matches, and it is copied again.
     this.written.set(rel, racyStatKey(st, this.now()) ? `${origin}\0racy` : origin);
@@ -88,6 +89,15 @@ export class CopyReuse {
     }
     this.deferred.push({ rel, src: src.abs, size: st.size, mtimeMs: st.mtimeMs, owner, mode });
     return true;
+  }
+
+  /** The end of an origin: mode and owner, made again only when they differ from the last file's (most files share them). */
+  private originSuffix(mode: number, owner: Owner): string {
+    const last = this.lastSuffix;
+    if (last?.mode === mode && last.uid === owner.uid && last.gid === owner.gid) return last.text;
+    const text = `\0${mode.toString(8)}\0${owner.uid}:${owner.gid}`;
+    this.lastSuffix = { mode, uid: owner.uid, gid: owner.gid, text };
+    return text;
   }
 
   /**
