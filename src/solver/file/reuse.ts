@@ -24,7 +24,7 @@ import { linkSync, lstatSync, realpathSync, rmSync, unlinkSync, utimesSync, writ
 import { dirname, join } from 'node:path';
 import { childPath } from '../../snapshotter/fsutil.js';
 import type { Owner } from './copy.js';
-import { racyStatKey } from '../../util/select.js';
+import { racyStatKey, type FileVersion } from '../../util/select.js';
 
 /**
  * A file left for later, with what a fresh copy would have written there. Only the source's
@@ -74,7 +74,7 @@ export class CopyReuse {
    * Called by the copy for a regular file it is about to write at `hostPath` (`rel` below the
    * root); true when the file is left for finish() to link (the path is left as it is until then).
    */
-  defer(rel: string, hostPath: string, src: { rel: string; abs: string; statKey: string }, st: Stats, owner: Owner, mode: number): boolean {
+  defer(rel: string, hostPath: string, src: { rel: string; abs: string; statKey: string }, st: FileVersion, owner: Owner, mode: number): boolean {
     const origin = `${src.rel}\0${src.statKey}${this.originSuffix(mode, owner)}`;
     // A source changed just before this copy could change again within its timestamp's tick and
     // keep its stat key: its origin is recorded so that it never matches, and it is copied again.
