@@ -241,14 +241,16 @@ function* upperChanges(
 ): Generator<Change> {
   const items = readdirSync(dir).map((name) => {
     const path = childPath(dir, name);
-    const knownSt = known?.get(joinRel(rel, name));
+    const below = joinRel(rel, name);
+    const knownSt = known?.get(below);
     const st = knownSt ?? lstatSync(path);
     usage.count(st);
-    return { name, path, st, known: knownSt !== undefined, out: isOverlayWhiteout(st) ? WHITEOUT_PREFIX + name : name };
+    const whiteout = isOverlayWhiteout(st);
+    return { name, path, st, known: knownSt !== undefined, out: whiteout ? WHITEOUT_PREFIX + name : name, rel: whiteout ? joinRel(rel, WHITEOUT_PREFIX + name) : below };
   });
   items.sort((a, b) => compareBytes(a.out, b.out));
   for (const it of items) {
-    const r = joinRel(rel, it.out);
+    const r = it.rel;
     // Checked before anything else: the kernel hardlinks whiteouts to one shared inode.
     if (isOverlayWhiteout(it.st)) {
       yield* flush(pending);
