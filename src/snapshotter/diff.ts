@@ -253,19 +253,19 @@ function* upperChanges(
     const r = it.rel;
     // Checked before anything else: the kernel hardlinks whiteouts to one shared inode.
     if (isOverlayWhiteout(it.st)) {
-      yield* flush(pending);
+      if (unflushed(pending)) yield* flush(pending);
       yield { kind: 'whiteout', rel: r };
       continue;
     }
     if (it.known) {
-      yield* flush(pending);
+      if (unflushed(pending)) yield* flush(pending);
       yield { kind: 'entry', rel: r, path: it.path, st: it.st, xattrs: undefined };
       continue;
     }
     const xattrs = readXattrsSync(it.path, it.st);
     const entry: Change = { kind: 'entry', rel: r, path: it.path, st: it.st, xattrs };
     if (!it.st.isDirectory()) {
-      yield* flush(pending);
+      if (unflushed(pending)) yield* flush(pending);
       yield entry;
       continue;
     }
@@ -278,7 +278,7 @@ function* upperChanges(
       xattrsEqual(xattrs, readXattrsSync(below.base.path, below.base.st));
     const self: PendingDir = { change: entry, emitted: false };
     if (!copiedUp) {
-      yield* flush(pending);
+      if (unflushed(pending)) yield* flush(pending);
       yield entry;
       self.emitted = true;
       if (opaque) yield { kind: 'whiteout', rel: joinRel(r, WHITEOUT_OPAQUE) };
@@ -335,7 +335,7 @@ function* treeChanges(upper: string, lower: string | undefined, rel: string, pen
   for (const { up, low, a, b, out } of items) {
     const r = joinRel(rel, out);
     if (!a) {
-      yield* flush(pending);
+      if (unflushed(pending)) yield* flush(pending);
       yield { kind: 'whiteout', rel: r };
       continue;
     }
@@ -346,7 +346,7 @@ function* treeChanges(upper: string, lower: string | undefined, rel: string, pen
       const changed = attrsChanged(a, b) || (a.mode & 0o7777) !== (b.mode & 0o7777) || !xattrsEqual(xattrs, readXattrsSync(low, b));
       const self: PendingDir = { change: entry, emitted: false };
       if (changed) {
-        yield* flush(pending);
+        if (unflushed(pending)) yield* flush(pending);
         yield entry;
         self.emitted = true;
       }
@@ -356,11 +356,20 @@ function* treeChanges(upper: string, lower: string | undefined, rel: string, pen
       continue;
     }
     if (b && low !== undefined && !leafChanged(up, a, xattrs, low, b)) continue;
-    yield* flush(pending);
+    if (unflushed(pending)) yield* flush(pending);
     yield entry;
     // New, or replacing a non-directory: everything below is an addition.
     if (a.isDirectory()) yield* treeChanges(up, undefined, r, []);
   }
+}
+
+/**
+ * Whether a directory held back in `pending` still waits to be emitted. flush emits them all,
+ * outermost first, and nothing is emitted without a flush, so the innermost one tells: a check
+ * that allocates nothing, where starting a flush generator for every entry of a layer did.
+ */
+function unflushed(pending: readonly PendingDir[]): boolean {
+  return pending.length > 0 && !pending[pending.length - 1]!.emitted;
 }
 
 function* flush(pending: PendingDir[]): Generator<Change> {
