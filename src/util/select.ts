@@ -163,7 +163,11 @@ export interface WalkEntry {
   readonly rel: string;
   readonly abs: string;
   readonly type: EntryType;
-  /** The entry's lstat, taken once by the walk: callers need not stat it again. */
+  /**
+   * The entry's lstat, taken once by the walk: callers need not stat it again. An entry kept past
+   * its walk (see cache/checksum.ts) takes it anew on each read: read it once, and only for what
+   * `version` and the fields above do not tell.
+   */
   readonly stats: Stats;
   readonly mode: number;
   readonly uid: number;
