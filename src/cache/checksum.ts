@@ -9,11 +9,22 @@
 // is remembered across builds only when the file's last change is well before it was read.
 
 import { createHash } from 'node:crypto';
-import { createReadStream, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { createReadStream, lstatSync, readFileSync, readlinkSync, statSync, type Stats } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Digest } from '../oci/types.js';
-import { racyStatKey, rootPrefix, sameStatKey, walk, type Source, type SourceFilter, type StatKeyFields, type WalkEntry } from '../util/select.js';
+import {
+  racyStatKey,
+  rootPrefix,
+  sameStatKey,
+  walk,
+  type EntryType,
+  type FileVersion,
+  type Source,
+  type SourceFilter,
+  type StatKeyFields,
+  type WalkEntry,
+} from '../util/select.js';
 import { writeFileAtomic } from '../util/write-file.js';
 
 /** What the cache remembers of a file: the stat fields of the version it hashed, and the digest. */
@@ -242,6 +253,68 @@ export interface ChecksumOptions extends SourceFilter {
   includeOwners: boolean;
   /** Sees each entry hashed: its path, type and mode (and owner), and content digest or link target. */
   onEntry?: (rel: string, kind: string, content: string) => void;
+  /**
+   * Keeps each source's walk, by source path: a copy of the same selection takes its entries
+   * from here instead of walking the tree again.
+   */
+  keepWalks?: Map<string, WalkEntry[]>;
+}
+
+/**
+ * A walk entry kept for later (see ChecksumOptions.keepWalks): the lstat fields that a copy reads
+ * of every entry, not the lstat itself. A Stats, with its four Dates, is the largest allocation
+ * of a large context's walk, and thousands kept alive cost the garbage collector more than the
+ * second walk they save. `stats` is taken again when asked, which a copy does only for what it
+ * writes: the lstat of that moment, as a walk of its own would have had.
+ */
+class KeptEntry implements WalkEntry, FileVersion {
+  readonly rel: string;
+  readonly type: EntryType;
+  readonly mode: number;
+  readonly uid: number;
+  readonly gid: number;
+  readonly size: number;
+  readonly mtimeMs: number;
+  readonly ctimeMs: number;
+  readonly nlink: number;
+  private readonly ino: number;
+  /** The walk's own path for the root entry (the others are `prefix` + `rel`). */
+  private readonly root: string | undefined;
+
+  constructor(
+    e: WalkEntry,
+    /** The walk root with a trailing `/` (see rootPrefix). */
+    private readonly prefix: string,
+  ) {
+    const st = e.stats;
+    this.root = e.rel === '.' ? e.abs : undefined;
+    this.rel = e.rel;
+    this.type = e.type;
+    this.mode = st.mode;
+    this.uid = st.uid;
+    this.gid = st.gid;
+    this.size = st.size;
+    this.mtimeMs = st.mtimeMs;
+    this.ctimeMs = st.ctimeMs;
+    this.nlink = st.nlink;
+    this.ino = st.ino;
+  }
+
+  get abs(): string {
+    return this.root ?? this.prefix + this.rel;
+  }
+
+  get stats(): Stats {
+    return lstatSync(this.abs);
+  }
+
+  get statKey(): string {
+    return `${this.size}:${this.mtimeMs}:${this.ctimeMs}:${this.ino}`;
+  }
+
+  get version(): FileVersion {
+    return this;
+  }
 }
 
 /** Permission bits in octal, formatted once per value: a context has few distinct modes and many files. */
@@ -265,9 +338,13 @@ const BATCH = 1 << 16;
 export async function checksumSources(root: string, sources: readonly Source[], opts: ChecksumOptions): Promise<Digest> {
   const hash = createHash('sha256');
   let lines = '';
+  const prefix = rootPrefix(root);
   for (const source of sources) {
     lines += `source\0${source.name}\0${source.path}\n`;
+    let kept: WalkEntry[] | undefined;
+    if (opts.keepWalks) opts.keepWalks.set(source.path, (kept = []));
     for (const e of walk(root, source.path, opts)) {
+      kept?.push(new KeptEntry(e, prefix));
       let content = '';
       // Awaited only on a miss: a remembered digest costs no trip through the event loop.
       if (e.type === 'file') content = opts.statCache.cached(e) ?? (await opts.statCache.fileDigest(e));

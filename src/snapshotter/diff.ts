@@ -28,6 +28,7 @@ import {
   lstatOrUndefinedSync,
   readXattrsSync,
   UsageCounter,
+  childPath,
   writeSparseSync,
   xattrsEqual,
 } from './fsutil.js';
@@ -239,30 +240,32 @@ function* upperChanges(
   known: ReadonlyMap<string, Stats> | undefined,
 ): Generator<Change> {
   const items = readdirSync(dir).map((name) => {
-    const path = join(dir, name);
-    const knownSt = known?.get(joinRel(rel, name));
+    const path = childPath(dir, name);
+    const below = joinRel(rel, name);
+    const knownSt = known?.get(below);
     const st = knownSt ?? lstatSync(path);
     usage.count(st);
-    return { name, path, st, known: knownSt !== undefined, out: isOverlayWhiteout(st) ? WHITEOUT_PREFIX + name : name };
+    const whiteout = isOverlayWhiteout(st);
+    return { name, path, st, known: knownSt !== undefined, out: whiteout ? WHITEOUT_PREFIX + name : name, rel: whiteout ? joinRel(rel, WHITEOUT_PREFIX + name) : below };
   });
   items.sort((a, b) => compareBytes(a.out, b.out));
   for (const it of items) {
-    const r = joinRel(rel, it.out);
+    const r = it.rel;
     // Checked before anything else: the kernel hardlinks whiteouts to one shared inode.
     if (isOverlayWhiteout(it.st)) {
-      yield* flush(pending);
+      if (unflushed(pending)) yield* flush(pending);
       yield { kind: 'whiteout', rel: r };
       continue;
     }
     if (it.known) {
-      yield* flush(pending);
+      if (unflushed(pending)) yield* flush(pending);
       yield { kind: 'entry', rel: r, path: it.path, st: it.st, xattrs: undefined };
       continue;
     }
     const xattrs = readXattrsSync(it.path, it.st);
     const entry: Change = { kind: 'entry', rel: r, path: it.path, st: it.st, xattrs };
     if (!it.st.isDirectory()) {
-      yield* flush(pending);
+      if (unflushed(pending)) yield* flush(pending);
       yield entry;
       continue;
     }
@@ -275,7 +278,7 @@ function* upperChanges(
       xattrsEqual(xattrs, readXattrsSync(below.base.path, below.base.st));
     const self: PendingDir = { change: entry, emitted: false };
     if (!copiedUp) {
-      yield* flush(pending);
+      if (unflushed(pending)) yield* flush(pending);
       yield entry;
       self.emitted = true;
       if (opaque) yield { kind: 'whiteout', rel: joinRel(r, WHITEOUT_OPAQUE) };
@@ -332,7 +335,7 @@ function* treeChanges(upper: string, lower: string | undefined, rel: string, pen
   for (const { up, low, a, b, out } of items) {
     const r = joinRel(rel, out);
     if (!a) {
-      yield* flush(pending);
+      if (unflushed(pending)) yield* flush(pending);
       yield { kind: 'whiteout', rel: r };
       continue;
     }
@@ -343,7 +346,7 @@ function* treeChanges(upper: string, lower: string | undefined, rel: string, pen
       const changed = attrsChanged(a, b) || (a.mode & 0o7777) !== (b.mode & 0o7777) || !xattrsEqual(xattrs, readXattrsSync(low, b));
       const self: PendingDir = { change: entry, emitted: false };
       if (changed) {
-        yield* flush(pending);
+        if (unflushed(pending)) yield* flush(pending);
         yield entry;
         self.emitted = true;
       }
@@ -353,11 +356,20 @@ function* treeChanges(upper: string, lower: string | undefined, rel: string, pen
       continue;
     }
     if (b && low !== undefined && !leafChanged(up, a, xattrs, low, b)) continue;
-    yield* flush(pending);
+    if (unflushed(pending)) yield* flush(pending);
     yield entry;
     // New, or replacing a non-directory: everything below is an addition.
     if (a.isDirectory()) yield* treeChanges(up, undefined, r, []);
   }
+}
+
+/**
+ * Whether a directory held back in `pending` still waits to be emitted. flush emits them all,
+ * outermost first, and nothing is emitted without a flush, so the innermost one tells: a check
+ * that allocates nothing, where starting a flush generator for every entry of a layer did.
+ */
+function unflushed(pending: readonly PendingDir[]): boolean {
+  return pending.length > 0 && !pending[pending.length - 1]!.emitted;
 }
 
 function* flush(pending: PendingDir[]): Generator<Change> {
@@ -442,12 +454,15 @@ function tarEntryMaker(epoch: number | undefined): (c: Change) => TarEntry | und
     const xattrs = c.xattrs ?? [];
     if (st.isDirectory()) return { ...base, type: 'dir', xattrs };
     if (st.isFile()) {
-      const inode = `${st.dev}:${st.ino}`;
-      // A change made again from a fresh lstat (see writeLayer) must not become a link to itself.
-      const first = st.nlink > 1 ? firstNameOfInode.get(inode) : undefined;
-      if (first !== undefined && first !== c.rel) return { ...base, type: 'link', linkname: first };
-      if (st.nlink > 1) firstNameOfInode.set(inode, c.rel);
-      return { ...base, type: 'file', size: st.size, source: c.path, xattrs };
+      if (st.nlink > 1) {
+        const inode = `${st.dev}:${st.ino}`;
+        // A change made again from a fresh lstat (see writeLayer) must not become a link to itself.
+        const first = firstNameOfInode.get(inode);
+        if (first !== undefined && first !== c.rel) return { ...base, type: 'link', linkname: first };
+        firstNameOfInode.set(inode, c.rel);
+      }
+      // Spelt out, not spread from `base`: the common case, made once per file of a layer.
+      return { name: c.rel, type: 'file', mode: base.mode, uid: base.uid, gid: base.gid, mtime: base.mtime, size: st.size, source: c.path, xattrs };
     }
     if (st.isSymbolicLink()) return { ...base, type: 'symlink', linkname: readlinkSync(c.path) };
     if (st.isCharacterDevice() || st.isBlockDevice()) {

@@ -330,3 +330,13 @@ export function devMajor(rdev: number): number {
 export function devMinor(rdev: number): number {
   return ((rdev & 0xff) | (Math.floor(rdev / 2 ** 12) & 0xffffff00)) >>> 0;
 }
+
+/**
+ * `dir/name` for a directory path `dir` that is normalised already (as join, realpath and
+ * readdir give them) and a name or relative path without `.`, `..` or empty components: what
+ * join gives there, without the normalising pass that made join the largest allocator of a walk
+ * over thousands of files.
+ */
+export function childPath(dir: string, name: string): string {
+  return dir.endsWith('/') ? dir + name : `${dir}/${name}`;
+}

@@ -238,7 +238,9 @@ interface RawHeader {
 }
 
 function header(h: RawHeader): Buffer {
-  const buf = Buffer.alloc(BLOCK);
+  // From Node's shared pool (a slice of a larger buffer), zeroed by hand: Buffer.alloc makes a
+  // new ArrayBuffer for every header, thousands per layer, each one more for the GC to sweep.
+  const buf = Buffer.allocUnsafe(BLOCK).fill(0);
   buf.write(h.name, 0, 100, 'utf8');
   writeOctal(buf, 100, 8, h.mode);
   writeOctal(buf, 108, 8, h.uid);

@@ -17,7 +17,7 @@ import type { Readable } from 'node:stream';
 import { join } from 'node:path';
 import type { CacheIndex, KeyIngredients, LayerRecord } from '../cache/cache-index.js';
 import { checksumSources, type StatCache } from '../cache/checksum.js';
-import { dockerignoreFilter, selectSources, type Source, type SourceFilter } from '../util/select.js';
+import { dockerignoreFilter, selectSources, type Source, type SourceFilter, type WalkEntry } from '../util/select.js';
 import type { ContentStore } from '../cache/content-store.js';
 import {
   type CopyAction,
@@ -202,6 +202,8 @@ interface Keyed {
   ingredients: Omit<KeyIngredients, 'key' | 'name'>;
   /** The files read, summarised only when a miss is explained or a new key recorded (costly for a large context). */
   files?: FileList;
+  /** A file op's walks of its context sources, by source path, for its copy to take (see fileCacheKey). */
+  walks?: Map<string, WalkEntry[]>;
 }
 
 /** A step's result as far as its key goes: no layers yet, and (exec, file) what the key was made of. */
@@ -635,9 +637,18 @@ export class Solver {
   private async solveFile(digest: Digest, v: Vertex, op: FileOp, inputs: SolvedResult[]): Promise<SolvedResult> {
     const dest = layersInput(inputs[0], v);
     const byContent = fileByContent(op, inputs);
-    return this.solveKeyed(digest, v, byContent, (content) => this.fileCacheKey(v, op, inputs, dest.cacheKey, content), () =>
-      this.runFile(digest, v, op, inputs, dest.layers),
-    );
+    const computed: Keyed[] = [];
+    const key = async (content: boolean) => {
+      const keyed = await this.fileCacheKey(v, op, inputs, dest.cacheKey, content);
+      computed.push(keyed);
+      return keyed;
+    };
+    try {
+      return await this.solveKeyed(digest, v, byContent, key, (keyed) => this.runFile(digest, v, op, inputs, dest.layers, keyed.walks));
+    } finally {
+      // The walks hold an entry for every context file: let them go once the step is done, hit or miss.
+      for (const keyed of [...computed, (await this.stubs.get(digest))?.keyed]) keyed?.walks?.clear();
+    }
   }
 
   /**
@@ -651,7 +662,7 @@ export class Solver {
     v: Vertex,
     byContent: boolean,
     key: (byContent: boolean) => Promise<Keyed>,
-    miss: () => Promise<LayerRecord[]>,
+    miss: (keyed: Keyed) => Promise<LayerRecord[]>,
   ): Promise<SolvedResult> {
     // Computed already when the step was looked up before its inputs were solved.
     const definition = (await this.stubs.get(digest))?.keyed ?? (await this.keyOrStepError(digest, v, () => key(false)));
@@ -671,7 +682,7 @@ export class Solver {
     }
     // By content, a miss names the files that differ rather than the stage that re-ran.
     const content = byContent ? await this.keyOrStepError(digest, v, () => key(true)) : definition;
-    const { layers, ran } = await this.once(content.key, v.meta.name, () => this.explained(digest, v, content, miss));
+    const { layers, ran } = await this.once(content.key, v.meta.name, () => this.explained(digest, v, content, () => miss(content)));
     this.keyed.set(digest, { keys: [...new Set([definitionKey, content.key])], layers });
     if (content.key !== definitionKey) await this.opts.cache.set(definitionKey, layers);
     await this.recordIngredients(v, content);
@@ -725,7 +736,7 @@ export class Solver {
     return canonicalJson({ dirs: Object.values(this.opts.localDirs).sort(), file: this.opts.dockerfilePath ?? v.meta.file ?? '', position: v.meta.position });
   }
 
-  private async runFile(digest: Digest, v: Vertex, op: FileOp, inputs: SolvedResult[], dest: LayerRecord[]): Promise<LayerRecord[]> {
+  private async runFile(digest: Digest, v: Vertex, op: FileOp, inputs: SolvedResult[], dest: LayerRecord[], walks?: ReadonlyMap<string, readonly WalkEntry[]>): Promise<LayerRecord[]> {
     // As for RUN: the destination's and the sources' layers are unpacked before the step starts.
     await this.ensureSnapshot(dest);
     for (const action of op.actions) {
@@ -753,7 +764,7 @@ export class Solver {
               const owner = action.chown ? await resolveOwner(rootfs, action.chown) : { uid: 0, gid: 0 };
               await makeFile(rootfs, action.path, action.data, action.mode, owner);
             } else {
-              await this.copy(action, inputs, rootfs, v, incremental?.earlier.reuse);
+              await this.copy(action, inputs, rootfs, v, incremental?.earlier.reuse, walks);
             }
           }
         },
@@ -806,6 +817,9 @@ export class Solver {
   private async fileCacheKey(v: Vertex, op: FileOp, inputs: SolvedResult[], destKey: Digest, byContent: boolean): Promise<Keyed> {
     const sources: string[] = [];
     const files = new FileList();
+    // One copy action: its copy selects what the key walked (the same sources and filter), and
+    // can take the walk's entries instead of walking the context again.
+    const walks = op.actions.length === 1 ? new Map<string, WalkEntry[]>() : undefined;
     const keyedInputs = [this.keyedInput(v, 0, destKey)];
     for (const action of op.actions) {
       if (action.action !== 'copy') continue;
@@ -813,7 +827,7 @@ export class Solver {
       if (!src) throw new Error(`copy source input ${action.sourceInput} missing`);
       if (src.kind === 'local') {
         const { selected, filter } = await selectWithExclude(src.dir, action, src.filter);
-        sources.push(await checksumSources(src.dir, selected, { ...filter, statCache: this.opts.statCache, includeOwners: false, onEntry: files.add }));
+        sources.push(await checksumSources(src.dir, selected, { ...filter, statCache: this.opts.statCache, includeOwners: false, onEntry: files.add, keepWalks: walks }));
       } else if (byContent) {
         sources.push(await this.withView(src.layers, async (dir) => {
           const { selected, filter } = await selectWithExclude(dir, action, undefined);
@@ -828,7 +842,7 @@ export class Solver {
     const key = sha256(canonicalJson({ op, dest: destKey, sources, byContent, ...this.epoch() }));
     // What a file's data says is compared by digest: a heredoc may hold anything.
     const actions = op.actions.map((a) => (a.action === 'mkfile' ? { ...a, data: valueDigest(a.data) } : a));
-    return { key, ingredients: { op: { actions: canonicalJson(actions), ...this.epoch() }, inputs: keyedInputs }, files };
+    return { key, ingredients: { op: { actions: canonicalJson(actions), ...this.epoch() }, inputs: keyedInputs }, files, ...(walks?.size && { walks }) };
   }
 
   /**
@@ -842,7 +856,14 @@ export class Solver {
     return epoch === undefined ? {} : { sourceDateEpoch: String(epoch) };
   }
 
-  private async copy(action: CopyAction, inputs: SolvedResult[], rootfs: string, v: Vertex, reuse?: CopyReuse): Promise<void> {
+  private async copy(
+    action: CopyAction,
+    inputs: SolvedResult[],
+    rootfs: string,
+    v: Vertex,
+    reuse?: CopyReuse,
+    walks?: ReadonlyMap<string, readonly WalkEntry[]>,
+  ): Promise<void> {
     const src = inputs[action.sourceInput];
     if (!src) throw new Error(`copy source input ${action.sourceInput} missing`);
     const owner: Owner | undefined = action.chown
@@ -858,7 +879,7 @@ export class Solver {
       } catch (err) {
         throw new StepError(v.meta, `failed to compute cache key: ${(err as Error).message}`, [], { cause: err });
       }
-      await copyAction(action, { srcRoot, sources, filter, destRoot: rootfs, owner, reuse });
+      await copyAction(action, { srcRoot, sources, filter, destRoot: rootfs, owner, reuse, walks: src.kind === 'local' ? walks : undefined });
     };
     if (src.kind === 'local') await doCopy(src.dir, src.filter);
     else await this.withView(src.layers, (dir) => doCopy(dir, undefined));

@@ -163,7 +163,11 @@ export interface WalkEntry {
   readonly rel: string;
   readonly abs: string;
   readonly type: EntryType;
-  /** The entry's lstat, taken once by the walk: callers need not stat it again. */
+  /**
+   * The entry's lstat, taken once by the walk: callers need not stat it again. An entry kept past
+   * its walk (see cache/checksum.ts) takes it anew on each read: read it once, and only for what
+   * `version` and the fields above do not tell.
+   */
   readonly stats: Stats;
   readonly mode: number;
   readonly uid: number;
@@ -171,7 +175,12 @@ export interface WalkEntry {
   readonly size: number;
   /** The stat fields that tell a changed file (see sameStatKey), as one string. */
   readonly statKey: string;
+  /** The fields of `stats` that a copy reads of every file; cheaper to keep than the lstat. */
+  readonly version: FileVersion;
 }
+
+/** What a copy needs of a file's lstat to re-use an earlier copy of it (see solver/file/reuse.ts). */
+export type FileVersion = Pick<Stats, 'size' | 'mtimeMs' | 'ctimeMs' | 'nlink'>;
 
 /** The fields of an lstat that tell one version of a file from another. */
 export type StatKeyFields = Pick<Stats, 'size' | 'mtimeMs' | 'ctimeMs' | 'ino'>;
@@ -227,6 +236,10 @@ class Entry implements WalkEntry {
   get statKey(): string {
     const st = this.stats;
     return `${st.size}:${st.mtimeMs}:${st.ctimeMs}:${st.ino}`;
+  }
+
+  get version(): FileVersion {
+    return this.stats;
   }
 }
 

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { writeFileSync } from 'node:fs';
 import { checksumSources, StatCache } from '../../src/cache/checksum.js';
-import { dockerignoreFilter, selectSources, walk } from '../../src/util/select.js';
+import { dockerignoreFilter, selectSources, walk, type WalkEntry } from '../../src/util/select.js';
 
 let dir: string;
 beforeEach(async () => {
@@ -62,6 +62,24 @@ describe('content checksums of COPY sources', () => {
     const withException = await sum(['.'], ['src', '!src/lib/b.js']);
     await writeFile(join(dir, 'src/lib/b.js'), 'changed');
     expect(await sum(['.'], ['src', '!src/lib/b.js'])).not.toBe(withException);
+  });
+
+  it('keeps each source\'s walk for a copy: the entries, paths, modes and stat keys a walk of its own gives', async () => {
+    await symlink('a.js', join(dir, 'src/link'));
+    await chmod(join(dir, 'src/lib/b.js'), 0o751);
+    const filter = dockerignoreFilter(['*.log']) ?? {};
+    const sources = await selectSources(dir, ['src', 'package.json'], filter);
+    const keepWalks = new Map<string, WalkEntry[]>();
+    await checksumSources(dir, sources, { ...filter, statCache: StatCache.memory(), includeOwners: false, keepWalks });
+    const fields = (e: WalkEntry) => {
+      const { size, mtimeMs, ctimeMs, nlink } = e.version;
+      return [e.rel, e.abs, e.type, e.mode, e.uid, e.gid, e.size, e.statKey, size, mtimeMs, ctimeMs, nlink, e.stats.ino];
+    };
+    expect([...keepWalks.keys()]).toEqual(sources.map((s) => s.path));
+    for (const source of sources) {
+      expect(keepWalks.get(source.path)!.map(fields)).toEqual([...walk(dir, source.path, filter)].map(fields));
+    }
+    expect(keepWalks.get('src')!.map((e) => e.rel)).toEqual(['src', 'src/a.js', 'src/lib', 'src/lib/b.js', 'src/link']);
   });
 
   it('the stat cache survives a reload and still notices a changed file', async () => {

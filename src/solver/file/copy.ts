@@ -20,9 +20,9 @@ import {
 import { chmod, chown, lstat, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join, posix, relative } from 'node:path';
 import { setImmediate } from 'node:timers/promises';
-import { walk, type Source, type SourceFilter } from '../../util/select.js';
+import { walk, type Source, type SourceFilter, type WalkEntry } from '../../util/select.js';
 import { resolveInRoot, resolveInRootSync } from '../../util/scoped-path.js';
-import { copyFileKeepingHoles } from '../../snapshotter/fsutil.js';
+import { childPath, copyFileKeepingHoles } from '../../snapshotter/fsutil.js';
 import type { CopyReuse } from './reuse.js';
 
 export interface Owner {
@@ -45,6 +45,11 @@ export interface CopyParams {
   parents?: boolean;
   /** An earlier run of this copy whose unchanged files are re-used (see reuse.ts). */
   reuse?: CopyReuse;
+  /**
+   * Walks of sources in `srcRoot` with `filter` made already (the cache key's), by source path:
+   * a source found here is copied from these entries and their lstats, not walked again.
+   */
+  walks?: ReadonlyMap<string, readonly WalkEntry[]>;
 }
 
 export async function copySources(p: CopyParams): Promise<void> {
@@ -81,35 +86,40 @@ export async function copySources(p: CopyParams): Promise<void> {
     }
     await mkdirAll(p.destRoot, srcIsDir ? target : posix.dirname(target), 0o755, p.owner ?? { uid: 0, gid: 0 });
     dirs.clear();
-    for (const entry of walk(p.srcRoot, src.path, p.filter)) {
+    // The target, normalised, with one trailing `/`: the walk's paths below it are clean already.
+    const targetDir = posix.join(target, '/');
+    for (const entry of p.walks?.get(src.path) ?? walk(p.srcRoot, src.path, p.filter)) {
       const below = entry.rel === src.path ? '' : src.path === '.' ? entry.rel : entry.rel.slice(src.path.length + 1);
       // A directory source copies its contents: the destination directory keeps its own metadata.
       if (below === '' && entry.type === 'dir') continue;
-      const destPath = below ? posix.join(target, below) : target;
-      const hostPath = destPath === '/' ? p.destRoot : join(hostDir(posix.dirname(destPath)), posix.basename(destPath));
-      const st = entry.stats;
+      const destPath = below ? targetDir + below : target;
+      const hostPath = destPath === '/' ? p.destRoot : childPath(hostDir(posix.dirname(destPath)), posix.basename(destPath));
       const owner = p.owner ?? { uid: entry.uid, gid: entry.gid };
       const mode = p.chmod ?? entry.mode & 0o7777;
       // Synchronous calls: a few microseconds each, where a thread-pool round trip per call made
       // copying thousands of small files several times slower. Yield now and then for signals.
       if (++copied % 256 === 0) await setImmediate();
       switch (entry.type) {
-        case 'dir':
+        case 'dir': {
           if (ensureDirectorySync(hostPath)) reuse?.made(hostPath);
           dirs.set(destPath, hostPath);
           chownSync(hostPath, owner.uid, owner.gid);
           chmodSync(hostPath, mode);
+          const st = entry.stats;
           dirTimes.push({ path: hostPath, atime: st.atime, mtime: st.mtime });
           break;
+        }
         case 'file': {
-          const inode = st.nlink > 1 ? `${st.dev}:${st.ino}` : undefined;
           // Files hardlinked in the source are copied: linking one later would split their group.
-          // A deferred file's path is cleared when it is linked (see reuse.ts).
-          if (!inode && reuse?.defer(belowRoot(hostPath), hostPath, entry, st, owner, mode)) break;
-          if (!inode) {
-            copyNewFile(entry.abs, st, hostPath, owner, mode);
+          // A deferred file's path is cleared when it is linked (see reuse.ts). Only the files
+          // written need their whole lstat (see WalkEntry.version).
+          if (entry.version.nlink <= 1) {
+            if (reuse?.defer(belowRoot(hostPath), hostPath, entry, entry.version, owner, mode)) break;
+            copyNewFile(entry.abs, entry.stats, hostPath, owner, mode);
             break;
           }
+          const st = entry.stats;
+          const inode = `${st.dev}:${st.ino}`;
           const first = copiedInodes.get(inode);
           clearForFileSync(hostPath);
           if (first && first !== hostPath) {
@@ -120,12 +130,14 @@ export async function copySources(p: CopyParams): Promise<void> {
           writeCopiedFile(entry.abs, st, hostPath, owner, mode);
           break;
         }
-        case 'symlink':
+        case 'symlink': {
           rmSync(hostPath, { recursive: true, force: true });
           symlinkSync(readlinkSync(entry.abs), hostPath);
           lchownSync(hostPath, owner.uid, owner.gid);
+          const st = entry.stats;
           lutimesSync(hostPath, st.atime, st.mtime);
           break;
+        }
         case 'other':
           // sockets and fifos are not copied (as in BuildKit)
           break;

@@ -6,7 +6,7 @@
 import { lstat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { CopyAction } from '../../definition/index.js';
-import type { Source, SourceFilter } from '../../util/select.js';
+import type { Source, SourceFilter, WalkEntry } from '../../util/select.js';
 import { copySources, type Owner } from './copy.js';
 import type { CopyReuse } from './reuse.js';
 import { archiveKind, extractArchive } from './unpack.js';
@@ -23,11 +23,20 @@ export { selectWithExclude } from './select.js';
  */
 export async function copyAction(
   action: CopyAction,
-  p: { srcRoot: string; sources: readonly Source[]; filter: SourceFilter | undefined; destRoot: string; owner: Owner | undefined; reuse?: CopyReuse },
+  p: {
+    srcRoot: string;
+    sources: readonly Source[];
+    filter: SourceFilter | undefined;
+    destRoot: string;
+    owner: Owner | undefined;
+    reuse?: CopyReuse;
+    /** The key's walks of these sources in `srcRoot` (see CopyParams.walks). */
+    walks?: ReadonlyMap<string, readonly WalkEntry[]>;
+  },
 ): Promise<void> {
-  const { srcRoot, sources, filter, destRoot, owner, reuse } = p;
+  const { srcRoot, sources, filter, destRoot, owner, reuse, walks } = p;
   if (!action.unpack) {
-    await copySources({ srcRoot, sources, filter, destRoot, dest: action.dest, owner, chmod: action.chmod, parents: action.parents, reuse });
+    await copySources({ srcRoot, sources, filter, destRoot, dest: action.dest, owner, chmod: action.chmod, parents: action.parents, reuse, walks });
     return;
   }
   const dest = sources.length > 1 && !action.dest.endsWith('/') ? `${action.dest}/` : action.dest;

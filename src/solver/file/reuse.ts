@@ -22,8 +22,9 @@ import type { Stats } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { linkSync, lstatSync, realpathSync, rmSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { childPath } from '../../snapshotter/fsutil.js';
 import type { Owner } from './copy.js';
-import { racyStatKey } from '../../util/select.js';
+import { racyStatKey, type FileVersion } from '../../util/select.js';
 
 /**
  * A file left for later, with what a fresh copy would have written there. Only the source's
@@ -49,6 +50,7 @@ export class CopyReuse {
   private readonly deferred: Deferred[] = [];
   /** Host directories (in the mounted tree) that hold deferred files, probed once each. */
   private readonly probed = new Set<string>();
+  private lastSuffix: { mode: number; uid: number; gid: number; text: string } | undefined;
 
   /**
    * `earlier`: the directory of the earlier result's snapshot (overlay: its diff; native: its
@@ -72,8 +74,8 @@ export class CopyReuse {
    * Called by the copy for a regular file it is about to write at `hostPath` (`rel` below the
    * root); true when the file is left for finish() to link (the path is left as it is until then).
    */
-  defer(rel: string, hostPath: string, src: { rel: string; abs: string; statKey: string }, st: Stats, owner: Owner, mode: number): boolean {
-    const origin = `${src.rel}\0${src.statKey}\0${mode.toString(8)}\0${owner.uid}:${owner.gid}`;
+  defer(rel: string, hostPath: string, src: { rel: string; abs: string; statKey: string }, st: FileVersion, owner: Owner, mode: number): boolean {
+    const origin = `${src.rel}\0${src.statKey}${this.originSuffix(mode, owner)}`;
     // A source changed just before this copy could change again within its timestamp's tick and
     // keep its stat key: its origin is recorded so that it never matches, and it is copied again.
     this.written.set(rel, racyStatKey(st, this.now()) ? `${origin}\0racy` : origin);
@@ -87,6 +89,15 @@ export class CopyReuse {
     }
     this.deferred.push({ rel, src: src.abs, size: st.size, mtimeMs: st.mtimeMs, owner, mode });
     return true;
+  }
+
+  /** The end of an origin: mode and owner, made again only when they differ from the last file's (most files share them). */
+  private originSuffix(mode: number, owner: Owner): string {
+    const last = this.lastSuffix;
+    if (last?.mode === mode && last.uid === owner.uid && last.gid === owner.gid) return last.text;
+    const text = `\0${mode.toString(8)}\0${owner.uid}:${owner.gid}`;
+    this.lastSuffix = { mode, uid: owner.uid, gid: owner.gid, text };
+    return text;
   }
 
   /**
@@ -104,7 +115,7 @@ export class CopyReuse {
     const parentTimes = new Map<string, Stats>();
     const safeParents = new Map<string, boolean>();
     for (const d of this.deferred) {
-      const path = join(dir, d.rel);
+      const path = childPath(dir, d.rel);
       const parent = dirname(path);
       if (!parentTimes.has(parent)) parentTimes.set(parent, lstatSync(parent));
       const earlier = earlierRoot !== undefined ? linkable(earlierRoot, d, safeParents) : undefined;
@@ -125,7 +136,7 @@ export class CopyReuse {
  * inside `root`).
  */
 function linkable(root: string, d: Deferred, safeParents: Map<string, boolean>): { path: string; st: Stats } | undefined {
-  const path = join(root, d.rel);
+  const path = childPath(root, d.rel);
   if (!reachedWithoutSymlink(root, dirname(path), safeParents)) return undefined;
   const st = lstatSync(path, { throwIfNoEntry: false });
   if (!st) return undefined;

@@ -60,6 +60,15 @@ describe('COPY semantics', () => {
     expect(await readFile(join(dest, 'renamed.txt'), 'utf8')).toBe('f');
   });
 
+  it('lands a directory source at the clean path of a destination written with `.`, `..` and repeated slashes', async () => {
+    await copy(['dir'], '/srv/./x/..//app//');
+    expect((await readdir(join(dest, 'srv/app'))).sort()).toEqual(['link', 'one.txt', 'sub']);
+    expect(await readFile(join(dest, 'srv/app/sub/two.txt'), 'utf8')).toBe('2');
+    await copy(['.'], '//');
+    expect(await readFile(join(dest, 'dir/sub/two.txt'), 'utf8')).toBe('2');
+    expect(await readFile(join(dest, 'file.txt'), 'utf8')).toBe('f');
+  });
+
   it('sets owner and mode when asked (--chown, --chmod), on files and created directories', async () => {
     await copy(['dir'], '/srv/data', { owner: { uid: 1000, gid: 1001 }, chmod: 0o640 });
     const f = await stat(join(dest, 'srv/data/one.txt'));
