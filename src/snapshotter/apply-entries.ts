@@ -56,7 +56,7 @@ import {
   writeSparseSync,
   writeXattrsSync,
 } from './fsutil.js';
-import { entryXattrs, type EntryBody, type EntryHeader } from './layer-reader.js';
+import type { EntryBody, LayerEntry } from './layer-reader.js';
 import type { SnapshotLayout } from './store.js';
 
 export class LayerSecurityError extends Error {
@@ -133,9 +133,14 @@ export class Applier {
   private readonly dirTimes = new Map<string, number>();
   private whiteoutTemplate: string | undefined;
 
+  /**
+   * `makeNode` creates device nodes and fifos (fsutil's mknod, unless the caller has a better
+   * way: a writer thread asks its parent, whose syscall server is already running).
+   */
   constructor(
     private readonly layout: SnapshotLayout,
     private readonly warn: (message: string) => void,
+    private readonly makeNode: typeof mknod = mknod,
   ) {
     this.root = layout.dir;
     this.overlay = layout.snapshotter === 'overlayfs';
@@ -143,7 +148,7 @@ export class Applier {
     this.visibleMemo.set('', this.lowers.map((_, i) => i));
   }
 
-  async apply(h: EntryHeader, body: EntryBody): Promise<void> {
+  async apply(h: LayerEntry, body: EntryBody): Promise<void> {
     const name = h.name;
     const rel = cleanEntryPath(name);
     if (rel === '') {
@@ -209,13 +214,13 @@ export class Applier {
 
   // --- entry kinds ---------------------------------------------------------------------------
 
-  private async directory(rel: string, name: string, h: EntryHeader): Promise<void> {
+  private async directory(rel: string, name: string, h: LayerEntry): Promise<void> {
     const abs = await this.prepareTarget(rel, name, true);
     this.setAttrs(abs, h);
-    this.dirTimes.set(abs, mtimeOf(h));
+    this.dirTimes.set(abs, h.mtime);
   }
 
-  private async file(rel: string, name: string, h: EntryHeader, body: EntryBody): Promise<void> {
+  private async file(rel: string, name: string, h: LayerEntry, body: EntryBody): Promise<void> {
     // 'wx' = O_CREAT|O_EXCL: never opens through a symlink planted at this name.
     const mode = (h.mode ?? 0o644) & 0o7777;
     const fd = await this.create(rel, name, (abs) => openSync(abs, 'wx', mode));
@@ -239,22 +244,22 @@ export class Applier {
       if (chown || (st.mode & 0o7777) !== mode) fchmodSync(fd, mode);
       const xattrs = this.xattrsOf(h);
       if (xattrs.length > 0) writeXattrsSync(join(this.root, rel), xattrs);
-      futimesSync(fd, mtimeOf(h), mtimeOf(h));
+      futimesSync(fd, h.mtime, h.mtime);
     } finally {
       closeSync(fd);
     }
   }
 
-  private async symlink(rel: string, name: string, h: EntryHeader): Promise<void> {
+  private async symlink(rel: string, name: string, h: LayerEntry): Promise<void> {
     const abs = await this.create(rel, name, (path) => {
       symlinkSync(h.linkname ?? '', path);
       return path;
     });
     lchownSync(abs, h.uid ?? 0, h.gid ?? 0);
-    lutimesSync(abs, mtimeOf(h), mtimeOf(h));
+    lutimesSync(abs, h.mtime, h.mtime);
   }
 
-  private async hardlink(rel: string, name: string, h: EntryHeader): Promise<void> {
+  private async hardlink(rel: string, name: string, h: LayerEntry): Promise<void> {
     const target = cleanEntryPath(h.linkname ?? '', name, 'hardlink target');
     if (target === '') throw new LayerSecurityError(name, 'hardlink to the root');
     if (target === rel) {
@@ -268,17 +273,17 @@ export class Applier {
     await this.create(rel, name, (abs) => linkSync(targetAbs, abs));
   }
 
-  private async special(rel: string, name: string, h: EntryHeader): Promise<void> {
+  private async special(rel: string, name: string, h: LayerEntry): Promise<void> {
     const abs = await this.prepareTarget(rel, name, false);
     const kind = h.type === 'fifo' ? 'p' : h.type === 'block-device' ? 'b' : 'c';
     try {
-      await mknod(abs, kind, h.devmajor ?? 0, h.devminor ?? 0);
+      await this.makeNode(abs, kind, h.devmajor ?? 0, h.devminor ?? 0);
     } catch (err) {
       this.warn(`skipped ${name}: cannot create ${h.type} (${(err as Error).message})`);
       return;
     }
     this.setAttrs(abs, h);
-    utimesSync(abs, mtimeOf(h), mtimeOf(h));
+    utimesSync(abs, h.mtime, h.mtime);
   }
 
   private async whiteout(rel: string, name: string): Promise<void> {
@@ -465,8 +470,8 @@ export class Applier {
     const lst = lower.st;
     if (lst.isFile()) copyFileKeepingHoles(lower.path, abs, lst);
     else if (lst.isSymbolicLink()) symlinkSync(readlinkSync(lower.path), abs);
-    else if (lst.isFIFO()) await mknod(abs, 'p');
-    else if (lst.isCharacterDevice() || lst.isBlockDevice()) await mknod(abs, lst.isCharacterDevice() ? 'c' : 'b', devMajor(lst.rdev), devMinor(lst.rdev));
+    else if (lst.isFIFO()) await this.makeNode(abs, 'p');
+    else if (lst.isCharacterDevice() || lst.isBlockDevice()) await this.makeNode(abs, lst.isCharacterDevice() ? 'c' : 'b', devMajor(lst.rdev), devMinor(lst.rdev));
     else throw missing();
     applyAttrsSync(abs, { uid: lst.uid, gid: lst.gid, mode: lst.mode, atimeMs: lst.atimeMs, mtimeMs: lst.mtimeMs, symlink: lst.isSymbolicLink() }, readXattrsSync(lower.path, lst));
     return abs;
@@ -514,7 +519,7 @@ export class Applier {
     for (let attempt = 0; ; attempt++) {
       if (!this.whiteoutTemplate) {
         const t = join(this.layout.scratch, `whiteout-${randomBytes(6).toString('hex')}`);
-        await mknod(t, 'c', 0, 0);
+        await this.makeNode(t, 'c', 0, 0);
         this.whiteoutTemplate = t;
       }
       try {
@@ -553,25 +558,21 @@ export class Applier {
   }
 
   /** Owner, then mode (chown clears setuid bits), then xattrs (chown drops security.capability). */
-  private setAttrs(abs: string, h: EntryHeader): void {
+  private setAttrs(abs: string, h: LayerEntry): void {
     lchownSync(abs, h.uid ?? 0, h.gid ?? 0);
     chmodSync(abs, (h.mode ?? 0o644) & 0o7777);
     writeXattrsSync(abs, this.xattrsOf(h));
   }
 
   /** The entry's xattrs, without those overlayfs reserves for itself. */
-  private xattrsOf(h: EntryHeader): Array<[string, Buffer]> {
+  private xattrsOf(h: LayerEntry): Array<[string, Buffer]> {
     const out: Array<[string, Buffer]> = [];
-    for (const [name, value] of entryXattrs(h, this.warn)) {
+    for (const [name, value] of h.xattrs) {
       if (name.startsWith(OVERLAY_XATTR_PREFIX)) this.warn(`skipped xattr ${name} of ${h.name}: reserved for overlayfs`);
-      else out.push([name, value]);
+      else out.push([name, Buffer.from(value.buffer, value.byteOffset, value.byteLength)]);
     }
     return out;
   }
-}
-
-function mtimeOf(h: EntryHeader): number {
-  return h.mtime ? h.mtime.getTime() / 1000 : 0;
 }
 
 async function drain(body: EntryBody): Promise<void> {

@@ -13,6 +13,8 @@ export interface UnpackableLayer {
   digest: Digest;
   diffID: Digest;
   mediaType: string;
+  /** The blob's size: a large layer is written by a thread of its own (see applyLayer). */
+  size?: number;
 }
 
 export interface UnpackOptions {
@@ -38,7 +40,7 @@ export async function unpackLayer(sn: LocalSnapshotter, name: string, parent: st
   try {
     signal?.throwIfAborted();
     await sn.prepare(key, parent);
-    await applyLayer(await sn.layout(key), blob, layer.mediaType, { layerName: layer.digest, diffID: layer.diffID });
+    await applyLayer(await sn.layout(key), blob, layer.mediaType, { layerName: layer.digest, diffID: layer.diffID, size: layer.size });
     await opts.stored;
     await sn.commit(name, key);
   } catch (err) {
