@@ -26,6 +26,7 @@ import {
   futimesSync,
   lchownSync,
   linkSync,
+  lstatSync,
   lutimesSync,
   mkdirSync,
   openSync,
@@ -53,11 +54,13 @@ import {
   isOverlayWhiteout,
   lstatOrUndefinedSync,
   setAttributeSync,
+  UsageCounter,
   writeSparseSync,
   writeXattrsSync,
 } from './fsutil.js';
 import type { EntryBody, LayerEntry } from './layer-reader.js';
 import type { SnapshotLayout } from './store.js';
+import type { Usage } from './types.js';
 
 export class LayerSecurityError extends Error {
   /** The layer (digest or file) the entry came from, when known. */
@@ -132,6 +135,15 @@ export class Applier {
   /** Directory times are set last: creating children changes them. */
   private readonly dirTimes = new Map<string, number>();
   private whiteoutTemplate: string | undefined;
+  /**
+   * The tree's disk use, counted as it is written, so that nobody walks the tree to know it:
+   * files from the fstat done anyway, other inodes (and files with xattrs, which can take a
+   * block of their own) by one lstat each at the end. Dropped (undefined) as soon as anything
+   * is removed or replaced, or when the tree did not start empty (native, on a parent).
+   */
+  private counter: UsageCounter | undefined;
+  private readonly countAtFinish = new Set<string>();
+  private counted: Usage | undefined;
 
   /**
    * `makeNode` creates device nodes and fifos (fsutil's mknod, unless the caller has a better
@@ -146,6 +158,21 @@ export class Applier {
     this.overlay = layout.snapshotter === 'overlayfs';
     this.lowers = this.overlay ? layout.parents : [];
     this.visibleMemo.set('', this.lowers.map((_, i) => i));
+    if (this.overlay || layout.parents.length === 0) this.counter = new UsageCounter();
+  }
+
+  /** The tree's disk use (as diskUsage would find it) once finished, when it could be counted on the way. */
+  usage(): Usage | undefined {
+    return this.counted;
+  }
+
+  private countLater(abs: string): void {
+    if (this.counter) this.countAtFinish.add(abs);
+  }
+
+  private uncounted(): void {
+    this.counter = undefined;
+    this.countAtFinish.clear();
   }
 
   async apply(h: LayerEntry, body: EntryBody): Promise<void> {
@@ -204,6 +231,11 @@ export class Applier {
 
   async finish(): Promise<void> {
     for (const [abs, mtime] of this.dirTimes) utimesSync(abs, mtime, mtime);
+    if (this.counter) {
+      this.counter.count(lstatSync(this.root));
+      for (const abs of this.countAtFinish) this.counter.count(lstatSync(abs));
+      this.counted = this.counter.usage;
+    }
     await this.cleanup();
   }
 
@@ -216,6 +248,7 @@ export class Applier {
 
   private async directory(rel: string, name: string, h: LayerEntry): Promise<void> {
     const abs = await this.prepareTarget(rel, name, true);
+    this.countLater(abs);
     this.setAttrs(abs, h);
     this.dirTimes.set(abs, h.mtime);
   }
@@ -243,7 +276,12 @@ export class Applier {
       if (chown) fchownSync(fd, h.uid ?? 0, h.gid ?? 0);
       if (chown || (st.mode & 0o7777) !== mode) fchmodSync(fd, mode);
       const xattrs = this.xattrsOf(h);
-      if (xattrs.length > 0) writeXattrsSync(join(this.root, rel), xattrs);
+      if (xattrs.length > 0) {
+        writeXattrsSync(join(this.root, rel), xattrs);
+        this.countLater(join(this.root, rel));
+      } else {
+        this.counter?.count(st);
+      }
       futimesSync(fd, h.mtime, h.mtime);
     } finally {
       closeSync(fd);
@@ -255,6 +293,7 @@ export class Applier {
       symlinkSync(h.linkname ?? '', path);
       return path;
     });
+    this.countLater(abs);
     lchownSync(abs, h.uid ?? 0, h.gid ?? 0);
     lutimesSync(abs, h.mtime, h.mtime);
   }
@@ -282,11 +321,13 @@ export class Applier {
       this.warn(`skipped ${name}: cannot create ${h.type} (${(err as Error).message})`);
       return;
     }
+    this.countLater(abs);
     this.setAttrs(abs, h);
     utimesSync(abs, h.mtime, h.mtime);
   }
 
   private async whiteout(rel: string, name: string): Promise<void> {
+    this.uncounted();
     if (this.overlay) {
       await this.ensureDir(parentOf(rel), name, true);
       const abs = join(this.root, rel);
@@ -312,6 +353,7 @@ export class Applier {
   }
 
   private async opaque(dirRel: string, name: string): Promise<void> {
+    this.uncounted();
     if (this.overlay) {
       await this.ensureDir(dirRel, name, true);
       await this.markOpaque(dirRel, join(this.root, dirRel));
@@ -339,6 +381,7 @@ export class Applier {
       }
       // A directory replacing a whiteout of this same layer must hide what is below it.
       hideLower = this.overlay && isOverlayWhiteout(st);
+      this.uncounted();
       rmSync(abs, { recursive: true, force: true });
       if (st.isDirectory()) this.forgetDirs(rel);
     }
@@ -395,8 +438,12 @@ export class Applier {
       lower = below;
     }
     if (!create) return false;
-    if (whitedOut) unlinkSync(abs);
+    if (whitedOut) {
+      this.uncounted();
+      unlinkSync(abs);
+    }
     mkdirSync(abs, { mode: 0o700 });
+    this.countLater(abs);
     // An implicit parent takes the attributes of the directory it covers, so the merged view
     // does not change them; a brand-new one gets Docker's default 0755 root:root.
     const attrs: DirAttrs = lower
@@ -467,6 +514,7 @@ export class Applier {
     if (!lower?.st || isOverlayWhiteout(lower.st)) throw missing();
     if (lower.st.isDirectory()) throw new LayerSecurityError(name, `hardlink target ${JSON.stringify(rel)} is a directory`);
     await this.ensureDir(parentOf(rel), name, true);
+    this.uncounted();
     const lst = lower.st;
     if (lst.isFile()) copyFileKeepingHoles(lower.path, abs, lst);
     else if (lst.isSymbolicLink()) symlinkSync(readlinkSync(lower.path), abs);

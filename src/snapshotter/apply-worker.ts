@@ -80,7 +80,7 @@ try {
     await applier.apply(next.op.entry, bodyOf());
   }
   await applier.finish();
-  send({ type: 'finished' });
+  send({ type: 'finished', usage: applier.usage() });
 } catch (err) {
   await applier.cleanup().catch(() => undefined);
   send(err instanceof Aborted ? { type: 'aborted' } : { type: 'failed', error: toWire(err) });

@@ -16,6 +16,7 @@ import { LayerSecurityError } from './apply-entries.js';
 import { layerEntryOf, readLayerEntries } from './layer-reader.js';
 import { layerWriter } from './layer-writer.js';
 import type { SnapshotLayout } from './store.js';
+import type { Usage } from './types.js';
 
 export { LayerSecurityError } from './apply-entries.js';
 
@@ -56,7 +57,9 @@ export const WRITER_THREAD_MIN_BYTES = 8 * 1024 * 1024;
 
 /**
  * Unpacks a layer blob into an active snapshot and returns its diffID (sha256 of the
- * uncompressed tar, computed on the way). The compression is detected from the content.
+ * uncompressed tar, computed on the way), and the snapshot's disk use when it could be counted
+ * on the way (a layer written into an empty tree that removes nothing). The compression is
+ * detected from the content.
  * `target` is where the snapshot lives (LocalSnapshotter.layout): like containerd's
  * Applier.Apply(desc, mounts), applying needs the snapshot's directories, not the snapshotter.
  * Unsafe entries reject with a LayerSecurityError; the snapshot should then be removed.
@@ -66,7 +69,7 @@ export async function applyLayer(
   layer: Readable | NodeJS.ReadableStream,
   mediaType: string,
   opts: ApplyLayerOptions = {},
-): Promise<{ diffID: Digest }> {
+): Promise<{ diffID: Digest; usage?: Usage }> {
   if (target.kind !== 'active') throw new Error(`cannot apply a layer to ${target.kind} snapshot ${JSON.stringify(target.key)}`);
   const reader = await readLayerEntries(layer, mediaType);
   const layerName = opts.layerName ?? nameOfStream(layer);
@@ -75,6 +78,7 @@ export async function applyLayer(
   const large = size !== undefined && size >= WRITER_THREAD_MIN_BYTES;
   const writer = layerWriter(target, warn, opts.writerScript ?? (large ? undefined : false));
   let digest: Digest;
+  let usage: Usage | undefined;
   try {
     for await (const entry of reader.entries) {
       await writer.write(layerEntryOf(entry.header, warn), entry);
@@ -82,7 +86,7 @@ export async function applyLayer(
     await reader.done;
     digest = reader.diffID();
     if (opts.diffID !== undefined && digest !== opts.diffID) throw new DiffIDMismatchError(layerName, opts.diffID, digest);
-    await writer.finish();
+    usage = await writer.finish();
   } catch (err) {
     reader.destroy();
     await reader.done.catch(() => undefined);
@@ -90,7 +94,7 @@ export async function applyLayer(
     if (err instanceof LayerSecurityError) err.withLayer(layerName);
     throw err;
   }
-  return { diffID: digest };
+  return usage ? { diffID: digest, usage } : { diffID: digest };
 }
 
 function sizeOfFileStream(layer: Readable | NodeJS.ReadableStream): number | undefined {

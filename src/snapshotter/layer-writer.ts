@@ -16,12 +16,16 @@ import { Applier, LayerSecurityError } from './apply-entries.js';
 import { mknod } from './fsutil.js';
 import type { EntryBody, LayerEntry } from './layer-reader.js';
 import type { SnapshotLayout } from './store.js';
+import type { Usage } from './types.js';
 
 /** Takes a layer's entries in order. `abort` (after a failure) leaves nothing to clean up. */
 export interface LayerWriter {
   write(entry: LayerEntry, body: EntryBody): Promise<void>;
-  /** Once every entry is written: sets directory times; rejects with the writer's error. */
-  finish(): Promise<void>;
+  /**
+   * Once every entry is written: sets directory times, and tells the tree's disk use when it
+   * could be counted on the way (see Applier.usage); rejects with the writer's error.
+   */
+  finish(): Promise<Usage | undefined>;
   abort(): Promise<void>;
 }
 
@@ -37,7 +41,10 @@ export function layerWriter(layout: SnapshotLayout, warn: (message: string) => v
   const applier = new Applier(layout, warn);
   return {
     write: (entry, body) => applier.apply(entry, body),
-    finish: () => applier.finish(),
+    finish: async () => {
+      await applier.finish();
+      return applier.usage();
+    },
     abort: () => applier.cleanup(),
   };
 }
@@ -57,7 +64,7 @@ export type FromWriter =
   | { type: 'ack'; buffer: ArrayBuffer }
   | { type: 'warn'; message: string }
   | { type: 'mknod'; id: number; path: string; kind: 'c' | 'b' | 'p'; major: number; minor: number }
-  | { type: 'finished' }
+  | { type: 'finished'; usage: Usage | undefined }
   | { type: 'failed'; error: WireError }
   | { type: 'aborted' };
 
@@ -116,6 +123,7 @@ class ThreadWriter implements LayerWriter {
   private error: Error | undefined;
   private waiting: { resolve: () => void; reject: (err: Error) => void } | undefined;
   private settled: { resolve: () => void; reject: (err: Error) => void } | undefined;
+  private usage: Usage | undefined;
   private readonly exited: Promise<void>;
 
   constructor(script: URL, layout: SnapshotLayout, private readonly warn: (message: string) => void) {
@@ -145,10 +153,11 @@ class ThreadWriter implements LayerWriter {
     this.push({ end: true });
   }
 
-  async finish(): Promise<void> {
+  async finish(): Promise<Usage | undefined> {
     this.flush();
     await this.settle({ type: 'finish' });
     await this.worker.terminate();
+    return this.usage;
   }
 
   async abort(): Promise<void> {
@@ -219,6 +228,10 @@ class ThreadWriter implements LayerWriter {
         );
         return;
       case 'finished':
+        this.usage = msg.usage;
+        this.settled?.resolve();
+        this.settled = undefined;
+        return;
       case 'aborted':
         this.settled?.resolve();
         this.settled = undefined;

@@ -40,9 +40,10 @@ export async function unpackLayer(sn: LocalSnapshotter, name: string, parent: st
   try {
     signal?.throwIfAborted();
     await sn.prepare(key, parent);
-    await applyLayer(await sn.layout(key), blob, layer.mediaType, { layerName: layer.digest, diffID: layer.diffID, size: layer.size });
+    const { usage } = await applyLayer(await sn.layout(key), blob, layer.mediaType, { layerName: layer.digest, diffID: layer.diffID, size: layer.size });
     await opts.stored;
-    await sn.commit(name, key);
+    // Counted while it was written: nobody walks the tree later to know its size.
+    await sn.commit(name, key, usage ? { usage } : {});
   } catch (err) {
     blob.destroy();
     await sn.remove(key).catch(() => undefined);

@@ -193,6 +193,25 @@ describe.each(kinds)('applyLayer (%s)', (kind) => {
     expect((err as NodeJS.ErrnoException | undefined)?.code).toBe('ENAMETOOLONG');
   });
 
+  it('tells the disk use of a layer written into an empty tree, as a walk of it finds, and none once the layer removes something', async () => {
+    const entries: TestEntry[] = [
+      ...baseLayer,
+      ...topLayer.filter((e) => !e.name.includes('.wh.') && !e.name.startsWith('lib/')),
+      { name: 'big', content: Buffer.alloc(300_000, 'b') },
+      { name: 'sparse', content: Buffer.concat([Buffer.from('start'), Buffer.alloc(1 << 20), Buffer.from('end')]) },
+      { name: 'pipe', type: 'fifo' },
+    ];
+    await sn.prepare('counted');
+    const { usage } = await applyLayer(await sn.layout('counted'), stream(await makeLayer(entries)), MediaType.OciLayerGzip);
+    expect(usage).toEqual(await sn.usage('counted'));
+    // The root, 11 of the base layer, opq/new, data/ and 4 inodes in it (its hardlink adds
+    // none), implicit/, implicit/deep/ and its file, and the last 3.
+    expect(usage?.inodes).toBe(24);
+    await sn.commit('L1', 'counted');
+    await sn.prepare('removes', 'L1');
+    expect((await applyLayer(await sn.layout('removes'), stream(await makeLayer(topLayer)), MediaType.OciLayerGzip)).usage).toBeUndefined();
+  });
+
   it('reads plain tar and zstd layers', async () => {
     const tarBytes = await makeTar([{ name: 'a.txt', content: 'plain' }]);
     await sn.prepare('p');
@@ -306,7 +325,7 @@ describe('applyLayer on a writer thread', () => {
     await dir.cleanup();
   });
 
-  /** Many files over several of the writer's 1 MiB batches, a body split across batches, links and a fifo. */
+  /** Many files over several of the writer's 1 MiB batches, a body split across batches, links and a fifo (the corpus has replaced names). */
   function bigLayer(): TestEntry[] {
     let seed = 7;
     const random = (n: number): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
@@ -324,7 +343,6 @@ describe('applyLayer on a writer thread', () => {
       { name: 'd3/hard', type: 'link', linkname: 'big' },
       { name: 'd4/link', type: 'symlink', linkname: '../big' },
       { name: 'd5/pipe', type: 'fifo' },
-      { name: 'd6/f1', content: 'replaced', mode: 0o600 },
     );
     return entries;
   }
@@ -352,8 +370,11 @@ describe('applyLayer on a writer thread', () => {
     const here = await applyLayer(await sn.layout('here'), stream(blob), MediaType.OciLayerGzip, { writerScript: false });
     const thread = await applyLayer(await sn.layout('thread'), stream(blob), MediaType.OciLayerGzip, { writerScript });
     expect(thread.diffID).toBe(here.diffID);
+    expect(thread.usage).toEqual(await sn.usage('thread'));
+    expect(here.usage).toEqual(await sn.usage('here'));
     const tree = await describeTree((await sn.layout('thread')).dir);
     expect(tree.length).toBe(20 * 31 + 4);
+    expect(thread.usage?.inodes).toBe(20 * 31 + 3 + 1);
     expect(tree).toEqual(await describeTree((await sn.layout('here')).dir));
   });
 
