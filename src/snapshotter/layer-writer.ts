@@ -108,8 +108,10 @@ export function fromWire(wire: WireError): Error {
 const BATCH_BYTES = 1024 * 1024;
 /** Entries a batch holds at most (each costs its clone on both sides). */
 const BATCH_OPS = 512;
-/** Batches in flight (sent, not yet given back): bounds the bytes held for the writer. */
+/** Batch buffers (sent and not yet given back, or being filled): bounds the bytes held for the writer. */
 const WRITER_BUFFERS = 4;
+/** Batches queued at the writer from which a partial one is not worth a message. */
+const WRITER_QUEUE = 2;
 
 class ThreadWriter implements LayerWriter {
   private readonly worker: Worker;
@@ -192,15 +194,27 @@ class ThreadWriter implements LayerWriter {
 
   private push(op: WriterOp): void {
     this.ops.push(op);
-    // Sent once this turn of the event loop is over: the writer gets what the last chunk of
-    // input held without waiting for a full batch.
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      setImmediate(() => {
-        this.flushScheduled = false;
-        this.flush();
-      });
-    }
+    this.flushSoon();
+  }
+
+  /**
+   * Sends a partial batch once this turn of the event loop is over, when the writer may run out
+   * of work meanwhile: it gets what the last chunk of input held without waiting for a full
+   * batch. While it has WRITER_QUEUE batches to write, batches fill up instead (fewer, larger
+   * messages; each is a wake-up of both threads); a buffer given back reconsiders.
+   */
+  private flushSoon(): void {
+    if (this.flushScheduled || this.ops.length === 0 || this.sentBatches() >= WRITER_QUEUE) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      if (this.sentBatches() < WRITER_QUEUE) this.flush();
+    });
+  }
+
+  /** Batches the writer has and has not given back. */
+  private sentBatches(): number {
+    return this.allocated - this.free.length - (this.buffer ? 1 : 0);
   }
 
   private flush(): void {
@@ -217,6 +231,7 @@ class ThreadWriter implements LayerWriter {
         this.free.push(msg.buffer);
         this.waiting?.resolve();
         this.waiting = undefined;
+        this.flushSoon();
         return;
       case 'warn':
         this.warn(msg.message);
