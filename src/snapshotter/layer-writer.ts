@@ -37,7 +37,13 @@ const DEFAULT_SCRIPT = new URL('../snapshotter/apply-worker.js', import.meta.url
  * this module) exists, else on this thread (running from sources, or `script: false`).
  */
 export function layerWriter(layout: SnapshotLayout, warn: (message: string) => void, script: URL | false = DEFAULT_SCRIPT): LayerWriter {
-  if (script && existsSync(fileURLToPath(script))) return new ThreadWriter(script, layout, warn);
+  if (script && existsSync(fileURLToPath(script))) {
+    try {
+      return new ThreadWriter(script, layout, warn);
+    } catch {
+      // No thread to be had (a resource limit): this thread writes, as for a small layer.
+    }
+  }
   const applier = new Applier(layout, warn);
   return {
     write: (entry, body) => applier.apply(entry, body),
