@@ -26,6 +26,7 @@ import {
   futimesSync,
   lchownSync,
   linkSync,
+  lstatSync,
   lutimesSync,
   mkdirSync,
   openSync,
@@ -53,11 +54,13 @@ import {
   isOverlayWhiteout,
   lstatOrUndefinedSync,
   setAttributeSync,
+  UsageCounter,
   writeSparseSync,
   writeXattrsSync,
 } from './fsutil.js';
-import { entryXattrs, type EntryBody, type EntryHeader } from './layer-reader.js';
+import type { EntryBody, LayerEntry } from './layer-reader.js';
 import type { SnapshotLayout } from './store.js';
+import type { Usage } from './types.js';
 
 export class LayerSecurityError extends Error {
   /** The layer (digest or file) the entry came from, when known. */
@@ -132,18 +135,47 @@ export class Applier {
   /** Directory times are set last: creating children changes them. */
   private readonly dirTimes = new Map<string, number>();
   private whiteoutTemplate: string | undefined;
+  /**
+   * The tree's disk use, counted as it is written, so that nobody walks the tree to know it:
+   * files from the fstat done anyway, other inodes (and files with xattrs, which can take a
+   * block of their own) by one lstat each at the end. Dropped (undefined) as soon as anything
+   * is removed or replaced, or when the tree did not start empty (native, on a parent).
+   */
+  private counter: UsageCounter | undefined;
+  private readonly countAtFinish = new Set<string>();
+  private counted: Usage | undefined;
 
+  /**
+   * `makeNode` creates device nodes and fifos (fsutil's mknod, unless the caller has a better
+   * way: a writer thread asks its parent, whose syscall server is already running).
+   */
   constructor(
     private readonly layout: SnapshotLayout,
     private readonly warn: (message: string) => void,
+    private readonly makeNode: typeof mknod = mknod,
   ) {
     this.root = layout.dir;
     this.overlay = layout.snapshotter === 'overlayfs';
     this.lowers = this.overlay ? layout.parents : [];
     this.visibleMemo.set('', this.lowers.map((_, i) => i));
+    if (this.overlay || layout.parents.length === 0) this.counter = new UsageCounter();
   }
 
-  async apply(h: EntryHeader, body: EntryBody): Promise<void> {
+  /** The tree's disk use (as diskUsage would find it) once finished, when it could be counted on the way. */
+  usage(): Usage | undefined {
+    return this.counted;
+  }
+
+  private countLater(abs: string): void {
+    if (this.counter) this.countAtFinish.add(abs);
+  }
+
+  private uncounted(): void {
+    this.counter = undefined;
+    this.countAtFinish.clear();
+  }
+
+  async apply(h: LayerEntry, body: EntryBody): Promise<void> {
     const name = h.name;
     const rel = cleanEntryPath(name);
     if (rel === '') {
@@ -199,6 +231,11 @@ export class Applier {
 
   async finish(): Promise<void> {
     for (const [abs, mtime] of this.dirTimes) utimesSync(abs, mtime, mtime);
+    if (this.counter) {
+      this.counter.count(lstatSync(this.root));
+      for (const abs of this.countAtFinish) this.counter.count(lstatSync(abs));
+      this.counted = this.counter.usage;
+    }
     await this.cleanup();
   }
 
@@ -209,13 +246,14 @@ export class Applier {
 
   // --- entry kinds ---------------------------------------------------------------------------
 
-  private async directory(rel: string, name: string, h: EntryHeader): Promise<void> {
+  private async directory(rel: string, name: string, h: LayerEntry): Promise<void> {
     const abs = await this.prepareTarget(rel, name, true);
+    this.countLater(abs);
     this.setAttrs(abs, h);
-    this.dirTimes.set(abs, mtimeOf(h));
+    this.dirTimes.set(abs, h.mtime);
   }
 
-  private async file(rel: string, name: string, h: EntryHeader, body: EntryBody): Promise<void> {
+  private async file(rel: string, name: string, h: LayerEntry, body: EntryBody): Promise<void> {
     // 'wx' = O_CREAT|O_EXCL: never opens through a symlink planted at this name.
     const mode = (h.mode ?? 0o644) & 0o7777;
     const fd = await this.create(rel, name, (abs) => openSync(abs, 'wx', mode));
@@ -238,23 +276,29 @@ export class Applier {
       if (chown) fchownSync(fd, h.uid ?? 0, h.gid ?? 0);
       if (chown || (st.mode & 0o7777) !== mode) fchmodSync(fd, mode);
       const xattrs = this.xattrsOf(h);
-      if (xattrs.length > 0) writeXattrsSync(join(this.root, rel), xattrs);
-      futimesSync(fd, mtimeOf(h), mtimeOf(h));
+      if (xattrs.length > 0) {
+        writeXattrsSync(join(this.root, rel), xattrs);
+        this.countLater(join(this.root, rel));
+      } else {
+        this.counter?.count(st);
+      }
+      futimesSync(fd, h.mtime, h.mtime);
     } finally {
       closeSync(fd);
     }
   }
 
-  private async symlink(rel: string, name: string, h: EntryHeader): Promise<void> {
+  private async symlink(rel: string, name: string, h: LayerEntry): Promise<void> {
     const abs = await this.create(rel, name, (path) => {
       symlinkSync(h.linkname ?? '', path);
       return path;
     });
+    this.countLater(abs);
     lchownSync(abs, h.uid ?? 0, h.gid ?? 0);
-    lutimesSync(abs, mtimeOf(h), mtimeOf(h));
+    lutimesSync(abs, h.mtime, h.mtime);
   }
 
-  private async hardlink(rel: string, name: string, h: EntryHeader): Promise<void> {
+  private async hardlink(rel: string, name: string, h: LayerEntry): Promise<void> {
     const target = cleanEntryPath(h.linkname ?? '', name, 'hardlink target');
     if (target === '') throw new LayerSecurityError(name, 'hardlink to the root');
     if (target === rel) {
@@ -268,20 +312,22 @@ export class Applier {
     await this.create(rel, name, (abs) => linkSync(targetAbs, abs));
   }
 
-  private async special(rel: string, name: string, h: EntryHeader): Promise<void> {
+  private async special(rel: string, name: string, h: LayerEntry): Promise<void> {
     const abs = await this.prepareTarget(rel, name, false);
     const kind = h.type === 'fifo' ? 'p' : h.type === 'block-device' ? 'b' : 'c';
     try {
-      await mknod(abs, kind, h.devmajor ?? 0, h.devminor ?? 0);
+      await this.makeNode(abs, kind, h.devmajor ?? 0, h.devminor ?? 0);
     } catch (err) {
       this.warn(`skipped ${name}: cannot create ${h.type} (${(err as Error).message})`);
       return;
     }
+    this.countLater(abs);
     this.setAttrs(abs, h);
-    utimesSync(abs, mtimeOf(h), mtimeOf(h));
+    utimesSync(abs, h.mtime, h.mtime);
   }
 
   private async whiteout(rel: string, name: string): Promise<void> {
+    this.uncounted();
     if (this.overlay) {
       await this.ensureDir(parentOf(rel), name, true);
       const abs = join(this.root, rel);
@@ -307,6 +353,7 @@ export class Applier {
   }
 
   private async opaque(dirRel: string, name: string): Promise<void> {
+    this.uncounted();
     if (this.overlay) {
       await this.ensureDir(dirRel, name, true);
       await this.markOpaque(dirRel, join(this.root, dirRel));
@@ -334,6 +381,7 @@ export class Applier {
       }
       // A directory replacing a whiteout of this same layer must hide what is below it.
       hideLower = this.overlay && isOverlayWhiteout(st);
+      this.uncounted();
       rmSync(abs, { recursive: true, force: true });
       if (st.isDirectory()) this.forgetDirs(rel);
     }
@@ -390,8 +438,12 @@ export class Applier {
       lower = below;
     }
     if (!create) return false;
-    if (whitedOut) unlinkSync(abs);
+    if (whitedOut) {
+      this.uncounted();
+      unlinkSync(abs);
+    }
     mkdirSync(abs, { mode: 0o700 });
+    this.countLater(abs);
     // An implicit parent takes the attributes of the directory it covers, so the merged view
     // does not change them; a brand-new one gets Docker's default 0755 root:root.
     const attrs: DirAttrs = lower
@@ -462,11 +514,12 @@ export class Applier {
     if (!lower?.st || isOverlayWhiteout(lower.st)) throw missing();
     if (lower.st.isDirectory()) throw new LayerSecurityError(name, `hardlink target ${JSON.stringify(rel)} is a directory`);
     await this.ensureDir(parentOf(rel), name, true);
+    this.uncounted();
     const lst = lower.st;
     if (lst.isFile()) copyFileKeepingHoles(lower.path, abs, lst);
     else if (lst.isSymbolicLink()) symlinkSync(readlinkSync(lower.path), abs);
-    else if (lst.isFIFO()) await mknod(abs, 'p');
-    else if (lst.isCharacterDevice() || lst.isBlockDevice()) await mknod(abs, lst.isCharacterDevice() ? 'c' : 'b', devMajor(lst.rdev), devMinor(lst.rdev));
+    else if (lst.isFIFO()) await this.makeNode(abs, 'p');
+    else if (lst.isCharacterDevice() || lst.isBlockDevice()) await this.makeNode(abs, lst.isCharacterDevice() ? 'c' : 'b', devMajor(lst.rdev), devMinor(lst.rdev));
     else throw missing();
     applyAttrsSync(abs, { uid: lst.uid, gid: lst.gid, mode: lst.mode, atimeMs: lst.atimeMs, mtimeMs: lst.mtimeMs, symlink: lst.isSymbolicLink() }, readXattrsSync(lower.path, lst));
     return abs;
@@ -514,7 +567,7 @@ export class Applier {
     for (let attempt = 0; ; attempt++) {
       if (!this.whiteoutTemplate) {
         const t = join(this.layout.scratch, `whiteout-${randomBytes(6).toString('hex')}`);
-        await mknod(t, 'c', 0, 0);
+        await this.makeNode(t, 'c', 0, 0);
         this.whiteoutTemplate = t;
       }
       try {
@@ -553,25 +606,21 @@ export class Applier {
   }
 
   /** Owner, then mode (chown clears setuid bits), then xattrs (chown drops security.capability). */
-  private setAttrs(abs: string, h: EntryHeader): void {
+  private setAttrs(abs: string, h: LayerEntry): void {
     lchownSync(abs, h.uid ?? 0, h.gid ?? 0);
     chmodSync(abs, (h.mode ?? 0o644) & 0o7777);
     writeXattrsSync(abs, this.xattrsOf(h));
   }
 
   /** The entry's xattrs, without those overlayfs reserves for itself. */
-  private xattrsOf(h: EntryHeader): Array<[string, Buffer]> {
+  private xattrsOf(h: LayerEntry): Array<[string, Buffer]> {
     const out: Array<[string, Buffer]> = [];
-    for (const [name, value] of entryXattrs(h, this.warn)) {
+    for (const [name, value] of h.xattrs) {
       if (name.startsWith(OVERLAY_XATTR_PREFIX)) this.warn(`skipped xattr ${name} of ${h.name}: reserved for overlayfs`);
-      else out.push([name, value]);
+      else out.push([name, Buffer.from(value.buffer, value.byteOffset, value.byteLength)]);
     }
     return out;
   }
-}
-
-function mtimeOf(h: EntryHeader): number {
-  return h.mtime ? h.mtime.getTime() / 1000 : 0;
 }
 
 async function drain(body: EntryBody): Promise<void> {

@@ -9,11 +9,14 @@
 // Reading the blob is layer-reader.ts; writing its entries into the tree, with containerd's
 // safety rules (nothing is ever written outside the snapshot), is apply-entries.ts.
 
+import { statSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import type { Digest } from '../oci/types.js';
-import { Applier, LayerSecurityError } from './apply-entries.js';
-import { readLayerEntries } from './layer-reader.js';
+import { LayerSecurityError } from './apply-entries.js';
+import { layerEntryOf, readLayerEntries } from './layer-reader.js';
+import { layerWriter } from './layer-writer.js';
 import type { SnapshotLayout } from './store.js';
+import type { Usage } from './types.js';
 
 export { LayerSecurityError } from './apply-entries.js';
 
@@ -35,11 +38,28 @@ export interface ApplyLayerOptions {
   layerName?: string;
   /** The diff_id from the image config: the apply fails (before it is finished) on a mismatch. */
   diffID?: Digest;
+  /**
+   * The blob's size, when known (else a content-store file's size is looked up). A layer of
+   * WRITER_THREAD_MIN_BYTES or more is written by a thread of its own (layer-writer.ts), which
+   * creates its files while this thread reads, inflates, hashes and parses; a smaller one, or
+   * one of unknown size, on this thread: starting a thread costs more than it would save.
+   */
+  size?: number;
+  /**
+   * Overrides that choice: a script (the compiled apply-worker.js) writes the layer on a thread
+   * running it, whatever the size; `false` on the calling thread.
+   */
+  writerScript?: URL | false;
 }
+
+/** Compressed bytes from which a layer gets a writer thread: below, its start (~0.1 s of CPU) outweighs the overlap. */
+export const WRITER_THREAD_MIN_BYTES = 8 * 1024 * 1024;
 
 /**
  * Unpacks a layer blob into an active snapshot and returns its diffID (sha256 of the
- * uncompressed tar, computed on the way). The compression is detected from the content.
+ * uncompressed tar, computed on the way), and the snapshot's disk use when it could be counted
+ * on the way (a layer written into an empty tree that removes nothing). The compression is
+ * detected from the content.
  * `target` is where the snapshot lives (LocalSnapshotter.layout): like containerd's
  * Applier.Apply(desc, mounts), applying needs the snapshot's directories, not the snapshotter.
  * Unsafe entries reject with a LayerSecurityError; the snapshot should then be removed.
@@ -49,28 +69,37 @@ export async function applyLayer(
   layer: Readable | NodeJS.ReadableStream,
   mediaType: string,
   opts: ApplyLayerOptions = {},
-): Promise<{ diffID: Digest }> {
+): Promise<{ diffID: Digest; usage?: Usage }> {
   if (target.kind !== 'active') throw new Error(`cannot apply a layer to ${target.kind} snapshot ${JSON.stringify(target.key)}`);
   const reader = await readLayerEntries(layer, mediaType);
   const layerName = opts.layerName ?? nameOfStream(layer);
-  const applier = new Applier(target, opts.onWarning ?? (() => undefined));
+  const warn = opts.onWarning ?? (() => undefined);
+  const size = opts.size ?? sizeOfFileStream(layer);
+  const large = size !== undefined && size >= WRITER_THREAD_MIN_BYTES;
+  const writer = layerWriter(target, warn, opts.writerScript ?? (large ? undefined : false));
   let digest: Digest;
+  let usage: Usage | undefined;
   try {
     for await (const entry of reader.entries) {
-      await applier.apply(entry.header, entry);
+      await writer.write(layerEntryOf(entry.header, warn), entry);
     }
     await reader.done;
     digest = reader.diffID();
     if (opts.diffID !== undefined && digest !== opts.diffID) throw new DiffIDMismatchError(layerName, opts.diffID, digest);
-    await applier.finish();
+    usage = await writer.finish();
   } catch (err) {
     reader.destroy();
     await reader.done.catch(() => undefined);
-    await applier.cleanup();
+    await writer.abort();
     if (err instanceof LayerSecurityError) err.withLayer(layerName);
     throw err;
   }
-  return { diffID: digest };
+  return usage ? { diffID: digest, usage } : { diffID: digest };
+}
+
+function sizeOfFileStream(layer: Readable | NodeJS.ReadableStream): number | undefined {
+  const path = (layer as { path?: unknown }).path;
+  return typeof path === 'string' ? statSync(path, { throwIfNoEntry: false })?.size : undefined;
 }
 
 /** `sha256:<hex>` for a content-store blob stream, the path for another file stream. */

@@ -59,6 +59,40 @@ export async function readLayerEntries(layer: Readable | NodeJS.ReadableStream, 
 }
 
 /**
+ * What applying needs of a tar entry's header, as plain data that a worker thread can be sent:
+ * its xattrs already decoded from the PAX records, its mtime in seconds.
+ */
+export interface LayerEntry {
+  name: string;
+  type: EntryHeader['type'];
+  mode: number | undefined;
+  uid: number | undefined;
+  gid: number | undefined;
+  /** Seconds since the epoch (0 when the header has none). */
+  mtime: number;
+  linkname: string | undefined;
+  devmajor: number | undefined;
+  devminor: number | undefined;
+  xattrs: Array<[string, Uint8Array]>;
+}
+
+/** The header as a LayerEntry; xattrs that cannot be kept are reported to `warn`. */
+export function layerEntryOf(h: EntryHeader, warn: (message: string) => void): LayerEntry {
+  return {
+    name: h.name,
+    type: h.type,
+    mode: h.mode,
+    uid: h.uid,
+    gid: h.gid,
+    mtime: h.mtime ? h.mtime.getTime() / 1000 : 0,
+    linkname: h.linkname ?? undefined,
+    devmajor: h.devmajor,
+    devminor: h.devminor,
+    xattrs: h.pax ? [...entryXattrs(h, warn)] : [],
+  };
+}
+
+/**
  * An entry's xattrs from its PAX records: SCHILY.xattr.* (raw bytes via keepBinaryXattrs) and
  * LIBARCHIVE.xattr.* (base64, binary-safe: it wins over a SCHILY copy). A binary value that only
  * survived as text is skipped with a warning.

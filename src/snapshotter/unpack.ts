@@ -13,6 +13,8 @@ export interface UnpackableLayer {
   digest: Digest;
   diffID: Digest;
   mediaType: string;
+  /** The blob's size: a large layer is written by a thread of its own (see applyLayer). */
+  size?: number;
 }
 
 export interface UnpackOptions {
@@ -38,9 +40,10 @@ export async function unpackLayer(sn: LocalSnapshotter, name: string, parent: st
   try {
     signal?.throwIfAborted();
     await sn.prepare(key, parent);
-    await applyLayer(await sn.layout(key), blob, layer.mediaType, { layerName: layer.digest, diffID: layer.diffID });
+    const { usage } = await applyLayer(await sn.layout(key), blob, layer.mediaType, { layerName: layer.digest, diffID: layer.diffID, size: layer.size });
     await opts.stored;
-    await sn.commit(name, key);
+    // Counted while it was written: nobody walks the tree later to know its size.
+    await sn.commit(name, key, usage ? { usage } : {});
   } catch (err) {
     blob.destroy();
     await sn.remove(key).catch(() => undefined);

@@ -1,7 +1,10 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { existsSync, readdirSync } from 'node:fs';
 import { lstat, mkdir, readFile, readdir, readlink, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
 import { getAttribute } from 'fs-xattr';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { LayerSecurityError, applyLayer, createSnapshotter, withMounts, type LocalSnapshotter } from '../../src/snapshotter/index.js';
@@ -190,6 +193,25 @@ describe.each(kinds)('applyLayer (%s)', (kind) => {
     expect((err as NodeJS.ErrnoException | undefined)?.code).toBe('ENAMETOOLONG');
   });
 
+  it('tells the disk use of a layer written into an empty tree, as a walk of it finds, and none once the layer removes something', async () => {
+    const entries: TestEntry[] = [
+      ...baseLayer,
+      ...topLayer.filter((e) => !e.name.includes('.wh.') && !e.name.startsWith('lib/')),
+      { name: 'big', content: Buffer.alloc(300_000, 'b') },
+      { name: 'sparse', content: Buffer.concat([Buffer.from('start'), Buffer.alloc(1 << 20), Buffer.from('end')]) },
+      { name: 'pipe', type: 'fifo' },
+    ];
+    await sn.prepare('counted');
+    const { usage } = await applyLayer(await sn.layout('counted'), stream(await makeLayer(entries)), MediaType.OciLayerGzip);
+    expect(usage).toEqual(await sn.usage('counted'));
+    // The root, 11 of the base layer, opq/new, data/ and 4 inodes in it (its hardlink adds
+    // none), implicit/, implicit/deep/ and its file, and the last 3.
+    expect(usage?.inodes).toBe(24);
+    await sn.commit('L1', 'counted');
+    await sn.prepare('removes', 'L1');
+    expect((await applyLayer(await sn.layout('removes'), stream(await makeLayer(topLayer)), MediaType.OciLayerGzip)).usage).toBeUndefined();
+  });
+
   it('reads plain tar and zstd layers', async () => {
     const tarBytes = await makeTar([{ name: 'a.txt', content: 'plain' }]);
     await sn.prepare('p');
@@ -284,5 +306,98 @@ describe.each(kinds)('applyLayer (%s)', (kind) => {
       expect(await readFile(join(upper, 'evil'), 'utf8')).toBe('now a file');
       await outsideUntouched();
     });
+  });
+});
+
+describe('applyLayer on a writer thread', () => {
+  /** The compiled script large layers get (npm run build makes it). */
+  const writerScript = new URL('../../dist/snapshotter/apply-worker.js', import.meta.url);
+  let dir: { path: string; cleanup(): Promise<void> };
+  let sn: LocalSnapshotter;
+
+  beforeEach(async () => {
+    // A missing script would quietly apply on this thread: these tests would test nothing.
+    expect(existsSync(fileURLToPath(writerScript)), 'run npm run build first').toBe(true);
+    dir = await tempDir('builder-apply-writer-');
+    sn = await createSnapshotter(join(dir.path, 'root'), 'overlayfs');
+  });
+  afterEach(async () => {
+    await dir.cleanup();
+  });
+
+  /** Many files over several of the writer's 1 MiB batches, a body split across batches, links and a fifo (the corpus has replaced names). */
+  function bigLayer(): TestEntry[] {
+    let seed = 7;
+    const random = (n: number): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
+    const entries: TestEntry[] = [];
+    for (let d = 0; d < 20; d++) {
+      entries.push({ name: `d${d}/`, type: 'directory', mode: d % 2 ? 0o750 : 0o755, uid: d });
+      for (let f = 0; f < 30; f++) {
+        entries.push({ name: `d${d}/f${f}`, content: Buffer.alloc(random(40_000), `${d}-${f} `), mode: f % 3 ? 0o644 : 0o4755, gid: f });
+      }
+    }
+    const big = Buffer.alloc(3 * 1024 * 1024 + 17);
+    for (let i = 0; i < big.length; i += 4096) big.writeUInt32LE(random(2 ** 30), i);
+    entries.push(
+      { name: 'big', content: big, uid: 1000 },
+      { name: 'd3/hard', type: 'link', linkname: 'big' },
+      { name: 'd4/link', type: 'symlink', linkname: '../big' },
+      { name: 'd5/pipe', type: 'fifo' },
+    );
+    return entries;
+  }
+
+  /** Everything a user could notice of a tree, by relative path. */
+  async function describeTree(root: string): Promise<string[]> {
+    const out: string[] = [];
+    const walk = async (rel: string): Promise<void> => {
+      for (const name of (await readdir(join(root, rel))).sort()) {
+        const path = join(root, rel, name);
+        const st = await lstat(path);
+        const what = st.isFile() ? createHash('sha256').update(await readFile(path)).digest('hex') : st.isSymbolicLink() ? await readlink(path) : '';
+        out.push(`${join(rel, name)} ${st.mode.toString(8)} ${st.uid}:${st.gid} ${st.size} ${st.mtimeMs} ${st.nlink} ${what}`);
+        if (st.isDirectory()) await walk(join(rel, name));
+      }
+    };
+    await walk('');
+    return out;
+  }
+
+  it('writes a layer larger than its buffers exactly as the calling thread does', async () => {
+    const blob = await makeLayer(bigLayer());
+    await sn.prepare('here');
+    await sn.prepare('thread');
+    const here = await applyLayer(await sn.layout('here'), stream(blob), MediaType.OciLayerGzip, { writerScript: false });
+    const thread = await applyLayer(await sn.layout('thread'), stream(blob), MediaType.OciLayerGzip, { writerScript });
+    expect(thread.diffID).toBe(here.diffID);
+    expect(thread.usage).toEqual(await sn.usage('thread'));
+    expect(here.usage).toEqual(await sn.usage('here'));
+    const tree = await describeTree((await sn.layout('thread')).dir);
+    expect(tree.length).toBe(20 * 31 + 4);
+    expect(thread.usage?.inodes).toBe(20 * 31 + 3 + 1);
+    expect(tree).toEqual(await describeTree((await sn.layout('here')).dir));
+  });
+
+  it('rejects with the stream error and leaves no thread behind when the blob fails midway', async () => {
+    const blob = await makeLayer(bigLayer());
+    await sn.prepare('warm-up');
+    await applyLayer(await sn.layout('warm-up'), stream(blob), MediaType.OciLayerGzip, { writerScript });
+    const threads = readdirSync('/proc/self/task').length;
+
+    await sn.prepare('cut');
+    const cut = new Readable({ read() {} });
+    cut.push(blob.subarray(0, blob.length / 2));
+    setTimeout(() => cut.destroy(Object.assign(new Error('connection reset by peer'), { code: 'ECONNRESET' })), 50);
+    await expect(applyLayer(await sn.layout('cut'), cut, MediaType.OciLayerGzip, { writerScript })).rejects.toThrow('connection reset by peer');
+    expect(readdirSync('/proc/self/task').length).toBe(threads);
+    await sn.remove('cut');
+  });
+
+  it('reports a hostile entry found by the writer thread as a LayerSecurityError naming the layer', async () => {
+    await sn.prepare('evil');
+    const entries: TestEntry[] = [...bigLayer().slice(0, 200), { name: 'd1/../../escape', content: 'x' }, ...bigLayer().slice(200)];
+    const err = await applyLayer(await sn.layout('evil'), stream(await makeLayer(entries)), MediaType.OciLayerGzip, { writerScript, layerName: 'sha256:evil' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(LayerSecurityError);
+    expect((err as Error).message).toBe('layer sha256:evil: refusing layer entry "d1/../../escape": path "d1/../../escape" escapes the root through ".."');
   });
 });

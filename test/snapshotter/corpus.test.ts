@@ -4,8 +4,10 @@
 // snapshotter root has changed.
 
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { lstat, mkdir, readFile, readdir, readlink, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { getAttribute, listAttributes } from 'fs-xattr';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -16,6 +18,17 @@ import { devMajor, devMinor } from '../../src/snapshotter/fsutil.js';
 import { makeTar, stream, tempDir, type TestEntry } from './helpers.js';
 
 const kinds = ['overlayfs', 'native'] as const;
+
+/**
+ * Every case runs on the calling thread and through the writer thread that large layers get
+ * (the compiled script: `npm run build` makes it), which must keep every rule alike.
+ */
+const WRITER_SCRIPT = new URL('../../dist/snapshotter/apply-worker.js', import.meta.url);
+const writers = [
+  { writer: 'this thread', writerScript: false },
+  { writer: 'writer thread', writerScript: WRITER_SCRIPT },
+] as const;
+const variants = kinds.flatMap((kind) => writers.map((w) => ({ kind, ...w })));
 
 /** Stands for the absolute path of the test's "outside" directory in entries. */
 const OUTSIDE = '@outside@';
@@ -331,13 +344,15 @@ const CASES: Case[] = [
   },
 ];
 
-describe.each(kinds)('layer corpus (%s)', (kind) => {
+describe.each(variants)('layer corpus ($kind, $writer)', ({ kind, writerScript }) => {
   let dir: { path: string; cleanup(): Promise<void> };
   let sn: LocalSnapshotter;
   let outside: string;
   const resolveOutside = (e: TestEntry): TestEntry => (e.linkname?.startsWith(OUTSIDE) ? { ...e, linkname: outside + e.linkname.slice(OUTSIDE.length) } : e);
 
   beforeAll(async () => {
+    // A missing script would quietly apply on this thread: these cases would test nothing new.
+    if (writerScript) expect(existsSync(fileURLToPath(writerScript)), 'run npm run build first').toBe(true);
     dir = await tempDir(`builder-corpus-${kind}-`);
     outside = join(dir.path, 'outside');
     await mkdir(outside);
@@ -362,7 +377,7 @@ describe.each(kinds)('layer corpus (%s)', (kind) => {
     const key = `case-${id}`;
     await sn.prepare(key, 'L1');
     const warnings: string[] = [];
-    const applied = applyLayer(await sn.layout(key), stream(gzipSync(tarBytes)), MediaType.OciLayerGzip, { onWarning: (w) => warnings.push(w), layerName: `corpus/${id}` });
+    const applied = applyLayer(await sn.layout(key), stream(gzipSync(tarBytes)), MediaType.OciLayerGzip, { onWarning: (w) => warnings.push(w), layerName: `corpus/${id}`, writerScript });
     try {
       if (c.outcome instanceof RegExp) {
         const err = await applied.then(() => undefined, (e: unknown) => e);
@@ -388,10 +403,10 @@ describe.each(kinds)('layer corpus (%s)', (kind) => {
     const tarBytes = await makeTar([{ name: 'a', content: 'a' }]);
     const good = `sha256:${createHash('sha256').update(tarBytes).digest('hex')}` as Digest;
     await sn.prepare('digest-ok', 'L1');
-    expect((await applyLayer(await sn.layout('digest-ok'), stream(gzipSync(tarBytes)), MediaType.OciLayerGzip, { diffID: good })).diffID).toBe(good);
+    expect((await applyLayer(await sn.layout('digest-ok'), stream(gzipSync(tarBytes)), MediaType.OciLayerGzip, { diffID: good, writerScript })).diffID).toBe(good);
     await sn.prepare('digest-bad', 'L1');
     const wrong = `sha256:${'0'.repeat(64)}` as Digest;
-    const err = await applyLayer(await sn.layout('digest-bad'), stream(gzipSync(tarBytes)), MediaType.OciLayerGzip, { diffID: wrong, layerName: 'sha256:abc' }).catch((e: unknown) => e);
+    const err = await applyLayer(await sn.layout('digest-bad'), stream(gzipSync(tarBytes)), MediaType.OciLayerGzip, { diffID: wrong, layerName: 'sha256:abc', writerScript }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(DiffIDMismatchError);
     expect((err as Error).message).toBe(`layer sha256:abc: uncompressed digest ${good} does not match diff_id ${wrong}`);
   });
@@ -404,7 +419,7 @@ describe.each(kinds)('layer corpus (%s)', (kind) => {
     await writeFile(join(blobDir, hex), blob);
     const { createReadStream } = await import('node:fs');
     await sn.prepare('named', 'L1');
-    const err = await applyLayer(await sn.layout('named'), createReadStream(join(blobDir, hex)), MediaType.OciLayerGzip).catch((e: unknown) => e);
+    const err = await applyLayer(await sn.layout('named'), createReadStream(join(blobDir, hex)), MediaType.OciLayerGzip, { writerScript }).catch((e: unknown) => e);
     expect((err as Error).message).toBe(`layer sha256:${hex}: refusing layer entry "../escape": path "../escape" escapes the root through ".."`);
   });
 });

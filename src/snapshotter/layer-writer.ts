@@ -1,0 +1,272 @@
+// Where a layer's entries are written: by the Applier on this thread, or by one writer thread
+// that runs the same Applier (apply-worker.ts) in the entries' order.
+//
+// Creating a file is the kernel's slowest step of an unpack (hundreds of microseconds an inode
+// on some filesystems), and a synchronous call holds the thread that makes it. On a writer
+// thread, file creation overlaps with what this thread does meanwhile: reading the socket,
+// hashing, tar parsing. One thread keeps every rule of the Applier as it is: its calls run in
+// layer order, exactly as they would here. Entries and their bytes go over in batches, copied
+// into a few reused buffers; at most WRITER_BUFFERS of them are in flight, which bounds memory
+// and makes the reader wait for the writer.
+
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { Applier, LayerSecurityError } from './apply-entries.js';
+import { mknod } from './fsutil.js';
+import type { EntryBody, LayerEntry } from './layer-reader.js';
+import type { SnapshotLayout } from './store.js';
+import type { Usage } from './types.js';
+
+/** Takes a layer's entries in order. `abort` (after a failure) leaves nothing to clean up. */
+export interface LayerWriter {
+  write(entry: LayerEntry, body: EntryBody): Promise<void>;
+  /**
+   * Once every entry is written: sets directory times, and tells the tree's disk use when it
+   * could be counted on the way (see Applier.usage); rejects with the writer's error.
+   */
+  finish(): Promise<Usage | undefined>;
+  abort(): Promise<void>;
+}
+
+/** The writer thread's script: next to this module once compiled (dist/snapshotter, or reached from dist/cli-bundle). */
+const DEFAULT_SCRIPT = new URL('../snapshotter/apply-worker.js', import.meta.url);
+
+/**
+ * A writer for `layout`: on a thread of its own when `script` (default: the compiled one beside
+ * this module) exists, else on this thread (running from sources, or `script: false`).
+ */
+export function layerWriter(layout: SnapshotLayout, warn: (message: string) => void, script: URL | false = DEFAULT_SCRIPT): LayerWriter {
+  if (script && existsSync(fileURLToPath(script))) {
+    try {
+      return new ThreadWriter(script, layout, warn);
+    } catch {
+      // No thread to be had (a resource limit): this thread writes, as for a small layer.
+    }
+  }
+  const applier = new Applier(layout, warn);
+  return {
+    write: (entry, body) => applier.apply(entry, body),
+    finish: async () => {
+      await applier.finish();
+      return applier.usage();
+    },
+    abort: () => applier.cleanup(),
+  };
+}
+
+// --- the protocol with apply-worker.ts --------------------------------------------------------
+
+/** One step of a batch: an entry (its body follows), a piece of body [start, end) of the batch's buffer, or a body's end. */
+export type WriterOp = { entry: LayerEntry } | { data: [number, number] } | { end: true };
+
+export type ToWriter =
+  | { type: 'batch'; buffer: ArrayBuffer; ops: WriterOp[] }
+  | { type: 'finish' }
+  | { type: 'abort' }
+  | { type: 'mknod-done'; id: number; error?: WireError };
+
+export type FromWriter =
+  | { type: 'ack'; buffer: ArrayBuffer }
+  | { type: 'warn'; message: string }
+  | { type: 'mknod'; id: number; path: string; kind: 'c' | 'b' | 'p'; major: number; minor: number }
+  | { type: 'finished'; usage: Usage | undefined }
+  | { type: 'failed'; error: WireError }
+  | { type: 'aborted' };
+
+/** An error as it crosses threads: what a caller can test (class, code, entry) survives. */
+export interface WireError {
+  name: string;
+  message: string;
+  stack?: string;
+  code?: string;
+  errno?: number;
+  syscall?: string;
+  path?: string;
+  entry?: string;
+  reason?: string;
+}
+
+export function toWire(err: unknown): WireError {
+  if (!(err instanceof Error)) return { name: 'Error', message: String(err) };
+  const e = err as Error & Partial<Pick<WireError, 'code' | 'errno' | 'syscall' | 'path' | 'entry' | 'reason'>>;
+  const wire: WireError = { name: e.name, message: e.message };
+  if (e.stack !== undefined) wire.stack = e.stack;
+  for (const k of ['code', 'syscall', 'path', 'entry', 'reason'] as const) if (typeof e[k] === 'string') wire[k] = e[k];
+  if (typeof e.errno === 'number') wire.errno = e.errno;
+  return wire;
+}
+
+export function fromWire(wire: WireError): Error {
+  if (wire.name === 'LayerSecurityError' && wire.entry !== undefined && wire.reason !== undefined) {
+    return new LayerSecurityError(wire.entry, wire.reason);
+  }
+  const { name, message, stack, entry: _entry, reason: _reason, ...rest } = wire;
+  const err = Object.assign(new Error(message), rest);
+  err.name = name;
+  if (stack !== undefined) err.stack = stack;
+  return err;
+}
+
+// --- this thread's side -----------------------------------------------------------------------
+
+/** Bytes of one batch buffer: a larger body piece is split over batches. */
+const BATCH_BYTES = 1024 * 1024;
+/** Entries a batch holds at most (each costs its clone on both sides). */
+const BATCH_OPS = 512;
+/** Batch buffers (sent and not yet given back, or being filled): bounds the bytes held for the writer. */
+const WRITER_BUFFERS = 4;
+/** Batches queued at the writer from which a partial one is not worth a message. */
+const WRITER_QUEUE = 2;
+
+class ThreadWriter implements LayerWriter {
+  private readonly worker: Worker;
+  private readonly free: ArrayBuffer[] = [];
+  private allocated = 0;
+  private buffer: Uint8Array | undefined;
+  private used = 0;
+  private ops: WriterOp[] = [];
+  private flushScheduled = false;
+  /** Set once the writer failed (or exited): every later call rejects with it. */
+  private error: Error | undefined;
+  private waiting: { resolve: () => void; reject: (err: Error) => void } | undefined;
+  private settled: { resolve: () => void; reject: (err: Error) => void } | undefined;
+  private usage: Usage | undefined;
+  private readonly exited: Promise<void>;
+
+  constructor(script: URL, layout: SnapshotLayout, private readonly warn: (message: string) => void) {
+    this.worker = new Worker(script, { workerData: { layout } });
+    this.worker.on('message', (msg: FromWriter) => this.onMessage(msg));
+    this.worker.on('error', (err) => this.fail(err));
+    this.exited = new Promise((resolve) => this.worker.once('exit', () => resolve()));
+    this.worker.once('exit', () => this.fail(new Error('layer writer thread exited')));
+  }
+
+  async write(entry: LayerEntry, body: EntryBody): Promise<void> {
+    await this.room();
+    this.push({ entry });
+    for await (const chunk of body) {
+      let bytes = chunk as Uint8Array;
+      while (bytes.length > 0) {
+        if (!this.buffer || this.used === BATCH_BYTES) await this.room();
+        const buffer = this.buffer as Uint8Array;
+        const n = Math.min(bytes.length, BATCH_BYTES - this.used);
+        buffer.set(bytes.subarray(0, n), this.used);
+        this.push({ data: [this.used, this.used + n] });
+        this.used += n;
+        bytes = bytes.subarray(n);
+      }
+    }
+    await this.room();
+    this.push({ end: true });
+  }
+
+  async finish(): Promise<Usage | undefined> {
+    this.flush();
+    await this.settle({ type: 'finish' });
+    await this.worker.terminate();
+    return this.usage;
+  }
+
+  async abort(): Promise<void> {
+    this.buffer = undefined;
+    this.ops = [];
+    if (!this.error) await this.settle({ type: 'abort' }).catch(() => undefined);
+    await this.worker.terminate();
+    await this.exited;
+  }
+
+  /** Sends `msg` and waits for the writer's last word (finished, aborted, or failed). */
+  private settle(msg: ToWriter): Promise<void> {
+    if (this.error) return Promise.reject(this.error);
+    return new Promise((resolve, reject) => {
+      this.settled = { resolve, reject };
+      this.worker.postMessage(msg);
+    });
+  }
+
+  /** A batch with room for an entry or a byte: the current one, else a new one once a buffer is free. */
+  private async room(): Promise<void> {
+    if (this.error) throw this.error;
+    if (this.buffer && this.used < BATCH_BYTES && this.ops.length < BATCH_OPS) return;
+    this.flush();
+    while (this.free.length === 0 && this.allocated >= WRITER_BUFFERS) {
+      await new Promise<void>((resolve, reject) => (this.waiting = { resolve, reject }));
+    }
+    if (this.free.length === 0) this.allocated++;
+    this.buffer = new Uint8Array(this.free.pop() ?? new ArrayBuffer(BATCH_BYTES));
+    this.used = 0;
+  }
+
+  private push(op: WriterOp): void {
+    this.ops.push(op);
+    this.flushSoon();
+  }
+
+  /**
+   * Sends a partial batch once this turn of the event loop is over, when the writer may run out
+   * of work meanwhile: it gets what the last chunk of input held without waiting for a full
+   * batch. While it has WRITER_QUEUE batches to write, batches fill up instead (fewer, larger
+   * messages; each is a wake-up of both threads); a buffer given back reconsiders.
+   */
+  private flushSoon(): void {
+    if (this.flushScheduled || this.ops.length === 0 || this.sentBatches() >= WRITER_QUEUE) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      if (this.sentBatches() < WRITER_QUEUE) this.flush();
+    });
+  }
+
+  /** Batches the writer has and has not given back. */
+  private sentBatches(): number {
+    return this.allocated - this.free.length - (this.buffer ? 1 : 0);
+  }
+
+  private flush(): void {
+    if (!this.buffer || this.ops.length === 0 || this.error) return;
+    const buffer = this.buffer.buffer as ArrayBuffer;
+    this.worker.postMessage({ type: 'batch', buffer, ops: this.ops } satisfies ToWriter, [buffer]);
+    this.buffer = undefined;
+    this.ops = [];
+  }
+
+  private onMessage(msg: FromWriter): void {
+    switch (msg.type) {
+      case 'ack':
+        this.free.push(msg.buffer);
+        this.waiting?.resolve();
+        this.waiting = undefined;
+        this.flushSoon();
+        return;
+      case 'warn':
+        this.warn(msg.message);
+        return;
+      case 'mknod':
+        mknod(msg.path, msg.kind, msg.major, msg.minor).then(
+          () => this.worker.postMessage({ type: 'mknod-done', id: msg.id } satisfies ToWriter),
+          (err: unknown) => this.worker.postMessage({ type: 'mknod-done', id: msg.id, error: toWire(err) } satisfies ToWriter),
+        );
+        return;
+      case 'finished':
+        this.usage = msg.usage;
+        this.settled?.resolve();
+        this.settled = undefined;
+        return;
+      case 'aborted':
+        this.settled?.resolve();
+        this.settled = undefined;
+        return;
+      case 'failed':
+        this.fail(fromWire(msg.error));
+    }
+  }
+
+  private fail(err: Error): void {
+    this.error ??= err;
+    this.waiting?.reject(this.error);
+    this.settled?.reject(this.error);
+    this.waiting = undefined;
+    this.settled = undefined;
+  }
+}
