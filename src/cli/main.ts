@@ -14,6 +14,7 @@ import { parseAddHost, parseShmSize, parseUlimit } from '../client/run-settings.
 import { parseBuildContext, unsupportedContext, type BuildContextSource } from '../client/context-sources.js';
 import { causes, exitCodeOf, UsageError } from './exit-codes.js';
 import { createRenderer, formatForecast, formatWarning, PROGRESS_MODES, type ProgressMode, type Renderer } from './progress.js';
+import { compactOldGeneration, smallYoungGeneration } from './heap.js';
 
 const USAGE = `Usage: builder [--debug] build [OPTIONS] PATH
        builder pull [OPTIONS] NAME
@@ -118,14 +119,14 @@ export async function main(args: string[]): Promise<number> {
   }
   if (command === 'login' || command === 'logout') return (await import('./login.js')).runLoginCommand(command, rest);
   if (command === 'pull') return runPull(rest);
-  if (command === 'run') return (await import('./run.js')).runRunCommand(rest);
+  if (command === 'run') return (await loaded(import('./run.js'))).runRunCommand(rest);
   if (command === 'ps') return (await import('./run.js')).runPsCommand(rest);
   if (command === 'rm') return (await import('./run.js')).runRmCommand(rest);
   if (command === 'doctor') return (await import('./doctor.js')).runDoctorCommand(rest);
   if (command === 'du') return (await import('./store.js')).runDuCommand(rest);
   if (command === 'prune') return (await import('./store.js')).runPruneCommand(rest);
   if (command !== 'build') {
-    const images = await import('./images.js');
+    const images = await loaded(import('./images.js'));
     if (images.IMAGE_COMMANDS.has(command)) return interruptible(command, undefined, (signal) => images.runImageCommand(command, rest, signal));
     throw new UsageError(`unknown command "${command}" (try: builder build --help)`);
   }
@@ -153,8 +154,8 @@ export async function main(args: string[]): Promise<number> {
   }
   const renderer = createRenderer(progress, process.stderr, 'Building');
   return interruptible('build', renderer, async (signal) => {
-    const { build } = await import('../client/build.js');
-    const result = await build({ ...buildOpts, onProgress: renderer.onProgress, signal }).catch((err: unknown) => {
+    const { build } = await loaded(import('../client/build.js'), false);
+    const result = await build({ ...buildOpts, onProgress: onWork(renderer.onProgress), signal }).catch((err: unknown) => {
       renderer.end();
       throw err;
     });
@@ -168,6 +169,29 @@ export async function main(args: string[]): Promise<number> {
     for (const e of result.exported) summary.write(`exported ${e.dest} ${e.digest}\n`);
     summary.write(`${result.manifestDigest}\n`);
   });
+}
+
+/**
+ * A command's modules, loaded: V8's memory settings come after them (see heap.ts). `working`:
+ * the command works at once (a build only once a step runs: see onWork).
+ */
+async function loaded<T>(modules: Promise<T>, working = true): Promise<T> {
+  const loadedModules = await modules;
+  smallYoungGeneration();
+  if (working) compactOldGeneration();
+  return loadedModules;
+}
+
+/** A build's progress listener, also told when the first step starts running (a cached one does not run). */
+function onWork(listener: (event: ProgressEvent) => void): (event: ProgressEvent) => void {
+  let working = false;
+  return (event) => {
+    if (!working && event.type === 'step' && event.status === 'started' && event.id !== 'export') {
+      working = true;
+      compactOldGeneration();
+    }
+    listener(event);
+  };
 }
 
 const PULL_USAGE = `Usage: builder pull [OPTIONS] NAME
@@ -217,7 +241,7 @@ async function runPull(args: string[]): Promise<number> {
   };
   const renderer = createRenderer(progressMode(v.values.progress), process.stderr, 'Pulling');
   return interruptible('pull', renderer, async (signal) => {
-    const { pull } = await import('../client/pull.js');
+    const { pull } = await loaded(import('../client/pull.js'));
     const result = await pull({ ...pullOpts, onProgress: renderer.onProgress, signal }).catch((err: unknown) => {
       renderer.end();
       throw err;

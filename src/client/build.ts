@@ -33,7 +33,7 @@ import type { Descriptor, ImageConfigFile } from '../oci/types.js';
 import { BlobSources } from '../registry/blob-sources.js';
 import { hostPlatform, toPlatform } from '../oci/platform.js';
 import { parseReference } from '../registry/reference.js';
-import { createSnapshotter } from '../snapshotter/index.js';
+import { LazySnapshotter } from './lazy-snapshotter.js';
 import { existingSnapshotter } from './du.js';
 import { bundleRoot, sweepLeftovers } from './sweep.js';
 import { track, type ProgressListener } from '../progress.js';
@@ -209,7 +209,8 @@ async function runBuild(opts: BuildOptions, explainOnly: boolean): Promise<{ res
   const registry = new LazyRegistry(state, { insecureRegistries: opts.insecureRegistries, registryMirrors: opts.registryMirrors, signal: opts.signal });
   let finished = false;
   try {
-    const snapshotter = await createSnapshotter(state.root, opts.snapshotter ?? 'auto');
+    // Opened by the first step that needs snapshots: a fully cached build needs none.
+    const snapshotter = new LazySnapshotter(state.root, opts.snapshotter ?? 'auto');
     const executor = new RuncExecutor({ bundleRoot: bundleRoot(state.root) });
     // One per build: pulls, cache imports and pushes record and read blob sources through it.
     const blobSources = new BlobSources(state.root);

@@ -9,7 +9,7 @@
 // Looked up at BUILDER_CONFIG, else $XDG_CONFIG_HOME/builder/config.json (~/.config/...). Command
 // line flags add to what the file says.
 
-import { readFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { parseSize } from '../util/size.js';
@@ -48,7 +48,8 @@ export async function loadConfig(path?: string, env: NodeJS.ProcessEnv = process
   const explicit = path !== undefined || Boolean(env.BUILDER_CONFIG);
   let text: string;
   try {
-    text = await readFile(file, 'utf8');
+    // Synchronous: one small file read before anything else can start (see input.ts).
+    text = readFileSync(file, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT' && !explicit) return { insecureRegistries: [], registryMirrors: [] };
     throw new ConfigError(file, `cannot read the configuration: ${(err as Error).message}`);

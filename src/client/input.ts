@@ -5,7 +5,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import type { ExtraHost, Platform, Ulimit } from '../definition/index.js';
 import { parseDockerfile, parseDockerignore, type CompileOptions, type Dockerfile, type Entitlement, type ImageResolver } from '../frontend/index.js';
 import { hostPlatform } from '../oci/platform.js';
-import { readRegularFile } from '../util/read-file.js';
+import { readRegularFileSync } from '../util/read-file.js';
 import { runSettings } from './run-settings.js';
 import { unsupportedContext, type BuildContextSource } from './context-sources.js';
 import type { NamedContexts } from './build-contexts.js';
@@ -56,9 +56,13 @@ export async function readBuildInput(contextDir: string, dockerfile?: string, do
  */
 export const MAX_INPUT_FILE_BYTES = 16 * 1024 * 1024;
 
-/** A Dockerfile or `.dockerignore`, as text (see readRegularFile). */
+/**
+ * A Dockerfile or `.dockerignore`, as text (see readRegularFile). Synchronous: two small reads
+ * before anything else can start, where thread-pool trips (and starting its threads, which a
+ * fully cached build otherwise never needs) cost more than the reads.
+ */
 async function readInputFile(path: string): Promise<string> {
-  return (await readRegularFile(path, MAX_INPUT_FILE_BYTES)).toString('utf8');
+  return readRegularFileSync(path, MAX_INPUT_FILE_BYTES).toString('utf8');
 }
 
 /** `<Dockerfile>.dockerignore` beside the Dockerfile wins over the context's `.dockerignore`. */

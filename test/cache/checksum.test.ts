@@ -2,8 +2,8 @@ import { chmod, mkdir, mkdtemp, readdir, rm, symlink, utimes, writeFile } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { writeFileSync } from 'node:fs';
-import { checksumSources, StatCache } from '../../src/cache/checksum.js';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { checkStatCacheFile, checksumSources, StatCache } from '../../src/cache/checksum.js';
 import { dockerignoreFilter, selectSources, walk, type WalkEntry } from '../../src/util/select.js';
 
 let dir: string;
@@ -147,6 +147,27 @@ describe('content checksums of COPY sources', () => {
     expect(await sum(['.'], [], second)).toBe(before);
     await second.save();
     expect(await readdir(cacheDir)).toEqual([file]);
+    expect((await StatCache.load(cacheDir, dir, aMinuteLater)).cached([...walk(dir, 'package.json')][0]!)).toMatch(/^sha256:/);
+    await rm(cacheDir, { recursive: true, force: true });
+  });
+
+  it('replaces a stat cache of the previous version, which builder doctor does not count as damage', async () => {
+    const cacheDir = join(dir, '..', `${dir.split('/').pop()}-stat`);
+    const first = await StatCache.load(cacheDir, dir, aMinuteLater);
+    const before = await sum(['.'], [], first);
+    await first.save();
+    const [file] = await readdir(cacheDir);
+    const path = join(cacheDir, file!);
+    // Version 2's header over this version's columns: no longer read, not damage either.
+    const older = Buffer.concat([Buffer.from('builder stat v2\n'), readFileSync(path).subarray(16)]);
+    writeFileSync(path, older);
+    expect(() => checkStatCacheFile(older)).not.toThrow();
+    expect(() => checkStatCacheFile(Buffer.from('builder stat v9\n'))).toThrow('not a stat cache of this version');
+    const second = await StatCache.load(cacheDir, dir, aMinuteLater);
+    expect(second.cached([...walk(dir, 'package.json')][0]!)).toBeUndefined();
+    expect(await sum(['.'], [], second)).toBe(before);
+    await second.save();
+    expect(readFileSync(path).subarray(0, 16).toString()).toBe('builder stat v3\n');
     expect((await StatCache.load(cacheDir, dir, aMinuteLater)).cached([...walk(dir, 'package.json')][0]!)).toMatch(/^sha256:/);
     await rm(cacheDir, { recursive: true, force: true });
   });

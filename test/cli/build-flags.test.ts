@@ -51,6 +51,20 @@ describe('builder build flags', () => {
     }
   });
 
+  it('--snapshotter other than the state directory\'s fails the first step that needs snapshots, naming both', async () => {
+    const ctx = join(fx.work, 'snapshotter-ctx');
+    const root = join(fx.work, 'snapshotter-root');
+    await mkdir(ctx, { recursive: true });
+    await writeFile(join(ctx, 'hello.txt'), 'hello\n');
+    await writeFile(join(ctx, 'Dockerfile'), 'FROM scratch\nCOPY hello.txt /\n');
+    const made = await runBuilder(['build', '--root', root, '--snapshotter', 'native', '--progress', 'plain', ctx]);
+    expect(made.code, made.stderr).toBe(0);
+    await writeFile(join(ctx, 'hello.txt'), 'changed\n');
+    const r = await runBuilder(['build', '--root', root, '--snapshotter', 'overlayfs', '--progress', 'plain', ctx]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`${root} holds native snapshots; it cannot be opened as overlayfs`);
+  });
+
   it('--dry-run plans a stage replaced by a --build-context directory', async () => {
     const ctx = join(fx.work, 'plan-ctx');
     const deps = join(fx.work, 'plan-deps');

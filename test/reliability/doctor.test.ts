@@ -75,7 +75,7 @@ describe('builder doctor', () => {
     // A context's stat cache cut short after its header and counts.
     const statCache = join(root, 'cache', 'context', `${'0'.repeat(32)}.stat`);
     mkdirSync(dirname(statCache), { recursive: true });
-    writeFileSync(statCache, Buffer.concat([Buffer.from('builder stat v2\n'), Buffer.from([1, 0, 0, 0, 8, 0, 0, 0])]));
+    writeFileSync(statCache, Buffer.concat([Buffer.from('builder stat v3\n'), Buffer.from([1, 0, 0, 0, 8, 0, 0, 0])]));
 
     const report = await doctor({ root });
     expect(report.issues).toEqual(

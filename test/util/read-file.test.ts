@@ -4,9 +4,15 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readRegularFile } from '../../src/util/read-file.js';
+import { readRegularFile, readRegularFileSync } from '../../src/util/read-file.js';
 
-describe('readRegularFile', () => {
+// The synchronous one behaves the same, its errors thrown where the other's reject.
+const readers = [
+  ['readRegularFile', readRegularFile],
+  ['readRegularFileSync', async (path: string, maxBytes: number) => readRegularFileSync(path, maxBytes)],
+] as const;
+
+describe.each(readers)('%s', (_, readRegularFile) => {
   let dir: string;
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'builder-read-'));
