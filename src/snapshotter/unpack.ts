@@ -36,6 +36,9 @@ export async function unpackLayer(sn: LocalSnapshotter, name: string, parent: st
   const key = `extract-${randomBytes(8).toString('hex')}`;
   const { signal } = opts;
   const stop = (): void => void blob.destroy(signal?.reason as Error);
+  // Stopped while the snapshot is prepared, the blob errors before applyLayer reads it: unheard,
+  // that error would end the process (applyLayer, once reading, hears it as well).
+  blob.on('error', () => undefined);
   signal?.addEventListener('abort', stop, { once: true });
   try {
     signal?.throwIfAborted();

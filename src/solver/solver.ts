@@ -1083,7 +1083,13 @@ export class Solver {
     let give!: LayerUnpack['give'];
     let fail!: LayerUnpack['fail'];
     const given = new Promise<{ blob: Readable; stored: Promise<unknown> }>((resolve, reject) => {
-      give = (blob, stored) => resolve({ blob, stored });
+      give = (blob, stored) => {
+        // A download stopped by Ctrl-C errors this stream, maybe before the unpack reads it (it
+        // waits for the layer below and the snapshotter): unheard, that error would end the
+        // process. The unpack, once reading, hears it as well.
+        blob.on('error', () => undefined);
+        resolve({ blob, stored });
+      };
       fail = reject;
     });
     let ready = below === undefined;
