@@ -17,6 +17,7 @@ import {
   racyStatKey,
   rootPrefix,
   sameStatKey,
+  statKeyOf,
   walk,
   type EntryType,
   type FileVersion,
@@ -277,7 +278,7 @@ class KeptEntry implements WalkEntry, FileVersion {
   readonly mtimeMs: number;
   readonly ctimeMs: number;
   readonly nlink: number;
-  private readonly ino: number;
+  readonly ino: number;
   /** The walk's own path for the root entry (the others are `prefix` + `rel`). */
   private readonly root: string | undefined;
 
@@ -309,7 +310,7 @@ class KeptEntry implements WalkEntry, FileVersion {
   }
 
   get statKey(): string {
-    return `${this.size}:${this.mtimeMs}:${this.ctimeMs}:${this.ino}`;
+    return statKeyOf(this);
   }
 
   get version(): FileVersion {

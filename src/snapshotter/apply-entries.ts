@@ -277,8 +277,9 @@ export class Applier {
       if (chown || (st.mode & 0o7777) !== mode) fchmodSync(fd, mode);
       const xattrs = this.xattrsOf(h);
       if (xattrs.length > 0) {
-        writeXattrsSync(join(this.root, rel), xattrs);
-        this.countLater(join(this.root, rel));
+        const abs = join(this.root, rel);
+        writeXattrsSync(abs, xattrs);
+        this.countLater(abs);
       } else {
         this.counter?.count(st);
       }

@@ -151,6 +151,11 @@ export async function copySources(p: CopyParams): Promise<void> {
 /** Writes regular file `dest` as a copy of `src` (whose lstat is `st`) with `owner` and `mode`. */
 export function writeCopiedFile(src: string, st: Stats, dest: string, owner: Owner, mode: number): void {
   copyFileKeepingHoles(src, dest, st);
+  setCopiedAttributes(dest, st, owner, mode);
+}
+
+/** A copied file's owner, mode and times (owner first: chown clears setuid bits). */
+function setCopiedAttributes(dest: string, st: Stats, owner: Owner, mode: number): void {
   chownSync(dest, owner.uid, owner.gid);
   chmodSync(dest, mode);
   utimesSync(dest, st.atime, st.mtime);
@@ -169,9 +174,7 @@ function copyNewFile(src: string, st: Stats, dest: string, owner: Owner, mode: n
     clearForFileSync(dest);
     copyFileKeepingHoles(src, dest, st);
   }
-  chownSync(dest, owner.uid, owner.gid);
-  chmodSync(dest, mode);
-  utimesSync(dest, st.atime, st.mtime);
+  setCopiedAttributes(dest, st, owner, mode);
 }
 
 async function isDirectory(path: string): Promise<boolean> {
