@@ -144,6 +144,16 @@ async function takeOver(lockDir: string, entry: string | undefined, me: string):
   }
 }
 
+/**
+ * Removes the lock `lockDir` when its owner is gone. For a sweep, run by whoever uses the state
+ * directory alone: a lock that nobody takes again (a rebuild naming the same image never writes
+ * the index) would otherwise stay behind its dead owner.
+ */
+export async function removeDeadLock(lockDir: string): Promise<void> {
+  const owner = await lockOwner(lockDir);
+  if (owner && !owner.alive) rmSync(lockDir, { recursive: true, force: true });
+}
+
 /** `NAME.<owner>.<random>`: a lock being prepared; locks are named `lock` or `<something>.lock`. */
 const PREPARED_LOCK = /^(?:[\w-]+\.)?lock\.(\d+\.\d+)\.[0-9a-f]{12}$/;
 

@@ -3,6 +3,7 @@
 
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { removeDeadLock } from '../cache/lock.js';
 import { removeTemporaryFiles } from '../cache/temp-files.js';
 import { RuncExecutor } from '../executor/runc.js';
 import { createSnapshotter, type SnapshotterKind } from '../snapshotter/index.js';
@@ -12,12 +13,13 @@ export function bundleRoot(root: string): string {
   return join(root, 'bundles');
 }
 
-/** Removes leftover containers, mounts, temporary snapshots and files, and stale step claims. */
+/** Removes leftover containers, mounts, temporary snapshots and files, a dead image index lock, and stale step claims. */
 export async function sweepLeftovers(root: string, snapshotter: SnapshotterKind = 'auto'): Promise<void> {
   // Containers first: a leftover container keeps its rootfs mount busy.
   await new RuncExecutor({ bundleRoot: bundleRoot(root) }).sweep();
   await (await createSnapshotter(root, snapshotter)).sweep();
   await removeTemporaryFiles(root);
+  await removeDeadLock(join(root, 'index.lock'));
   // Claims on steps of builds that died (nobody else is running).
   await rm(join(root, 'cache', 'running'), { recursive: true, force: true });
   await mkdir(join(root, 'cache', 'running'), { recursive: true });

@@ -2,7 +2,7 @@
 // damaged and missing content through every record that names it, tell leftovers of a killed
 // build apart from damage, and find nothing once the next build has swept them.
 
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -98,6 +98,11 @@ describe('builder doctor', () => {
     await finished(child);
     // A write cut short between its temporary file and the rename.
     writeFileSync(join(root, 'index.json.0123456789ab.tmp'), '{"schemaVersion":2,');
+    // The image index's lock, as a build killed while naming its image leaves it: a rebuild of the
+    // same image never writes the index, so only the sweep can remove it.
+    const gone = spawnSync('true').pid!;
+    mkdirSync(join(root, 'index.lock'));
+    writeFileSync(join(root, 'index.lock', `${gone}.1`), '');
 
     const r = await runBuilder(['doctor', '--root', root]);
     expect(r.code).toBe(1);
@@ -109,6 +114,7 @@ describe('builder doctor', () => {
     for (const point of mountsUnder(root)) expect(r.stdout).toContain(`leftover: ${point}: still mounted, by a process that is gone`);
     expect(r.stdout).toMatch(/leftover: .*\/metadata\/[0-9a-f]{64}\.json: active snapshot "active-[0-9a-f]+" of a process that is gone/);
     expect(r.stdout).toContain(`leftover: ${join(root, 'index.json.0123456789ab.tmp')}: temporary file of an interrupted write`);
+    expect(r.stdout).toContain(`leftover: ${join(root, 'index.lock')}: image index lock of process ${gone}, which is gone`);
     expect(r.stdout).toMatch(/: \d+ leftovers of builds that did not finish \(the next build removes them\)/);
 
     const next = await runBuilder(['build', '--network', 'none', '--root', root, ctx]);
