@@ -28,7 +28,7 @@ import { pushDocument, pushImage } from '../exporter/push.js';
 import { storeCacheManifest, withInlineCache, writeCacheLayout, type CacheExport } from '../exporter/cache-export.js';
 import { CacheImports, type CacheImport } from '../source/cache-import.js';
 import { compileOptions, readBuildInput, type BuildDefinitionOptions } from './input.js';
-import { compile, DockerfileError, type CompileResult } from '../frontend/index.js';
+import { compile, DockerfileError, rfc3339, type CompileResult } from '../frontend/index.js';
 import type { Descriptor, ImageConfigFile } from '../oci/types.js';
 import { BlobSources } from '../registry/blob-sources.js';
 import { hostPlatform, toPlatform } from '../oci/platform.js';
@@ -182,6 +182,9 @@ export async function explainCache(opts: BuildOptions): Promise<StepForecast[]> 
 }
 
 async function runBuild(opts: BuildOptions, explainOnly: boolean): Promise<{ result?: BuildResult; forecast?: StepForecast[] }> {
+  // The SOURCE_DATE_EPOCH build arg means what the option means (buildx passes the environment's as one).
+  const argEpoch = opts.buildArgs?.SOURCE_DATE_EPOCH;
+  if (opts.sourceDateEpoch === undefined && argEpoch !== undefined && /^\d+$/.test(argEpoch)) opts = { ...opts, sourceDateEpoch: Number(argEpoch) };
   // Whether anything ran that can grow the store (a step, a pull, compression for a push or
   // export): a fully cached build adds at most a config and manifest, and skips the collection.
   let grew = false;
@@ -261,7 +264,7 @@ async function runBuild(opts: BuildOptions, explainOnly: boolean): Promise<{ res
     // The image's layers are needed now (imported cache hits and deferred base pulls), and only those.
     await solver.fetchBlobs(solved.layers);
 
-    const created = new Date(opts.sourceDateEpoch !== undefined ? opts.sourceDateEpoch * 1000 : Date.now()).toISOString();
+    const created = opts.sourceDateEpoch !== undefined ? rfc3339(opts.sourceDateEpoch) : new Date().toISOString();
     const image = await track(emit, { id: 'export', name: 'exporting to image' }, () =>
       assembleImage(state.store, { spec: compiled.image, layers: solved.layers, addedLayer: solved.addedLayer, created, fixed: opts.sourceDateEpoch !== undefined }),
     );

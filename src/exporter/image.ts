@@ -111,5 +111,13 @@ function historyOf(opts: AssembleOptions): HistoryEntry[] {
       h.created = fill ?? opts.created;
     } else if (missingSeen) fill = h.created;
   }
+  // SOURCE_DATE_EPOCH: from the first entry that is not the base image's own as it came (a new
+  // one, or one whose time was filled in here), no time is later than the epoch, as BuildKit
+  // clamps: a base entry without a time would otherwise take this state directory's.
+  if (opts.fixed) {
+    const firstOwn = opts.spec.history.findIndex((e) => e.vertex !== undefined || e.created === undefined);
+    const epoch = Date.parse(opts.created);
+    if (firstOwn >= 0) for (const h of history.slice(firstOwn)) if (!(Date.parse(h.created!) <= epoch)) h.created = opts.created;
+  }
   return history;
 }

@@ -108,7 +108,8 @@ const PLATFORM_ARGS = [
 /** Build args that mean something without an ARG instruction. */
 const BUILTIN_ARGS = new Set([...PLATFORM_ARGS, ...PROXY_ARGS, 'SOURCE_DATE_EPOCH', CACHE_NAMESPACE_ARG]);
 
-function rfc3339(epochSeconds: number): string {
+/** RFC 3339 as BuildKit writes a time of whole seconds (Go's encoding: no fraction). */
+export function rfc3339(epochSeconds: number): string {
   return new Date(epochSeconds * 1000).toISOString().replace(/\.000Z$/, 'Z');
 }
 

@@ -84,4 +84,28 @@ describe('assembleImage: times', () => {
     const later = await assembleImage(store, { ...opts, created: '2027-01-01T00:00:00.000Z' });
     expect(later.configDescriptor.digest).toBe(first.configDescriptor.digest);
   });
+
+  it('SOURCE_DATE_EPOCH: no time after the epoch from the first entry that is not the base image as it came', async () => {
+    const stored = await store.putBytes('another base layer');
+    const base: LayerRecord = { diffID: stored.digest, ...stored, mediaType: 'application/vnd.oci.image.layer.v1.tar' };
+    const EPOCH = '2025-01-01T00:00:00Z';
+    const LATER = '2025-06-01T00:00:00Z';
+    // Two base layers: the first with a time after the epoch (kept: the base's own entry), the
+    // second without one (this state directory's time, clamped), then a metadata entry of the base
+    // with a time before the epoch (kept) and the Dockerfile's own entries (at the epoch).
+    const partlyTimed = spec([
+      { created: LATER, created_by: 'base layer 1' },
+      { created_by: 'base layer 2' },
+      { created: BASE, created_by: 'base CMD', empty_layer: true },
+      { created: EPOCH, created_by: 'COPY a /a', vertex: vertex(2) },
+      { created: EPOCH, created_by: 'CMD ["a"]', vertex: vertex(4) },
+    ] as ImageSpec['history']);
+    const opts = { spec: partlyTimed, layers: [layer(0, LATER), base, layer(1, T1)], addedLayer: new Set([vertex(2)]), created: EPOCH, fixed: true };
+    const fixed = await assembleImage(store, opts);
+    expect(fixed.config.history!.map((h) => h.created)).toEqual([LATER, EPOCH, BASE, EPOCH, EPOCH]);
+    expect(fixed.config.created).toBe(EPOCH);
+    // Without the epoch, the second base entry keeps the time its layer was stored here.
+    const loose = await assembleImage(store, { ...opts, created: BUILD, fixed: false });
+    expect(loose.config.history![1]!.created).toBe((await stat(store.path(stored.digest))).mtime.toISOString());
+  });
 });
