@@ -30,7 +30,7 @@ await build({
   banner: { js: "const __builderScriptUrl = require('node:url').pathToFileURL(__filename).href;" },
   minifyWhitespace: true,
   sourcemap: true,
-  plugins: [lazyBuiltins(['child_process', 'net', 'tty', 'worker_threads', 'zlib'])],
+  plugins: [lazyBuiltins(['child_process', 'module', 'net', 'tty', 'worker_threads', 'zlib'])],
   logLevel: 'warning',
 });
 asciiOnly(SCRIPT);
@@ -41,7 +41,8 @@ train();
  * Node's built-in modules `names`, each loaded when one of its exports is first used, not when a
  * module importing it is evaluated. A fully cached build evaluates the executor, the snapshotter
  * and the layer code without running any of it; loading child_process (and with it net and
- * dgram), tty, worker_threads and zlib for them was a good part of its start-up. The bundle reads
+ * dgram), tty, worker_threads, zlib and module (and with it the ESM loader) for them was a good
+ * part of its start-up. The bundle reads
  * an import's exports at each use (`(0, mod.spawn)(...)`), so getters on the module's exports
  * load it then; their names are this Node's, the one that builds the bundle and its code cache.
  */
