@@ -6,6 +6,7 @@
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { builtinModules } from 'node:module';
 import { join } from 'node:path';
 import { build } from 'esbuild';
 
@@ -29,11 +30,41 @@ await build({
   banner: { js: "const __builderScriptUrl = require('node:url').pathToFileURL(__filename).href;" },
   minifyWhitespace: true,
   sourcemap: true,
+  plugins: [lazyBuiltins(['child_process', 'module', 'net', 'tty', 'worker_threads', 'zlib'])],
   logLevel: 'warning',
 });
 asciiOnly(SCRIPT);
 copyFileSync('scripts/cli-start.cjs', join(OUT, 'start.cjs'));
 train();
+
+/**
+ * Node's built-in modules `names`, each loaded when one of its exports is first used, not when a
+ * module importing it is evaluated. A fully cached build evaluates the executor, the snapshotter
+ * and the layer code without running any of it; loading child_process (and with it net and
+ * dgram), tty, worker_threads, zlib and module (and with it the ESM loader) for them was a good
+ * part of its start-up. The bundle reads
+ * an import's exports at each use (`(0, mod.spawn)(...)`), so getters on the module's exports
+ * load it then; their names are this Node's, the one that builds the bundle and its code cache.
+ */
+function lazyBuiltins(names) {
+  const filter = new RegExp(`^(node:)?(${names.join('|')})$`);
+  return {
+    name: 'lazy-builtins',
+    setup(b) {
+      b.onResolve({ filter }, (args) => ({ path: args.path.replace(/^node:/, ''), namespace: 'lazy-builtin' }));
+      b.onLoad({ filter: /.*/, namespace: 'lazy-builtin' }, async (args) => {
+        if (!builtinModules.includes(args.path)) throw new Error(`${args.path} is not a built-in module`);
+        const exported = Object.keys(await import(`node:${args.path}`)).filter((name) => name !== 'default');
+        const contents = [
+          `let loaded;`,
+          `const load = () => (loaded ??= process.getBuiltinModule(${JSON.stringify(`node:${args.path}`)}));`,
+          `for (const name of ${JSON.stringify(exported)}) Object.defineProperty(exports, name, { enumerable: true, get: () => load()[name] });`,
+        ].join('\n');
+        return { contents, loader: 'js' };
+      });
+    },
+  };
+}
 
 /**
  * Escapes what esbuild leaves outside ASCII (it keeps regular expressions as they are, e.g. /µs/),

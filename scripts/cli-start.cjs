@@ -6,7 +6,9 @@
 // as usual.
 'use strict';
 const { readFileSync, renameSync, statSync, writeFileSync } = require('node:fs');
-const Module = require('node:module');
+// The class of this module: the same as require('node:module'), which would also load the ESM
+// loader and source-map modules that a bundled CommonJS script never uses.
+const Module = module.constructor;
 const { join } = require('node:path');
 const vm = require('node:vm');
 

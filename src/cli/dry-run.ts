@@ -3,6 +3,7 @@
 
 import type { BuildOptions } from '../client/build.js';
 import { formatPlan, plan } from '../client/plan.js';
+import { stderr, stdout } from './output.js';
 import { formatWarning } from './progress.js';
 
 export async function runDryRun(opts: Omit<BuildOptions, 'onProgress' | 'signal'>): Promise<number> {
@@ -23,11 +24,11 @@ export async function runDryRun(opts: Omit<BuildOptions, 'onProgress' | 'signal'
     ...(opts.sourceDateEpoch !== undefined ? { sourceDateEpoch: opts.sourceDateEpoch } : {}),
   });
   for (const w of result.warnings) {
-    process.stderr.write(`${formatWarning(w)}\n`);
+    stderr.write(`${formatWarning(w)}\n`);
   }
   for (const ref of result.unresolved) {
-    process.stderr.write(`NOTE: ${ref} is not in the local store; not pulled (dry run): its steps' digests will differ once it is resolved\n`);
+    stderr.write(`NOTE: ${ref} is not in the local store; not pulled (dry run): its steps' digests will differ once it is resolved\n`);
   }
-  process.stdout.write(formatPlan(result));
+  stdout.write(formatPlan(result));
   return 0;
 }

@@ -15,6 +15,7 @@ import { parseBuildContext, unsupportedContext, type BuildContextSource } from '
 import { causes, exitCodeOf, UsageError } from './exit-codes.js';
 import { createRenderer, formatForecast, formatWarning, PROGRESS_MODES, type ProgressMode, type Renderer } from './progress.js';
 import { compactOldGeneration, smallYoungGeneration } from './heap.js';
+import { stderr, stdout } from './output.js';
 
 const USAGE = `Usage: builder [--debug] build [OPTIONS] PATH
        builder pull [OPTIONS] NAME
@@ -114,8 +115,13 @@ export async function main(args: string[]): Promise<number> {
   }
   const [command, ...rest] = argv;
   if (!command || command === '-h' || command === '--help' || command === 'help') {
-    process.stdout.write(USAGE);
+    stdout.write(USAGE);
     return command ? 0 : 2;
+  }
+  if (command !== 'build' && command !== 'pull') {
+    // These commands' modules write to process.stdout and process.stderr themselves.
+    stdout.handOver();
+    stderr.handOver();
   }
   if (command === 'login' || command === 'logout') return (await import('./login.js')).runLoginCommand(command, rest);
   if (command === 'pull') return runPull(rest);
@@ -132,7 +138,7 @@ export async function main(args: string[]): Promise<number> {
   }
   const opts = parseBuildArgs(rest);
   if (!opts) {
-    process.stdout.write(USAGE);
+    stdout.write(USAGE);
     return 0;
   }
   const { progress, dryRun, explain, quiet, config: configFile, debug: wantsDebug, ...flags } = opts;
@@ -142,17 +148,19 @@ export async function main(args: string[]): Promise<number> {
   if (explain) {
     return interruptible('build', undefined, async (signal) => {
       const { explainCache } = await import('../client/build.js');
-      const onProgress = (e: ProgressEvent) => (progress !== 'quiet' && e.type === 'warning' ? process.stderr.write(`${formatWarning(e)}\n`) : undefined);
-      process.stdout.write(formatForecast(await explainCache({ ...buildOpts, onProgress, signal }), progress));
+      const onProgress = (e: ProgressEvent) => (progress !== 'quiet' && e.type === 'warning' ? stderr.write(`${formatWarning(e)}\n`) : undefined);
+      stdout.write(formatForecast(await explainCache({ ...buildOpts, onProgress, signal }), progress));
     });
   }
   if (dryRun) return (await import('./dry-run.js')).runDryRun(buildOpts);
   // An archive written to stdout owns it: the build's summary goes to stderr then.
   const archiveToStdout = (buildOpts.outputs ?? []).some((o) => 'dest' in o && o.dest === '-');
-  if (archiveToStdout && process.stdout.isTTY) {
-    throw new UsageError('--output dest=- writes a tar archive to stdout, which is a terminal: redirect it or give a file');
+  if (archiveToStdout) {
+    if (stdout.isTTY) throw new UsageError('--output dest=- writes a tar archive to stdout, which is a terminal: redirect it or give a file');
+    // The exporter writes the archive to process.stdout.
+    stdout.handOver();
   }
-  const renderer = createRenderer(progress, process.stderr, 'Building');
+  const renderer = createRenderer(progress, stderr, 'Building');
   return interruptible('build', renderer, async (signal) => {
     const { build } = await loaded(import('../client/build.js'), false);
     const result = await build({ ...buildOpts, onProgress: onWork(renderer.onProgress), signal }).catch((err: unknown) => {
@@ -160,7 +168,7 @@ export async function main(args: string[]): Promise<number> {
       throw err;
     });
     renderer.end({ names: result.tags, digest: result.manifestDigest });
-    const summary = archiveToStdout ? process.stderr : process.stdout;
+    const summary = archiveToStdout ? stderr : stdout;
     if (quiet) {
       summary.write(`${result.configDigest}\n`);
       return;
@@ -227,7 +235,7 @@ const COMMON_OPTIONS = {
 async function runPull(args: string[]): Promise<number> {
   const v = parseOptions(args, COMMON_OPTIONS);
   if (v.values.help) {
-    process.stdout.write(PULL_USAGE);
+    stdout.write(PULL_USAGE);
     return 0;
   }
   debug ||= Boolean(v.values.debug);
@@ -239,7 +247,7 @@ async function runPull(args: string[]): Promise<number> {
     root: v.values.root,
     ...(await registrySettings(v.values.config, flags)),
   };
-  const renderer = createRenderer(progressMode(v.values.progress), process.stderr, 'Pulling');
+  const renderer = createRenderer(progressMode(v.values.progress), stderr, 'Pulling');
   return interruptible('pull', renderer, async (signal) => {
     const { pull } = await loaded(import('../client/pull.js'));
     const result = await pull({ ...pullOpts, onProgress: renderer.onProgress, signal }).catch((err: unknown) => {
@@ -247,7 +255,7 @@ async function runPull(args: string[]): Promise<number> {
       throw err;
     });
     renderer.end({ names: [result.ref.slice(0, result.ref.lastIndexOf('@'))], digest: result.manifestDigest, pulled: true });
-    process.stdout.write(`${result.ref}\n`);
+    stdout.write(`${result.ref}\n`);
   });
 }
 
@@ -271,7 +279,7 @@ async function registrySettings(
  * when there is one, so that a live view does not paint over them.
  */
 async function interruptible(what: string, renderer: Renderer | undefined, work: (signal: AbortSignal) => Promise<void>): Promise<number> {
-  const say = (text: string) => (renderer ? renderer.say(text) : process.stderr.write(text));
+  const say = (text: string) => (renderer ? renderer.say(text) : stderr.write(text));
   const controller = new AbortController();
   let interrupted: NodeJS.Signals | undefined;
   const onSignal = (signal: NodeJS.Signals) => {
@@ -511,26 +519,18 @@ function report(err: unknown): number {
   const e = err as Error & { format?: () => string };
   const tail = ((e.cause ?? e) as { outputTail?: readonly string[] }).outputTail;
   const text = typeof e.format === 'function' ? e.format() : (e?.message ?? String(err));
-  if (tail?.length) process.stderr.write(`------\n${tail.map((l) => ` > ${l}`).join('\n')}\n------\n`);
-  process.stderr.write(`ERROR: ${text}\n`);
+  if (tail?.length) stderr.write(`------\n${tail.map((l) => ` > ${l}`).join('\n')}\n------\n`);
+  stderr.write(`ERROR: ${text}\n`);
   if (debug) {
-    for (const cause of causes(err)) process.stderr.write(`${(cause as Error)?.stack ?? String(cause)}\n`);
+    for (const cause of causes(err)) stderr.write(`${(cause as Error)?.stack ?? String(cause)}\n`);
   }
   return exitCodeOf(err);
 }
 
 main(process.argv.slice(2)).then(exit, (err: unknown) => exit(report(err)));
 
-/** Exits once stdout and stderr are flushed: writes to a pipe are asynchronous, and a reader would lose the last lines. */
+/** Exits once stdout and stderr are flushed: writes through a stream to a pipe are asynchronous, and a reader would lose the last lines. */
 async function exit(code: number): Promise<never> {
-  await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
+  await Promise.all([stdout.flushed(), stderr.flushed()]);
   process.exit(code);
-}
-
-function flushed(stream: NodeJS.WriteStream): Promise<void> {
-  return new Promise((resolve) => {
-    // A reader that went away (EPIPE) has nothing left to wait for.
-    stream.once('error', () => resolve());
-    stream.write('', () => resolve());
-  });
 }

@@ -11,8 +11,13 @@ import { TtyProgress } from './tty-progress.js';
 export const PROGRESS_MODES = ['auto', 'tty', 'plain', 'rawjson', 'json', 'quiet'] as const;
 export type ProgressMode = (typeof PROGRESS_MODES)[number];
 
-/** What a renderer draws progress on: stderr, usually. */
-export type ProgressOutput = NodeJS.WritableStream & { isTTY?: boolean; columns?: number; rows?: number };
+/** What a renderer draws progress on: stderr, usually (a stream, or the direct writer of output.ts). */
+export interface ProgressOutput {
+  write(text: string): unknown;
+  readonly isTTY?: boolean;
+  readonly columns?: number | undefined;
+  readonly rows?: number | undefined;
+}
 
 /** What was made or pulled, for the last lines of the live view. */
 export interface ProgressSummary {
@@ -68,7 +73,7 @@ export function createRenderer(mode: ProgressMode, out: ProgressOutput, title: s
   return { onProgress: plainRenderer(out), say, end };
 }
 
-function plainRenderer(out: NodeJS.WritableStream): ProgressListener {
+function plainRenderer(out: ProgressOutput): ProgressListener {
   const numbers = new Map<string, number>();
   const started = new Map<string, number>();
   /** A step's unfinished last line, per stream: stdout and stderr never share a line. */
@@ -134,7 +139,7 @@ function plainRenderer(out: NodeJS.WritableStream): ProgressListener {
  * `statuses` for download bytes, `logs` (stream 1 stdout, 2 stderr, data in base64) and
  * `warnings`. A step named by something other than a digest (`export`) gets the digest of its id.
  */
-function rawJsonRenderer(out: NodeJS.WritableStream): ProgressListener {
+function rawJsonRenderer(out: ProgressOutput): ProgressListener {
   const startedAt = new Map<string, string>();
   const line = (status: object) => void out.write(`${JSON.stringify(status)}\n`);
   const b64 = (text: string) => Buffer.from(text).toString('base64');

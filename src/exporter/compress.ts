@@ -146,7 +146,9 @@ export async function* parallelGzip(source: AsyncIterable<Buffer>, opts: { block
   }
 }
 
-const gzipAsync = promisify(gzip) as (buf: Buffer) => Promise<Buffer>;
+/** zlib's gzip as a promise, made at the first call: the CLI bundle loads zlib only when it is used. */
+let gzipPromise: ((buf: Buffer) => Promise<Buffer>) | undefined;
+const gzipAsync = (buf: Buffer): Promise<Buffer> => (gzipPromise ??= promisify(gzip) as (buf: Buffer) => Promise<Buffer>)(buf);
 
 /** zstd through the `zstd` command (Node 20 has none); multi-threaded output is deterministic. */
 function zstdCompressor(): Duplex {
