@@ -26,6 +26,7 @@ import {
   isOpaqueDirSync,
   isOverlayWhiteout,
   lstatOrUndefinedSync,
+  readUpperDirXattrsSync,
   readXattrsSync,
   UsageCounter,
   childPath,
@@ -262,14 +263,13 @@ function* upperChanges(
       yield { kind: 'entry', rel: r, path: it.path, st: it.st, xattrs: undefined };
       continue;
     }
-    const xattrs = readXattrsSync(it.path, it.st);
-    const entry: Change = { kind: 'entry', rel: r, path: it.path, st: it.st, xattrs };
     if (!it.st.isDirectory()) {
       if (unflushed(pending)) yield* flush(pending);
-      yield entry;
+      yield { kind: 'entry', rel: r, path: it.path, st: it.st, xattrs: readXattrsSync(it.path, it.st) };
       continue;
     }
-    const opaque = isOpaqueDirSync(it.path);
+    const { xattrs, opaque } = readUpperDirXattrsSync(it.path);
+    const entry: Change = { kind: 'entry', rel: r, path: it.path, st: it.st, xattrs };
     const below = opaque ? { base: undefined, dirs: [] } : lowerDirs(lowers, it.name);
     const copiedUp =
       below.base !== undefined &&
@@ -446,7 +446,9 @@ function joinRel(rel: string, name: string): string {
  */
 function tarEntryMaker(epoch: number | undefined): (c: Change) => TarEntry | undefined {
   const clamp = (t: number): number => (epoch !== undefined && t > epoch ? epoch : t);
-  const firstNameOfInode = new Map<string, string>();
+  // By device, then inode number: every file an incremental COPY linked has a second name (in the
+  // earlier snapshot), and a key string for each was thousands of allocations per layer.
+  const firstNameOfInode = new Map<number, Map<number, string>>();
   return (c) => {
     if (c.kind === 'whiteout') return { name: c.rel, type: 'file', mode: 0, uid: 0, gid: 0, mtime: epoch ?? 0, size: 0 };
     const { st } = c;
@@ -455,11 +457,12 @@ function tarEntryMaker(epoch: number | undefined): (c: Change) => TarEntry | und
     if (st.isDirectory()) return { ...base, type: 'dir', xattrs };
     if (st.isFile()) {
       if (st.nlink > 1) {
-        const inode = `${st.dev}:${st.ino}`;
+        let onDevice = firstNameOfInode.get(st.dev);
+        if (!onDevice) firstNameOfInode.set(st.dev, (onDevice = new Map()));
         // A change made again from a fresh lstat (see writeLayer) must not become a link to itself.
-        const first = firstNameOfInode.get(inode);
+        const first = onDevice.get(st.ino);
         if (first !== undefined && first !== c.rel) return { ...base, type: 'link', linkname: first };
-        firstNameOfInode.set(inode, c.rel);
+        onDevice.set(st.ino, c.rel);
       }
       // Spelt out, not spread from `base`: the common case, made once per file of a layer.
       return { name: c.rel, type: 'file', mode: base.mode, uid: base.uid, gid: base.gid, mtime: base.mtime, size: st.size, source: c.path, xattrs };

@@ -81,13 +81,34 @@ export function lstatOrUndefinedSync(path: string): Stats | undefined {
  */
 export function readXattrsSync(path: string, st: Stats | BigIntStats): Array<[string, Buffer]> {
   if (st.isSymbolicLink()) return [];
-  let names: string[];
+  return xattrsNamed(path, listXattrsSync(path));
+}
+
+/**
+ * readXattrsSync of a directory in an overlay upper dir, and whether overlayfs made it opaque
+ * (isOpaqueDirSync), from the one listing: most directories have no xattrs at all, and asking
+ * for the opaque mark of each failed with an error to catch.
+ */
+export function readUpperDirXattrsSync(path: string): { xattrs: Array<[string, Buffer]>; opaque: boolean } {
+  const names = listXattrsSync(path);
+  // A trusted.* name is listed whenever it can be read: both need CAP_SYS_ADMIN.
+  const opaque = names.includes(OVERLAY_OPAQUE_XATTR) && isOpaqueDirSync(path);
+  return { xattrs: xattrsNamed(path, names), opaque };
+}
+
+/** The names of `path`'s xattrs; none where the filesystem has no xattrs. */
+function listXattrsSync(path: string): string[] {
   try {
-    names = listAttributesSync(path);
+    return listAttributesSync(path);
   } catch (err) {
     if (errno(err) === 'ENOTSUP' || errno(err) === 'EOPNOTSUPP') return [];
     throw err;
   }
+}
+
+/** The values of the xattrs `names` of `path`, sorted by name, overlayfs' own left out. */
+function xattrsNamed(path: string, names: string[]): Array<[string, Buffer]> {
+  if (names.length === 0) return [];
   const out: Array<[string, Buffer]> = [];
   for (const n of names.filter((x) => !x.startsWith(OVERLAY_XATTR_PREFIX)).sort()) {
     try {

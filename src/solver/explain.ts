@@ -48,31 +48,83 @@ export class FileList {
   }
 
   private summarise(): Pick<KeyIngredients, 'files' | 'summarised'> {
-    // A path read twice (two sources naming one file) counts once, as last read.
-    const entries = new Map<string, [string, string]>();
-    this.rels.forEach((rel, i) => {
-      const content = this.contents[i]!;
-      entries.set(rel, [this.kinds[i]!, content.startsWith('sha256:') ? content.slice(0, 'sha256:'.length + 16) : content]);
-    });
-    if (entries.size === 0) return {};
-    const sorted = [...entries].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    if (sorted.length <= MAX_LISTED_FILES) return { files: Object.fromEntries(sorted) };
+    const { rels, kinds, contents } = ascendingOnce(this.rels, this.kinds, this.contents);
+    const n = rels.length;
+    if (n === 0) return {};
+    const short = (content: string): string => (content.startsWith('sha256:') ? content.slice(0, 'sha256:'.length + 16) : content);
+    if (n <= MAX_LISTED_FILES) {
+      const files: Record<string, [string, string]> = {};
+      for (let i = 0; i < n; i++) files[rels[i]!] = [kinds[i]!, short(contents[i]!)];
+      return { files };
+    }
     let depth = 0;
-    while (new Set(sorted.map(([rel]) => cut(rel, depth + 1))).size <= MAX_LISTED_FILES) depth++;
-    const groups = new Map<string, ReturnType<typeof createHash> | [string, string]>();
-    for (const [rel, entry] of sorted) {
-      const key = depth === 0 ? EVERYTHING : cut(rel, depth);
-      if (key === rel) groups.set(key, entry);
-      else {
-        let hash = groups.get(key);
-        if (!hash || Array.isArray(hash)) groups.set(key, (hash = createHash('sha256')));
-        hash.update(`${rel}\0${entry[0]}\0${entry[1]}\n`);
+    while (groupCount(rels, depth + 1) <= MAX_LISTED_FILES) depth++;
+    const files: Record<string, [string, string]> = {};
+    // Sorted paths keep each cut directory's entries together (see groupCount): one hash at a
+    // time, fed in large pieces.
+    let dir: string | undefined = depth === 0 ? EVERYTHING : undefined;
+    let hash: ReturnType<typeof createHash> | undefined;
+    let pending = '';
+    const close = (): void => {
+      if (dir !== undefined && hash) files[dir] = ['summary', `sha256:${hash.update(pending).digest('hex').slice(0, 16)}`];
+      hash = undefined;
+      pending = '';
+    };
+    for (let i = 0; i < n; i++) {
+      const rel = rels[i]!;
+      if (depth > 0 && !(dir !== undefined && rel.startsWith(dir))) {
+        close();
+        const at = cut(rel, depth);
+        if (at === rel) {
+          files[rel] = [kinds[i]!, short(contents[i]!)];
+          dir = undefined;
+          continue;
+        }
+        dir = at;
+      }
+      hash ??= createHash('sha256');
+      pending += `${rel}\0${kinds[i]!}\0${short(contents[i]!)}\n`;
+      if (pending.length > 65536) {
+        hash.update(pending);
+        pending = '';
       }
     }
-    const files: Record<string, [string, string]> = {};
-    for (const [key, value] of groups) files[key] = Array.isArray(value) ? value : ['summary', `sha256:${value.digest('hex').slice(0, 16)}`];
+    close();
     return { files, summarised: true };
   }
+}
+
+/**
+ * The entries sorted by path (UTF-16 order), a path added twice counting once, as last added.
+ * The walk adds a single source's paths in that order already, each once: then they are taken
+ * as they are, without a map or a sort.
+ */
+function ascendingOnce(rels: string[], kinds: string[], contents: string[]): { rels: string[]; kinds: string[]; contents: string[] } {
+  let ascending = true;
+  for (let i = 1; i < rels.length && ascending; i++) ascending = rels[i - 1]! < rels[i]!;
+  if (ascending) return { rels, kinds, contents };
+  const last = new Map<string, number>();
+  rels.forEach((rel, i) => last.set(rel, i));
+  const order = [...last].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, i]) => i);
+  return { rels: order.map((i) => rels[i]!), kinds: order.map((i) => kinds[i]!), contents: order.map((i) => contents[i]!) };
+}
+
+/**
+ * How many distinct `cut(rel, depth)` the sorted `rels` give, counted up to one past
+ * MAX_LISTED_FILES. Paths with a common prefix are neighbours once sorted, so a group starts
+ * where a path does not start with the previous group's directory.
+ */
+function groupCount(rels: readonly string[], depth: number): number {
+  let count = 0;
+  let dir: string | undefined;
+  for (const rel of rels) {
+    if (dir !== undefined && rel.startsWith(dir)) continue;
+    count++;
+    if (count > MAX_LISTED_FILES) break;
+    const at = cut(rel, depth);
+    dir = at === rel ? undefined : at;
+  }
+  return count;
 }
 
 /** `rel` cut to its first `depth` (at least 1) components: `a/b/` for `a/b/c.js` at depth 2, itself when shorter. */
