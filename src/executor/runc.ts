@@ -630,14 +630,18 @@ class MountStubs {
     return new MountStubs(rootfs, [...missing].sort((a, b) => b.length - a.length));
   }
 
-  /** Removes the stubs, deepest first; those of one depth (/proc, /dev, /sys…) together. */
+  /**
+   * Removes the stubs, all at once but each after its own stubbed children: /etc/hosts need not
+   * wait for /proc, so removing a typical set takes one round of rmdirs and unlinks, not one per depth.
+   */
   async cleanup(): Promise<void> {
-    const byDepth = new Map<number, string[]>();
+    const removals = new Map<string, Promise<void>>();
+    // Deepest first (a child's path is longer than its parent's): children are scheduled before their parent.
     for (const path of this.created) {
-      const depth = path.split('/').length;
-      byDepth.set(depth, [...(byDepth.get(depth) ?? []), path]);
+      const children = [...removals].filter(([child]) => dirname(child) === path).map(([, removal]) => removal);
+      removals.set(path, children.length > 0 ? Promise.all(children).then(() => this.remove(path)) : this.remove(path));
     }
-    for (const depth of [...byDepth.keys()].sort((a, b) => b - a)) await Promise.all(byDepth.get(depth)!.map((path) => this.remove(path)));
+    await Promise.all(removals.values());
   }
 
   private async remove(path: string): Promise<void> {
