@@ -9,7 +9,7 @@
 
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { accessSync, constants as fsc, lstatSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { accessSync, constants as fsc, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { readFile, readdir, rmdir, unlink } from 'node:fs/promises';
 import { constants as osc, tmpdir } from 'node:os';
 import { dirname, join, posix, resolve } from 'node:path';
@@ -23,7 +23,6 @@ import { resolveComponents, resolveInRootSync } from '../util/scoped-path.js';
 import { hasSecrets, mountMemoryBundle, prepareMounts, type PreparedMounts } from './mounts.js';
 import { buildSpec, capabilitiesInMask, hostsFile, resolvConf, withDefaultEnv } from './spec.js';
 import { resolveUser } from './user.js';
-import { pathExists } from '../util/path-exists.js';
 
 export interface RunSpec {
   /** The container's root filesystem: a mounted snapshot (written to by the step). */
@@ -209,8 +208,14 @@ export class RuncExecutor {
     } finally {
       await this.deleteContainer(id, aborted);
       await prepared?.close();
-      // Independent: removing directories is slow on some filesystems, the thread pool overlaps them.
-      await Promise.all([stubs.cleanup(), removeBundle(bundle, inMemory)]);
+      // The stubs' rmdirs (slow on overlayfs) go to the thread pool, together; meanwhile this
+      // thread unlinks the bundle's few small files, which costs less than the round trips would.
+      const stubsRemoved = stubs.cleanup();
+      try {
+        await removeBundle(bundle, inMemory);
+      } finally {
+        await stubsRemoved;
+      }
     }
   }
 
@@ -406,7 +411,8 @@ export class RuncExecutor {
   /** `runc run` removes its container when it exits normally; make sure of it otherwise. */
   private async deleteContainer(id: string, force: boolean): Promise<void> {
     const stateDir = join(this.stateRoot ?? DEFAULT_STATE_ROOT, id);
-    const exists = await pathExists(stateDir);
+    // A stat of a tmpfs path: synchronous, as a thread-pool round trip here delays the next step.
+    const exists = existsSync(stateDir);
     if (exists || force) await runCommand(this.runc, [...this.rootArgs(), 'delete', '--force', id]).catch(() => undefined);
   }
 
@@ -574,12 +580,17 @@ async function removeBundle(bundle: string, inMemory: boolean): Promise<void> {
       throw err;
     }
   }
-  // A few flat files (config.json, /etc files, secrets, sockets): unlinked at once, no tree walk.
-  const names = await readdir(bundle).catch(() => undefined);
-  if (names === undefined) return;
+  // A few flat files (config.json, /etc files, secrets, sockets), unlinked synchronously: no tree
+  // walk, and no thread-pool round trip on the path between two steps.
+  let names: string[];
   try {
-    await Promise.all(names.map((name) => unlink(join(bundle, name))));
-    await rmdir(bundle);
+    names = readdirSync(bundle);
+  } catch {
+    return;
+  }
+  try {
+    for (const name of names) unlinkSync(join(bundle, name));
+    rmdirSync(bundle);
   } catch {
     rmSync(bundle, { recursive: true, force: true });
   }
@@ -619,14 +630,18 @@ class MountStubs {
     return new MountStubs(rootfs, [...missing].sort((a, b) => b.length - a.length));
   }
 
-  /** Removes the stubs, deepest first; those of one depth (/proc, /dev, /sys…) together. */
+  /**
+   * Removes the stubs, all at once but each after its own stubbed children: /etc/hosts need not
+   * wait for /proc, so removing a typical set takes one round of rmdirs and unlinks, not one per depth.
+   */
   async cleanup(): Promise<void> {
-    const byDepth = new Map<number, string[]>();
+    const removals = new Map<string, Promise<void>>();
+    // Deepest first (a child's path is longer than its parent's): children are scheduled before their parent.
     for (const path of this.created) {
-      const depth = path.split('/').length;
-      byDepth.set(depth, [...(byDepth.get(depth) ?? []), path]);
+      const children = [...removals].filter(([child]) => dirname(child) === path).map(([, removal]) => removal);
+      removals.set(path, children.length > 0 ? Promise.all(children).then(() => this.remove(path)) : this.remove(path));
     }
-    for (const depth of [...byDepth.keys()].sort((a, b) => b - a)) await Promise.all(byDepth.get(depth)!.map((path) => this.remove(path)));
+    await Promise.all(removals.values());
   }
 
   private async remove(path: string): Promise<void> {
