@@ -229,16 +229,18 @@ class Entry implements WalkEntry {
     readonly rel: string,
     readonly abs: string,
     readonly type: EntryType,
+    /** The lstat numbers (see lstat-numbers.ts), from index `o`. */
     n: ArrayLike<number>,
+    o = 0,
   ) {
-    this.mode = n[MODE]!;
-    this.uid = n[UID]!;
-    this.gid = n[GID]!;
-    this.size = n[SIZE]!;
-    this.mtimeMs = n[MTIME_MS]!;
-    this.ctimeMs = n[CTIME_MS]!;
-    this.nlink = n[NLINK]!;
-    this.ino = n[INO]!;
+    this.mode = n[o + MODE]!;
+    this.uid = n[o + UID]!;
+    this.gid = n[o + GID]!;
+    this.size = n[o + SIZE]!;
+    this.mtimeMs = n[o + MTIME_MS]!;
+    this.ctimeMs = n[o + CTIME_MS]!;
+    this.nlink = n[o + NLINK]!;
+    this.ino = n[o + INO]!;
   }
 
   get stats(): Stats {
@@ -307,7 +309,7 @@ export class KeptWalk implements Iterable<WalkEntry> {
     for (let i = 0; i < this.rels.length; i++) {
       const rel = this.rels[i]!;
       const abs = rel === '.' ? this.rootAbs! : this.prefix + rel;
-      yield new Entry(rel, abs, TYPE_CODES[this.types[i]!]!, this.numbers.subarray(i * KEPT_FIELDS, (i + 1) * KEPT_FIELDS));
+      yield new Entry(rel, abs, TYPE_CODES[this.types[i]!]!, this.numbers, i * KEPT_FIELDS);
     }
   }
 }
