@@ -9,7 +9,7 @@
 // is remembered across builds only when the file's last change is well before it was read.
 
 import { createHash } from 'node:crypto';
-import { createReadStream, lstatSync, readFileSync, readlinkSync, statSync, type Stats } from 'node:fs';
+import { createReadStream, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Digest } from '../oci/types.js';
@@ -17,10 +17,8 @@ import {
   racyStatKey,
   rootPrefix,
   sameStatKey,
-  statKeyOf,
   walk,
-  type EntryType,
-  type FileVersion,
+  KeptWalk,
   type Source,
   type SourceFilter,
   type StatKeyFields,
@@ -80,10 +78,9 @@ export class StatCache {
 
   /** The digest remembered for `entry` (a regular file) when its stat fields still match. */
   cached(entry: WalkEntry): Digest | undefined {
-    const st = entry.stats;
     const h = this.hashed.get(entry.abs);
-    if (h === undefined) return this.stored.digest(entry.abs, st);
-    return sameStatKey(h, st) ? `sha256:${h.hex}` : undefined;
+    if (h === undefined) return this.stored.digest(entry.abs, entry);
+    return sameStatKey(h, entry) ? `sha256:${h.hex}` : undefined;
   }
 
   async fileDigest(entry: WalkEntry): Promise<Digest> {
@@ -92,10 +89,9 @@ export class StatCache {
     const readAt = this.now();
     const hex = await hashFile(entry.abs, entry.size);
     // A file changed while being hashed gets a new ctime: only remember stable reads.
-    const st = entry.stats;
-    if (sameStatKey(statSync(entry.abs), st)) {
-      const racy = racyStatKey(st, readAt);
-      this.hashed.set(entry.abs, { size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, ino: st.ino, hex, ...(racy && { racy }) });
+    if (sameStatKey(statSync(entry.abs), entry)) {
+      const racy = racyStatKey(entry, readAt);
+      this.hashed.set(entry.abs, { size: entry.size, mtimeMs: entry.mtimeMs, ctimeMs: entry.ctimeMs, ino: entry.ino, hex, ...(racy && { racy }) });
       if (!racy) this.dirty = true;
     }
     return `sha256:${hex}`;
@@ -258,64 +254,7 @@ export interface ChecksumOptions extends SourceFilter {
    * Keeps each source's walk, by source path: a copy of the same selection takes its entries
    * from here instead of walking the tree again.
    */
-  keepWalks?: Map<string, WalkEntry[]>;
-}
-
-/**
- * A walk entry kept for later (see ChecksumOptions.keepWalks): the lstat fields that a copy reads
- * of every entry, not the lstat itself. A Stats, with its four Dates, is the largest allocation
- * of a large context's walk, and thousands kept alive cost the garbage collector more than the
- * second walk they save. `stats` is taken again when asked, which a copy does only for what it
- * writes: the lstat of that moment, as a walk of its own would have had.
- */
-class KeptEntry implements WalkEntry, FileVersion {
-  readonly rel: string;
-  readonly type: EntryType;
-  readonly mode: number;
-  readonly uid: number;
-  readonly gid: number;
-  readonly size: number;
-  readonly mtimeMs: number;
-  readonly ctimeMs: number;
-  readonly nlink: number;
-  readonly ino: number;
-  /** The walk's own path for the root entry (the others are `prefix` + `rel`). */
-  private readonly root: string | undefined;
-
-  constructor(
-    e: WalkEntry,
-    /** The walk root with a trailing `/` (see rootPrefix). */
-    private readonly prefix: string,
-  ) {
-    const st = e.stats;
-    this.root = e.rel === '.' ? e.abs : undefined;
-    this.rel = e.rel;
-    this.type = e.type;
-    this.mode = st.mode;
-    this.uid = st.uid;
-    this.gid = st.gid;
-    this.size = st.size;
-    this.mtimeMs = st.mtimeMs;
-    this.ctimeMs = st.ctimeMs;
-    this.nlink = st.nlink;
-    this.ino = st.ino;
-  }
-
-  get abs(): string {
-    return this.root ?? this.prefix + this.rel;
-  }
-
-  get stats(): Stats {
-    return lstatSync(this.abs);
-  }
-
-  get statKey(): string {
-    return statKeyOf(this);
-  }
-
-  get version(): FileVersion {
-    return this;
-  }
+  keepWalks?: Map<string, KeptWalk>;
 }
 
 /** Permission bits in octal, formatted once per value: a context has few distinct modes and many files. */
@@ -342,18 +281,17 @@ export async function checksumSources(root: string, sources: readonly Source[], 
   const prefix = rootPrefix(root);
   for (const source of sources) {
     lines += `source\0${source.name}\0${source.path}\n`;
-    let kept: WalkEntry[] | undefined;
-    if (opts.keepWalks) opts.keepWalks.set(source.path, (kept = []));
+    let kept: KeptWalk | undefined;
+    if (opts.keepWalks) opts.keepWalks.set(source.path, (kept = new KeptWalk(prefix)));
     for (const e of walk(root, source.path, opts)) {
-      kept?.push(new KeptEntry(e, prefix));
+      kept?.add(e);
       let content = '';
       // Awaited only on a miss: a remembered digest costs no trip through the event loop.
       if (e.type === 'file') content = opts.statCache.cached(e) ?? (await opts.statCache.fileDigest(e));
       // Synchronous: microseconds, where a thread-pool round trip per link costs more.
       else if (e.type === 'symlink') content = readlinkSync(e.abs);
-      const st = e.stats;
-      const owner = opts.includeOwners ? `${st.uid}:${st.gid}` : '';
-      const bits = st.mode & 0o7777;
+      const owner = opts.includeOwners ? `${e.uid}:${e.gid}` : '';
+      const bits = e.mode & 0o7777;
       const mode = octal(bits);
       lines += `${e.rel}\0${e.type}\0${mode}\0${owner}\0${content}\n`;
       if (lines.length >= BATCH) {

@@ -17,7 +17,7 @@ import type { Readable } from 'node:stream';
 import { join } from 'node:path';
 import type { CacheIndex, KeyIngredients, LayerRecord } from '../cache/cache-index.js';
 import { checksumSources, type StatCache } from '../cache/checksum.js';
-import { dockerignoreFilter, selectSources, type Source, type SourceFilter, type WalkEntry } from '../util/select.js';
+import { dockerignoreFilter, selectSources, type KeptWalk, type Source, type SourceFilter, type WalkEntry } from '../util/select.js';
 import type { ContentStore } from '../cache/content-store.js';
 import {
   type CopyAction,
@@ -203,7 +203,7 @@ interface Keyed {
   /** The files read, summarised only when a miss is explained or a new key recorded (costly for a large context). */
   files?: FileList;
   /** A file op's walks of its context sources, by source path, for its copy to take (see fileCacheKey). */
-  walks?: Map<string, WalkEntry[]>;
+  walks?: Map<string, KeptWalk>;
 }
 
 /** A step's result as far as its key goes: no layers yet, and (exec, file) what the key was made of. */
@@ -736,7 +736,7 @@ export class Solver {
     return canonicalJson({ dirs: Object.values(this.opts.localDirs).sort(), file: this.opts.dockerfilePath ?? v.meta.file ?? '', position: v.meta.position });
   }
 
-  private async runFile(digest: Digest, v: Vertex, op: FileOp, inputs: SolvedResult[], dest: LayerRecord[], walks?: ReadonlyMap<string, readonly WalkEntry[]>): Promise<LayerRecord[]> {
+  private async runFile(digest: Digest, v: Vertex, op: FileOp, inputs: SolvedResult[], dest: LayerRecord[], walks?: ReadonlyMap<string, Iterable<WalkEntry>>): Promise<LayerRecord[]> {
     // As for RUN: the destination's and the sources' layers are unpacked before the step starts.
     await this.ensureSnapshot(dest);
     for (const action of op.actions) {
@@ -819,7 +819,7 @@ export class Solver {
     const files = new FileList();
     // One copy action: its copy selects what the key walked (the same sources and filter), and
     // can take the walk's entries instead of walking the context again.
-    const walks = op.actions.length === 1 ? new Map<string, WalkEntry[]>() : undefined;
+    const walks = op.actions.length === 1 ? new Map<string, KeptWalk>() : undefined;
     const keyedInputs = [this.keyedInput(v, 0, destKey)];
     for (const action of op.actions) {
       if (action.action !== 'copy') continue;
@@ -862,7 +862,7 @@ export class Solver {
     rootfs: string,
     v: Vertex,
     reuse?: CopyReuse,
-    walks?: ReadonlyMap<string, readonly WalkEntry[]>,
+    walks?: ReadonlyMap<string, Iterable<WalkEntry>>,
   ): Promise<void> {
     const src = inputs[action.sourceInput];
     if (!src) throw new Error(`copy source input ${action.sourceInput} missing`);

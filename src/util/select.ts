@@ -5,8 +5,9 @@
 // of either, nor of Dockerfile syntax.
 
 import dockerignore, { type Ignore } from '@balena/dockerignore';
-import { lstatSync, readdirSync, type Stats } from 'node:fs';
+import { constants, lstatSync, readdirSync, type Stats } from 'node:fs';
 import { join, posix } from 'node:path';
+import { CTIME_MS, GID, INO, lstatNumbers, MODE, MTIME_MS, NLINK, SIZE, UID } from './lstat-numbers.js';
 import { resolveComponents } from './scoped-path.js';
 
 // The package is CommonJS (`module.exports = factory`), which an import's default is, but its
@@ -157,25 +158,24 @@ function errno(err: unknown): string | undefined {
 
 export type EntryType = 'file' | 'dir' | 'symlink' | 'other';
 
-/** One entry of a walk: a path and its lstat (never followed). */
-export interface WalkEntry {
+/** One entry of a walk: a path and its lstat's numbers (never followed). */
+export interface WalkEntry extends FileVersion, StatKeyFields {
   /** Path relative to the walk root, `/`-separated. */
   readonly rel: string;
   readonly abs: string;
   readonly type: EntryType;
   /**
-   * The entry's lstat, taken once by the walk: callers need not stat it again. An entry kept past
-   * its walk (see cache/checksum.ts) takes it anew on each read: read it once, and only for what
-   * `version` and the fields above do not tell.
+   * The entry's whole lstat, taken when first read: the walk itself reads only the numbers below
+   * (a Stats, with its four Dates, costs a large walk more than its system calls). Read it only
+   * for what the fields here do not tell.
    */
   readonly stats: Stats;
   readonly mode: number;
   readonly uid: number;
   readonly gid: number;
-  readonly size: number;
   /** The stat fields that tell a changed file (see sameStatKey), as one string. */
   readonly statKey: string;
-  /** The fields of `stats` that a copy reads of every file; cheaper to keep than the lstat. */
+  /** The fields a copy reads of every file to re-use an earlier copy of it (the entry itself). */
   readonly version: FileVersion;
 }
 
@@ -213,37 +213,104 @@ export function racyStatKey(st: Pick<StatKeyFields, 'ctimeMs'>, readAt: number):
   return st.ctimeMs > readAt - RACY_MS;
 }
 
-// A class with getters: an entry costs one small object, and statKey is formatted only when read.
+// One small object per entry: the numbers a walk reads, the lstat only when asked for.
 class Entry implements WalkEntry {
+  readonly mode: number;
+  readonly uid: number;
+  readonly gid: number;
+  readonly size: number;
+  readonly mtimeMs: number;
+  readonly ctimeMs: number;
+  readonly nlink: number;
+  readonly ino: number;
+  private lstat: Stats | undefined;
+
   constructor(
     readonly rel: string,
     readonly abs: string,
     readonly type: EntryType,
-    readonly stats: Stats,
-  ) {}
-
-  get mode(): number {
-    return this.stats.mode;
+    /** The lstat numbers (see lstat-numbers.ts), from index `o`. */
+    n: ArrayLike<number>,
+    o = 0,
+  ) {
+    this.mode = n[o + MODE]!;
+    this.uid = n[o + UID]!;
+    this.gid = n[o + GID]!;
+    this.size = n[o + SIZE]!;
+    this.mtimeMs = n[o + MTIME_MS]!;
+    this.ctimeMs = n[o + CTIME_MS]!;
+    this.nlink = n[o + NLINK]!;
+    this.ino = n[o + INO]!;
   }
 
-  get uid(): number {
-    return this.stats.uid;
-  }
-
-  get gid(): number {
-    return this.stats.gid;
-  }
-
-  get size(): number {
-    return this.stats.size;
+  get stats(): Stats {
+    return (this.lstat ??= lstatSync(this.abs));
   }
 
   get statKey(): string {
-    return statKeyOf(this.stats);
+    return statKeyOf(this);
   }
 
   get version(): FileVersion {
-    return this.stats;
+    return this;
+  }
+}
+
+const TYPE_CODES: readonly EntryType[] = ['file', 'dir', 'symlink', 'other'];
+const KEPT_FIELDS = INO + 1;
+
+/**
+ * The entries of a walk kept for later (a copy of the same selection takes them instead of
+ * walking again), in columns: thousands of entry objects kept alive cost the garbage collector
+ * more than the second walk they save. Entries are made again, one at a time, when iterated.
+ */
+export class KeptWalk implements Iterable<WalkEntry> {
+  private readonly rels: string[] = [];
+  private types = new Uint8Array(256);
+  private numbers = new Float64Array(256 * KEPT_FIELDS);
+  /** The walk's own path for the root entry (the others are `prefix` + `rel`). */
+  private rootAbs: string | undefined;
+
+  constructor(
+    /** The walk root with a trailing `/` (see rootPrefix). */
+    private readonly prefix: string,
+  ) {}
+
+  get length(): number {
+    return this.rels.length;
+  }
+
+  add(e: WalkEntry): void {
+    const i = this.rels.length;
+    if (i === this.types.length) {
+      const types = new Uint8Array(i * 2);
+      types.set(this.types);
+      this.types = types;
+      const numbers = new Float64Array(i * 2 * KEPT_FIELDS);
+      numbers.set(this.numbers);
+      this.numbers = numbers;
+    }
+    if (e.rel === '.') this.rootAbs = e.abs;
+    this.rels.push(e.rel);
+    this.types[i] = TYPE_CODES.indexOf(e.type);
+    const o = i * KEPT_FIELDS;
+    const n = this.numbers;
+    n[o + MODE] = e.mode;
+    n[o + UID] = e.uid;
+    n[o + GID] = e.gid;
+    n[o + SIZE] = e.size;
+    n[o + MTIME_MS] = e.mtimeMs;
+    n[o + CTIME_MS] = e.ctimeMs;
+    n[o + NLINK] = e.nlink;
+    n[o + INO] = e.ino;
+  }
+
+  *[Symbol.iterator](): Iterator<WalkEntry> {
+    for (let i = 0; i < this.rels.length; i++) {
+      const rel = this.rels[i]!;
+      const abs = rel === '.' ? this.rootAbs! : this.prefix + rel;
+      yield new Entry(rel, abs, TYPE_CODES[this.types[i]!]!, this.numbers, i * KEPT_FIELDS);
+    }
   }
 }
 
@@ -251,6 +318,8 @@ class Entry implements WalkEntry {
 export function rootPrefix(root: string): string {
   return join(root, '/');
 }
+
+const { S_IFMT, S_IFREG, S_IFDIR, S_IFLNK } = constants;
 
 /**
  * Walks `rel` (file or directory) under `root` depth-first in byte order, skipping excluded
@@ -270,10 +339,10 @@ export function* walk(root: string, rel: string, filter: SourceFilter = {}): Gen
     const inherited = decided.pop();
     const abs = current === '.' ? root : prefix + current;
     // Synchronous: one lstat costs microseconds, a thread-pool round trip per file much more.
-    // Not bigint: BigInt fields cost more to make and to format, and float milliseconds tell a
-    // change as well (see sameStatKey).
-    const st = lstatSync(abs);
-    const type: EntryType = st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'other';
+    // Float milliseconds, not bigint: they tell a change as well (see sameStatKey).
+    const st = lstatNumbers(abs);
+    const format = st[MODE]! & S_IFMT;
+    const type: EntryType = format === S_IFREG ? 'file' : format === S_IFDIR ? 'dir' : format === S_IFLNK ? 'symlink' : 'other';
     const excluded = current !== '.' && excludes !== undefined && (inherited ?? excludes(current));
     if (!excluded) yield new Entry(current, abs, type, st);
     if (type !== 'dir' || (excluded && !filter.hasExceptions)) continue;

@@ -1,10 +1,10 @@
-import { chmod, mkdir, mkdtemp, readdir, rm, symlink, utimes, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, readdir, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { checkStatCacheFile, checksumSources, StatCache } from '../../src/cache/checksum.js';
-import { dockerignoreFilter, selectSources, walk, type WalkEntry } from '../../src/util/select.js';
+import { dockerignoreFilter, selectSources, walk, type KeptWalk, type WalkEntry } from '../../src/util/select.js';
 
 let dir: string;
 beforeEach(async () => {
@@ -49,6 +49,16 @@ describe('content checksums of COPY sources', () => {
     expect(await sum(['.'])).not.toBe(withLink);
   });
 
+  it('counts owners only when the copy keeps them, and notices a new owner with the stat cache warm', async () => {
+    const statCache = StatCache.memory();
+    const owned = async () => checksumSources(dir, await selectSources(dir, ['.']), { statCache, includeOwners: true });
+    const before = await owned();
+    const unowned = await sum(['.'], [], statCache);
+    await chown(join(dir, 'src/lib/b.js'), 1234, 5678);
+    expect(await owned()).not.toBe(before);
+    expect(await sum(['.'], [], statCache)).toBe(unowned);
+  });
+
   it('covers only the selected sources', async () => {
     const before = await sum(['package.json']);
     await writeFile(join(dir, 'src/a.js'), 'changed');
@@ -69,7 +79,7 @@ describe('content checksums of COPY sources', () => {
     await chmod(join(dir, 'src/lib/b.js'), 0o751);
     const filter = dockerignoreFilter(['*.log']) ?? {};
     const sources = await selectSources(dir, ['src', 'package.json'], filter);
-    const keepWalks = new Map<string, WalkEntry[]>();
+    const keepWalks = new Map<string, KeptWalk>();
     await checksumSources(dir, sources, { ...filter, statCache: StatCache.memory(), includeOwners: false, keepWalks });
     const fields = (e: WalkEntry) => {
       const { size, mtimeMs, ctimeMs, nlink } = e.version;
@@ -77,9 +87,9 @@ describe('content checksums of COPY sources', () => {
     };
     expect([...keepWalks.keys()]).toEqual(sources.map((s) => s.path));
     for (const source of sources) {
-      expect(keepWalks.get(source.path)!.map(fields)).toEqual([...walk(dir, source.path, filter)].map(fields));
+      expect([...keepWalks.get(source.path)!].map(fields)).toEqual([...walk(dir, source.path, filter)].map(fields));
     }
-    expect(keepWalks.get('src')!.map((e) => e.rel)).toEqual(['src', 'src/a.js', 'src/lib', 'src/lib/b.js', 'src/link']);
+    expect([...keepWalks.get('src')!].map((e) => e.rel)).toEqual(['src', 'src/a.js', 'src/lib', 'src/lib/b.js', 'src/link']);
   });
 
   it('the stat cache survives a reload and still notices a changed file', async () => {

@@ -49,7 +49,7 @@ export interface CopyParams {
    * Walks of sources in `srcRoot` with `filter` made already (the cache key's), by source path:
    * a source found here is copied from these entries and their lstats, not walked again.
    */
-  walks?: ReadonlyMap<string, readonly WalkEntry[]>;
+  walks?: ReadonlyMap<string, Iterable<WalkEntry>>;
 }
 
 export async function copySources(p: CopyParams): Promise<void> {

@@ -31,7 +31,7 @@ export async function copyAction(
     owner: Owner | undefined;
     reuse?: CopyReuse;
     /** The key's walks of these sources in `srcRoot` (see CopyParams.walks). */
-    walks?: ReadonlyMap<string, readonly WalkEntry[]>;
+    walks?: ReadonlyMap<string, Iterable<WalkEntry>>;
   },
 ): Promise<void> {
   const { srcRoot, sources, filter, destRoot, owner, reuse, walks } = p;

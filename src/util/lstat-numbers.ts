@@ -1,0 +1,91 @@
+// An lstat that returns its numbers without a Stats object. Node 20's fs.lstatSync builds a Stats
+// with four eager Dates for every call: for a context walk of thousands of files that object,
+// and the collections it causes, cost about as much as the system calls themselves. A walk reads
+// a handful of numbers per entry, so it reads them straight from the array Node's own lstatSync
+// reads them from, and falls back to fs.lstatSync wherever that array is not what this expects.
+
+import { lstatSync } from 'node:fs';
+
+/** The fields a walk reads, at these indexes of what lstatNumbers returns. */
+export const MODE = 0;
+export const UID = 1;
+export const GID = 2;
+export const SIZE = 3;
+export const MTIME_MS = 4;
+export const CTIME_MS = 5;
+export const NLINK = 6;
+export const INO = 7;
+const FIELDS = 8;
+
+/** What lstatNumbers returns: overwritten by the next call, so read at once. */
+export type LstatNumbers = Readonly<Float64Array>;
+
+const out = new Float64Array(FIELDS);
+
+/** Node's internal fs binding's lstat: fills and returns one shared array, as lstatSync reads it. */
+type BindingLstat = (path: string, bigint: false, req: undefined, throwIfNoEntry: true) => Float64Array;
+
+/**
+ * lstat(2) of `path`: mode, uid, gid, size, mtimeMs, ctimeMs, nlink and ino, equal to what
+ * fs.lstatSync gives (the times by Node's own formula), thrown errors as fs.lstatSync throws them.
+ */
+export function lstatNumbers(path: string): LstatNumbers {
+  if (bindingLstat === null) bindingLstat = checkedBindingLstat();
+  const raw = bindingLstat?.(path, false, undefined, true);
+  if (raw === undefined) {
+    const st = lstatSync(path);
+    out[MODE] = st.mode;
+    out[UID] = st.uid;
+    out[GID] = st.gid;
+    out[SIZE] = st.size;
+    out[MTIME_MS] = st.mtimeMs;
+    out[CTIME_MS] = st.ctimeMs;
+    out[NLINK] = st.nlink;
+    out[INO] = st.ino;
+    return out;
+  }
+  // The binding's layout (node_file.h's FillStatsArray): dev, mode, nlink, uid, gid, rdev,
+  // blksize, ino, size, blocks, then seconds and nanoseconds of atime, mtime, ctime, birthtime.
+  out[MODE] = raw[1]!;
+  out[UID] = raw[3]!;
+  out[GID] = raw[4]!;
+  out[SIZE] = raw[8]!;
+  out[MTIME_MS] = msFromTimeSpec(raw[12]!, raw[13]!);
+  out[CTIME_MS] = msFromTimeSpec(raw[14]!, raw[15]!);
+  out[NLINK] = raw[2]!;
+  out[INO] = raw[7]!;
+  return out;
+}
+
+/** Node's own conversion (lib/internal/fs/utils.js): the same float, so stat keys stay equal. */
+function msFromTimeSpec(sec: number, nsec: number): number {
+  return sec * 1e3 + nsec / 1e6;
+}
+
+/**
+ * The binding's lstat when it is there and gives, for a path whose lstat is known, exactly what
+ * fs.lstatSync gives; otherwise undefined (another Node version, or the permission model, which
+ * the binding would not consult as lstatSync does).
+ */
+function checkedBindingLstat(): BindingLstat | undefined {
+  try {
+    if ((process as { permission?: unknown }).permission !== undefined) return undefined;
+    const binding = (process as unknown as { binding(name: string): { lstat?: unknown } }).binding('fs');
+    if (typeof binding.lstat !== 'function') return undefined;
+    const lstat = binding.lstat.bind(binding) as BindingLstat;
+    const probe = process.execPath;
+    const raw = lstat(probe, false, undefined, true);
+    const st = lstatSync(probe);
+    if (!(raw instanceof Float64Array) || raw.length < 18) return undefined;
+    const same =
+      raw[1] === st.mode && raw[2] === st.nlink && raw[3] === st.uid && raw[4] === st.gid && raw[7] === st.ino && raw[8] === st.size &&
+      msFromTimeSpec(raw[12]!, raw[13]!) === st.mtimeMs && msFromTimeSpec(raw[14]!, raw[15]!) === st.ctimeMs;
+    return same ? lstat : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Checked on first use (null until then): commands that never walk a tree never touch it. */
+let bindingLstat: BindingLstat | undefined | null = null;
+
