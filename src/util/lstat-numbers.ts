@@ -70,6 +70,8 @@ function msFromTimeSpec(sec: number, nsec: number): number {
 function checkedBindingLstat(): BindingLstat | undefined {
   try {
     if ((process as { permission?: unknown }).permission !== undefined) return undefined;
+    // process.binding is deprecated (DEP0111): where Node would print that, do without it.
+    if (process.env.NODE_PENDING_DEPRECATION === '1' || `${process.execArgv.join(' ')} ${process.env.NODE_OPTIONS ?? ''}`.includes('--pending-deprecation')) return undefined;
     const binding = (process as unknown as { binding(name: string): { lstat?: unknown } }).binding('fs');
     if (typeof binding.lstat !== 'function') return undefined;
     const lstat = binding.lstat.bind(binding) as BindingLstat;
