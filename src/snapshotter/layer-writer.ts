@@ -29,17 +29,27 @@ export interface LayerWriter {
   abort(): Promise<void>;
 }
 
-/** The writer thread's script: next to this module once compiled (dist/snapshotter, or reached from dist/cli-bundle). */
-const DEFAULT_SCRIPT = new URL('../snapshotter/apply-worker.js', import.meta.url);
+/**
+ * The writer thread's script: one bundled file beside the CLI bundle (scripts/bundle.mjs makes
+ * it: a thread loads it faster than the modules it is made of), else the compiled module beside
+ * this one (dist/snapshotter); none when running from sources.
+ */
+const SCRIPTS = [new URL('./apply-worker.cjs', import.meta.url), new URL('../snapshotter/apply-worker.js', import.meta.url)];
+let defaultScript: URL | false | undefined;
+
+function defaultWriterScript(): URL | false {
+  defaultScript ??= SCRIPTS.find((url) => existsSync(fileURLToPath(url))) ?? false;
+  return defaultScript;
+}
 
 /**
- * A writer for `layout`: on a thread of its own when `script` (default: the compiled one beside
- * this module) exists, else on this thread (running from sources, or `script: false`).
+ * A writer for `layout`: on a thread of its own (the one held ready, if any) when `script`
+ * (default: the one above) exists, else on this thread (running from sources, or `script: false`).
  */
-export function layerWriter(layout: SnapshotLayout, warn: (message: string) => void, script: URL | false = DEFAULT_SCRIPT): LayerWriter {
-  if (script && existsSync(fileURLToPath(script))) {
+export function layerWriter(layout: SnapshotLayout, warn: (message: string) => void, script: URL | false = defaultWriterScript()): LayerWriter {
+  if (script && (script === defaultScript || existsSync(fileURLToPath(script)))) {
     try {
-      return new ThreadWriter(script, layout, warn);
+      return new ThreadWriter(threads.take(script), script, layout, warn);
     } catch {
       // No thread to be had (a resource limit): this thread writes, as for a small layer.
     }
@@ -55,12 +65,88 @@ export function layerWriter(layout: SnapshotLayout, warn: (message: string) => v
   };
 }
 
+/**
+ * Keeps a writer thread ready while the caller holds it: a pull that will unpack large layers
+ * holds one from its start, so that the thread's start (about 0.1 s of CPU, most of it Node's
+ * own bootstrap) overlaps the download's first requests instead of delaying the layer's first
+ * entries, and a thread that wrote one layer serves the next. Returns the release: once no one
+ * holds it, an idle thread is stopped.
+ */
+export function holdLayerWriter(script: URL | false = defaultWriterScript()): () => void {
+  return script ? threads.hold(script) : () => undefined;
+}
+
+/** Writer threads between layers: at most one waits, and only while someone holds it. */
+class WriterThreads {
+  private holders = 0;
+  private idle: { worker: Worker; script: string } | undefined;
+
+  hold(script: URL): () => void {
+    this.holders++;
+    if (!this.idle) {
+      try {
+        this.keep(this.start(script), script.href);
+      } catch {
+        // No thread to be had now: the layer starts one, or writes on the calling thread.
+      }
+    }
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      if (--this.holders === 0) this.stopIdle();
+    };
+  }
+
+  /** A thread running `script`: the one waiting, else a new one. */
+  take(script: URL): Worker {
+    const idle = this.idle;
+    if (idle?.script === script.href) {
+      this.idle = undefined;
+      idle.worker.off('error', ignore).off('exit', this.forget).ref();
+      return idle.worker;
+    }
+    return this.start(script);
+  }
+
+  /** A thread whose layer is finished: it waits for the next while the thread is held, else it stops. */
+  async giveBack(worker: Worker, script: URL): Promise<void> {
+    if (this.holders > 0 && !this.idle) this.keep(worker, script.href);
+    else await worker.terminate();
+  }
+
+  private start(script: URL): Worker {
+    return new Worker(script);
+  }
+
+  /** An idle thread keeps no process alive, and one that dies meanwhile is forgotten. */
+  private keep(worker: Worker, script: string): void {
+    this.idle = { worker, script };
+    worker.on('error', ignore).once('exit', this.forget).unref();
+  }
+
+  private readonly forget = (): void => {
+    this.idle = undefined;
+  };
+
+  private stopIdle(): void {
+    const idle = this.idle;
+    this.idle = undefined;
+    if (idle) void idle.worker.off('exit', this.forget).terminate();
+  }
+}
+
+function ignore(): void {}
+
+const threads = new WriterThreads();
+
 // --- the protocol with apply-worker.ts --------------------------------------------------------
 
 /** One step of a batch: an entry (its body follows), a piece of body [start, end) of the batch's buffer, or a body's end. */
 export type WriterOp = { entry: LayerEntry } | { data: [number, number] } | { end: true };
 
 export type ToWriter =
+  | { type: 'start'; layout: SnapshotLayout }
   | { type: 'batch'; buffer: ArrayBuffer; ops: WriterOp[] }
   | { type: 'finish' }
   | { type: 'abort' }
@@ -120,7 +206,6 @@ const WRITER_BUFFERS = 4;
 const WRITER_QUEUE = 2;
 
 class ThreadWriter implements LayerWriter {
-  private readonly worker: Worker;
   private readonly free: ArrayBuffer[] = [];
   private allocated = 0;
   private buffer: Uint8Array | undefined;
@@ -132,14 +217,15 @@ class ThreadWriter implements LayerWriter {
   private waiting: { resolve: () => void; reject: (err: Error) => void } | undefined;
   private settled: { resolve: () => void; reject: (err: Error) => void } | undefined;
   private usage: Usage | undefined;
-  private readonly exited: Promise<void>;
 
-  constructor(script: URL, layout: SnapshotLayout, private readonly warn: (message: string) => void) {
-    this.worker = new Worker(script, { workerData: { layout } });
-    this.worker.on('message', (msg: FromWriter) => this.onMessage(msg));
-    this.worker.on('error', (err) => this.fail(err));
-    this.exited = new Promise((resolve) => this.worker.once('exit', () => resolve()));
-    this.worker.once('exit', () => this.fail(new Error('layer writer thread exited')));
+  constructor(
+    private readonly worker: Worker,
+    private readonly script: URL,
+    layout: SnapshotLayout,
+    private readonly warn: (message: string) => void,
+  ) {
+    worker.on('message', this.onMessage).on('error', this.fail).once('exit', this.onExit);
+    worker.postMessage({ type: 'start', layout } satisfies ToWriter);
   }
 
   async write(entry: LayerEntry, body: EntryBody): Promise<void> {
@@ -164,7 +250,9 @@ class ThreadWriter implements LayerWriter {
   async finish(): Promise<Usage | undefined> {
     this.flush();
     await this.settle({ type: 'finish' });
-    await this.worker.terminate();
+    // Its layer is over: the thread may serve the next one (a dead one would have failed the settle).
+    this.worker.off('message', this.onMessage).off('error', this.fail).off('exit', this.onExit);
+    await threads.giveBack(this.worker, this.script);
     return this.usage;
   }
 
@@ -172,8 +260,8 @@ class ThreadWriter implements LayerWriter {
     this.buffer = undefined;
     this.ops = [];
     if (!this.error) await this.settle({ type: 'abort' }).catch(() => undefined);
+    // A thread in an unknown state serves no other layer.
     await this.worker.terminate();
-    await this.exited;
   }
 
   /** Sends `msg` and waits for the writer's last word (finished, aborted, or failed). */
@@ -231,7 +319,9 @@ class ThreadWriter implements LayerWriter {
     this.ops = [];
   }
 
-  private onMessage(msg: FromWriter): void {
+  private readonly onExit = (): void => this.fail(new Error('layer writer thread exited'));
+
+  private readonly onMessage = (msg: FromWriter): void => {
     switch (msg.type) {
       case 'ack':
         this.free.push(msg.buffer);
@@ -260,13 +350,13 @@ class ThreadWriter implements LayerWriter {
       case 'failed':
         this.fail(fromWire(msg.error));
     }
-  }
+  };
 
-  private fail(err: Error): void {
+  private readonly fail = (err: Error): void => {
     this.error ??= err;
     this.waiting?.reject(this.error);
     this.settled?.reject(this.error);
     this.waiting = undefined;
     this.settled = undefined;
-  }
+  };
 }
