@@ -4,7 +4,8 @@
 
 import { parentPort } from 'node:worker_threads';
 import { Applier } from './apply-entries.js';
-import { fromWire, toWire, type FromWriter, type ToWriter, type WriterOp } from './layer-writer.js';
+import { decodeEntries, END_OP, ENTRY_OP, fromWire, toWire, type FromWriter, type ToWriter, type WriterOp } from './layer-writer.js';
+import type { LayerEntry } from './layer-reader.js';
 import type { SnapshotLayout } from './store.js';
 
 const port = parentPort;
@@ -13,10 +14,11 @@ const send = (msg: FromWriter, transfer?: ArrayBuffer[]): void => port.postMessa
 
 class Aborted extends Error {}
 
-/** The layer being written: its batches received and not yet written; `at` is the next op of the first. */
+/** The layer being written: its batches received and not yet written; `at` and `entryAt` are the first's next op and entry. */
 class Layer {
-  readonly batches: Array<{ buffer: ArrayBuffer; bytes: Uint8Array; ops: WriterOp[] }> = [];
+  readonly batches: Array<{ buffer: ArrayBuffer; bytes: Uint8Array; ops: number[]; entries: LayerEntry[] }> = [];
   at = 0;
+  entryAt = 0;
   finishing = false;
   aborted = false;
   private wake: (() => void) | undefined;
@@ -32,12 +34,15 @@ class Layer {
       if (this.aborted) throw new Aborted();
       const batch = this.batches[0];
       if (batch && this.at < batch.ops.length) {
-        return { op: batch.ops[this.at++]!, bytes: batch.bytes };
+        const code = batch.ops[this.at++]!;
+        const op: WriterOp = code === ENTRY_OP ? { entry: batch.entries[this.entryAt++]! } : code === END_OP ? { end: true } : { data: [code, batch.ops[this.at++]!] };
+        return { op, bytes: batch.bytes };
       }
       if (batch) {
         // Everything of this batch is written (a body's piece is written before the next is asked for).
         this.batches.shift();
         this.at = 0;
+        this.entryAt = 0;
         send({ type: 'ack', buffer: batch.buffer }, [batch.buffer]);
         continue;
       }
@@ -97,7 +102,7 @@ port.on('message', (msg: ToWriter) => {
     return;
   }
   if (!current) return;
-  if (msg.type === 'batch') current.batches.push({ buffer: msg.buffer, bytes: new Uint8Array(msg.buffer), ops: msg.ops });
+  if (msg.type === 'batch') current.batches.push({ buffer: msg.buffer, bytes: new Uint8Array(msg.buffer), ops: msg.ops, entries: decodeEntries(msg.entries) });
   else if (msg.type === 'finish') current.finishing = true;
   else if (msg.type === 'abort') current.aborted = true;
   current.notify();

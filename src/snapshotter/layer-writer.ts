@@ -145,9 +145,33 @@ const threads = new WriterThreads();
 /** One step of a batch: an entry (its body follows), a piece of body [start, end) of the batch's buffer, or a body's end. */
 export type WriterOp = { entry: LayerEntry } | { data: [number, number] } | { end: true };
 
+/**
+ * A batch's ops as they cross threads. Cloning thousands of small objects was most of what a
+ * batch's message cost both threads (about 1.5 µs an op), so the ops are numbers and the
+ * entries one JSON text: together about a quarter of that. An op is ENTRY_OP (the batch's next
+ * entry), END_OP (a body's end), or a piece of body: its start, then its end.
+ */
+export const ENTRY_OP = -1;
+export const END_OP = -2;
+
+/** A LayerEntry in JSON: xattr values in base64. */
+type WireEntry = Omit<LayerEntry, 'xattrs'> & { xattrs: Array<[string, string]> };
+
+export function encodeEntries(entries: LayerEntry[]): string {
+  return JSON.stringify(entries.map((e): WireEntry | LayerEntry => (e.xattrs.length === 0 ? e : { ...e, xattrs: e.xattrs.map(([name, value]) => [name, Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('base64')]) })));
+}
+
+export function decodeEntries(text: string): LayerEntry[] {
+  const entries = JSON.parse(text) as Array<WireEntry | LayerEntry>;
+  for (const e of entries) {
+    if (e.xattrs.length > 0) e.xattrs = (e as WireEntry).xattrs.map(([name, value]): [string, Uint8Array] => [name, Buffer.from(value, 'base64')]);
+  }
+  return entries as LayerEntry[];
+}
+
 export type ToWriter =
   | { type: 'start'; layout: SnapshotLayout }
-  | { type: 'batch'; buffer: ArrayBuffer; ops: WriterOp[] }
+  | { type: 'batch'; buffer: ArrayBuffer; ops: number[]; entries: string }
   | { type: 'finish' }
   | { type: 'abort' }
   | { type: 'mknod-done'; id: number; error?: WireError };
@@ -210,7 +234,10 @@ class ThreadWriter implements LayerWriter {
   private allocated = 0;
   private buffer: Uint8Array | undefined;
   private used = 0;
-  private ops: WriterOp[] = [];
+  /** The current batch's ops (see ENTRY_OP), how many, and its entries. */
+  private ops: number[] = [];
+  private opCount = 0;
+  private entries: LayerEntry[] = [];
   private flushScheduled = false;
   /** Set once the writer failed (or exited): every later call rejects with it. */
   private error: Error | undefined;
@@ -230,7 +257,8 @@ class ThreadWriter implements LayerWriter {
 
   async write(entry: LayerEntry, body: EntryBody): Promise<void> {
     await this.room();
-    this.push({ entry });
+    this.entries.push(entry);
+    this.push(ENTRY_OP);
     for await (const chunk of body) {
       let bytes = chunk as Uint8Array;
       while (bytes.length > 0) {
@@ -238,13 +266,13 @@ class ThreadWriter implements LayerWriter {
         const buffer = this.buffer as Uint8Array;
         const n = Math.min(bytes.length, BATCH_BYTES - this.used);
         buffer.set(bytes.subarray(0, n), this.used);
-        this.push({ data: [this.used, this.used + n] });
+        this.push(this.used, this.used + n);
         this.used += n;
         bytes = bytes.subarray(n);
       }
     }
     await this.room();
-    this.push({ end: true });
+    this.push(END_OP);
   }
 
   async finish(): Promise<Usage | undefined> {
@@ -259,6 +287,8 @@ class ThreadWriter implements LayerWriter {
   async abort(): Promise<void> {
     this.buffer = undefined;
     this.ops = [];
+    this.opCount = 0;
+    this.entries = [];
     if (!this.error) await this.settle({ type: 'abort' }).catch(() => undefined);
     // A thread in an unknown state serves no other layer.
     await this.worker.terminate();
@@ -276,7 +306,7 @@ class ThreadWriter implements LayerWriter {
   /** A batch with room for an entry or a byte: the current one, else a new one once a buffer is free. */
   private async room(): Promise<void> {
     if (this.error) throw this.error;
-    if (this.buffer && this.used < BATCH_BYTES && this.ops.length < BATCH_OPS) return;
+    if (this.buffer && this.used < BATCH_BYTES && this.opCount < BATCH_OPS) return;
     this.flush();
     while (this.free.length === 0 && this.allocated >= WRITER_BUFFERS) {
       await new Promise<void>((resolve, reject) => (this.waiting = { resolve, reject }));
@@ -286,8 +316,9 @@ class ThreadWriter implements LayerWriter {
     this.used = 0;
   }
 
-  private push(op: WriterOp): void {
-    this.ops.push(op);
+  private push(...op: number[]): void {
+    this.ops.push(...op);
+    this.opCount++;
     this.flushSoon();
   }
 
@@ -314,9 +345,11 @@ class ThreadWriter implements LayerWriter {
   private flush(): void {
     if (!this.buffer || this.ops.length === 0 || this.error) return;
     const buffer = this.buffer.buffer as ArrayBuffer;
-    this.worker.postMessage({ type: 'batch', buffer, ops: this.ops } satisfies ToWriter, [buffer]);
+    this.worker.postMessage({ type: 'batch', buffer, ops: this.ops, entries: encodeEntries(this.entries) } satisfies ToWriter, [buffer]);
     this.buffer = undefined;
     this.ops = [];
+    this.opCount = 0;
+    this.entries = [];
   }
 
   private readonly onExit = (): void => this.fail(new Error('layer writer thread exited'));
