@@ -1,9 +1,11 @@
-// The writer thread of layer-writer.ts: runs one Applier over the entries its parent sends, in
-// their order, and gives each batch's buffer back once everything in it is written.
+// The writer thread of layer-writer.ts: runs an Applier over the entries its parent sends, in
+// their order, and gives each batch's buffer back once everything in it is written. It writes
+// one layer after another: a thread started as a pull begins serves each of its large layers.
 
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort } from 'node:worker_threads';
 import { Applier } from './apply-entries.js';
-import { fromWire, toWire, type FromWriter, type ToWriter, type WriterOp } from './layer-writer.js';
+import { decodeEntries, END_OP, ENTRY_OP, fromWire, toWire, type FromWriter, type ToWriter, type WriterOp } from './layer-writer.js';
+import type { LayerEntry } from './layer-reader.js';
 import type { SnapshotLayout } from './store.js';
 
 const port = parentPort;
@@ -12,39 +14,50 @@ const send = (msg: FromWriter, transfer?: ArrayBuffer[]): void => port.postMessa
 
 class Aborted extends Error {}
 
-/** Batches received and not yet written; `at` is the next op of the first. */
-const batches: Array<{ buffer: ArrayBuffer; bytes: Uint8Array; ops: WriterOp[] }> = [];
-let at = 0;
-let finishing = false;
-let aborted = false;
-let wake: (() => void) | undefined;
+/** The layer being written: its batches received and not yet written; `at` and `entryAt` are the first's next op and entry. */
+class Layer {
+  readonly batches: Array<{ buffer: ArrayBuffer; bytes: Uint8Array; ops: number[]; entries: LayerEntry[] }> = [];
+  at = 0;
+  entryAt = 0;
+  finishing = false;
+  aborted = false;
+  private wake: (() => void) | undefined;
 
-/** The next op, once it is here; undefined once the parent said the layer is over. */
-async function nextOp(): Promise<{ op: WriterOp; bytes: Uint8Array } | undefined> {
-  for (;;) {
-    if (aborted) throw new Aborted();
-    const batch = batches[0];
-    if (batch && at < batch.ops.length) {
-      return { op: batch.ops[at++]!, bytes: batch.bytes };
-    }
-    if (batch) {
-      // Everything of this batch is written (a body's piece is written before the next is asked for).
-      batches.shift();
-      at = 0;
-      send({ type: 'ack', buffer: batch.buffer }, [batch.buffer]);
-      continue;
-    }
-    if (finishing) return undefined;
-    await new Promise<void>((resolve) => (wake = resolve));
+  notify(): void {
+    this.wake?.();
+    this.wake = undefined;
   }
-}
 
-async function* bodyOf(): AsyncGenerator<Uint8Array> {
-  for (;;) {
-    const next = await nextOp();
-    if (!next || 'entry' in next.op) throw new Error('layer writer: entry body cut short');
-    if ('end' in next.op) return;
-    yield next.bytes.subarray(next.op.data[0], next.op.data[1]);
+  /** The next op, once it is here; undefined once the parent said the layer is over. */
+  async nextOp(): Promise<{ op: WriterOp; bytes: Uint8Array } | undefined> {
+    for (;;) {
+      if (this.aborted) throw new Aborted();
+      const batch = this.batches[0];
+      if (batch && this.at < batch.ops.length) {
+        const code = batch.ops[this.at++]!;
+        const op: WriterOp = code === ENTRY_OP ? { entry: batch.entries[this.entryAt++]! } : code === END_OP ? { end: true } : { data: [code, batch.ops[this.at++]!] };
+        return { op, bytes: batch.bytes };
+      }
+      if (batch) {
+        // Everything of this batch is written (a body's piece is written before the next is asked for).
+        this.batches.shift();
+        this.at = 0;
+        this.entryAt = 0;
+        send({ type: 'ack', buffer: batch.buffer }, [batch.buffer]);
+        continue;
+      }
+      if (this.finishing) return undefined;
+      await new Promise<void>((resolve) => (this.wake = resolve));
+    }
+  }
+
+  async *bodyOf(): AsyncGenerator<Uint8Array> {
+    for (;;) {
+      const next = await this.nextOp();
+      if (!next || 'entry' in next.op) throw new Error('layer writer: entry body cut short');
+      if ('end' in next.op) return;
+      yield next.bytes.subarray(next.op.data[0], next.op.data[1]);
+    }
   }
 }
 
@@ -59,29 +72,38 @@ function mknodByParent(path: string, kind: 'c' | 'b' | 'p', major = 0, minor = 0
   });
 }
 
+async function write(layout: SnapshotLayout, layer: Layer): Promise<void> {
+  const applier = new Applier(layout, (message) => send({ type: 'warn', message }), mknodByParent);
+  try {
+    for (let next = await layer.nextOp(); next; next = await layer.nextOp()) {
+      if (!('entry' in next.op)) throw new Error('layer writer: body without an entry');
+      await applier.apply(next.op.entry, layer.bodyOf());
+    }
+    await applier.finish();
+    send({ type: 'finished', usage: applier.usage() });
+  } catch (err) {
+    await applier.cleanup().catch(() => undefined);
+    send(err instanceof Aborted ? { type: 'aborted' } : { type: 'failed', error: toWire(err) });
+  }
+}
+
+let current: Layer | undefined;
 port.on('message', (msg: ToWriter) => {
-  if (msg.type === 'batch') batches.push({ buffer: msg.buffer, bytes: new Uint8Array(msg.buffer), ops: msg.ops });
-  else if (msg.type === 'finish') finishing = true;
-  else if (msg.type === 'abort') aborted = true;
-  else if (msg.type === 'mknod-done') {
+  if (msg.type === 'start') {
+    current = new Layer();
+    void write(msg.layout, current);
+    return;
+  }
+  if (msg.type === 'mknod-done') {
     const call = mknodCalls.get(msg.id);
     mknodCalls.delete(msg.id);
     if (msg.error) call?.reject(fromWire(msg.error));
     else call?.resolve();
+    return;
   }
-  wake?.();
-  wake = undefined;
+  if (!current) return;
+  if (msg.type === 'batch') current.batches.push({ buffer: msg.buffer, bytes: new Uint8Array(msg.buffer), ops: msg.ops, entries: decodeEntries(msg.entries) });
+  else if (msg.type === 'finish') current.finishing = true;
+  else if (msg.type === 'abort') current.aborted = true;
+  current.notify();
 });
-
-const applier = new Applier(workerData.layout as SnapshotLayout, (message) => send({ type: 'warn', message }), mknodByParent);
-try {
-  for (let next = await nextOp(); next; next = await nextOp()) {
-    if (!('entry' in next.op)) throw new Error('layer writer: body without an entry');
-    await applier.apply(next.op.entry, bodyOf());
-  }
-  await applier.finish();
-  send({ type: 'finished', usage: applier.usage() });
-} catch (err) {
-  await applier.cleanup().catch(() => undefined);
-  send(err instanceof Aborted ? { type: 'aborted' } : { type: 'failed', error: toWire(err) });
-}

@@ -29,7 +29,8 @@ export {
 export { isMountPoint, mountAll, settleUnmount, unmountAll, withMounts, type WithMountsOptions } from './mount.js';
 export { NativeSnapshotter } from './native.js';
 export { OverlaySnapshotter } from './overlay.js';
-export { applyLayer, DiffIDMismatchError, LayerSecurityError, type ApplyLayerOptions } from './apply.js';
+export { applyLayer, DiffIDMismatchError, LayerSecurityError, WRITER_THREAD_MIN_BYTES, type ApplyLayerOptions } from './apply.js';
+export { holdLayerWriter } from './layer-writer.js';
 export { writeLayer, type WriteLayerOptions, type WrittenLayer } from './diff.js';
 export type { EarlierLayer, IndexedEntry, LayerIndex } from './layer-splice.js';
 export { unpackLayer, type UnpackableLayer } from './unpack.js';

@@ -29,17 +29,27 @@ export interface LayerWriter {
   abort(): Promise<void>;
 }
 
-/** The writer thread's script: next to this module once compiled (dist/snapshotter, or reached from dist/cli-bundle). */
-const DEFAULT_SCRIPT = new URL('../snapshotter/apply-worker.js', import.meta.url);
+/**
+ * The writer thread's script: one bundled file beside the CLI bundle (scripts/bundle.mjs makes
+ * it: a thread loads it faster than the modules it is made of), else the compiled module beside
+ * this one (dist/snapshotter); none when running from sources.
+ */
+const SCRIPTS = [new URL('./apply-worker.cjs', import.meta.url), new URL('../snapshotter/apply-worker.js', import.meta.url)];
+let defaultScript: URL | false | undefined;
+
+function defaultWriterScript(): URL | false {
+  defaultScript ??= SCRIPTS.find((url) => existsSync(fileURLToPath(url))) ?? false;
+  return defaultScript;
+}
 
 /**
- * A writer for `layout`: on a thread of its own when `script` (default: the compiled one beside
- * this module) exists, else on this thread (running from sources, or `script: false`).
+ * A writer for `layout`: on a thread of its own (the one held ready, if any) when `script`
+ * (default: the one above) exists, else on this thread (running from sources, or `script: false`).
  */
-export function layerWriter(layout: SnapshotLayout, warn: (message: string) => void, script: URL | false = DEFAULT_SCRIPT): LayerWriter {
-  if (script && existsSync(fileURLToPath(script))) {
+export function layerWriter(layout: SnapshotLayout, warn: (message: string) => void, script: URL | false = defaultWriterScript()): LayerWriter {
+  if (script && (script === defaultScript || existsSync(fileURLToPath(script)))) {
     try {
-      return new ThreadWriter(script, layout, warn);
+      return new ThreadWriter(threads.take(script), script, layout, warn);
     } catch {
       // No thread to be had (a resource limit): this thread writes, as for a small layer.
     }
@@ -55,13 +65,113 @@ export function layerWriter(layout: SnapshotLayout, warn: (message: string) => v
   };
 }
 
+/**
+ * Keeps a writer thread ready while the caller holds it: a pull that will unpack large layers
+ * holds one from its start, so that the thread's start (about 0.1 s of CPU, most of it Node's
+ * own bootstrap) overlaps the download's first requests instead of delaying the layer's first
+ * entries, and a thread that wrote one layer serves the next. Returns the release: once no one
+ * holds it, an idle thread is stopped.
+ */
+export function holdLayerWriter(script: URL | false = defaultWriterScript()): () => void {
+  return script ? threads.hold(script) : () => undefined;
+}
+
+/** Writer threads between layers: at most one waits, and only while someone holds it. */
+class WriterThreads {
+  private holders = 0;
+  private idle: { worker: Worker; script: string } | undefined;
+
+  hold(script: URL): () => void {
+    this.holders++;
+    if (!this.idle) {
+      try {
+        this.keep(this.start(script), script.href);
+      } catch {
+        // No thread to be had now: the layer starts one, or writes on the calling thread.
+      }
+    }
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      if (--this.holders === 0) this.stopIdle();
+    };
+  }
+
+  /** A thread running `script`: the one waiting, else a new one. */
+  take(script: URL): Worker {
+    const idle = this.idle;
+    if (idle?.script === script.href) {
+      this.idle = undefined;
+      idle.worker.off('error', ignore).off('exit', this.forget).ref();
+      return idle.worker;
+    }
+    return this.start(script);
+  }
+
+  /** A thread whose layer is finished: it waits for the next while the thread is held, else it stops. */
+  async giveBack(worker: Worker, script: URL): Promise<void> {
+    if (this.holders > 0 && !this.idle) this.keep(worker, script.href);
+    else await worker.terminate();
+  }
+
+  private start(script: URL): Worker {
+    return new Worker(script);
+  }
+
+  /** An idle thread keeps no process alive, and one that dies meanwhile is forgotten. */
+  private keep(worker: Worker, script: string): void {
+    this.idle = { worker, script };
+    worker.on('error', ignore).once('exit', this.forget).unref();
+  }
+
+  private readonly forget = (): void => {
+    this.idle = undefined;
+  };
+
+  private stopIdle(): void {
+    const idle = this.idle;
+    this.idle = undefined;
+    if (idle) void idle.worker.off('exit', this.forget).terminate();
+  }
+}
+
+function ignore(): void {}
+
+const threads = new WriterThreads();
+
 // --- the protocol with apply-worker.ts --------------------------------------------------------
 
 /** One step of a batch: an entry (its body follows), a piece of body [start, end) of the batch's buffer, or a body's end. */
 export type WriterOp = { entry: LayerEntry } | { data: [number, number] } | { end: true };
 
+/**
+ * A batch's ops as they cross threads. Cloning thousands of small objects was most of what a
+ * batch's message cost both threads (about 1.5 µs an op), so the ops are numbers and the
+ * entries one JSON text: together about a quarter of that. An op is ENTRY_OP (the batch's next
+ * entry), END_OP (a body's end), or a piece of body: its start, then its end.
+ */
+export const ENTRY_OP = -1;
+export const END_OP = -2;
+
+/** A LayerEntry in JSON: xattr values in base64. */
+type WireEntry = Omit<LayerEntry, 'xattrs'> & { xattrs: Array<[string, string]> };
+
+export function encodeEntries(entries: LayerEntry[]): string {
+  return JSON.stringify(entries.map((e): WireEntry | LayerEntry => (e.xattrs.length === 0 ? e : { ...e, xattrs: e.xattrs.map(([name, value]) => [name, Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('base64')]) })));
+}
+
+export function decodeEntries(text: string): LayerEntry[] {
+  const entries = JSON.parse(text) as Array<WireEntry | LayerEntry>;
+  for (const e of entries) {
+    if (e.xattrs.length > 0) e.xattrs = (e as WireEntry).xattrs.map(([name, value]): [string, Uint8Array] => [name, Buffer.from(value, 'base64')]);
+  }
+  return entries as LayerEntry[];
+}
+
 export type ToWriter =
-  | { type: 'batch'; buffer: ArrayBuffer; ops: WriterOp[] }
+  | { type: 'start'; layout: SnapshotLayout }
+  | { type: 'batch'; buffer: ArrayBuffer; ops: number[]; entries: string }
   | { type: 'finish' }
   | { type: 'abort' }
   | { type: 'mknod-done'; id: number; error?: WireError };
@@ -120,31 +230,35 @@ const WRITER_BUFFERS = 4;
 const WRITER_QUEUE = 2;
 
 class ThreadWriter implements LayerWriter {
-  private readonly worker: Worker;
   private readonly free: ArrayBuffer[] = [];
   private allocated = 0;
   private buffer: Uint8Array | undefined;
   private used = 0;
-  private ops: WriterOp[] = [];
+  /** The current batch's ops (see ENTRY_OP), how many, and its entries. */
+  private ops: number[] = [];
+  private opCount = 0;
+  private entries: LayerEntry[] = [];
   private flushScheduled = false;
   /** Set once the writer failed (or exited): every later call rejects with it. */
   private error: Error | undefined;
   private waiting: { resolve: () => void; reject: (err: Error) => void } | undefined;
   private settled: { resolve: () => void; reject: (err: Error) => void } | undefined;
   private usage: Usage | undefined;
-  private readonly exited: Promise<void>;
 
-  constructor(script: URL, layout: SnapshotLayout, private readonly warn: (message: string) => void) {
-    this.worker = new Worker(script, { workerData: { layout } });
-    this.worker.on('message', (msg: FromWriter) => this.onMessage(msg));
-    this.worker.on('error', (err) => this.fail(err));
-    this.exited = new Promise((resolve) => this.worker.once('exit', () => resolve()));
-    this.worker.once('exit', () => this.fail(new Error('layer writer thread exited')));
+  constructor(
+    private readonly worker: Worker,
+    private readonly script: URL,
+    layout: SnapshotLayout,
+    private readonly warn: (message: string) => void,
+  ) {
+    worker.on('message', this.onMessage).on('error', this.fail).once('exit', this.onExit);
+    worker.postMessage({ type: 'start', layout } satisfies ToWriter);
   }
 
   async write(entry: LayerEntry, body: EntryBody): Promise<void> {
     await this.room();
-    this.push({ entry });
+    this.entries.push(entry);
+    this.push(ENTRY_OP);
     for await (const chunk of body) {
       let bytes = chunk as Uint8Array;
       while (bytes.length > 0) {
@@ -152,28 +266,32 @@ class ThreadWriter implements LayerWriter {
         const buffer = this.buffer as Uint8Array;
         const n = Math.min(bytes.length, BATCH_BYTES - this.used);
         buffer.set(bytes.subarray(0, n), this.used);
-        this.push({ data: [this.used, this.used + n] });
+        this.push(this.used, this.used + n);
         this.used += n;
         bytes = bytes.subarray(n);
       }
     }
     await this.room();
-    this.push({ end: true });
+    this.push(END_OP);
   }
 
   async finish(): Promise<Usage | undefined> {
     this.flush();
     await this.settle({ type: 'finish' });
-    await this.worker.terminate();
+    // Its layer is over: the thread may serve the next one (a dead one would have failed the settle).
+    this.worker.off('message', this.onMessage).off('error', this.fail).off('exit', this.onExit);
+    await threads.giveBack(this.worker, this.script);
     return this.usage;
   }
 
   async abort(): Promise<void> {
     this.buffer = undefined;
     this.ops = [];
+    this.opCount = 0;
+    this.entries = [];
     if (!this.error) await this.settle({ type: 'abort' }).catch(() => undefined);
+    // A thread in an unknown state serves no other layer.
     await this.worker.terminate();
-    await this.exited;
   }
 
   /** Sends `msg` and waits for the writer's last word (finished, aborted, or failed). */
@@ -188,7 +306,7 @@ class ThreadWriter implements LayerWriter {
   /** A batch with room for an entry or a byte: the current one, else a new one once a buffer is free. */
   private async room(): Promise<void> {
     if (this.error) throw this.error;
-    if (this.buffer && this.used < BATCH_BYTES && this.ops.length < BATCH_OPS) return;
+    if (this.buffer && this.used < BATCH_BYTES && this.opCount < BATCH_OPS) return;
     this.flush();
     while (this.free.length === 0 && this.allocated >= WRITER_BUFFERS) {
       await new Promise<void>((resolve, reject) => (this.waiting = { resolve, reject }));
@@ -198,8 +316,9 @@ class ThreadWriter implements LayerWriter {
     this.used = 0;
   }
 
-  private push(op: WriterOp): void {
-    this.ops.push(op);
+  private push(...op: number[]): void {
+    this.ops.push(...op);
+    this.opCount++;
     this.flushSoon();
   }
 
@@ -226,12 +345,16 @@ class ThreadWriter implements LayerWriter {
   private flush(): void {
     if (!this.buffer || this.ops.length === 0 || this.error) return;
     const buffer = this.buffer.buffer as ArrayBuffer;
-    this.worker.postMessage({ type: 'batch', buffer, ops: this.ops } satisfies ToWriter, [buffer]);
+    this.worker.postMessage({ type: 'batch', buffer, ops: this.ops, entries: encodeEntries(this.entries) } satisfies ToWriter, [buffer]);
     this.buffer = undefined;
     this.ops = [];
+    this.opCount = 0;
+    this.entries = [];
   }
 
-  private onMessage(msg: FromWriter): void {
+  private readonly onExit = (): void => this.fail(new Error('layer writer thread exited'));
+
+  private readonly onMessage = (msg: FromWriter): void => {
     switch (msg.type) {
       case 'ack':
         this.free.push(msg.buffer);
@@ -260,13 +383,13 @@ class ThreadWriter implements LayerWriter {
       case 'failed':
         this.fail(fromWire(msg.error));
     }
-  }
+  };
 
-  private fail(err: Error): void {
+  private readonly fail = (err: Error): void => {
     this.error ??= err;
     this.waiting?.reject(this.error);
     this.settled?.reject(this.error);
     this.waiting = undefined;
     this.settled = undefined;
-  }
+  };
 }

@@ -13,6 +13,7 @@ import type { Digest, Platform } from '../definition/index.js';
 import { platformOf } from '../oci/platform.js';
 import { MediaType, type Descriptor, type ImageConfigFile, type ImageIndex, type ImageManifest } from '../oci/types.js';
 import { BlobSources } from '../registry/blob-sources.js';
+import { holdLayerWriter, WRITER_THREAD_MIN_BYTES } from '../snapshotter/index.js';
 import type { ContentCache, RegistryClient, RegistryClientOptions } from '../registry/client.js';
 import { parseReference, type ImageReference } from '../registry/reference.js';
 import { BYTES_INTERVAL_MS, track, type ProgressListener } from '../progress.js';
@@ -140,21 +141,27 @@ export class Images implements ImageSource {
     const config = await this.state.store.readJson<ImageConfigFile>(manifest.config.digest);
     const records = layerRecords(manifest, config);
     const unpacks = unpack?.accept(records) ?? [];
-    const downloads = await Promise.allSettled(
-      manifest.layers.map((layer, index) =>
-        this.fetches(async () => {
-          try {
-            await this.fetchLayer(ref, layer, unpacks[index]);
-          } catch (err) {
-            unpacks[index]?.fail(err);
-            throw err;
-          }
-        }),
-      ),
-    );
-    const unpacked = await Promise.allSettled(unpacks.map((u) => u?.done));
-    // A download's error first: a corrupt blob explains its failed unpack.
-    for (const r of [...downloads, ...unpacked]) if (r.status === 'rejected') throw r.reason;
+    // The writer thread of its large layers starts with the downloads, not once the first one's bytes arrive.
+    const releaseWriter = records.some((r, i) => unpacks[i] && r.size >= WRITER_THREAD_MIN_BYTES) ? holdLayerWriter() : undefined;
+    try {
+      const downloads = await Promise.allSettled(
+        manifest.layers.map((layer, index) =>
+          this.fetches(async () => {
+            try {
+              await this.fetchLayer(ref, layer, unpacks[index]);
+            } catch (err) {
+              unpacks[index]?.fail(err);
+              throw err;
+            }
+          }),
+        ),
+      );
+      const unpacked = await Promise.allSettled(unpacks.map((u) => u?.done));
+      // A download's error first: a corrupt blob explains its failed unpack.
+      for (const r of [...downloads, ...unpacked]) if (r.status === 'rejected') throw r.reason;
+    } finally {
+      releaseWriter?.();
+    }
     // Remembered so a push to another repository of this registry can mount them instead of uploading.
     await (this.opts.blobSources ?? new BlobSources(this.state.root)).record(ref, [manifest.config.digest, ...manifest.layers.map((l) => l.digest)]);
     await this.name(pinned, manifest, config);

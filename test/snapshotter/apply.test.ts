@@ -7,7 +7,7 @@ import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { getAttribute } from 'fs-xattr';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { LayerSecurityError, applyLayer, createSnapshotter, withMounts, type LocalSnapshotter } from '../../src/snapshotter/index.js';
+import { LayerSecurityError, applyLayer, createSnapshotter, holdLayerWriter, withMounts, type LocalSnapshotter } from '../../src/snapshotter/index.js';
 import { MediaType } from '../../src/oci/types.js';
 import { makeLayer, makeTar, stream, tempDir, type TestEntry } from './helpers.js';
 
@@ -391,6 +391,34 @@ describe('applyLayer on a writer thread', () => {
     await expect(applyLayer(await sn.layout('cut'), cut, MediaType.OciLayerGzip, { writerScript })).rejects.toThrow('connection reset by peer');
     expect(readdirSync('/proc/self/task').length).toBe(threads);
     await sn.remove('cut');
+  });
+
+  it('keeps a held thread between layers, writes each as the calling thread does, and stops it once released', async () => {
+    const first = await makeLayer(bigLayer());
+    const second = await makeLayer([{ name: 'd1/f1', type: 'symlink', linkname: 'f2' }, { name: 'd2/new', content: 'second layer' }, { name: 'd3/', type: 'directory', mode: 0o700 }]);
+    await sn.prepare('warm-up');
+    await applyLayer(await sn.layout('warm-up'), stream(first), MediaType.OciLayerGzip, { writerScript });
+    const threads = readdirSync('/proc/self/task').length;
+
+    const release = holdLayerWriter(writerScript);
+    // Started at once, before any layer asks for it.
+    expect(readdirSync('/proc/self/task').length).toBe(threads + 1);
+    for (const [name, script] of [
+      ['thread', writerScript],
+      ['here', false],
+    ] as const) {
+      await sn.prepare(`${name}-1`);
+      await applyLayer(await sn.layout(`${name}-1`), stream(first), MediaType.OciLayerGzip, { writerScript: script });
+      await sn.commit(`${name}-1c`, `${name}-1`);
+      await sn.prepare(`${name}-2`, `${name}-1c`);
+      await applyLayer(await sn.layout(`${name}-2`), stream(second), MediaType.OciLayerGzip, { writerScript: script });
+    }
+    expect(readdirSync('/proc/self/task').length).toBe(threads + 1);
+    expect(await describeTree((await sn.layout('thread-2')).dir)).toEqual(await describeTree((await sn.layout('here-2')).dir));
+    expect(await describeTree((await sn.layout('thread-1c')).dir)).toEqual(await describeTree((await sn.layout('here-1c')).dir));
+
+    release();
+    await expect.poll(() => readdirSync('/proc/self/task').length).toBe(threads);
   });
 
   it('reports a hostile entry found by the writer thread as a LayerSecurityError naming the layer', async () => {
