@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // builder side by side with BuildKit (in dockerd) and buildah, on the scenarios of
-// bench/scenarios/: interleaved runs after a warm-up, medians with min–max, builder/peer ratios,
+// bench/scenarios/: interleaved runs (each on a settled machine) after a warm-up, medians with min–max, builder/peer ratios,
 // cache hits, builder's peak memory. Prints a Markdown table; writes JSON, Markdown and an SVG
 // chart to bench/results/.
 //
@@ -19,7 +19,7 @@ import { cpus, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { has, log, pushBaseImage, sh, startRegistry } from './lib/env.mjs';
+import { has, log, pushBaseImage, settle, sh, startRegistry } from './lib/env.mjs';
 import { DISTRO_FILLER, SOURCE_TREE, writeTree } from './lib/fixtures.mjs';
 import { PEER_LABELS, markdownTable, orderingLesson, ratio, summarize, svgChart } from './lib/report.mjs';
 import { DOCKER, buildahTool, builderTool, buildkitTool } from './lib/tools.mjs';
@@ -218,6 +218,7 @@ async function runScenario(scenario, env, peers) {
       if (failed(tool)) continue;
       await attempt(tool, async () => {
         await plan.before?.(tool, round);
+        await settle();
         const r = await plan.run(tool, round);
         if (round < 1) return;
         const f = figures[tool.name];

@@ -135,6 +135,29 @@ export async function pushBaseImage({ dir, ref, filler }) {
 // ---------------------------------------------------------------------------------------------
 // Timing
 
+/** Busy and total CPU time of the whole machine so far, in clock ticks (/proc/stat). */
+function cpuTicks() {
+  const [, ...fields] = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0].trim().split(/\s+/);
+  const ticks = fields.map(Number);
+  const total = ticks.reduce((a, b) => a + b, 0);
+  return { busy: total - ticks[3] - (ticks[4] ?? 0), total }; // idle and iowait are not busy
+}
+
+/**
+ * Waits (up to `maxMs`) until the machine is quiet: under 10 % of its CPU busy over 100 ms. A
+ * daemon goes on working after its client returns (BuildKit records and collects after `docker
+ * build` exits): without this, that work would be charged to whichever tool runs next.
+ */
+export async function settle(maxMs = 3000) {
+  const deadline = Date.now() + maxMs;
+  while (Date.now() < deadline) {
+    const a = cpuTicks();
+    await new Promise((r) => setTimeout(r, 100));
+    const b = cpuTicks();
+    if (b.total > a.total && (b.busy - a.busy) / (b.total - a.total) < 0.1) return;
+  }
+}
+
 /** Direct children of `pid` (from every thread's `children` list). */
 function children(pid) {
   try {
