@@ -28,7 +28,7 @@ import { pushDocument, pushImage } from '../exporter/push.js';
 import { storeCacheManifest, withInlineCache, writeCacheLayout, type CacheExport } from '../exporter/cache-export.js';
 import { CacheImports, type CacheImport } from '../source/cache-import.js';
 import { compileOptions, readBuildInput, type BuildDefinitionOptions } from './input.js';
-import { compile, DockerfileError, rfc3339, type CompileResult } from '../frontend/index.js';
+import { compile, DockerfileError, rfc3339, sourceDateEpochArg, type CompileResult } from '../frontend/index.js';
 import type { Descriptor, ImageConfigFile } from '../oci/types.js';
 import { BlobSources } from '../registry/blob-sources.js';
 import { hostPlatform, toPlatform } from '../oci/platform.js';
@@ -182,9 +182,8 @@ export async function explainCache(opts: BuildOptions): Promise<StepForecast[]> 
 }
 
 async function runBuild(opts: BuildOptions, explainOnly: boolean): Promise<{ result?: BuildResult; forecast?: StepForecast[] }> {
-  // The SOURCE_DATE_EPOCH build arg means what the option means (buildx passes the environment's as one).
-  const argEpoch = opts.buildArgs?.SOURCE_DATE_EPOCH;
-  if (opts.sourceDateEpoch === undefined && argEpoch !== undefined && /^\d+$/.test(argEpoch)) opts = { ...opts, sourceDateEpoch: Number(argEpoch) };
+  const argEpoch = opts.sourceDateEpoch === undefined && opts.buildArgs ? sourceDateEpochArg(opts.buildArgs) : undefined;
+  if (argEpoch !== undefined) opts = { ...opts, sourceDateEpoch: argEpoch };
   // Whether anything ran that can grow the store (a step, a pull, compression for a push or
   // export): a fully cached build adds at most a config and manifest, and skips the collection.
   let grew = false;

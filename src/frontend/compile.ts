@@ -113,11 +113,16 @@ export function rfc3339(epochSeconds: number): string {
   return new Date(epochSeconds * 1000).toISOString().replace(/\.000Z$/, 'Z');
 }
 
+/** The SOURCE_DATE_EPOCH build arg, when it is Unix seconds: it means what the option means (buildx passes the environment's as one). */
+export function sourceDateEpochArg(buildArgs: Readonly<Record<string, string>>): number | undefined {
+  const value = buildArgs.SOURCE_DATE_EPOCH;
+  return value !== undefined && /^\d+$/.test(value) ? Number(value) : undefined;
+}
+
 /** `created` for new history entries: from SOURCE_DATE_EPOCH (option or build arg), else none. */
 function createdTime(opts: CompileOptions): string | undefined {
-  if (opts.sourceDateEpoch !== undefined) return rfc3339(opts.sourceDateEpoch);
-  const fromArg = opts.buildArgs.SOURCE_DATE_EPOCH;
-  return fromArg !== undefined && /^\d+$/.test(fromArg) ? rfc3339(Number(fromArg)) : undefined;
+  const epoch = opts.sourceDateEpoch ?? sourceDateEpochArg(opts.buildArgs);
+  return epoch === undefined ? undefined : rfc3339(epoch);
 }
 
 class Compiler {

@@ -23,7 +23,7 @@ export { ShellLex, ShellExpansionError, expandWord, expandWords } from './shell-
 export type { EnvLookup, EnvSource, LexOptions, ProcessResult } from './shell-lexer.js';
 export { DockerfileError, isDockerfileError } from './errors.js';
 export type { ErrorLocation } from './errors.js';
-export { compile, rfc3339 } from './compile.js';
+export { compile, rfc3339, sourceDateEpochArg } from './compile.js';
 export { configFromChanges } from './changes.js';
 export type { CompileOptions, CompileResult, Entitlement, ImageResolver, LocalContext, NamedContext, ResolvedImage, RunSettings, StageInfo } from './compile.js';
 export type { CompileWarning } from './lint.js';

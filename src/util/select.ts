@@ -185,15 +185,15 @@ export type FileVersion = Pick<Stats, 'size' | 'mtimeMs' | 'ctimeMs' | 'nlink'>;
 /** The fields of an lstat that tell one version of a file from another. */
 export type StatKeyFields = Pick<Stats, 'size' | 'mtimeMs' | 'ctimeMs' | 'ino'>;
 
-/**
- * Whether two lstats of one path show the same file version: size, mtime, ctime and inode. The
- * milliseconds are floats with sub-microsecond precision, and any write moves ctime as well.
- */
 /** The fields that tell a changed file (see sameStatKey), as one string (WalkEntry.statKey). */
 export function statKeyOf(st: StatKeyFields): string {
   return `${st.size}:${st.mtimeMs}:${st.ctimeMs}:${st.ino}`;
 }
 
+/**
+ * Whether two lstats of one path show the same file version: size, mtime, ctime and inode. The
+ * milliseconds are floats with sub-microsecond precision, and any write moves ctime as well.
+ */
 export function sameStatKey(a: StatKeyFields, b: StatKeyFields): boolean {
   return a.size === b.size && a.mtimeMs === b.mtimeMs && a.ctimeMs === b.ctimeMs && a.ino === b.ino;
 }
