@@ -19,7 +19,7 @@ import { linkSync, mkdirSync, readFileSync, renameSync, rmSync, unlinkSync, writ
 import { chmod, mkdir, readdir, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { isOwnerAlive, processToken } from '../util/process.js';
-import { listMountPoints, settleUnmount, unmountAll } from './mount.js';
+import { listMountPoints, markTopDirectory, settleUnmount, unmountAll } from './mount.js';
 import { diskUsage } from './fsutil.js';
 import type { Mount, SnapshotInfo, Snapshotter, Usage } from './types.js';
 import { pathExists } from '../util/path-exists.js';
@@ -127,8 +127,10 @@ export abstract class BaseSnapshotter implements LocalSnapshotter {
   async init(): Promise<void> {
     // Private, as containerd keeps its snapshots: image trees hold setuid binaries and secrets.
     for (const d of [this.metaDir, this.snapshotsDir, this.mountsDir, this.trashDir]) {
-      await mkdir(d, { recursive: true, mode: 0o700 });
+      const made = await mkdir(d, { recursive: true, mode: 0o700 });
       await chmod(d, 0o700);
+      // Each snapshot is a tree of its own: spread them over the disk (see markTopDirectory).
+      if (d === this.snapshotsDir && made !== undefined) await markTopDirectory(d);
     }
   }
 

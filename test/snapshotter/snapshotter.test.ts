@@ -237,6 +237,22 @@ describe('snapshotter selection', () => {
     }
   });
 
+  // ext4 (this machine's file system) places subdirectories of a top directory in block groups
+  // of their own; elsewhere lsattr cannot tell, and the mark is only a hint.
+  it.each(kinds)('a new %s root marks its snapshots directory as the top of separate trees (chattr +T)', async (kind) => {
+    const dir = await tempDir('builder-sn-topdir-');
+    try {
+      const root = join(dir.path, 'root');
+      await createSnapshotter(root, kind);
+      const attrs = spawnSync('lsattr', ['-d', join(root, 'snapshots')], { encoding: 'utf8' });
+      if (attrs.status !== 0) return;
+      expect(attrs.stdout.split(' ')[0]).toContain('T');
+      expect(spawnSync('lsattr', ['-d', join(root, 'metadata')], { encoding: 'utf8' }).stdout.split(' ')[0]).not.toContain('T');
+    } finally {
+      await dir.cleanup();
+    }
+  });
+
   it('the overlay probe of a process killed with its test mount up is unmounted and removed by the next sweep', async () => {
     const dir = await tempDir('builder-sn-probe-');
     const root = join(dir.path, 'root');
