@@ -10,6 +10,7 @@ import {
   closeSync,
   constants as fsc,
   copyFileSync,
+  fchmodSync,
   ftruncateSync,
   lchownSync,
   linkSync,
@@ -303,7 +304,8 @@ function hasHoles(st: Stats | BigIntStats): boolean {
 }
 
 /**
- * Copies regular file `from` to the new file `to` (which must not exist), keeping its holes.
+ * Copies regular file `from` to the new file `to` (which must not exist), keeping its holes,
+ * with the permission bits of `from` (setuid ones too), as copyFileSync gives them.
  * A reflink (FICLONE) shares the blocks and keeps holes by itself; without one, a file with
  * holes is copied chunk by chunk with its zero runs skipped, and any other file by the kernel
  * (copy_file_range), which would fill holes in.
@@ -328,6 +330,7 @@ export function copyFileKeepingHoles(from: string, to: string, st: Stats): void 
       let pos = 0;
       for (let n; (n = readSync(src, buf, 0, buf.length, pos)) > 0; pos += n) writeSparseSync(dst, buf.subarray(0, n), pos);
       ftruncateSync(dst, pos);
+      fchmodSync(dst, st.mode & 0o7777);
     } finally {
       closeSync(dst);
     }

@@ -1,4 +1,4 @@
-import { link, lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
+import { chmod, chown, link, lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, stat, symlink, truncate, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -75,6 +75,32 @@ describe('COPY semantics', () => {
     expect([f.uid, f.gid, f.mode & 0o777]).toEqual([1000, 1001, 0o640]);
     const created = await stat(join(dest, 'srv'));
     expect([created.uid, created.gid]).toEqual([1000, 1001]);
+  });
+
+  it('a context file gets 0:0 and its own mode, setuid and sparse files too, and a setgid directory of the image does not lend its group', async () => {
+    await writeFile(join(src, 'dir/suid'), '#!/bin/sh\n', { mode: 0o755 });
+    await chmod(join(src, 'dir/suid'), 0o4755);
+    await writeFile(join(src, 'dir/sub/sparse'), 'end', { mode: 0o751 });
+    await truncate(join(src, 'dir/sub/sparse'), 8 << 20);
+    await chown(join(src, 'dir/one.txt'), 1234, 1234);
+    // The image's /shared: setgid, group 4321; a file created in it would take that group.
+    await mkdir(join(dest, 'shared'));
+    await chown(join(dest, 'shared'), 0, 4321);
+    await chmod(join(dest, 'shared'), 0o2775);
+    await copy(['dir'], '/shared', { owner: { uid: 0, gid: 0 } });
+    const owners = async (path: string) => {
+      const st = await lstat(join(dest, 'shared', path));
+      return [st.uid, st.gid, (st.mode & 0o7777).toString(8)];
+    };
+    expect(await owners('suid')).toEqual([0, 0, '4755']);
+    expect(await owners('one.txt')).toEqual([0, 0, '644']);
+    expect(await owners('sub/sparse')).toEqual([0, 0, '751']);
+    expect(await owners('sub/two.txt')).toEqual([0, 0, '600']);
+    expect(await owners('sub')).toEqual([0, 0, '755']);
+    // The same into a new directory of the copy's own making (no setgid bit).
+    await copy(['dir'], '/app', { owner: { uid: 0, gid: 0 } });
+    expect((await lstat(join(dest, 'app/suid'))).mode & 0o7777).toBe(0o4755);
+    expect((await lstat(join(dest, 'app/sub/sparse'))).mode & 0o7777).toBe(0o751);
   });
 
   it('copies many files with their times, a later source overwriting what an earlier one wrote', async () => {
