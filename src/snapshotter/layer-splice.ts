@@ -20,10 +20,13 @@ export type IndexedEntry = readonly [headerOffset: number, headerLength: number,
 /** A layer's regular files with content, by path as in the tar (no leading slash). */
 export type LayerIndex = ReadonlyMap<string, IndexedEntry>;
 
+/** Where an earlier layer's files lie, looked up by path (see LayerIndex). */
+export type EarlierIndex = Pick<LayerIndex, 'get'>;
+
 export interface EarlierLayer {
   /** The earlier layer's blob in the content store (uncompressed). */
   digest: Digest;
-  index: LayerIndex;
+  index: EarlierIndex;
   /**
    * Paths whose content is known to be that of the earlier layer's entry of the same path, each
    * with an lstat of its file: overlayfs diffs take these instead of a stat and xattr read of

@@ -24,7 +24,8 @@ import { linkSync, lstatSync, realpathSync, rmSync, unlinkSync, utimesSync, writ
 import { dirname, join } from 'node:path';
 import { childPath } from '../../snapshotter/fsutil.js';
 import type { Owner } from './copy.js';
-import { racyStatKey, type FileVersion } from '../../util/select.js';
+import { racyStatKey, type StatKeyFields } from '../../util/select.js';
+import { CopiedFiles } from '../../cache/copy-record.js';
 
 /**
  * A file left for later, with what a fresh copy would have written there. Only the source's
@@ -45,20 +46,19 @@ interface Deferred {
 export type FileWriter = (src: string, st: Stats, dest: string, owner: Owner, mode: number) => void;
 
 export class CopyReuse {
-  /** What this copy wrote: destination path (below the root) → where it came from. */
-  readonly written = new Map<string, string>();
+  /** What this copy wrote, with where each file came from. */
+  readonly written = new CopiedFiles();
   private readonly deferred: Deferred[] = [];
   /** Host directories (in the mounted tree) that hold deferred files, probed once each. */
   private readonly probed = new Set<string>();
-  private lastSuffix: { mode: number; uid: number; gid: number; text: string } | undefined;
 
   /**
    * `earlier`: the directory of the earlier result's snapshot (overlay: its diff; native: its
-   * tree) and the origins of the files it wrote; none when there is no earlier result to use.
+   * tree) and the files it wrote; none when there is no earlier result to use.
    * `now`: the clock reads are compared with (see racyStatKey); tests move it.
    */
   constructor(
-    private readonly earlier?: { dir: string; files: ReadonlyMap<string, string> },
+    private readonly earlier?: { dir: string; files: CopiedFiles },
     private readonly now: () => number = Date.now,
   ) {}
 
@@ -74,12 +74,13 @@ export class CopyReuse {
    * Called by the copy for a regular file it is about to write at `hostPath` (`rel` below the
    * root); true when the file is left for finish() to link (the path is left as it is until then).
    */
-  defer(rel: string, hostPath: string, src: { rel: string; abs: string; statKey: string }, st: FileVersion, owner: Owner, mode: number): boolean {
-    const origin = `${src.rel}\0${src.statKey}${this.originSuffix(mode, owner)}`;
+  defer(rel: string, hostPath: string, src: { rel: string; abs: string } & StatKeyFields, owner: Owner, mode: number): boolean {
     // A source changed just before this copy could change again within its timestamp's tick and
-    // keep its stat key: its origin is recorded so that it never matches, and it is copied again.
-    this.written.set(rel, racyStatKey(st, this.now()) ? `${origin}\0racy` : origin);
-    if (this.earlier?.files.get(rel) !== origin) return false;
+    // keep its stat key: it is recorded so that it never matches, and it is copied again.
+    this.written.add(rel, src.rel, src, mode, owner, racyStatKey(src, this.now()));
+    const files = this.earlier?.files;
+    const i = files ? files.indexOf(rel) : -1;
+    if (i < 0 || !files!.matches(i, src.rel, src, mode, owner)) return false;
     const dir = dirname(hostPath);
     if (!this.probed.has(dir)) {
       const probe = join(dir, `.builder-probe-${randomBytes(6).toString('hex')}`);
@@ -87,17 +88,8 @@ export class CopyReuse {
       unlinkSync(probe);
       this.probed.add(dir);
     }
-    this.deferred.push({ rel, src: src.abs, size: st.size, mtimeMs: st.mtimeMs, owner, mode });
+    this.deferred.push({ rel, src: src.abs, size: src.size, mtimeMs: src.mtimeMs, owner, mode });
     return true;
-  }
-
-  /** The end of an origin: mode and owner, made again only when they differ from the last file's (most files share them). */
-  private originSuffix(mode: number, owner: Owner): string {
-    const last = this.lastSuffix;
-    if (last?.mode === mode && last.uid === owner.uid && last.gid === owner.gid) return last.text;
-    const text = `\0${mode.toString(8)}\0${owner.uid}:${owner.gid}`;
-    this.lastSuffix = { mode, uid: owner.uid, gid: owner.gid, text };
-    return text;
   }
 
   /**
