@@ -4,7 +4,6 @@
 // is still there. The record also holds the index of that result's layer, so that the new layer
 // takes the re-used files' content from the earlier one (see snapshotter/layer-splice.ts).
 
-import type { Stats } from 'node:fs';
 import type { CacheIndex } from '../cache/cache-index.js';
 import type { CopiedFiles } from '../cache/copy-record.js';
 import type { FileOp } from '../definition/index.js';
@@ -12,6 +11,7 @@ import { canonicalJson, chainID, sha256 } from '../oci/digest.js';
 import type { Digest } from '../oci/types.js';
 import type { EarlierIndex, EarlierLayer, IndexedEntry, LayerIndex, LocalSnapshotter } from '../snapshotter/index.js';
 import { CopyReuse } from './file/index.js';
+import type { LstatEntry } from '../util/lstat-numbers.js';
 
 export interface CopyHistory {
   cache: CacheIndex;
@@ -47,7 +47,7 @@ export async function earlierCopy(h: CopyHistory, family: Digest, parentSnapshot
 }
 
 /** What writeLayer is given for a COPY whose re-used files are `linked` (see CopyReuse.finish). */
-export function earlierLayer(earlier: EarlierCopy, linked: ReadonlyMap<string, Stats>): EarlierLayer | undefined {
+export function earlierLayer(earlier: EarlierCopy, linked: ReadonlyMap<string, LstatEntry>): EarlierLayer | undefined {
   return earlier.layer && linked.size > 0 ? { ...earlier.layer, same: linked } : undefined;
 }
 

@@ -25,6 +25,7 @@ import { dirname, join } from 'node:path';
 import { childPath } from '../../snapshotter/fsutil.js';
 import type { Owner } from './copy.js';
 import { racyStatKey, type StatKeyFields } from '../../util/select.js';
+import { lstatEntry, type LstatEntry } from '../../util/lstat-numbers.js';
 import { CopiedFiles } from '../../cache/copy-record.js';
 
 /**
@@ -98,10 +99,12 @@ export class CopyReuse {
    * as expected is copied from its source by `write` instead. Parent directories keep the times
    * the copy gave them. Returns the paths linked, each with the lstat of the earlier file taken
    * just before it was linked (the same inode, so the same type, mode, owner, size and mtime; only
-   * its link count and ctime moved): their content is the earlier file's.
+   * its link count and ctime moved): their content is the earlier file's. An LstatEntry, not a
+   * Stats: the layer's walk reads only its numbers, and thousands of Stats, with four Dates each,
+   * kept until then made the garbage collector copy megabytes.
    */
-  finish(dir: string, write: FileWriter): Map<string, Stats> {
-    const linked = new Map<string, Stats>();
+  finish(dir: string, write: FileWriter): Map<string, LstatEntry> {
+    const linked = new Map<string, LstatEntry>();
     if (this.deferred.length === 0) return linked;
     const earlierRoot = this.earlier ? realpathOrUndefined(this.earlier.dir) : undefined;
     const parentTimes = new Map<string, Stats>();
@@ -127,10 +130,10 @@ export class CopyReuse {
  * and mtime a fresh copy gives it, reached without a symlink (its parent resolves to itself
  * inside `root`).
  */
-function linkable(root: string, d: Deferred, safeParents: Map<string, boolean>): { path: string; st: Stats } | undefined {
+function linkable(root: string, d: Deferred, safeParents: Map<string, boolean>): { path: string; st: LstatEntry } | undefined {
   const path = childPath(root, d.rel);
   if (!reachedWithoutSymlink(root, dirname(path), safeParents)) return undefined;
-  const st = lstatSync(path, { throwIfNoEntry: false });
+  const st = lstatEntry(path);
   if (!st) return undefined;
   const same =
     st.isFile() &&
