@@ -15,7 +15,7 @@ const MODE = 4;
 const UID = 5;
 const GID = 6;
 
-/** What a file's source was when it was copied (an lstat's fields), and the mode and owner it got. */
+/** Which version of a source file was copied: the lstat fields that tell a changed file (see sameStatKey). */
 export interface CopiedVersion {
   size: number;
   mtimeMs: number;
@@ -27,7 +27,7 @@ export interface CopiedVersion {
  * The regular files a copy wrote, in the order it wrote them: destination path (below the
  * snapshot root), source path, and what the source was. Looked up by destination path; a copy of
  * the same context walks in the same order each time, so a lookup first tries where the last one
- * left off, and only a file out of that order builds a map.
+ * left off (and a few files beyond), and only a file out of that order builds a map.
  */
 export class CopiedFiles {
   private readonly paths: string[];
