@@ -8,10 +8,13 @@
 
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, utimesSync } from 'node:fs';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Digest } from '../oci/types.js';
 import { writeFileAtomic } from '../util/write-file.js';
+import { decodeCopyRecord, encodeCopyRecord, type CopyRecord } from './copy-record.js';
+
+export type { CopyRecord } from './copy-record.js';
 import { acquireLock } from './lock.js';
 
 export interface LayerRecord {
@@ -65,39 +68,6 @@ export interface KeyIngredients {
   summarised?: boolean;
 }
 
-/**
- * The latest result of a COPY step position, for re-using its unchanged files on its next miss
- * (src/solver/file/reuse.ts): valid only for the same `family` (instruction and parent snapshot).
- * Paths and values are kept in parallel arrays, not objects keyed by path: for a context of
- * thousands of files such an object cost more to parse and to write than the copy saved.
- */
-export interface CopyRecord {
-  family: Digest;
-  /** The committed snapshot holding the result. */
-  snapshot: string;
-  /** Destination paths of the files written, and (at the same position) where each came from: source path, stat key, mode, owner. */
-  files: { paths: string[]; origins: string[] };
-  /**
-   * The result's own layer, and where the content of each of `paths` lies in it: three numbers
-   * per path in `entries` (header offset, header length, size).
-   */
-  layer?: { diffID: Digest; paths: string[]; entries: number[] };
-}
-
-/** Whether `value`, read from a record file, has the shape of a CopyRecord (an older format does not). */
-function isCopyRecord(value: unknown): value is CopyRecord {
-  const r = value as Partial<CopyRecord> | undefined;
-  const layer = r?.layer;
-  return (
-    typeof r?.family === 'string' &&
-    typeof r.snapshot === 'string' &&
-    Array.isArray(r.files?.paths) &&
-    Array.isArray(r.files.origins) &&
-    r.files.paths.length === r.files.origins.length &&
-    (layer === undefined || (Array.isArray(layer.paths) && Array.isArray(layer.entries) && layer.entries.length === layer.paths.length * 3))
-  );
-}
-
 export class CacheIndex {
   private readonly dir: string;
   private readonly stepsDir: string;
@@ -129,8 +99,8 @@ export class CacheIndex {
   /** The latest COPY result recorded for step `position`, if any (see CopyRecord). */
   async lastCopy(position: string): Promise<CopyRecord | undefined> {
     try {
-      const record: unknown = JSON.parse(await readFile(this.positionFile(this.copiesDir, position), 'utf8'));
-      return isCopyRecord(record) ? record : undefined;
+      // A record of an older version (a `.json` file) is not read: that step copies everything once.
+      return decodeCopyRecord(await readFile(this.copyFile(position)));
     } catch {
       return undefined;
     }
@@ -138,7 +108,10 @@ export class CacheIndex {
 
   /** Records `copy` as step `position`'s latest COPY result (one per position: the last one wins). */
   async recordCopy(position: string, copy: CopyRecord): Promise<void> {
-    await writeFileAtomic(this.positionFile(this.copiesDir, position), JSON.stringify(copy));
+    const file = this.copyFile(position);
+    await writeFileAtomic(file, encodeCopyRecord(copy));
+    // The JSON record of earlier versions, for the same position.
+    await rm(file.replace(/\.copy$/, '.json'), { force: true });
   }
 
   /** The ingredients last recorded for step `position` (an opaque id), if any. */
@@ -206,6 +179,10 @@ export class CacheIndex {
 
   private stepFile(position: string): string {
     return this.positionFile(this.stepsDir, position);
+  }
+
+  private copyFile(position: string): string {
+    return join(this.copiesDir, `${createHash('sha256').update(position).digest('hex')}.copy`);
   }
 
   private positionFile(dir: string, position: string): string {

@@ -11,6 +11,7 @@ import { join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import pLimit from 'p-limit';
 import { checkStatCacheFile } from '../cache/checksum.js';
+import { decodeCopyRecord } from '../cache/copy-record.js';
 import { defaultStateRoot } from '../cache/state-root.js';
 import { deadPreparedLocks, lockOwner } from '../cache/lock.js';
 import { deadUsers, liveUsers } from '../cache/state.js';
@@ -90,6 +91,7 @@ export async function doctor(opts: DoctorOptions = {}): Promise<DoctorReport> {
   await checkCompressedRecords(root, referenced, problem);
   for (const file of ['blob-sources.json', join('cache', 'context'), join('cache', 'steps'), join('cache', 'copies')]) await checkJsonFiles(join(root, file), problem);
   await checkStatCaches(join(root, 'cache', 'context'), problem);
+  await checkCopyRecords(join(root, 'cache', 'copies'), problem);
 
   for (const path of await temporaryFiles(root)) leftover(path, 'temporary file of an interrupted write');
 
@@ -274,6 +276,15 @@ async function checkCompressedRecords(root: string, refs: Refs, problem: Report)
       if (!/^sha256:[0-9a-f]{64}$/.test(digest)) problem(file, `compressed-layer record holds ${JSON.stringify(digest)}, not a digest`);
       else refs.check(file, { digest: digest as Digest }, 'compressed layer');
     }
+  }
+}
+
+/** The copy records (`<id>.copy`) must decode: a damaged one only costs a full copy, but says the disk lied. */
+async function checkCopyRecords(dir: string, problem: Report): Promise<void> {
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    if (!name.endsWith('.copy')) continue;
+    const file = join(dir, name);
+    if (!decodeCopyRecord(await readFile(file))) problem(file, 'unreadable copy record');
   }
 }
 

@@ -24,6 +24,7 @@ import {
   devMinor,
   errno,
   isOpaqueDirSync,
+  type EntryStat,
   isOverlayWhiteout,
   lstatOrUndefinedSync,
   readUpperDirXattrsSync,
@@ -71,7 +72,7 @@ type Change =
       kind: 'entry';
       rel: string;
       path: string;
-      st: Stats;
+      st: EntryStat;
       /**
        * Undefined: not read, for a file whose lstat the caller knew (EarlierLayer.same); its
        * header is packed without xattrs and kept only if the earlier layer holds the same bytes.
@@ -238,7 +239,7 @@ function* upperChanges(
   lowers: readonly string[],
   pending: PendingDir[],
   usage: UsageCounter,
-  known: ReadonlyMap<string, Stats> | undefined,
+  known: ReadonlyMap<string, EntryStat> | undefined,
 ): Generator<Change> {
   const items = readdirSync(dir).map((name) => {
     const path = childPath(dir, name);
@@ -381,7 +382,7 @@ function* flush(pending: PendingDir[]): Generator<Change> {
   }
 }
 
-function attrsChanged(a: Stats, b: Stats): boolean {
+function attrsChanged(a: Pick<Stats, 'uid' | 'gid'>, b: Pick<Stats, 'uid' | 'gid'>): boolean {
   return a.uid !== b.uid || a.gid !== b.gid;
 }
 

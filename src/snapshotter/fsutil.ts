@@ -37,6 +37,13 @@ let xattrModule: Xattr | undefined;
 function xattr(): Xattr {
   return (xattrModule ??= createRequire(import.meta.url)('fs-xattr') as Xattr);
 }
+
+/** What a layer's walk reads of an lstat: a Stats, or one without Stats' Dates (LstatEntry, util/lstat-numbers.ts). */
+export type EntryStat = Pick<
+  Stats,
+  'dev' | 'ino' | 'mode' | 'nlink' | 'uid' | 'gid' | 'rdev' | 'size' | 'blocks' | 'mtimeMs' | 'isFile' | 'isDirectory' | 'isSymbolicLink' | 'isCharacterDevice' | 'isBlockDevice' | 'isFIFO'
+>;
+
 export const getAttributeSync: Xattr['getAttributeSync'] = (path, attr) => xattr().getAttributeSync(path, attr);
 export const listAttributesSync: Xattr['listAttributesSync'] = (path) => xattr().listAttributesSync(path);
 export const setAttributeSync: Xattr['setAttributeSync'] = (path, attr, value) => xattr().setAttributeSync(path, attr, value);
@@ -50,7 +57,7 @@ export const WHITEOUT_PREFIX = '.wh.';
 export const WHITEOUT_OPAQUE = '.wh..wh..opq';
 
 /** overlayfs whiteout: a character device 0/0. */
-export function isOverlayWhiteout(st: Stats | BigIntStats): boolean {
+export function isOverlayWhiteout(st: Pick<Stats, 'isCharacterDevice' | 'rdev'> | BigIntStats): boolean {
   return st.isCharacterDevice() && Number(st.rdev) === 0;
 }
 
@@ -80,7 +87,7 @@ export function lstatOrUndefinedSync(path: string): Stats | undefined {
  * Extended attributes, sorted by name, without overlayfs' own. Symlinks are skipped: fs-xattr
  * follows links, and symlink xattrs are not portable anyway.
  */
-export function readXattrsSync(path: string, st: Stats | BigIntStats): Array<[string, Buffer]> {
+export function readXattrsSync(path: string, st: Pick<Stats, 'isSymbolicLink'> | BigIntStats): Array<[string, Buffer]> {
   if (st.isSymbolicLink()) return [];
   return xattrsNamed(path, listXattrsSync(path));
 }
@@ -135,7 +142,7 @@ export class UsageCounter {
   private readonly seen = new Set<number>();
   private size = 0;
 
-  count(st: Stats): void {
+  count(st: Pick<Stats, 'ino' | 'blocks'>): void {
     if (this.seen.has(st.ino)) return;
     this.seen.add(st.ino);
     this.size += st.blocks * 512;

@@ -32,7 +32,7 @@ export { OverlaySnapshotter } from './overlay.js';
 export { applyLayer, DiffIDMismatchError, LayerSecurityError, WRITER_THREAD_MIN_BYTES, type ApplyLayerOptions } from './apply.js';
 export { holdLayerWriter } from './layer-writer.js';
 export { writeLayer, type WriteLayerOptions, type WrittenLayer } from './diff.js';
-export type { EarlierLayer, IndexedEntry, LayerIndex } from './layer-splice.js';
+export type { EarlierIndex, EarlierLayer, IndexedEntry, LayerIndex } from './layer-splice.js';
 export { unpackLayer, type UnpackableLayer } from './unpack.js';
 
 export type SnapshotterKind = 'auto' | 'overlayfs' | 'native';

@@ -8,11 +8,11 @@
 // that is missing, stale or corrupt therefore costs speed (those files are read as usual), never
 // a different layer.
 
-import type { Stats } from 'node:fs';
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import type { ContentStore } from '../cache/content-store.js';
 import type { Digest } from '../oci/types.js';
 import type { ContentReader } from './tar-writer.js';
+import type { EntryStat } from './fsutil.js';
 
 /** Where a regular file's bytes lie in a layer tar: its header's offset, the header's length (PAX included) and the content's size. */
 export type IndexedEntry = readonly [headerOffset: number, headerLength: number, size: number];
@@ -20,17 +20,20 @@ export type IndexedEntry = readonly [headerOffset: number, headerLength: number,
 /** A layer's regular files with content, by path as in the tar (no leading slash). */
 export type LayerIndex = ReadonlyMap<string, IndexedEntry>;
 
+/** Where an earlier layer's files lie, looked up by path (see LayerIndex). */
+export type EarlierIndex = Pick<LayerIndex, 'get'>;
+
 export interface EarlierLayer {
   /** The earlier layer's blob in the content store (uncompressed). */
   digest: Digest;
-  index: LayerIndex;
+  index: EarlierIndex;
   /**
    * Paths whose content is known to be that of the earlier layer's entry of the same path, each
    * with an lstat of its file: overlayfs diffs take these instead of a stat and xattr read of
    * their own, and pack such a file from them only when the earlier layer holds exactly the
    * header they give (see writeLayer).
    */
-  same: ReadonlyMap<string, Stats>;
+  same: ReadonlyMap<string, EntryStat>;
 }
 
 const WINDOW = 1024 * 1024;

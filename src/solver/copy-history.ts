@@ -4,13 +4,14 @@
 // is still there. The record also holds the index of that result's layer, so that the new layer
 // takes the re-used files' content from the earlier one (see snapshotter/layer-splice.ts).
 
-import type { Stats } from 'node:fs';
-import type { CacheIndex, CopyRecord } from '../cache/cache-index.js';
+import type { CacheIndex } from '../cache/cache-index.js';
+import type { CopiedFiles } from '../cache/copy-record.js';
 import type { FileOp } from '../definition/index.js';
 import { canonicalJson, chainID, sha256 } from '../oci/digest.js';
 import type { Digest } from '../oci/types.js';
-import type { EarlierLayer, IndexedEntry, LayerIndex, LocalSnapshotter } from '../snapshotter/index.js';
+import type { EarlierIndex, EarlierLayer, IndexedEntry, LayerIndex, LocalSnapshotter } from '../snapshotter/index.js';
 import { CopyReuse } from './file/index.js';
+import type { LstatEntry } from '../util/lstat-numbers.js';
 
 export interface CopyHistory {
   cache: CacheIndex;
@@ -22,7 +23,7 @@ export interface CopyHistory {
 /** An earlier result to re-use: its files (`reuse`) and, when recorded, its layer. */
 export interface EarlierCopy {
   reuse: CopyReuse;
-  layer?: { digest: Digest; index: LayerIndex };
+  layer?: { digest: Digest; index: EarlierIndex };
 }
 
 /** What makes two COPY results interchangeable file by file: the op, its context dir, its parent snapshot. */
@@ -37,21 +38,16 @@ export async function earlierCopy(h: CopyHistory, family: Digest, parentSnapshot
   const info = await h.snapshotter.stat(record.snapshot);
   if (info?.kind !== 'committed' || info.parent !== parentSnapshot) return { reuse: new CopyReuse() };
   const { dir } = await h.snapshotter.layout(record.snapshot);
-  const files = new Map<string, string>();
-  const { paths, origins } = record.files;
-  for (let i = 0; i < paths.length; i++) files.set(paths[i]!, origins[i]!);
-  const reuse = new CopyReuse({ dir, files });
+  const reuse = new CopyReuse({ dir, files: record.files });
   // The layer named must be the snapshot's own: its ChainID on the parent is the snapshot's name.
   const layer = record.layer;
   if (!layer || chainID(parentSnapshot, layer.diffID) !== record.snapshot) return { reuse };
   // Not trusted beyond its shape: the splice checks every entry against the blob (see layer-splice.ts).
-  const index = new Map<string, IndexedEntry>();
-  for (let i = 0; i < layer.paths.length; i++) index.set(layer.paths[i]!, [layer.entries[3 * i]!, layer.entries[3 * i + 1]!, layer.entries[3 * i + 2]!]);
-  return { reuse, layer: { digest: layer.diffID, index } };
+  return { reuse, layer: { digest: layer.diffID, index: new RecordedLayerIndex(record.files, layer.entries) } };
 }
 
 /** What writeLayer is given for a COPY whose re-used files are `linked` (see CopyReuse.finish). */
-export function earlierLayer(earlier: EarlierCopy, linked: ReadonlyMap<string, Stats>): EarlierLayer | undefined {
+export function earlierLayer(earlier: EarlierCopy, linked: ReadonlyMap<string, LstatEntry>): EarlierLayer | undefined {
   return earlier.layer && linked.size > 0 ? { ...earlier.layer, same: linked } : undefined;
 }
 
@@ -63,13 +59,36 @@ export async function recordCopy(
   reuse: CopyReuse,
   layer: { diffID: Digest; index?: LayerIndex },
 ): Promise<void> {
-  if (reuse.written.size === 0) return;
-  const files = { paths: [...reuse.written.keys()], origins: [...reuse.written.values()] };
-  let indexed: CopyRecord['layer'];
+  const files = reuse.written;
+  if (files.size === 0) return;
+  let entries: Float64Array | undefined;
   if (layer.index) {
-    const entries: number[] = [];
-    for (const entry of layer.index.values()) entries.push(...entry);
-    indexed = { diffID: layer.diffID, paths: [...layer.index.keys()], entries };
+    // At each file's position: the layer's other entries (directories, links) are never re-used.
+    entries = new Float64Array(files.size * 3).fill(-1);
+    for (let i = 0; i < files.size; i++) {
+      const entry = layer.index.get(files.path(i));
+      if (entry) entries.set(entry, i * 3);
+    }
   }
-  await h.cache.recordCopy(h.position, { family, snapshot, files, ...(indexed && { layer: indexed }) });
+  await h.cache.recordCopy(h.position, { family, snapshot, files, ...(entries && { layer: { diffID: layer.diffID, entries } }) });
+}
+
+/** The earlier layer's index as recorded: three numbers at each recorded file's position (see CopyRecord). */
+class RecordedLayerIndex implements EarlierIndex {
+  /** Where the next path is expected: the layer's files come in the order the copy wrote them. */
+  private next = 0;
+
+  constructor(
+    private readonly files: CopiedFiles,
+    private readonly entries: Float64Array,
+  ) {}
+
+  get(path: string): IndexedEntry | undefined {
+    const i = this.files.indexOf(path, this.next);
+    if (i < 0) return undefined;
+    this.next = i + 1;
+    if (this.entries[i * 3]! < 0) return undefined;
+    const e = this.entries;
+    return [e[i * 3]!, e[i * 3 + 1]!, e[i * 3 + 2]!];
+  }
 }

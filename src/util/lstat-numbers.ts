@@ -4,7 +4,7 @@
 // a handful of numbers per entry, so it reads them straight from the array Node's own lstatSync
 // reads them from, and falls back to fs.lstatSync wherever that array is not what this expects.
 
-import { lstatSync } from 'node:fs';
+import { constants, lstatSync } from 'node:fs';
 
 /** The fields a walk reads, at these indexes of what lstatNumbers returns. */
 export const MODE = 0;
@@ -15,7 +15,10 @@ export const MTIME_MS = 4;
 export const CTIME_MS = 5;
 export const NLINK = 6;
 export const INO = 7;
-const FIELDS = 8;
+export const DEV = 8;
+export const RDEV = 9;
+export const BLOCKS = 10;
+const FIELDS = 11;
 
 /** What lstatNumbers returns: overwritten by the next call, so read at once. */
 export type LstatNumbers = Readonly<Float64Array>;
@@ -26,7 +29,7 @@ const out = new Float64Array(FIELDS);
 type BindingLstat = (path: string, bigint: false, req: undefined, throwIfNoEntry: true) => Float64Array;
 
 /**
- * lstat(2) of `path`: mode, uid, gid, size, mtimeMs, ctimeMs, nlink and ino, equal to what
+ * lstat(2) of `path`: mode, uid, gid, size, mtimeMs, ctimeMs, nlink, ino, dev, rdev and blocks, equal to what
  * fs.lstatSync gives (the times by Node's own formula), thrown errors as fs.lstatSync throws them.
  */
 export function lstatNumbers(path: string): LstatNumbers {
@@ -42,6 +45,9 @@ export function lstatNumbers(path: string): LstatNumbers {
     out[CTIME_MS] = st.ctimeMs;
     out[NLINK] = st.nlink;
     out[INO] = st.ino;
+    out[DEV] = st.dev;
+    out[RDEV] = st.rdev;
+    out[BLOCKS] = st.blocks;
     return out;
   }
   // The binding's layout (node_file.h's FillStatsArray): dev, mode, nlink, uid, gid, rdev,
@@ -54,6 +60,9 @@ export function lstatNumbers(path: string): LstatNumbers {
   out[CTIME_MS] = msFromTimeSpec(raw[14]!, raw[15]!);
   out[NLINK] = raw[2]!;
   out[INO] = raw[7]!;
+  out[DEV] = raw[0]!;
+  out[RDEV] = raw[5]!;
+  out[BLOCKS] = raw[9]!;
   return out;
 }
 
@@ -80,7 +89,8 @@ function checkedBindingLstat(): BindingLstat | undefined {
     const st = lstatSync(probe);
     if (!(raw instanceof Float64Array) || raw.length < 18) return undefined;
     const same =
-      raw[1] === st.mode && raw[2] === st.nlink && raw[3] === st.uid && raw[4] === st.gid && raw[7] === st.ino && raw[8] === st.size &&
+      raw[0] === st.dev && raw[1] === st.mode && raw[2] === st.nlink && raw[3] === st.uid && raw[4] === st.gid && raw[5] === st.rdev &&
+      raw[7] === st.ino && raw[8] === st.size && raw[9] === st.blocks &&
       msFromTimeSpec(raw[12]!, raw[13]!) === st.mtimeMs && msFromTimeSpec(raw[14]!, raw[15]!) === st.ctimeMs;
     return same ? lstat : undefined;
   } catch {
@@ -91,3 +101,67 @@ function checkedBindingLstat(): BindingLstat | undefined {
 /** Checked on first use (null until then): commands that never walk a tree never touch it. */
 let bindingLstat: BindingLstat | undefined | null = null;
 
+
+const { S_IFMT, S_IFREG, S_IFDIR, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO } = constants;
+
+/**
+ * An lstat's numbers as an object with Stats' names and type tests, without Stats' four Dates:
+ * for the thousands of files an incremental COPY hands to its layer's walk (see lstatEntry).
+ */
+export class LstatEntry {
+  readonly dev: number;
+  readonly ino: number;
+  readonly mode: number;
+  readonly nlink: number;
+  readonly uid: number;
+  readonly gid: number;
+  readonly rdev: number;
+  readonly size: number;
+  readonly blocks: number;
+  readonly mtimeMs: number;
+  readonly ctimeMs: number;
+
+  constructor(n: LstatNumbers) {
+    this.dev = n[DEV]!;
+    this.ino = n[INO]!;
+    this.mode = n[MODE]!;
+    this.nlink = n[NLINK]!;
+    this.uid = n[UID]!;
+    this.gid = n[GID]!;
+    this.rdev = n[RDEV]!;
+    this.size = n[SIZE]!;
+    this.blocks = n[BLOCKS]!;
+    this.mtimeMs = n[MTIME_MS]!;
+    this.ctimeMs = n[CTIME_MS]!;
+  }
+
+  isFile(): boolean {
+    return (this.mode & S_IFMT) === S_IFREG;
+  }
+  isDirectory(): boolean {
+    return (this.mode & S_IFMT) === S_IFDIR;
+  }
+  isSymbolicLink(): boolean {
+    return (this.mode & S_IFMT) === S_IFLNK;
+  }
+  isCharacterDevice(): boolean {
+    return (this.mode & S_IFMT) === S_IFCHR;
+  }
+  isBlockDevice(): boolean {
+    return (this.mode & S_IFMT) === S_IFBLK;
+  }
+  isFIFO(): boolean {
+    return (this.mode & S_IFMT) === S_IFIFO;
+  }
+}
+
+/** lstatNumbers of `path` as an LstatEntry; undefined where it is not there (ENOENT, ENOTDIR), as lstatSync's throwIfNoEntry: false. */
+export function lstatEntry(path: string): LstatEntry | undefined {
+  try {
+    return new LstatEntry(lstatNumbers(path));
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+    throw err;
+  }
+}

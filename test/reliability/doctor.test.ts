@@ -76,6 +76,10 @@ describe('builder doctor', () => {
     const statCache = join(root, 'cache', 'context', `${'0'.repeat(32)}.stat`);
     mkdirSync(dirname(statCache), { recursive: true });
     writeFileSync(statCache, Buffer.concat([Buffer.from('builder stat v3\n'), Buffer.from([1, 0, 0, 0, 8, 0, 0, 0])]));
+    // A COPY step's copy record, the same.
+    const copyRecord = join(root, 'cache', 'copies', `${'0'.repeat(64)}.copy`);
+    mkdirSync(dirname(copyRecord), { recursive: true });
+    writeFileSync(copyRecord, Buffer.concat([Buffer.from('builder copy v1\n'), Buffer.from([1, 0, 0, 0, 8, 0, 0, 0])]));
 
     const report = await doctor({ root });
     expect(report.issues).toEqual(
@@ -83,6 +87,7 @@ describe('builder doctor', () => {
         { path: `${join(root, 'index.json')} (docker.io/local/app:1)`, message: `config ${config} is missing or corrupt (${blob(root, config)})`, leftover: false },
         expect.objectContaining({ path: record, message: expect.stringMatching(/^unreadable cache record: /), leftover: false }),
         { path: statCache, message: 'unreadable context stat cache: truncated stat cache', leftover: false },
+        { path: copyRecord, message: 'unreadable copy record', leftover: false },
       ]),
     );
   });

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { CTIME_MS, GID, INO, lstatNumbers, MODE, MTIME_MS, NLINK, SIZE, UID } from '../../src/util/lstat-numbers.js';
+import { BLOCKS, CTIME_MS, DEV, GID, INO, lstatEntry, lstatNumbers, MODE, MTIME_MS, NLINK, RDEV, SIZE, UID } from '../../src/util/lstat-numbers.js';
 
 let dir: string;
 beforeEach(() => {
@@ -14,12 +14,12 @@ afterEach(() => rmSync(dir, { recursive: true, force: true }));
 /** What fs.lstatSync says of `path`, in lstatNumbers' fields. */
 function expected(path: string): number[] {
   const st = lstatSync(path);
-  return [st.mode, st.uid, st.gid, st.size, st.mtimeMs, st.ctimeMs, st.nlink, st.ino];
+  return [st.mode, st.uid, st.gid, st.size, st.mtimeMs, st.ctimeMs, st.nlink, st.ino, st.dev, st.rdev, st.blocks];
 }
 
 function numbers(path: string): number[] {
   const n = lstatNumbers(path);
-  return [n[MODE]!, n[UID]!, n[GID]!, n[SIZE]!, n[MTIME_MS]!, n[CTIME_MS]!, n[NLINK]!, n[INO]!];
+  return [n[MODE]!, n[UID]!, n[GID]!, n[SIZE]!, n[MTIME_MS]!, n[CTIME_MS]!, n[NLINK]!, n[INO]!, n[DEV]!, n[RDEV]!, n[BLOCKS]!];
 }
 
 describe('lstatNumbers', () => {
@@ -35,7 +35,14 @@ describe('lstatNumbers', () => {
     utimesSync(join(dir, 'dir'), -1.5, -1.5);
     for (const name of ['file', 'dir', 'link', 'dangling', 'fifo', 'hardlink', '.']) {
       expect(numbers(join(dir, name)), name).toEqual(expected(join(dir, name)));
+      // lstatEntry: the same numbers under Stats' names, and the same answers to its type tests.
+      const st = lstatSync(join(dir, name));
+      const entry = lstatEntry(join(dir, name))!;
+      expect({ ...entry }, name).toEqual({ dev: st.dev, ino: st.ino, mode: st.mode, nlink: st.nlink, uid: st.uid, gid: st.gid, rdev: st.rdev, size: st.size, blocks: st.blocks, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs });
+      for (const test of ['isFile', 'isDirectory', 'isSymbolicLink', 'isCharacterDevice', 'isBlockDevice', 'isFIFO'] as const) expect(entry[test](), `${name} ${test}`).toBe(st[test]());
     }
+    expect(lstatEntry(join(dir, 'missing'))).toBeUndefined();
+    expect(lstatEntry(join(dir, 'file', 'below'))).toBeUndefined();
   });
 
   it('sees a rewrite of the same size (mtime, ctime) at once', () => {

@@ -124,7 +124,7 @@ export async function copySources(p: CopyParams): Promise<void> {
           // A deferred file's path is cleared when it is linked (see reuse.ts). Only the files
           // written need their whole lstat (see WalkEntry.version).
           if (entry.version.nlink <= 1) {
-            if (reuse?.defer(belowRoot(hostPath), hostPath, entry, entry.version, owner, mode)) break;
+            if (reuse?.defer(belowRoot(hostPath), hostPath, entry, owner, mode)) break;
             copyNewFile(entry.abs, entry.stats, hostPath, owner, mode, newFilesOwnedBy(posix.dirname(hostPath)));
             break;
           }

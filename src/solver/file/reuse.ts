@@ -24,7 +24,9 @@ import { linkSync, lstatSync, realpathSync, rmSync, unlinkSync, utimesSync, writ
 import { dirname, join } from 'node:path';
 import { childPath } from '../../snapshotter/fsutil.js';
 import type { Owner } from './copy.js';
-import { racyStatKey, type FileVersion } from '../../util/select.js';
+import { racyStatKey, type StatKeyFields } from '../../util/select.js';
+import { lstatEntry, type LstatEntry } from '../../util/lstat-numbers.js';
+import { CopiedFiles } from '../../cache/copy-record.js';
 
 /**
  * A file left for later, with what a fresh copy would have written there. Only the source's
@@ -45,20 +47,19 @@ interface Deferred {
 export type FileWriter = (src: string, st: Stats, dest: string, owner: Owner, mode: number) => void;
 
 export class CopyReuse {
-  /** What this copy wrote: destination path (below the root) → where it came from. */
-  readonly written = new Map<string, string>();
+  /** What this copy wrote, with where each file came from. */
+  readonly written = new CopiedFiles();
   private readonly deferred: Deferred[] = [];
   /** Host directories (in the mounted tree) that hold deferred files, probed once each. */
   private readonly probed = new Set<string>();
-  private lastSuffix: { mode: number; uid: number; gid: number; text: string } | undefined;
 
   /**
    * `earlier`: the directory of the earlier result's snapshot (overlay: its diff; native: its
-   * tree) and the origins of the files it wrote; none when there is no earlier result to use.
+   * tree) and the files it wrote; none when there is no earlier result to use.
    * `now`: the clock reads are compared with (see racyStatKey); tests move it.
    */
   constructor(
-    private readonly earlier?: { dir: string; files: ReadonlyMap<string, string> },
+    private readonly earlier?: { dir: string; files: CopiedFiles },
     private readonly now: () => number = Date.now,
   ) {}
 
@@ -74,12 +75,13 @@ export class CopyReuse {
    * Called by the copy for a regular file it is about to write at `hostPath` (`rel` below the
    * root); true when the file is left for finish() to link (the path is left as it is until then).
    */
-  defer(rel: string, hostPath: string, src: { rel: string; abs: string; statKey: string }, st: FileVersion, owner: Owner, mode: number): boolean {
-    const origin = `${src.rel}\0${src.statKey}${this.originSuffix(mode, owner)}`;
+  defer(rel: string, hostPath: string, src: { rel: string; abs: string } & StatKeyFields, owner: Owner, mode: number): boolean {
     // A source changed just before this copy could change again within its timestamp's tick and
-    // keep its stat key: its origin is recorded so that it never matches, and it is copied again.
-    this.written.set(rel, racyStatKey(st, this.now()) ? `${origin}\0racy` : origin);
-    if (this.earlier?.files.get(rel) !== origin) return false;
+    // keep its stat key: it is recorded so that it never matches, and it is copied again.
+    this.written.add(rel, src.rel, src, mode, owner, racyStatKey(src, this.now()));
+    const files = this.earlier?.files;
+    const i = files ? files.indexOf(rel) : -1;
+    if (i < 0 || !files!.matches(i, src.rel, src, mode, owner)) return false;
     const dir = dirname(hostPath);
     if (!this.probed.has(dir)) {
       const probe = join(dir, `.builder-probe-${randomBytes(6).toString('hex')}`);
@@ -87,17 +89,8 @@ export class CopyReuse {
       unlinkSync(probe);
       this.probed.add(dir);
     }
-    this.deferred.push({ rel, src: src.abs, size: st.size, mtimeMs: st.mtimeMs, owner, mode });
+    this.deferred.push({ rel, src: src.abs, size: src.size, mtimeMs: src.mtimeMs, owner, mode });
     return true;
-  }
-
-  /** The end of an origin: mode and owner, made again only when they differ from the last file's (most files share them). */
-  private originSuffix(mode: number, owner: Owner): string {
-    const last = this.lastSuffix;
-    if (last?.mode === mode && last.uid === owner.uid && last.gid === owner.gid) return last.text;
-    const text = `\0${mode.toString(8)}\0${owner.uid}:${owner.gid}`;
-    this.lastSuffix = { mode, uid: owner.uid, gid: owner.gid, text };
-    return text;
   }
 
   /**
@@ -106,10 +99,12 @@ export class CopyReuse {
    * as expected is copied from its source by `write` instead. Parent directories keep the times
    * the copy gave them. Returns the paths linked, each with the lstat of the earlier file taken
    * just before it was linked (the same inode, so the same type, mode, owner, size and mtime; only
-   * its link count and ctime moved): their content is the earlier file's.
+   * its link count and ctime moved): their content is the earlier file's. An LstatEntry, not a
+   * Stats: the layer's walk reads only its numbers, and thousands of Stats, with four Dates each,
+   * kept until then made the garbage collector copy megabytes.
    */
-  finish(dir: string, write: FileWriter): Map<string, Stats> {
-    const linked = new Map<string, Stats>();
+  finish(dir: string, write: FileWriter): Map<string, LstatEntry> {
+    const linked = new Map<string, LstatEntry>();
     if (this.deferred.length === 0) return linked;
     const earlierRoot = this.earlier ? realpathOrUndefined(this.earlier.dir) : undefined;
     const parentTimes = new Map<string, Stats>();
@@ -135,10 +130,10 @@ export class CopyReuse {
  * and mtime a fresh copy gives it, reached without a symlink (its parent resolves to itself
  * inside `root`).
  */
-function linkable(root: string, d: Deferred, safeParents: Map<string, boolean>): { path: string; st: Stats } | undefined {
+function linkable(root: string, d: Deferred, safeParents: Map<string, boolean>): { path: string; st: LstatEntry } | undefined {
   const path = childPath(root, d.rel);
   if (!reachedWithoutSymlink(root, dirname(path), safeParents)) return undefined;
-  const st = lstatSync(path, { throwIfNoEntry: false });
+  const st = lstatEntry(path);
   if (!st) return undefined;
   const same =
     st.isFile() &&
