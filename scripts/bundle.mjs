@@ -30,7 +30,7 @@ await build({
   banner: { js: "const __builderScriptUrl = require('node:url').pathToFileURL(__filename).href;" },
   minifyWhitespace: true,
   sourcemap: true,
-  plugins: [lazyBuiltins(['child_process', 'module', 'net', 'tty', 'worker_threads', 'zlib'])],
+  plugins: [lazyBuiltins(['child_process', 'fs/promises', 'http', 'https', 'module', 'net', 'readline/promises', 'stream', 'stream/promises', 'string_decoder', 'timers/promises', 'tls', 'tty', 'v8', 'worker_threads', 'zlib'])],
   logLevel: 'warning',
 });
 asciiOnly(SCRIPT);
@@ -57,7 +57,9 @@ train();
  * module importing it is evaluated. A fully cached build evaluates the executor, the snapshotter
  * and the layer code without running any of it; loading child_process (and with it net and
  * dgram), tty, worker_threads, zlib and module (and with it the ESM loader) for them was a good
- * part of its start-up. The bundle reads
+ * part of its start-up, and so were fs/promises (and with it readline), http, https and tls.
+ * A module that defines a class extending one of these exports (a Transform) loads it all the
+ * same; so does crypto, for streams. The bundle reads
  * an import's exports at each use (`(0, mod.spawn)(...)`), so getters on the module's exports
  * load it then; their names are this Node's, the one that builds the bundle and its code cache.
  */
