@@ -11,6 +11,9 @@ import { join } from 'node:path';
 import { build } from 'esbuild';
 
 const OUT = 'dist/cli-bundle';
+// What Node's CommonJS loader wraps a module's code in (its Module.wrapper): the parameters are
+// what scripts/cli-start.cjs passes.
+const MODULE_WRAPPER = ['(function (exports, require, module, __filename, __dirname) { ', '\n})'];
 const SCRIPT = join(OUT, 'builder.cjs');
 
 rmSync(OUT, { recursive: true, force: true });
@@ -27,7 +30,12 @@ await build({
   // import() of those becomes require(): a script compiled through vm has no ESM loader.
   supported: { 'dynamic-import': false },
   define: { 'import.meta.url': '__builderScriptUrl' },
-  banner: { js: "const __builderScriptUrl = require('node:url').pathToFileURL(__filename).href;" },
+  // The script is the function that Node's module wrapper would make of it (scripts/cli-start.cjs
+  // calls it): the starter compiles it as it is, where wrapping it in a string of its
+  // own would copy the whole script once more at every start. The prefix stays on line 1, so the
+  // source map's lines hold.
+  banner: { js: `${MODULE_WRAPPER[0]}const __builderScriptUrl = require('node:url').pathToFileURL(__filename).href;` },
+  footer: { js: MODULE_WRAPPER[1] },
   minifyWhitespace: true,
   sourcemap: true,
   plugins: [lazyBuiltins(['child_process', 'fs/promises', 'http', 'https', 'module', 'net', 'readline/promises', 'stream', 'stream/promises', 'string_decoder', 'timers/promises', 'tls', 'tty', 'v8', 'worker_threads', 'zlib'])],
