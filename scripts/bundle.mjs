@@ -6,12 +6,25 @@
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { builtinModules } from 'node:module';
 import { join } from 'node:path';
 import { build } from 'esbuild';
 
 const OUT = 'dist/cli-bundle';
+// What Node's CommonJS loader wraps a module's code in (its Module.wrapper): the parameters are
+// what scripts/cli-start.cjs passes.
+const MODULE_WRAPPER = ['(function (exports, require, module, __filename, __dirname) { ', '\n})'];
 const SCRIPT = join(OUT, 'builder.cjs');
+
+/**
+ * Node's built-in modules that the CLI bundle loads when one of their exports is first used, not
+ * when a module importing them is evaluated. A fully cached build evaluates the executor, the
+ * snapshotter and the layer code without running any of it; loading child_process (and with it
+ * net and dgram), tty, worker_threads, zlib and module (and with it the ESM loader) for them was a
+ * good part of its start-up, and so were fs/promises (and with it readline), http, https and tls.
+ * A module that defines a class extending one of these exports (a Transform) loads it all the
+ * same; so does crypto, for streams.
+ */
+const LAZY_BUILTINS = ['child_process', 'fs/promises', 'http', 'https', 'module', 'net', 'readline/promises', 'stream', 'stream/promises', 'string_decoder', 'timers/promises', 'tls', 'tty', 'v8', 'worker_threads', 'zlib'];
 
 rmSync(OUT, { recursive: true, force: true });
 await build({
@@ -27,10 +40,14 @@ await build({
   // import() of those becomes require(): a script compiled through vm has no ESM loader.
   supported: { 'dynamic-import': false },
   define: { 'import.meta.url': '__builderScriptUrl' },
-  banner: { js: "const __builderScriptUrl = require('node:url').pathToFileURL(__filename).href;" },
+  // The script is the function that Node's module wrapper would make of it (scripts/cli-start.cjs
+  // calls it): the starter compiles it as it is, where wrapping it in a string of its
+  // own would copy the whole script once more at every start. The prefix stays on line 1, so the
+  // source map's lines hold.
+  banner: { js: `${MODULE_WRAPPER[0]}const __builderScriptUrl = require('node:url').pathToFileURL(__filename).href; require = (${oneLine(lazyRequire)})(require, ${JSON.stringify(LAZY_BUILTINS)});` },
+  footer: { js: MODULE_WRAPPER[1] },
   minifyWhitespace: true,
   sourcemap: true,
-  plugins: [lazyBuiltins(['child_process', 'module', 'net', 'tty', 'worker_threads', 'zlib'])],
   logLevel: 'warning',
 });
 asciiOnly(SCRIPT);
@@ -53,32 +70,43 @@ await build({
 train();
 
 /**
- * Node's built-in modules `names`, each loaded when one of its exports is first used, not when a
- * module importing it is evaluated. A fully cached build evaluates the executor, the snapshotter
- * and the layer code without running any of it; loading child_process (and with it net and
- * dgram), tty, worker_threads, zlib and module (and with it the ESM loader) for them was a good
- * part of its start-up. The bundle reads
- * an import's exports at each use (`(0, mod.spawn)(...)`), so getters on the module's exports
- * load it then; their names are this Node's, the one that builds the bundle and its code cache.
+ * The bundle's `require`, for the built-ins `names` (with or without `node:`) a stand-in that
+ * loads the module at its first use. esbuild leaves built-ins external and reads an import's
+ * exports at each use (`(0, import_node_net.connect)(...)`), so a proxy's `get` is that first use;
+ * a bundled module of getters instead costs esbuild's import wrapper a getter per export name,
+ * several hundred in all, at every start. Runs at the top of the bundle (see its banner), from its
+ * source text: it must stand alone.
  */
-function lazyBuiltins(names) {
-  const filter = new RegExp(`^(node:)?(${names.join('|')})$`);
-  return {
-    name: 'lazy-builtins',
-    setup(b) {
-      b.onResolve({ filter }, (args) => ({ path: args.path.replace(/^node:/, ''), namespace: 'lazy-builtin' }));
-      b.onLoad({ filter: /.*/, namespace: 'lazy-builtin' }, async (args) => {
-        if (!builtinModules.includes(args.path)) throw new Error(`${args.path} is not a built-in module`);
-        const exported = Object.keys(await import(`node:${args.path}`)).filter((name) => name !== 'default');
-        const contents = [
-          `let loaded;`,
-          `const load = () => (loaded ??= process.getBuiltinModule(${JSON.stringify(`node:${args.path}`)}));`,
-          `for (const name of ${JSON.stringify(exported)}) Object.defineProperty(exports, name, { enumerable: true, get: () => load()[name] });`,
-        ].join('\n');
-        return { contents, loader: 'js' };
-      });
-    },
+function lazyRequire(require, names) {
+  const lazy = new Set(names.flatMap((name) => [name, `node:${name}`]));
+  const standIns = new Map();
+  const standIn = (id) => {
+    let loaded;
+    const load = () => (loaded ??= require(id));
+    return new Proxy({}, {
+      get: (_, key) => load()[key],
+      set: (_, key, value) => Reflect.set(load(), key, value),
+      has: (_, key) => key in load(),
+      ownKeys: () => Reflect.ownKeys(load()),
+      getOwnPropertyDescriptor: (_, key) => {
+        const found = Reflect.getOwnPropertyDescriptor(load(), key);
+        return found && { ...found, configurable: true };
+      },
+    });
   };
+  const lazyOrNow = (id) => {
+    if (!lazy.has(id)) return require(id);
+    if (!standIns.has(id)) standIns.set(id, standIn(id));
+    return standIns.get(id);
+  };
+  return Object.assign(lazyOrNow, require);
+}
+
+/** A function's source on one line (the banner's, where the source map expects one line). */
+function oneLine(fn) {
+  const text = fn.toString();
+  if (text.includes('//')) throw new Error(`${fn.name}: a line comment would swallow the rest of the line`);
+  return text.replace(/\s*\n\s*/g, ' ');
 }
 
 /**

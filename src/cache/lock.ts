@@ -11,10 +11,11 @@
 // letting go of the state lock is part of every command). Only the waiting is asynchronous.
 
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, rmdirSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, renameSync, rmdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isOwnerAlive, processToken } from '../util/process.js';
+import { removeFileSync } from '../util/write-file.js';
 
 export interface LockOptions {
   /** How long to wait for a live owner (default ten minutes). */
@@ -54,7 +55,7 @@ export async function acquireLock(lockDir: string, what: string, opts: LockOptio
   mkdirSync(prepared);
   writeFileSync(join(prepared, me), '');
   try {
-    for (const dead of await deadPreparedLocks(dirname(lockDir))) rmSync(dead, { recursive: true, force: true });
+    for (const dead of await deadPreparedLocks(dirname(lockDir))) removeLock(dead);
     for (;;) {
       try {
         renameSync(prepared, lockDir);
@@ -80,14 +81,14 @@ export async function acquireLock(lockDir: string, what: string, opts: LockOptio
       await sleep(opts.pollMs ?? 100, undefined, { signal: opts.signal });
     }
   } finally {
-    rmSync(prepared, { recursive: true, force: true });
+    removeLock(prepared);
   }
   let released = false;
   return async () => {
     // Once only: in this process, a later holder has the same name in the lock.
     if (released) return;
     released = true;
-    rmSync(join(lockDir, me), { force: true });
+    removeFileSync(join(lockDir, me));
     // Fails (harmlessly) once the next owner has renamed its own lock into place.
     try {
       rmdirSync(lockDir);
@@ -151,7 +152,31 @@ async function takeOver(lockDir: string, entry: string | undefined, me: string):
  */
 export async function removeDeadLock(lockDir: string): Promise<void> {
   const owner = await lockOwner(lockDir);
-  if (owner && !owner.alive) rmSync(lockDir, { recursive: true, force: true });
+  if (owner && !owner.alive) removeLock(lockDir);
+}
+
+/**
+ * Removes the lock `path` (a directory of owner files, or an older version's lock file) if it is
+ * there, as rmSync({ recursive: true, force: true }) would without loading Node's recursive
+ * remover. A lock that another process renamed into place meanwhile (its directory is no
+ * longer empty) stays: it is that process's.
+ */
+function removeLock(path: string): void {
+  let names: string[];
+  try {
+    names = readdirSync(path);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return;
+    if (code !== 'ENOTDIR') throw err;
+    return removeFileSync(path);
+  }
+  for (const name of names) removeFileSync(join(path, name));
+  try {
+    rmdirSync(path);
+  } catch (err) {
+    if (!['ENOENT', 'ENOTEMPTY', 'EEXIST'].includes((err as NodeJS.ErrnoException).code ?? '')) throw err;
+  }
 }
 
 /** `NAME.<owner>.<random>`: a lock being prepared; locks are named `lock` or `<something>.lock`. */

@@ -24,10 +24,11 @@
 // (see lock.ts): every command opens the directory, and a thread-pool trip per call cost more.
 
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isOwnerAlive, processToken } from '../util/process.js';
+import { removeFileSync } from '../util/write-file.js';
 import { CacheIndex } from './cache-index.js';
 import { ContentStore } from './content-store.js';
 import { ImageStore } from './image-store.js';
@@ -94,7 +95,7 @@ export async function openState(root: string, opts: OpenStateOptions = {}): Prom
     const alone = opts.access === 'exclusive' || (await liveUsers(root)).length === 0;
     if (alone && opts.sweep && existsSync(dirtyMark)) {
       await opts.sweep(root);
-      rmSync(dirtyMark, { force: true });
+      removeFileSync(dirtyMark);
     }
     const store = new ContentStore(root);
     const images = new ImageStore(root);
@@ -116,12 +117,12 @@ export async function openState(root: string, opts: OpenStateOptions = {}): Prom
         if (released) return;
         released = true;
         if (!clean) writeFileSync(dirtyMark, '');
-        if (user !== undefined) rmSync(user, { force: true });
+        if (user !== undefined) removeFileSync(user);
         else await letGo();
       },
     };
   } catch (err) {
-    if (user !== undefined) rmSync(user, { force: true });
+    if (user !== undefined) removeFileSync(user);
     await letGo();
     throw err;
   }
@@ -168,11 +169,11 @@ async function forgetDeadUsers(root: string, dirtyMark: string): Promise<void> {
     mkdirSync(users);
     if (!vouched) writeFileSync(dirtyMark, '');
   }
-  rmSync(legacyClean, { force: true });
+  removeFileSync(legacyClean);
   const dead = await deadUsers(root);
   if (dead.length === 0) return;
   writeFileSync(dirtyMark, '');
-  for (const path of dead) rmSync(path, { force: true });
+  for (const path of dead) removeFileSync(path);
 }
 
 /** Holding the entry lock, waits until no other process uses the directory. */

@@ -1,7 +1,7 @@
 // Replacing a file so that a reader never sees it half-written.
 
 import { randomBytes } from 'node:crypto';
-import { renameSync, rmSync, writeFileSync } from 'node:fs';
+import { renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { rename, rm, writeFile } from 'node:fs/promises';
 
 /** Writes `data` to a temporary file beside `file`, then renames it over `file`; nothing is left on failure. */
@@ -23,7 +23,19 @@ export function writeFileAtomicSync(file: string, data: string | Uint8Array): vo
     writeFileSync(tmp, data);
     renameSync(tmp, file);
   } catch (err) {
-    rmSync(tmp, { force: true });
+    removeFileSync(tmp);
     throw err;
+  }
+}
+
+/**
+ * Removes the file `path` if it is there. rmSync(path, { force: true }) does the same, but loads
+ * and runs Node's recursive remover for it, a cost on every command that opens the state.
+ */
+export function removeFileSync(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
 }

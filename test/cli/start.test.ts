@@ -82,6 +82,15 @@ describe('bin/builder start-up', () => {
     expect(image!.Config.Healthcheck).toMatchObject({ Interval: 1_500_000, Timeout: 2_000_000 });
   });
 
+  it('with --debug, prints stack traces through the source map, into the TypeScript sources', () => {
+    work = mkdtempSync(join(tmpdir(), 'builder-start-'));
+    writeFileSync(join(work, 'Dockerfile'), 'FROM scratch\nCOPY missing.txt /\n');
+    const r = spawnSync(BUILDER_BIN, ['--debug', 'build', '--root', join(work, 'root'), work], { encoding: 'utf8' });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/^\s+at .*\/src\/solver\/solver\.ts:\d+:\d+\)?$/m);
+    expect(r.stderr).not.toContain('builder.cjs:');
+  });
+
   it('works with a damaged code cache', () => {
     const dir = copyOfBundle();
     truncateSync(join(dir, 'builder.cjs.cache'), 1000);
