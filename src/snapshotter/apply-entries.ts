@@ -113,6 +113,20 @@ export function cleanEntryPath(name: string, entry: string = name, what = 'path'
   return parts.join('/');
 }
 
+/**
+ * What an Applier knows of the tree it is writing, as plain data: another Applier (on the writer
+ * thread) given it goes on with the layer's next entry exactly as the first would have.
+ */
+export interface AppliedState {
+  dirs: string[];
+  touched: string[];
+  opaqueDirs: string[];
+  dirTimes: Array<[string, number]>;
+  /** The disk use counted so far and the paths left to count at the end; none once uncounted. */
+  counted: { inodes: number[]; size: number; atFinish: string[] } | undefined;
+  whiteoutTemplate: string | undefined;
+}
+
 interface DirAttrs {
   uid: number;
   gid: number;
@@ -149,16 +163,50 @@ export class Applier {
    * `makeNode` creates device nodes and fifos (fsutil's mknod, unless the caller has a better
    * way: a writer thread asks its parent, whose syscall server is already running).
    */
+  /**
+   * `from` is the state another Applier handed over (handOver) after writing the layer's first
+   * entries into the same tree.
+   */
   constructor(
     private readonly layout: SnapshotLayout,
     private readonly warn: (message: string) => void,
     private readonly makeNode: typeof mknod = mknod,
+    from?: AppliedState,
   ) {
     this.root = layout.dir;
     this.overlay = layout.snapshotter === 'overlayfs';
     this.lowers = this.overlay ? layout.parents : [];
     this.visibleMemo.set('', this.lowers.map((_, i) => i));
-    if (this.overlay || layout.parents.length === 0) this.counter = new UsageCounter();
+    if (!from) {
+      if (this.overlay || layout.parents.length === 0) this.counter = new UsageCounter();
+      return;
+    }
+    for (const d of from.dirs) this.dirs.add(d);
+    for (const t of from.touched) this.touched.add(t);
+    for (const o of from.opaqueDirs) this.opaqueDirs.add(o);
+    for (const [abs, mtime] of from.dirTimes) this.dirTimes.set(abs, mtime);
+    if (from.counted) {
+      this.counter = UsageCounter.restore(from.counted);
+      for (const abs of from.counted.atFinish) this.countAtFinish.add(abs);
+    }
+    this.whiteoutTemplate = from.whiteoutTemplate;
+  }
+
+  /**
+   * Everything needed to go on with the next entry elsewhere (see AppliedState). This Applier is
+   * done then: the receiver sets the directory times, counts, and removes the whiteout template.
+   */
+  handOver(): AppliedState {
+    const state: AppliedState = {
+      dirs: [...this.dirs],
+      touched: [...this.touched],
+      opaqueDirs: [...this.opaqueDirs],
+      dirTimes: [...this.dirTimes],
+      counted: this.counter ? { ...this.counter.save(), atFinish: [...this.countAtFinish] } : undefined,
+      whiteoutTemplate: this.whiteoutTemplate,
+    };
+    this.whiteoutTemplate = undefined;
+    return state;
   }
 
   /** The tree's disk use (as diskUsage would find it) once finished, when it could be counted on the way. */

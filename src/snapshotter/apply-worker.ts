@@ -1,9 +1,10 @@
 // The writer thread of layer-writer.ts: runs an Applier over the entries its parent sends, in
-// their order, and gives each batch's buffer back once everything in it is written. It writes
-// one layer after another: a thread started as a pull begins serves each of its large layers.
+// their order, and gives each batch's buffer back once everything in it is written. It goes on
+// from the entries its parent wrote itself while this thread was starting. It writes one layer
+// after another: a thread started as a pull begins serves each of its large layers.
 
 import { parentPort } from 'node:worker_threads';
-import { Applier } from './apply-entries.js';
+import { Applier, type AppliedState } from './apply-entries.js';
 import { decodeEntries, END_OP, ENTRY_OP, fromWire, toWire, type FromWriter, type ToWriter, type WriterOp } from './layer-writer.js';
 import type { LayerEntry } from './layer-reader.js';
 import type { SnapshotLayout } from './store.js';
@@ -16,6 +17,8 @@ class Aborted extends Error {}
 
 /** The layer being written: its batches received and not yet written; `at` and `entryAt` are the first's next op and entry. */
 class Layer {
+  constructor(readonly layout: SnapshotLayout) {}
+
   readonly batches: Array<{ buffer: ArrayBuffer; bytes: Uint8Array; ops: number[]; entries: LayerEntry[] }> = [];
   at = 0;
   entryAt = 0;
@@ -72,8 +75,9 @@ function mknodByParent(path: string, kind: 'c' | 'b' | 'p', major = 0, minor = 0
   });
 }
 
-async function write(layout: SnapshotLayout, layer: Layer): Promise<void> {
-  const applier = new Applier(layout, (message) => send({ type: 'warn', message }), mknodByParent);
+/** Writes `layer`'s entries from the next on, into the tree its parent began as `from` tells. */
+async function write(layer: Layer, from: AppliedState | undefined): Promise<void> {
+  const applier = new Applier(layer.layout, (message) => send({ type: 'warn', message }), mknodByParent, from);
   try {
     for (let next = await layer.nextOp(); next; next = await layer.nextOp()) {
       if (!('entry' in next.op)) throw new Error('layer writer: body without an entry');
@@ -90,8 +94,17 @@ async function write(layout: SnapshotLayout, layer: Layer): Promise<void> {
 let current: Layer | undefined;
 port.on('message', (msg: ToWriter) => {
   if (msg.type === 'start') {
-    current = new Layer();
-    void write(msg.layout, current);
+    // Told at once: until then the parent writes the layer's entries itself.
+    current = new Layer(msg.layout);
+    send({ type: 'started', id: msg.id });
+    return;
+  }
+  if (msg.type === 'begin') {
+    if (current) void write(current, msg.from);
+    return;
+  }
+  if (msg.type === 'drop') {
+    current = undefined;
     return;
   }
   if (msg.type === 'mknod-done') {

@@ -151,6 +151,18 @@ export class UsageCounter {
   get usage(): Usage {
     return { size: this.size, inodes: this.seen.size };
   }
+
+  /** What was counted, as plain data (for a counter on another thread to go on from). */
+  save(): { inodes: number[]; size: number } {
+    return { inodes: [...this.seen], size: this.size };
+  }
+
+  static restore(saved: { inodes: number[]; size: number }): UsageCounter {
+    const counter = new UsageCounter();
+    for (const ino of saved.inodes) counter.seen.add(ino);
+    counter.size = saved.size;
+    return counter;
+  }
 }
 
 /** Disk use of the tree at `dir` (see Usage): blocks allocated, each inode counted once, without following links. */

@@ -12,7 +12,7 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { Applier, LayerSecurityError } from './apply-entries.js';
+import { Applier, LayerSecurityError, type AppliedState } from './apply-entries.js';
 import { mknod } from './fsutil.js';
 import type { EntryBody, LayerEntry } from './layer-reader.js';
 import type { SnapshotLayout } from './store.js';
@@ -169,14 +169,22 @@ export function decodeEntries(text: string): LayerEntry[] {
   return entries as LayerEntry[];
 }
 
+/**
+ * A layer on the thread: `start` names it (the thread answers `started` once it runs), `begin`
+ * hands over what this thread wrote of it so far (its batches follow), `drop` forgets a layer
+ * this thread wrote all of.
+ */
 export type ToWriter =
-  | { type: 'start'; layout: SnapshotLayout }
+  | { type: 'start'; id: number; layout: SnapshotLayout }
+  | { type: 'begin'; from: AppliedState | undefined }
+  | { type: 'drop' }
   | { type: 'batch'; buffer: ArrayBuffer; ops: number[]; entries: string }
   | { type: 'finish' }
   | { type: 'abort' }
   | { type: 'mknod-done'; id: number; error?: WireError };
 
 export type FromWriter =
+  | { type: 'started'; id: number }
   | { type: 'ack'; buffer: ArrayBuffer }
   | { type: 'warn'; message: string }
   | { type: 'mknod'; id: number; path: string; kind: 'c' | 'b' | 'p'; major: number; minor: number }
@@ -229,7 +237,18 @@ const WRITER_BUFFERS = 4;
 /** Batches queued at the writer from which a partial one is not worth a message. */
 const WRITER_QUEUE = 2;
 
+/** Layers given to writer threads so far: tells a thread's answer to this layer's start from a late one to an earlier layer's. */
+let layersStarted = 0;
+
 class ThreadWriter implements LayerWriter {
+  private readonly id = ++layersStarted;
+  /**
+   * Writes the layer's first entries on this thread until the writer thread runs (its start
+   * takes 50-250 ms, while the first entries are already here), then hands over to it between
+   * two entries: this thread would otherwise wait with its buffers full.
+   */
+  private local: Applier | undefined;
+  private threadUp = false;
   private readonly free: ArrayBuffer[] = [];
   private allocated = 0;
   private buffer: Uint8Array | undefined;
@@ -252,10 +271,17 @@ class ThreadWriter implements LayerWriter {
     private readonly warn: (message: string) => void,
   ) {
     worker.on('message', this.onMessage).on('error', this.fail).once('exit', this.onExit);
-    worker.postMessage({ type: 'start', layout } satisfies ToWriter);
+    worker.postMessage({ type: 'start', id: this.id, layout } satisfies ToWriter);
+    this.local = new Applier(layout, warn);
   }
 
   async write(entry: LayerEntry, body: EntryBody): Promise<void> {
+    if (this.local) {
+      // A thread that failed to start leaves the whole layer to this one.
+      if (!this.threadUp || this.error) return this.local.apply(entry, body);
+      this.worker.postMessage({ type: 'begin', from: this.local.handOver() } satisfies ToWriter);
+      this.local = undefined;
+    }
     await this.room();
     this.entries.push(entry);
     this.push(ENTRY_OP);
@@ -276,15 +302,29 @@ class ThreadWriter implements LayerWriter {
   }
 
   async finish(): Promise<Usage | undefined> {
+    if (this.local) {
+      // All of it was written here: the thread, which never began it, may serve the next layer.
+      const local = this.local;
+      await local.finish();
+      this.local = undefined;
+      await this.release();
+      return local.usage();
+    }
     this.flush();
     await this.settle({ type: 'finish' });
     // Its layer is over: the thread may serve the next one (a dead one would have failed the settle).
-    this.worker.off('message', this.onMessage).off('error', this.fail).off('exit', this.onExit);
+    this.detach();
     await threads.giveBack(this.worker, this.script);
     return this.usage;
   }
 
   async abort(): Promise<void> {
+    if (this.local) {
+      await this.local.cleanup();
+      this.local = undefined;
+      await this.release();
+      return;
+    }
     this.buffer = undefined;
     this.ops = [];
     this.opCount = 0;
@@ -292,6 +332,21 @@ class ThreadWriter implements LayerWriter {
     if (!this.error) await this.settle({ type: 'abort' }).catch(() => undefined);
     // A thread in an unknown state serves no other layer.
     await this.worker.terminate();
+  }
+
+  /** Gives back a thread that never began this layer (a failed one stops). */
+  private async release(): Promise<void> {
+    this.detach();
+    if (this.error) {
+      await this.worker.terminate();
+      return;
+    }
+    this.worker.postMessage({ type: 'drop' } satisfies ToWriter);
+    await threads.giveBack(this.worker, this.script);
+  }
+
+  private detach(): void {
+    this.worker.off('message', this.onMessage).off('error', this.fail).off('exit', this.onExit);
   }
 
   /** Sends `msg` and waits for the writer's last word (finished, aborted, or failed). */
@@ -356,6 +411,9 @@ class ThreadWriter implements LayerWriter {
 
   private readonly onMessage = (msg: FromWriter): void => {
     switch (msg.type) {
+      case 'started':
+        if (msg.id === this.id) this.threadUp = true;
+        return;
       case 'ack':
         this.free.push(msg.buffer);
         this.waiting?.resolve();

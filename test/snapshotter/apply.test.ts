@@ -9,6 +9,8 @@ import { getAttribute } from 'fs-xattr';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { LayerSecurityError, applyLayer, createSnapshotter, holdLayerWriter, withMounts, type LocalSnapshotter } from '../../src/snapshotter/index.js';
 import { MediaType } from '../../src/oci/types.js';
+import { Applier } from '../../src/snapshotter/apply-entries.js';
+import { layerEntryOf, readLayerEntries, type LayerEntry } from '../../src/snapshotter/layer-reader.js';
 import { makeLayer, makeTar, stream, tempDir, type TestEntry } from './helpers.js';
 
 const kinds = ['overlayfs', 'native'] as const;
@@ -306,6 +308,111 @@ describe.each(kinds)('applyLayer (%s)', (kind) => {
       expect(await readFile(join(upper, 'evil'), 'utf8')).toBe('now a file');
       await outsideUntouched();
     });
+  });
+});
+
+describe.each(kinds)('an Applier taking over another one mid-layer (%s)', (kind) => {
+  let dir: { path: string; cleanup(): Promise<void> };
+  let sn: LocalSnapshotter;
+
+  beforeEach(async () => {
+    dir = await tempDir(`builder-apply-handover-${kind}-`);
+    sn = await createSnapshotter(join(dir.path, 'root'), kind);
+  });
+  afterEach(async () => {
+    await dir.cleanup();
+  });
+
+  /** The layer's entries with their bodies, as applyLayer gives them to an Applier. */
+  async function entriesOf(blob: Buffer): Promise<Array<[LayerEntry, Buffer]>> {
+    const reader = await readLayerEntries(stream(blob), MediaType.OciLayerGzip);
+    const out: Array<[LayerEntry, Buffer]> = [];
+    for await (const entry of reader.entries) {
+      const chunks: Buffer[] = [];
+      for await (const chunk of entry) chunks.push(chunk as Buffer);
+      out.push([layerEntryOf(entry.header, () => undefined), Buffer.concat(chunks)]);
+    }
+    await reader.done;
+    return out;
+  }
+
+  async function* bodyOf(bytes: Buffer): AsyncGenerator<Buffer> {
+    if (bytes.length > 0) yield bytes;
+  }
+
+  /**
+   * Everything a user (or overlayfs) could notice of a tree, by relative path. Times the layer
+   * does not give (new implicit directories, whiteouts, directories the native driver changed)
+   * are the time of the write, the same only to within this test's run: shown as "now".
+   */
+  async function describeTree(root: string): Promise<string[]> {
+    const now = Date.now() - 60_000;
+    const out: string[] = [];
+    const walk = async (rel: string): Promise<void> => {
+      for (const name of (await readdir(join(root, rel))).sort()) {
+        const path = join(root, rel, name);
+        const st = await lstat(path);
+        const what = st.isFile() ? await readFile(path, 'utf8') : st.isSymbolicLink() ? await readlink(path) : '';
+        const opaque = st.isDirectory() ? await getAttribute(path, 'trusted.overlay.opaque').then(String, () => '') : '';
+        out.push(`${join(rel, name)} ${st.mode.toString(8)} ${st.uid}:${st.gid} ${st.size} ${st.mtimeMs > now ? 'now' : st.mtimeMs} ${st.nlink} ${st.rdev} ${what} ${opaque}`);
+        if (st.isDirectory()) await walk(join(rel, name));
+      }
+    };
+    await walk('');
+    return out;
+  }
+
+  it('goes on from any entry as the first would have: same tree, times, whiteouts and disk use', async () => {
+    await sn.prepare('base');
+    await applyLayer(await sn.layout('base'), stream(await makeLayer(baseLayer)), MediaType.OciLayerGzip);
+    await sn.commit('base-c', 'base');
+    // After the opaque marker, a whiteout in that directory hides nothing more (overlay must not
+    // make one), and a marker after a file of this layer keeps that file (native must not remove
+    // it): only a taker-over that knows what the first wrote gets these right.
+    const entries = await entriesOf(
+      await makeLayer([
+        ...topLayer,
+        { name: 'opq/.wh.old1' },
+        { name: 'etc/.wh.passwd' },
+        { name: 'implicit/deep/more', content: 'more' },
+        { name: 'lib/.wh..wh..opq' },
+      ]),
+    );
+    const warn = (): void => undefined;
+
+    await sn.prepare('whole', 'base-c');
+    const whole = new Applier(await sn.layout('whole'), warn);
+    for (const [entry, body] of entries) await whole.apply(entry, bodyOf(body));
+    await whole.finish();
+    const expected = await describeTree((await sn.layout('whole')).dir);
+
+    for (let at = 0; at <= entries.length; at++) {
+      await sn.prepare(`split-${at}`, 'base-c');
+      const layout = await sn.layout(`split-${at}`);
+      const first = new Applier(layout, warn);
+      for (const [entry, body] of entries.slice(0, at)) await first.apply(entry, bodyOf(body));
+      const second = new Applier(layout, warn, undefined, first.handOver());
+      for (const [entry, body] of entries.slice(at)) await second.apply(entry, bodyOf(body));
+      await second.finish();
+      expect(await describeTree(layout.dir), `taken over at entry ${at}`).toEqual(expected);
+      // The whiteout template is removed by whichever Applier finishes.
+      expect(readdirSync(layout.scratch).filter((name) => name.startsWith('whiteout-')), `taken over at entry ${at}`).toEqual([]);
+    }
+  });
+
+  it('hands over the disk use counted so far', async () => {
+    const entries = await entriesOf(await makeLayer(baseLayer));
+    const warn = (): void => undefined;
+    for (let at = 0; at <= entries.length; at++) {
+      await sn.prepare(`count-${at}`);
+      const layout = await sn.layout(`count-${at}`);
+      const first = new Applier(layout, warn);
+      for (const [entry, body] of entries.slice(0, at)) await first.apply(entry, bodyOf(body));
+      const second = new Applier(layout, warn, undefined, first.handOver());
+      for (const [entry, body] of entries.slice(at)) await second.apply(entry, bodyOf(body));
+      await second.finish();
+      expect(second.usage(), `taken over at entry ${at}`).toEqual(await sn.usage(`count-${at}`));
+    }
   });
 });
 
