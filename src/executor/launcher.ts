@@ -33,15 +33,16 @@ export interface StartedProcess {
 //   x ID STATUS\n        it exited (wait status); sent only after both its streams have ended
 //   f ID ERRNO TEXT\n    it could not be started (pipe, fork or exec failed)
 // Each run's output is relayed in order, and its exit comes after the last of it, as a child's
-// 'close' does. The launcher ignores SIGINT and SIGQUIT (a terminal's Ctrl-C reaches the whole
-// process group): the build stops its containers itself and needs the launcher to report them;
-// runc gets the default dispositions back, so it sees a Ctrl-C as it does when node starts it.
+// 'close' does. The launcher ignores the signals sent to a whole process group (a terminal's
+// Ctrl-C, a service manager's SIGTERM): the build stops its containers itself and needs the
+// launcher to report them; runc gets the default dispositions back, so it sees them as it does
+// when node starts it.
 // When its stdin ends (node exited or was killed) it takes no more requests, lets the runs it
 // started finish, as they would as node's own orphans, and exits.
 const LAUNCHER = String.raw`
 use strict;
 use POSIX ();
-$SIG{INT} = $SIG{QUIT} = $SIG{PIPE} = 'IGNORE';
+$SIG{$_} = 'IGNORE' for qw(INT QUIT TERM HUP PIPE);
 my (%runs, %reader);
 my ($in, $eof, $lost) = ('', 0, 0);
 sub send_out {
@@ -60,7 +61,7 @@ sub start {
   my $pid = fork;
   unless (defined $pid) { send_out("f $id " . ($! + 0) . " fork: $!\n"); return }
   if ($pid == 0) {
-    $SIG{$_} = 'DEFAULT' for qw(INT QUIT PIPE);
+    $SIG{$_} = 'DEFAULT' for qw(INT QUIT TERM HUP PIPE);
     # Our stdin (the request pipe) must not reach runc: without /dev/null, no exec.
     my $null;
     if (open($null, '<', '/dev/null') && defined POSIX::dup2(fileno($null), 0)
@@ -100,6 +101,7 @@ while (!$eof || %runs) {
   vec($rin, 0, 1) = 1 unless $eof;
   vec($rin, $_, 1) = 1 for keys %reader;
   my $n = select(my $rout = $rin, undef, undef, $waiting ? 0.001 : undef);
+  die "select: $!" if $n < 0 && !$!{EINTR};
   next if $n <= 0;
   for my $fd (keys %reader) {
     next unless vec($rout, $fd, 1);

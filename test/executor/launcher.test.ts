@@ -80,6 +80,21 @@ describe('runc launcher', () => {
     expect(fx.containers()).toEqual([]);
   });
 
+  it("survives the signals a terminal or service manager sends the build's process group, and runs go on", async () => {
+    // The build stops its containers itself on Ctrl-C or SIGTERM, and needs the launcher to report them.
+    await fx.run(['true']);
+    const [launcher] = launcherPids();
+    let out = '';
+    const r = await fx.run(['sh', '-c', 'echo started; sleep 0.5; echo done'], {
+      stdout: (c) => {
+        if (out === '') for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'] as const) process.kill(launcher!, signal);
+        out += c.toString();
+      },
+    });
+    expect({ exitCode: r.exitCode, out }).toEqual({ exitCode: 0, out: 'started\ndone\n' });
+    expect(launcherPids()).toEqual([launcher]);
+  });
+
   it('fails a run whose launcher dies with a clear error, leaves nothing, and starts later runs itself', async () => {
     const [launcher] = launcherPids();
     expect(launcher).toBeDefined();
