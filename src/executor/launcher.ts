@@ -193,6 +193,11 @@ export class RuncLauncher {
     return !this.broken;
   }
 
+  /** Whether the launcher process has been started (and has not died). */
+  running(): boolean {
+    return this.child !== undefined;
+  }
+
   /** Starts the launcher now if it is not running (ahead of the first run). */
   warm(): void {
     if (!this.broken) this.child ??= this.start();

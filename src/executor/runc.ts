@@ -466,7 +466,10 @@ class Launcher {
   /** runc started with `args` by the launcher, or the spare turned into it; undefined when neither is ready. */
   launch(args: string[]): StartedProcess | undefined {
     if (this.resolved === null) this.resolved = findExecutable(this.command);
-    const launched = this.resolved ? RuncLauncher.get()?.launch(this.sealed ?? this.resolved, args) : undefined;
+    const server = this.resolved ? RuncLauncher.get() : undefined;
+    // Once started by warm() or for a second container: a process that runs one container alone
+    // (`builder run`) would only wait for the launcher's own start.
+    const launched = server && (server.running() || this.launches > 0) ? server.launch(this.sealed ?? this.resolved!, args) : undefined;
     if (launched) return launched;
     const child = this.spare;
     this.spare = undefined;

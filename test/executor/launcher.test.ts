@@ -36,9 +36,18 @@ function launcherPids(): number[] {
 describe('runc launcher', () => {
   const fx = useExecutor('builder-launcher-');
 
+  /** The launcher's pid, after the runs that start it (a process's first container starts runc itself). */
+  async function startedLauncher(): Promise<number> {
+    for (let i = 0; i < 2; i++) await fx.run(['true']);
+    const pids = launcherPids();
+    expect(pids).toHaveLength(1);
+    return pids[0]!;
+  }
+
   it('starts runs through one launcher process, not a process of its own per run', async () => {
-    for (let i = 0; i < 2; i++) expect((await fx.run(['true'])).exitCode).toBe(0);
-    expect(launcherPids()).toHaveLength(1);
+    const launcher = await startedLauncher();
+    for (let i = 0; i < 3; i++) expect((await fx.run(['sh', '-c', 'exit 0'])).exitCode).toBe(0);
+    expect(launcherPids()).toEqual([launcher]);
   });
 
   it('relays large stdout and stderr whole and in order, and the exit code after them', async () => {
@@ -58,9 +67,7 @@ describe('runc launcher', () => {
   });
 
   it("gives runc none of the launcher's own descriptors", async () => {
-    await fx.run(['true']); // the launcher is started by a first run
-    const [launcher] = launcherPids();
-    expect(launcher).toBeDefined();
+    const launcher = await startedLauncher();
     const links = (pid: number): string[] => readdirSync(`/proc/${pid}/fd`).map((fd) => readlinkSync(`/proc/${pid}/fd/${fd}`));
     // The launcher's request and answer pipes: what runc would hold if they leaked.
     const own = [0, 1].map((fd) => readlinkSync(`/proc/${launcher}/fd/${fd}`));
@@ -70,7 +77,7 @@ describe('runc launcher', () => {
       fx.run(['sh', '-c', 'echo started; sleep 600'], {
         signal: ac.signal,
         stdout: () => {
-          runcLinks = childrenOf(launcher!).flatMap(links);
+          runcLinks = childrenOf(launcher).flatMap(links);
           ac.abort();
         },
       }),
@@ -82,12 +89,11 @@ describe('runc launcher', () => {
 
   it("survives the signals a terminal or service manager sends the build's process group, and runs go on", async () => {
     // The build stops its containers itself on Ctrl-C or SIGTERM, and needs the launcher to report them.
-    await fx.run(['true']);
-    const [launcher] = launcherPids();
+    const launcher = await startedLauncher();
     let out = '';
     const r = await fx.run(['sh', '-c', 'echo started; sleep 0.5; echo done'], {
       stdout: (c) => {
-        if (out === '') for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'] as const) process.kill(launcher!, signal);
+        if (out === '') for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'] as const) process.kill(launcher, signal);
         out += c.toString();
       },
     });
@@ -96,10 +102,9 @@ describe('runc launcher', () => {
   });
 
   it('fails a run whose launcher dies with a clear error, leaves nothing, and starts later runs itself', async () => {
-    const [launcher] = launcherPids();
-    expect(launcher).toBeDefined();
+    const launcher = await startedLauncher();
     const pending = fx.run(['sh', '-c', 'echo started; sleep 600'], {
-      stdout: () => process.kill(launcher!, 'SIGKILL'),
+      stdout: () => process.kill(launcher, 'SIGKILL'),
     });
     await expect(pending).rejects.toThrow(/runc launcher: exited/);
     expect(fx.containers()).toEqual([]);
