@@ -41,7 +41,7 @@ export interface StartedProcess {
 // started finish, as they would as node's own orphans, and exits.
 const LAUNCHER = String.raw`
 use strict;
-use POSIX ();
+# No modules (POSIX alone would treble this process's own memory, which every fork write-protects).
 $SIG{$_} = 'IGNORE' for qw(INT QUIT TERM HUP PIPE);
 my (%runs, %reader);
 my ($in, $eof, $lost) = ('', 0, 0);
@@ -62,14 +62,13 @@ sub start {
   unless (defined $pid) { send_out("f $id " . ($! + 0) . " fork: $!\n"); return }
   if ($pid == 0) {
     $SIG{$_} = 'DEFAULT' for qw(INT QUIT TERM HUP PIPE);
-    # Our stdin (the request pipe) must not reach runc: without /dev/null, no exec.
-    my $null;
-    if (open($null, '<', '/dev/null') && defined POSIX::dup2(fileno($null), 0)
-      && defined POSIX::dup2(fileno($ow), 1) && defined POSIX::dup2(fileno($ew), 2)) {
+    # Reopened in place (fds 0-2, not close-on-exec). Our stdin, the request pipe, must not reach
+    # runc: without /dev/null, no exec.
+    if (open(STDIN, '<', '/dev/null') && open(STDOUT, '>&', $ow) && open(STDERR, '>&', $ew)) {
       exec { $argv[0] } @argv;
     }
     syswrite($sw, ($! + 0) . " $argv[0]: $!");
-    POSIX::_exit(127);
+    exit 127; # nothing is buffered (all output is syswrite) and there is no END block
   }
   close $ow; close $ew; close $sw;
   # Until exec, then end of file (close-on-exec); an error text if exec failed.
@@ -93,7 +92,7 @@ while (!$eof || %runs) {
   for my $id (keys %runs) {
     my $run = $runs{$id};
     next if $run->{open};
-    if (waitpid($run->{pid}, POSIX::WNOHANG()) > 0) { send_out("x $id $?\n"); delete $runs{$id} }
+    if (waitpid($run->{pid}, 1) > 0) { send_out("x $id $?\n"); delete $runs{$id} } # 1: WNOHANG
     else { $waiting = 1 }
   }
   last if $eof && !%runs;
