@@ -55,7 +55,7 @@ sub send_out {
 }
 sub start {
   my ($id, @argv) = @_;
-  # Created close-on-exec (above $^F): only the dup2'd copies reach runc.
+  # Created close-on-exec (above $^F): only their copies on fds 1 and 2 reach runc.
   my ($or, $ow, $er, $ew, $sr, $sw);
   unless (pipe($or, $ow) && pipe($er, $ew) && pipe($sr, $sw)) { send_out("f $id " . ($! + 0) . " pipe: $!\n"); return }
   my $pid = fork;
@@ -84,7 +84,8 @@ sub start {
 sub request {
   my ($line) = @_;
   if ($line =~ /^r (\d+)\0(.+)$/s) { start($1, split /\0/, $2, -1) }
-  elsif ($line =~ /^k (\d+) (\d+)$/) { kill($2, $runs{$1}{pid}) if $runs{$1} && !defined $runs{$1}{status} }
+  # Only while not reaped: the pid cannot have been reused.
+  elsif ($line =~ /^k (\d+) (\d+)$/) { kill($2, $runs{$1}{pid}) if $runs{$1} }
 }
 while (!$eof || %runs) {
   # A run whose streams have ended is reaped as soon as it has exited (usually at once).
