@@ -7,7 +7,7 @@
 // what RUN --mount needs: see mounts.ts), `runc run`s it in the foreground with stdio piped to
 // the caller, and always removes the bundle and the container afterwards.
 
-import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import { spawn, type ChildProcess, type ChildProcessByStdio } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { accessSync, constants as fsc, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { readFile, readdir, rmdir, unlink } from 'node:fs/promises';
@@ -20,6 +20,7 @@ import { isMountPoint, sealedCopy, unmountAll } from '../snapshotter/mount.js';
 import { CommandError, lineSafe, runCommand } from '../util/command.js';
 import { isOwnerAlive, processToken } from '../util/process.js';
 import { resolveComponents, resolveInRootSync } from '../util/scoped-path.js';
+import { RuncLauncher, type StartedProcess } from './launcher.js';
 import { hasSecrets, mountMemoryBundle, prepareMounts, type PreparedMounts } from './mounts.js';
 import { buildSpec, capabilitiesInMask, hostsFile, resolvConf, withDefaultEnv } from './spec.js';
 import { resolveUser } from './user.js';
@@ -347,15 +348,15 @@ export class RuncExecutor {
       const [command, commandArgs] = spec.terminal
         ? ['script', ['--quiet', '--return', '--echo', 'never', '--command', [this.runc, ...args].map(shellQuote).join(' '), '/dev/null']]
         : [this.runc, args];
-      // A RUN step (no input, no terminal) starts through a spare process made ahead of time.
+      // A RUN step (no input, no terminal) starts through the launcher or a spare (see Launcher).
       const attached = spec.stdin !== undefined || spec.terminal === true;
-      const child =
+      const child: StartedProcess & { stdin?: Writable | null } =
         (attached ? undefined : this.launcher.launch(args)) ??
-        spawn(attached ? command : this.launcher.executable() ?? command, commandArgs, {
+        (spawn(attached ? command : this.launcher.executable() ?? command, commandArgs, {
           // Without -i, a terminal's input stays open and silent, as docker's.
           stdio: [inputFd ?? (attached ? 'pipe' : 'ignore'), 'pipe', 'pipe'],
           ...(spec.terminal ? { env: { ...process.env, SHELL: '/bin/sh' } } : {}),
-        });
+        }) as ChildProcess & StartedProcess);
       if (!attached) this.launcher.started();
       let aborted = false;
       let exited = false;
@@ -363,8 +364,8 @@ export class RuncExecutor {
         child.stdin.on('error', () => undefined); // the process did not read it all
         if (inputFd === undefined) spec.stdin?.pipe(child.stdin);
       }
-      attach(child.stdout!, spec.stdout);
-      attach(child.stderr!, spec.stderr);
+      attach(child.stdout, spec.stdout);
+      attach(child.stderr, spec.stderr);
       spec.onStart?.(async (signal) => void (await this.signalContainer(id, signal, () => exited)));
       const onAbort = (): void => {
         if (aborted) return;
@@ -419,12 +420,13 @@ export class RuncExecutor {
 }
 
 /**
- * Starts `runc run` for RUN steps through a spare `/bin/sh` made ahead of time, which reads the
+ * Starts `runc run` for RUN steps without forking node at each step: through the long-lived
+ * launcher (see launcher.ts), else through a spare `/bin/sh` made ahead of time, which reads the
  * command line on its stdin and execs it with its stdout and stderr (pipes to us) as they are.
  * Node spawns by forking itself, which blocks this thread until the child has exec'd: 5-15 ms a
- * step here, on the critical path between two steps. The spare is forked while the previous step's
- * container runs and this thread would wait anyway; what it becomes is the same process (its pid
- * is runc's, kill and exit status are runc's), in our process group as a spawned runc is.
+ * step here, more under load. The spare is forked while the previous step's container runs and
+ * this thread would wait anyway; what it becomes is the same process (its pid is runc's, kill and
+ * exit status are runc's), in our process group as a spawned runc is.
  */
 class Launcher {
   private static readonly byCommand = new Map<string, Launcher>();
@@ -449,7 +451,10 @@ class Launcher {
    * later runs once it is made; until then runc starts from its file.
    */
   warm(): void {
-    this.prepare();
+    if (this.resolved === null) this.resolved = findExecutable(this.command);
+    const server = this.resolved ? RuncLauncher.get() : undefined;
+    if (server) server.warm();
+    else this.prepare();
     if (this.resolved && !this.sealing) this.sealing = sealedCopy(this.resolved).then((path) => void (this.sealed = path));
   }
 
@@ -458,8 +463,14 @@ class Launcher {
     return this.sealed;
   }
 
-  /** The spare turned into runc with `args`, or undefined when there is none ready. */
-  launch(args: string[]): ChildProcessByStdio<Writable, Readable, Readable> | undefined {
+  /** runc started with `args` by the launcher, or the spare turned into it; undefined when neither is ready. */
+  launch(args: string[]): StartedProcess | undefined {
+    if (this.resolved === null) this.resolved = findExecutable(this.command);
+    const server = this.resolved ? RuncLauncher.get() : undefined;
+    // Once started by warm() or for a second container: a process that runs one container alone
+    // (`builder run`) would only wait for the launcher's own start.
+    const launched = server && (server.running() || this.launches > 0) ? server.launch(this.sealed ?? this.resolved!, args) : undefined;
+    if (launched) return launched;
     const child = this.spare;
     this.spare = undefined;
     if (!child || child.pid === undefined || child.exitCode !== null || child.signalCode !== null || child.stdin.destroyed) {
@@ -482,7 +493,7 @@ class Launcher {
    * made meanwhile, when this thread has nothing else to do.
    */
   started(): void {
-    if (this.launches++ > 0) setImmediate(() => this.prepare());
+    if (this.launches++ > 0 && !RuncLauncher.get()?.usable()) setImmediate(() => this.prepare());
   }
 
   /** Makes a spare if there is none; it keeps nothing alive while it waits. */
