@@ -63,11 +63,10 @@ await build({
   target: 'node20',
   external: ['fs-xattr'],
   define: { 'import.meta.url': '__builderScriptUrl' },
-  banner: { js: "const __builderScriptUrl = require('node:url').pathToFileURL(__filename).href;" },
-  minifyWhitespace: true,
   // The thread's start delays a large layer's first entries: what only whiteouts (crypto), xattrs
   // (module) and special files (child_process) need loads when one comes.
-  plugins: [lazyBuiltins(['child_process', 'crypto', 'module'])],
+  banner: { js: `const __builderScriptUrl = require('node:url').pathToFileURL(__filename).href; require = (${oneLine(lazyRequire)})(require, ${JSON.stringify(['child_process', 'crypto', 'module'])});` },
+  minifyWhitespace: true,
   logLevel: 'warning',
 });
 train();
