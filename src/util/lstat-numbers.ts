@@ -101,7 +101,6 @@ function checkedBindingLstat(): BindingLstat | undefined {
 /** Checked on first use (null until then): commands that never walk a tree never touch it. */
 let bindingLstat: BindingLstat | undefined | null = null;
 
-
 const { S_IFMT, S_IFREG, S_IFDIR, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO } = constants;
 
 /**
