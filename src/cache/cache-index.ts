@@ -13,9 +13,9 @@ import { join } from 'node:path';
 import type { Digest } from '../oci/types.js';
 import { writeFileAtomic } from '../util/write-file.js';
 import { decodeCopyRecord, encodeCopyRecord, type CopyRecord } from './copy-record.js';
+import { acquireLock } from './lock.js';
 
 export type { CopyRecord } from './copy-record.js';
-import { acquireLock } from './lock.js';
 
 export interface LayerRecord {
   /** sha256 of the uncompressed tar. */
@@ -108,10 +108,9 @@ export class CacheIndex {
 
   /** Records `copy` as step `position`'s latest COPY result (one per position: the last one wins). */
   async recordCopy(position: string, copy: CopyRecord): Promise<void> {
-    const file = this.copyFile(position);
-    await writeFileAtomic(file, encodeCopyRecord(copy));
+    await writeFileAtomic(this.copyFile(position), encodeCopyRecord(copy));
     // The JSON record of earlier versions, for the same position.
-    await rm(file.replace(/\.copy$/, '.json'), { force: true });
+    await rm(this.positionFile(this.copiesDir, position), { force: true });
   }
 
   /** The ingredients last recorded for step `position` (an opaque id), if any. */
@@ -182,11 +181,11 @@ export class CacheIndex {
   }
 
   private copyFile(position: string): string {
-    return join(this.copiesDir, `${createHash('sha256').update(position).digest('hex')}.copy`);
+    return this.positionFile(this.copiesDir, position, 'copy');
   }
 
-  private positionFile(dir: string, position: string): string {
-    return join(dir, `${createHash('sha256').update(position).digest('hex')}.json`);
+  private positionFile(dir: string, position: string, extension = 'json'): string {
+    return join(dir, `${createHash('sha256').update(position).digest('hex')}.${extension}`);
   }
 }
 

@@ -162,8 +162,6 @@ export class Applier {
   /**
    * `makeNode` creates device nodes and fifos (fsutil's mknod, unless the caller has a better
    * way: a writer thread asks its parent, whose syscall server is already running).
-   */
-  /**
    * `from` is the state another Applier handed over (handOver) after writing the layer's first
    * entries into the same tree.
    */

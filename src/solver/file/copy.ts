@@ -67,6 +67,7 @@ export async function copySources(p: CopyParams): Promise<void> {
   };
   // Whether a new file in each host directory gets the group of this process (no setgid bit on
   // the directory): then a file created with the owner it should have needs no chown.
+  const creator = process.geteuid && process.getegid ? { uid: process.geteuid(), gid: process.getegid() } : undefined;
   const ownGroupDirs = new Map<string, boolean>();
   const newFilesOwnedBy = (dir: string): Owner | undefined => {
     let own = ownGroupDirs.get(dir);
@@ -77,7 +78,6 @@ export async function copySources(p: CopyParams): Promise<void> {
   const rootPrefix = join(p.destRoot, '/');
   const belowRoot = (hostPath: string): string => (hostPath.startsWith(rootPrefix) ? hostPath.slice(rootPrefix.length) : relative(p.destRoot, hostPath));
   let copied = 0;
-  const creator = process.geteuid && process.getegid ? { uid: process.geteuid(), gid: process.getegid() } : undefined;
   // One source writes each destination path once: a placeholder is never overwritten later on.
   const reuse = p.sources.length === 1 ? p.reuse : undefined;
   for (const src of p.sources) {
