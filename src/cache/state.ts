@@ -77,7 +77,7 @@ export class StateBusyError extends Error {
 const TELL_AFTER_MS = 1000;
 
 export async function openState(root: string, opts: OpenStateOptions = {}): Promise<State> {
-  makePrivate(root);
+  const created = makePrivate(root);
   const started = Date.now();
   const waitMs = opts.waitMs ?? 10 * 60_000;
   const letGo = await acquireLock(join(root, 'lock'), `state directory ${root}`, {
@@ -90,7 +90,7 @@ export async function openState(root: string, opts: OpenStateOptions = {}): Prom
   const dirtyMark = join(root, 'dirty');
   let user: string | undefined;
   try {
-    await forgetDeadUsers(root, dirtyMark);
+    await forgetDeadUsers(root, dirtyMark, created);
     if (opts.access === 'exclusive') await waitForUsers(root, dirtyMark, started + waitMs, opts);
     const alone = opts.access === 'exclusive' || (await liveUsers(root)).length === 0;
     if (alone && opts.sweep && existsSync(dirtyMark)) {
@@ -159,13 +159,14 @@ function ownerOf(name: string): string | undefined {
 
 /**
  * Turns the entries of users that died into the dirty mark. A directory this version never
- * opened (no `users/`) is trusted only if an older version's `clean` mark vouches for it.
+ * opened (no `users/`) is trusted only if it was `created` just now (nothing can be left in it)
+ * or an older version's `clean` mark vouches for it.
  */
-async function forgetDeadUsers(root: string, dirtyMark: string): Promise<void> {
+async function forgetDeadUsers(root: string, dirtyMark: string, created = false): Promise<void> {
   const users = join(root, 'users');
   const legacyClean = join(root, 'clean');
   if (!existsSync(users)) {
-    const vouched = existsSync(legacyClean);
+    const vouched = created || existsSync(legacyClean);
     mkdirSync(users);
     if (!vouched) writeFileSync(dirtyMark, '');
   }
@@ -195,10 +196,14 @@ async function waitForUsers(root: string, dirtyMark: string, deadline: number, o
 }
 
 
-/** Creates `root` private to this user, or makes an existing one so (older versions left it 0755). */
-function makePrivate(root: string): void {
-  mkdirSync(root, { recursive: true, mode: 0o700 });
+/**
+ * Creates `root` private to this user, or makes an existing one so (older versions left it 0755).
+ * True when it created `root`.
+ */
+function makePrivate(root: string): boolean {
+  const created = mkdirSync(root, { recursive: true, mode: 0o700 }) !== undefined;
   const st = statSync(root);
   if (!st.isDirectory()) throw new Error(`state directory ${root} is not a directory`);
   if ((st.mode & 0o777) !== 0o700) chmodSync(root, 0o700);
+  return created;
 }

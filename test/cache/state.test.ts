@@ -48,6 +48,18 @@ it('sweeps what an unfinished build left, once, and only while nobody else uses 
   expect(await readdir(root)).not.toContain('dirty');
 });
 
+it('does not sweep a state directory it creates itself: nothing can have been left in it', async () => {
+  let sweeps = 0;
+  const sweep = async () => void sweeps++;
+  const fresh = join(root, 'new', 'state');
+  const state = await openState(fresh, { sweep });
+  expect(sweeps).toBe(0);
+  expect(await readdir(fresh)).not.toContain('dirty');
+  await state.release(); // a failed build: the next one sweeps
+  await (await openState(fresh, { sweep })).release({ clean: true });
+  expect(sweeps).toBe(1);
+});
+
 it('lets builds share the directory, while prune waits for them all and holds new ones at the door', async () => {
   const a = await openState(root);
   const b = await openState(root);
