@@ -25,7 +25,8 @@
 // Callers of pruneStore hold the state directory alone (openState exclusive): no build is running, so nothing in use is
 // removed. Disk usage only reads.
 
-import { readdir, readFile, rm, stat, statfs } from 'node:fs/promises';
+import { statSync, type Stats } from 'node:fs';
+import { readdir, readFile, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { chainIDs } from '../oci/digest.js';
 import { isIndexMediaType, type Descriptor, type Digest, type ImageConfigFile, type ImageIndex, type ImageManifest } from '../oci/types.js';
@@ -187,6 +188,8 @@ export async function defaultKeepStorage(root: string): Promise<number> {
 function plan(inv: Inventory, opts: PruneOptions, now?: number): Removal[] {
   const cutoff = now !== undefined && opts.until !== undefined ? now - opts.until : Infinity;
   const keep = now !== undefined ? opts.keepStorage : undefined;
+  // Under the limit nothing goes: the usual case after a build, where the rest costs most.
+  if (keep !== undefined && totalOf(inv) <= keep) return [];
   // Blob references from records; images pin theirs for good.
   const refs = new Map<Digest, number>();
   for (const r of inv.records) for (const d of new Set(r.layers.map((l) => l.digest))) refs.set(d, (refs.get(d) ?? 0) + 1);
@@ -298,7 +301,9 @@ function snapshotLastUse(inv: Inventory): Map<string, Date> {
 async function inventory(state: StateParts, sn: LocalSnapshotter | undefined): Promise<Inventory> {
   const blobs = new Map<Digest, { size: number; mtime: Date }>();
   for (const name of await readdir(state.store.blobsDir)) {
-    const st = await stat(join(state.store.blobsDir, name)).catch(() => undefined);
+    // Synchronous: a store holds thousands of blobs, and a thread-pool round trip each cost the
+    // collection after every build about a tenth of a millisecond per blob.
+    const st = statOrUndefined(join(state.store.blobsDir, name));
     if (st?.isFile() && /^[0-9a-f]{64}$/.test(name)) blobs.set(`sha256:${name}`, { size: st.size, mtime: st.mtime });
   }
   const imageBlobs = new Set<Digest>();
@@ -388,5 +393,13 @@ class MeasuredSizes {
   async save(): Promise<void> {
     if (!this.measured && Object.keys(this.seen).length === Object.keys(this.known).length) return;
     await writeFileAtomic(this.file, JSON.stringify(this.seen));
+  }
+}
+
+function statOrUndefined(path: string): Stats | undefined {
+  try {
+    return statSync(path);
+  } catch {
+    return undefined;
   }
 }
