@@ -22,7 +22,7 @@ import { parseArgs } from 'node:util';
 import { has, log, pushBaseImage, settle, sh, startRegistry } from './lib/env.mjs';
 import { DISTRO_FILLER, SOURCE_TREE, writeTree } from './lib/fixtures.mjs';
 import { PEER_LABELS, markdownTable, orderingLesson, ratio, summarize, svgChart } from './lib/report.mjs';
-import { DOCKER, buildahTool, builderTool, buildkitTool } from './lib/tools.mjs';
+import { DOCKER, buildahTool, builderTool, buildkitTool, memorySampling } from './lib/tools.mjs';
 import { scenarios, selectScenarios } from './scenarios/index.mjs';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url));
@@ -219,12 +219,13 @@ async function runScenario(scenario, env, peers) {
       await attempt(tool, async () => {
         await plan.before?.(tool, round);
         await settle();
+        memorySampling.on = round < 1 || warmups === 0;
         const r = await plan.run(tool, round);
-        if (round < 1) return;
         const f = figures[tool.name];
+        f.peakBytes = Math.max(f.peakBytes, r.peakBytes ?? 0);
+        if (round < 1) return;
         f.runs.push(r.ms);
         if (r.steps !== undefined) f.hits = { cached: r.cached, steps: r.steps };
-        f.peakBytes = Math.max(f.peakBytes, r.peakBytes ?? 0);
         if (r.peakBytes) f.peaks.push(Math.round(r.peakBytes / 2 ** 20));
       });
     }

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ARCH, pushLayout, startRegistry, timed, writeLayout } from '../lib/env.mjs';
 import { keystream } from '../lib/fixtures.mjs';
-import { BUILDER, PEAK_RSS } from '../lib/tools.mjs';
+import { BUILDER, PEAK_RSS, memorySampling } from '../lib/tools.mjs';
 
 const LAYER_MB = [8, 16, 40, 48];
 const WORKER = fileURLToPath(new URL('../lib/push-worker.mjs', import.meta.url));
@@ -47,7 +47,7 @@ export const transferPush = {
         const ref = `${registry.host}/bench/transfer:latest`;
         const r =
           tool.name === 'builder'
-            ? await timed(process.execPath, [WORKER, layout, ref], { env: { NODE_OPTIONS: `--require ${PEAK_RSS}` }, sampleTree: true })
+            ? await timed(process.execPath, [WORKER, layout, ref], { env: { NODE_OPTIONS: `--require ${PEAK_RSS}` }, sampleTree: memorySampling.on })
             : await timed('skopeo', ['copy', '--quiet', '--dest-tls-verify=false', `oci:${layout}:latest`, `docker://${ref}`]);
         return { ms: r.ms, peakBytes: r.peakBytes };
       },
@@ -70,7 +70,7 @@ export const transferPull = {
       run: async (tool) => {
         const r =
           tool.name === 'builder'
-            ? await timed(BUILDER, ['pull', '--progress', 'quiet', '--root', dest, ref], { env: { NODE_OPTIONS: `--require ${PEAK_RSS}` }, sampleTree: true })
+            ? await timed(BUILDER, ['pull', '--progress', 'quiet', '--root', dest, ref], { env: { NODE_OPTIONS: `--require ${PEAK_RSS}` }, sampleTree: memorySampling.on })
             : await timed('skopeo', ['copy', '--quiet', '--src-tls-verify=false', '--override-arch', ARCH, `docker://${ref}`, `oci:${dest}:latest`]);
         return { ms: r.ms, peakBytes: r.peakBytes };
       },
