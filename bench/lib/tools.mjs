@@ -71,9 +71,9 @@ function buildFlags({ file, tag, noCache, buildArgs = {} }) {
 }
 
 /**
- * Whether builder's runs sample its process tree's memory (see timed), which costs CPU beside the
- * build every 20 ms, and only builder's runs are sampled: run.mjs turns it on for the warm-up,
- * which is not timed, and off for the timed runs (they report node's own high-water mark).
+ * Whether builder's runs sample its process tree's memory (see timed). Sampling costs CPU beside
+ * the build and no peer is sampled: run.mjs turns it on for the untimed warm-up only; timed runs
+ * report node's own high-water mark.
  */
 export const memorySampling = { on: true };
 

@@ -188,7 +188,7 @@ export async function defaultKeepStorage(root: string): Promise<number> {
 function plan(inv: Inventory, opts: PruneOptions, now?: number): Removal[] {
   const cutoff = now !== undefined && opts.until !== undefined ? now - opts.until : Infinity;
   const keep = now !== undefined ? opts.keepStorage : undefined;
-  // Under the limit nothing goes: the usual case after a build, where the rest costs most.
+  // Under the limit nothing goes (the usual case after a build): nothing to plan.
   if (keep !== undefined && totalOf(inv) <= keep) return [];
   // Blob references from records; images pin theirs for good.
   const refs = new Map<Digest, number>();
