@@ -301,8 +301,8 @@ function snapshotLastUse(inv: Inventory): Map<string, Date> {
 async function inventory(state: StateParts, sn: LocalSnapshotter | undefined): Promise<Inventory> {
   const blobs = new Map<Digest, { size: number; mtime: Date }>();
   for (const name of await readdir(state.store.blobsDir)) {
-    // Synchronous: a store holds thousands of blobs, and a thread-pool round trip each cost the
-    // collection after every build about a tenth of a millisecond per blob.
+    // Synchronous: a store holds thousands of blobs, and an awaited thread-pool round trip each
+    // cost the collection after every build tens of milliseconds per thousand blobs.
     const st = statOrUndefined(join(state.store.blobsDir, name));
     if (st?.isFile() && /^[0-9a-f]{64}$/.test(name)) blobs.set(`sha256:${name}`, { size: st.size, mtime: st.mtime });
   }
