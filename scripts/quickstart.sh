@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/install-deps.sh runc busybox-static
+bash scripts/install-deps.sh runc busybox-static gcc libc6-dev
 npm ci --no-audit --no-fund
 npm run build
 

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The whole test suite: installs the real components the tests use (runc, the CNCF registry,
-# skopeo, umoci, busybox, and Docker 20.10 as the reference for the differential tests), builds,
-# and runs every test. Tests start and stop their own registries on 127.0.0.1; this script starts
-# and stops a private Docker engine without network.
+# The whole test suite: installs the real components the tests use (runc, a C compiler for the
+# seccomp loader, the CNCF registry, skopeo, umoci, busybox, and Docker 20.10 as the reference for
+# the differential tests), builds, and runs every test. Tests start and stop their own registries
+# on 127.0.0.1; this script starts and stops a private Docker engine without network.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/install-deps.sh runc docker-registry skopeo umoci \
+bash scripts/install-deps.sh runc gcc libc6-dev docker-registry skopeo umoci \
   busybox-static apache2-utils openssl iproute2 docker.io openssh-client tmux
 npm ci --no-audit --no-fund
 npm run build

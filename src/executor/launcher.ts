@@ -9,7 +9,7 @@
 
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { existsSync } from 'node:fs';
+import { closeSync, existsSync, openSync } from 'node:fs';
 import { constants as osc } from 'node:os';
 import { Readable, type Writable } from 'node:stream';
 import { lineSafe } from '../util/command.js';
@@ -25,7 +25,9 @@ export interface StartedProcess {
 
 // The launcher's protocol, one request per line on its stdin (arguments cannot hold a newline or
 // a NUL: the caller checks with lineSafe):
-//   r ID\0PATH\0ARG…     fork, exec PATH with ARGs (argv[0] = PATH), stdin /dev/null
+//   r ID N\0FILE…\0PATH\0ARG…
+//                        fork, exec PATH with ARGs (argv[0] = PATH), stdin /dev/null, and the N
+//                        FILEs (`<path` read, `>path` write; N ≤ 3) open as fds 3, 4, 5
 //   k ID SIGNAL          send a signal (by number) to run ID, unless it has been reaped
 // and answers, framed on its stdout:
 //   p ID PID\n           run ID started (exec'd)
@@ -44,6 +46,9 @@ use strict;
 # No modules (POSIX alone would treble this process's own memory, which every fork write-protects).
 $SIG{$_} = 'IGNORE' for qw(INT QUIT TERM HUP PIPE);
 my (%runs, %reader);
+# Fds 3-5 (/dev/null from node) are kept for the files a run is given: every pipe is above them,
+# and a child reopens them in place (perl dup2s onto an fd up to $^F).
+my @slots = map { my $h; open($h, '<&=', $_) ? $h : () } 3 .. 5;
 my ($in, $eof, $lost) = ('', 0, 0);
 sub send_out {
   my ($s) = @_;
@@ -54,7 +59,8 @@ sub send_out {
   }
 }
 sub start {
-  my ($id, @argv) = @_;
+  my ($id, $files, @argv) = @_;
+  if (@$files > @slots) { send_out("f $id 22 files: only " . scalar(@slots) . " can be passed\n"); return }
   # Created close-on-exec (above $^F): only their copies on fds 1 and 2 reach runc.
   my ($or, $ow, $er, $ew, $sr, $sw);
   unless (pipe($or, $ow) && pipe($er, $ew) && pipe($sr, $sw)) { send_out("f $id " . ($! + 0) . " pipe: $!\n"); return }
@@ -64,10 +70,17 @@ sub start {
     $SIG{$_} = 'DEFAULT' for qw(INT QUIT TERM HUP PIPE);
     # Reopened in place (fds 0-2, not close-on-exec). Our stdin, the request pipe, must not reach
     # runc: without /dev/null, no exec.
+    my $failed = $argv[0];
     if (open(STDIN, '<', '/dev/null') && open(STDOUT, '>&', $ow) && open(STDERR, '>&', $ew)) {
-      exec { $argv[0] } @argv;
+      $^F = 5;
+      my $opened = 0;
+      for my $file (@$files) {
+        unless (open($slots[$opened], substr($file, 0, 1), substr($file, 1))) { $failed = substr($file, 1); last }
+        $opened++;
+      }
+      exec { $argv[0] } @argv if $opened == @$files;
     }
-    syswrite($sw, ($! + 0) . " $argv[0]: $!");
+    syswrite($sw, ($! + 0) . " $failed: $!");
     exit 127; # nothing is buffered (all output is syswrite) and there is no END block
   }
   close $ow; close $ew; close $sw;
@@ -83,7 +96,10 @@ sub start {
 }
 sub request {
   my ($line) = @_;
-  if ($line =~ /^r (\d+)\0(.+)$/s) { start($1, split /\0/, $2, -1) }
+  if ($line =~ /^r (\d+) (\d+)\0(.+)$/s) {
+    my ($id, $n, @rest) = ($1, $2, split /\0/, $3, -1);
+    start($id, [splice(@rest, 0, $n)], @rest);
+  }
   # Only while not reaped: the pid cannot have been reused.
   elsif ($line =~ /^k (\d+) (\d+)$/) { kill($2, $runs{$1}{pid}) if $runs{$1} }
 }
@@ -120,6 +136,12 @@ while (!$eof || %runs) {
     while ((my $nl = index($in, "\n")) >= 0) { request(substr($in, 0, $nl)); substr($in, 0, $nl + 1) = '' }
   }
 }`;
+
+/** A file a run gets open as one of its fds from 3 on: for reading, or (`write`) created for writing. */
+export interface PassedFile {
+  path: string;
+  write?: boolean;
+}
 
 /** A run started through the launcher, seen as a child process. */
 class LaunchedRun extends EventEmitter implements StartedProcess {
@@ -203,9 +225,13 @@ export class RuncLauncher {
     if (!this.broken) this.child ??= this.start();
   }
 
-  /** Runs `path` with `args` (stdin /dev/null), or undefined when the launcher cannot be used. */
-  launch(path: string, args: readonly string[]): StartedProcess | undefined {
-    if (this.broken || !lineSafe([path, ...args])) return undefined;
+  /**
+   * Runs `path` with `args` (stdin /dev/null) and `files` open as its fds 3, 4, 5 (see
+   * PassedFile), or undefined when the launcher cannot be used.
+   */
+  launch(path: string, args: readonly string[], files: readonly PassedFile[] = []): StartedProcess | undefined {
+    const fileArgs = files.map((f) => `${f.write ? '>' : '<'}${f.path}`);
+    if (this.broken || files.length > 3 || !lineSafe([path, ...args, ...fileArgs])) return undefined;
     const child = (this.child ??= this.start());
     if (child.stdin.destroyed) return undefined;
     const id = this.nextId++;
@@ -216,13 +242,26 @@ export class RuncLauncher {
     });
     this.runs.set(id, run);
     this.setRef(true);
-    child.stdin.write(`r ${id}\0${[path, ...args].join('\0')}\n`);
+    child.stdin.write(`r ${id} ${files.length}\0${[...fileArgs, path, ...args].join('\0')}\n`);
     return run;
   }
 
   private start(): ChildProcessByStdio<Writable, Readable, null> {
     // In our process group, as a runc spawned by node would be (a terminal's Ctrl-C reaches it).
-    const child = spawn(this.perl, ['-e', LAUNCHER], { stdio: ['pipe', 'pipe', 'ignore'] });
+    // Fds 3-5: placeholders for the files a run is given (see LAUNCHER).
+    const devNull = openSync('/dev/null', 'r');
+    let child: ChildProcessByStdio<Writable, Readable, null>;
+    try {
+      child = spawn(this.perl, ['-e', LAUNCHER], {
+        stdio: ['pipe', 'pipe', 'ignore', devNull, devNull, devNull],
+        // For runc's own process, which mostly waits for its container: with one P, the Go runtime
+        // starts no threads that spin for work beside the container's start (3 ms of a 70 ms
+        // `runc run` on two cores). Its container process never sees runc's environment.
+        env: { ...process.env, GOMAXPROCS: '1' },
+      }) as ChildProcessByStdio<Writable, Readable, null>;
+    } finally {
+      closeSync(devNull);
+    }
     child.stdout.on('data', (chunk: Buffer) => this.onData(chunk));
     const fail = (why: string): void => {
       this.broken = true;

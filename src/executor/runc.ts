@@ -9,7 +9,7 @@
 
 import { spawn, type ChildProcess, type ChildProcessByStdio } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { accessSync, constants as fsc, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { accessSync, closeSync, constants as fsc, existsSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { readFile, readdir, rmdir, unlink } from 'node:fs/promises';
 import { constants as osc, tmpdir } from 'node:os';
 import { dirname, join, posix, resolve } from 'node:path';
@@ -20,9 +20,10 @@ import { isMountPoint, sealedCopy, unmountAll } from '../snapshotter/mount.js';
 import { CommandError, lineSafe, runCommand } from '../util/command.js';
 import { isOwnerAlive, processToken } from '../util/process.js';
 import { resolveComponents, resolveInRootSync } from '../util/scoped-path.js';
-import { RuncLauncher, type StartedProcess } from './launcher.js';
+import { RuncLauncher, type PassedFile, type StartedProcess } from './launcher.js';
 import { hasSecrets, mountMemoryBundle, prepareMounts, type PreparedMounts } from './mounts.js';
-import { buildSpec, capabilitiesInMask, hostsFile, resolvConf, withDefaultEnv } from './spec.js';
+import { compiledSeccomp, LOADER_IN_CONTAINER, type CompiledSeccomp } from './seccomp-filter.js';
+import { buildSpec, capabilitiesInMask, hostsFile, resolvConf, withDefaultEnv, type OciRuntimeSpec } from './spec.js';
 import { resolveUser } from './user.js';
 
 export interface RunSpec {
@@ -112,6 +113,10 @@ export interface RuncExecutorOptions {
   bundleRoot?: string;
   /** Hostname when a RunSpec has none (default: buildkitsandbox, as BuildKit). */
   hostname?: string;
+  /** Where the compiled seccomp profile is kept (see seccomp-filter.ts; default: the user's cache). */
+  seccompCacheDir?: string;
+  /** false: runc compiles the seccomp profile at every container start (no seccomp loader). */
+  seccompLoader?: boolean;
 }
 
 export class AbortError extends Error {
@@ -152,6 +157,8 @@ export class RuncExecutor {
   private readonly bundleRoot: string;
   private readonly hostname: string;
   private readonly launcher: Launcher;
+  private readonly seccompCacheDir: string | undefined;
+  private readonly seccompLoader: boolean;
 
   constructor(opts: RuncExecutorOptions = {}) {
     this.runc = opts.runc ?? 'runc';
@@ -159,6 +166,8 @@ export class RuncExecutor {
     this.stateRoot = opts.stateRoot;
     this.bundleRoot = resolve(opts.bundleRoot ?? join(tmpdir(), 'builder-runc'));
     this.hostname = opts.hostname ?? 'buildkitsandbox';
+    this.seccompCacheDir = opts.seccompCacheDir;
+    this.seccompLoader = opts.seccompLoader !== false;
   }
 
   /**
@@ -196,13 +205,14 @@ export class RuncExecutor {
     let prepared: PreparedMounts | undefined;
     let aborted = false;
     try {
-      prepared = await this.writeBundle(bundle, rootfs, cwd, user, spec, inMemory);
-      const exit = await this.runContainer(id, bundle, spec);
+      const written = await this.writeBundle(bundle, rootfs, cwd, user, spec, inMemory);
+      prepared = written.prepared;
+      const exit = await this.runContainer(id, bundle, spec, written.seccomp);
       aborted = exit.aborted;
       if (aborted) throw new AbortError({ cause: spec.signal?.reason });
       if (exit.code === null) throw new RuncError(`runc was killed by ${exit.signal ?? 'a signal'}`);
       if (exit.code !== 0) {
-        const failure = await runcFailure(join(bundle, 'runc.log'));
+        const failure = (written.seccomp && loaderFailure(bundle)) || (await runcFailure(join(bundle, 'runc.log')));
         if (failure) throw new RuncError(failure);
       }
       return toResult(exit.code);
@@ -295,7 +305,7 @@ export class RuncExecutor {
     user: Awaited<ReturnType<typeof resolveUser>>,
     spec: ContainerSpec,
     inMemory: boolean,
-  ): Promise<PreparedMounts> {
+  ): Promise<{ prepared: PreparedMounts; seccomp?: CompiledSeccomp }> {
     // Synchronous: a few small files, where thread-pool round trips cost more than the writes.
     mkdirSync(this.bundleRoot, { recursive: true, mode: 0o700 });
     mkdirSync(bundle, { mode: 0o700 });
@@ -329,19 +339,47 @@ export class RuncExecutor {
       annotations: { [OWNER_ANNOTATION]: processToken() },
       ...(spec.terminal ? { terminal: true } : {}),
     });
+    let seccomp: CompiledSeccomp | undefined;
     try {
+      seccomp = await this.compiledSeccomp(config, spec);
+      if (seccomp) {
+        // The loader installs the compiled filter and execs the command (see seccomp-filter.ts).
+        delete config.linux.seccomp;
+        config.process.args = [LOADER_IN_CONTAINER, ...config.process.args];
+      }
       writeFileSync(join(bundle, 'config.json'), JSON.stringify(config));
     } catch (err) {
       await prepared.close();
       throw err;
     }
-    return prepared;
+    return { prepared, ...(seccomp ? { seccomp } : {}) };
+  }
+
+  /**
+   * The step's seccomp profile compiled ahead (see seccomp-filter.ts), when its container starts
+   * through the launcher (which passes the loader and the program as files) and with
+   * no_new_privs, which lets the loader install a filter as any user.
+   */
+  private async compiledSeccomp(config: OciRuntimeSpec, spec: ContainerSpec): Promise<CompiledSeccomp | undefined> {
+    const runc = this.seccompLoader ? this.launcher.passesFiles() : undefined;
+    if (!runc || !config.linux.seccomp || !config.process.noNewPrivileges || spec.stdin !== undefined || spec.terminal) return undefined;
+    return compiledSeccomp(config.linux.seccomp, {
+      runc,
+      rootArgs: this.rootArgs(),
+      bundleRoot: this.bundleRoot,
+      ...(this.seccompCacheDir ? { cacheDir: this.seccompCacheDir } : {}),
+      containerId: () => `${CONTAINER_PREFIX}${randomBytes(8).toString('hex')}`,
+      annotations: { [OWNER_ANNOTATION]: processToken() },
+    });
   }
 
   /** `runc run` in the foreground; on abort, kills the container and waits for runc to exit. */
-  private runContainer(id: string, bundle: string, spec: ContainerSpec): Promise<{ code: number | null; signal: string | null; aborted: boolean }> {
+  private runContainer(id: string, bundle: string, spec: ContainerSpec, seccomp: CompiledSeccomp | undefined): Promise<{ code: number | null; signal: string | null; aborted: boolean }> {
     return new Promise((resolvePromise, reject) => {
-      const args = [...this.rootArgs(), '--log', join(bundle, 'runc.log'), '--log-format', 'json', 'run', '--bundle', bundle, id];
+      // With the seccomp loader: fd 3 the loader, 4 the program, 5 where it reports a start failure.
+      const files: PassedFile[] = seccomp ? [{ path: seccomp.loader }, { path: seccomp.filter }, { path: join(bundle, LOADER_REPORT), write: true }] : [];
+      const passFds = files.length ? ['--preserve-fds', String(files.length)] : [];
+      const args = [...this.rootArgs(), '--log', join(bundle, 'runc.log'), '--log-format', 'json', 'run', '--bundle', bundle, ...passFds, id];
       const inputFd = spec.stdin instanceof ReadStream ? (spec.stdin as ReadStream & { fd: number }).fd : undefined;
       // runc in the foreground wants a terminal of its own to hand a pseudo-terminal to the
       // container: `script` runs it in one (and sets the caller's terminal raw, as docker -t does).
@@ -351,12 +389,14 @@ export class RuncExecutor {
       // A RUN step (no input, no terminal) starts through the launcher or a spare (see Launcher).
       const attached = spec.stdin !== undefined || spec.terminal === true;
       const child: StartedProcess & { stdin?: Writable | null } =
-        (attached ? undefined : this.launcher.launch(args)) ??
-        (spawn(attached ? command : this.launcher.executable() ?? command, commandArgs, {
-          // Without -i, a terminal's input stays open and silent, as docker's.
-          stdio: [inputFd ?? (attached ? 'pipe' : 'ignore'), 'pipe', 'pipe'],
-          ...(spec.terminal ? { env: { ...process.env, SHELL: '/bin/sh' } } : {}),
-        }) as ChildProcess & StartedProcess);
+        (attached ? undefined : this.launcher.launch(args, files)) ??
+        spawnWithFiles(files, (fds) =>
+          spawn(attached ? command : this.launcher.executable() ?? command, commandArgs, {
+            // Without -i, a terminal's input stays open and silent, as docker's.
+            stdio: [inputFd ?? (attached ? 'pipe' : 'ignore'), 'pipe', 'pipe', ...fds],
+            ...(spec.terminal ? { env: { ...process.env, SHELL: '/bin/sh' } } : {}),
+          }) as ChildProcess & StartedProcess,
+        );
       if (!attached) this.launcher.started();
       let aborted = false;
       let exited = false;
@@ -463,14 +503,24 @@ class Launcher {
     return this.sealed;
   }
 
-  /** runc started with `args` by the launcher, or the spare turned into it; undefined when neither is ready. */
-  launch(args: string[]): StartedProcess | undefined {
+  /** runc's absolute path, when the launcher can start it with files (see PassedFile); else undefined. */
+  passesFiles(): string | undefined {
+    if (this.resolved === null) this.resolved = findExecutable(this.command);
+    return this.resolved && RuncLauncher.get()?.usable() ? this.resolved : undefined;
+  }
+
+  /**
+   * runc started with `args` (and `files` as its fds 3…) by the launcher, or the spare turned into
+   * it; undefined when neither is ready (a spare cannot take files).
+   */
+  launch(args: string[], files: readonly PassedFile[] = []): StartedProcess | undefined {
     if (this.resolved === null) this.resolved = findExecutable(this.command);
     const server = this.resolved ? RuncLauncher.get() : undefined;
     // Once started by warm() or for a second container: a process that runs one container alone
     // (`builder run`) would only wait for the launcher's own start.
-    const launched = server && (server.running() || this.launches > 0) ? server.launch(this.sealed ?? this.resolved!, args) : undefined;
-    if (launched) return launched;
+    const useServer = server && (files.length > 0 || server.running() || this.launches > 0);
+    const launched = useServer ? server.launch(this.sealed ?? this.resolved!, args, files) : undefined;
+    if (launched || files.length > 0) return launched;
     const child = this.spare;
     this.spare = undefined;
     if (!child || child.pid === undefined || child.exitCode !== null || child.signalCode !== null || child.stdin.destroyed) {
@@ -559,6 +609,28 @@ function toResult(code: number): RunResult {
     if (name) return { exitCode: code, signal: name };
   }
   return { exitCode: code };
+}
+
+/** The seccomp loader's report file in the bundle: what it wrote there instead of starting the command. */
+const LOADER_REPORT = 'loader-report';
+
+function loaderFailure(bundle: string): string | undefined {
+  try {
+    return readFileSync(join(bundle, LOADER_REPORT), 'utf8') || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** `start(fds)` with `files` open as those fds (closed here once the child has its copies). */
+function spawnWithFiles<T>(files: readonly PassedFile[], start: (fds: number[]) => T): T {
+  const fds: number[] = [];
+  try {
+    for (const f of files) fds.push(openSync(f.path, f.write ? 'w' : 'r'));
+    return start(fds);
+  } finally {
+    for (const fd of fds) closeSync(fd);
+  }
 }
 
 /** The error runc logged, if it failed itself (the process's own non-zero exit logs nothing). */
