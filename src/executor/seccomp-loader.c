@@ -1,6 +1,6 @@
 // The seccomp loader: starts a RUN step's command under the seccomp filter runc would have
 // installed, compiled once (see seccomp-filter.ts) instead of by runc at every container start,
-// where compiling Docker's profile with libseccomp is a fifth of runc's CPU time.
+// where compiling Docker's profile with libseccomp is about 15 ms of a trivial step's 85 ms.
 //
 //   /proc/self/fd/3 ARGV...      in the container (runc --preserve-fds 3): fd 3 is this program,
 //                                fd 4 the filter, fd 5 where a start failure is reported. Loads
