@@ -144,11 +144,14 @@ function cpuTicks() {
 }
 
 /**
- * Waits (up to `maxMs`) until the machine is quiet: under 10 % of its CPU busy over 100 ms. A
+ * Flushes what earlier runs wrote (their layers, and the old states the bench keeps until it
+ * ends), then waits (up to `maxMs`) until the machine is quiet: under 10 % of its CPU busy over
+ * 100 ms. Without the flush, the kernel writes those files back during a later timed run; and a
  * daemon goes on working after its client returns (BuildKit records and collects after `docker
- * build` exits): without this, that work would be charged to whichever tool runs next.
+ * build` exits): either would be charged to whichever tool runs next.
  */
 export async function settle(maxMs = 3000) {
+  spawnSync('sync', { stdio: 'ignore' });
   const deadline = Date.now() + maxMs;
   while (Date.now() < deadline) {
     const a = cpuTicks();
