@@ -164,7 +164,8 @@ async function fromRunc(profile: LinuxSeccomp, loader: string, opts: SeccompComp
   const pidFile = join(bundle, 'pid');
   const loaderFd = openSync(loader, 'r');
   const runc = spawn(opts.runc, [...opts.rootArgs, '--log', join(bundle, 'runc.log'), '--log-format', 'json', 'run', '--bundle', bundle, '--pid-file', pidFile, '--preserve-fds', '1', id], {
-    stdio: ['ignore', 'pipe', 'pipe', loaderFd],
+    // runc reports its own failures in its log; the loader says "ready" on stdout.
+    stdio: ['ignore', 'pipe', 'ignore', loaderFd],
   });
   closeSync(loaderFd);
   const exited = new Promise<void>((resolve) => runc.on('close', () => resolve()));
@@ -204,7 +205,7 @@ async function fromRunc(profile: LinuxSeccomp, loader: string, opts: SeccompComp
   }
 }
 
-/** How long the container that compiles the profile may take to start (a few hundred ms here). */
+/** How long the container that compiles the profile may take to start (a few hundred ms on two cores). */
 const READY_TIMEOUT_MS = 20_000;
 
 /** The seccomp program of process `pid`, read by the loader on this side (`--dump`). */

@@ -191,8 +191,9 @@ static int dump(pid_t pid) {
 }
 
 int main(int argc, char **argv) {
-  if (argc == 3 && strcmp(argv[1], "--dump") == 0) return dump((pid_t)atoi(argv[2]));
+  // With a filter on fd 4, the arguments are the step's command, whatever they are.
   if (fcntl(FILTER_FD, F_GETFD) >= 0) return argc > 1 ? load_and_exec(argv + 1) : start_failed("seccomp loader: no command");
+  if (argc == 3 && strcmp(argv[1], "--dump") == 0) return dump((pid_t)atoi(argv[2]));
   if (argc == 2 && strcmp(argv[1], "--pause") == 0) {
     puts("ready");
     fflush(stdout);

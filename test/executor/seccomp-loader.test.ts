@@ -101,6 +101,9 @@ describe('the compiled seccomp profile', () => {
       [['probe'], { env: ['PATH=.:/usr/bin'], cwd: '/bin' }],
       [['probe', '39'], { env: ['PATH=/nowhere:/usr/../bin'] }],
       [['probe', '39'], { env: ['PATH='] }],
+      // The loader's own modes are not the step's to choose.
+      [['--dump', '1'], {}],
+      [['--pause'], {}],
     ];
     for (const [args, extra] of cases) {
       const loaded = await run(viaLoader, args, extra);
