@@ -365,7 +365,7 @@ export class RuncExecutor {
     if (!runc || !config.linux.seccomp || !config.process.noNewPrivileges || spec.stdin !== undefined || spec.terminal) return undefined;
     return compiledSeccomp(config.linux.seccomp, {
       runc,
-      rootArgs: this.rootArgs(),
+      ...(this.stateRoot ? { stateRoot: this.stateRoot } : {}),
       bundleRoot: this.bundleRoot,
       ...(this.seccompCacheDir ? { cacheDir: this.seccompCacheDir } : {}),
       containerId: () => `${CONTAINER_PREFIX}${randomBytes(8).toString('hex')}`,

@@ -73,8 +73,8 @@ const sameFile = (a: FileId | undefined, b: FileId): boolean => a !== undefined 
 export interface SeccompCompilerOptions {
   /** runc's absolute path. */
   runc: string;
-  /** runc's global flags (`--root`). */
-  rootArgs: readonly string[];
+  /** runc's state directory (`--root`); default: runc's own. */
+  stateRoot?: string;
   /** Where the container that compiles the profile gets its bundle. */
   bundleRoot: string;
   /** Where compiled programs are kept (default: defaultSeccompCacheDir()). */
@@ -163,7 +163,8 @@ async function fromRunc(profile: LinuxSeccomp, loader: string, opts: SeccompComp
   writeFileSync(join(bundle, 'config.json'), JSON.stringify(config));
   const pidFile = join(bundle, 'pid');
   const loaderFd = openSync(loader, 'r');
-  const runc = spawn(opts.runc, [...opts.rootArgs, '--log', join(bundle, 'runc.log'), '--log-format', 'json', 'run', '--bundle', bundle, '--pid-file', pidFile, '--preserve-fds', '1', id], {
+  const rootArgs = opts.stateRoot ? ['--root', opts.stateRoot] : [];
+  const runc = spawn(opts.runc, [...rootArgs, '--log', join(bundle, 'runc.log'), '--log-format', 'json', 'run', '--bundle', bundle, '--pid-file', pidFile, '--preserve-fds', '1', id], {
     // runc reports its own failures in its log; the loader says "ready" on stdout.
     stdio: ['ignore', 'pipe', 'ignore', loaderFd],
   });
@@ -181,6 +182,8 @@ async function fromRunc(profile: LinuxSeccomp, loader: string, opts: SeccompComp
       void exited.then(() => reject(new Error('runc exited before the loader was ready')));
       timer = setTimeout(() => reject(new Error('the loader was not ready in time')), READY_TIMEOUT_MS);
     });
+    // runc may write the pid file just after the process has started.
+    for (let i = 0; i < 400 && !existsSync(pidFile); i++) await new Promise((r) => setTimeout(r, 5));
     const pid = Number(readFileSync(pidFile, 'utf8'));
     const libraries = readFileSync(`/proc/${runc.pid}/maps`, 'utf8')
       .split('\n')
@@ -201,9 +204,17 @@ async function fromRunc(profile: LinuxSeccomp, loader: string, opts: SeccompComp
       // already gone
     }
     await exited;
+    // runc run deletes its container when the process ends, unless runc itself was stopped first
+    // (a Ctrl-C that reached it before the container started).
+    if (existsSync(join(opts.stateRoot ?? DEFAULT_STATE_ROOT, id))) {
+      await new Promise((resolve) => spawn(opts.runc, [...rootArgs, 'delete', '--force', id], { stdio: 'ignore' }).on('close', resolve).on('error', resolve));
+    }
     rmSync(bundle, { recursive: true, force: true });
   }
 }
+
+/** runc's state directory when run as root without `--root`. */
+const DEFAULT_STATE_ROOT = '/run/runc';
 
 /** How long the container that compiles the profile may take to start (a few hundred ms on two cores). */
 const READY_TIMEOUT_MS = 20_000;

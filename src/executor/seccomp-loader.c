@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -190,11 +191,18 @@ static int dump(pid_t pid) {
   return fwrite(insns, 1, size, stdout) == size && fflush(stdout) == 0 ? 0 : 1;
 }
 
+static void on_signal(int sig) {
+  _exit(128 + sig);
+}
+
 int main(int argc, char **argv) {
   // With a filter on fd 4, the arguments are the step's command, whatever they are.
   if (fcntl(FILTER_FD, F_GETFD) >= 0) return argc > 1 ? load_and_exec(argv + 1) : start_failed("seccomp loader: no command");
   if (argc == 3 && strcmp(argv[1], "--dump") == 0) return dump((pid_t)atoi(argv[2]));
   if (argc == 2 && strcmp(argv[1], "--pause") == 0) {
+    // As a container's first process it ignores signals it has no handler for: these let the
+    // signals of an interrupted build (runc passes them on) end it, and with it the container.
+    for (const int *sig = (const int[]){SIGINT, SIGTERM, SIGHUP, SIGQUIT, 0}; *sig; sig++) signal(*sig, on_signal);
     puts("ready");
     fflush(stdout);
     for (;;) pause();

@@ -2,10 +2,11 @@
 // loader meets the same sandbox as under runc's own seccomp, syscall by syscall and architecture
 // by architecture, and a command that cannot start fails with runc's own error.
 
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { chmodSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { RuncError, RuncExecutor, type RunSpec } from '../../src/executor/runc.js';
 import { defaultSeccompProfile } from '../../src/executor/seccomp.js';
@@ -129,11 +130,42 @@ describe('the compiled seccomp profile', () => {
     expect(await run(viaLoader, ['probe', '272'])).toMatchObject({ out: expect.stringMatching(/^272 = -1 errno 1\n/) as unknown });
   });
 
+  it('leaves no container when a build is interrupted (Ctrl-C) while the profile compiles', async () => {
+    // A program of its own, in a process group of its own, as a build from a terminal is: the
+    // terminal's SIGINT reaches it and the runc it started. With a handler, the program stops its
+    // run and waits, as builder does; without one, it dies at once and the next build sweeps.
+    const library = fileURLToPath(new URL('../../dist/executor/runc.js', import.meta.url));
+    for (const handler of [true, false]) {
+      const script = `import { RuncExecutor } from ${JSON.stringify(library)};
+const ac = new AbortController();
+if (${handler}) process.on('SIGINT', () => ac.abort());
+const executor = new RuncExecutor({ bundleRoot: ${JSON.stringify(fx.bundleRoot)}, stateRoot: ${JSON.stringify(fx.stateRoot)}, seccompCacheDir: ${JSON.stringify(join(fx.dir, `interrupted-${handler}`))} });
+await executor.run({ rootfs: ${JSON.stringify(fx.rootfs)}, args: ['true'], env: [], cwd: '/', user: '', network: 'none', signal: ac.signal, stdout() {}, stderr() {} }).catch(() => undefined);`;
+      const child = spawn(process.execPath, ['--input-type=module', '-e', script], { detached: true, stdio: 'ignore' });
+      const exited = new Promise((resolve) => child.on('exit', resolve));
+      let compiling: string | undefined;
+      for (let i = 0; i < 1000 && !compiling; i++) {
+        compiling = fx.containers()[0];
+        if (!compiling) await new Promise((r) => setTimeout(r, 5));
+      }
+      expect(compiling).toBeDefined();
+      process.kill(-child.pid!, 'SIGINT');
+      await exited;
+      if (handler) {
+        expect(fx.containers()).toEqual([]);
+      } else {
+        await fx.executor.sweep();
+        expect(fx.containers()).toEqual([]);
+      }
+      expect(await readdir(fx.bundleRoot)).toEqual([]);
+    }
+  });
+
   it('does not use a cache directory someone else can write to: runc compiles the profile', async () => {
     const open = join(fx.dir, 'open-cache');
     mkdirSync(open);
     chmodSync(open, 0o777);
-    const opts = { runc: execFileSync('sh', ['-c', 'command -v runc'], { encoding: 'utf8' }).trim(), rootArgs: ['--root', fx.stateRoot], bundleRoot: fx.bundleRoot, cacheDir: open, containerId: () => `builder-${Date.now()}`, annotations: {} };
+    const opts = { runc: execFileSync('sh', ['-c', 'command -v runc'], { encoding: 'utf8' }).trim(), stateRoot: fx.stateRoot, bundleRoot: fx.bundleRoot, cacheDir: open, containerId: () => `builder-${Date.now()}`, annotations: {} };
     expect(await compiledSeccomp(defaultSeccompProfile(DEFAULT_CAPABILITIES), opts)).toBeUndefined();
     expect(await readdir(fx.bundleRoot)).toEqual([]);
     expect(fx.containers()).toEqual([]);
