@@ -362,7 +362,7 @@ export class RuncExecutor {
    */
   private async compiledSeccomp(config: OciRuntimeSpec, spec: ContainerSpec): Promise<CompiledSeccomp | undefined> {
     const runc = this.seccompLoader ? this.launcher.passesFiles() : undefined;
-    if (!runc || !config.linux.seccomp || !config.process.noNewPrivileges || spec.stdin !== undefined || spec.terminal) return undefined;
+    if (!runc || !config.linux.seccomp || !config.process.noNewPrivileges || isAttached(spec)) return undefined;
     return compiledSeccomp(config.linux.seccomp, {
       runc,
       ...(this.stateRoot ? { stateRoot: this.stateRoot } : {}),
@@ -370,6 +370,7 @@ export class RuncExecutor {
       ...(this.seccompCacheDir ? { cacheDir: this.seccompCacheDir } : {}),
       containerId: () => `${CONTAINER_PREFIX}${randomBytes(8).toString('hex')}`,
       annotations: { [OWNER_ANNOTATION]: processToken() },
+      removeContainer: (id) => this.deleteContainer(id, false),
     });
   }
 
@@ -387,7 +388,7 @@ export class RuncExecutor {
         ? ['script', ['--quiet', '--return', '--echo', 'never', '--command', [this.runc, ...args].map(shellQuote).join(' '), '/dev/null']]
         : [this.runc, args];
       // A RUN step (no input, no terminal) starts through the launcher or a spare (see Launcher).
-      const attached = spec.stdin !== undefined || spec.terminal === true;
+      const attached = isAttached(spec);
       const child: StartedProcess & { stdin?: Writable | null } =
         (attached ? undefined : this.launcher.launch(args, files)) ??
         spawnWithFiles(files, (fds) =>
@@ -609,6 +610,11 @@ function toResult(code: number): RunResult {
     if (name) return { exitCode: code, signal: name };
   }
   return { exitCode: code };
+}
+
+/** A run with input or a terminal: started by spawn, never by the launcher (nor through the seccomp loader). */
+function isAttached(spec: ContainerSpec): boolean {
+  return spec.stdin !== undefined || spec.terminal === true;
 }
 
 /** The seccomp loader's report file in the bundle: what it wrote there instead of starting the command. */

@@ -82,6 +82,8 @@ export interface SeccompCompilerOptions {
   /** Container id prefix and annotations, so that a sweep removes a container a crash left behind. */
   containerId: () => string;
   annotations: Record<string, string>;
+  /** Deletes container `id` if runc still has it (the executor's own clean-up). */
+  removeContainer: (id: string) => Promise<void>;
 }
 
 /**
@@ -206,15 +208,10 @@ async function fromRunc(profile: LinuxSeccomp, loader: string, opts: SeccompComp
     await exited;
     // runc run deletes its container when the process ends, unless runc itself was stopped first
     // (a Ctrl-C that reached it before the container started).
-    if (existsSync(join(opts.stateRoot ?? DEFAULT_STATE_ROOT, id))) {
-      await new Promise((resolve) => spawn(opts.runc, [...rootArgs, 'delete', '--force', id], { stdio: 'ignore' }).on('close', resolve).on('error', resolve));
-    }
+    await opts.removeContainer(id);
     rmSync(bundle, { recursive: true, force: true });
   }
 }
-
-/** runc's state directory when run as root without `--root`. */
-const DEFAULT_STATE_ROOT = '/run/runc';
 
 /** How long the container that compiles the profile may take to start (a few hundred ms on two cores). */
 const READY_TIMEOUT_MS = 20_000;
