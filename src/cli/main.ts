@@ -14,7 +14,7 @@ import { parseAddHost, parseShmSize, parseUlimit } from '../client/run-settings.
 import { parseBuildContext, unsupportedContext, type BuildContextSource } from '../client/context-sources.js';
 import { causes, exitCodeOf, UsageError } from './exit-codes.js';
 import { createRenderer, formatForecast, formatWarning, PROGRESS_MODES, type ProgressMode, type Renderer } from './progress.js';
-import { compactOldGeneration, smallYoungGeneration } from './heap.js';
+import { smallHeap } from './heap.js';
 import { stderr, stdout } from './output.js';
 
 const USAGE = `Usage: builder [--debug] build [OPTIONS] PATH
@@ -185,8 +185,7 @@ export async function main(args: string[]): Promise<number> {
  */
 async function loaded<T>(modules: Promise<T>, working = true): Promise<T> {
   const loadedModules = await modules;
-  smallYoungGeneration();
-  if (working) compactOldGeneration();
+  if (working) smallHeap();
   return loadedModules;
 }
 
@@ -196,7 +195,7 @@ function onWork(listener: (event: ProgressEvent) => void): (event: ProgressEvent
   return (event) => {
     if (!working && event.type === 'step' && event.status === 'started' && event.id !== 'export') {
       working = true;
-      compactOldGeneration();
+      smallHeap();
     }
     listener(event);
   };

@@ -30,12 +30,15 @@ export interface CompiledSeccomp {
   filter: string;
 }
 
-/** The built loader: beside dist/ from the compiled modules and the CLI bundle, in dist/ from src/. */
-const LOADER_CANDIDATES = [new URL('../seccomp-loader', import.meta.url), new URL('../../dist/seccomp-loader', import.meta.url)];
+/**
+ * The built loader: beside dist/ from the compiled modules and the CLI bundle, in dist/ from src/.
+ * Relative to this module, resolved at first use: a URL made at load costs every start.
+ */
+const LOADER_CANDIDATES = ['../seccomp-loader', '../../dist/seccomp-loader'];
 
 let loaderPath: string | undefined | null = null;
 function findLoader(): string | undefined {
-  if (loaderPath === null) loaderPath = LOADER_CANDIDATES.map((u) => fileURLToPath(u)).find((p) => existsSync(p));
+  if (loaderPath === null) loaderPath = LOADER_CANDIDATES.map((relative) => fileURLToPath(new URL(relative, import.meta.url))).find((p) => existsSync(p));
   return loaderPath;
 }
 

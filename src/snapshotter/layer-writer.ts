@@ -32,13 +32,14 @@ export interface LayerWriter {
 /**
  * The writer thread's script: one bundled file beside the CLI bundle (scripts/bundle.mjs makes
  * it: a thread loads it faster than the modules it is made of), else the compiled module beside
- * this one (dist/snapshotter); none when running from sources.
+ * this one (dist/snapshotter); none when running from sources. Relative to this module, resolved
+ * at first use: a URL made at load costs every start.
  */
-const SCRIPTS = [new URL('./apply-worker.cjs', import.meta.url), new URL('../snapshotter/apply-worker.js', import.meta.url)];
+const SCRIPTS = ['./apply-worker.cjs', '../snapshotter/apply-worker.js'];
 let defaultScript: URL | false | undefined;
 
 function defaultWriterScript(): URL | false {
-  defaultScript ??= SCRIPTS.find((url) => existsSync(fileURLToPath(url))) ?? false;
+  defaultScript ??= SCRIPTS.map((relative) => new URL(relative, import.meta.url)).find((url) => existsSync(fileURLToPath(url))) ?? false;
   return defaultScript;
 }
 
