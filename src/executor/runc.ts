@@ -492,11 +492,11 @@ class Launcher {
    * later runs once it is made; until then runc starts from its file.
    */
   warm(): void {
-    if (this.resolved === null) this.resolved = findExecutable(this.command);
-    const server = this.resolved ? RuncLauncher.get() : undefined;
+    const runc = this.runcPath();
+    const server = runc ? RuncLauncher.get() : undefined;
     if (server) server.warm();
     else this.prepare();
-    if (this.resolved && !this.sealing) this.sealing = sealedCopy(this.resolved).then((path) => void (this.sealed = path));
+    if (runc && !this.sealing) this.sealing = sealedCopy(runc).then((path) => void (this.sealed = path));
   }
 
   /** What to exec as runc: its sealed copy when made, else undefined (the command as given). */
@@ -506,8 +506,8 @@ class Launcher {
 
   /** runc's absolute path, when the launcher can start it with files (see PassedFile); else undefined. */
   passesFiles(): string | undefined {
-    if (this.resolved === null) this.resolved = findExecutable(this.command);
-    return this.resolved && RuncLauncher.get()?.usable() ? this.resolved : undefined;
+    const runc = this.runcPath();
+    return runc && RuncLauncher.get()?.usable() ? runc : undefined;
   }
 
   /**
@@ -515,12 +515,13 @@ class Launcher {
    * it; undefined when neither is ready (a spare cannot take files).
    */
   launch(args: string[], files: readonly PassedFile[] = []): StartedProcess | undefined {
-    if (this.resolved === null) this.resolved = findExecutable(this.command);
-    const server = this.resolved ? RuncLauncher.get() : undefined;
+    const runc = this.runcPath();
+    if (runc === undefined) return undefined;
+    const server = RuncLauncher.get();
     // Once started by warm() or for a second container: a process that runs one container alone
     // (`builder run`) would only wait for the launcher's own start.
     const useServer = server && (files.length > 0 || server.running() || this.launches > 0);
-    const launched = useServer ? server.launch(this.sealed ?? this.resolved!, args, files) : undefined;
+    const launched = useServer ? server.launch(this.sealed ?? runc, args, files) : undefined;
     if (launched || files.length > 0) return launched;
     const child = this.spare;
     this.spare = undefined;
@@ -528,13 +529,13 @@ class Launcher {
       child?.kill();
       return undefined;
     }
-    if (!lineSafe([this.sealed ?? this.resolved!, ...args])) {
+    if (!lineSafe([this.sealed ?? runc, ...args])) {
       child.kill();
       return undefined;
     }
     child.ref();
     for (const s of [child.stdin, child.stdout, child.stderr] as Array<{ ref?(): void }>) s.ref?.();
-    child.stdin.end([String(args.length + 1), this.sealed ?? this.resolved!, ...args, ''].join('\n'));
+    child.stdin.end([String(args.length + 1), this.sealed ?? runc, ...args, ''].join('\n'));
     return child;
   }
 
@@ -547,11 +548,15 @@ class Launcher {
     if (this.launches++ > 0 && !RuncLauncher.get()?.usable()) setImmediate(() => this.prepare());
   }
 
+  /** runc's absolute path, looked up once; undefined when it cannot be found. */
+  private runcPath(): string | undefined {
+    if (this.resolved === null) this.resolved = findExecutable(this.command);
+    return this.resolved;
+  }
+
   /** Makes a spare if there is none; it keeps nothing alive while it waits. */
   private prepare(): void {
-    if (this.spare) return;
-    if (this.resolved === null) this.resolved = findExecutable(this.command);
-    if (this.resolved === undefined) return;
+    if (this.spare || this.runcPath() === undefined) return;
     const child = spawn('/bin/sh', ['-c', LAUNCH_SCRIPT], { stdio: ['pipe', 'pipe', 'pipe'] });
     child.on('error', () => {
       if (this.spare === child) this.spare = undefined;

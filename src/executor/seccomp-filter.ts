@@ -12,12 +12,13 @@
 // part is missing (no loader built, no ptrace), runc compiles the profile itself, as before.
 
 import { spawn } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { homedir, release } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import { writeFileAtomicSync } from '../util/write-file.js';
 import { buildSpec } from './spec.js';
 import type { LinuxSeccomp } from './seccomp.js';
 
@@ -133,12 +134,9 @@ async function compile(profileJson: string, opts: SeccompCompilerOptions): Promi
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   if (!ownedByUs(dir)) return undefined;
   const made = await fromRunc(JSON.parse(profileJson) as LinuxSeccomp, loader, opts);
-  // Written whole under a temporary name, then renamed: a build reading at the same time sees the old file or the new one.
-  const tmp = `.${randomBytes(6).toString('hex')}`;
-  writeFileSync(filter + tmp, made.program, { mode: 0o600 });
-  renameSync(filter + tmp, filter);
-  writeFileSync(meta + tmp, JSON.stringify({ libraries: made.libraries }), { mode: 0o600 });
-  renameSync(meta + tmp, meta);
+  // A build reading at the same time sees the old file or the new one.
+  writeFileAtomicSync(filter, made.program, 0o600);
+  writeFileAtomicSync(meta, JSON.stringify({ libraries: made.libraries }), 0o600);
   return { loader, filter };
 }
 

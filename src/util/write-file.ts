@@ -16,11 +16,14 @@ export async function writeFileAtomic(file: string, data: string | Uint8Array): 
   }
 }
 
-/** writeFileAtomic for a small file in the state directory, where a thread-pool trip costs more than the writing. */
-export function writeFileAtomicSync(file: string, data: string | Uint8Array): void {
+/**
+ * writeFileAtomic for a small file in the state directory, where a thread-pool trip costs more
+ * than the writing; `mode` as writeFileSync's (the umask applies).
+ */
+export function writeFileAtomicSync(file: string, data: string | Uint8Array, mode?: number): void {
   const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
   try {
-    writeFileSync(tmp, data);
+    writeFileSync(tmp, data, mode === undefined ? undefined : { mode });
     renameSync(tmp, file);
   } catch (err) {
     removeFileSync(tmp);
