@@ -41,7 +41,7 @@ try {
   options = parseArgs({
     options: {
       scenario: { type: 'string', multiple: true },
-      runs: { type: 'string', default: '5' },
+      runs: { type: 'string' },
       quick: { type: 'boolean', default: false },
       'install-peers': { type: 'boolean', default: false },
       peers: { type: 'string', default: PEERS.join(',') },
@@ -59,8 +59,13 @@ try {
 } catch (err) {
   usage(err.message);
 }
-const runs = options.quick ? 1 : Number(options.runs);
-if (!Number.isInteger(runs) || runs < 1) usage(`--runs must be a whole number ≥ 1, not "${options.runs}"`);
+/** Counted runs of a scenario that names no count of its own (see Scenario.runs). */
+const DEFAULT_RUNS = 5;
+const givenRuns = options.runs === undefined ? undefined : Number(options.runs);
+if (givenRuns !== undefined && (!Number.isInteger(givenRuns) || givenRuns < 1)) usage(`--runs must be a whole number ≥ 1, not "${options.runs}"`);
+/** --runs (or --quick) for every scenario, else each scenario's own count. */
+const runsOf = (scenario) => (options.quick ? 1 : givenRuns ?? scenario.runs ?? DEFAULT_RUNS);
+const runs = runsOf({});
 const warmups = options.quick ? 0 : 1;
 const wantedPeers = options.peers.split(',').filter(Boolean);
 for (const p of wantedPeers) if (!PEERS.includes(p)) usage(`unknown peer "${p}" (known: ${PEERS.join(', ')})`);
@@ -187,8 +192,9 @@ function makeEnv(registry) {
   };
 }
 
-/** Runs one scenario: setup, a warm-up round, then `runs` interleaved rounds; returns its figures. */
+/** Runs one scenario: setup, a warm-up round, then its interleaved rounds (runsOf); returns its figures. */
 async function runScenario(scenario, env, peers) {
+  const runs = runsOf(scenario);
   const tools = [builderTool(join(work, 'state', scenario.name)), ...Object.values(peers).filter((t) => (scenario.peers ?? BUILD_PEERS).includes(t.name))];
   const figures = Object.fromEntries(tools.map((t) => [t.name, { runs: [], hits: undefined, peakBytes: 0, peaks: [] }]));
   const failed = (tool) => figures[tool.name].error !== undefined;
@@ -243,7 +249,13 @@ async function runScenario(scenario, env, peers) {
     const r = summaries.builder.error || !summaries[p] || summaries[p].error ? undefined : ratio(summaries.builder, summaries[p]);
     if (r !== undefined) ratios[p] = r;
   }
-  return { name: scenario.name, title: scenario.title, ...(scenario.goal !== undefined ? { goal: scenario.goal } : {}), tools: summaries, ratios };
+  return { name: scenario.name, title: scenario.title, ...(scenario.goal !== undefined ? { goal: scenario.goal } : {}), runs, tools: summaries, ratios };
+}
+
+/** The scenarios that had a count of runs of their own, for the heading: " (15 for: a; b)". */
+function moreRuns(result) {
+  const counts = [...new Set(result.scenarios.map((s) => s.runs).filter((n) => n !== result.runs))];
+  return counts.map((n) => ` (${n} for: ${result.scenarios.filter((s) => s.runs === n).map((s) => s.title).join('; ')})`).join('');
 }
 
 /** Writes `text` to `path` through a temporary file, so a reader never sees half a file. */
@@ -281,7 +293,7 @@ async function main() {
   result.peakRssMB = Math.max(0, ...result.scenarios.map((s) => s.tools.builder?.peakRssMB ?? 0));
   const heading =
     `builder ${result.builder} beside ${result.peers.map((p) => `${PEER_LABELS[p]} (${versions[p]})`).join(' and ') || 'no peer'}, ${result.machine.cpus} cores; ` +
-    `medians of ${runs} interleaved run${runs > 1 ? 's' : ''} (min–max)${warmups ? ` after ${warmups} warm-up` : ', no warm-up'}; ` +
+    `medians (min–max) of ${runs} interleaved run${runs > 1 ? 's' : ''}${moreRuns(result)}${warmups ? ` after ${warmups} warm-up` : ', no warm-up'}; ` +
     `builder's peak RSS ${Math.round(result.peakRssMB)} MB at most; ${result.minutes.toFixed(1)} min in all.`;
   console.log(`\n${heading}\n\n${table}`);
   mkdirSync(options.out, { recursive: true });

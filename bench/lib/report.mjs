@@ -98,7 +98,7 @@ export function svgChart(result) {
   const out = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${labelWidth + plotWidth + 60}" height="${height}" font-family="sans-serif" font-size="12">`,
     '<rect width="100%" height="100%" fill="white"/>',
-    `<text x="10" y="20" font-size="14" font-weight="bold">builder's time / peer's time (median of ${result.runs} run${result.runs === 1 ? '' : 's'}): below 1.0 builder is faster</text>`,
+    `<text x="10" y="20" font-size="14" font-weight="bold">builder's time / peer's time (medians of interleaved runs): below 1.0 builder is faster</text>`,
   ];
   peers.forEach((p, i) => {
     const lx = 10 + i * 120;

@@ -15,6 +15,7 @@ import { join } from 'node:path';
  * @property {string} title the row's label
  * @property {number} [goal] the builder / BuildKit ratio to reach
  * @property {boolean} [extra] runs only when named
+ * @property {number} [runs] counted runs unless --runs says (default 5)
  * @property {string[]} [peers] the peers it runs beside (default: BuildKit and buildah)
  * @property {(env: any) => Promise<Plan>} prepare writes its inputs; run.mjs passes the env
  */
@@ -40,6 +41,12 @@ export function writeDockerfile(env, name, text) {
 }
 
 /**
+ * Counted runs of a fully cached build: it builds nothing, and its fraction of a second is
+ * start-up and bookkeeping, of which the host's noise is a larger share than of any other run.
+ */
+const CACHED_RUNS = 15;
+
+/**
  * A scenario building `dockerfile(baseRef)` on `context(env)` (default: an empty directory)
  * from `state`; `base` names the base image (see run.mjs: busybox or distro).
  */
@@ -49,6 +56,7 @@ export function buildScenario({ name, title, goal, extra, base = 'busybox', stat
     title,
     goal,
     extra,
+    runs: state === 'cached' ? CACHED_RUNS : undefined,
     async prepare(env) {
       const baseRef = await env.image(base);
       const dir = context ? await context(env) : join(env.work, 'contexts', name);
