@@ -23,7 +23,7 @@ export function smallHeap(): void {
   collectArrayBuffers();
 }
 
-/** Growth of unreferenced ArrayBuffers after which a full collection is asked for. */
+/** Growth of the memory ArrayBuffers hold (during a pull, mostly unreferenced ones) after which a full collection is asked for. */
 const ARRAY_BUFFER_SLACK = 16 * 1024 * 1024;
 const ARRAY_BUFFER_CHECK_MS = 100;
 
@@ -32,7 +32,7 @@ const ARRAY_BUFFER_CHECK_MS = 100;
  * referenced only in a full collection, and starts one for them only once there are 64 MB more
  * of them than after the last: every byte of a pull goes through such buffers (read from the
  * socket, written to the content store, inflated), so a 50 MB layer left ~50 MB resident until
- * the process ended, a third of its peak. Here a full collection runs whenever they have grown by
+ * the process ended, about 40 % of node's peak. Here a full collection runs whenever they have grown by
  * ARRAY_BUFFER_SLACK over the least seen since the last (V8 frees them on a thread of its own
  * after the collection). The process is the command's own: the library leaves an embedder's
  * heap to its embedder.
