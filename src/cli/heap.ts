@@ -32,24 +32,31 @@ const ARRAY_BUFFER_CHECK_MS = 100;
  * referenced only in a full collection, and starts one for them only once there are 64 MB more
  * of them than after the last: every byte of a pull goes through such buffers (read from the
  * socket, written to the content store, inflated), so a 50 MB layer left ~50 MB resident until
- * the process ended, about 40 % of node's peak. Here a full collection runs whenever they have grown by
- * ARRAY_BUFFER_SLACK over the least seen since the last (V8 frees them on a thread of its own
- * after the collection). The process is the command's own: the library leaves an embedder's
- * heap to its embedder.
+ * the process ended, about 40 % of node's peak. Here a full collection runs whenever they have
+ * grown by ARRAY_BUFFER_SLACK over the least seen since the last (V8 frees them on a thread of
+ * its own after the collection). The process is the command's own: the library leaves an
+ * embedder's heap to its embedder.
  */
 function collectArrayBuffers(): void {
-  // The gc extension is installed in contexts made after the flag is set.
+  // The gc extension is installed in the contexts made after the flag is set: one is made at the
+  // first collection (making it costs ~1.5 ms, which a command that moves little never pays).
   setFlagsFromString('--expose-gc');
-  const gc: unknown = runInNewContext('typeof gc === "function" ? gc : undefined');
-  if (typeof gc !== 'function') return;
+  let gc: (() => void) | undefined;
   let least = Infinity;
   setInterval(() => {
     const now = process.memoryUsage().arrayBuffers;
     least = Math.min(least, now);
     if (now - least < ARRAY_BUFFER_SLACK) return;
+    gc ??= exposedGc();
     gc();
     least = Infinity;
   }, ARRAY_BUFFER_CHECK_MS).unref();
+}
+
+/** V8's gc(), or a function that does nothing where the extension is not there. */
+function exposedGc(): () => void {
+  const gc: unknown = runInNewContext('typeof gc === "function" ? gc : undefined');
+  return typeof gc === 'function' ? (gc as () => void) : () => undefined;
 }
 
 /**
