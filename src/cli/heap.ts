@@ -6,7 +6,7 @@
 // a fully cached build. Set at run time, the same settings keep a cold COPY of a large context
 // ~30 MB lower than V8's defaults, as the flags did.
 
-import { setFlagsFromString } from 'node:v8';
+import { getHeapStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
 /**
@@ -23,7 +23,7 @@ export function smallHeap(): void {
   collectArrayBuffers();
 }
 
-/** Growth of the memory ArrayBuffers hold (during a pull, mostly unreferenced ones) after which a full collection is asked for. */
+/** Growth of the memory outside V8's heap (ArrayBuffers, mostly unreferenced ones during a pull) after which a full collection is asked for. */
 const ARRAY_BUFFER_SLACK = 16 * 1024 * 1024;
 const ARRAY_BUFFER_CHECK_MS = 100;
 
@@ -44,7 +44,9 @@ function collectArrayBuffers(): void {
   let gc: (() => void) | undefined;
   let least = Infinity;
   setInterval(() => {
-    const now = process.memoryUsage().arrayBuffers;
+    // V8's own count, which includes every ArrayBuffer: process.memoryUsage() reads /proc, and
+    // throws when it cannot (out of file descriptors, say).
+    const now = getHeapStatistics().external_memory;
     least = Math.min(least, now);
     if (now - least < ARRAY_BUFFER_SLACK) return;
     gc ??= exposedGc();
