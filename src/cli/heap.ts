@@ -11,8 +11,9 @@ import { runInNewContext } from 'node:vm';
 
 /**
  * Once a command starts work that allocates (a build step runs, an image is pulled): the young
- * generation keeps its first semi-spaces (1 MB), and the old generation grows in small steps and
- * is collected sooner. Not before: a fully cached build allocates little, loading node:v8 is 2 ms
+ * generation keeps its first semi-spaces (1 MB), the old generation grows in small steps and is
+ * collected sooner, and the buffers bytes passed through are freed as they pile up
+ * (collectArrayBuffers). Not before: a fully cached build allocates little, loading node:v8 is 2 ms
  * of it, and --optimize-for-size starts a full collection as soon as the old generation passes
  * ~8 MB, which a fully cached build of a large context reaches just before it exits.
  */
@@ -23,7 +24,10 @@ export function smallHeap(): void {
   collectArrayBuffers();
 }
 
-/** Growth of the memory outside V8's heap (ArrayBuffers, mostly unreferenced ones during a pull) after which a full collection is asked for. */
+/**
+ * Growth of the memory outside V8's heap (ArrayBuffers: mostly unreferenced ones, during a pull)
+ * after which a full collection is asked for.
+ */
 const ARRAY_BUFFER_SLACK = 16 * 1024 * 1024;
 const ARRAY_BUFFER_CHECK_MS = 100;
 
