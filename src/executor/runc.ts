@@ -365,7 +365,7 @@ export class RuncExecutor {
     if (!runc || !config.linux.seccomp || !config.process.noNewPrivileges || isAttached(spec)) return undefined;
     return compiledSeccomp(config.linux.seccomp, {
       runc,
-      ...(this.stateRoot ? { stateRoot: this.stateRoot } : {}),
+      rootArgs: this.rootArgs(),
       bundleRoot: this.bundleRoot,
       ...(this.seccompCacheDir ? { cacheDir: this.seccompCacheDir } : {}),
       containerId: () => `${CONTAINER_PREFIX}${randomBytes(8).toString('hex')}`,

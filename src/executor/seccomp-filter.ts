@@ -77,8 +77,8 @@ const sameFile = (a: FileId | undefined, b: FileId): boolean => a !== undefined 
 export interface SeccompCompilerOptions {
   /** runc's absolute path. */
   runc: string;
-  /** runc's state directory (`--root`); default: runc's own. */
-  stateRoot?: string;
+  /** runc's global flags (`--root`). */
+  rootArgs: readonly string[];
   /** Where the container that compiles the profile gets its bundle. */
   bundleRoot: string;
   /** Where compiled programs are kept (default: defaultSeccompCacheDir()). */
@@ -166,8 +166,7 @@ async function fromRunc(profile: LinuxSeccomp, loader: string, opts: SeccompComp
   writeFileSync(join(bundle, 'config.json'), JSON.stringify(config));
   const pidFile = join(bundle, 'pid');
   const loaderFd = openSync(loader, 'r');
-  const rootArgs = opts.stateRoot ? ['--root', opts.stateRoot] : [];
-  const runc = spawn(opts.runc, [...rootArgs, '--log', join(bundle, 'runc.log'), '--log-format', 'json', 'run', '--bundle', bundle, '--pid-file', pidFile, '--preserve-fds', '1', id], {
+  const runc = spawn(opts.runc, [...opts.rootArgs, '--log', join(bundle, 'runc.log'), '--log-format', 'json', 'run', '--bundle', bundle, '--pid-file', pidFile, '--preserve-fds', '1', id], {
     // runc reports its own failures in its log; the loader says "ready" on stdout.
     stdio: ['ignore', 'pipe', 'ignore', loaderFd],
   });

@@ -165,7 +165,7 @@ await executor.run({ rootfs: ${JSON.stringify(fx.rootfs)}, args: ['true'], env: 
     const open = join(fx.dir, 'open-cache');
     mkdirSync(open);
     chmodSync(open, 0o777);
-    const opts = { runc: execFileSync('sh', ['-c', 'command -v runc'], { encoding: 'utf8' }).trim(), stateRoot: fx.stateRoot, bundleRoot: fx.bundleRoot, cacheDir: open, containerId: () => `builder-${Date.now()}`, annotations: {}, removeContainer: async () => undefined };
+    const opts = { runc: execFileSync('sh', ['-c', 'command -v runc'], { encoding: 'utf8' }).trim(), rootArgs: ['--root', fx.stateRoot], bundleRoot: fx.bundleRoot, cacheDir: open, containerId: () => `builder-${Date.now()}`, annotations: {}, removeContainer: async () => undefined };
     expect(await compiledSeccomp(defaultSeccompProfile(DEFAULT_CAPABILITIES), opts)).toBeUndefined();
     expect(await readdir(fx.bundleRoot)).toEqual([]);
     expect(fx.containers()).toEqual([]);
