@@ -274,7 +274,13 @@ function kindOf(type: string, bits: number): string {
 /** Bytes of hashed lines gathered before one hash update: one call per line cost more than the hashing. */
 const BATCH = 1 << 16;
 
-/** The checksum of exactly the selected sources (already expanded by selectSources). */
+/**
+ * The checksum of exactly the selected sources (already expanded by selectSources): sha256 over
+ * one line per source, `source\0NAME\0PATH\n`, followed by one line per entry it selects,
+ * `REL\0TYPE\0MODE\0OWNER\0CONTENT\n` (UTF-8; MODE the permission bits in octal; OWNER
+ * `uid:gid` or empty; CONTENT `sha256:HEX` for a file, the target for a symlink, else empty).
+ * Cache keys are made of these bytes: a change to them would miss every cache made before it.
+ */
 export async function checksumSources(root: string, sources: readonly Source[], opts: ChecksumOptions): Promise<Digest> {
   const hash = createHash('sha256');
   let lines = '';

@@ -2,8 +2,10 @@ import { chmod, chown, mkdir, mkdtemp, readdir, rm, symlink, utimes, writeFile }
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { checkStatCacheFile, checksumSources, StatCache } from '../../src/cache/checksum.js';
+import { FileList } from '../../src/solver/explain.js';
 import { dockerignoreFilter, selectSources, walk, type KeptWalk, type WalkEntry } from '../../src/util/select.js';
 
 let dir: string;
@@ -213,6 +215,79 @@ describe('content checksums of COPY sources', () => {
     } finally {
       await rm(other, { recursive: true, force: true });
       await rm(cacheDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('the bytes a checksum hashes', () => {
+  /**
+   * The checksum as its format says (see checksumSources), from strings: a source line, then a
+   * line per entry. Build caches are keyed by these bytes, so a cache made before any change to
+   * how they are written still hits after it.
+   */
+  function expected(sources: Array<{ name: string; path: string }>, includeOwners: boolean): string {
+    const hash = createHash('sha256');
+    for (const source of sources) {
+      hash.update(`source\0${source.name}\0${source.path}\n`);
+      for (const e of walk(dir, source.path)) {
+        const content = e.type === 'file' ? `sha256:${createHash('sha256').update(readFileSync(e.abs)).digest('hex')}` : e.type === 'symlink' ? readlinkSync(e.abs) : '';
+        hash.update(`${e.rel}\0${e.type}\0${(e.mode & 0o7777).toString(8)}\0${includeOwners ? `${e.uid}:${e.gid}` : ''}\0${content}\n`);
+      }
+    }
+    return `sha256:${hash.digest('hex')}`;
+  }
+
+  /** Names of many lengths and scripts, past U+FFFF too, and links: lines of every size, across batch bounds. */
+  async function manyNames(): Promise<void> {
+    await mkdir(join(dir, 'many'));
+    for (let i = 0; i < 1500; i++) {
+      const name = `${'é\u{1F600}語'.repeat(i % 27)}-${i}${i % 7 === 0 ? '\nline' : ''}`;
+      if (i % 5 === 0) await symlink(`../${name}-target\u{1F601}`, join(dir, 'many', name));
+      else await writeFile(join(dir, 'many', name), `content ${i}`);
+      if (i % 3 === 0) await chmod(join(dir, 'many', name), 0o751).catch(() => undefined);
+    }
+  }
+
+  it('are the documented lines, with the stat cache cold, warm, and loaded from its file', async () => {
+    await manyNames();
+    const sources = [
+      { name: 'many', path: 'many' },
+      { name: 'src', path: 'src' },
+      { name: 'package.json', path: 'package.json' },
+    ];
+    const cacheDir = join(dir, '..', `${dir.split('/').pop()}-stat`);
+    try {
+      for (const includeOwners of [false, true]) {
+        const want = expected(sources, includeOwners);
+        const cache = await StatCache.load(cacheDir, dir, aMinuteLater);
+        expect(await checksumSources(dir, sources, { statCache: cache, includeOwners })).toBe(want);
+        expect(await checksumSources(dir, sources, { statCache: cache, includeOwners })).toBe(want);
+        await cache.save();
+        const loaded = await StatCache.load(cacheDir, dir, aMinuteLater);
+        expect(await checksumSources(dir, sources, { statCache: loaded, includeOwners })).toBe(want);
+      }
+    } finally {
+      await rm(cacheDir, { recursive: true, force: true });
+    }
+  });
+
+  it('name the files a step read, for the explanation of its next miss', async () => {
+    await symlink('a.js\nwith a newline', join(dir, 'src/link\nname'));
+    await chmod(join(dir, 'src/lib/b.js'), 0o751);
+    const digest = (rel: string) => `sha256:${createHash('sha256').update(readFileSync(join(dir, rel))).digest('hex').slice(0, 16)}`;
+    for (const includeOwners of [false, true]) {
+      const files = new FileList();
+      await checksumSources(dir, [{ name: 'src', path: 'src' }], { statCache: StatCache.memory(), includeOwners, onEntry: files.add });
+      const owner = includeOwners ? ` ${process.getuid!()}:${process.getgid!()}` : '';
+      expect(files.result()).toEqual({
+        files: {
+          src: [`dir 755${owner}`, ''],
+          'src/a.js': [`file 644${owner}`, digest('src/a.js')],
+          'src/lib': [`dir 755${owner}`, ''],
+          'src/lib/b.js': [`file 751${owner}`, digest('src/lib/b.js')],
+          'src/link\nname': [`symlink 777${owner}`, 'a.js\nwith a newline'],
+        },
+      });
     }
   });
 });
