@@ -65,7 +65,8 @@ const givenRuns = options.runs === undefined ? undefined : Number(options.runs);
 if (givenRuns !== undefined && (!Number.isInteger(givenRuns) || givenRuns < 1)) usage(`--runs must be a whole number ≥ 1, not "${options.runs}"`);
 /** --runs (or --quick) for every scenario, else each scenario's own count. */
 const runsOf = (scenario) => (options.quick ? 1 : givenRuns ?? scenario.runs ?? DEFAULT_RUNS);
-const runs = runsOf({});
+/** The count of a scenario without its own, for the heading and the JSON's top-level `runs`. */
+const defaultRuns = runsOf({});
 const warmups = options.quick ? 0 : 1;
 const wantedPeers = options.peers.split(',').filter(Boolean);
 for (const p of wantedPeers) if (!PEERS.includes(p)) usage(`unknown peer "${p}" (known: ${PEERS.join(', ')})`);
@@ -275,7 +276,7 @@ async function main() {
     builder: JSON.parse(readFileSync(join(HERE, '../package.json'), 'utf8')).version,
     peers: Object.keys(peers),
     versions,
-    runs,
+    runs: defaultRuns,
     warmups,
     scenarios: [],
   };
@@ -293,7 +294,7 @@ async function main() {
   result.peakRssMB = Math.max(0, ...result.scenarios.map((s) => s.tools.builder?.peakRssMB ?? 0));
   const heading =
     `builder ${result.builder} beside ${result.peers.map((p) => `${PEER_LABELS[p]} (${versions[p]})`).join(' and ') || 'no peer'}, ${result.machine.cpus} cores; ` +
-    `medians (min–max) of ${runs} interleaved run${runs > 1 ? 's' : ''}${moreRuns(result)}${warmups ? ` after ${warmups} warm-up` : ', no warm-up'}; ` +
+    `medians (min–max) of ${defaultRuns} interleaved run${defaultRuns > 1 ? 's' : ''}${moreRuns(result)}${warmups ? ` after ${warmups} warm-up` : ', no warm-up'}; ` +
     `builder's peak RSS ${Math.round(result.peakRssMB)} MB at most; ${result.minutes.toFixed(1)} min in all.`;
   console.log(`\n${heading}\n\n${table}`);
   mkdirSync(options.out, { recursive: true });
