@@ -220,6 +220,9 @@ describe('content checksums of COPY sources', () => {
 });
 
 describe('the bytes a checksum hashes', () => {
+  /** `sha256:` and the hex digest of a file's bytes, computed here rather than by the code under test. */
+  const contentDigest = (path: string) => `sha256:${createHash('sha256').update(readFileSync(path)).digest('hex')}`;
+
   /**
    * The checksum as its format says (see checksumSources), from strings: a source line, then a
    * line per entry. Build caches are keyed by these bytes, so a cache made before any change to
@@ -230,7 +233,7 @@ describe('the bytes a checksum hashes', () => {
     for (const source of sources) {
       hash.update(`source\0${source.name}\0${source.path}\n`);
       for (const e of walk(dir, source.path)) {
-        const content = e.type === 'file' ? `sha256:${createHash('sha256').update(readFileSync(e.abs)).digest('hex')}` : e.type === 'symlink' ? readlinkSync(e.abs) : '';
+        const content = e.type === 'file' ? contentDigest(e.abs) : e.type === 'symlink' ? readlinkSync(e.abs) : '';
         hash.update(`${e.rel}\0${e.type}\0${(e.mode & 0o7777).toString(8)}\0${includeOwners ? `${e.uid}:${e.gid}` : ''}\0${content}\n`);
       }
     }
@@ -275,7 +278,8 @@ describe('the bytes a checksum hashes', () => {
   it('name the files a step read, for the explanation of its next miss', async () => {
     await symlink('a.js\nwith a newline', join(dir, 'src/link\nname'));
     await chmod(join(dir, 'src/lib/b.js'), 0o751);
-    const digest = (rel: string) => `sha256:${createHash('sha256').update(readFileSync(join(dir, rel))).digest('hex').slice(0, 16)}`;
+    // The list keeps a digest's first 16 digits.
+    const digest = (rel: string) => contentDigest(join(dir, rel)).slice(0, 'sha256:'.length + 16);
     for (const includeOwners of [false, true]) {
       const files = new FileList();
       await checksumSources(dir, [{ name: 'src', path: 'src' }], { statCache: StatCache.memory(), includeOwners, onEntry: files.add });
